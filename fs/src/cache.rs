@@ -1,0 +1,1 @@
+//! Block cache: memory LRU over a persistent disk cache.

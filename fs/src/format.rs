@@ -1,0 +1,1 @@
+//! Snapshot format (see man/snapfs-format.5).
