@@ -1,1 +1,82 @@
-//! Snapshot format (see man/snapfs-format.5).
+//! The snapshot storage format inside a bucket: manifests, packs of zstd frames, object keys.
+//!
+//! Pure encoding and decoding; the daemon does the object-store I/O. The layout is documented for
+//! people recovering data without snapfs in `man/snapfs-format.5`; keep the two in step.
+
+mod manifest;
+mod pack;
+
+pub use manifest::{BlockRef, Entry, EntryKind, MANIFEST_FORMAT, MAX_MANIFEST_BYTES, Manifest};
+pub use pack::{PackBuilder, blocks_in_range, compress_block, decode_block};
+
+/// A file is cut into blocks of this size; each block is one zstd frame.
+pub const BLOCK_SIZE: usize = 4 << 20;
+/// A pack is closed once it holds about this many compressed bytes.
+pub const PACK_TARGET: usize = 32 << 20;
+
+/// Where manifests live, relative to the remote's root.
+pub const MANIFEST_PREFIX: &str = "snapfs/snapshots/";
+/// Where packs live, relative to the remote's root.
+pub const PACK_PREFIX: &str = "snapfs/packs/";
+
+const MANIFEST_SUFFIX: &str = ".manifest.zst";
+
+/// Why stored snapshot data cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// Decompression failed, or the bytes have the wrong length or CRC32C.
+    #[error("corrupt block: {0}")]
+    CorruptBlock(String),
+    /// The manifest is unparsable, of another format, or fails validation.
+    #[error("invalid manifest: {0}")]
+    InvalidManifest(String),
+}
+
+/// The object key of snapshot `name`'s manifest. `name` must already be valid (no '/').
+pub fn manifest_key(name: &str) -> String {
+    format!("{MANIFEST_PREFIX}{name}{MANIFEST_SUFFIX}")
+}
+
+/// The object key of pack `seq` of upload `upload_id`; the zero padding keeps listings in order.
+pub fn pack_key(upload_id: &str, seq: u32) -> String {
+    format!("{PACK_PREFIX}{upload_id}/{seq:08}.pack")
+}
+
+/// The snapshot name in a manifest key's last component (`<name>.manifest.zst`), or `None` for
+/// any other object, including ones whose name snapfs would refuse.
+pub fn snapshot_name_from_manifest_key(key_tail: &str) -> Option<&str> {
+    let name = key_tail.strip_suffix(MANIFEST_SUFFIX)?;
+    manifest::check_name(name).ok().map(|()| name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_have_the_documented_shape() {
+        assert_eq!(manifest_key("db-1"), "snapfs/snapshots/db-1.manifest.zst");
+        assert_eq!(pack_key("u1", 7), "snapfs/packs/u1/00000007.pack");
+        assert_eq!(pack_key("u1", u32::MAX), "snapfs/packs/u1/4294967295.pack");
+    }
+
+    #[test]
+    fn manifest_key_tail_gives_the_name_back() {
+        let key = manifest_key("db.2026-01-01");
+        let tail = key.strip_prefix(MANIFEST_PREFIX);
+        assert_eq!(
+            tail.and_then(snapshot_name_from_manifest_key),
+            Some("db.2026-01-01")
+        );
+        assert_eq!(snapshot_name_from_manifest_key("x.manifest.zst"), Some("x"));
+        for other in [
+            ".manifest.zst",
+            "..manifest.zst",
+            "x.manifest",
+            "x.zst",
+            "a/b.manifest.zst",
+        ] {
+            assert_eq!(snapshot_name_from_manifest_key(other), None, "{other}");
+        }
+    }
+}
