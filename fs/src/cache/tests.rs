@@ -1,0 +1,371 @@
+use std::path::Path;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+#[derive(Debug, Clone, PartialEq)]
+struct FetchError(&'static str);
+
+fn config(dir: &Path) -> CacheConfig {
+    CacheConfig {
+        dir: dir.to_owned(),
+        max_disk_bytes: 1 << 30,
+        min_free_bytes: 0,
+        max_memory_bytes: 1 << 20,
+    }
+}
+
+/// A fetch that counts its calls and returns `data`.
+fn fetch(
+    calls: &Arc<AtomicUsize>,
+    data: &'static [u8],
+) -> impl FnOnce() -> std::future::Ready<Result<Bytes, FetchError>> + use<> {
+    let calls = Arc::clone(calls);
+    move || {
+        calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(Bytes::from_static(data)))
+    }
+}
+
+async fn unreachable_fetch() -> Result<Bytes, FetchError> {
+    Err(FetchError("fetch must not run"))
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Sum of the sizes of the block files really on disk.
+fn bytes_on_disk(dir: &Path) -> u64 {
+    let mut total = 0;
+    for shard in std::fs::read_dir(dir.join("blocks")).unwrap() {
+        for file in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+            total += file.unwrap().metadata().unwrap().len();
+        }
+    }
+    total
+}
+
+#[tokio::test]
+async fn memory_hit_does_not_fetch_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = BlockCache::open(config(tmp.path())).unwrap();
+    let calls = Arc::default();
+    let first = cache.get_or_fetch("k", fetch(&calls, b"hello")).await;
+    let second = cache.get_or_fetch("k", fetch(&calls, b"other")).await;
+    assert_eq!(first, Ok(Bytes::from_static(b"hello")));
+    assert_eq!(second, Ok(Bytes::from_static(b"hello")));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let stats = cache.stats();
+    assert_eq!((stats.memory_hits, stats.misses), (1, 1));
+    assert_eq!(stats.fetched_bytes, 5);
+    assert_eq!(stats.memory_bytes, 5);
+}
+
+#[tokio::test]
+async fn disk_hit_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = "cloud/local/snapfs/packs/abc/00000001.pack@1234+5678";
+    {
+        let cache = BlockCache::open(config(tmp.path())).unwrap();
+        let calls = Arc::default();
+        cache
+            .get_or_fetch(key, fetch(&calls, b"block"))
+            .await
+            .unwrap();
+        cache.flush().await;
+    }
+    let cache = BlockCache::open(config(tmp.path())).unwrap();
+    let data = cache.get_or_fetch(key, unreachable_fetch).await;
+    assert_eq!(data, Ok(Bytes::from_static(b"block")));
+    assert_eq!(cache.stats().disk_hits, 1);
+    // Now in memory too.
+    assert_eq!(cache.get_cached(key).await.as_deref(), Some(&b"block"[..]));
+    assert_eq!(cache.stats().memory_hits, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_share_one_fetch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = BlockCache::open(config(tmp.path())).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let cache = Arc::clone(&cache);
+        let calls = Arc::clone(&calls);
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_fetch("k", || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok::<_, FetchError>(Bytes::from_static(b"shared"))
+                })
+                .await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), Ok(Bytes::from_static(b"shared")));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let stats = cache.stats();
+    assert_eq!(stats.memory_hits + stats.misses, 16);
+    assert_eq!(stats.fetched_bytes, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_fetch_error_reaches_every_caller_and_is_not_cached() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = BlockCache::open(config(tmp.path())).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let cache = Arc::clone(&cache);
+        let calls = Arc::clone(&calls);
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_fetch("k", || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Err::<Bytes, _>(FetchError("backend down"))
+                })
+                .await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), Err(FetchError("backend down")));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let calls = Arc::default();
+    let data = cache.get_or_fetch("k", fetch(&calls, b"back")).await;
+    assert_eq!(data, Ok(Bytes::from_static(b"back")));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn fetch_error_is_returned_and_not_cached() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = BlockCache::open(config(tmp.path())).unwrap();
+    let failed = cache
+        .get_or_fetch("k", || async { Err::<Bytes, _>(FetchError("boom")) })
+        .await;
+    assert_eq!(failed, Err(FetchError("boom")));
+    cache.flush().await;
+    assert_eq!(cache.get_cached("k").await, None);
+    assert!(!cache.disk.path_for("k").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_takes_over_when_the_leader_is_cancelled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = BlockCache::open(config(tmp.path())).unwrap();
+    let leader = {
+        let cache = Arc::clone(&cache);
+        tokio::spawn(async move {
+            cache
+                .get_or_fetch("k", std::future::pending::<Result<Bytes, FetchError>>)
+                .await
+        })
+    };
+    wait_until("the leader's flight", || {
+        lock(&cache.flights).by_key.contains_key("k")
+    })
+    .await;
+    let follower = {
+        let cache = Arc::clone(&cache);
+        tokio::spawn(async move {
+            let calls = Arc::default();
+            cache.get_or_fetch("k", fetch(&calls, b"mine")).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    leader.abort();
+    assert_eq!(follower.await.unwrap(), Ok(Bytes::from_static(b"mine")));
+}
+
+#[tokio::test]
+async fn flipped_byte_is_a_miss_and_refetched() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let cache = BlockCache::open(config(tmp.path())).unwrap();
+        cache.insert("k", Bytes::from_static(b"good data")).await;
+        cache.flush().await;
+    }
+    let cache = BlockCache::open(config(tmp.path())).unwrap();
+    let path = cache.disk.path_for("k");
+    let mut raw = std::fs::read(&path).unwrap();
+    let at = raw.len() - 6;
+    raw[at] ^= 0x01;
+    std::fs::write(&path, &raw).unwrap();
+
+    let calls = Arc::default();
+    let data = cache.get_or_fetch("k", fetch(&calls, b"good data")).await;
+    assert_eq!(data, Ok(Bytes::from_static(b"good data")));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.corrupt_dropped, stats.disk_hits, stats.misses),
+        (1, 0, 1)
+    );
+    // The refetched block replaced the bad file.
+    cache.flush().await;
+    let fresh = BlockCache::open(config(tmp.path())).unwrap();
+    assert_eq!(
+        fresh.get_cached("k").await.as_deref(),
+        Some(&b"good data"[..])
+    );
+}
+
+#[tokio::test]
+async fn truncated_file_is_a_miss_and_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let cache = BlockCache::open(config(tmp.path())).unwrap();
+        cache.insert("k", Bytes::from_static(b"some block")).await;
+        cache.flush().await;
+    }
+    let cache = BlockCache::open(config(tmp.path())).unwrap();
+    let path = cache.disk.path_for("k");
+    let raw = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &raw[..raw.len() - 3]).unwrap();
+    assert_eq!(cache.get_cached("k").await, None);
+    assert_eq!(cache.stats().corrupt_dropped, 1);
+    assert!(!path.exists());
+}
+
+#[tokio::test]
+async fn memory_limit_evicts_least_recently_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = CacheConfig {
+        max_disk_bytes: 0,
+        max_memory_bytes: 1000,
+        ..config(tmp.path())
+    };
+    let cache = BlockCache::open(config).unwrap();
+    for key in ["a", "b", "c"] {
+        cache.insert(key, Bytes::from(vec![0u8; 300])).await;
+    }
+    assert!(cache.get_cached("a").await.is_some());
+    cache.insert("d", Bytes::from(vec![0u8; 300])).await;
+    assert_eq!(cache.stats().memory_bytes, 900);
+    assert!(cache.get_cached("b").await.is_none());
+    for key in ["a", "c", "d"] {
+        assert!(cache.get_cached(key).await.is_some(), "{key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_limit_holds_after_many_inserts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let limit = 64 << 10;
+    let config = CacheConfig {
+        max_disk_bytes: limit,
+        max_memory_bytes: 0,
+        ..config(tmp.path())
+    };
+    let cache = BlockCache::open(config).unwrap();
+    for i in 0..100 {
+        cache
+            .insert(&format!("block-{i}"), Bytes::from(vec![i as u8; 4096]))
+            .await;
+    }
+    cache.flush().await;
+    wait_until("eviction under the limit", || {
+        cache.stats().disk_bytes <= limit && bytes_on_disk(tmp.path()) <= limit
+    })
+    .await;
+    assert!(cache.stats().evicted_bytes > 0);
+    // What survived is intact.
+    let kept = (0..100)
+        .filter(|i| cache.disk.read(&format!("block-{i}")).is_some())
+        .count();
+    assert!(kept > 0);
+}
+
+#[tokio::test]
+async fn free_space_floor_evicts_and_stops_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let cache = BlockCache::open(config(tmp.path())).unwrap();
+        cache.insert("old", Bytes::from_static(b"old block")).await;
+        cache.flush().await;
+    }
+    // No file system has this much free space, so everything must go.
+    let config = CacheConfig {
+        min_free_bytes: u64::MAX,
+        ..config(tmp.path())
+    };
+    let cache = BlockCache::open(config).unwrap();
+    // The evictor records the low-space state before publishing the evicted bytes.
+    wait_until("eviction", || cache.stats().evicted_bytes > 0).await;
+    assert_eq!(bytes_on_disk(tmp.path()), 0);
+    cache.insert("new", Bytes::from_static(b"new block")).await;
+    cache.flush().await;
+    assert!(!cache.disk.path_for("new").exists());
+    assert_eq!(
+        cache.get_cached("new").await.as_deref(),
+        Some(&b"new block"[..])
+    );
+}
+
+#[tokio::test]
+async fn open_does_not_walk_the_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = 3000u64;
+    for i in 0..files {
+        let hash = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let shard = tmp.path().join(format!("blocks/{:02x}", hash >> 56));
+        std::fs::create_dir_all(&shard).unwrap();
+        std::fs::write(shard.join(format!("{hash:016x}")), [0u8; 100]).unwrap();
+    }
+    let (release, gate) = mpsc::channel();
+    let cache = BlockCache::open_with_scan_gate(config(tmp.path()), Some(gate)).unwrap();
+    // Open returned while the scan is still held back, so it cannot have walked the tree.
+    assert!(!cache.scan_complete());
+    assert_eq!(cache.stats().disk_bytes, 0);
+    release.send(()).unwrap();
+    wait_until("the scan", || cache.scan_complete()).await;
+    assert_eq!(cache.stats().disk_bytes, files * 100);
+}
+
+#[tokio::test]
+async fn unwritable_dir_still_returns_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = BlockCache::open(config(tmp.path())).unwrap();
+    // A file where the blocks directory should be fails every write, even for root.
+    let blocks = tmp.path().join("blocks");
+    std::fs::remove_dir_all(&blocks).unwrap();
+    std::fs::write(&blocks, b"not a directory").unwrap();
+    let calls = Arc::default();
+    let data = cache.get_or_fetch("k", fetch(&calls, b"fresh")).await;
+    assert_eq!(data, Ok(Bytes::from_static(b"fresh")));
+    cache.flush().await;
+    assert_eq!(cache.get_cached("k").await.as_deref(), Some(&b"fresh"[..]));
+    assert_eq!(cache.stats().disk_bytes, 0);
+}
+
+#[tokio::test]
+async fn remove_drops_memory_and_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = BlockCache::open(config(tmp.path())).unwrap();
+    cache.insert("k", Bytes::from_static(b"bad upstream")).await;
+    cache.flush().await;
+    assert!(cache.disk.path_for("k").exists());
+    cache.remove("k").await;
+    assert!(!cache.disk.path_for("k").exists());
+    assert_eq!(cache.get_cached("k").await, None);
+    assert_eq!(cache.stats().memory_bytes, 0);
+}
+
+#[test]
+fn lookups_can_be_spawned() {
+    fn assert_send<T: Send>(_: &T) {}
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = BlockCache::open(config(tmp.path())).unwrap();
+    assert_send(&cache.get_or_fetch("k", unreachable_fetch));
+    assert_send(&cache.get_cached("k"));
+}
