@@ -5,6 +5,7 @@
 
 mod manifest;
 mod pack;
+mod validation;
 
 pub use manifest::{BlockRef, Entry, EntryKind, MANIFEST_FORMAT, MAX_MANIFEST_BYTES, Manifest};
 pub use pack::{PackBuilder, blocks_in_range, compress_block, decode_block};
@@ -46,7 +47,7 @@ pub fn pack_key(upload_id: &str, seq: u32) -> String {
 /// any other object, including ones whose name snapfs would refuse.
 pub fn snapshot_name_from_manifest_key(key_tail: &str) -> Option<&str> {
     let name = key_tail.strip_suffix(MANIFEST_SUFFIX)?;
-    manifest::check_name(name).ok().map(|()| name)
+    validation::check_name(name).ok().map(|()| name)
 }
 
 #[cfg(test)]

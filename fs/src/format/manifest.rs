@@ -1,22 +1,19 @@
 //! The manifest: one compressed JSON document per snapshot listing every entry and where its bytes
 //! live. It is written last, so a snapshot exists exactly when its manifest does.
 
-use std::collections::HashMap;
 use std::io::Read;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::pack::encode_frame;
-use super::{BLOCK_SIZE, FormatError, PACK_PREFIX};
+use super::{FormatError, validation};
 
 /// The value of [`Manifest::format`]; a reader refuses any other.
 pub const MANIFEST_FORMAT: &str = "snapfs-manifest/1";
 /// The most decompressed bytes a manifest may have; manifests come from buckets others can write.
 pub const MAX_MANIFEST_BYTES: usize = 1 << 30;
 
-/// Longest file name a Unix kernel accepts (NAME_MAX); longer ones could never be shown.
-const NAME_MAX: usize = 255;
 /// zstd's default: repetitive JSON shrinks well at any level, and a large tree's upload should not
 /// wait on its manifest.
 const MANIFEST_LEVEL: i32 = 3;
@@ -120,53 +117,7 @@ impl Manifest {
     /// Checks everything a reader relies on, so that a hostile or damaged manifest can neither
     /// name paths outside the snapshot nor make reads go out of bounds.
     pub fn validate(&self) -> Result<(), FormatError> {
-        if self.format != MANIFEST_FORMAT {
-            return Err(invalid(format!(
-                "format {:?}, expected {MANIFEST_FORMAT:?}",
-                self.format
-            )));
-        }
-        check_name(&self.name)
-            .map_err(|why| invalid(format!("snapshot name {:?}: {why}", self.name)))?;
-        for key in &self.packs {
-            check_pack_key(key).map_err(|why| invalid(format!("pack {key:?}: {why}")))?;
-        }
-        let Some(root) = self.entries.first() else {
-            return Err(invalid("no entries (not even the root)".to_owned()));
-        };
-        if !root.path.is_empty() {
-            return Err(invalid(format!(
-                "first entry {:?} is not the root (path \"\")",
-                root.path
-            )));
-        }
-        if matches!(root.kind, EntryKind::Symlink { .. }) {
-            return Err(invalid("the root is a symlink".to_owned()));
-        }
-        // Path -> is a directory, for every entry seen so far.
-        let mut seen: HashMap<&str, bool> = HashMap::with_capacity(self.entries.len());
-        for (i, entry) in self.entries.iter().enumerate() {
-            let fail = |why: String| invalid(format!("entry {:?}: {why}", entry.path));
-            if i > 0 {
-                check_path(&entry.path).map_err(fail)?;
-                let parent = entry.path.rsplit_once('/').map_or("", |(parent, _)| parent);
-                match seen.get(parent) {
-                    Some(true) => {}
-                    Some(false) => {
-                        return Err(fail(format!("parent {parent:?} is not a directory")));
-                    }
-                    None => {
-                        return Err(fail(format!("parent {parent:?} is missing or comes later")));
-                    }
-                }
-            }
-            check_entry(entry, self.packs.len()).map_err(fail)?;
-            let is_dir = matches!(entry.kind, EntryKind::Dir);
-            if seen.insert(&entry.path, is_dir).is_some() {
-                return Err(fail("duplicate path".to_owned()));
-            }
-        }
-        Ok(())
+        validation::check(self)
     }
 
     /// The root entry; validation guarantees it exists (an unvalidated empty manifest gets an
@@ -216,106 +167,251 @@ fn decode(bytes: &[u8], cap: usize) -> Result<Manifest, FormatError> {
     Ok(manifest)
 }
 
-fn invalid(why: String) -> FormatError {
+pub(super) fn invalid(why: String) -> FormatError {
     FormatError::InvalidManifest(why)
 }
 
-/// A snapshot name must be usable as one file name and one object-key component.
-pub(super) fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("empty".to_owned());
-    }
-    if name.contains('/') {
-        return Err("contains '/'".to_owned());
-    }
-    check_component(name)
-}
+#[cfg(test)]
+pub(super) mod tests {
+    use proptest::prelude::*;
 
-/// A path relative to the snapshot root, judged the way a Unix kernel would walk it.
-fn check_path(path: &str) -> Result<(), String> {
-    if path.is_empty() {
-        return Err("empty path outside the root".to_owned());
-    }
-    if path.starts_with('/') {
-        return Err("absolute path".to_owned());
-    }
-    path.split('/').try_for_each(|component| {
-        if component.is_empty() {
-            Err("empty component (leading, trailing or doubled '/')".to_owned())
-        } else {
-            check_component(component)
-        }
-    })
-}
+    use super::*;
+    use crate::format::BLOCK_SIZE;
 
-fn check_component(component: &str) -> Result<(), String> {
-    if component == "." || component == ".." {
-        return Err(format!("{component:?} component"));
+    pub(in crate::format) fn at(secs: i64, nsec: u32) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, nsec).unwrap()
     }
-    if component.contains('\0') {
-        return Err("contains NUL".to_owned());
-    }
-    if component.len() > NAME_MAX {
-        return Err(format!("component longer than {NAME_MAX} bytes"));
-    }
-    Ok(())
-}
 
-/// Deleting a snapshot deletes its packs, so a manifest must not be able to name any other object.
-fn check_pack_key(key: &str) -> Result<(), String> {
-    match key.strip_prefix(PACK_PREFIX) {
-        Some(rest) => check_path(rest),
-        None => Err(format!("not under {PACK_PREFIX:?}")),
-    }
-}
-
-fn check_entry(entry: &Entry, pack_count: usize) -> Result<(), String> {
-    if entry.mode & !0o7777 != 0 {
-        return Err(format!("mode {:o} has bits beyond 0o7777", entry.mode));
-    }
-    if entry.mtime_nsec >= 1_000_000_000 {
-        return Err(format!("mtime_nsec {} is not below 10^9", entry.mtime_nsec));
-    }
-    match &entry.kind {
-        EntryKind::Dir => Ok(()),
-        EntryKind::Symlink { target } if target.is_empty() => {
-            Err("empty symlink target".to_owned())
-        }
-        EntryKind::Symlink { target } if target.contains('\0') => {
-            Err("symlink target contains NUL".to_owned())
-        }
-        EntryKind::Symlink { .. } => Ok(()),
-        EntryKind::File { size, blocks, .. } => {
-            let mut sum: u64 = 0;
-            for (i, block) in blocks.iter().enumerate() {
-                check_block(block, pack_count).map_err(|why| format!("block {i}: {why}"))?;
-                sum = sum
-                    .checked_add(u64::from(block.len))
-                    .ok_or_else(|| "block lengths overflow".to_owned())?;
-            }
-            if sum != *size {
-                return Err(format!("blocks hold {sum} bytes but size is {size}"));
-            }
-            Ok(())
+    fn entry(path: &str, kind: EntryKind) -> Entry {
+        Entry {
+            path: path.to_owned(),
+            mode: 0o644,
+            mtime: 1_700_000_000,
+            mtime_nsec: 5,
+            kind,
         }
     }
-}
 
-fn check_block(block: &BlockRef, pack_count: usize) -> Result<(), String> {
-    if usize::try_from(block.pack).map_or(true, |pack| pack >= pack_count) {
-        return Err(format!(
-            "pack {} out of range ({pack_count} packs)",
-            block.pack
-        ));
+    pub(in crate::format) fn dir(path: &str) -> Entry {
+        entry(path, EntryKind::Dir)
     }
-    if block.len == 0 || block.len as usize > BLOCK_SIZE {
-        return Err(format!("len {} not in 1..={BLOCK_SIZE}", block.len));
+
+    pub(in crate::format) fn block(pack: u32, offset: u64, len: u32) -> BlockRef {
+        BlockRef {
+            pack,
+            offset,
+            clen: 100,
+            len,
+            crc32c: 7,
+        }
     }
-    if block.clen == 0 {
-        return Err("empty frame".to_owned());
+
+    pub(in crate::format) fn file(path: &str, blocks: Vec<BlockRef>) -> Entry {
+        let size = blocks.iter().map(|b| u64::from(b.len)).sum();
+        entry(
+            path,
+            EntryKind::File {
+                size,
+                crc32c: 1,
+                blocks,
+            },
+        )
     }
-    if block.offset.checked_add(u64::from(block.clen)).is_none() {
-        return Err("frame range overflows".to_owned());
+
+    pub(in crate::format) fn symlink(path: &str, target: &str) -> Entry {
+        entry(
+            path,
+            EntryKind::Symlink {
+                target: target.to_owned(),
+            },
+        )
     }
-    Ok(())
+
+    pub(in crate::format) fn sample() -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT.to_owned(),
+            name: "db-2026-11-20".to_owned(),
+            created: at(1_763_600_000, 123_456_789),
+            expires: Some(at(1_764_800_000, 0)),
+            packs: vec![
+                "snapfs/packs/up1/00000000.pack".to_owned(),
+                "snapfs/packs/up1/00000001.pack".to_owned(),
+            ],
+            entries: vec![
+                dir(""),
+                dir("a"),
+                file("a/f", vec![block(0, 0, BLOCK_SIZE as u32), block(1, 0, 10)]),
+                symlink("a/l", "../etc/hosts"),
+                file("empty", vec![]),
+            ],
+        }
+    }
+
+    #[test]
+    fn sample_is_valid_and_counts_files() {
+        let manifest = sample();
+        manifest.validate().unwrap();
+        assert_eq!(manifest.root().path, "");
+        assert_eq!(manifest.file_count(), 2);
+        assert_eq!(manifest.total_size(), BLOCK_SIZE as u64 + 10);
+    }
+
+    #[test]
+    fn bytes_round_trip_and_read_as_plain_zstd_json() {
+        let manifest = sample();
+        let bytes = manifest.to_bytes();
+        assert_eq!(Manifest::from_bytes(&bytes).unwrap(), manifest);
+        let json: serde_json::Value =
+            serde_json::from_slice(&zstd::decode_all(&bytes[..]).unwrap()).unwrap();
+        assert_eq!(json["format"], MANIFEST_FORMAT);
+        assert_eq!(json["created"], "2025-11-20T00:53:20.123456789Z");
+        assert_eq!(json["entries"][0]["type"], "dir");
+        assert_eq!(json["entries"][2]["type"], "file");
+        assert_eq!(json["entries"][2]["blocks"][1]["pack"], 1);
+        assert_eq!(json["entries"][3]["target"], "../etc/hosts");
+    }
+
+    #[test]
+    fn expires_is_left_out_when_absent() {
+        let mut manifest = sample();
+        manifest.expires = None;
+        let json = zstd::decode_all(&manifest.to_bytes()[..]).unwrap();
+        assert!(!String::from_utf8(json).unwrap().contains("expires"));
+    }
+
+    #[test]
+    fn from_bytes_refuses_garbage_and_invalid_content() {
+        let is_invalid = |bytes: &[u8]| {
+            matches!(
+                Manifest::from_bytes(bytes),
+                Err(FormatError::InvalidManifest(_))
+            )
+        };
+        assert!(is_invalid(b"not zstd at all"));
+        assert!(is_invalid(&zstd::encode_all(&b"{not json"[..], 3).unwrap()));
+        let bytes = sample().to_bytes();
+        assert!(is_invalid(&bytes[..bytes.len() - 3]));
+        let mut bad = sample();
+        bad.entries.push(dir("../escape"));
+        let err = Manifest::from_bytes(&bad.to_bytes()).unwrap_err();
+        assert!(err.to_string().contains("\"../escape\""), "{err}");
+    }
+
+    #[test]
+    fn from_bytes_stops_at_the_cap() {
+        let bomb = zstd::encode_all(&vec![b' '; 4 << 20][..], 19).unwrap();
+        assert!(bomb.len() < 4096);
+        let err = decode(&bomb, 1 << 20).unwrap_err();
+        assert!(
+            err.to_string().contains("larger than 1048576 bytes"),
+            "{err}"
+        );
+
+        let bytes = sample().to_bytes();
+        let json_len = zstd::decode_all(&bytes[..]).unwrap().len();
+        assert_eq!(decode(&bytes, json_len).unwrap(), sample());
+        assert!(decode(&bytes, json_len - 1).is_err());
+    }
+
+    /// Arbitrary valid manifests: each node hangs under an earlier directory (picked by index).
+    fn arb_manifest() -> impl Strategy<Value = Manifest> {
+        let arb_block = (
+            any::<u32>(),
+            0u64..1 << 40,
+            1u32..,
+            1u32..=BLOCK_SIZE as u32,
+            any::<u32>(),
+        );
+        let arb_kind = prop_oneof![
+            Just(EntryKind::Dir),
+            (any::<u32>(), prop::collection::vec(arb_block, 0..4)).prop_map(|(crc32c, blocks)| {
+                let blocks: Vec<BlockRef> = blocks
+                    .into_iter()
+                    .map(|(pack, offset, clen, len, crc32c)| BlockRef {
+                        pack,
+                        offset,
+                        clen,
+                        len,
+                        crc32c,
+                    })
+                    .collect();
+                EntryKind::File {
+                    size: blocks.iter().map(|b| u64::from(b.len)).sum(),
+                    crc32c,
+                    blocks,
+                }
+            }),
+            "[^\\x00]{1,16}".prop_map(|target| EntryKind::Symlink { target }),
+        ];
+        let arb_node = (
+            any::<usize>(),
+            "[^/\\x00]{1,8}",
+            arb_kind,
+            0u32..=0o7777,
+            any::<i64>(),
+            0u32..1_000_000_000,
+        );
+        (
+            "[^/\\x00]{1,20}",
+            1usize..4,
+            0i64..4_102_444_800,
+            0u32..1_000_000_000,
+            prop::option::of(0i64..4_102_444_800),
+            prop::collection::vec(arb_node, 0..30),
+        )
+            .prop_filter("names . and .. are refused", |(name, ..)| {
+                name != "." && name != ".."
+            })
+            .prop_map(|(name, pack_count, created, nsec, expires, nodes)| {
+                let mut entries = vec![dir("")];
+                let mut dirs = vec![String::new()];
+                for (pick, component, mut kind, mode, mtime, mtime_nsec) in nodes {
+                    if component == "." || component == ".." {
+                        continue;
+                    }
+                    let parent = &dirs[pick % dirs.len()];
+                    let path = if parent.is_empty() {
+                        component
+                    } else {
+                        format!("{parent}/{component}")
+                    };
+                    if entries.iter().any(|e: &Entry| e.path == path) {
+                        continue;
+                    }
+                    if let EntryKind::File { blocks, .. } = &mut kind {
+                        for block in blocks {
+                            block.pack %= pack_count as u32;
+                        }
+                    }
+                    if kind == EntryKind::Dir {
+                        dirs.push(path.clone());
+                    }
+                    entries.push(Entry {
+                        path,
+                        mode,
+                        mtime,
+                        mtime_nsec,
+                        kind,
+                    });
+                }
+                Manifest {
+                    format: MANIFEST_FORMAT.to_owned(),
+                    name,
+                    created: at(created, nsec),
+                    expires: expires.map(|secs| at(secs, 0)),
+                    packs: (0..pack_count as u32)
+                        .map(|seq| super::super::pack_key("up", seq))
+                        .collect(),
+                    entries,
+                }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn valid_manifests_round_trip(manifest in arb_manifest()) {
+            prop_assert!(manifest.validate().is_ok(), "{:?}", manifest.validate());
+            prop_assert_eq!(Manifest::from_bytes(&manifest.to_bytes()).unwrap(), manifest);
+        }
+    }
 }

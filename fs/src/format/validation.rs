@@ -1,0 +1,317 @@
+//! The rules a manifest must follow before anything is read through it: manifests come from
+//! buckets others can write, so every name, path, parent and block reference is checked.
+
+use std::collections::HashMap;
+
+use super::manifest::{BlockRef, Entry, EntryKind, MANIFEST_FORMAT, Manifest, invalid};
+use super::{BLOCK_SIZE, FormatError, PACK_PREFIX};
+
+/// Longest file name a Unix kernel accepts (NAME_MAX); longer ones could never be shown.
+const NAME_MAX: usize = 255;
+
+/// The checks behind [`Manifest::validate`].
+pub(super) fn check(manifest: &Manifest) -> Result<(), FormatError> {
+    if manifest.format != MANIFEST_FORMAT {
+        return Err(invalid(format!(
+            "format {:?}, expected {MANIFEST_FORMAT:?}",
+            manifest.format
+        )));
+    }
+    check_name(&manifest.name)
+        .map_err(|why| invalid(format!("snapshot name {:?}: {why}", manifest.name)))?;
+    for key in &manifest.packs {
+        check_pack_key(key).map_err(|why| invalid(format!("pack {key:?}: {why}")))?;
+    }
+    let Some(root) = manifest.entries.first() else {
+        return Err(invalid("no entries (not even the root)".to_owned()));
+    };
+    if !root.path.is_empty() {
+        return Err(invalid(format!(
+            "first entry {:?} is not the root (path \"\")",
+            root.path
+        )));
+    }
+    if matches!(root.kind, EntryKind::Symlink { .. }) {
+        return Err(invalid("the root is a symlink".to_owned()));
+    }
+    // Path -> is a directory, for every entry seen so far.
+    let mut seen: HashMap<&str, bool> = HashMap::with_capacity(manifest.entries.len());
+    for (i, entry) in manifest.entries.iter().enumerate() {
+        let fail = |why: String| invalid(format!("entry {:?}: {why}", entry.path));
+        if i > 0 {
+            check_path(&entry.path).map_err(fail)?;
+            let parent = entry.path.rsplit_once('/').map_or("", |(parent, _)| parent);
+            match seen.get(parent) {
+                Some(true) => {}
+                Some(false) => {
+                    return Err(fail(format!("parent {parent:?} is not a directory")));
+                }
+                None => {
+                    return Err(fail(format!("parent {parent:?} is missing or comes later")));
+                }
+            }
+        }
+        check_entry(entry, manifest.packs.len()).map_err(fail)?;
+        let is_dir = matches!(entry.kind, EntryKind::Dir);
+        if seen.insert(&entry.path, is_dir).is_some() {
+            return Err(fail("duplicate path".to_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// A snapshot name must be usable as one file name and one object-key component.
+pub(super) fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty".to_owned());
+    }
+    if name.contains('/') {
+        return Err("contains '/'".to_owned());
+    }
+    check_component(name)
+}
+
+/// A path relative to the snapshot root, judged the way a Unix kernel would walk it.
+fn check_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("empty path outside the root".to_owned());
+    }
+    if path.starts_with('/') {
+        return Err("absolute path".to_owned());
+    }
+    path.split('/').try_for_each(|component| {
+        if component.is_empty() {
+            Err("empty component (leading, trailing or doubled '/')".to_owned())
+        } else {
+            check_component(component)
+        }
+    })
+}
+
+fn check_component(component: &str) -> Result<(), String> {
+    if component == "." || component == ".." {
+        return Err(format!("{component:?} component"));
+    }
+    if component.contains('\0') {
+        return Err("contains NUL".to_owned());
+    }
+    if component.len() > NAME_MAX {
+        return Err(format!("component longer than {NAME_MAX} bytes"));
+    }
+    Ok(())
+}
+
+/// Deleting a snapshot deletes its packs, so a manifest must not be able to name any other object.
+fn check_pack_key(key: &str) -> Result<(), String> {
+    match key.strip_prefix(PACK_PREFIX) {
+        Some(rest) => check_path(rest),
+        None => Err(format!("not under {PACK_PREFIX:?}")),
+    }
+}
+
+fn check_entry(entry: &Entry, pack_count: usize) -> Result<(), String> {
+    if entry.mode & !0o7777 != 0 {
+        return Err(format!("mode {:o} has bits beyond 0o7777", entry.mode));
+    }
+    if entry.mtime_nsec >= 1_000_000_000 {
+        return Err(format!("mtime_nsec {} is not below 10^9", entry.mtime_nsec));
+    }
+    match &entry.kind {
+        EntryKind::Dir => Ok(()),
+        EntryKind::Symlink { target } if target.is_empty() => {
+            Err("empty symlink target".to_owned())
+        }
+        EntryKind::Symlink { target } if target.contains('\0') => {
+            Err("symlink target contains NUL".to_owned())
+        }
+        EntryKind::Symlink { .. } => Ok(()),
+        EntryKind::File { size, blocks, .. } => {
+            let mut sum: u64 = 0;
+            for (i, block) in blocks.iter().enumerate() {
+                check_block(block, pack_count).map_err(|why| format!("block {i}: {why}"))?;
+                sum = sum
+                    .checked_add(u64::from(block.len))
+                    .ok_or_else(|| "block lengths overflow".to_owned())?;
+            }
+            if sum != *size {
+                return Err(format!("blocks hold {sum} bytes but size is {size}"));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn check_block(block: &BlockRef, pack_count: usize) -> Result<(), String> {
+    if usize::try_from(block.pack).map_or(true, |pack| pack >= pack_count) {
+        return Err(format!(
+            "pack {} out of range ({pack_count} packs)",
+            block.pack
+        ));
+    }
+    if block.len == 0 || block.len as usize > BLOCK_SIZE {
+        return Err(format!("len {} not in 1..={BLOCK_SIZE}", block.len));
+    }
+    if block.clen == 0 {
+        return Err("empty frame".to_owned());
+    }
+    if block.offset.checked_add(u64::from(block.clen)).is_none() {
+        return Err("frame range overflows".to_owned());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::manifest::tests::{block, dir, file, sample, symlink};
+
+    /// The manifest's validation error, which must exist and mention `needle`.
+    fn refused(manifest: &Manifest, needle: &str) {
+        match manifest.validate() {
+            Err(FormatError::InvalidManifest(why)) => {
+                assert!(why.contains(needle), "{why:?} does not mention {needle:?}")
+            }
+            other => panic!("expected a refusal mentioning {needle:?}, got {other:?}"),
+        }
+    }
+
+    fn with_entry(extra: Entry) -> Manifest {
+        let mut manifest = sample();
+        manifest.entries.push(extra);
+        manifest
+    }
+
+    #[test]
+    fn a_single_file_snapshot_has_a_file_root() {
+        let mut manifest = sample();
+        manifest.entries = vec![file("", vec![block(0, 0, 3)])];
+        manifest.validate().unwrap();
+        refused(
+            &with_entry_on(manifest, dir("x")),
+            "\"\" is not a directory",
+        );
+    }
+
+    fn with_entry_on(mut manifest: Manifest, extra: Entry) -> Manifest {
+        manifest.entries.push(extra);
+        manifest
+    }
+
+    #[test]
+    fn refuses_hostile_paths() {
+        for path in [
+            "../x",
+            "/etc/passwd",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "a/..",
+            "a/.",
+            "..",
+            ".",
+            "a/",
+            "",
+            "a/b\0c",
+        ] {
+            refused(&with_entry(file(path, vec![])), &format!("{path:?}"));
+        }
+        refused(&with_entry(dir(&"n".repeat(256))), "longer than 255");
+        with_entry(dir(&"n".repeat(255))).validate().unwrap();
+        // A backslash is an ordinary character in a Unix file name.
+        with_entry(dir("a\\..")).validate().unwrap();
+    }
+
+    #[test]
+    fn refuses_bad_tree_shapes() {
+        refused(&with_entry(dir("a")), "duplicate path");
+        refused(&with_entry(file("b/c", vec![])), "parent \"b\" is missing");
+        refused(
+            &with_entry(file("a/l/x", vec![])),
+            "parent \"a/l\" is not a directory",
+        );
+        refused(
+            &with_entry(file("a/f/x", vec![])),
+            "parent \"a/f\" is not a directory",
+        );
+
+        let mut child_first = sample();
+        child_first.entries.swap(1, 2);
+        refused(&child_first, "\"a/f\": parent \"a\" is missing");
+
+        let mut empty = sample();
+        empty.entries.clear();
+        refused(&empty, "no entries");
+        assert_eq!(empty.root().path, "");
+
+        let mut rootless = sample();
+        rootless.entries.remove(0);
+        refused(&rootless, "not the root");
+
+        let mut symlink_root = sample();
+        symlink_root.entries = vec![symlink("", "/")];
+        refused(&symlink_root, "root is a symlink");
+    }
+
+    #[test]
+    fn refuses_bad_blocks() {
+        refused(
+            &with_entry(file("x", vec![block(2, 0, 1)])),
+            "pack 2 out of range",
+        );
+        refused(&with_entry(file("x", vec![block(0, 0, 0)])), "len 0");
+        refused(
+            &with_entry(file("x", vec![block(0, 0, BLOCK_SIZE as u32 + 1)])),
+            "not in 1..=",
+        );
+        refused(
+            &with_entry(file("x", vec![block(0, u64::MAX, 1)])),
+            "overflows",
+        );
+        let mut empty_frame = block(0, 0, 1);
+        empty_frame.clen = 0;
+        refused(&with_entry(file("x", vec![empty_frame])), "empty frame");
+
+        let mut wrong_sum = file("x", vec![block(0, 0, 4), block(1, 8, 4)]);
+        if let EntryKind::File { size, .. } = &mut wrong_sum.kind {
+            *size = 9;
+        }
+        refused(&with_entry(wrong_sum), "blocks hold 8 bytes but size is 9");
+    }
+
+    #[test]
+    fn refuses_bad_entry_fields() {
+        let mut typed = dir("x");
+        typed.mode = 0o40755;
+        refused(&with_entry(typed), "mode");
+        let mut nsec = dir("x");
+        nsec.mtime_nsec = 1_000_000_000;
+        refused(&with_entry(nsec), "mtime_nsec");
+        refused(&with_entry(symlink("x", "")), "empty symlink target");
+        refused(&with_entry(symlink("x", "a\0b")), "NUL");
+        // Where a link points is for whoever follows it to judge (restores refuse escapes).
+        with_entry(symlink("x", "/etc/passwd")).validate().unwrap();
+    }
+
+    #[test]
+    fn refuses_bad_names_formats_and_pack_keys() {
+        for name in ["", "a/b", ".", "..", "a\0b"] {
+            let mut manifest = sample();
+            manifest.name = name.to_owned();
+            refused(&manifest, &format!("snapshot name {name:?}"));
+        }
+        let mut other = sample();
+        other.format = "snapfs-manifest/2".to_owned();
+        refused(&other, "snapfs-manifest/2");
+        // Deleting a snapshot deletes its packs: a manifest must not name other objects.
+        for key in [
+            "snapfs/snapshots/x.manifest.zst",
+            "snapfs/packs/../snapshots/x",
+            "snapfs/packs/",
+            "/x",
+        ] {
+            let mut manifest = sample();
+            manifest.packs[1] = key.to_owned();
+            refused(&manifest, &format!("pack {key:?}"));
+        }
+    }
+}
