@@ -161,8 +161,10 @@ impl BlockCache {
     }
 
     /// Memory, then disk (verified), then `fetch`. Concurrent calls for one key share one disk
-    /// read or fetch; a fetch error reaches every caller sharing it (hence `E: Clone`) and is not
-    /// cached. A fetched block is put in memory and written to disk in the background.
+    /// read or fetch; a fetch error reaches every caller sharing it and is not cached. The error
+    /// travels to the other callers type-erased in an `Arc`, and each gets its own clone (hence
+    /// `E: Clone + Send + Sync + 'static`); a caller whose `E` differs from the leader's fetches
+    /// for itself. A fetched block is put in memory and written to disk in the background.
     pub async fn get_or_fetch<F, Fut, E>(&self, key: &str, fetch: F) -> Result<Bytes, E>
     where
         F: FnOnce() -> Fut,
