@@ -1,0 +1,111 @@
+//! The `Backend` trait: what the VFS needs from a place that holds snapshots.
+//!
+//! A backend lists snapshots, opens one as an immutable tree, and reads byte ranges of the
+//! objects that hold the data. Decompression, checksums and caching are done once, above it,
+//! for every backend alike (see `vfs::blocks`). Creating snapshots is the daemon's job engine's
+//! business, not the file system's.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::vfs::SnapshotTree;
+
+/// Failures classified by what the caller can do about them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error("{0}: not found")]
+    NotFound(String),
+    #[error("{0}: already exists")]
+    AlreadyExists(String),
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName { name: String, reason: String },
+    #[error("snapshot limit reached ({0} snapshots)")]
+    Quota(u64),
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("no space left: {0}")]
+    NoSpace(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Where a snapshot is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotState {
+    Creating,
+    Ready,
+    Failed,
+    Deleting,
+}
+
+impl SnapshotState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotState::Creating => "creating",
+            SnapshotState::Ready => "ready",
+            SnapshotState::Failed => "failed",
+            SnapshotState::Deleting => "deleting",
+        }
+    }
+}
+
+/// One snapshot as a listing shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SnapshotInfo {
+    pub name: String,
+    pub created: DateTime<Utc>,
+    pub state: SnapshotState,
+    /// True when the snapshot is a single file rather than a folder tree.
+    pub is_file: bool,
+    pub size: u64,
+    pub files: u64,
+    pub crc32c: Option<u32>,
+    pub expires: Option<DateTime<Utc>>,
+    /// The backend's own identifier (object key, resource name).
+    pub id: String,
+}
+
+/// An object of the raw `objects/` view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawObject {
+    pub name: String,
+    pub size: u64,
+    pub modified: DateTime<Utc>,
+    /// Changes whenever the object's content does; part of the cache key.
+    pub version: String,
+}
+
+/// One level of the raw view: sub-folders and objects directly under a prefix.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawListing {
+    pub dirs: Vec<String>,
+    pub objects: Vec<RawObject>,
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Every snapshot, in any order.
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>, BackendError>;
+    /// The content of a ready snapshot. Snapshots are immutable, so callers may keep it.
+    async fn open_snapshot(&self, name: &str) -> Result<Arc<SnapshotTree>, BackendError>;
+    /// Raw bytes of one object (a pack, a file); the range is within the object.
+    async fn read_range(&self, object: &str, range: Range<u64>) -> Result<Bytes, BackendError>;
+    /// Whether this backend can hold a snapshot of that name (syntax only, no I/O).
+    fn check_name(&self, name: &str) -> Result<(), BackendError>;
+}
+
+/// Optional power: a read-only view of a store's other objects.
+#[async_trait]
+pub trait RawObjects: Send + Sync + 'static {
+    /// Folders and objects directly under `prefix` ("" or ending in '/').
+    async fn list_dir(&self, prefix: &str) -> Result<RawListing, BackendError>;
+}

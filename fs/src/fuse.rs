@@ -1,0 +1,463 @@
+//! The FUSE adapter: the only module that speaks to the kernel. Each callback hands its work to
+//! the VFS core on the tokio runtime (blocking this fuser thread, never a tokio worker) and turns
+//! the result into a reply, errors into errno through `VfsError::errno`.
+
+use std::ffi::OsStr;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use fuser::{
+    AccessFlags, BsdFileFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+};
+
+use crate::vfs::{Attr, Entry, FileKind, Opened, SetAttr, TimeSet, Vfs, VfsError};
+
+/// Largest read and write request the kernel is offered.
+const MAX_IO: u32 = 1 << 20;
+
+/// How the file system is mounted.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    pub read_only: bool,
+    /// Let users other than the one who mounted in (needs `user_allow_other` for non-root).
+    pub allow_other: bool,
+    pub threads: usize,
+}
+
+impl Default for MountConfig {
+    fn default() -> Self {
+        MountConfig {
+            read_only: false,
+            allow_other: false,
+            threads: 16,
+        }
+    }
+}
+
+pub struct FuseFs {
+    vfs: Arc<Vfs>,
+    rt: tokio::runtime::Handle,
+    read_only: bool,
+}
+
+/// Mounts `vfs` at `mountpoint`; the file system is served until the session is dropped or
+/// unmounted.
+pub fn mount(
+    vfs: Arc<Vfs>,
+    rt: tokio::runtime::Handle,
+    mountpoint: &Path,
+    config: &MountConfig,
+) -> io::Result<fuser::BackgroundSession> {
+    let mut options = vec![
+        MountOption::FSName("snapfs".into()),
+        MountOption::Subtype("snapfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if config.read_only {
+        options.push(MountOption::RO);
+    }
+    let mut fuse_config = Config::default();
+    fuse_config.mount_options = options;
+    fuse_config.acl = if config.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    fuse_config.n_threads = Some(config.threads.max(1));
+    fuse_config.clone_fd = true;
+    let fs = FuseFs {
+        vfs,
+        rt,
+        read_only: config.read_only,
+    };
+    fuser::spawn_mount(fs, mountpoint, &fuse_config)
+}
+
+fn kind(k: FileKind) -> FileType {
+    match k {
+        FileKind::Dir => FileType::Directory,
+        FileKind::File => FileType::RegularFile,
+        FileKind::Symlink => FileType::Symlink,
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: kind(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: 128 * 1024,
+        flags: 0,
+    }
+}
+
+fn errno(e: &VfsError) -> Errno {
+    if e.is_expected() {
+        tracing::debug!(error = %e, "request refused");
+    } else {
+        tracing::warn!(error = %e, "request failed");
+    }
+    Errno::from_i32(e.errno())
+}
+
+fn open_flags(o: Opened) -> FopenFlags {
+    let mut f = FopenFlags::empty();
+    if o.keep_cache {
+        f |= FopenFlags::FOPEN_KEEP_CACHE;
+    }
+    if o.direct_io {
+        f |= FopenFlags::FOPEN_DIRECT_IO;
+    }
+    f
+}
+
+fn time_set(t: Option<TimeOrNow>) -> Option<TimeSet> {
+    t.map(|t| match t {
+        TimeOrNow::Now => TimeSet::Now,
+        TimeOrNow::SpecificTime(at) => TimeSet::At(at),
+    })
+}
+
+impl FuseFs {
+    fn run<T>(&self, f: impl std::future::Future<Output = Result<T, VfsError>>) -> Result<T, VfsError> {
+        self.rt.block_on(f)
+    }
+
+    fn refuse_if_read_only(&self) -> Result<(), VfsError> {
+        if self.read_only {
+            return Err(VfsError::ReadOnly("mounted read-only"));
+        }
+        Ok(())
+    }
+
+    fn reply_entry(&self, reply: ReplyEntry, r: Result<Entry, VfsError>) {
+        match r {
+            Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+impl Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let _ = config.set_max_readahead(MAX_IO);
+        let _ = config.set_max_write(MAX_IO);
+        let wanted = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_CACHE_SYMLINKS;
+        let _ = config.add_capabilities(wanted & config.capabilities());
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.reply_entry(reply, self.run(self.vfs.lookup(parent.0, name)));
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.run(self.vfs.getattr(ino.0)) {
+            Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: time_set(atime),
+            mtime: time_set(mtime),
+        };
+        let r = self
+            .refuse_if_read_only()
+            .and_then(|()| self.run(self.vfs.setattr(ino.0, set, fh.map(|f| f.0))));
+        match r {
+            Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.run(self.vfs.readlink(ino.0)) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let r = self
+            .refuse_if_read_only()
+            .and_then(|()| self.run(self.vfs.mkdir(parent.0, name, mode, umask)));
+        self.reply_entry(reply, r);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self
+            .refuse_if_read_only()
+            .and_then(|()| self.run(self.vfs.remove(parent.0, name, false)));
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self
+            .refuse_if_read_only()
+            .and_then(|()| self.run(self.vfs.remove(parent.0, name, true)));
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let r = self
+            .refuse_if_read_only()
+            .and_then(|()| self.run(self.vfs.symlink(parent.0, link_name, target)));
+        self.reply_entry(reply, r);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if !flags.is_empty() {
+            // RENAME_EXCHANGE / RENAME_NOREPLACE: callers fall back to a plain rename.
+            reply.error(Errno::from_i32(libc::EINVAL));
+            return;
+        }
+        let r = self
+            .refuse_if_read_only()
+            .and_then(|()| self.run(self.vfs.rename(parent.0, name, newparent.0, newname)));
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+        reply.error(Errno::from_i32(libc::ENOTSUP));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        let r = if write {
+            self.refuse_if_read_only()
+        } else {
+            Ok(())
+        }
+        .and_then(|()| self.run(self.vfs.open(ino.0, write, truncate)));
+        match r {
+            Ok(o) => reply.opened(FileHandle(o.fh), open_flags(o)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.run(self.vfs.read(fh.0, offset, size)) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.vfs.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.vfs.release(fh.0);
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        match self.vfs.fsync(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.run(self.vfs.opendir(ino.0)) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        match self.vfs.readdir_at(fh.0, offset, 512) {
+            Ok(entries) => {
+                for (i, e) in entries.iter().enumerate() {
+                    if reply.add(INodeNo(e.ino), offset + i as u64 + 1, kind(e.kind), &e.name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.vfs.release(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.vfs.statfs() {
+            Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, 255, s.bsize),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        // Snapshots record no extended attributes; tools treat ENOTSUP as "not kept".
+        reply.error(Errno::from_i32(libc::ENOTSUP));
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let r = self.run(self.vfs.xattrs(ino.0)).and_then(|all| {
+            all.into_iter()
+                .find(|(k, _)| OsStr::new(k) == name)
+                .map(|(_, v)| v)
+                .ok_or(VfsError::NoAttr)
+        });
+        reply_xattr(reply, r, size);
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let r = self.run(self.vfs.xattrs(ino.0)).map(|all| {
+            let mut names = Vec::new();
+            for (k, _) in all {
+                names.extend_from_slice(k.as_bytes());
+                names.push(0);
+            }
+            names
+        });
+        reply_xattr(reply, r, size);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::from_i32(libc::ENOTSUP));
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // default_permissions makes the kernel check modes itself.
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let r = self
+            .refuse_if_read_only()
+            .and_then(|()| self.run(self.vfs.create(parent.0, name, mode, umask)));
+        match r {
+            Ok((e, o)) => reply.created(&e.ttl, &file_attr(&e.attr), Generation(0), FileHandle(o.fh), open_flags(o)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+fn reply_xattr(reply: ReplyXattr, r: Result<Vec<u8>, VfsError>, size: u32) {
+    match r {
+        Ok(v) if size == 0 => reply.size(v.len() as u32),
+        Ok(v) if v.len() <= size as usize => reply.data(&v),
+        Ok(_) => reply.error(Errno::from_i32(libc::ERANGE)),
+        Err(e) => reply.error(errno(&e)),
+    }
+}

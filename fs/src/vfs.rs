@@ -1,0 +1,616 @@
+//! The VFS core: the mount tree of DESIGN §2 as plain async functions over inode numbers. It
+//! never touches FUSE; `crate::fuse` adapts it to the kernel, and tests drive it directly.
+
+mod attr;
+mod error;
+mod inodes;
+mod listing;
+mod read;
+mod readme;
+mod staging;
+mod tree;
+mod write;
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+pub use attr::{Attr, DirEntry, Entry, FileKind, FsStats, Opened};
+pub use write::{SetAttr, TimeSet};
+pub use error::{VfsError, VfsResult};
+pub use inodes::ROOT_INO;
+pub use staging::{Activity, Staging, UploadHooks, UploadState, UploadStatus};
+pub use tree::{Block, Encoding, SnapshotTree, TreeNode, blocks_covering};
+
+use crate::backend::{Backend, RawObjects, SnapshotInfo};
+use crate::cache::BlockCache;
+use inodes::{Inodes, Node};
+use listing::Listings;
+use read::Handle;
+
+/// A directory of the mount backed by one backend (`cloud/local`).
+pub struct Target {
+    /// Kind directory: "cloud", "k8s" or "hivemq".
+    pub kind: &'static str,
+    /// Path below the kind directory, '/'-separated (`local`, `prod/shop`).
+    pub name: String,
+    /// One line for the generated README.
+    pub description: String,
+    pub backend: Arc<dyn Backend>,
+    pub raw: Option<Arc<dyn RawObjects>>,
+}
+
+impl Target {
+    /// The target's path in the mount (`cloud/local`).
+    pub fn path(&self) -> String {
+        format!("{}/{}", self.kind, self.name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VfsConfig {
+    /// How long a list of snapshots or objects is trusted.
+    pub list_ttl: Duration,
+    /// Bytes that read-ahead may hold in flight across all readers.
+    pub readahead_budget: usize,
+    /// Owner shown for generated and snapshot entries.
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Default for VfsConfig {
+    fn default() -> Self {
+        VfsConfig {
+            list_ttl: Duration::from_secs(5),
+            readahead_budget: 256 << 20,
+            // SAFETY: getuid/getgid cannot fail.
+            uid: unsafe { libc::getuid() },
+            gid: unsafe { libc::getgid() },
+        }
+    }
+}
+
+/// Kernel cache lifetimes: long for what can never change, short for what can.
+const TTL_FIXED: Duration = Duration::from_secs(60);
+const TTL_IMMUTABLE: Duration = Duration::from_secs(3600);
+const TTL_CHANGING: Duration = Duration::from_secs(1);
+
+pub struct Vfs {
+    targets: Vec<Target>,
+    config: VfsConfig,
+    inodes: Inodes,
+    cache: Arc<BlockCache>,
+    staging: Arc<Staging>,
+    hooks: Arc<dyn UploadHooks>,
+    listings: Listings,
+    trees: Mutex<lru::LruCache<(usize, String, String), Arc<SnapshotTree>>>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_fh: std::sync::atomic::AtomicU64,
+    readahead: Arc<tokio::sync::Semaphore>,
+    started: SystemTime,
+}
+
+impl Vfs {
+    pub fn new(
+        targets: Vec<Target>,
+        config: VfsConfig,
+        cache: Arc<BlockCache>,
+        staging: Arc<Staging>,
+        hooks: Arc<dyn UploadHooks>,
+    ) -> Self {
+        let permits = (config.readahead_budget / crate::format::BLOCK_SIZE).max(1);
+        Vfs {
+            listings: Listings::new(targets.len(), config.list_ttl),
+            targets,
+            config,
+            inodes: Inodes::default(),
+            cache,
+            staging,
+            hooks,
+            trees: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(256).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: std::sync::atomic::AtomicU64::new(1),
+            readahead: Arc::new(tokio::sync::Semaphore::new(permits)),
+            started: SystemTime::now(),
+        }
+    }
+
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    pub fn staging(&self) -> &Arc<Staging> {
+        &self.staging
+    }
+
+    pub fn cache(&self) -> &Arc<BlockCache> {
+        &self.cache
+    }
+
+    /// The snapshot list of a target changed (an upload finished, a snapshot was removed).
+    pub fn invalidate(&self, target: usize) {
+        self.listings.invalidate(target);
+    }
+
+    /// Snapshots of a target, from the listing cache.
+    pub async fn snapshots(&self, target: usize) -> VfsResult<Arc<Vec<SnapshotInfo>>> {
+        let t = self.targets.get(target).ok_or(VfsError::NotFound)?;
+        self.listings.snapshots(target, t.backend.as_ref()).await
+    }
+
+    /// The content of a snapshot, opened once and kept while it is used.
+    pub async fn snapshot_tree(&self, target: usize, name: &str) -> VfsResult<(SnapshotInfo, Arc<SnapshotTree>)> {
+        let list = self.snapshots(target).await?;
+        let info = list.iter().find(|s| s.name == name).ok_or(VfsError::NotFound)?.clone();
+        let key = (target, info.name.clone(), info.id.clone());
+        if let Some(tree) = self.trees_lock().get(&key) {
+            return Ok((info, tree.clone()));
+        }
+        let tree = self.targets[target].backend.open_snapshot(name).await?;
+        self.trees_lock().put(key, tree.clone());
+        Ok((info, tree))
+    }
+
+    fn trees_lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<(usize, String, String), Arc<SnapshotTree>>> {
+        self.trees.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn inode(&self, ino: u64) -> VfsResult<inodes::Inode> {
+        self.inodes.get(ino).ok_or(VfsError::NotFound)
+    }
+
+    fn dir_attr(&self, ino: u64, perm: u16) -> Attr {
+        Attr {
+            ino,
+            kind: FileKind::Dir,
+            size: 0,
+            perm,
+            nlink: 2,
+            mtime: self.started,
+            uid: self.config.uid,
+            gid: self.config.gid,
+        }
+    }
+
+    fn file_attr(&self, ino: u64, size: u64, perm: u16, mtime: SystemTime) -> Attr {
+        Attr {
+            ino,
+            kind: FileKind::File,
+            size,
+            perm,
+            nlink: 1,
+            mtime,
+            uid: self.config.uid,
+            gid: self.config.gid,
+        }
+    }
+
+    fn children_of_group(&self, kind: &str) -> Vec<(usize, String)> {
+        self.targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.kind == kind)
+            .map(|(i, t)| (i, t.name.clone()))
+            .collect()
+    }
+
+    fn groups(&self) -> Vec<&'static str> {
+        let mut kinds: Vec<&'static str> = self.targets.iter().map(|t| t.kind).collect();
+        kinds.dedup();
+        kinds
+    }
+
+    /// Attributes of an inode and how long they may be cached.
+    pub async fn getattr(&self, ino: u64) -> VfsResult<Entry> {
+        let inode = self.inode(ino)?;
+        self.attr_of(ino, &inode).await
+    }
+
+    async fn attr_of(&self, ino: u64, inode: &inodes::Inode) -> VfsResult<Entry> {
+        let fixed = |attr| Entry { attr, ttl: TTL_FIXED };
+        Ok(match &inode.node {
+            Node::Root | Node::Group(_) | Node::Target(_) => fixed(self.dir_attr(ino, 0o755)),
+            Node::Readme => fixed(self.file_attr(ino, self.readme().len() as u64, 0o444, self.started)),
+            Node::Snapshots(_) => fixed(self.dir_attr(ino, 0o555)),
+            Node::Uploads(_) => fixed(self.dir_attr(ino, 0o755)),
+            Node::Objects { .. } => Entry {
+                attr: self.dir_attr(ino, 0o555),
+                ttl: self.config.list_ttl,
+            },
+            Node::Object { size, modified, .. } => Entry {
+                attr: self.file_attr(ino, *size, 0o444, *modified),
+                ttl: self.config.list_ttl,
+            },
+            Node::Latest(t) => {
+                let target = self.latest(*t).await?.ok_or(VfsError::NotFound)?;
+                Entry {
+                    attr: Attr {
+                        kind: FileKind::Symlink,
+                        size: target.len() as u64,
+                        perm: 0o777,
+                        ..self.file_attr(ino, 0, 0o777, self.started)
+                    },
+                    ttl: TTL_CHANGING,
+                }
+            }
+            Node::Snap { tree, id, .. } => {
+                let node = tree.node(*id).ok_or(VfsError::NotFound)?;
+                let attr = Attr {
+                    ino,
+                    kind: node.kind,
+                    size: match node.kind {
+                        FileKind::Symlink => node.symlink.as_ref().map_or(0, |s| s.len() as u64),
+                        _ => node.size,
+                    },
+                    perm: node.perm,
+                    nlink: if node.kind == FileKind::Dir { 2 } else { 1 },
+                    mtime: node.mtime,
+                    uid: self.config.uid,
+                    gid: self.config.gid,
+                };
+                // The root of a snapshot can be deleted; what is inside it never changes.
+                let ttl = if *id == SnapshotTree::ROOT { TTL_CHANGING } else { TTL_IMMUTABLE };
+                Entry { attr, ttl }
+            }
+            Node::Status { target, name } => {
+                let len = self.status_json(*target, name).map_or(0, |s| s.len() as u64);
+                Entry {
+                    attr: self.file_attr(ino, len, 0o444, SystemTime::now()),
+                    ttl: Duration::ZERO,
+                }
+            }
+            Node::Staged(_) => write::staged_attr(self, ino)?,
+        })
+    }
+
+    /// Looks `name` up in directory `parent`.
+    pub async fn lookup(&self, parent: u64, name: &OsStr) -> VfsResult<Entry> {
+        let dir = self.inode(parent)?;
+        let node = self.child_node(&dir, parent, name).await?;
+        let ino = self.inodes.entry(parent, name, node);
+        self.getattr(ino).await
+    }
+
+    /// What `name` in directory `dir` stands for, if it exists.
+    async fn child_node(&self, dir: &inodes::Inode, parent: u64, name: &OsStr) -> VfsResult<Node> {
+        let name_str = name.to_str();
+        match &dir.node {
+            Node::Root => {
+                if name == "README" {
+                    return Ok(Node::Readme);
+                }
+                self.groups()
+                    .into_iter()
+                    .find(|g| Some(*g) == name_str)
+                    .map(Node::Group)
+                    .ok_or(VfsError::NotFound)
+            }
+            Node::Group(kind) => self
+                .children_of_group(kind)
+                .into_iter()
+                .find(|(_, n)| Some(n.as_str()) == name_str)
+                .map(|(i, _)| Node::Target(i))
+                .ok_or(VfsError::NotFound),
+            Node::Target(t) => match name_str {
+                Some("snapshots") => Ok(Node::Snapshots(*t)),
+                Some("uploads") => Ok(Node::Uploads(*t)),
+                Some("objects") if self.targets[*t].raw.is_some() => Ok(Node::Objects {
+                    target: *t,
+                    prefix: String::new(),
+                }),
+                _ => Err(VfsError::NotFound),
+            },
+            Node::Snapshots(t) => {
+                let name = name_str.ok_or(VfsError::NotFound)?;
+                if name == "latest" {
+                    return Ok(Node::Latest(*t));
+                }
+                let (_, tree) = self.snapshot_tree(*t, name).await?;
+                Ok(Node::Snap {
+                    target: *t,
+                    name: name.to_string(),
+                    tree,
+                    id: SnapshotTree::ROOT,
+                })
+            }
+            Node::Snap { target, name: snap, tree, id } => {
+                let child = tree.child(*id, name_str.ok_or(VfsError::NotFound)?).ok_or(VfsError::NotFound)?;
+                Ok(Node::Snap {
+                    target: *target,
+                    name: snap.clone(),
+                    tree: tree.clone(),
+                    id: child,
+                })
+            }
+            Node::Objects { target, prefix } => {
+                let name = name_str.ok_or(VfsError::NotFound)?;
+                let listing = self.listings.raw(*target, prefix, self.raw(*target)?).await?;
+                if listing.dirs.iter().any(|d| d == name) {
+                    return Ok(Node::Objects {
+                        target: *target,
+                        prefix: format!("{prefix}{name}/"),
+                    });
+                }
+                let o = listing.objects.iter().find(|o| o.name == name).ok_or(VfsError::NotFound)?;
+                Ok(Node::Object {
+                    target: *target,
+                    key: format!("{prefix}{name}"),
+                    size: o.size,
+                    modified: o.modified.into(),
+                    version: o.version.clone(),
+                })
+            }
+            Node::Uploads(t) => {
+                let name = name_str.ok_or(VfsError::NotFound)?;
+                if let Some(upload) = name.strip_suffix(".status")
+                    && self.status_json(*t, upload).is_some()
+                {
+                    return Ok(Node::Status {
+                        target: *t,
+                        name: upload.to_string(),
+                    });
+                }
+                write::staged_exists(self, parent, name.as_ref())?;
+                Ok(Node::Staged(*t))
+            }
+            Node::Staged(t) => {
+                write::staged_exists(self, parent, name)?;
+                Ok(Node::Staged(*t))
+            }
+            Node::Readme | Node::Latest(_) | Node::Object { .. } | Node::Status { .. } => Err(VfsError::NotDir),
+        }
+    }
+
+    fn raw(&self, target: usize) -> VfsResult<&dyn RawObjects> {
+        self.targets
+            .get(target)
+            .and_then(|t| t.raw.as_deref())
+            .ok_or(VfsError::NotFound)
+    }
+
+    /// The name `latest` points at: the newest ready snapshot.
+    pub async fn latest(&self, target: usize) -> VfsResult<Option<String>> {
+        let list = self.snapshots(target).await?;
+        Ok(list
+            .iter()
+            .filter(|s| s.state == crate::backend::SnapshotState::Ready)
+            .max_by(|a, b| a.created.cmp(&b.created).then_with(|| a.name.cmp(&b.name)))
+            .map(|s| s.name.clone()))
+    }
+
+    pub async fn readlink(&self, ino: u64) -> VfsResult<Vec<u8>> {
+        match self.inode(ino)?.node {
+            Node::Latest(t) => Ok(self.latest(t).await?.ok_or(VfsError::NotFound)?.into_bytes()),
+            Node::Snap { tree, id, .. } => tree
+                .node(id)
+                .and_then(|n| n.symlink.clone())
+                .map(String::into_bytes)
+                .ok_or(VfsError::InvalidName("not a symlink".into())),
+            Node::Staged(_) => write::staged_readlink(self, ino),
+            _ => Err(VfsError::InvalidName("not a symlink".into())),
+        }
+    }
+
+    /// Every entry of a directory, "." and ".." first.
+    pub async fn readdir(&self, ino: u64) -> VfsResult<Vec<DirEntry>> {
+        let dir = self.inode(ino)?;
+        let mut out = vec![
+            DirEntry {
+                ino,
+                kind: FileKind::Dir,
+                name: ".".into(),
+            },
+            DirEntry {
+                ino: dir.parent,
+                kind: FileKind::Dir,
+                name: "..".into(),
+            },
+        ];
+        let mut add = |name: OsString, node: Node, kind: FileKind| {
+            let child = self.inodes.entry(ino, &name, node);
+            out.push(DirEntry { ino: child, kind, name });
+        };
+        match &dir.node {
+            Node::Root => {
+                add("README".into(), Node::Readme, FileKind::File);
+                for g in self.groups() {
+                    add(g.into(), Node::Group(g), FileKind::Dir);
+                }
+            }
+            Node::Group(kind) => {
+                for (i, name) in self.children_of_group(kind) {
+                    add(name.into(), Node::Target(i), FileKind::Dir);
+                }
+            }
+            Node::Target(t) => {
+                add("snapshots".into(), Node::Snapshots(*t), FileKind::Dir);
+                add("uploads".into(), Node::Uploads(*t), FileKind::Dir);
+                if self.targets[*t].raw.is_some() {
+                    add(
+                        "objects".into(),
+                        Node::Objects {
+                            target: *t,
+                            prefix: String::new(),
+                        },
+                        FileKind::Dir,
+                    );
+                }
+            }
+            Node::Snapshots(t) => {
+                let list = self.snapshots(*t).await?;
+                if self.latest(*t).await?.is_some() {
+                    add("latest".into(), Node::Latest(*t), FileKind::Symlink);
+                }
+                for s in list.iter().filter(|s| s.state == crate::backend::SnapshotState::Ready) {
+                    // Listing must not open every snapshot: the entry is resolved on lookup.
+                    let kind = if s.is_file { FileKind::File } else { FileKind::Dir };
+                    let child = self.inodes.entry_lazy(ino, OsStr::new(&s.name));
+                    out.push(DirEntry {
+                        ino: child,
+                        kind,
+                        name: s.name.clone().into(),
+                    });
+                }
+            }
+            Node::Snap { target, name, tree, id } => {
+                for (child, node) in tree.children(*id) {
+                    add(
+                        node.name.clone().into(),
+                        Node::Snap {
+                            target: *target,
+                            name: name.clone(),
+                            tree: tree.clone(),
+                            id: child,
+                        },
+                        node.kind,
+                    );
+                }
+            }
+            Node::Objects { target, prefix } => {
+                let listing = self.listings.raw(*target, prefix, self.raw(*target)?).await?;
+                for d in &listing.dirs {
+                    add(
+                        d.clone().into(),
+                        Node::Objects {
+                            target: *target,
+                            prefix: format!("{prefix}{d}/"),
+                        },
+                        FileKind::Dir,
+                    );
+                }
+                for o in &listing.objects {
+                    add(
+                        o.name.clone().into(),
+                        Node::Object {
+                            target: *target,
+                            key: format!("{prefix}{}", o.name),
+                            size: o.size,
+                            modified: o.modified.into(),
+                            version: o.version.clone(),
+                        },
+                        FileKind::File,
+                    );
+                }
+            }
+            Node::Uploads(t) => {
+                for (name, kind) in write::staged_list(self, ino)? {
+                    if let Some(upload) = name.to_str()
+                        && self.status_json(*t, upload).is_some()
+                    {
+                        let status = format!("{upload}.status");
+                        add(
+                            status.into(),
+                            Node::Status {
+                                target: *t,
+                                name: upload.to_string(),
+                            },
+                            FileKind::File,
+                        );
+                    }
+                    add(name, Node::Staged(*t), kind);
+                }
+            }
+            Node::Staged(t) => {
+                for (name, kind) in write::staged_list(self, ino)? {
+                    add(name, Node::Staged(*t), kind);
+                }
+            }
+            Node::Readme | Node::Latest(_) | Node::Object { .. } | Node::Status { .. } => return Err(VfsError::NotDir),
+        }
+        Ok(out)
+    }
+
+    fn status_json(&self, target: usize, name: &str) -> Option<Vec<u8>> {
+        let status = self.hooks.status(target, name)?;
+        let mut json = serde_json::to_vec_pretty(&status).ok()?;
+        json.push(b'\n');
+        Some(json)
+    }
+
+    /// Extended attributes of an entry (DESIGN §2), as (name, value) pairs.
+    pub async fn xattrs(&self, ino: u64) -> VfsResult<Vec<(String, Vec<u8>)>> {
+        let inode = self.inode(ino)?;
+        let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut put = |k: &str, v: String| out.push((format!("user.snapfs.{k}"), v.into_bytes()));
+        match &inode.node {
+            Node::Snap { target, name, tree, id } => {
+                let node = tree.node(*id).ok_or(VfsError::NotFound)?;
+                if *id == SnapshotTree::ROOT {
+                    let list = self.snapshots(*target).await?;
+                    if let Some(info) = list.iter().find(|s| &s.name == name) {
+                        put("state", info.state.as_str().into());
+                        put("created", info.created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                        put("size", info.size.to_string());
+                        if let Some(crc) = info.crc32c {
+                            put("crc32c", format!("{crc:08x}"));
+                        }
+                        if let Some(exp) = info.expires {
+                            put("expires", exp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                        }
+                        put("id", info.id.clone());
+                    }
+                } else if node.kind == FileKind::File {
+                    put("size", node.size.to_string());
+                    if let Some(crc) = node.crc32c {
+                        put("crc32c", format!("{crc:08x}"));
+                    }
+                }
+            }
+            Node::Staged(t) => {
+                if let Some((_, names)) = self.inodes.path_below(ino, |n| matches!(n, Node::Uploads(_)))
+                    && names.len() == 1
+                    && let Some(status) = names[0].to_str().and_then(|n| self.hooks.status(*t, n))
+                {
+                    put("state", status.state.snapshot_state().into());
+                    put("size", status.bytes_total.to_string());
+                    if let Some(err) = status.error {
+                        put("error", err);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    pub fn statfs(&self) -> VfsResult<FsStats> {
+        let path = std::ffi::CString::new(self.staging.root().as_os_str().as_encoded_bytes())
+            .map_err(|_| VfsError::Io("staging path has a NUL".into()))?;
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: path is NUL-terminated and st is a valid out-pointer.
+        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(FsStats {
+            blocks: st.f_blocks,
+            bfree: st.f_bfree,
+            bavail: st.f_bavail,
+            files: st.f_files,
+            ffree: st.f_ffree,
+            bsize: st.f_bsize as u32,
+        })
+    }
+
+    /// The staging path of a staged inode, with its target and upload name.
+    fn staged_path(&self, ino: u64) -> VfsResult<(usize, String, PathBuf)> {
+        let (top, names) = self
+            .inodes
+            .path_below(ino, |n| matches!(n, Node::Uploads(_)))
+            .ok_or(VfsError::NotFound)?;
+        let Node::Uploads(t) = top.node else {
+            return Err(VfsError::NotFound);
+        };
+        let upload = names
+            .first()
+            .and_then(|n| n.to_str())
+            .ok_or(VfsError::NotFound)?
+            .to_string();
+        let mut path = self.staging.target_dir(&self.targets[t].path());
+        path.extend(names.iter());
+        Ok((t, upload, path))
+    }
+}

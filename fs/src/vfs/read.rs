@@ -1,0 +1,351 @@
+//! Open handles and the read path: blocks fetched through the cache, decoded and checked once,
+//! with read-ahead that grows with a sequential stream under one global budget.
+
+use std::fs::File;
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+
+use super::error::{VfsError, VfsResult};
+use super::inodes::Node;
+use super::tree::{Block, Encoding, SnapshotTree, blocks_covering};
+use super::{DirEntry, FileKind, Opened, Vfs};
+use crate::backend::{Backend, BackendError};
+use crate::cache::BlockCache;
+use crate::format::{self, BLOCK_SIZE};
+
+/// Read-ahead grows to this many blocks ahead of a sequential reader.
+const MAX_WINDOW: usize = 16;
+
+/// The bytes of a file as a list of blocks.
+pub(super) enum FileData {
+    Tree(Arc<SnapshotTree>, u32),
+    Owned(Vec<Block>),
+}
+
+impl FileData {
+    fn blocks(&self) -> &[Block] {
+        match self {
+            FileData::Tree(tree, id) => tree.node(*id).map_or(&[], |n| n.blocks.as_slice()),
+            FileData::Owned(blocks) => blocks,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct ReadAhead {
+    /// Where a sequential reader reads next.
+    next: u64,
+    /// Blocks to keep fetched ahead; 0 while reads look random.
+    window: usize,
+    /// Blocks below this index have been asked for already.
+    issued: usize,
+}
+
+pub(super) enum Handle {
+    File {
+        target: usize,
+        data: FileData,
+        size: u64,
+        /// Added to cache keys: the object version for raw objects, empty for snapshot packs.
+        tag: String,
+        ra: Mutex<ReadAhead>,
+    },
+    Generated(Bytes),
+    Staged {
+        target: usize,
+        upload: String,
+        file: File,
+    },
+    Dir(Vec<DirEntry>),
+}
+
+/// Fetches one block, checks it, and keeps it in the cache. A block that fails its check is
+/// fetched once more; if it fails again the read fails and nothing wrong is returned.
+pub(super) async fn fetch_block(
+    cache: &BlockCache,
+    backend: Arc<dyn Backend>,
+    target_path: &str,
+    tag: &str,
+    block: &Block,
+) -> Result<Bytes, BackendError> {
+    let key = format!(
+        "{target_path}/{}@{}+{}{tag}",
+        block.object, block.offset, block.stored_len
+    );
+    let block = block.clone();
+    cache
+        .get_or_fetch(&key, move || async move {
+            let range = block.offset..block.offset + u64::from(block.stored_len);
+            let mut last = None;
+            for _ in 0..2 {
+                let stored = backend.read_range(&block.object, range.clone()).await?;
+                match decode(stored, &block).await {
+                    Ok(data) => return Ok(data),
+                    Err(e) => {
+                        tracing::warn!(object = %block.object, offset = block.offset, error = %e, "block failed its check; fetching again");
+                        last = Some(e);
+                    }
+                }
+            }
+            Err(last.unwrap_or_else(|| BackendError::Corrupt("block check failed".into())))
+        })
+        .await
+}
+
+async fn decode(stored: Bytes, block: &Block) -> Result<Bytes, BackendError> {
+    match block.encoding {
+        Encoding::Zstd { crc32c } => {
+            let expect = format::BlockRef {
+                pack: 0,
+                offset: block.offset,
+                clen: block.stored_len,
+                len: block.len,
+                crc32c,
+            };
+            tokio::task::spawn_blocking(move || format::decode_block(&stored, &expect))
+                .await
+                .map_err(|e| BackendError::Other(format!("decoder stopped: {e}")))?
+                .map_err(|e| BackendError::Corrupt(e.to_string()))
+        }
+        Encoding::Raw { crc32c } => {
+            if stored.len() != block.len as usize {
+                return Err(BackendError::Corrupt(format!(
+                    "expected {} bytes, got {}",
+                    block.len,
+                    stored.len()
+                )));
+            }
+            if let Some(want) = crc32c
+                && crc32c::crc32c(&stored) != want
+            {
+                return Err(BackendError::Corrupt("checksum mismatch".into()));
+            }
+            Ok(stored)
+        }
+    }
+}
+
+/// Blocks of `size` bytes of a raw object, cut at BLOCK_SIZE.
+fn raw_blocks(key: &str, size: u64) -> Vec<Block> {
+    let object: Arc<str> = Arc::from(key);
+    let step = BLOCK_SIZE as u64;
+    (0..size.div_ceil(step))
+        .map(|i| {
+            let start = i * step;
+            let len = step.min(size - start) as u32;
+            Block {
+                start,
+                len,
+                object: object.clone(),
+                offset: start,
+                stored_len: len,
+                encoding: Encoding::Raw { crc32c: None },
+            }
+        })
+        .collect()
+}
+
+impl Vfs {
+    fn add_handle(&self, handle: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, Arc::new(handle));
+        fh
+    }
+
+    pub(super) fn handle(&self, fh: u64) -> VfsResult<Arc<Handle>> {
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh)
+            .cloned()
+            .ok_or(VfsError::Io("stale file handle".into()))
+    }
+
+    pub(super) fn new_staged_handle(&self, target: usize, upload: String, file: File) -> u64 {
+        self.staging.opened(target, &upload);
+        self.add_handle(Handle::Staged { target, upload, file })
+    }
+
+    /// Opens a file; `write` asks for write access.
+    pub async fn open(&self, ino: u64, write: bool, truncate: bool) -> VfsResult<Opened> {
+        let inode = self.inode(ino)?;
+        let read_only = |h: Handle, keep_cache: bool, direct_io: bool| -> VfsResult<Opened> {
+            if write {
+                return Err(VfsError::ReadOnly("snapshots are read-only"));
+            }
+            Ok(Opened {
+                fh: self.add_handle(h),
+                keep_cache,
+                direct_io,
+            })
+        };
+        match inode.node {
+            Node::Snap { target, tree, id, .. } => {
+                let node = tree.node(id).ok_or(VfsError::NotFound)?;
+                if node.kind != FileKind::File {
+                    return Err(VfsError::IsDir);
+                }
+                let size = node.size;
+                let h = Handle::File {
+                    target,
+                    data: FileData::Tree(tree.clone(), id),
+                    size,
+                    tag: String::new(),
+                    ra: Mutex::new(ReadAhead::default()),
+                };
+                read_only(h, true, false)
+            }
+            Node::Object {
+                target,
+                key,
+                size,
+                version,
+                ..
+            } => {
+                let h = Handle::File {
+                    target,
+                    data: FileData::Owned(raw_blocks(&key, size)),
+                    size,
+                    tag: format!("~{version}"),
+                    ra: Mutex::new(ReadAhead::default()),
+                };
+                read_only(h, true, false)
+            }
+            Node::Readme => read_only(Handle::Generated(Bytes::from(self.readme())), false, true),
+            Node::Status { target, name } => {
+                let json = self.status_json(target, &name).ok_or(VfsError::NotFound)?;
+                read_only(Handle::Generated(Bytes::from(json)), false, true)
+            }
+            Node::Staged(_) => self.open_staged(ino, write, truncate),
+            _ => Err(VfsError::IsDir),
+        }
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> VfsResult<Bytes> {
+        let handle = self.handle(fh)?;
+        match handle.as_ref() {
+            Handle::Generated(bytes) => {
+                let start = (offset as usize).min(bytes.len());
+                let end = start.saturating_add(size as usize).min(bytes.len());
+                Ok(bytes.slice(start..end))
+            }
+            Handle::Staged { file, .. } => {
+                let mut buf = vec![0u8; size as usize];
+                let n = std::os::unix::fs::FileExt::read_at(file, &mut buf, offset)?;
+                buf.truncate(n);
+                Ok(Bytes::from(buf))
+            }
+            Handle::File {
+                target,
+                data,
+                size: file_size,
+                tag,
+                ra,
+            } => {
+                let end = offset.saturating_add(u64::from(size)).min(*file_size);
+                if offset >= end {
+                    return Ok(Bytes::new());
+                }
+                let out = self.read_blocks(*target, data.blocks(), tag, offset..end).await?;
+                self.read_ahead(*target, data.blocks(), tag, ra, offset..end);
+                Ok(out)
+            }
+            Handle::Dir(_) => Err(VfsError::IsDir),
+        }
+    }
+
+    async fn read_blocks(&self, target: usize, blocks: &[Block], tag: &str, range: Range<u64>) -> VfsResult<Bytes> {
+        let covering = blocks_covering(blocks, range.start, range.end);
+        let t = &self.targets[target];
+        let path = t.path();
+        let slice = |b: &Block, data: &Bytes| -> VfsResult<Bytes> {
+            let from = range.start.max(b.start) - b.start;
+            let to = range.end.min(b.start + u64::from(b.len)) - b.start;
+            if to as usize > data.len() {
+                return Err(VfsError::Io("block shorter than recorded".into()));
+            }
+            Ok(data.slice(from as usize..to as usize))
+        };
+        if let [b] = covering {
+            let data = fetch_block(&self.cache, t.backend.clone(), &path, tag, b).await?;
+            return slice(b, &data);
+        }
+        let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
+        for b in covering {
+            let data = fetch_block(&self.cache, t.backend.clone(), &path, tag, b).await?;
+            out.extend_from_slice(&slice(b, &data)?);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Starts fetching the blocks after a sequential read, more of them the longer the stream.
+    fn read_ahead(&self, target: usize, blocks: &[Block], tag: &str, ra: &Mutex<ReadAhead>, range: Range<u64>) {
+        let Some(current) = blocks_covering(blocks, range.end - 1, range.end).first() else {
+            return;
+        };
+        let current = blocks.partition_point(|b| b.start < current.start);
+        let todo: Range<usize> = {
+            let mut ra = ra.lock().unwrap_or_else(|e| e.into_inner());
+            // The kernel issues its own read-ahead out of order; nearby counts as sequential.
+            let near = range.start.abs_diff(ra.next) <= 2 * BLOCK_SIZE as u64;
+            ra.next = range.end;
+            if !near {
+                ra.window = 0;
+                return;
+            }
+            if ra.window == 0 {
+                ra.window = 1;
+                ra.issued = current + 1;
+            } else if ra.issued <= current + ra.window {
+                ra.window = (ra.window * 2).min(MAX_WINDOW);
+            }
+            let from = ra.issued.max(current + 1);
+            let to = (current + 1 + ra.window).min(blocks.len());
+            if from >= to {
+                return;
+            }
+            ra.issued = to;
+            from..to
+        };
+        let t = &self.targets[target];
+        for b in &blocks[todo] {
+            let Ok(permit) = self.readahead.clone().try_acquire_owned() else {
+                break;
+            };
+            let (cache, backend, path, tag, block) =
+                (self.cache.clone(), t.backend.clone(), t.path(), tag.to_string(), b.clone());
+            tokio::spawn(async move {
+                let _ = fetch_block(&cache, backend, &path, &tag, &block).await;
+                drop(permit);
+            });
+        }
+    }
+
+    pub fn release(&self, fh: u64) {
+        let handle = self.handles.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh);
+        if let Some(handle) = handle
+            && let Handle::Staged { target, upload, .. } = handle.as_ref()
+        {
+            self.staging.closed(*target, upload);
+        }
+    }
+
+    pub async fn opendir(&self, ino: u64) -> VfsResult<u64> {
+        let entries = self.readdir(ino).await?;
+        Ok(self.add_handle(Handle::Dir(entries)))
+    }
+
+    /// Up to `max` entries of an open directory from position `offset` on.
+    pub fn readdir_at(&self, fh: u64, offset: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
+        match self.handle(fh)?.as_ref() {
+            Handle::Dir(entries) => Ok(entries.iter().skip(offset as usize).take(max).cloned().collect()),
+            _ => Err(VfsError::NotDir),
+        }
+    }
+}

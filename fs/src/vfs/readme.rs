@@ -1,0 +1,29 @@
+//! The generated `README` at the root of the mount.
+
+use super::Vfs;
+
+impl Vfs {
+    pub(super) fn readme(&self) -> String {
+        let mut s = String::from(
+            "snapfs: snapshots as paths\n\
+             \n\
+             Layout\n\
+             \x20 cloud/<remote>/snapshots/<name>   read-only snapshot (a file or a folder tree)\n\
+             \x20 cloud/<remote>/snapshots/latest   symlink to the newest snapshot\n\
+             \x20 cloud/<remote>/uploads/<name>     copy a file or folder here to make snapshot <name>\n\
+             \x20 cloud/<remote>/uploads/<name>.status  progress of that upload (JSON)\n\
+             \x20 cloud/<remote>/objects/           the bucket's other objects, read-only\n\
+             \n\
+             An upload starts once every file under uploads/<name> is closed and nothing was\n\
+             written for a short while; `snapfs wait <path>` blocks until it ends.\n\
+             Extended attributes (getfattr -d) carry state, creation time, size and checksum.\n\
+             \n\
+             Targets\n",
+        );
+        for t in &self.targets {
+            s.push_str(&format!("  {:<32} {}\n", t.path(), t.description));
+        }
+        s.push_str("\nSee snapfs(1) for the command-line client.\n");
+        s
+    }
+}

@@ -1,0 +1,341 @@
+//! `uploads/`: files and folders written here are staged on local disk, one folder per target,
+//! until the job engine turns them into a snapshot.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::error::{VfsError, VfsResult};
+use super::inodes::Node;
+use super::read::Handle;
+use super::{Attr, Entry, FileKind, Opened, Vfs};
+
+const TTL_STAGED: Duration = Duration::from_secs(1);
+
+/// A time to set: now, or a given instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeSet {
+    Now,
+    At(SystemTime),
+}
+
+/// The changes a `setattr` asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+}
+
+fn kind_of(meta: &fs::Metadata) -> FileKind {
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        FileKind::Dir
+    } else if ft.is_symlink() {
+        FileKind::Symlink
+    } else {
+        FileKind::File
+    }
+}
+
+pub(super) fn attr_from_meta(ino: u64, meta: &fs::Metadata) -> Attr {
+    Attr {
+        ino,
+        kind: kind_of(meta),
+        size: meta.len(),
+        perm: (meta.mode() & 0o7777) as u16,
+        nlink: meta.nlink() as u32,
+        mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        uid: meta.uid(),
+        gid: meta.gid(),
+    }
+}
+
+pub(super) fn staged_attr(vfs: &Vfs, ino: u64) -> VfsResult<Entry> {
+    let (_, _, path) = vfs.staged_path(ino)?;
+    let meta = fs::symlink_metadata(&path)?;
+    Ok(Entry {
+        attr: attr_from_meta(ino, &meta),
+        ttl: TTL_STAGED,
+    })
+}
+
+pub(super) fn staged_exists(vfs: &Vfs, parent: u64, name: &OsStr) -> VfsResult<()> {
+    let (_, _, dir) = vfs.writable_dir(parent)?;
+    fs::symlink_metadata(dir.join(name))?;
+    Ok(())
+}
+
+pub(super) fn staged_list(vfs: &Vfs, ino: u64) -> VfsResult<Vec<(OsString, FileKind)>> {
+    let (_, _, dir) = vfs.writable_dir(ino)?;
+    let mut out = Vec::new();
+    for entry in fs::read_dir(&dir)? {
+        let entry = entry?;
+        let ft = entry.file_type()?;
+        let kind = if ft.is_dir() {
+            FileKind::Dir
+        } else if ft.is_symlink() {
+            FileKind::Symlink
+        } else {
+            FileKind::File
+        };
+        out.push((entry.file_name(), kind));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+pub(super) fn staged_readlink(vfs: &Vfs, ino: u64) -> VfsResult<Vec<u8>> {
+    let (_, _, path) = vfs.staged_path(ino)?;
+    Ok(fs::read_link(path)?.into_os_string().into_encoded_bytes())
+}
+
+fn set_times(path: &Path, atime: Option<TimeSet>, mtime: Option<TimeSet>) -> VfsResult<()> {
+    let spec = |t: Option<TimeSet>| match t {
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(TimeSet::Now) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(TimeSet::At(t)) => {
+            let (sec, nsec) = match t.duration_since(SystemTime::UNIX_EPOCH) {
+                Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
+                Err(e) => {
+                    // Before 1970: seconds go negative, nanoseconds stay positive.
+                    let d = e.duration();
+                    let (s, n) = (d.as_secs() as i64, d.subsec_nanos() as i64);
+                    if n == 0 { (-s, 0) } else { (-s - 1, 1_000_000_000 - n) }
+                }
+            };
+            libc::timespec {
+                tv_sec: sec,
+                tv_nsec: nsec,
+            }
+        }
+    };
+    let times = [spec(atime), spec(mtime)];
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| VfsError::InvalidName("NUL in path".into()))?;
+    // SAFETY: c is NUL-terminated and times points at two timespecs.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+impl Vfs {
+    /// The staging folder behind a directory of `uploads/`, with its target and, below the
+    /// top level, its upload's name. Anything else is read-only.
+    pub(super) fn writable_dir(&self, ino: u64) -> VfsResult<(usize, Option<String>, PathBuf)> {
+        match self.inode(ino)?.node {
+            Node::Uploads(t) => {
+                let dir = self.staging.target_dir(&self.targets[t].path());
+                fs::create_dir_all(&dir)?;
+                Ok((t, None, dir))
+            }
+            Node::Staged(_) => {
+                let (t, upload, path) = self.staged_path(ino)?;
+                Ok((t, Some(upload), path))
+            }
+            _ => Err(VfsError::ReadOnly("only uploads/ can be written")),
+        }
+    }
+
+    /// Where a new entry `name` in `parent` goes; a new top-level entry is a new upload and must
+    /// be admitted first.
+    async fn new_entry(&self, parent: u64, name: &OsStr) -> VfsResult<(usize, String, PathBuf)> {
+        let (t, upload, dir) = self.writable_dir(parent)?;
+        let upload = match upload {
+            Some(u) => u,
+            None => self.admit(t, name).await?,
+        };
+        Ok((t, upload, dir.join(name)))
+    }
+
+    async fn admit(&self, target: usize, name: &OsStr) -> VfsResult<String> {
+        let name = name
+            .to_str()
+            .ok_or_else(|| VfsError::InvalidName("snapshot names must be UTF-8".into()))?;
+        if name.ends_with(".status") {
+            return Err(VfsError::InvalidName(format!(
+                "{name:?}: names ending in .status are reserved for upload status files"
+            )));
+        }
+        self.targets[target].backend.check_name(name)?;
+        self.hooks.admit(target, name).await?;
+        Ok(name.to_string())
+    }
+
+    fn entry_for(&self, parent: u64, name: &OsStr, target: usize, path: &Path) -> VfsResult<Entry> {
+        let ino = self.inodes.entry(parent, name, Node::Staged(target));
+        let meta = fs::symlink_metadata(path)?;
+        Ok(Entry {
+            attr: attr_from_meta(ino, &meta),
+            ttl: TTL_STAGED,
+        })
+    }
+
+    pub async fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, umask: u32) -> VfsResult<Entry> {
+        let (t, upload, path) = self.new_entry(parent, name).await?;
+        DirBuilder::new().mode(mode & !umask & 0o7777).create(&path)?;
+        self.staging.touch(t, &upload);
+        self.entry_for(parent, name, t, &path)
+    }
+
+    pub async fn create(&self, parent: u64, name: &OsStr, mode: u32, umask: u32) -> VfsResult<(Entry, Opened)> {
+        let (t, upload, path) = self.new_entry(parent, name).await?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(mode & !umask & 0o7777)
+            .open(&path)?;
+        let entry = self.entry_for(parent, name, t, &path)?;
+        let fh = self.new_staged_handle(t, upload, file);
+        Ok((
+            entry,
+            Opened {
+                fh,
+                keep_cache: false,
+                direct_io: false,
+            },
+        ))
+    }
+
+    pub async fn symlink(&self, parent: u64, name: &OsStr, target: &Path) -> VfsResult<Entry> {
+        let (t, upload, path) = self.new_entry(parent, name).await?;
+        std::os::unix::fs::symlink(target, &path)?;
+        self.staging.touch(t, &upload);
+        self.entry_for(parent, name, t, &path)
+    }
+
+    pub(super) fn open_staged(&self, ino: u64, write: bool, truncate: bool) -> VfsResult<Opened> {
+        let (t, upload, path) = self.staged_path(ino)?;
+        let file = OpenOptions::new().read(true).write(write).truncate(truncate && write).open(&path)?;
+        let fh = self.new_staged_handle(t, upload, file);
+        Ok(Opened {
+            fh,
+            keep_cache: false,
+            direct_io: false,
+        })
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        match self.handle(fh)?.as_ref() {
+            Handle::Staged { target, upload, file } => {
+                file.write_all_at(data, offset)?;
+                self.staging.touch(*target, upload);
+                Ok(data.len() as u32)
+            }
+            _ => Err(VfsError::ReadOnly("snapshots are read-only")),
+        }
+    }
+
+    pub fn fsync(&self, fh: u64) -> VfsResult<()> {
+        match self.handle(fh)?.as_ref() {
+            Handle::Staged { file, .. } => Ok(file.sync_data()?),
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn setattr(&self, ino: u64, set: SetAttr, fh: Option<u64>) -> VfsResult<Entry> {
+        let node = self.inode(ino)?.node;
+        if !matches!(node, Node::Staged(_)) {
+            return Err(VfsError::ReadOnly("snapshots are read-only"));
+        }
+        let (t, upload, path) = self.staged_path(ino)?;
+        let meta = fs::symlink_metadata(&path)?;
+        if let Some(size) = set.size {
+            match fh.map(|fh| self.handle(fh)) {
+                Some(Ok(h)) if matches!(h.as_ref(), Handle::Staged { .. }) => {
+                    if let Handle::Staged { file, .. } = h.as_ref() {
+                        file.set_len(size)?;
+                    }
+                }
+                _ => OpenOptions::new().write(true).open(&path)?.set_len(size)?,
+            }
+        }
+        if set.uid.is_some() || set.gid.is_some() {
+            std::os::unix::fs::lchown(&path, set.uid, set.gid)?;
+        }
+        if let Some(mode) = set.mode
+            && !meta.file_type().is_symlink()
+        {
+            fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777))?;
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            set_times(&path, set.atime, set.mtime)?;
+        }
+        self.staging.touch(t, &upload);
+        staged_attr(self, ino)
+    }
+
+    /// Removes a file or symlink (`dir` false) or an empty folder (`dir` true) under uploads/.
+    pub async fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> VfsResult<()> {
+        let (t, upload, parent_dir) = self.writable_dir(parent)?;
+        let path = parent_dir.join(name);
+        if upload.is_none()
+            && let Some(status_of) = name.to_str().and_then(|n| n.strip_suffix(".status"))
+            && self.hooks.status(t, status_of).is_some()
+            && fs::symlink_metadata(&path).is_err()
+        {
+            return Err(VfsError::ReadOnly("status files are read-only"));
+        }
+        if dir {
+            fs::remove_dir(&path)?;
+        } else {
+            fs::remove_file(&path)?;
+        }
+        self.inodes.unlink(parent, name);
+        match upload {
+            Some(u) => self.staging.touch(t, &u),
+            None => {
+                // The upload itself is gone: whatever its job was doing stops.
+                if let Some(u) = name.to_str() {
+                    self.staging.forget(t, u);
+                    self.hooks.discarded(t, u);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn rename(&self, parent: u64, name: &OsStr, new_parent: u64, new_name: &OsStr) -> VfsResult<()> {
+        let (t1, up1, dir1) = self.writable_dir(parent)?;
+        let (t2, up2, dir2) = match self.writable_dir(new_parent) {
+            Ok(x) => x,
+            Err(VfsError::ReadOnly(_)) => return Err(VfsError::CrossDevice),
+            Err(e) => return Err(e),
+        };
+        if t1 != t2 {
+            return Err(VfsError::CrossDevice);
+        }
+        // Renaming a whole upload makes a new upload name, which must be admitted like any other.
+        let up2 = match up2 {
+            Some(u) => u,
+            None => self.admit(t2, new_name).await?,
+        };
+        fs::rename(dir1.join(name), dir2.join(new_name))?;
+        self.inodes.rename(parent, name, new_parent, new_name);
+        match up1 {
+            Some(u) => self.staging.touch(t1, &u),
+            None => {
+                if let Some(u) = name.to_str() {
+                    self.staging.forget(t1, u);
+                    self.hooks.discarded(t1, u);
+                }
+            }
+        }
+        self.staging.touch(t2, &up2);
+        Ok(())
+    }
+}
