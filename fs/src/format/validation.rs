@@ -186,15 +186,8 @@ mod tests {
         let mut manifest = sample();
         manifest.entries = vec![file("", vec![block(0, 0, 3)])];
         manifest.validate().unwrap();
-        refused(
-            &with_entry_on(manifest, dir("x")),
-            "\"\" is not a directory",
-        );
-    }
-
-    fn with_entry_on(mut manifest: Manifest, extra: Entry) -> Manifest {
-        manifest.entries.push(extra);
-        manifest
+        manifest.entries.push(dir("x"));
+        refused(&manifest, "\"\" is not a directory");
     }
 
     #[test]
