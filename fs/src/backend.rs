@@ -59,7 +59,7 @@ impl SnapshotState {
 }
 
 /// One snapshot as a listing shows it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotInfo {
     pub name: String,
     pub created: DateTime<Utc>,

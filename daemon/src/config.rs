@@ -1,0 +1,267 @@
+//! Configuration: `~/.config/snapfs/config.toml` (XDG) merged with defaults, so that no file is
+//! needed. Every key is documented in snapfs.toml(5).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::paths::Paths;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    cache: CacheSection,
+    #[serde(default)]
+    upload: UploadSection,
+    #[serde(default)]
+    list: ListSection,
+    #[serde(default)]
+    remote: Vec<RemoteSection>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheSection {
+    dir: Option<String>,
+    max_size: Option<String>,
+    min_free: Option<String>,
+    memory: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadSection {
+    settle: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListSection {
+    ttl: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteSection {
+    name: String,
+    url: String,
+    #[serde(default)]
+    options: BTreeMap<String, String>,
+    ttl: Option<String>,
+    max_snapshots: Option<u64>,
+}
+
+/// One configured bucket or prefix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remote {
+    pub name: String,
+    pub url: String,
+    pub options: BTreeMap<String, String>,
+    /// Snapshots expire this long after they are made; None = never.
+    pub ttl: Option<Duration>,
+    pub max_snapshots: Option<u64>,
+}
+
+/// The whole configuration, defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub cache_dir: PathBuf,
+    pub cache_max: u64,
+    pub cache_min_free: u64,
+    pub cache_memory: u64,
+    pub settle: Duration,
+    pub list_ttl: Duration,
+    pub remotes: Vec<Remote>,
+}
+
+impl Config {
+    /// Reads `path` if it exists (a missing default file is fine; a missing named file is not).
+    pub fn load(path: Option<&Path>, paths: &Paths) -> anyhow::Result<Config> {
+        let (file, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (paths.config_file(), false),
+        };
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => String::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+        };
+        Self::parse(&text, paths).with_context(|| format!("in {}", file.display()))
+    }
+
+    pub fn parse(text: &str, paths: &Paths) -> anyhow::Result<Config> {
+        let f: File = toml::from_str(text)?;
+        let cache_dir = match f.cache.dir {
+            Some(d) => paths.expand(&d),
+            None => paths.cache_dir(),
+        };
+        let mut remotes = Vec::new();
+        for r in f.remote {
+            check_target_name(&r.name)?;
+            if remotes.iter().any(|x: &Remote| x.name == r.name) {
+                bail!("remote {:?} is configured twice", r.name);
+            }
+            let ttl = match r.ttl.as_deref() {
+                None => None,
+                Some(t) => {
+                    Some(parse_duration(t).with_context(|| format!("remote {}: ttl", r.name))?)
+                        .filter(|d| !d.is_zero())
+                }
+            };
+            remotes.push(Remote {
+                name: r.name,
+                url: r.url,
+                options: r.options,
+                ttl,
+                max_snapshots: r.max_snapshots,
+            });
+        }
+        if remotes.is_empty() {
+            remotes.push(Remote {
+                name: "local".into(),
+                url: format!("file://{}", paths.data_dir().join("local").display()),
+                options: BTreeMap::new(),
+                ttl: None,
+                max_snapshots: None,
+            });
+        }
+        let size = |v: Option<String>, default: u64, what: &str| -> anyhow::Result<u64> {
+            v.map_or(Ok(default), |s| {
+                parse_size(&s).with_context(|| format!("cache.{what}"))
+            })
+        };
+        let dur = |v: Option<String>, default: Duration, what: &str| -> anyhow::Result<Duration> {
+            v.map_or(Ok(default), |s| {
+                parse_duration(&s).with_context(|| what.to_string())
+            })
+        };
+        Ok(Config {
+            cache_dir,
+            cache_max: size(f.cache.max_size, 20 << 30, "max_size")?,
+            cache_min_free: size(f.cache.min_free, 1 << 30, "min_free")?,
+            cache_memory: size(f.cache.memory, 256 << 20, "memory")?,
+            settle: dur(f.upload.settle, Duration::from_secs(2), "upload.settle")?,
+            list_ttl: dur(f.list.ttl, Duration::from_secs(5), "list.ttl")?,
+            remotes,
+        })
+    }
+}
+
+/// A target's directory name: one plain path component.
+fn check_target_name(name: &str) -> anyhow::Result<()> {
+    if name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains('/')
+        || name.chars().any(char::is_control)
+    {
+        bail!("{name:?} cannot be a directory name");
+    }
+    Ok(())
+}
+
+/// "20GiB", "512MiB", "1.5G", "4096" → bytes (K/M/G/T are powers of 1024 too).
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not a size"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => bail!("unknown size unit {other:?} in {s:?}"),
+    };
+    Ok((n * mult as f64) as u64)
+}
+
+/// "2s", "500ms", "5m", "12h", "14d", "0" → duration.
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not a duration"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        "w" => n * 7.0 * 86400.0,
+        other => bail!("unknown duration unit {other:?} in {s:?}"),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths() -> Paths {
+        Paths::for_home(Path::new("/home/u"))
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::parse("", &paths()).unwrap();
+        assert_eq!(c.remotes.len(), 1);
+        assert_eq!(c.remotes[0].name, "local");
+        assert_eq!(c.remotes[0].url, "file:///home/u/.local/share/snapfs/local");
+        assert_eq!(c.cache_dir, PathBuf::from("/home/u/.cache/snapfs"));
+        assert_eq!(c.settle, Duration::from_secs(2));
+        assert_eq!(c.cache_max, 20 << 30);
+    }
+
+    #[test]
+    fn reads_remotes_and_sections() {
+        let c = Config::parse(
+            r#"
+            [cache]
+            dir = "~/c"
+            max_size = "1GiB"
+            [upload]
+            settle = "500ms"
+            [[remote]]
+            name = "prod"
+            url = "memory://"
+            ttl = "14d"
+            max_snapshots = 3
+            options = { region = "eu-west-1" }
+            "#,
+            &paths(),
+        )
+        .unwrap();
+        assert_eq!(c.cache_dir, PathBuf::from("/home/u/c"));
+        assert_eq!(c.cache_max, 1 << 30);
+        assert_eq!(c.settle, Duration::from_millis(500));
+        assert_eq!(c.remotes[0].ttl, Some(Duration::from_secs(14 * 86400)));
+        assert_eq!(c.remotes[0].max_snapshots, Some(3));
+        assert_eq!(c.remotes[0].options["region"], "eu-west-1");
+    }
+
+    #[test]
+    fn refuses_mistakes() {
+        assert!(Config::parse("[cache]\nmax_sise = \"1G\"", &paths()).is_err());
+        assert!(
+            Config::parse("[[remote]]\nname = \"a/b\"\nurl = \"memory://\"", &paths()).is_err()
+        );
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_duration("3 fortnights").is_err());
+        assert_eq!(parse_size("1.5K").unwrap(), 1536);
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+    }
+}

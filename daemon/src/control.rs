@@ -1,0 +1,5 @@
+//! The control socket: the daemon's side in `server`, the client's in `client`, the contract
+//! both share in `wire`.
+
+pub mod client;
+pub mod wire;

@@ -1,0 +1,120 @@
+//! The control protocol between `snapfs` and `snapfsd`: one JSON request per line on a Unix
+//! socket, one JSON response per line back. Both sides use these types and nothing else.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+pub use snapfs_fs::backend::SnapshotInfo;
+pub use snapfs_fs::vfs::{UploadState, UploadStatus};
+
+/// Bumped when a request or response changes incompatibly.
+pub const PROTOCOL: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Who is serving: mount point, pid, targets.
+    Info,
+    /// Jobs and metrics.
+    Status,
+    /// Snapshots of a target (`cloud/local`), newest first.
+    List { target: String },
+    /// Make snapshot `name` of a local file or folder, read in place (no staging copy).
+    Snapshot {
+        target: String,
+        source: PathBuf,
+        name: String,
+    },
+    /// Block until the upload or job `name` of `target` ends; answers its final status.
+    Wait { target: String, name: String },
+    /// Delete a snapshot (manifest first, then its data).
+    Remove { target: String, name: String },
+    /// Read every block of a snapshot and check its checksum.
+    Verify { target: String, name: String },
+    /// Unmount and stop the daemon.
+    Unmount,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Response {
+    Info(Info),
+    Status(StatusReport),
+    Snapshots { snapshots: Vec<SnapshotInfo> },
+    Job(UploadStatus),
+    Verified(VerifyReport),
+    Done,
+    Error { code: ErrorCode, message: String },
+}
+
+/// What kind of failure, so the client can pick its exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// No such target, snapshot or job.
+    NotFound,
+    /// A name or argument the daemon refuses (bad name, name taken, over the limit).
+    Invalid,
+    /// The operation was tried and failed.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Info {
+    pub protocol: u32,
+    pub version: String,
+    pub pid: u32,
+    pub mountpoint: PathBuf,
+    /// Target paths (`cloud/local`).
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub jobs: Vec<UploadStatus>,
+    pub metrics: Metrics,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Per target: bytes and requests that went to the store.
+    pub targets: Vec<TargetMetrics>,
+    pub cache: CacheMetrics,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetMetrics {
+    pub target: String,
+    pub get_requests: u64,
+    pub get_bytes: u64,
+    pub put_requests: u64,
+    pub put_bytes: u64,
+    pub list_requests: u64,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheMetrics {
+    pub memory_hits: u64,
+    pub disk_hits: u64,
+    pub misses: u64,
+    pub fetched_bytes: u64,
+    pub disk_bytes: u64,
+    pub memory_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub files: u64,
+    pub bytes: u64,
+    /// Paths whose data failed a check, with the reason.
+    pub errors: Vec<(String, String)>,
+}
+
+/// A running daemon's record in the runtime directory (`<id>.json` beside `<id>.sock`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRecord {
+    pub mountpoint: PathBuf,
+    pub socket: PathBuf,
+    pub pid: u32,
+}
