@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, BsdFileFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow,
+    WriteFlags,
 };
 
 use crate::vfs::{Attr, Entry, FileKind, Opened, SetAttr, TimeSet, Vfs, VfsError};
@@ -137,7 +138,10 @@ fn time_set(t: Option<TimeOrNow>) -> Option<TimeSet> {
 }
 
 impl FuseFs {
-    fn run<T>(&self, f: impl std::future::Future<Output = Result<T, VfsError>>) -> Result<T, VfsError> {
+    fn run<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, VfsError>>,
+    ) -> Result<T, VfsError> {
         self.rt.block_on(f)
     }
 
@@ -218,7 +222,15 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
         let r = self
             .refuse_if_read_only()
             .and_then(|()| self.run(self.vfs.mkdir(parent.0, name, mode, umask)));
@@ -245,7 +257,14 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
         let r = self
             .refuse_if_read_only()
             .and_then(|()| self.run(self.vfs.symlink(parent.0, link_name, target)));
@@ -276,7 +295,14 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         reply.error(Errno::from_i32(libc::ENOTSUP));
     }
 
@@ -330,7 +356,14 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
@@ -348,7 +381,14 @@ impl Filesystem for FuseFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match self.vfs.fsync(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -362,7 +402,14 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         match self.vfs.readdir_at(fh.0, offset, 512) {
             Ok(entries) => {
                 for (i, e) in entries.iter().enumerate() {
@@ -376,14 +423,23 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.vfs.release(fh.0);
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         match self.vfs.statfs() {
-            Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, 255, s.bsize),
+            Ok(s) => reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, 255, s.bsize,
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -447,7 +503,13 @@ impl Filesystem for FuseFs {
             .refuse_if_read_only()
             .and_then(|()| self.run(self.vfs.create(parent.0, name, mode, umask)));
         match r {
-            Ok((e, o)) => reply.created(&e.ttl, &file_attr(&e.attr), Generation(0), FileHandle(o.fh), open_flags(o)),
+            Ok((e, o)) => reply.created(
+                &e.ttl,
+                &file_attr(&e.attr),
+                Generation(0),
+                FileHandle(o.fh),
+                open_flags(o),
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }

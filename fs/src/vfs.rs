@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 pub use attr::{Attr, DirEntry, Entry, FileKind, FsStats, Opened};
-pub use write::{SetAttr, TimeSet};
 pub use error::{VfsError, VfsResult};
 pub use inodes::ROOT_INO;
 pub use staging::{Activity, Staging, UploadHooks, UploadState, UploadStatus};
 pub use tree::{Block, Encoding, SnapshotTree, TreeNode, blocks_covering};
+pub use write::{SetAttr, TimeSet};
 
 use crate::backend::{Backend, RawObjects, SnapshotInfo};
 use crate::cache::BlockCache;
@@ -143,9 +143,17 @@ impl Vfs {
     }
 
     /// The content of a snapshot, opened once and kept while it is used.
-    pub async fn snapshot_tree(&self, target: usize, name: &str) -> VfsResult<(SnapshotInfo, Arc<SnapshotTree>)> {
+    pub async fn snapshot_tree(
+        &self,
+        target: usize,
+        name: &str,
+    ) -> VfsResult<(SnapshotInfo, Arc<SnapshotTree>)> {
         let list = self.snapshots(target).await?;
-        let info = list.iter().find(|s| s.name == name).ok_or(VfsError::NotFound)?.clone();
+        let info = list
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or(VfsError::NotFound)?
+            .clone();
         let key = (target, info.name.clone(), info.id.clone());
         if let Some(tree) = self.trees_lock().get(&key) {
             return Ok((info, tree.clone()));
@@ -155,7 +163,9 @@ impl Vfs {
         Ok((info, tree))
     }
 
-    fn trees_lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<(usize, String, String), Arc<SnapshotTree>>> {
+    fn trees_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, lru::LruCache<(usize, String, String), Arc<SnapshotTree>>> {
         self.trees.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -211,10 +221,15 @@ impl Vfs {
     }
 
     async fn attr_of(&self, ino: u64, inode: &inodes::Inode) -> VfsResult<Entry> {
-        let fixed = |attr| Entry { attr, ttl: TTL_FIXED };
+        let fixed = |attr| Entry {
+            attr,
+            ttl: TTL_FIXED,
+        };
         Ok(match &inode.node {
             Node::Root | Node::Group(_) | Node::Target(_) => fixed(self.dir_attr(ino, 0o755)),
-            Node::Readme => fixed(self.file_attr(ino, self.readme().len() as u64, 0o444, self.started)),
+            Node::Readme => {
+                fixed(self.file_attr(ino, self.readme().len() as u64, 0o444, self.started))
+            }
             Node::Snapshots(_) => fixed(self.dir_attr(ino, 0o555)),
             Node::Uploads(_) => fixed(self.dir_attr(ino, 0o755)),
             Node::Objects { .. } => Entry {
@@ -253,11 +268,17 @@ impl Vfs {
                     gid: self.config.gid,
                 };
                 // The root of a snapshot can be deleted; what is inside it never changes.
-                let ttl = if *id == SnapshotTree::ROOT { TTL_CHANGING } else { TTL_IMMUTABLE };
+                let ttl = if *id == SnapshotTree::ROOT {
+                    TTL_CHANGING
+                } else {
+                    TTL_IMMUTABLE
+                };
                 Entry { attr, ttl }
             }
             Node::Status { target, name } => {
-                let len = self.status_json(*target, name).map_or(0, |s| s.len() as u64);
+                let len = self
+                    .status_json(*target, name)
+                    .map_or(0, |s| s.len() as u64);
                 Entry {
                     attr: self.file_attr(ino, len, 0o444, SystemTime::now()),
                     ttl: Duration::ZERO,
@@ -317,8 +338,15 @@ impl Vfs {
                     id: SnapshotTree::ROOT,
                 })
             }
-            Node::Snap { target, name: snap, tree, id } => {
-                let child = tree.child(*id, name_str.ok_or(VfsError::NotFound)?).ok_or(VfsError::NotFound)?;
+            Node::Snap {
+                target,
+                name: snap,
+                tree,
+                id,
+            } => {
+                let child = tree
+                    .child(*id, name_str.ok_or(VfsError::NotFound)?)
+                    .ok_or(VfsError::NotFound)?;
                 Ok(Node::Snap {
                     target: *target,
                     name: snap.clone(),
@@ -328,14 +356,21 @@ impl Vfs {
             }
             Node::Objects { target, prefix } => {
                 let name = name_str.ok_or(VfsError::NotFound)?;
-                let listing = self.listings.raw(*target, prefix, self.raw(*target)?).await?;
+                let listing = self
+                    .listings
+                    .raw(*target, prefix, self.raw(*target)?)
+                    .await?;
                 if listing.dirs.iter().any(|d| d == name) {
                     return Ok(Node::Objects {
                         target: *target,
                         prefix: format!("{prefix}{name}/"),
                     });
                 }
-                let o = listing.objects.iter().find(|o| o.name == name).ok_or(VfsError::NotFound)?;
+                let o = listing
+                    .objects
+                    .iter()
+                    .find(|o| o.name == name)
+                    .ok_or(VfsError::NotFound)?;
                 Ok(Node::Object {
                     target: *target,
                     key: format!("{prefix}{name}"),
@@ -361,7 +396,9 @@ impl Vfs {
                 write::staged_exists(self, parent, name)?;
                 Ok(Node::Staged(*t))
             }
-            Node::Readme | Node::Latest(_) | Node::Object { .. } | Node::Status { .. } => Err(VfsError::NotDir),
+            Node::Readme | Node::Latest(_) | Node::Object { .. } | Node::Status { .. } => {
+                Err(VfsError::NotDir)
+            }
         }
     }
 
@@ -384,7 +421,11 @@ impl Vfs {
 
     pub async fn readlink(&self, ino: u64) -> VfsResult<Vec<u8>> {
         match self.inode(ino)?.node {
-            Node::Latest(t) => Ok(self.latest(t).await?.ok_or(VfsError::NotFound)?.into_bytes()),
+            Node::Latest(t) => Ok(self
+                .latest(t)
+                .await?
+                .ok_or(VfsError::NotFound)?
+                .into_bytes()),
             Node::Snap { tree, id, .. } => tree
                 .node(id)
                 .and_then(|n| n.symlink.clone())
@@ -412,7 +453,11 @@ impl Vfs {
         ];
         let mut add = |name: OsString, node: Node, kind: FileKind| {
             let child = self.inodes.entry(ino, &name, node);
-            out.push(DirEntry { ino: child, kind, name });
+            out.push(DirEntry {
+                ino: child,
+                kind,
+                name,
+            });
         };
         match &dir.node {
             Node::Root => {
@@ -445,9 +490,16 @@ impl Vfs {
                 if self.latest(*t).await?.is_some() {
                     add("latest".into(), Node::Latest(*t), FileKind::Symlink);
                 }
-                for s in list.iter().filter(|s| s.state == crate::backend::SnapshotState::Ready) {
+                for s in list
+                    .iter()
+                    .filter(|s| s.state == crate::backend::SnapshotState::Ready)
+                {
                     // Listing must not open every snapshot: the entry is resolved on lookup.
-                    let kind = if s.is_file { FileKind::File } else { FileKind::Dir };
+                    let kind = if s.is_file {
+                        FileKind::File
+                    } else {
+                        FileKind::Dir
+                    };
                     let child = self.inodes.entry_lazy(ino, OsStr::new(&s.name));
                     out.push(DirEntry {
                         ino: child,
@@ -456,7 +508,12 @@ impl Vfs {
                     });
                 }
             }
-            Node::Snap { target, name, tree, id } => {
+            Node::Snap {
+                target,
+                name,
+                tree,
+                id,
+            } => {
                 for (child, node) in tree.children(*id) {
                     add(
                         node.name.clone().into(),
@@ -471,7 +528,10 @@ impl Vfs {
                 }
             }
             Node::Objects { target, prefix } => {
-                let listing = self.listings.raw(*target, prefix, self.raw(*target)?).await?;
+                let listing = self
+                    .listings
+                    .raw(*target, prefix, self.raw(*target)?)
+                    .await?;
                 for d in &listing.dirs {
                     add(
                         d.clone().into(),
@@ -519,7 +579,9 @@ impl Vfs {
                     add(name, Node::Staged(*t), kind);
                 }
             }
-            Node::Readme | Node::Latest(_) | Node::Object { .. } | Node::Status { .. } => return Err(VfsError::NotDir),
+            Node::Readme | Node::Latest(_) | Node::Object { .. } | Node::Status { .. } => {
+                return Err(VfsError::NotDir);
+            }
         }
         Ok(out)
     }
@@ -537,19 +599,31 @@ impl Vfs {
         let mut out: Vec<(String, Vec<u8>)> = Vec::new();
         let mut put = |k: &str, v: String| out.push((format!("user.snapfs.{k}"), v.into_bytes()));
         match &inode.node {
-            Node::Snap { target, name, tree, id } => {
+            Node::Snap {
+                target,
+                name,
+                tree,
+                id,
+            } => {
                 let node = tree.node(*id).ok_or(VfsError::NotFound)?;
                 if *id == SnapshotTree::ROOT {
                     let list = self.snapshots(*target).await?;
                     if let Some(info) = list.iter().find(|s| &s.name == name) {
                         put("state", info.state.as_str().into());
-                        put("created", info.created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                        put(
+                            "created",
+                            info.created
+                                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        );
                         put("size", info.size.to_string());
                         if let Some(crc) = info.crc32c {
                             put("crc32c", format!("{crc:08x}"));
                         }
                         if let Some(exp) = info.expires {
-                            put("expires", exp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                            put(
+                                "expires",
+                                exp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                            );
                         }
                         put("id", info.id.clone());
                     }
@@ -561,7 +635,9 @@ impl Vfs {
                 }
             }
             Node::Staged(t) => {
-                if let Some((_, names)) = self.inodes.path_below(ino, |n| matches!(n, Node::Uploads(_)))
+                if let Some((_, names)) = self
+                    .inodes
+                    .path_below(ino, |n| matches!(n, Node::Uploads(_)))
                     && names.len() == 1
                     && let Some(status) = names[0].to_str().and_then(|n| self.hooks.status(*t, n))
                 {

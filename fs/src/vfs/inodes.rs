@@ -24,7 +24,10 @@ pub enum Node {
     Latest(usize),
     Uploads(usize),
     /// A folder of the raw view; `prefix` is "" or ends with '/'.
-    Objects { target: usize, prefix: String },
+    Objects {
+        target: usize,
+        prefix: String,
+    },
     Object {
         target: usize,
         key: String,
@@ -42,7 +45,10 @@ pub enum Node {
     /// A staged file or folder under `uploads/`; its path follows from its ancestry.
     Staged(usize),
     /// `uploads/NAME.status`.
-    Status { target: usize, name: String },
+    Status {
+        target: usize,
+        name: String,
+    },
 }
 
 impl Node {
@@ -174,7 +180,11 @@ impl Inodes {
     }
 
     /// The names from the nearest ancestor for which `stop` holds down to `ino`, and that ancestor.
-    pub fn path_below(&self, ino: u64, stop: impl Fn(&Node) -> bool) -> Option<(Inode, Vec<OsString>)> {
+    pub fn path_below(
+        &self,
+        ino: u64,
+        stop: impl Fn(&Node) -> bool,
+    ) -> Option<(Inode, Vec<OsString>)> {
         let t = self.read();
         let mut names = Vec::new();
         let mut cur = ino;
@@ -201,7 +211,10 @@ mod tests {
     fn stable_numbers_and_renames() {
         let t = Inodes::default();
         let a = t.entry(ROOT_INO, OsStr::new("cloud"), Node::Group("cloud"));
-        assert_eq!(a, t.entry(ROOT_INO, OsStr::new("cloud"), Node::Group("cloud")));
+        assert_eq!(
+            a,
+            t.entry(ROOT_INO, OsStr::new("cloud"), Node::Group("cloud"))
+        );
         let up = t.entry(a, OsStr::new("uploads"), Node::Uploads(0));
         let f = t.entry(up, OsStr::new("x"), Node::Staged(0));
         let g = t.entry(f, OsStr::new("y"), Node::Staged(0));

@@ -34,7 +34,11 @@ impl Listings {
     }
 
     fn fresh(&self, target: usize) -> Option<Arc<Vec<SnapshotInfo>>> {
-        let slot = self.snapshots.get(target)?.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = self
+            .snapshots
+            .get(target)?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         slot.as_ref()
             .filter(|c| c.at.elapsed() < self.ttl)
             .map(|c| c.value.clone())
@@ -50,18 +54,29 @@ impl Listings {
             .retain(|(t, _), _| *t != target);
     }
 
-    pub async fn snapshots(&self, target: usize, backend: &dyn Backend) -> VfsResult<Arc<Vec<SnapshotInfo>>> {
+    pub async fn snapshots(
+        &self,
+        target: usize,
+        backend: &dyn Backend,
+    ) -> VfsResult<Arc<Vec<SnapshotInfo>>> {
         if let Some(list) = self.fresh(target) {
             return Ok(list);
         }
-        let _turn = self.refreshing.get(target).ok_or(VfsError::NotFound)?.lock().await;
+        let _turn = self
+            .refreshing
+            .get(target)
+            .ok_or(VfsError::NotFound)?
+            .lock()
+            .await;
         if let Some(list) = self.fresh(target) {
             return Ok(list);
         }
         match backend.list_snapshots().await {
             Ok(list) => {
                 let list = Arc::new(list);
-                *self.snapshots[target].lock().unwrap_or_else(|e| e.into_inner()) = Some(Cached {
+                *self.snapshots[target]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(Cached {
                     at: Instant::now(),
                     value: list.clone(),
                 });
@@ -84,7 +99,12 @@ impl Listings {
         }
     }
 
-    pub async fn raw(&self, target: usize, prefix: &str, raw: &dyn RawObjects) -> VfsResult<Arc<RawListing>> {
+    pub async fn raw(
+        &self,
+        target: usize,
+        prefix: &str,
+        raw: &dyn RawObjects,
+    ) -> VfsResult<Arc<RawListing>> {
         let key = (target, prefix.to_string());
         if let Some(c) = self.raw.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
             && c.at.elapsed() < self.ttl

@@ -169,7 +169,11 @@ impl Vfs {
 
     pub(super) fn new_staged_handle(&self, target: usize, upload: String, file: File) -> u64 {
         self.staging.opened(target, &upload);
-        self.add_handle(Handle::Staged { target, upload, file })
+        self.add_handle(Handle::Staged {
+            target,
+            upload,
+            file,
+        })
     }
 
     /// Opens a file; `write` asks for write access.
@@ -186,7 +190,9 @@ impl Vfs {
             })
         };
         match inode.node {
-            Node::Snap { target, tree, id, .. } => {
+            Node::Snap {
+                target, tree, id, ..
+            } => {
                 let node = tree.node(id).ok_or(VfsError::NotFound)?;
                 if node.kind != FileKind::File {
                     return Err(VfsError::IsDir);
@@ -252,7 +258,9 @@ impl Vfs {
                 if offset >= end {
                     return Ok(Bytes::new());
                 }
-                let out = self.read_blocks(*target, data.blocks(), tag, offset..end).await?;
+                let out = self
+                    .read_blocks(*target, data.blocks(), tag, offset..end)
+                    .await?;
                 self.read_ahead(*target, data.blocks(), tag, ra, offset..end);
                 Ok(out)
             }
@@ -260,7 +268,13 @@ impl Vfs {
         }
     }
 
-    async fn read_blocks(&self, target: usize, blocks: &[Block], tag: &str, range: Range<u64>) -> VfsResult<Bytes> {
+    async fn read_blocks(
+        &self,
+        target: usize,
+        blocks: &[Block],
+        tag: &str,
+        range: Range<u64>,
+    ) -> VfsResult<Bytes> {
         let covering = blocks_covering(blocks, range.start, range.end);
         let t = &self.targets[target];
         let path = t.path();
@@ -285,7 +299,14 @@ impl Vfs {
     }
 
     /// Starts fetching the blocks after a sequential read, more of them the longer the stream.
-    fn read_ahead(&self, target: usize, blocks: &[Block], tag: &str, ra: &Mutex<ReadAhead>, range: Range<u64>) {
+    fn read_ahead(
+        &self,
+        target: usize,
+        blocks: &[Block],
+        tag: &str,
+        ra: &Mutex<ReadAhead>,
+        range: Range<u64>,
+    ) {
         let Some(current) = blocks_covering(blocks, range.end - 1, range.end).first() else {
             return;
         };
@@ -318,8 +339,13 @@ impl Vfs {
             let Ok(permit) = self.readahead.clone().try_acquire_owned() else {
                 break;
             };
-            let (cache, backend, path, tag, block) =
-                (self.cache.clone(), t.backend.clone(), t.path(), tag.to_string(), b.clone());
+            let (cache, backend, path, tag, block) = (
+                self.cache.clone(),
+                t.backend.clone(),
+                t.path(),
+                tag.to_string(),
+                b.clone(),
+            );
             tokio::spawn(async move {
                 let _ = fetch_block(&cache, backend, &path, &tag, &block).await;
                 drop(permit);
@@ -328,7 +354,11 @@ impl Vfs {
     }
 
     pub fn release(&self, fh: u64) {
-        let handle = self.handles.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh);
+        let handle = self
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh);
         if let Some(handle) = handle
             && let Handle::Staged { target, upload, .. } = handle.as_ref()
         {
@@ -344,7 +374,12 @@ impl Vfs {
     /// Up to `max` entries of an open directory from position `offset` on.
     pub fn readdir_at(&self, fh: u64, offset: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
         match self.handle(fh)?.as_ref() {
-            Handle::Dir(entries) => Ok(entries.iter().skip(offset as usize).take(max).cloned().collect()),
+            Handle::Dir(entries) => Ok(entries
+                .iter()
+                .skip(offset as usize)
+                .take(max)
+                .cloned()
+                .collect()),
             _ => Err(VfsError::NotDir),
         }
     }

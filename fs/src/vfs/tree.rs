@@ -75,7 +75,8 @@ impl SnapshotTree {
         let mut nodes: Vec<TreeNode> = Vec::new();
         let mut index: HashMap<String, u32> = HashMap::new();
         for (path, mut node) in entries {
-            let id = u32::try_from(nodes.len()).map_err(|_| TreeError("too many entries".into()))?;
+            let id =
+                u32::try_from(nodes.len()).map_err(|_| TreeError("too many entries".into()))?;
             if nodes.is_empty() {
                 if !path.is_empty() {
                     return Err(TreeError("the first entry must be the root".into()));
@@ -171,7 +172,11 @@ pub fn blocks_covering(blocks: &[Block], offset: u64, end: u64) -> &[Block] {
     }
     let first = blocks.partition_point(|b| b.start + u64::from(b.len) <= offset);
     let last = blocks.partition_point(|b| b.start < end);
-    if first >= last { &[] } else { &blocks[first..last] }
+    if first >= last {
+        &[]
+    } else {
+        &blocks[first..last]
+    }
 }
 
 #[cfg(test)]

@@ -113,7 +113,11 @@ fn set_times(path: &Path, atime: Option<TimeSet>, mtime: Option<TimeSet>) -> Vfs
                     // Before 1970: seconds go negative, nanoseconds stay positive.
                     let d = e.duration();
                     let (s, n) = (d.as_secs() as i64, d.subsec_nanos() as i64);
-                    if n == 0 { (-s, 0) } else { (-s - 1, 1_000_000_000 - n) }
+                    if n == 0 {
+                        (-s, 0)
+                    } else {
+                        (-s - 1, 1_000_000_000 - n)
+                    }
                 }
             };
             libc::timespec {
@@ -123,9 +127,17 @@ fn set_times(path: &Path, atime: Option<TimeSet>, mtime: Option<TimeSet>) -> Vfs
         }
     };
     let times = [spec(atime), spec(mtime)];
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| VfsError::InvalidName("NUL in path".into()))?;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| VfsError::InvalidName("NUL in path".into()))?;
     // SAFETY: c is NUL-terminated and times points at two timespecs.
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     if rc != 0 {
         return Err(std::io::Error::last_os_error().into());
     }
@@ -184,14 +196,28 @@ impl Vfs {
         })
     }
 
-    pub async fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, umask: u32) -> VfsResult<Entry> {
+    pub async fn mkdir(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+    ) -> VfsResult<Entry> {
         let (t, upload, path) = self.new_entry(parent, name).await?;
-        DirBuilder::new().mode(mode & !umask & 0o7777).create(&path)?;
+        DirBuilder::new()
+            .mode(mode & !umask & 0o7777)
+            .create(&path)?;
         self.staging.touch(t, &upload);
         self.entry_for(parent, name, t, &path)
     }
 
-    pub async fn create(&self, parent: u64, name: &OsStr, mode: u32, umask: u32) -> VfsResult<(Entry, Opened)> {
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+    ) -> VfsResult<(Entry, Opened)> {
         let (t, upload, path) = self.new_entry(parent, name).await?;
         let file = OpenOptions::new()
             .read(true)
@@ -220,7 +246,11 @@ impl Vfs {
 
     pub(super) fn open_staged(&self, ino: u64, write: bool, truncate: bool) -> VfsResult<Opened> {
         let (t, upload, path) = self.staged_path(ino)?;
-        let file = OpenOptions::new().read(true).write(write).truncate(truncate && write).open(&path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(write)
+            .truncate(truncate && write)
+            .open(&path)?;
         let fh = self.new_staged_handle(t, upload, file);
         Ok(Opened {
             fh,
@@ -231,7 +261,11 @@ impl Vfs {
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> VfsResult<u32> {
         match self.handle(fh)?.as_ref() {
-            Handle::Staged { target, upload, file } => {
+            Handle::Staged {
+                target,
+                upload,
+                file,
+            } => {
                 file.write_all_at(data, offset)?;
                 self.staging.touch(*target, upload);
                 Ok(data.len() as u32)
@@ -270,7 +304,10 @@ impl Vfs {
         if let Some(mode) = set.mode
             && !meta.file_type().is_symlink()
         {
-            fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777))?;
+            fs::set_permissions(
+                &path,
+                std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
+            )?;
         }
         if set.atime.is_some() || set.mtime.is_some() {
             set_times(&path, set.atime, set.mtime)?;
@@ -309,7 +346,13 @@ impl Vfs {
         Ok(())
     }
 
-    pub async fn rename(&self, parent: u64, name: &OsStr, new_parent: u64, new_name: &OsStr) -> VfsResult<()> {
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+    ) -> VfsResult<()> {
         let (t1, up1, dir1) = self.writable_dir(parent)?;
         let (t2, up2, dir2) = match self.writable_dir(new_parent) {
             Ok(x) => x,
