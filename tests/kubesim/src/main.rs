@@ -1,1 +1,56 @@
-fn main() {}
+//! `kubesim --kubeconfig FILE [--port N]`: serves until killed.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// A Kubernetes API server, kubelet, provisioner and snapshot controller for tests.
+#[derive(Parser)]
+#[command(name = "kubesim", version)]
+struct Args {
+    /// Where to write a kubeconfig whose context `kubesim` points at this server.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// Port on 127.0.0.1 (default: a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Directory for volumes, snapshots and container files (default: a temporary one).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The static busybox binary exec runs.
+    #[arg(long, default_value = "/usr/bin/busybox")]
+    busybox: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SNAPFS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = kubesim::Config {
+        port: args.port,
+        data_dir: args.data_dir,
+        busybox: args.busybox,
+        ..Default::default()
+    };
+    let sim = kubesim::KubeSim::start(config)
+        .await
+        .context("starting the server")?;
+    sim.write_kubeconfig(&args.kubeconfig)
+        .with_context(|| format!("writing {}", args.kubeconfig.display()))?;
+    println!("{}", sim.url());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    sim.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! Fault switches a test flips at run time, and counters it reads to assert on.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Faults to inject. Every switch starts off and can be flipped at any time.
+#[derive(Debug, Default)]
+pub struct Faults {
+    snapshot_never_ready: AtomicBool,
+    snapshot_error: Mutex<Option<String>>,
+    exec_drop_after: Mutex<Option<u64>>,
+    exec_v4_only: AtomicBool,
+    latency_ms: AtomicU64,
+    snapshot_api_missing: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Faults {
+    /// Snapshots are bound to a content but never become `readyToUse`.
+    pub fn set_snapshot_never_ready(&self, on: bool) {
+        self.snapshot_never_ready.store(on, Ordering::Relaxed);
+    }
+
+    pub fn snapshot_never_ready(&self) -> bool {
+        self.snapshot_never_ready.load(Ordering::Relaxed)
+    }
+
+    /// New snapshots fail: `status.error.message` is set to this message and they never become
+    /// ready. `None` turns it off (snapshots already failed stay failed).
+    pub fn set_snapshot_error(&self, message: Option<&str>) {
+        *lock(&self.snapshot_error) = message.map(str::to_string);
+    }
+
+    pub fn snapshot_error(&self) -> Option<String> {
+        lock(&self.snapshot_error).clone()
+    }
+
+    /// Exec sessions drop the connection (no close frame, no status) once this many bytes of
+    /// output were sent. `None` turns it off.
+    pub fn set_exec_drop_after(&self, bytes: Option<u64>) {
+        *lock(&self.exec_drop_after) = bytes;
+    }
+
+    pub fn exec_drop_after(&self) -> Option<u64> {
+        *lock(&self.exec_drop_after)
+    }
+
+    /// Exec and attach negotiate only `v4.channel.k8s.io`, like an API server older than 1.30.
+    pub fn set_exec_v4_only(&self, on: bool) {
+        self.exec_v4_only.store(on, Ordering::Relaxed);
+    }
+
+    pub fn exec_v4_only(&self) -> bool {
+        self.exec_v4_only.load(Ordering::Relaxed)
+    }
+
+    /// Every API request waits this long before it is handled.
+    pub fn set_latency(&self, latency: Duration) {
+        self.latency_ms
+            .store(latency.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn latency(&self) -> Duration {
+        Duration::from_millis(self.latency_ms.load(Ordering::Relaxed))
+    }
+
+    /// The `snapshot.storage.k8s.io` group disappears from discovery and its paths answer 404,
+    /// as on a cluster without the snapshot CRDs.
+    pub fn set_snapshot_api_missing(&self, on: bool) {
+        self.snapshot_api_missing.store(on, Ordering::Relaxed);
+    }
+
+    pub fn snapshot_api_missing(&self) -> bool {
+        self.snapshot_api_missing.load(Ordering::Relaxed)
+    }
+}
+
+/// What the server did, for tests to assert on. All counts start at zero.
+#[derive(Debug, Default)]
+pub struct Counters {
+    requests: AtomicU64,
+    watches: AtomicU64,
+    exec_sessions: AtomicU64,
+    exec_bytes_in: AtomicU64,
+    exec_bytes_out: AtomicU64,
+    portforward_bytes_in: AtomicU64,
+    portforward_bytes_out: AtomicU64,
+    created: Mutex<HashMap<String, u64>>,
+    deleted: Mutex<HashMap<String, u64>>,
+}
+
+impl Counters {
+    /// API requests received (every HTTP request, upgrades included).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Watch streams opened.
+    pub fn watches(&self) -> u64 {
+        self.watches.load(Ordering::Relaxed)
+    }
+
+    /// Exec sessions started (upgraded to WebSocket).
+    pub fn exec_sessions(&self) -> u64 {
+        self.exec_sessions.load(Ordering::Relaxed)
+    }
+
+    /// Bytes clients sent on exec stdin.
+    pub fn exec_bytes_in(&self) -> u64 {
+        self.exec_bytes_in.load(Ordering::Relaxed)
+    }
+
+    /// Bytes exec sent to clients on stdout and stderr.
+    pub fn exec_bytes_out(&self) -> u64 {
+        self.exec_bytes_out.load(Ordering::Relaxed)
+    }
+
+    /// Bytes clients sent into port-forwards.
+    pub fn portforward_bytes_in(&self) -> u64 {
+        self.portforward_bytes_in.load(Ordering::Relaxed)
+    }
+
+    /// Bytes port-forwards sent to clients.
+    pub fn portforward_bytes_out(&self) -> u64 {
+        self.portforward_bytes_out.load(Ordering::Relaxed)
+    }
+
+    /// Objects of a resource (plural, e.g. `"persistentvolumeclaims"`) created through the API
+    /// or by a controller.
+    pub fn created(&self, resource: &str) -> u64 {
+        lock(&self.created).get(resource).copied().unwrap_or(0)
+    }
+
+    /// Objects of a resource whose deletion was requested through the API.
+    pub fn deleted(&self, resource: &str) -> u64 {
+        lock(&self.deleted).get(resource).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn add_request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_watch(&self) {
+        self.watches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_exec_session(&self) {
+        self.exec_sessions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_exec_in(&self, n: usize) {
+        self.exec_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_exec_out(&self, n: usize) {
+        self.exec_bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_portforward_in(&self, n: usize) {
+        self.portforward_bytes_in
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_portforward_out(&self, n: usize) {
+        self.portforward_bytes_out
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_created(&self, resource: &str) {
+        *lock(&self.created).entry(resource.to_string()).or_default() += 1;
+    }
+
+    pub(crate) fn add_deleted(&self, resource: &str) {
+        *lock(&self.deleted).entry(resource.to_string()).or_default() += 1;
+    }
+}
