@@ -2,4 +2,5 @@
 //! both share in `wire`.
 
 pub mod client;
+pub mod server;
 pub mod wire;

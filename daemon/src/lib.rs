@@ -1,5 +1,8 @@
 //! snapfsd: mounts the snapfs file system and runs the jobs that make snapshots.
 
+pub mod cloud;
 pub mod config;
 pub mod control;
+pub mod jobs;
 pub mod paths;
+pub mod service;

@@ -1,1 +1,46 @@
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// snapfsd: serves the snapfs file system at a mount point until it is unmounted.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Where to mount.
+    #[arg(long)]
+    mountpoint: PathBuf,
+    /// Configuration file (default: ~/.config/snapfs/config.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Mount read-only: no uploads.
+    #[arg(long)]
+    read_only: bool,
+    /// Let other users in (non-root needs user_allow_other in /etc/fuse.conf).
+    #[arg(long)]
+    allow_other: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SNAPFS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let opts = snapfsd::service::Options {
+        mountpoint: args.mountpoint,
+        config: args.config,
+        read_only: args.read_only,
+        allow_other: args.allow_other,
+    };
+    match snapfsd::service::run(opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("snapfsd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -12,11 +12,12 @@ pub struct Paths {
     runtime: PathBuf,
 }
 
+/// `$VAR/snapfs` when the variable holds an absolute path, else the fallback.
 fn xdg(var: &str, fallback: PathBuf) -> PathBuf {
     std::env::var_os(var)
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .unwrap_or(fallback)
+        .map_or(fallback, |p| p.join("snapfs"))
 }
 
 impl Paths {
@@ -26,11 +27,11 @@ impl Paths {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/"));
         let mut p = Paths::for_home(&home);
-        p.config = xdg("XDG_CONFIG_HOME", p.config).join("snapfs");
-        p.data = xdg("XDG_DATA_HOME", p.data).join("snapfs");
-        p.cache = xdg("XDG_CACHE_HOME", p.cache).join("snapfs");
-        p.state = xdg("XDG_STATE_HOME", p.state).join("snapfs");
-        p.runtime = xdg("XDG_RUNTIME_DIR", p.runtime).join("snapfs");
+        p.config = xdg("XDG_CONFIG_HOME", p.config);
+        p.data = xdg("XDG_DATA_HOME", p.data);
+        p.cache = xdg("XDG_CACHE_HOME", p.cache);
+        p.state = xdg("XDG_STATE_HOME", p.state);
+        p.runtime = xdg("XDG_RUNTIME_DIR", p.runtime);
         p
     }
 

@@ -44,15 +44,17 @@ pub struct FuseFs {
     vfs: Arc<Vfs>,
     rt: tokio::runtime::Handle,
     read_only: bool,
+    on_exit: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 /// Mounts `vfs` at `mountpoint`; the file system is served until the session is dropped or
-/// unmounted.
+/// unmounted. `on_exit` runs when the session ends, whoever unmounted it.
 pub fn mount(
     vfs: Arc<Vfs>,
     rt: tokio::runtime::Handle,
     mountpoint: &Path,
     config: &MountConfig,
+    on_exit: impl FnOnce() + Send + Sync + 'static,
 ) -> io::Result<fuser::BackgroundSession> {
     let mut options = vec![
         MountOption::FSName("snapfs".into()),
@@ -78,6 +80,7 @@ pub fn mount(
         vfs,
         rt,
         read_only: config.read_only,
+        on_exit: Some(Box::new(on_exit)),
     };
     fuser::spawn_mount(fs, mountpoint, &fuse_config)
 }
@@ -167,6 +170,12 @@ impl Filesystem for FuseFs {
         let wanted = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_CACHE_SYMLINKS;
         let _ = config.add_capabilities(wanted & config.capabilities());
         Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Some(f) = self.on_exit.take() {
+            f();
+        }
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {

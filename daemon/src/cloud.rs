@@ -1,0 +1,495 @@
+//! The cloud backend: snapshots kept in a bucket (or any object_store URL) in the format of
+//! snapfs-format(5). Reading goes through the VFS and its cache; writing is `upload::commit`.
+
+mod store;
+mod upload;
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use snapfs_fs::backend::{
+    Backend, BackendError, RawListing, RawObject, RawObjects, SnapshotInfo, SnapshotState,
+};
+use snapfs_fs::cache::BlockCache;
+use snapfs_fs::format::{self, EntryKind, Manifest};
+use snapfs_fs::vfs::{Block, Encoding, FileKind, SnapshotTree, TreeNode};
+
+pub use store::open_store;
+pub use upload::{Progress, new_upload_id};
+
+use crate::control::wire::TargetMetrics;
+
+/// Longest snapshot name: the manifest key adds a suffix and must stay a legal file name.
+const MAX_NAME: usize = 255 - ".manifest.zst".len();
+
+/// Characters object stores ask callers to avoid in keys; names holding them are refused.
+const AVOIDED: &[char] = &[
+    '/', '\\', '{', '}', '^', '%', '`', '[', ']', '"', '<', '>', '~', '#', '|', '*', '?',
+];
+
+/// Counters of what went to the store.
+#[derive(Debug, Default)]
+pub struct StoreCounters {
+    pub get_requests: AtomicU64,
+    pub get_bytes: AtomicU64,
+    pub put_requests: AtomicU64,
+    pub put_bytes: AtomicU64,
+    pub list_requests: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+pub struct CloudBackend {
+    /// Target path in the mount (`cloud/local`), used in cache keys and messages.
+    path: String,
+    store: Arc<dyn ObjectStore>,
+    cache: Arc<BlockCache>,
+    counters: StoreCounters,
+    /// Summaries by (name, version): a manifest never changes once written.
+    infos: Mutex<HashMap<(String, String), SnapshotInfo>>,
+    manifests: Mutex<lru::LruCache<(String, String), Arc<Manifest>>>,
+    /// The version of each manifest seen in the last listing.
+    versions: Mutex<HashMap<String, String>>,
+    pub ttl: Option<Duration>,
+    pub max_snapshots: Option<u64>,
+}
+
+/// Maps object_store failures onto what the caller can do.
+pub(crate) fn store_error(what: &str, e: object_store::Error) -> BackendError {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. } => BackendError::NotFound(what.to_string()),
+        E::AlreadyExists { .. } | E::Precondition { .. } => {
+            BackendError::AlreadyExists(what.to_string())
+        }
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+            BackendError::PermissionDenied(format!("{what}: {e}"))
+        }
+        other => BackendError::Unavailable(format!("{what}: {other}")),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn mtime(secs: i64, nsec: u32) -> SystemTime {
+    if secs >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::new(secs as u64, nsec)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+            + Duration::from_nanos(u64::from(nsec))
+    }
+}
+
+/// The VFS tree of a manifest: every file's blocks point into the manifest's packs.
+fn tree_of(m: &Manifest) -> Result<SnapshotTree, BackendError> {
+    let packs: Vec<Arc<str>> = m.packs.iter().map(|p| Arc::from(p.as_str())).collect();
+    let mut nodes = Vec::with_capacity(m.entries.len());
+    for e in &m.entries {
+        let perm = (e.mode & 0o7777) as u16;
+        let t = mtime(e.mtime, e.mtime_nsec);
+        let node = match &e.kind {
+            EntryKind::Dir => TreeNode::new(FileKind::Dir, perm, t),
+            EntryKind::Symlink { target } => {
+                let mut n = TreeNode::new(FileKind::Symlink, perm, t);
+                n.size = target.len() as u64;
+                n.symlink = Some(target.clone());
+                n
+            }
+            EntryKind::File {
+                size,
+                crc32c,
+                blocks,
+            } => {
+                let mut n = TreeNode::new(FileKind::File, perm, t);
+                n.size = *size;
+                n.crc32c = Some(*crc32c);
+                let mut start = 0u64;
+                for b in blocks {
+                    let object = packs.get(b.pack as usize).cloned().ok_or_else(|| {
+                        BackendError::Corrupt(format!("{}: pack index out of range", e.path))
+                    })?;
+                    n.blocks.push(Block {
+                        start,
+                        len: b.len,
+                        object,
+                        offset: b.offset,
+                        stored_len: b.clen,
+                        encoding: Encoding::Zstd { crc32c: b.crc32c },
+                    });
+                    start += u64::from(b.len);
+                }
+                n
+            }
+        };
+        nodes.push((e.path.clone(), node));
+    }
+    SnapshotTree::build(nodes).map_err(|e| BackendError::Corrupt(e.to_string()))
+}
+
+fn info_of(m: &Manifest, key: &str, version: &str) -> SnapshotInfo {
+    let root = m.root();
+    let (is_file, crc32c) = match &root.kind {
+        EntryKind::File { crc32c, .. } => (true, Some(*crc32c)),
+        _ => (false, None),
+    };
+    SnapshotInfo {
+        name: m.name.clone(),
+        created: m.created,
+        state: SnapshotState::Ready,
+        is_file,
+        size: m.total_size(),
+        files: m.file_count() as u64,
+        crc32c,
+        expires: m.expires,
+        id: format!("{key}@{version}"),
+    }
+}
+
+impl CloudBackend {
+    pub fn new(
+        path: String,
+        store: Arc<dyn ObjectStore>,
+        cache: Arc<BlockCache>,
+        ttl: Option<Duration>,
+        max_snapshots: Option<u64>,
+    ) -> Self {
+        CloudBackend {
+            path,
+            store,
+            cache,
+            counters: StoreCounters::default(),
+            infos: Mutex::new(HashMap::new()),
+            manifests: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(32).unwrap_or(NonZeroUsize::MIN),
+            )),
+            versions: Mutex::new(HashMap::new()),
+            ttl,
+            max_snapshots,
+        }
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn metrics(&self) -> TargetMetrics {
+        let c = &self.counters;
+        TargetMetrics {
+            target: self.path.clone(),
+            get_requests: c.get_requests.load(Ordering::Relaxed),
+            get_bytes: c.get_bytes.load(Ordering::Relaxed),
+            put_requests: c.put_requests.load(Ordering::Relaxed),
+            put_bytes: c.put_bytes.load(Ordering::Relaxed),
+            list_requests: c.list_requests.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    fn failed(&self, e: BackendError) -> BackendError {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        e
+    }
+
+    /// Manifest object names and versions.
+    async fn manifest_objects(&self) -> Result<Vec<(String, String)>, BackendError> {
+        self.counters.list_requests.fetch_add(1, Ordering::Relaxed);
+        let prefix = StorePath::from(format::MANIFEST_PREFIX.trim_end_matches('/'));
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.failed(store_error("listing snapshots", e)))?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| {
+                let tail = m.location.filename()?;
+                let name = format::snapshot_name_from_manifest_key(tail)?.to_string();
+                let version = m.e_tag.clone().unwrap_or_else(|| {
+                    format!(
+                        "{}-{}",
+                        m.last_modified.timestamp_nanos_opt().unwrap_or(0),
+                        m.size
+                    )
+                });
+                Some((name, version))
+            })
+            .collect())
+    }
+
+    /// A manifest by name and version: memory, then the disk cache, then the store.
+    async fn manifest(&self, name: &str, version: &str) -> Result<Arc<Manifest>, BackendError> {
+        let key = (name.to_string(), version.to_string());
+        if let Some(m) = lock(&self.manifests).get(&key) {
+            return Ok(m.clone());
+        }
+        let object = format::manifest_key(name);
+        let cache_key = format!("{}/{object}@{version}", self.path);
+        let bytes = self
+            .cache
+            .get_or_fetch(&cache_key, || async {
+                let r = self.store.get(&StorePath::from(object.as_str())).await;
+                let bytes = match r {
+                    Ok(r) => r.bytes().await,
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| self.failed(store_error(&format!("snapshot {name}"), e)))?;
+                self.counters.get_requests.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .get_bytes
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                Ok::<Bytes, BackendError>(bytes)
+            })
+            .await?;
+        let manifest = tokio::task::spawn_blocking(move || Manifest::from_bytes(&bytes))
+            .await
+            .map_err(|e| BackendError::Other(e.to_string()))?
+            .map_err(|e| self.failed(BackendError::Corrupt(format!("snapshot {name}: {e}"))))?;
+        let manifest = Arc::new(manifest);
+        lock(&self.manifests).put(key, manifest.clone());
+        Ok(manifest)
+    }
+
+    /// The version of a snapshot's manifest: from the last listing, else asked of the store.
+    async fn version_of(&self, name: &str) -> Result<String, BackendError> {
+        if let Some(v) = lock(&self.versions).get(name) {
+            return Ok(v.clone());
+        }
+        let meta = self
+            .store
+            .head(&StorePath::from(format::manifest_key(name).as_str()))
+            .await
+            .map_err(|e| store_error(&format!("snapshot {name}"), e))?;
+        Ok(meta.e_tag.unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                meta.last_modified.timestamp_nanos_opt().unwrap_or(0),
+                meta.size
+            )
+        }))
+    }
+
+    /// Whether a new snapshot `name` may be made: not taken, not over the limit.
+    pub async fn check_new(&self, name: &str) -> Result<(), BackendError> {
+        self.check_name(name)?;
+        let existing = self.manifest_objects().await?;
+        if existing.iter().any(|(n, _)| n == name) {
+            return Err(BackendError::AlreadyExists(format!("snapshot {name}")));
+        }
+        if let Some(max) = self.max_snapshots
+            && existing.len() as u64 >= max
+        {
+            return Err(BackendError::Quota(max));
+        }
+        Ok(())
+    }
+
+    /// Deletes a snapshot: its manifest first, so it vanishes at once, then its packs.
+    pub async fn delete(&self, name: &str) -> Result<(), BackendError> {
+        let version = self.version_of(name).await?;
+        let manifest = self.manifest(name, &version).await?;
+        let key = StorePath::from(format::manifest_key(name).as_str());
+        self.store
+            .delete(&key)
+            .await
+            .map_err(|e| self.failed(store_error(&format!("snapshot {name}"), e)))?;
+        lock(&self.versions).remove(name);
+        for pack in &manifest.packs {
+            if let Err(e) = self.store.delete(&StorePath::from(pack.as_str())).await {
+                // The snapshot is gone already; a pack left behind is garbage for `gc`.
+                tracing::warn!(pack, error = %e, "could not delete a pack");
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every pack an upload wrote (after a failed or interrupted upload).
+    pub async fn delete_upload(&self, upload_id: &str) -> Result<(), BackendError> {
+        let prefix = StorePath::from(format!("{}{upload_id}", format::PACK_PREFIX).as_str());
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| store_error("listing packs", e))?;
+        for m in metas {
+            self.store
+                .delete(&m.location)
+                .await
+                .map_err(|e| store_error("deleting a pack", e))?;
+        }
+        Ok(())
+    }
+
+    /// Reads every block of a snapshot straight from the store and checks it.
+    pub async fn verify(
+        &self,
+        name: &str,
+    ) -> Result<(u64, u64, Vec<(String, String)>), BackendError> {
+        let version = self.version_of(name).await?;
+        let manifest = self.manifest(name, &version).await?;
+        let (mut files, mut bytes, mut errors) = (0u64, 0u64, Vec::new());
+        for e in &manifest.entries {
+            let EntryKind::File { blocks, .. } = &e.kind else {
+                continue;
+            };
+            files += 1;
+            for b in blocks {
+                let Some(pack) = manifest.packs.get(b.pack as usize) else {
+                    errors.push((e.path.clone(), "pack index out of range".into()));
+                    break;
+                };
+                let range = b.offset..b.offset + u64::from(b.clen);
+                let checked = match self.read_range(pack, range).await {
+                    Ok(frame) => format::decode_block(&frame, b).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match checked {
+                    Ok(data) => bytes += data.len() as u64,
+                    Err(why) => {
+                        errors.push((e.path.clone(), why));
+                        break;
+                    }
+                }
+            }
+        }
+        Ok((files, bytes, errors))
+    }
+}
+
+#[async_trait]
+impl Backend for CloudBackend {
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>, BackendError> {
+        let objects = self.manifest_objects().await?;
+        *lock(&self.versions) = objects.iter().cloned().collect();
+        let infos = futures::stream::iter(objects)
+            .map(|(name, version)| async move {
+                let key = (name.clone(), version.clone());
+                if let Some(info) = lock(&self.infos).get(&key) {
+                    return Ok(Some(info.clone()));
+                }
+                match self.manifest(&name, &version).await {
+                    Ok(m) => {
+                        let info = info_of(&m, &format::manifest_key(&name), &version);
+                        lock(&self.infos).insert(key, info.clone());
+                        Ok(Some(info))
+                    }
+                    // Deleted between the listing and the read: not there any more.
+                    Err(BackendError::NotFound(_)) => Ok(None),
+                    Err(BackendError::Corrupt(e)) => {
+                        tracing::warn!(snapshot = name, error = %e, "skipping an unreadable manifest");
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(32)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(infos.into_iter().flatten().collect())
+    }
+
+    async fn open_snapshot(&self, name: &str) -> Result<Arc<SnapshotTree>, BackendError> {
+        let version = self.version_of(name).await?;
+        let manifest = self.manifest(name, &version).await?;
+        let tree = tokio::task::spawn_blocking(move || tree_of(&manifest))
+            .await
+            .map_err(|e| BackendError::Other(e.to_string()))??;
+        Ok(Arc::new(tree))
+    }
+
+    async fn read_range(&self, object: &str, range: Range<u64>) -> Result<Bytes, BackendError> {
+        let path = StorePath::from(object);
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            self.counters.get_requests.fetch_add(1, Ordering::Relaxed);
+            match self.store.get_range(&path, range.clone()).await {
+                Ok(bytes) => {
+                    self.counters
+                        .get_bytes
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    return Ok(bytes);
+                }
+                Err(e) => {
+                    let e = self.failed(store_error(object, e));
+                    attempt += 1;
+                    if !matches!(e, BackendError::Unavailable(_)) || attempt >= 3 {
+                        return Err(e);
+                    }
+                    tracing::debug!(object, error = %e, "read failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+            }
+        }
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), BackendError> {
+        let bad = |reason: &str| {
+            Err(BackendError::InvalidName {
+                name: name.to_string(),
+                reason: reason.to_string(),
+            })
+        };
+        if name.is_empty() || name.len() > MAX_NAME {
+            return bad(&format!("must be 1 to {MAX_NAME} bytes long"));
+        }
+        if name == "." || name == ".." || name == "latest" {
+            return bad("reserved name");
+        }
+        if let Some(c) = name.chars().find(|c| c.is_control() || AVOIDED.contains(c)) {
+            return bad(&format!("{c:?} is not allowed in a snapshot name"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RawObjects for CloudBackend {
+    async fn list_dir(&self, prefix: &str) -> Result<RawListing, BackendError> {
+        self.counters.list_requests.fetch_add(1, Ordering::Relaxed);
+        let p = StorePath::from(prefix.trim_end_matches('/'));
+        let listing = self
+            .store
+            .list_with_delimiter(if prefix.is_empty() { None } else { Some(&p) })
+            .await
+            .map_err(|e| self.failed(store_error("listing objects", e)))?;
+        let name_of = |path: &StorePath| path.filename().map(str::to_string);
+        let mut out = RawListing::default();
+        for d in &listing.common_prefixes {
+            // The snapshots themselves are shown under snapshots/, not as raw objects.
+            if prefix.is_empty() && d.as_ref() == "snapfs" {
+                continue;
+            }
+            out.dirs.extend(name_of(d));
+        }
+        for o in listing.objects {
+            let Some(name) = name_of(&o.location) else {
+                continue;
+            };
+            let modified: DateTime<Utc> = o.last_modified;
+            let version = o.e_tag.clone().unwrap_or_else(|| {
+                format!("{}-{}", modified.timestamp_nanos_opt().unwrap_or(0), o.size)
+            });
+            out.objects.push(RawObject {
+                name,
+                size: o.size,
+                modified,
+                version,
+            });
+        }
+        Ok(out)
+    }
+}

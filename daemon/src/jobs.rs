@@ -1,0 +1,451 @@
+//! The job engine: turns settled uploads (and `snapfs snapshot` requests) into snapshots,
+//! keeps their status, survives restarts, and answers the VFS's questions about uploads.
+
+mod record;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use snapfs_fs::backend::BackendError;
+use snapfs_fs::vfs::{Staging, UploadHooks, UploadState, UploadStatus, VfsError, VfsResult};
+
+use crate::cloud::{CloudBackend, Progress, new_upload_id};
+use record::{Persisted, Source, Store};
+
+/// How often settled uploads are looked for.
+const TICK: Duration = Duration::from_millis(200);
+
+struct Job {
+    /// Tells this run apart from a later one of the same name.
+    run: u64,
+    status: UploadStatus,
+    source: Source,
+    upload_id: Option<String>,
+    /// Staging generation the running job started from.
+    started_gen: Option<u64>,
+    /// Staging generation that failed; retried only after new writes.
+    failed_gen: Option<u64>,
+    progress: Arc<Progress>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Job {
+    fn new(target: &str, name: &str, source: Source, state: UploadState) -> Job {
+        Job {
+            run: 0,
+            status: UploadStatus {
+                state,
+                bytes_done: 0,
+                bytes_total: 0,
+                target: target.to_string(),
+                snapshot: name.to_string(),
+                error: None,
+            },
+            source,
+            upload_id: None,
+            started_gen: None,
+            failed_gen: None,
+            progress: Arc::new(Progress::default()),
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn current(&self) -> UploadStatus {
+        let mut s = self.status.clone();
+        if s.state == UploadState::Uploading {
+            s.bytes_done = self.progress.done.load(Ordering::Relaxed);
+            s.bytes_total = self.progress.total.load(Ordering::Relaxed);
+        }
+        s
+    }
+}
+
+pub struct Jobs {
+    backends: Vec<Arc<CloudBackend>>,
+    staging: Arc<Staging>,
+    store: Store,
+    settle: Duration,
+    jobs: Mutex<HashMap<(usize, String), Job>>,
+    runs: AtomicU64,
+    changed: tokio::sync::watch::Sender<u64>,
+    on_ready: OnceLock<Box<dyn Fn(usize) + Send + Sync>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Jobs {
+    pub fn new(
+        backends: Vec<Arc<CloudBackend>>,
+        staging: Arc<Staging>,
+        state_dir: PathBuf,
+        settle: Duration,
+    ) -> Arc<Jobs> {
+        Arc::new(Jobs {
+            backends,
+            staging,
+            store: Store::new(state_dir.join("jobs")),
+            settle,
+            jobs: Mutex::new(HashMap::new()),
+            runs: AtomicU64::new(1),
+            changed: tokio::sync::watch::Sender::new(0),
+            on_ready: OnceLock::new(),
+        })
+    }
+
+    /// Called with a target index whenever a snapshot appeared or vanished there.
+    pub fn on_ready(&self, f: impl Fn(usize) + Send + Sync + 'static) {
+        let _ = self.on_ready.set(Box::new(f));
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    pub fn target_index(&self, path: &str) -> Option<usize> {
+        self.backends.iter().position(|b| b.path() == path)
+    }
+
+    pub fn backends(&self) -> &[Arc<CloudBackend>] {
+        &self.backends
+    }
+
+    fn upload_path(&self, target: usize, name: &str) -> PathBuf {
+        self.staging
+            .target_dir(self.backends[target].path())
+            .join(name)
+    }
+
+    fn persist(&self, target: usize, name: &str, job: &Job, settled: bool) {
+        let p = Persisted {
+            status: job.status.clone(),
+            source: job.source.clone(),
+            upload_id: job.upload_id.clone(),
+            settled,
+        };
+        if let Err(e) = self.store.save(self.backends[target].path(), name, &p) {
+            tracing::warn!(snapshot = name, error = %e, "could not record job state");
+        }
+    }
+
+    /// Picks up what a previous run left: staged uploads and unfinished jobs.
+    pub fn recover(self: &Arc<Self>) {
+        for (t, backend) in self.backends.iter().enumerate() {
+            let mut names: Vec<String> = Vec::new();
+            if let Ok(dir) = std::fs::read_dir(self.staging.target_dir(backend.path())) {
+                names.extend(
+                    dir.filter_map(|e| e.ok())
+                        .filter_map(|e| e.file_name().into_string().ok()),
+                );
+            }
+            let persisted = self.store.load_all(backend.path());
+            for (name, p) in &persisted {
+                if matches!(p.source, Source::Local(_)) && !p.status.state.is_final() {
+                    names.push(name.clone());
+                }
+            }
+            for name in names {
+                let p = persisted.get(&name);
+                let source = p.map_or(Source::Staged, |p| p.source.clone());
+                let mut job = Job::new(backend.path(), &name, source.clone(), UploadState::Queued);
+                job.run = self.runs.fetch_add(1, Ordering::Relaxed);
+                if let Some(p) = p {
+                    if let Some(id) = &p.upload_id
+                        && p.status.state == UploadState::Uploading
+                    {
+                        // Interrupted mid-upload: its packs are removed and it starts over.
+                        let (b, id) = (backend.clone(), id.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = b.delete_upload(&id).await {
+                                tracing::warn!(upload_id = id, error = %e, "could not remove packs of an interrupted upload");
+                            }
+                        });
+                    }
+                    match p.status.state {
+                        UploadState::Failed => {
+                            job.status = p.status.clone();
+                            job.failed_gen = Some(0);
+                        }
+                        UploadState::Staging if !p.settled => {
+                            job.status.state = UploadState::Failed;
+                            job.status.error = Some(
+                                "snapfsd stopped while files were still being written; check the copy and write again, or remove it"
+                                    .into(),
+                            );
+                            job.failed_gen = Some(0);
+                        }
+                        _ => {}
+                    }
+                }
+                if source == Source::Staged {
+                    self.staging.adopt(t, &name);
+                }
+                tracing::info!(target = backend.path(), snapshot = name, state = ?job.status.state, "resuming upload");
+                self.persist(t, &name, &job, true);
+                lock(&self.jobs).insert((t, name), job);
+            }
+        }
+    }
+
+    /// Marks staged uploads as complete before a clean stop: every handle is closed by then.
+    pub fn shutdown(&self) {
+        let jobs = lock(&self.jobs);
+        for ((t, name), job) in jobs.iter() {
+            if job.status.state == UploadState::Staging {
+                self.persist(*t, name, job, true);
+            }
+        }
+    }
+
+    /// Runs forever: starts jobs for uploads that settled, cancels jobs overtaken by writes.
+    pub async fn run(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tick.tick().await;
+            let mut start = Vec::new();
+            {
+                let mut jobs = lock(&self.jobs);
+                for ((t, name), job) in jobs.iter_mut() {
+                    if job.source != Source::Staged {
+                        if job.status.state == UploadState::Queued {
+                            start.push((*t, name.clone()));
+                        }
+                        continue;
+                    }
+                    let activity = self.staging.activity(*t, name);
+                    match job.status.state {
+                        UploadState::Uploading => {
+                            if activity.map(|a| a.generation) != job.started_gen {
+                                job.cancel.store(true, Ordering::Relaxed);
+                            }
+                        }
+                        UploadState::Staging | UploadState::Queued | UploadState::Failed => {
+                            let Some(generation) = self.staging.settled(*t, name, self.settle)
+                            else {
+                                if job.status.state != UploadState::Failed {
+                                    job.status.state = UploadState::Staging;
+                                }
+                                continue;
+                            };
+                            if job.failed_gen == Some(generation) {
+                                continue;
+                            }
+                            job.started_gen = Some(generation);
+                            start.push((*t, name.clone()));
+                        }
+                        UploadState::Done => {}
+                    }
+                }
+            }
+            for (t, name) in start {
+                self.start(t, name);
+            }
+        }
+    }
+
+    fn start(self: &Arc<Self>, target: usize, name: String) {
+        let (run, source, progress, cancel, upload_id) = {
+            let mut jobs = lock(&self.jobs);
+            let Some(job) = jobs.get_mut(&(target, name.clone())) else {
+                return;
+            };
+            job.run = self.runs.fetch_add(1, Ordering::Relaxed);
+            job.status.state = UploadState::Uploading;
+            job.status.error = None;
+            job.cancel = Arc::new(AtomicBool::new(false));
+            job.progress = Arc::new(Progress::default());
+            let id = new_upload_id();
+            job.upload_id = Some(id.clone());
+            self.persist(target, &name, job, true);
+            (
+                job.run,
+                job.source.clone(),
+                job.progress.clone(),
+                job.cancel.clone(),
+                id,
+            )
+        };
+        self.notify();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let path = match &source {
+                Source::Staged => this.upload_path(target, &name),
+                Source::Local(p) => p.clone(),
+            };
+            let backend = this.backends[target].clone();
+            tracing::info!(
+                target = backend.path(),
+                snapshot = name,
+                upload_id,
+                "upload started"
+            );
+            let result = backend
+                .commit(&name, &path, &upload_id, &progress, &cancel)
+                .await;
+            this.finish(
+                target,
+                &name,
+                run,
+                &source,
+                result,
+                cancel.load(Ordering::Relaxed),
+            );
+        });
+    }
+
+    fn finish(
+        &self,
+        target: usize,
+        name: &str,
+        run: u64,
+        source: &Source,
+        result: Result<snapfs_fs::backend::SnapshotInfo, BackendError>,
+        cancelled: bool,
+    ) {
+        let path = self.backends[target].path();
+        let mut jobs = lock(&self.jobs);
+        let key = (target, name.to_string());
+        let Some(job) = jobs.get_mut(&key).filter(|j| j.run == run) else {
+            // Discarded while running: nothing to report, its packs are already removed.
+            return;
+        };
+        match result {
+            Ok(info) => {
+                tracing::info!(
+                    target = path,
+                    snapshot = name,
+                    bytes = info.size,
+                    "snapshot ready"
+                );
+                job.status.state = UploadState::Done;
+                job.status.bytes_done = job.progress.done.load(Ordering::Relaxed);
+                job.status.bytes_total = job.progress.total.load(Ordering::Relaxed);
+                if *source == Source::Staged {
+                    let staged = self.upload_path(target, name);
+                    let removed = if staged.is_dir() {
+                        std::fs::remove_dir_all(&staged)
+                    } else {
+                        std::fs::remove_file(&staged)
+                    };
+                    if let Err(e) = removed {
+                        tracing::warn!(path = %staged.display(), error = %e, "could not remove staged files");
+                    }
+                    self.staging.forget(target, name);
+                }
+                self.store.remove(path, name);
+                if let Some(f) = self.on_ready.get() {
+                    f(target);
+                }
+            }
+            Err(_) if cancelled => {
+                tracing::info!(
+                    target = path,
+                    snapshot = name,
+                    "upload overtaken by new writes; waiting for them to settle"
+                );
+                job.status.state = UploadState::Staging;
+                self.persist(target, name, job, false);
+            }
+            Err(e) => {
+                tracing::warn!(target = path, snapshot = name, error = %e, "upload failed");
+                job.status.state = UploadState::Failed;
+                job.status.error = Some(e.to_string());
+                job.failed_gen = job.started_gen;
+                self.persist(target, name, job, true);
+            }
+        }
+        drop(jobs);
+        self.notify();
+    }
+
+    /// Starts a snapshot of a local file or folder, read where it is.
+    pub async fn snapshot_local(
+        self: &Arc<Self>,
+        target: usize,
+        name: &str,
+        source: PathBuf,
+    ) -> Result<(), VfsError> {
+        self.admit(target, name).await?;
+        let mut jobs = lock(&self.jobs);
+        let job = Job::new(
+            self.backends[target].path(),
+            name,
+            Source::Local(source),
+            UploadState::Queued,
+        );
+        self.persist(target, name, &job, true);
+        jobs.insert((target, name.to_string()), job);
+        drop(jobs);
+        self.notify();
+        Ok(())
+    }
+
+    /// Every job that is not done, and those done since the daemon started.
+    pub fn all(&self) -> Vec<UploadStatus> {
+        let mut out: Vec<UploadStatus> = lock(&self.jobs).values().map(Job::current).collect();
+        out.sort_by(|a, b| (&a.target, &a.snapshot).cmp(&(&b.target, &b.snapshot)));
+        out
+    }
+
+    /// Blocks until the job ends; None when there is no such job.
+    pub async fn wait(&self, target: usize, name: &str) -> Option<UploadStatus> {
+        let mut rx = self.changed.subscribe();
+        loop {
+            let status = lock(&self.jobs)
+                .get(&(target, name.to_string()))
+                .map(Job::current)?;
+            if status.state.is_final() {
+                return Some(status);
+            }
+            if rx.changed().await.is_err() {
+                return Some(status);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl UploadHooks for Jobs {
+    async fn admit(&self, target: usize, name: &str) -> VfsResult<()> {
+        let backend = self.backends.get(target).ok_or(VfsError::NotFound)?;
+        {
+            let jobs = lock(&self.jobs);
+            if let Some(job) = jobs.get(&(target, name.to_string()))
+                && job.status.state != UploadState::Done
+            {
+                return Err(VfsError::Exists(format!(
+                    "an upload named {name} is already in progress"
+                )));
+            }
+        }
+        if let Err(e) = backend.check_new(name).await {
+            tracing::info!(target = backend.path(), snapshot = name, error = %e, "upload refused");
+            return Err(e.into());
+        }
+        let job = Job::new(backend.path(), name, Source::Staged, UploadState::Staging);
+        self.persist(target, name, &job, false);
+        lock(&self.jobs).insert((target, name.to_string()), job);
+        self.notify();
+        Ok(())
+    }
+
+    fn status(&self, target: usize, name: &str) -> Option<UploadStatus> {
+        lock(&self.jobs)
+            .get(&(target, name.to_string()))
+            .filter(|j| j.source == Source::Staged && j.status.state != UploadState::Done)
+            .map(Job::current)
+    }
+
+    fn discarded(&self, target: usize, name: &str) {
+        if let Some(job) = lock(&self.jobs).remove(&(target, name.to_string())) {
+            job.cancel.store(true, Ordering::Relaxed);
+        }
+        self.store.remove(self.backends[target].path(), name);
+        self.notify();
+    }
+}

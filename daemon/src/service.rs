@@ -1,0 +1,164 @@
+//! The running daemon: builds the backends, the cache, the job engine and the VFS from the
+//! configuration, mounts, serves the control socket, and stops cleanly.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use snapfs_fs::cache::{BlockCache, CacheConfig};
+use snapfs_fs::fuse::{self, MountConfig};
+use snapfs_fs::vfs::{Staging, Target, Vfs, VfsConfig};
+
+use crate::cloud::{CloudBackend, open_store};
+use crate::config::Config;
+use crate::control::client::record_paths;
+use crate::control::server::{self, Server};
+use crate::control::wire::MountRecord;
+use crate::jobs::Jobs;
+use crate::paths::Paths;
+
+/// What `snapfsd` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mountpoint: PathBuf,
+    pub config: Option<PathBuf>,
+    pub read_only: bool,
+    pub allow_other: bool,
+}
+
+/// Lets the kernel read ahead in 1 MiB steps on this mount (its default is 128 KiB).
+fn raise_read_ahead(mountpoint: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mountpoint) else {
+        return;
+    };
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    if let Err(e) = std::fs::write(&knob, "1024") {
+        tracing::debug!(knob, error = %e, "read-ahead left at the kernel default");
+    }
+}
+
+pub fn run(opts: Options) -> anyhow::Result<()> {
+    let paths = Paths::from_env();
+    let config = Config::load(opts.config.as_deref(), &paths)?;
+    let mountpoint = std::fs::canonicalize(&opts.mountpoint)
+        .with_context(|| format!("mount point {}", opts.mountpoint.display()))?;
+    // Modes asked for by writers are applied exactly; the daemon's own umask must not mask them.
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe { libc::umask(0) };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("snapfsd")
+        .build()
+        .context("starting the runtime")?;
+    let _guard = rt.enter();
+
+    let cache = BlockCache::open(CacheConfig {
+        dir: config.cache_dir.join("blocks"),
+        max_disk_bytes: config.cache_max,
+        min_free_bytes: config.cache_min_free,
+        max_memory_bytes: config.cache_memory,
+    })
+    .with_context(|| format!("opening the cache in {}", config.cache_dir.display()))?;
+    let staging = Arc::new(Staging::new(config.cache_dir.join("staging")));
+
+    let mut backends = Vec::new();
+    let mut targets = Vec::new();
+    for r in &config.remotes {
+        let store = open_store(&r.url, &r.options).with_context(|| format!("remote {}", r.name))?;
+        let backend = Arc::new(CloudBackend::new(
+            format!("cloud/{}", r.name),
+            store,
+            cache.clone(),
+            r.ttl,
+            r.max_snapshots,
+        ));
+        targets.push(Target {
+            kind: "cloud",
+            name: r.name.clone(),
+            description: r.url.clone(),
+            backend: backend.clone(),
+            raw: Some(backend.clone()),
+        });
+        backends.push(backend);
+    }
+
+    let jobs = Jobs::new(backends, staging.clone(), paths.state_dir(), config.settle);
+    let vfs = Arc::new(Vfs::new(
+        targets,
+        VfsConfig {
+            list_ttl: config.list_ttl,
+            ..VfsConfig::default()
+        },
+        cache,
+        staging,
+        jobs.clone(),
+    ));
+    {
+        let vfs = Arc::downgrade(&vfs);
+        jobs.on_ready(move |t| {
+            if let Some(vfs) = vfs.upgrade() {
+                vfs.invalidate(t);
+            }
+        });
+    }
+    jobs.recover();
+    rt.spawn(jobs.clone().run());
+
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let exited = stop.clone();
+    let session = fuse::mount(
+        vfs.clone(),
+        rt.handle().clone(),
+        &mountpoint,
+        &MountConfig {
+            read_only: opts.read_only,
+            allow_other: opts.allow_other,
+            ..MountConfig::default()
+        },
+        move || exited.notify_one(),
+    )
+    .with_context(|| format!("mounting {}", mountpoint.display()))?;
+    raise_read_ahead(&mountpoint);
+
+    let (socket, record) = record_paths(&paths, &mountpoint);
+    let listener =
+        server::listen(&socket).with_context(|| format!("control socket {}", socket.display()))?;
+    let server = Arc::new(Server {
+        mountpoint: mountpoint.clone(),
+        jobs: jobs.clone(),
+        vfs,
+        stop: stop.clone(),
+    });
+    rt.spawn(server.serve(listener));
+    let rec = MountRecord {
+        mountpoint: mountpoint.clone(),
+        socket: socket.clone(),
+        pid: std::process::id(),
+    };
+    std::fs::write(&record, serde_json::to_vec_pretty(&rec)?)
+        .context("writing the mount record")?;
+    tracing::info!(mountpoint = %mountpoint.display(), "mounted");
+
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = stop.notified() => {}
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    tracing::info!("stopping");
+    jobs.shutdown();
+    let _ = std::fs::remove_file(&record);
+    let _ = std::fs::remove_file(&socket);
+    if let Err(e) = session.umount_and_join() {
+        tracing::warn!(error = %e, "unmount");
+    }
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    Ok(())
+}
