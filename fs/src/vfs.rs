@@ -149,9 +149,10 @@ impl Vfs {
         name: &str,
     ) -> VfsResult<(SnapshotInfo, Arc<SnapshotTree>)> {
         let list = self.snapshots(target).await?;
+        // Only ready snapshots, as readdir shows them: nothing half-made is reachable (DESIGN §3).
         let info = list
             .iter()
-            .find(|s| s.name == name)
+            .find(|s| s.name == name && s.state == crate::backend::SnapshotState::Ready)
             .ok_or(VfsError::NotFound)?
             .clone();
         let key = (target, info.name.clone(), info.id.clone());

@@ -1,0 +1,389 @@
+//! Snapshots built with the real format, a standard bucket, and a `Vfs` over it with helpers that
+//! walk paths the way the kernel would.
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use snapfs_fs::backend::{SnapshotInfo, SnapshotState};
+use snapfs_fs::cache::{BlockCache, CacheConfig};
+use snapfs_fs::format::{BLOCK_SIZE, PackBuilder, compress_block, manifest_key, pack_key};
+use snapfs_fs::vfs::{
+    Block, Encoding, Entry, FileKind, ROOT_INO, SnapshotTree, Staging, Target, TreeNode, Vfs,
+    VfsConfig, VfsError, VfsResult,
+};
+
+use crate::fake::{FakeBackend, FakeHooks};
+
+/// Bytes that do not compress, so frames are as large as blocks and offsets are far apart.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        // xorshift64: deterministic and dependency-free.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn time(secs: u64, nanos: u32) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::new(secs, nanos)
+}
+
+pub fn date(rfc3339: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .map(|d| d.to_utc())
+        .unwrap_or_else(|e| panic!("{rfc3339}: {e}"))
+}
+
+/// Builds one snapshot: its entries and the single pack holding its file data.
+pub struct SnapshotBuilder {
+    name: String,
+    pack_key: String,
+    pack: PackBuilder,
+    entries: Vec<(String, TreeNode)>,
+    size: u64,
+    files: u64,
+}
+
+impl SnapshotBuilder {
+    /// A folder snapshot whose root has `perm` and `mtime`.
+    pub fn folder(name: &str, perm: u16, mtime: SystemTime) -> Self {
+        let mut b = Self::empty(name);
+        b.entries
+            .push((String::new(), TreeNode::new(FileKind::Dir, perm, mtime)));
+        b
+    }
+
+    /// A one-file snapshot holding `data`.
+    pub fn file(name: &str, data: &[u8], perm: u16, mtime: SystemTime) -> Self {
+        let mut b = Self::empty(name);
+        let node = b.file_node(data, perm, mtime);
+        b.entries.push((String::new(), node));
+        b
+    }
+
+    fn empty(name: &str) -> Self {
+        SnapshotBuilder {
+            name: name.to_string(),
+            pack_key: pack_key(&format!("upload-{name}"), 0),
+            pack: PackBuilder::new(),
+            entries: Vec::new(),
+            size: 0,
+            files: 0,
+        }
+    }
+
+    fn file_node(&mut self, data: &[u8], perm: u16, mtime: SystemTime) -> TreeNode {
+        let object: Arc<str> = Arc::from(self.pack_key.as_str());
+        let mut node = TreeNode::new(FileKind::File, perm, mtime);
+        let mut start = 0u64;
+        for chunk in data.chunks(BLOCK_SIZE) {
+            let (frame, crc) = compress_block(chunk, 1);
+            let r = self.pack.push_frame(0, &frame, chunk.len() as u32, crc);
+            node.blocks.push(Block {
+                start,
+                len: r.len,
+                object: object.clone(),
+                offset: r.offset,
+                stored_len: r.clen,
+                encoding: Encoding::Zstd { crc32c: r.crc32c },
+            });
+            start += chunk.len() as u64;
+        }
+        node.size = data.len() as u64;
+        node.crc32c = Some(crc32c::crc32c(data));
+        self.size += node.size;
+        self.files += 1;
+        node
+    }
+
+    pub fn dir(mut self, path: &str, perm: u16, mtime: SystemTime) -> Self {
+        let node = TreeNode::new(FileKind::Dir, perm, mtime);
+        self.entries.push((path.to_string(), node));
+        self
+    }
+
+    pub fn add_file(mut self, path: &str, data: &[u8], perm: u16, mtime: SystemTime) -> Self {
+        let node = self.file_node(data, perm, mtime);
+        self.entries.push((path.to_string(), node));
+        self
+    }
+
+    /// An empty file: a node with no blocks at all.
+    pub fn empty_file(mut self, path: &str, perm: u16, mtime: SystemTime) -> Self {
+        self.entries
+            .push((path.to_string(), TreeNode::new(FileKind::File, perm, mtime)));
+        self
+    }
+
+    pub fn symlink(mut self, path: &str, target: &str, mtime: SystemTime) -> Self {
+        let mut node = TreeNode::new(FileKind::Symlink, 0o777, mtime);
+        node.symlink = Some(target.to_string());
+        self.entries.push((path.to_string(), node));
+        self
+    }
+
+    /// The snapshot as a backend would list and open it, and its pack (key and bytes).
+    pub fn finish(
+        self,
+        created: DateTime<Utc>,
+        state: SnapshotState,
+    ) -> (SnapshotInfo, Arc<SnapshotTree>, String, Bytes) {
+        let is_file = self.entries.first().map(|(_, n)| n.kind) == Some(FileKind::File);
+        let tree = SnapshotTree::build(self.entries).expect("a well-formed snapshot tree");
+        let info = SnapshotInfo {
+            id: manifest_key(&self.name),
+            name: self.name,
+            created,
+            state,
+            is_file,
+            size: self.size,
+            files: self.files,
+            crc32c: None,
+            expires: None,
+        };
+        (info, Arc::new(tree), self.pack_key, self.pack.finish())
+    }
+
+    pub fn install(self, backend: &FakeBackend, created: DateTime<Utc>, state: SnapshotState) {
+        let (info, tree, key, pack) = self.finish(created, state);
+        backend.put_object(&key, pack);
+        backend.add_snapshot(info, tree);
+    }
+}
+
+/// What the standard bucket holds, for comparing reads with.
+pub struct Standard {
+    pub big: Vec<u8>,
+    pub hello: &'static [u8],
+    pub single: Vec<u8>,
+    pub raw_big: Vec<u8>,
+    snapshots: Vec<(SnapshotInfo, Arc<SnapshotTree>, String, Bytes)>,
+}
+
+/// `big.bin`: two full blocks and a tail, so reads cross two block boundaries.
+pub const BIG_LEN: usize = 2 * BLOCK_SIZE + 12_345;
+pub const HELLO: &[u8] = b"hello, world\n";
+
+pub fn big_mtime() -> SystemTime {
+    time(1_767_225_600, 123_456_789)
+}
+
+/// Built once: compressing megabytes in a debug build is slow enough to share.
+pub fn standard() -> &'static Standard {
+    static STANDARD: OnceLock<Standard> = OnceLock::new();
+    STANDARD.get_or_init(|| {
+        let big = noise(BIG_LEN, 1);
+        let single = noise(100_000, 2);
+        let db1 = SnapshotBuilder::folder("db-1", 0o755, time(1_767_000_000, 0))
+            .dir("data", 0o750, time(1_767_000_001, 0))
+            .add_file("data/big.bin", &big, 0o640, big_mtime())
+            .empty_file("data/empty", 0o600, time(1_767_000_002, 0))
+            .add_file("hello.txt", HELLO, 0o644, time(1_767_000_003, 0))
+            .symlink("link", "data/big.bin", time(1_767_000_004, 0))
+            .finish(date("2026-01-01T00:00:00Z"), SnapshotState::Ready);
+        let db2 = SnapshotBuilder::file("db-2", &single, 0o444, time(1_768_000_000, 0))
+            .finish(date("2026-02-01T00:00:00Z"), SnapshotState::Ready);
+        // Newest of all, but not ready: never listed, never `latest`.
+        let db3 = SnapshotBuilder::file("db-3", b"half made", 0o444, time(1_769_000_000, 0))
+            .finish(date("2026-03-01T00:00:00Z"), SnapshotState::Creating);
+        Standard {
+            big,
+            hello: HELLO,
+            single,
+            raw_big: noise(BLOCK_SIZE + 100, 3),
+            snapshots: vec![db1, db2, db3],
+        }
+    })
+}
+
+impl Standard {
+    /// The pack object of a standard snapshot.
+    pub fn pack_of(&self, name: &str) -> &str {
+        self.snapshots
+            .iter()
+            .find(|(i, ..)| i.name == name)
+            .map(|(_, _, k, _)| k.as_str())
+            .unwrap_or_else(|| panic!("no snapshot {name}"))
+    }
+
+    pub fn tree_of(&self, name: &str) -> &SnapshotTree {
+        self.snapshots
+            .iter()
+            .find(|(i, ..)| i.name == name)
+            .map(|(_, t, ..)| t.as_ref())
+            .unwrap_or_else(|| panic!("no snapshot {name}"))
+    }
+}
+
+/// A fresh backend holding the standard snapshots and a few other objects.
+pub fn standard_backend() -> Arc<FakeBackend> {
+    let s = standard();
+    let backend = Arc::new(FakeBackend::default());
+    for (info, tree, key, pack) in &s.snapshots {
+        backend.put_object(key, pack.clone());
+        backend.add_snapshot(info.clone(), tree.clone());
+    }
+    backend.put_object("top.txt", Bytes::from_static(b"at the top\n"));
+    backend.put_object("other/readme.txt", Bytes::from_static(b"other\n"));
+    backend.put_object("other/deep/x.bin", Bytes::from(s.raw_big.clone()));
+    backend
+}
+
+/// A `Vfs` over one target, `cloud/local`, with its cache and staging area in a temporary folder.
+pub struct Fixture {
+    pub vfs: Vfs,
+    pub backend: Arc<FakeBackend>,
+    pub hooks: Arc<FakeHooks>,
+    pub cache: Arc<BlockCache>,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn cache_config(dir: &std::path::Path) -> CacheConfig {
+    CacheConfig {
+        dir: dir.join("cache"),
+        max_disk_bytes: 256 << 20,
+        min_free_bytes: 0,
+        max_memory_bytes: 64 << 20,
+    }
+}
+
+impl Fixture {
+    pub fn new(backend: Arc<FakeBackend>) -> Self {
+        Self::with_ttl(backend, Duration::from_secs(5))
+    }
+
+    pub fn with_ttl(backend: Arc<FakeBackend>, list_ttl: Duration) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let cache = BlockCache::open(cache_config(dir.path())).expect("the cache opens");
+        Self::assemble(backend, list_ttl, dir, cache)
+    }
+
+    /// A second `Vfs` over the same cache folder, as after a daemon restart.
+    pub fn restarted(self) -> Self {
+        let Fixture {
+            vfs, backend, dir, ..
+        } = self;
+        drop(vfs);
+        let cache = BlockCache::open(cache_config(dir.path())).expect("the cache reopens");
+        Self::assemble(backend, Duration::from_secs(5), dir, cache)
+    }
+
+    fn assemble(
+        backend: Arc<FakeBackend>,
+        list_ttl: Duration,
+        dir: tempfile::TempDir,
+        cache: Arc<BlockCache>,
+    ) -> Self {
+        let hooks = Arc::new(FakeHooks::default());
+        let staging = Arc::new(Staging::new(dir.path().join("staging")));
+        let target = Target {
+            kind: "cloud",
+            name: "local".into(),
+            description: "a bucket in memory".into(),
+            backend: backend.clone(),
+            raw: Some(backend.clone()),
+        };
+        let config = VfsConfig {
+            list_ttl,
+            ..VfsConfig::default()
+        };
+        let vfs = Vfs::new(vec![target], config, cache.clone(), staging, hooks.clone());
+        Fixture {
+            vfs,
+            backend,
+            hooks,
+            cache,
+            dir,
+        }
+    }
+
+    pub fn staging_root(&self) -> PathBuf {
+        self.dir.path().join("staging")
+    }
+
+    /// Looks a '/'-separated path up from the root, one component at a time.
+    pub async fn lookup(&self, path: &str) -> VfsResult<Entry> {
+        let mut entry = self.vfs.getattr(ROOT_INO).await?;
+        for name in path.split('/').filter(|n| !n.is_empty()) {
+            entry = self.vfs.lookup(entry.attr.ino, OsStr::new(name)).await?;
+        }
+        Ok(entry)
+    }
+
+    pub async fn ino(&self, path: &str) -> u64 {
+        match self.lookup(path).await {
+            Ok(e) => e.attr.ino,
+            Err(e) => panic!("{path}: {e}"),
+        }
+    }
+
+    /// The names in a directory, without "." and "..", in listing order.
+    pub async fn names(&self, path: &str) -> Vec<String> {
+        let ino = self.ino(path).await;
+        let entries = self.vfs.readdir(ino).await.expect("the directory lists");
+        entries
+            .into_iter()
+            .map(|e| e.name.to_string_lossy().into_owned())
+            .filter(|n| n != "." && n != "..")
+            .collect()
+    }
+
+    /// Reads `[offset, offset + len)` through a fresh read-only handle.
+    pub async fn read(&self, path: &str, offset: u64, len: u32) -> VfsResult<Bytes> {
+        let ino = self.lookup(path).await?.attr.ino;
+        let opened = self.vfs.open(ino, false, false).await?;
+        let out = self.vfs.read(opened.fh, offset, len).await;
+        self.vfs.release(opened.fh);
+        out
+    }
+
+    /// The whole file, read sequentially in 1 MiB requests like the kernel with direct_io.
+    pub async fn read_all(&self, path: &str) -> VfsResult<Bytes> {
+        let ino = self.lookup(path).await?.attr.ino;
+        let opened = self.vfs.open(ino, false, false).await?;
+        let mut out = BytesMut::new();
+        let result = loop {
+            match self.vfs.read(opened.fh, out.len() as u64, 1 << 20).await {
+                Ok(b) if b.is_empty() => break Ok(out.freeze()),
+                Ok(b) => out.extend_from_slice(&b),
+                Err(e) => break Err(e),
+            }
+        };
+        self.vfs.release(opened.fh);
+        result
+    }
+
+    /// Waits until background read-ahead has stopped reaching the backend.
+    pub async fn quiesce(&self) {
+        let mut last = self.backend.reads();
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.backend.reads();
+            if now == last {
+                return;
+            }
+            last = now;
+        }
+    }
+}
+
+/// The errno of a result that must have failed.
+pub fn errno<T: std::fmt::Debug>(result: Result<T, VfsError>) -> i32 {
+    match result {
+        Ok(v) => {
+            let mut shown = format!("{v:?}");
+            shown.truncate(300);
+            panic!("expected an error, got {shown}")
+        }
+        Err(e) => e.errno(),
+    }
+}
