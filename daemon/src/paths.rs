@@ -12,20 +12,24 @@ pub struct Paths {
     runtime: PathBuf,
 }
 
-/// `$VAR/snapfs` when the variable holds an absolute path, else the fallback.
-fn xdg(var: &str, fallback: PathBuf) -> PathBuf {
-    std::env::var_os(var)
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .map_or(fallback, |p| p.join("snapfs"))
-}
-
 impl Paths {
     /// From the environment: $HOME and the XDG_* variables.
     pub fn from_env() -> Paths {
-        let home = std::env::var_os("HOME")
+        Paths::from_vars(|v| std::env::var_os(v))
+    }
+
+    /// From variables looked up by `get`, as `from_env` does with the real environment.
+    pub fn from_vars(get: impl Fn(&str) -> Option<std::ffi::OsString>) -> Paths {
+        let home = get("HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/"));
+        // `$VAR/snapfs` when the variable holds an absolute path, else the default.
+        let xdg = |var: &str, fallback: PathBuf| {
+            get(var)
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .map_or(fallback, |p| p.join("snapfs"))
+        };
         let mut p = Paths::for_home(&home);
         p.config = xdg("XDG_CONFIG_HOME", p.config);
         p.data = xdg("XDG_DATA_HOME", p.data);

@@ -1,1 +1,283 @@
+//! The harness for end-to-end tests: a real `snapfsd` serving a real FUSE mount in a private
+//! home directory, driven with real tools. Every mount a test makes is unmounted when the
+//! harness is dropped, also when the test fails.
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use snapfsd::control::client::Client;
+use snapfsd::control::wire::{Request, Response, StatusReport, TargetMetrics};
+
+/// Settle time used by tests: short, so uploads start quickly.
+pub const TEST_SETTLE: &str = "300ms";
+
+/// A built binary of the workspace (`snapfsd`, `snapfs`), beside the test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so binaries are built",
+        path.display()
+    );
+    path
+}
+
+/// Whether this machine can mount FUSE file systems here; tests print why they skip if not.
+pub fn fuse_available() -> bool {
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .is_ok();
+    if !ok {
+        eprintln!("skipping: /dev/fuse cannot be opened (FUSE not available or not permitted)");
+    }
+    ok
+}
+
+/// Runs a shell command line, panicking with its output if it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "command failed: {cmd}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub struct Mount {
+    pub root: tempfile::TempDir,
+    pub mountpoint: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mount {
+    /// A daemon on the embedded default remote (`cloud/local`), with a short settle time.
+    pub fn start() -> Mount {
+        Mount::start_with(&format!("[upload]\nsettle = \"{TEST_SETTLE}\"\n"))
+    }
+
+    pub fn start_with(config: &str) -> Mount {
+        let root = tempfile::Builder::new()
+            .prefix("snapfs-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let mountpoint = root.path().join("mnt");
+        std::fs::create_dir_all(&mountpoint).expect("mountpoint");
+        std::fs::create_dir_all(root.path().join("home")).expect("home");
+        let config_path = root.path().join("config.toml");
+        std::fs::write(&config_path, config).expect("config");
+        let mut m = Mount {
+            root,
+            mountpoint,
+            config: config_path,
+            child: None,
+        };
+        m.launch();
+        m
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.root.path().join("home")
+    }
+
+    /// Environment every process of this mount runs with: a private home and XDG dirs.
+    pub fn env(&self) -> Vec<(&'static str, PathBuf)> {
+        let r = self.root.path();
+        vec![
+            ("HOME", self.home()),
+            ("XDG_CONFIG_HOME", r.join("config")),
+            ("XDG_DATA_HOME", r.join("data")),
+            ("XDG_CACHE_HOME", r.join("cache")),
+            ("XDG_STATE_HOME", r.join("state")),
+            ("XDG_RUNTIME_DIR", r.join("run")),
+        ]
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.root.path().join("snapfsd.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The directory of the default remote in the mount.
+    pub fn target(&self) -> PathBuf {
+        self.mountpoint.join("cloud/local")
+    }
+
+    /// Where the default remote keeps its objects on disk.
+    pub fn store_dir(&self) -> PathBuf {
+        self.root.path().join("data/snapfs/local")
+    }
+
+    fn record(&self) -> PathBuf {
+        let paths = self.paths();
+        snapfsd::control::client::record_paths(&paths, &self.mountpoint).1
+    }
+
+    /// The paths the daemon derives from this mount's environment.
+    fn paths(&self) -> snapfsd::paths::Paths {
+        let env = self.env();
+        snapfsd::paths::Paths::from_vars(|var| {
+            env.iter()
+                .find(|(k, _)| *k == var)
+                .map(|(_, v)| v.clone().into_os_string())
+        })
+    }
+
+    fn socket(&self) -> PathBuf {
+        snapfsd::control::client::record_paths(&self.paths(), &self.mountpoint).0
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let child = Command::new(binary("snapfsd"))
+            .arg("--mountpoint")
+            .arg(&self.mountpoint)
+            .arg("--config")
+            .arg(&self.config)
+            .envs(self.env())
+            .env("SNAPFS_LOG", "info,snapfs_fs=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start snapfsd");
+        self.child = Some(child);
+        let record = self.record();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !record.exists() {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("snapfsd exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "snapfsd did not mount in time:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Asks the daemon to stop and waits for it; the mount is gone afterwards.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                _ if Instant::now() > deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        self.detach();
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would, and clears the dead mount.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.detach();
+    }
+
+    /// Removes whatever is still mounted at the mount point (a dead mount after a crash).
+    fn detach(&self) {
+        let c =
+            std::ffi::CString::new(self.mountpoint.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: c is a NUL-terminated path.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// Starts the daemon again after `kill9`.
+    pub fn relaunch(&mut self) {
+        self.launch();
+    }
+
+    pub fn call(&self, req: &Request) -> Response {
+        let mut client = Client::connect(&self.socket()).expect("connect to snapfsd");
+        client.call(req).expect("control call")
+    }
+
+    pub fn status(&self) -> StatusReport {
+        match self.call(&Request::Status) {
+            Response::Status(s) => s,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+
+    /// What went to the store for the default remote so far.
+    pub fn store_metrics(&self) -> TargetMetrics {
+        self.status()
+            .metrics
+            .targets
+            .into_iter()
+            .next()
+            .expect("one target")
+    }
+
+    /// Runs the `snapfs` CLI with this mount's environment.
+    pub fn snapfs(&self, args: &[&str]) -> Output {
+        Command::new(binary("snapfs"))
+            .args(args)
+            .envs(self.env())
+            .output()
+            .expect("run snapfs")
+    }
+
+    /// Waits for the upload `name` of the default remote to end, asserting it succeeded.
+    pub fn wait(&self, name: &str) {
+        let req = Request::Wait {
+            target: "cloud/local".into(),
+            name: name.into(),
+        };
+        match self.call(&req) {
+            Response::Job(s) if s.state == snapfsd::control::wire::UploadState::Done => {}
+            other => panic!(
+                "upload {name} did not succeed: {other:?}\nlog:\n{}",
+                self.log()
+            ),
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
