@@ -122,17 +122,34 @@ impl Inodes {
     /// stands for the same thing, else a new number.
     pub fn entry(&self, parent: u64, name: &OsStr, node: Node) -> u64 {
         let key = (parent, name.to_os_string());
-        if let Some(ino) = self.read().by_name.get(&key)
-            && let Some(existing) = self.read().by_ino.get(ino)
-            && existing.node.same_as(&node)
         {
-            return *ino;
+            // One guard: taking the read lock twice deadlocks if a writer queues in between.
+            let t = self.read();
+            if let Some(ino) = t.by_name.get(&key)
+                && t.by_ino.get(ino).is_some_and(|e| e.node.same_as(&node))
+            {
+                return *ino;
+            }
         }
         let mut t = self.write();
-        if let Some(ino) = t.by_name.get(&key).copied()
-            && t.by_ino.get(&ino).is_some_and(|e| e.node.same_as(&node))
-        {
-            return ino;
+        let known = t.by_name.get(&key).copied();
+        if let Some(ino) = known {
+            match t.by_ino.get(&ino) {
+                Some(existing) if existing.node.same_as(&node) => return ino,
+                Some(_) => {}
+                // Reserved by a listing (`entry_lazy`): resolve it under the number it was shown as.
+                None => {
+                    t.by_ino.insert(
+                        ino,
+                        Inode {
+                            parent,
+                            name: name.to_os_string(),
+                            node,
+                        },
+                    );
+                    return ino;
+                }
+            }
         }
         let ino = t.next;
         t.next += 1;
@@ -149,14 +166,20 @@ impl Inodes {
     }
 
     /// A number for a directory listing without resolving the entry: the known inode, or a fresh
-    /// number the kernel will only use to look the name up.
+    /// number reserved for the name, so that the lookup resolving it later hands out the same one
+    /// (what readdir shows as d_ino must match what stat shows).
     pub fn entry_lazy(&self, parent: u64, name: &OsStr) -> u64 {
-        if let Some(ino) = self.read().by_name.get(&(parent, name.to_os_string())) {
+        let key = (parent, name.to_os_string());
+        if let Some(ino) = self.read().by_name.get(&key) {
             return *ino;
         }
         let mut t = self.write();
+        if let Some(ino) = t.by_name.get(&key) {
+            return *ino;
+        }
         let ino = t.next;
         t.next += 1;
+        t.by_name.insert(key, ino);
         ino
     }
 

@@ -56,7 +56,10 @@ pub(super) enum Handle {
     Generated(Bytes),
     Staged {
         target: usize,
-        upload: String,
+        /// The staged inode, to tell which upload it is in after a rename.
+        ino: u64,
+        /// The upload whose open count includes this handle.
+        upload: Mutex<String>,
         file: File,
     },
     Dir(Vec<DirEntry>),
@@ -167,13 +170,52 @@ impl Vfs {
             .ok_or(VfsError::Io("stale file handle".into()))
     }
 
-    pub(super) fn new_staged_handle(&self, target: usize, upload: String, file: File) -> u64 {
+    pub(super) fn new_staged_handle(
+        &self,
+        target: usize,
+        ino: u64,
+        upload: String,
+        file: File,
+    ) -> u64 {
         self.staging.opened(target, &upload);
         self.add_handle(Handle::Staged {
             target,
-            upload,
+            ino,
+            upload: Mutex::new(upload),
             file,
         })
+    }
+
+    /// After a rename, counts each open staged handle against the upload its file is now in, so
+    /// an upload with an open file never settles and its writes are seen.
+    pub(super) fn recount_staged_handles(&self) {
+        let handles: Vec<Arc<Handle>> = self
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for handle in handles {
+            let Handle::Staged {
+                target,
+                ino,
+                upload,
+                ..
+            } = handle.as_ref()
+            else {
+                continue;
+            };
+            let Ok((_, now, _)) = self.staged_path(*ino) else {
+                continue;
+            };
+            let mut counted = upload.lock().unwrap_or_else(|e| e.into_inner());
+            if *counted != now {
+                self.staging.closed(*target, &counted);
+                self.staging.opened(*target, &now);
+                *counted = now;
+            }
+        }
     }
 
     /// Opens a file; `write` asks for write access.
@@ -362,7 +404,8 @@ impl Vfs {
         if let Some(handle) = handle
             && let Handle::Staged { target, upload, .. } = handle.as_ref()
         {
-            self.staging.closed(*target, upload);
+            let upload = upload.lock().unwrap_or_else(|e| e.into_inner());
+            self.staging.closed(*target, &upload);
         }
     }
 

@@ -226,7 +226,7 @@ impl Vfs {
             .mode(mode & !umask & 0o7777)
             .open(&path)?;
         let entry = self.entry_for(parent, name, t, &path)?;
-        let fh = self.new_staged_handle(t, upload, file);
+        let fh = self.new_staged_handle(t, entry.attr.ino, upload, file);
         Ok((
             entry,
             Opened {
@@ -251,7 +251,7 @@ impl Vfs {
             .write(write)
             .truncate(truncate && write)
             .open(&path)?;
-        let fh = self.new_staged_handle(t, upload, file);
+        let fh = self.new_staged_handle(t, ino, upload, file);
         Ok(Opened {
             fh,
             keep_cache: false,
@@ -265,9 +265,11 @@ impl Vfs {
                 target,
                 upload,
                 file,
+                ..
             } => {
                 file.write_all_at(data, offset)?;
-                self.staging.touch(*target, upload);
+                let upload = upload.lock().unwrap_or_else(|e| e.into_inner());
+                self.staging.touch(*target, &upload);
                 Ok(data.len() as u32)
             }
             _ => Err(VfsError::ReadOnly("snapshots are read-only")),
@@ -369,6 +371,8 @@ impl Vfs {
         };
         fs::rename(dir1.join(name), dir2.join(new_name))?;
         self.inodes.rename(parent, name, new_parent, new_name);
+        // Before `forget`, so a renamed upload's open count moves with it rather than vanishing.
+        self.recount_staged_handles();
         match up1 {
             Some(u) => self.staging.touch(t1, &u),
             None => {

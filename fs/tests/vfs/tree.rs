@@ -58,6 +58,20 @@ async fn snapshots_list_only_ready_ones_with_latest() {
         .map(|e| e.kind)
         .collect();
     assert_eq!(kinds, [FileKind::Symlink, FileKind::Dir, FileKind::File]);
+    // The numbers a listing shows are the ones lookup gives, and stay put between listings.
+    let listed = |entries: Vec<snapfs_fs::vfs::DirEntry>| -> Vec<(String, u64)> {
+        let named = entries.into_iter().skip(2);
+        named
+            .map(|e| (e.name.to_string_lossy().into_owned(), e.ino))
+            .collect()
+    };
+    let first = listed(f.vfs.readdir(ino).await.unwrap());
+    assert_eq!(first, listed(f.vfs.readdir(ino).await.unwrap()));
+    for (name, listed_ino) in &first {
+        let path = format!("cloud/local/snapshots/{name}");
+        assert_eq!(f.ino(&path).await, *listed_ino, "{name}");
+    }
+    assert_eq!(first, listed(f.vfs.readdir(ino).await.unwrap()));
     // A snapshot still being made is as invisible to lookup as it is to readdir.
     assert_eq!(
         errno(f.lookup("cloud/local/snapshots/db-3").await),

@@ -315,3 +315,38 @@ async fn status_files_show_what_the_hooks_say() {
         libc::EINVAL
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_handles_follow_their_upload_through_a_rename() {
+    let f = Fixture::new(standard_backend());
+    let up = f.ino(UPLOADS).await;
+    let tmp = f.vfs.mkdir(up, os("tmp"), 0o755, 0).await.unwrap().attr.ino;
+    let (_, opened) = f.vfs.create(tmp, os("f"), 0o644, 0).await.unwrap();
+    f.vfs.write(opened.fh, 0, b"first").unwrap();
+
+    // `mv uploads/tmp uploads/final` while the copy into it is still running.
+    f.vfs.rename(up, os("tmp"), up, os("final")).await.unwrap();
+    let moved = f.vfs.staging().activity(0, "final").unwrap();
+    assert_eq!(moved.open, 1, "an upload with an open file must not settle");
+    f.vfs.write(opened.fh, 5, b" second").unwrap();
+    let written = f.vfs.staging().activity(0, "final").unwrap();
+    assert!(
+        written.generation > moved.generation,
+        "the write went unseen"
+    );
+    f.vfs.release(opened.fh);
+    assert_eq!(f.vfs.staging().activity(0, "final").unwrap().open, 0);
+    assert!(f.vfs.staging().activity(0, "tmp").is_none());
+    let text = fs::read(f.staging_root().join("cloud/local/final/f")).unwrap();
+    assert_eq!(text, b"first second");
+
+    // A file moved to another upload while open keeps that upload from settling instead.
+    let a = f.vfs.mkdir(up, os("a"), 0o755, 0).await.unwrap().attr.ino;
+    let b = f.vfs.mkdir(up, os("b"), 0o755, 0).await.unwrap().attr.ino;
+    let (_, opened) = f.vfs.create(a, os("x"), 0o644, 0).await.unwrap();
+    f.vfs.rename(a, os("x"), b, os("x")).await.unwrap();
+    assert_eq!(f.vfs.staging().activity(0, "a").unwrap().open, 0);
+    assert_eq!(f.vfs.staging().activity(0, "b").unwrap().open, 1);
+    f.vfs.release(opened.fh);
+    assert_eq!(f.vfs.staging().activity(0, "b").unwrap().open, 0);
+}
