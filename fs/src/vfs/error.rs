@@ -36,6 +36,8 @@ pub enum VfsError {
     NoAttr,
     #[error("buffer too small")]
     Range,
+    #[error("name too long")]
+    NameTooLong,
 }
 
 impl VfsError {
@@ -58,6 +60,7 @@ impl VfsError {
             VfsError::Busy(_) => libc::EBUSY,
             VfsError::NoAttr => libc::ENODATA,
             VfsError::Range => libc::ERANGE,
+            VfsError::NameTooLong => libc::ENAMETOOLONG,
         }
     }
 
@@ -73,6 +76,7 @@ impl VfsError {
                 | VfsError::NotSupported
                 | VfsError::NotEmpty
                 | VfsError::Exists(_)
+                | VfsError::NameTooLong
         )
     }
 }
@@ -106,6 +110,7 @@ impl From<std::io::Error> for VfsError {
             Some(libc::EACCES) | Some(libc::EPERM) => VfsError::Access(e.to_string()),
             Some(libc::EINVAL) => VfsError::InvalidName(e.to_string()),
             Some(libc::EXDEV) => VfsError::CrossDevice,
+            Some(libc::ENAMETOOLONG) => VfsError::NameTooLong,
             _ => VfsError::Io(e.to_string()),
         }
     }

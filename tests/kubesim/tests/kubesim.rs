@@ -1,0 +1,12 @@
+//! Drives kubesim with the real `kube` client and, where installed, real `kubectl`.
+
+mod kubesim {
+    pub mod api;
+    pub mod exec;
+    pub mod faults;
+    pub mod kubectl;
+    pub mod portforward;
+    pub mod snapshots;
+    pub mod support;
+    pub mod workloads;
+}
