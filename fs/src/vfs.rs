@@ -655,7 +655,11 @@ impl Vfs {
     }
 
     pub fn statfs(&self) -> VfsResult<FsStats> {
-        let path = std::ffi::CString::new(self.staging.root().as_os_str().as_encoded_bytes())
+        // The staging folder is made by the first upload; until then its nearest existing
+        // ancestor stands for the same volume, so `df` works on a fresh mount.
+        let root = self.staging.root();
+        let existing = root.ancestors().find(|p| p.exists()).unwrap_or(root);
+        let path = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes())
             .map_err(|_| VfsError::Io("staging path has a NUL".into()))?;
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
         // SAFETY: path is NUL-terminated and st is a valid out-pointer.

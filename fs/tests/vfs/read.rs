@@ -191,3 +191,37 @@ async fn an_unreachable_backend_fails_reads_with_eio_until_it_returns() {
     backend.fail_reads(None);
     assert_eq!(f.read(HELLO, 0, 100).await.unwrap(), standard().hello);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sequential_readers_get_read_ahead_random_ones_do_not() {
+    let pack = standard().pack_of("db-1");
+    let b = BLOCK_SIZE as u64;
+
+    let f = Fixture::new(standard_backend());
+    let ino = f.ino(BIG).await;
+    let opened = f.vfs.open(ino, false, false).await.unwrap();
+    f.vfs.read(opened.fh, 0, 1 << 20).await.unwrap();
+    f.quiesce().await;
+    assert_eq!(
+        f.backend.reads_of(pack),
+        2,
+        "the next block was not fetched ahead"
+    );
+    // The block fetched ahead serves the stream without another request.
+    f.vfs.read(opened.fh, b, 1 << 20).await.unwrap();
+    f.vfs.release(opened.fh);
+
+    // A reader that jumps straight to the tail touches one block only.
+    let f = Fixture::new(standard_backend());
+    let ino = f.ino(BIG).await;
+    let opened = f.vfs.open(ino, false, false).await.unwrap();
+    f.vfs.read(opened.fh, 2 * b + 100, 4096).await.unwrap();
+    f.vfs.read(opened.fh, 100, 4096).await.unwrap();
+    f.quiesce().await;
+    f.vfs.release(opened.fh);
+    assert_eq!(
+        f.backend.reads_of(pack),
+        2,
+        "a random reader fetched more than it read"
+    );
+}

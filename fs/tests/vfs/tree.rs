@@ -325,3 +325,11 @@ async fn a_large_directory_pages_every_entry_once() {
         "a released handle still lists"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn statfs_describes_the_staging_volume() {
+    let f = Fixture::new(standard_backend());
+    let st = f.vfs.statfs().unwrap();
+    assert!(st.bsize > 0 && st.blocks > 0, "{st:?}");
+    assert!(st.bavail <= st.bfree && st.bfree <= st.blocks, "{st:?}");
+}
