@@ -145,6 +145,8 @@ impl Mount {
     }
 
     fn launch(&mut self) {
+        // A daemon killed with SIGKILL leaves its record behind; readiness is the new one.
+        let _ = std::fs::remove_file(self.record());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

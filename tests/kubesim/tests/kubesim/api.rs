@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::support::{bounded, client, pod_spec, start, wait_for};
 
-fn api_error(err: kube::Error) -> kube::core::ErrorResponse {
+fn api_error(err: kube::Error) -> kube::core::Status {
     match err {
         kube::Error::Api(status) => *status,
         other => panic!("expected an API error, got {other:?}"),
@@ -166,7 +166,7 @@ async fn watch_sends_events_bookmarks_and_expires() {
         let first = pods.create(&PostParams::default(), &pod_spec("w1", None)).await.unwrap();
         let start_rv = first.resource_version().unwrap();
         let mut stream = pods
-            .watch(&WatchParams::default().bookmarks(true).timeout(30), &start_rv)
+            .watch(&WatchParams::default().timeout(30), &start_rv)
             .await
             .unwrap()
             .boxed();

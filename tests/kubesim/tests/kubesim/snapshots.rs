@@ -4,11 +4,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim};
 use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams};
-use kube::runtime::wait::Condition;
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
-use super::support::{bounded, client, content_resource, is_bound, pvc_spec, snapshots, start, wait_for};
+use super::support::{bounded, client, content_resource, is_bound, poll_until, pvc_spec, snapshots, start, wait_for};
 
 fn snapshot(name: &str, claim: &str, class: Option<&str>) -> DynamicObject {
     let mut obj = json!({
@@ -23,12 +22,12 @@ fn snapshot(name: &str, claim: &str, class: Option<&str>) -> DynamicObject {
     serde_json::from_value(obj).unwrap()
 }
 
-fn ready() -> impl Condition<DynamicObject> {
-    |vs: Option<&DynamicObject>| vs.and_then(|v| v.data.pointer("/status/readyToUse")) == Some(&json!(true))
+fn ready(vs: &DynamicObject) -> bool {
+    vs.data.pointer("/status/readyToUse") == Some(&json!(true))
 }
 
-fn has_error() -> impl Condition<DynamicObject> {
-    |vs: Option<&DynamicObject>| vs.and_then(|v| v.data.pointer("/status/error/message")).is_some()
+fn has_error(vs: &DynamicObject) -> bool {
+    vs.data.pointer("/status/error/message").is_some()
 }
 
 async fn bound_claim(client: &Client, name: &str, size: &str) -> Api<PersistentVolumeClaim> {
@@ -54,7 +53,7 @@ async fn snapshot_becomes_ready_and_restores() {
 
         let vss = snapshots(&client, "default");
         vss.create(&PostParams::default(), &snapshot("snap", "src", None)).await.unwrap();
-        let vs = wait_for(vss.clone(), "snap", ready()).await;
+        let vs = poll_until(&vss, "snap", ready).await;
         let status = vs.data.get("status").unwrap();
         assert_eq!(status["restoreSize"], json!("1Gi"));
         assert!(status["creationTime"].as_str().unwrap().ends_with('Z'));
@@ -133,7 +132,7 @@ async fn snapshot_errors_name_the_cause() {
         let vss = snapshots(&client, "default");
 
         vss.create(&PostParams::default(), &snapshot("no-claim", "ghost", None)).await.unwrap();
-        let vs = wait_for(vss.clone(), "no-claim", has_error()).await;
+        let vs = poll_until(&vss, "no-claim", has_error).await;
         assert!(error_message(&vs).contains("persistentvolumeclaim \\\\\\\"ghost\\\\\\\" not found"), "{}", error_message(&vs));
 
         let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
@@ -141,12 +140,12 @@ async fn snapshot_errors_name_the_cause() {
         unbound.spec.as_mut().unwrap().storage_class_name = Some("no-such-class".into());
         pvcs.create(&PostParams::default(), &unbound).await.unwrap();
         vss.create(&PostParams::default(), &snapshot("early", "unbound", None)).await.unwrap();
-        let vs = wait_for(vss.clone(), "early", has_error()).await;
+        let vs = poll_until(&vss, "early", has_error).await;
         assert!(error_message(&vs).contains("the PVC unbound is not yet bound to a PV, will not attempt to take a snapshot"));
 
         bound_claim(&client, "ok", "1Gi").await;
         vss.create(&PostParams::default(), &snapshot("bad-class", "ok", Some("nope"))).await.unwrap();
-        let vs = wait_for(vss.clone(), "bad-class", has_error()).await;
+        let vs = poll_until(&vss, "bad-class", has_error).await;
         assert!(error_message(&vs).contains("volumesnapshotclass.snapshot.storage.k8s.io \"nope\" not found"));
 
         let invalid = vss
@@ -177,11 +176,11 @@ async fn snapshot_faults() {
         assert_eq!(stuck.data["status"]["readyToUse"], json!(false));
         assert!(stuck.data["status"]["boundVolumeSnapshotContentName"].is_string());
         sim.faults().set_snapshot_never_ready(false);
-        wait_for(vss.clone(), "stuck", ready()).await;
+        poll_until(&vss, "stuck", ready).await;
 
         sim.faults().set_snapshot_error(Some("Failed to create snapshot: injected"));
         vss.create(&PostParams::default(), &snapshot("broken", "src", None)).await.unwrap();
-        let broken = wait_for(vss.clone(), "broken", has_error()).await;
+        let broken = poll_until(&vss, "broken", has_error).await;
         assert_eq!(error_message(&broken), "Failed to create snapshot: injected");
         sim.faults().set_snapshot_error(None);
 

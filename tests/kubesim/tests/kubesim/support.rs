@@ -65,6 +65,26 @@ where
         .expect("object exists")
 }
 
+/// Polls an object until `cond` holds; for dynamic types, which `await_condition` cannot watch.
+pub async fn poll_until(
+    api: &Api<DynamicObject>,
+    name: &str,
+    cond: impl Fn(&DynamicObject) -> bool,
+) -> DynamicObject {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some(obj) = api.get_opt(name).await.expect("get works")
+                && cond(&obj)
+            {
+                return obj;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("condition met in time")
+}
+
 pub fn snapshot_resource() -> ApiResource {
     ApiResource {
         group: "snapshot.storage.k8s.io".into(),
