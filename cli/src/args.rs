@@ -1,0 +1,229 @@
+//! The command line, defined once: help, the man page (`man/snapfs.1`) and the shell
+//! completions are all generated from these types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use clap_complete::Shell;
+
+const LONG_ABOUT: &str = "\
+Snapshots as ordinary paths. `snapfs mount` starts snapfsd, which mounts a file system where
+every configured bucket, Kubernetes namespace and HiveMQ cluster is a directory:
+MOUNT/<target>/snapshots/NAME are read-only snapshots, and copying a file or folder to
+MOUNT/<target>/uploads/NAME creates one. This command mounts, makes snapshots of local
+folders without copying them, waits, lists, restores, verifies and removes them, and shows the
+progress of uploads.";
+
+const EXIT_STATUS: &str = "\
+Exit status:
+  0    success
+  1    the operation failed
+  2    usage or validation error
+  130  interrupted (Ctrl-C)
+
+TARGET and SNAPSHOT are paths inside a mount (absolute or relative to the current directory).
+When exactly one mount is active, paths relative to its root work too: cloud/local,
+cloud/local/snapshots/NAME.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "snapfs",
+    version,
+    about = "Snapshots as ordinary paths: mount, snapshot, list, wait, restore",
+    long_about = LONG_ABOUT,
+    after_long_help = EXIT_STATUS
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mount snapfs (starts snapfsd in the background and returns once the mount is ready)
+    Mount(MountArgs),
+    /// Unmount a snapfs mount and stop its daemon
+    #[command(visible_alias = "umount")]
+    Unmount {
+        /// The mount point
+        mountpoint: PathBuf,
+    },
+    /// Show the upload jobs of every active mount, with progress
+    Status(StatusArgs),
+    /// Wait until an upload has become a snapshot (exit 0) or failed (exit 1)
+    Wait {
+        /// MOUNT/<target>/uploads/NAME, uploads/NAME.status or snapshots/NAME
+        path: PathBuf,
+    },
+    /// Make a snapshot of a local file or folder, read in place, showing progress
+    Snapshot(SnapshotArgs),
+    /// List the snapshots of a target, newest first
+    #[command(visible_alias = "ls")]
+    List {
+        /// A target in a mount, e.g. ~/snapfs/cloud/local
+        target: PathBuf,
+        /// Print a JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a snapshot (or part of one) to a local path, atomically
+    Restore(RestoreArgs),
+    /// Delete a snapshot
+    Rm {
+        /// MOUNT/<target>/snapshots/NAME
+        snapshot: PathBuf,
+        /// Do not ask for confirmation
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// Read every block of a snapshot and check its checksums
+    Verify {
+        /// MOUNT/<target>/snapshots/NAME
+        snapshot: PathBuf,
+    },
+    /// Print a shell completion script to standard output
+    Completions {
+        /// The shell to complete for
+        shell: Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// Where to mount [default: ~/snapfs, created if missing]
+    pub mountpoint: Option<PathBuf>,
+    /// Run the daemon in the foreground, logging to standard error
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Configuration file [default: ~/.config/snapfs/config.toml]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Mount read-only: snapshots can be read but not created
+    #[arg(long)]
+    pub read_only: bool,
+    /// Let other users see the mount (needs user_allow_other in /etc/fuse.conf)
+    #[arg(long)]
+    pub allow_other: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print a JSON array of {mountpoint, status}
+    #[arg(long, conflicts_with = "prometheus")]
+    pub json: bool,
+    /// Print the metrics in the Prometheus text format
+    #[arg(long)]
+    pub prometheus: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// A target in a mount, e.g. ~/snapfs/cloud/local
+    pub target: PathBuf,
+    /// The local file or folder to snapshot
+    pub source: PathBuf,
+    /// Snapshot name [default: <basename of SOURCE>-<UTC yyyy-mm-ddTHH-MM-SS>]
+    #[arg(short, long)]
+    pub name: Option<String>,
+    /// Print a JSON object with target, snapshot, state and bytes
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// MOUNT/<target>/snapshots/NAME, or a path below it
+    pub snapshot: PathBuf,
+    /// Where the copy goes; its parent must exist
+    pub dest: PathBuf,
+    /// Replace an existing DEST instead of moving it aside to DEST.snapfs-backup-<time>
+    #[arg(long)]
+    pub no_backup: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    type Render = fn(&clap_mangen::Man, &mut dyn std::io::Write) -> std::io::Result<()>;
+
+    /// One section as roff text, without the preamble every render call repeats.
+    fn section(man: &clap_mangen::Man, render: Render) -> String {
+        let mut buf = Vec::new();
+        render(man, &mut buf).expect("render to memory");
+        String::from_utf8_lossy(&buf)
+            .lines()
+            .skip_while(|l| l.starts_with(".ie ") || l.starts_with(".el "))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    /// Renders the whole manual: the top-level page with a section per subcommand (its
+    /// description, synopsis and options as subsections), then the exit statuses.
+    fn render_man() -> String {
+        use clap_mangen::Man;
+        let mut cmd = Cli::command();
+        cmd.build();
+        let top = Man::new(cmd.clone()).date("");
+        let mut out = String::new();
+        let mut preamble = Vec::new();
+        top.render_title(&mut preamble).expect("render to memory");
+        out.push_str(&String::from_utf8_lossy(&preamble));
+        for render in [
+            Man::render_name_section as Render,
+            Man::render_synopsis_section,
+            Man::render_description_section,
+        ] {
+            out.push_str(&section(&top, render));
+        }
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            // After build(), a subcommand's bin name is the whole `snapfs mount`.
+            let name = sub.get_bin_name().unwrap_or(sub.get_name()).to_owned();
+            let page = Man::new(sub.clone());
+            out.push_str(&format!(".SH \"{}\"\n", name.to_uppercase()));
+            for render in [
+                Man::render_description_section as Render,
+                Man::render_synopsis_section,
+                Man::render_options_section,
+            ] {
+                for line in section(&page, render).lines() {
+                    let line = match line.strip_prefix(".SH ") {
+                        Some(heading) => format!(".SS {heading}"),
+                        None => line.to_owned(),
+                    };
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            }
+        }
+        out.push_str(&section(&top, Man::render_extra_section).replacen(
+            ".SH EXTRA",
+            ".SH NOTES",
+            1,
+        ));
+        out.push_str(&section(&top, Man::render_version_section));
+        out
+    }
+
+    #[test]
+    fn man_page_is_up_to_date() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../man/snapfs.1");
+        let want = render_man();
+        if std::env::var_os("SNAPFS_UPDATE_MAN").is_some() {
+            std::fs::write(&path, &want).expect("write man/snapfs.1");
+            return;
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "man/snapfs.1 is out of date with the command-line definition; refresh it with\n  \
+             SNAPFS_UPDATE_MAN=1 cargo test -p snapfs man_page_is_up_to_date"
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! How numbers and progress look to a person: IEC sizes and a progress bar.
+
+use snapfsd::control::wire::{UploadState, UploadStatus};
+
+/// `512 B`, `104.0 MiB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    // Precision past one decimal does not matter for display.
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The word `snapfs status` shows for a job state.
+pub fn state(state: UploadState) -> &'static str {
+    match state {
+        UploadState::Staging => "staging",
+        UploadState::Queued => "queued",
+        UploadState::Uploading => "uploading",
+        UploadState::Done => "done",
+        UploadState::Failed => "failed",
+    }
+}
+
+/// Whole percent done, 0 when nothing is known yet (100 once done).
+pub fn percent(job: &UploadStatus) -> u64 {
+    if job.state == UploadState::Done {
+        return 100;
+    }
+    if job.bytes_total == 0 {
+        return 0;
+    }
+    let p = u128::from(job.bytes_done.min(job.bytes_total)) * 100 / u128::from(job.bytes_total);
+    u64::try_from(p).unwrap_or(100)
+}
+
+/// `[#####.....]  52%  104.0 MiB / 200.0 MiB  uploading  cloud/local/db`
+pub fn job_line(job: &UploadStatus) -> String {
+    const WIDTH: u64 = 10;
+    let pct = percent(job);
+    let filled = usize::try_from(pct * WIDTH / 100).unwrap_or(0);
+    let bar = format!(
+        "{}{}",
+        "#".repeat(filled),
+        ".".repeat(usize::try_from(WIDTH).unwrap_or(0) - filled)
+    );
+    format!(
+        "[{bar}] {pct:>3}%  {} / {}  {}  {}/{}",
+        size(job.bytes_done),
+        size(job.bytes_total),
+        state(job.state),
+        job.target,
+        job.snapshot
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(done: u64, total: u64, state: UploadState) -> UploadStatus {
+        UploadStatus {
+            state,
+            bytes_done: done,
+            bytes_total: total,
+            target: "cloud/local".into(),
+            snapshot: "db".into(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(1024), "1.0 KiB");
+        assert_eq!(size(104 * 1024 * 1024), "104.0 MiB");
+        assert_eq!(size(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn progress_line() {
+        let mib = 1024 * 1024;
+        assert_eq!(
+            job_line(&job(104 * mib, 200 * mib, UploadState::Uploading)),
+            "[#####.....]  52%  104.0 MiB / 200.0 MiB  uploading  cloud/local/db"
+        );
+        assert!(job_line(&job(0, 0, UploadState::Staging)).starts_with("[..........]   0%"));
+        assert!(job_line(&job(0, 0, UploadState::Done)).starts_with("[##########] 100%"));
+        // A total that shrank below what is done never overflows the bar.
+        assert!(job_line(&job(300, 200, UploadState::Uploading)).starts_with("[##########] 100%"));
+    }
+}

@@ -1,0 +1,209 @@
+//! `snapfs mount`: start `snapfsd` for a mount point and return once the mount is ready.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use snapfsd::control::client::record_paths;
+use snapfsd::paths::Paths;
+
+use crate::exit::{self, Exit, usage};
+use crate::{daemon, fuse_mount, target};
+
+/// How long a daemon may take to bring the mount up.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lines of the daemon's log shown when it fails to start.
+const LOG_TAIL_LINES: usize = 20;
+
+pub struct Config {
+    /// None: `~/snapfs`.
+    pub mountpoint: Option<PathBuf>,
+    pub foreground: bool,
+    pub config: Option<PathBuf>,
+    pub read_only: bool,
+    pub allow_other: bool,
+}
+
+pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<Exit> {
+    let cwd = std::env::current_dir()?;
+    let requested = match &cfg.mountpoint {
+        Some(p) => p.clone(),
+        None => paths.expand("~/snapfs"),
+    };
+    let mountpoint = prepare(&target::absolute(&requested, &cwd))?;
+    let (socket, record) = record_paths(paths, &mountpoint);
+    if serves(&socket, &mountpoint) {
+        writeln!(out, "already mounted {}", mountpoint.display())?;
+        return Ok(Exit::Success);
+    }
+    fuse_mount::check_device()?;
+
+    let daemon = daemon_binary();
+    let mut cmd = Command::new(&daemon);
+    cmd.arg("--mountpoint").arg(&mountpoint);
+    if let Some(config) = &cfg.config {
+        cmd.arg("--config").arg(target::absolute(config, &cwd));
+    }
+    if cfg.read_only {
+        cmd.arg("--read-only");
+    }
+    if cfg.allow_other {
+        cmd.arg("--allow-other");
+    }
+    if cfg.foreground {
+        let err = cmd.exec();
+        return Err(not_found_hint(err, &daemon));
+    }
+
+    let stem = record
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let state = paths.state_dir();
+    fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let log_path = state.join(format!("snapfsd-{stem}.log"));
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let log_start = log.metadata()?.len();
+
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Not the caller's directory, which the daemon would otherwise keep busy.
+        .current_dir("/");
+    // SAFETY: setsid is async-signal-safe. A session of its own keeps the daemon alive when
+    // the terminal that started it goes away.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| not_found_hint(e, &daemon))?;
+    exit::exit_on_interrupt();
+
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if serves(&socket, &mountpoint) {
+            writeln!(out, "mounted {}", mountpoint.display())?;
+            return Ok(Exit::Success);
+        }
+        if let Some(status) = child.try_wait()? {
+            show_tail(&log_path, log_start);
+            bail!(
+                "mounting {}: snapfsd exited ({status}) before the mount was ready; log: {}",
+                mountpoint.display(),
+                log_path.display()
+            );
+        }
+        if Instant::now() >= deadline {
+            // A daemon we report as failed should not linger half-started.
+            if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+                // SAFETY: signalling our own child, which has not been reaped.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+            show_tail(&log_path, log_start);
+            bail!(
+                "mounting {}: not ready after {} s, stopped snapfsd; log: {}",
+                mountpoint.display(),
+                READY_TIMEOUT.as_secs(),
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Clears a dead mount, creates a missing directory, and returns the canonical mount point.
+fn prepare(abs: &Path) -> anyhow::Result<PathBuf> {
+    if fuse_mount::is_dead(abs) {
+        eprintln!(
+            "snapfs: {}: clearing a mount whose daemon is gone",
+            abs.display()
+        );
+        fuse_mount::detach(abs)?;
+    }
+    match fs::metadata(abs) {
+        Ok(m) if !m.is_dir() => return Err(usage(format!("{}: not a directory", abs.display()))),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(abs).with_context(|| format!("creating {}", abs.display()))?;
+        }
+        Err(e) => return Err(e).with_context(|| abs.display().to_string()),
+    }
+    fs::canonicalize(abs).with_context(|| abs.display().to_string())
+}
+
+/// Whether a daemon answers on `socket` for this very mount point.
+fn serves(socket: &Path, mountpoint: &Path) -> bool {
+    daemon::info(socket).is_ok_and(|info| info.mountpoint == mountpoint)
+}
+
+/// `snapfsd` beside this executable (an install or a build directory), else from PATH.
+fn daemon_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("snapfsd")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("snapfsd"))
+}
+
+fn not_found_hint(err: io::Error, daemon: &Path) -> anyhow::Error {
+    if err.kind() == io::ErrorKind::NotFound {
+        anyhow::anyhow!("snapfsd was found neither beside snapfs nor on PATH")
+    } else {
+        anyhow::Error::new(err).context(format!("starting {}", daemon.display()))
+    }
+}
+
+/// Prints the end of what the daemon logged since `start` to stderr.
+fn show_tail(log: &Path, start: u64) {
+    let mut text = String::new();
+    let read = File::open(log).and_then(|mut f| {
+        f.seek(SeekFrom::Start(start))?;
+        f.read_to_string(&mut text)
+    });
+    if read.is_err() {
+        return;
+    }
+    for line in tail(&text, LOG_TAIL_LINES) {
+        eprintln!("  {line}");
+    }
+}
+
+fn tail(text: &str, n: usize) -> Vec<&str> {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail("a\nb\nc\n", 2), vec!["b", "c"]);
+        assert_eq!(tail("a", 5), vec!["a"]);
+        assert!(tail("", 3).is_empty());
+    }
+
+    #[test]
+    fn prepare_creates_and_canonicalizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let want = dir.path().join("a/b");
+        let got = prepare(&want).unwrap();
+        assert_eq!(got, fs::canonicalize(&want).unwrap());
+        let file = dir.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        assert!(prepare(&file).is_err());
+    }
+}

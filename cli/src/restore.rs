@@ -1,0 +1,266 @@
+//! `snapfs restore SNAPSHOT DEST`: copy a snapshot out of the mount to a local path so that
+//! DEST is either what it was or the complete, verified copy, never something in between.
+//!
+//! The tree is read through the mount with ordinary file calls (a snapshot is a directory
+//! there), copied to a temporary sibling of DEST, checked, and swapped into place with one
+//! rename; the old DEST is kept aside unless `--no-backup`.
+
+mod copy;
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use snapfsd::control::client::active_mounts;
+use snapfsd::paths::Paths;
+
+use crate::exit::{self, Exit, usage};
+use crate::{human, target};
+
+pub struct Config {
+    pub snapshot: PathBuf,
+    pub dest: PathBuf,
+    /// Keep an existing DEST aside instead of deleting it.
+    pub backup: bool,
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub copied: copy::Copied,
+    /// Where the previous DEST went, when it was kept.
+    pub backup: Option<PathBuf>,
+    /// Whether a previous DEST existed.
+    pub replaced: bool,
+}
+
+pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<Exit> {
+    let cwd = std::env::current_dir()?;
+    let src = source(paths, &cfg.snapshot, &cwd)?;
+    let dest = target::absolute(&cfg.dest, &cwd);
+    exit::flag_on_interrupt();
+    let done = restore(&src, &dest, cfg.backup, Utc::now())
+        .with_context(|| format!("restoring {} to {}", cfg.snapshot.display(), dest.display()))?;
+    let c = &done.copied;
+    writeln!(
+        out,
+        "restored {} to {} ({} files, {}, {} links; {} files checked against their crc32c)",
+        src.display(),
+        dest.display(),
+        c.files,
+        human::size(c.bytes),
+        c.symlinks,
+        c.checksummed
+    )?;
+    match (&done.backup, done.replaced) {
+        (Some(b), _) => writeln!(out, "previous {} moved to {}", dest.display(), b.display())?,
+        (None, true) => writeln!(out, "previous {} replaced", dest.display())?,
+        (None, false) => {}
+    }
+    Ok(Exit::Success)
+}
+
+/// The path to read from: the argument as a path if it exists (inside a mount or not), else
+/// the short form below the only active mount. A `latest` link at the top is followed.
+fn source(paths: &Paths, arg: &Path, cwd: &Path) -> anyhow::Result<PathBuf> {
+    let abs = target::absolute(arg, cwd);
+    let path = match fs::symlink_metadata(&abs) {
+        Ok(_) => abs,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && arg.is_relative() => {
+            let mounts = active_mounts(paths);
+            match target::pick_mount(arg, cwd, &mounts) {
+                Ok((m, rel)) if !mounts.is_empty() => m.mountpoint.join(rel),
+                _ => return Err(e).with_context(|| arg.display().to_string()),
+            }
+        }
+        Err(e) => return Err(e).with_context(|| arg.display().to_string()),
+    };
+    let meta = fs::symlink_metadata(&path).with_context(|| path.display().to_string())?;
+    if meta.file_type().is_symlink() {
+        return fs::canonicalize(&path).with_context(|| path.display().to_string());
+    }
+    Ok(path)
+}
+
+/// Copies `src` to `dest` atomically; see the module documentation.
+pub fn restore(
+    src: &Path,
+    dest: &Path,
+    backup: bool,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Outcome> {
+    let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
+        return Err(usage(format!("{}: not a path DEST can be", dest.display())));
+    };
+    match fs::metadata(parent) {
+        Ok(m) if m.is_dir() => {}
+        _ => {
+            return Err(usage(format!(
+                "the parent of {}, {}, is not an existing directory",
+                dest.display(),
+                parent.display()
+            )));
+        }
+    }
+    // A destination inside the source would be copied into itself.
+    if let (Ok(s), Ok(p)) = (fs::canonicalize(src), fs::canonicalize(parent))
+        && p.join(name).starts_with(&s)
+    {
+        return Err(usage(format!(
+            "{} is inside {}",
+            dest.display(),
+            src.display()
+        )));
+    }
+
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".snapfs-tmp-{}", std::process::id()));
+    let tmp = parent.join(tmp_name);
+    if fs::symlink_metadata(&tmp).is_ok() {
+        bail!(
+            "{} is left over from an earlier restore; remove it and try again",
+            tmp.display()
+        );
+    }
+
+    let copied = match copy::copy_tree(src, &tmp).and_then(|c| sync(parent).map(|()| c)) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = remove_tree(&tmp);
+            return Err(e);
+        }
+    };
+
+    let replaced = fs::symlink_metadata(dest).is_ok();
+    if !replaced {
+        if let Err(e) = fs::rename(&tmp, dest) {
+            let _ = remove_tree(&tmp);
+            return Err(e).context("moving the copy into place");
+        }
+        return Ok(Outcome {
+            copied,
+            backup: None,
+            replaced,
+        });
+    }
+
+    let backup_path = backup.then(|| backup_name(dest, now));
+    if let Err(e) = swap_in(&tmp, dest, backup_path.as_deref()) {
+        let _ = remove_tree(&tmp);
+        return Err(e);
+    }
+    Ok(Outcome {
+        copied,
+        backup: backup_path,
+        replaced,
+    })
+}
+
+/// Puts `new` at `dest` and the old `dest` at `backup` (or deletes it). With
+/// RENAME_EXCHANGE, DEST is never missing, not even for an instant; file systems without it
+/// get two renames.
+fn swap_in(new: &Path, dest: &Path, backup: Option<&Path>) -> anyhow::Result<()> {
+    match exchange(new, dest) {
+        Ok(()) => {
+            // `new` now holds the old DEST.
+            match backup {
+                Some(b) => fs::rename(new, b)
+                    .with_context(|| format!("moving the previous copy to {}", b.display())),
+                None => remove_tree(new).context("removing the previous copy"),
+            }
+        }
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL | libc::ENOSYS | libc::ENOTSUP)
+            ) =>
+        {
+            let aside = match backup {
+                Some(b) => b.to_path_buf(),
+                None => new.with_extension("snapfs-old"),
+            };
+            fs::rename(dest, &aside).context("moving the previous copy aside")?;
+            if let Err(e) = fs::rename(new, dest) {
+                let _ = fs::rename(&aside, dest);
+                return Err(e).context("moving the copy into place");
+            }
+            if backup.is_none() {
+                remove_tree(&aside).context("removing the previous copy")?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e).context("swapping the copy into place"),
+    }
+}
+
+/// Atomically exchanges two paths (renameat2 RENAME_EXCHANGE).
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    // The kernel's value; not every libc build exports the constant.
+    const RENAME_EXCHANGE: libc::c_uint = 1 << 1;
+    let ca = CString::new(a.as_os_str().as_bytes())?;
+    let cb = CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both paths are valid NUL-terminated strings for the call's duration.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            RENAME_EXCHANGE,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `DEST.snapfs-backup-<UTC yyyymmddTHHMMSSZ>`, with `-2`, `-3`… if restored twice a second.
+fn backup_name(dest: &Path, now: DateTime<Utc>) -> PathBuf {
+    let mut base = dest.as_os_str().to_owned();
+    base.push(format!(".snapfs-backup-{}", now.format("%Y%m%dT%H%M%SZ")));
+    let mut candidate = PathBuf::from(&base);
+    let mut n = 2;
+    while fs::symlink_metadata(&candidate).is_ok() {
+        let mut next = base.clone();
+        next.push(format!("-{n}"));
+        candidate = PathBuf::from(next);
+        n += 1;
+    }
+    candidate
+}
+
+/// Flushes the copy to disk before it replaces anything: a rename that outlives a crash must
+/// not point at files whose data did not.
+fn sync(dir: &Path) -> anyhow::Result<()> {
+    let f = fs::File::open(dir)?;
+    // SAFETY: syncfs on a descriptor we own.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error()).context("flushing the copy to disk");
+    }
+    Ok(())
+}
+
+/// Removes a file, link or tree, including read-only directories inside it (a restored
+/// snapshot keeps its modes, so `rm -r` semantics alone would fail on them).
+fn remove_tree(path: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    if !meta.is_dir() {
+        return fs::remove_file(path);
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    for entry in fs::read_dir(path)? {
+        remove_tree(&entry?.path())?;
+    }
+    fs::remove_dir(path)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,317 @@
+//! Copying a tree without ever writing outside the destination: names and symlink targets
+//! are checked before anything is created, links are copied as links and never followed, and
+//! every file is checked against its size and, where the source says, its CRC32C.
+
+use std::ffi::{CString, OsStr};
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path};
+
+use anyhow::{Context, bail};
+
+use crate::exit;
+
+/// Where a file's CRC32C is kept on a snapfs mount (DESIGN §2), as 8 hex digits.
+const CRC_XATTR: &[u8] = b"user.snapfs.crc32c\0";
+const BUF: usize = 1 << 20;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Copied {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    /// Files whose CRC32C was known and matched.
+    pub checksummed: u64,
+}
+
+/// Copies `src` (a directory, file or symlink) to `dst`, which must not exist.
+pub fn copy_tree(src: &Path, dst: &Path) -> anyhow::Result<Copied> {
+    let mut copied = Copied::default();
+    let meta = fs::symlink_metadata(src).with_context(|| src.display().to_string())?;
+    copy_entry(src, dst, &meta, Path::new(""), &mut copied)?;
+    Ok(copied)
+}
+
+/// `rel` is the entry's path below the root (empty for the root), for messages and for the
+/// depth a symlink may climb.
+fn copy_entry(
+    src: &Path,
+    dst: &Path,
+    meta: &Metadata,
+    rel: &Path,
+    copied: &mut Copied,
+) -> anyhow::Result<()> {
+    exit::check_interrupt()?;
+    let shown = || format!("./{}", rel.display());
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
+        for entry in fs::read_dir(src).with_context(|| format!("reading {}", shown()))? {
+            let entry = entry.with_context(|| format!("reading {}", shown()))?;
+            let name = entry.file_name();
+            check_name(&name).with_context(|| format!("refusing {}", shown()))?;
+            let child = entry.path();
+            let child_meta = fs::symlink_metadata(&child)
+                .with_context(|| format!("{}", rel.join(&name).display()))?;
+            copy_entry(
+                &child,
+                &dst.join(&name),
+                &child_meta,
+                &rel.join(&name),
+                copied,
+            )?;
+        }
+        // Mode last: a read-only directory would refuse its own children.
+        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        copied.dirs += 1;
+    } else if kind.is_file() {
+        copy_file(src, dst, meta, copied).with_context(shown)?;
+        copied.files += 1;
+    } else if kind.is_symlink() {
+        let target = fs::read_link(src).with_context(shown)?;
+        let depth = rel.components().count().saturating_sub(1);
+        if let Err(why) = check_link(&target, depth) {
+            bail!(
+                "refusing symlink {} -> {}: {why}",
+                shown(),
+                target.display()
+            );
+        }
+        std::os::unix::fs::symlink(&target, dst).with_context(shown)?;
+        copied.symlinks += 1;
+    } else {
+        bail!("{}: a device, FIFO or socket cannot be restored", shown());
+    }
+    set_times(dst, meta).with_context(|| format!("setting times of {}", shown()))
+}
+
+/// A directory entry name that stays inside its directory.
+pub fn check_name(name: &OsStr) -> anyhow::Result<()> {
+    let b = name.as_bytes();
+    if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') || b.contains(&0) {
+        bail!("unsafe entry name {:?}", name);
+    }
+    Ok(())
+}
+
+/// Whether a symlink at `depth` directories below the root stays inside the tree.
+///
+/// Relative targets only; `..` may appear only at the start and no more often than `depth`.
+/// A `..` after a named component is refused even when it looks harmless lexically
+/// (`b/../x`), because `b` may itself be a symlink, and then the real `..` is somewhere else.
+pub fn check_link(target: &Path, depth: usize) -> Result<(), &'static str> {
+    if target.as_os_str().is_empty() {
+        return Err("empty target");
+    }
+    let mut up = 0;
+    let mut down = false;
+    for c in target.components() {
+        match c {
+            Component::RootDir | Component::Prefix(_) => return Err("absolute target"),
+            Component::CurDir => {}
+            Component::ParentDir if down => return Err("`..` after a named component"),
+            Component::ParentDir => {
+                up += 1;
+                if up > depth {
+                    return Err("points outside the restored tree");
+                }
+            }
+            Component::Normal(_) => down = true,
+        }
+    }
+    Ok(())
+}
+
+fn copy_file(src: &Path, dst: &Path, meta: &Metadata, copied: &mut Copied) -> anyhow::Result<()> {
+    // O_NOFOLLOW: an entry swapped for a link since it was listed is not read through.
+    let mut input = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(src)?;
+    let mut output = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dst)
+        .with_context(|| format!("creating {}", dst.display()))?;
+    let mut buf = vec![0u8; BUF];
+    let mut crc = 0u32;
+    let mut written = 0u64;
+    loop {
+        exit::check_interrupt()?;
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("reading"),
+        };
+        output.write_all(&buf[..n]).context("writing")?;
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        written += n as u64;
+    }
+    if written != meta.len() {
+        bail!(
+            "size changed while copying: {} bytes listed, {written} read",
+            meta.len()
+        );
+    }
+    if let Some(want) = stored_crc(&input)? {
+        if want != crc {
+            bail!("checksum mismatch: crc32c {crc:08x}, the snapshot says {want:08x}");
+        }
+        copied.checksummed += 1;
+    }
+    output.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    copied.bytes += written;
+    Ok(())
+}
+
+/// The CRC32C a snapfs mount states for a file, if any.
+fn stored_crc(file: &File) -> anyhow::Result<Option<u32>> {
+    let mut buf = [0u8; 64];
+    // SAFETY: the name is NUL-terminated and the buffer is valid for its length.
+    let n = unsafe {
+        libc::fgetxattr(
+            file.as_raw_fd(),
+            CRC_XATTR.as_ptr().cast(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENODATA | libc::ENOTSUP | libc::ERANGE) => Ok(None),
+            _ => Err(err).context("reading its crc32c attribute"),
+        };
+    }
+    let text = std::str::from_utf8(&buf[..n.unsigned_abs()]).unwrap_or_default();
+    u32::from_str_radix(text.trim(), 16)
+        .map(Some)
+        .with_context(|| format!("unreadable crc32c attribute {text:?}"))
+}
+
+/// Access and modification times to the nanosecond, on the entry itself (not a link's target).
+fn set_times(path: &Path, meta: &Metadata) -> anyhow::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())?;
+    let times = [
+        libc::timespec {
+            tv_sec: meta.atime(),
+            tv_nsec: meta.atime_nsec(),
+        },
+        libc::timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec(),
+        },
+    ];
+    // SAFETY: `c` is a valid path and `times` two valid timespecs for the call's duration.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn names_that_leave_the_directory_are_refused() {
+        for bad in ["", ".", "..", "a/b", "a\0b"] {
+            assert!(check_name(OsStr::new(bad)).is_err(), "{bad:?}");
+        }
+        for good in ["a", "..a", ".hidden", "a b", "…"] {
+            assert!(check_name(OsStr::new(good)).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn link_targets() {
+        let ok = |t: &str, d| check_link(Path::new(t), d).is_ok();
+        assert!(ok("file", 0));
+        assert!(ok("./sub/file", 0));
+        assert!(ok("../sibling/x", 1));
+        assert!(ok("../../x", 2));
+        assert!(!ok("../x", 0), "climbs out of the root");
+        assert!(!ok("../../x", 1));
+        assert!(!ok("/etc/passwd", 5), "absolute");
+        assert!(!ok("sub/../../x", 3), "down then up");
+        assert!(!ok("b/..", 3), "b may be a link elsewhere");
+        assert!(!ok("", 0));
+    }
+
+    #[test]
+    fn copies_modes_times_links_and_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("sub/data"), b"hello").unwrap();
+        fs::set_permissions(src.join("sub/data"), fs::Permissions::from_mode(0o640)).unwrap();
+        symlink("sub/data", src.join("link")).unwrap();
+        symlink("../link", src.join("sub/up")).unwrap();
+        fs::set_permissions(src.join("sub"), fs::Permissions::from_mode(0o555)).unwrap();
+        let stamp = libc::timespec {
+            tv_sec: 1_700_000_000,
+            tv_nsec: 123_456_789,
+        };
+        let c = CString::new(src.join("sub/data").as_os_str().as_bytes()).unwrap();
+        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [stamp, stamp].as_ptr(), 0) };
+
+        let dst = dir.path().join("dst");
+        let copied = copy_tree(&src, &dst).unwrap();
+        assert_eq!(
+            (copied.files, copied.symlinks, copied.dirs, copied.bytes),
+            (1, 2, 2, 5)
+        );
+        assert_eq!(fs::read(dst.join("link")).unwrap(), b"hello");
+        assert_eq!(
+            fs::read_link(dst.join("sub/up")).unwrap(),
+            Path::new("../link")
+        );
+        let m = fs::metadata(dst.join("sub/data")).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o640);
+        assert_eq!((m.mtime(), m.mtime_nsec()), (1_700_000_000, 123_456_789));
+        assert_eq!(
+            fs::metadata(dst.join("sub")).unwrap().mode() & 0o7777,
+            0o555
+        );
+        for d in [&src, &dst] {
+            fs::set_permissions(d.join("sub"), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_single_file_is_copied_as_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("db");
+        fs::write(&src, b"x".repeat(3 * BUF + 7)).unwrap();
+        let dst = dir.path().join("out");
+        let copied = copy_tree(&src, &dst).unwrap();
+        assert_eq!(copied.bytes, 3 * BUF as u64 + 7);
+        assert_eq!(fs::read(&dst).unwrap(), fs::read(&src).unwrap());
+    }
+
+    #[test]
+    fn special_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir(&src).unwrap();
+        let fifo = CString::new(src.join("pipe").as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let err = copy_tree(&src, &dir.path().join("dst")).unwrap_err();
+        assert!(format!("{err:#}").contains("./pipe"), "{err:#}");
+    }
+}

@@ -1,0 +1,184 @@
+//! Restore against plain local trees: the copy does not care where its source lives.
+
+use std::os::unix::fs::symlink;
+
+use chrono::TimeZone;
+
+use super::*;
+use crate::exit::{Exit, classify};
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 20, 9, 5, 3).unwrap()
+}
+
+/// A directory holding `snap/` (the source) and `dest/` (an existing restore target).
+fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("snap");
+    fs::create_dir_all(src.join("a")).unwrap();
+    fs::write(src.join("a/new.txt"), b"new").unwrap();
+    symlink("a/new.txt", src.join("link")).unwrap();
+    let dest = dir.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    fs::write(dest.join("old.txt"), b"old").unwrap();
+    (dir, src, dest)
+}
+
+/// The names in a directory, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn restores_into_a_new_path() {
+    let (dir, src, _) = setup();
+    let dest = dir.path().join("fresh");
+    let out = restore(&src, &dest, true, now()).unwrap();
+    assert!(!out.replaced);
+    assert_eq!(out.backup, None);
+    assert_eq!(fs::read(dest.join("link")).unwrap(), b"new");
+    assert_eq!(names(dir.path()), ["dest", "fresh", "snap"]);
+}
+
+#[test]
+fn existing_dest_is_moved_aside_with_a_timestamp() {
+    let (dir, src, dest) = setup();
+    let out = restore(&src, &dest, true, now()).unwrap();
+    let backup = dir.path().join("dest.snapfs-backup-20261120T090503Z");
+    assert_eq!(out.backup.as_deref(), Some(backup.as_path()));
+    assert_eq!(fs::read(backup.join("old.txt")).unwrap(), b"old");
+    assert_eq!(names(&dest), ["a", "link"]);
+
+    // A second restore in the same second gets its own backup name.
+    let again = restore(&src, &dest, true, now()).unwrap();
+    assert_eq!(
+        again.backup,
+        Some(dir.path().join("dest.snapfs-backup-20261120T090503Z-2"))
+    );
+    assert_eq!(
+        names(dir.path()),
+        [
+            "dest",
+            "dest.snapfs-backup-20261120T090503Z",
+            "dest.snapfs-backup-20261120T090503Z-2",
+            "snap"
+        ]
+    );
+}
+
+#[test]
+fn no_backup_replaces_even_read_only_trees() {
+    let (dir, src, dest) = setup();
+    fs::create_dir(dest.join("ro")).unwrap();
+    fs::write(dest.join("ro/f"), b"x").unwrap();
+    fs::set_permissions(dest.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
+    let out = restore(&src, &dest, false, now()).unwrap();
+    assert!(out.replaced);
+    assert_eq!(out.backup, None);
+    assert_eq!(names(&dest), ["a", "link"]);
+    assert_eq!(
+        names(dir.path()),
+        ["dest", "snap"],
+        "nothing left beside DEST"
+    );
+}
+
+#[test]
+fn a_file_snapshot_can_replace_a_directory() {
+    let (dir, _, dest) = setup();
+    let file = dir.path().join("db.sqlite");
+    fs::write(&file, b"SQLite format 3").unwrap();
+    restore(&file, &dest, false, now()).unwrap();
+    assert_eq!(fs::read(&dest).unwrap(), b"SQLite format 3");
+}
+
+/// A refused restore leaves DEST as it was and no temporary copy behind.
+fn assert_refused(src: &Path, dest: &Path, expect: &str) {
+    let parent = dest.parent().unwrap();
+    let before = names(parent);
+    let err = restore(src, dest, true, now()).unwrap_err();
+    assert!(format!("{err:#}").contains(expect), "{err:#}");
+    assert_eq!(names(parent), before, "temporary copy removed");
+    assert_eq!(names(dest), ["old.txt"]);
+    assert_eq!(fs::read(dest.join("old.txt")).unwrap(), b"old");
+}
+
+#[test]
+fn escaping_symlink_is_refused() {
+    let (_dir, src, dest) = setup();
+    symlink("../../../etc/passwd", src.join("a/evil")).unwrap();
+    assert_refused(
+        &src,
+        &dest,
+        "refusing symlink ./a/evil -> ../../../etc/passwd",
+    );
+}
+
+#[test]
+fn absolute_symlink_is_refused() {
+    let (_dir, src, dest) = setup();
+    symlink("/etc", src.join("abs")).unwrap();
+    assert_refused(&src, &dest, "absolute target");
+}
+
+#[test]
+fn down_then_up_symlink_is_refused() {
+    let (_dir, src, dest) = setup();
+    // `b` points at the root, so `a/x -> ../b/..` would reach the root's parent.
+    symlink(".", src.join("b")).unwrap();
+    symlink("../b/..", src.join("a/x")).unwrap();
+    assert_refused(&src, &dest, "after a named component");
+}
+
+#[test]
+fn checksum_attribute_is_checked() {
+    let (_dir, src, dest) = setup();
+    let file = CString::new(src.join("a/new.txt").as_os_str().as_bytes()).unwrap();
+    let set = |value: &str| {
+        // SAFETY: valid strings and buffer for the call.
+        unsafe {
+            libc::setxattr(
+                file.as_ptr(),
+                c"user.snapfs.crc32c".as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        }
+    };
+    if set("00000000") != 0 {
+        eprintln!("skipped: this file system keeps no user xattrs");
+        return;
+    }
+    assert_refused(&src, &dest, "checksum mismatch");
+    set(&format!("{:08x}", crc32c::crc32c(b"new")));
+    let out = restore(&src, &dest, false, now()).unwrap();
+    assert_eq!(out.copied.checksummed, 1);
+}
+
+#[test]
+fn dest_parent_must_exist_and_dest_must_not_be_inside_the_source() {
+    let (dir, src, _) = setup();
+    let err = restore(&src, &dir.path().join("missing/dest"), true, now()).unwrap_err();
+    assert_eq!(classify(&err), Some(Exit::Usage));
+    let err = restore(&src, &src.join("a/inner"), true, now()).unwrap_err();
+    assert_eq!(classify(&err), Some(Exit::Usage));
+    assert_eq!(names(&src.join("a")), ["new.txt"]);
+}
+
+#[test]
+fn leftover_temporary_copy_is_not_overwritten() {
+    let (dir, src, dest) = setup();
+    let tmp = dir
+        .path()
+        .join(format!(".dest.snapfs-tmp-{}", std::process::id()));
+    fs::create_dir(&tmp).unwrap();
+    let err = restore(&src, &dest, true, now()).unwrap_err();
+    assert!(err.to_string().contains("left over"), "{err}");
+    assert!(tmp.exists());
+}

@@ -1,0 +1,156 @@
+//! `snapfs snapshot TARGET SOURCE`: the daemon reads SOURCE in place; we show progress and
+//! report the snapshot it became.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use snapfsd::control::wire::{Request, Response, UploadState, UploadStatus};
+use snapfsd::paths::Paths;
+
+use crate::exit::{self, Exit, usage};
+use crate::{daemon, human, target, wait};
+
+/// How often the progress bar is refreshed.
+const POLL: Duration = Duration::from_millis(250);
+
+pub struct Config {
+    pub target: PathBuf,
+    pub source: PathBuf,
+    pub name: Option<String>,
+    pub json: bool,
+}
+
+pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<Exit> {
+    let r = target::resolve(paths, &cfg.target)?;
+    r.require_target()?;
+    let source = std::path::absolute(&cfg.source)
+        .and_then(std::fs::canonicalize)
+        .map_err(|e| usage(format!("{}: {e}", cfg.source.display())))?;
+    let name = match &cfg.name {
+        Some(n) => n.clone(),
+        None => default_name(&source, Utc::now())?,
+    };
+
+    let req = Request::Snapshot {
+        target: r.target.clone(),
+        source: source.clone(),
+        name: name.clone(),
+    };
+    match daemon::call(&r.mount.socket, &req)
+        .with_context(|| format!("snapshot {}/snapshots/{name}", r.target))?
+    {
+        Response::Job(_) | Response::Done => {}
+        other => return Err(daemon::unexpected(&other)),
+    }
+
+    // The job runs in the daemon whatever happens here, so Ctrl-C only stops watching.
+    exit::exit_on_interrupt();
+    let (tx, rx) = mpsc::channel();
+    let socket = r.mount.socket.clone();
+    let (t, n) = (r.target.clone(), name.clone());
+    std::thread::spawn(move || {
+        let _ = tx.send(wait::wait_for(&socket, &t, &n));
+    });
+    let bar = io::stderr().is_terminal();
+    let mut drawn = false;
+    let status = loop {
+        match rx.recv_timeout(POLL) {
+            Ok(result) => break result?,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("lost the wait on snapfsd"),
+        }
+        if bar && let Some(job) = current(&r.mount.socket, &r.target, &name) {
+            eprint!("\r\x1b[2K{}", human::job_line(&job));
+            drawn = true;
+        }
+    };
+    if drawn {
+        eprint!("\r\x1b[2K");
+    }
+    report(&status, cfg.json, out)
+}
+
+/// `<basename>-<UTC yyyy-mm-ddTHH-MM-SS>`.
+fn default_name(source: &Path, now: DateTime<Utc>) -> anyhow::Result<String> {
+    let base = source
+        .file_name()
+        .and_then(|b| b.to_str())
+        .ok_or_else(|| usage(format!("{}: give the snapshot a --name", source.display())))?;
+    Ok(format!("{base}-{}", now.format("%Y-%m-%dT%H-%M-%S")))
+}
+
+/// The job's status now, if the daemon lists it.
+fn current(socket: &Path, target: &str, name: &str) -> Option<UploadStatus> {
+    match daemon::call(socket, &Request::Status).ok()? {
+        Response::Status(report) => report
+            .jobs
+            .into_iter()
+            .find(|j| j.target == target && j.snapshot == name),
+        _ => None,
+    }
+}
+
+fn report(status: &UploadStatus, json: bool, out: &mut dyn Write) -> anyhow::Result<Exit> {
+    let ok = status.state == UploadState::Done;
+    if json {
+        let mut v = serde_json::json!({
+            "target": status.target,
+            "snapshot": status.snapshot,
+            "state": human::state(status.state),
+            "bytes": status.bytes_total,
+        });
+        if let Some(err) = &status.error {
+            v["error"] = err.clone().into();
+        }
+        writeln!(out, "{v}")?;
+    } else if ok {
+        writeln!(out, "{}/snapshots/{}", status.target, status.snapshot)?;
+    }
+    if ok {
+        return Ok(Exit::Success);
+    }
+    eprintln!("snapfs: {}", wait::failure(status, status.state));
+    Ok(Exit::Failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn default_name_is_basename_and_utc_time() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 20, 9, 5, 3).unwrap();
+        assert_eq!(
+            default_name(Path::new("/data/fixtures"), now).unwrap(),
+            "fixtures-2026-11-20T09-05-03"
+        );
+        assert!(default_name(Path::new("/"), now).is_err());
+    }
+
+    #[test]
+    fn json_report() {
+        let status = UploadStatus {
+            state: UploadState::Done,
+            bytes_done: 7,
+            bytes_total: 7,
+            target: "cloud/local".into(),
+            snapshot: "db".into(),
+            error: None,
+        };
+        let mut out = Vec::new();
+        assert_eq!(report(&status, true, &mut out).unwrap(), Exit::Success);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"target": "cloud/local", "snapshot": "db", "state": "done", "bytes": 7})
+        );
+        out.clear();
+        assert_eq!(report(&status, false, &mut out).unwrap(), Exit::Success);
+        assert_eq!(out, b"cloud/local/snapshots/db\n");
+    }
+}

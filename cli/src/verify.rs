@@ -1,0 +1,66 @@
+//! `snapfs verify SNAPSHOT`: the daemon reads every block and checks it; we report.
+
+use std::io::Write;
+use std::path::Path;
+
+use snapfsd::control::wire::{Request, Response, VerifyReport};
+use snapfsd::paths::Paths;
+
+use crate::exit::Exit;
+use crate::{daemon, human, target};
+
+pub fn run(paths: &Paths, snapshot: &Path, out: &mut dyn Write) -> anyhow::Result<Exit> {
+    let r = target::resolve(paths, snapshot)?;
+    let req = Request::Verify {
+        target: r.target.clone(),
+        name: r.snapshot()?.to_owned(),
+    };
+    let report = match daemon::call(&r.mount.socket, &req)? {
+        Response::Verified(report) => report,
+        other => return Err(daemon::unexpected(&other)),
+    };
+    out.write_all(text(&report).as_bytes())?;
+    Ok(if report.errors.is_empty() {
+        Exit::Success
+    } else {
+        Exit::Failed
+    })
+}
+
+fn text(report: &VerifyReport) -> String {
+    let mut s = format!(
+        "checked {} files, {} ({} bytes)\n",
+        report.files,
+        human::size(report.bytes),
+        report.bytes
+    );
+    for (path, why) in &report.errors {
+        s.push_str(&format!("error: {path}: {why}\n"));
+    }
+    if !report.errors.is_empty() {
+        s.push_str(&format!(
+            "{} of {} files failed\n",
+            report.errors.len(),
+            report.files
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_every_error() {
+        let report = VerifyReport {
+            files: 2,
+            bytes: 2048,
+            errors: vec![("a/b".into(), "crc32c mismatch".into())],
+        };
+        assert_eq!(
+            text(&report),
+            "checked 2 files, 2.0 KiB (2048 bytes)\nerror: a/b: crc32c mismatch\n1 of 2 files failed\n"
+        );
+    }
+}
