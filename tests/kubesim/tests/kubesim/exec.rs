@@ -13,9 +13,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::support::{bounded, client, pod_with_volume, start};
 
 /// Runs a command, feeding `input` on stdin when given; returns stdout, stderr and status.
-async fn run(pods: &Api<Pod>, pod: &str, command: &[&str], input: Option<&[u8]>) -> (Vec<u8>, Vec<u8>, Option<Status>) {
+async fn run(
+    pods: &Api<Pod>,
+    pod: &str,
+    command: &[&str],
+    input: Option<&[u8]>,
+) -> (Vec<u8>, Vec<u8>, Option<Status>) {
     let params = AttachParams::default().stdin(input.is_some());
-    let mut attached = pods.exec(pod, command.to_vec(), &params).await.expect("exec starts");
+    let mut attached = pods
+        .exec(pod, command.to_vec(), &params)
+        .await
+        .expect("exec starts");
     let mut stdout = attached.stdout().unwrap();
     let mut stderr = attached.stderr().unwrap();
     let status = attached.take_status().unwrap();
@@ -44,13 +52,22 @@ async fn exec_reports_output_and_exit_status() {
         let client = client(&sim).await;
         pod_with_volume(&client, "default", "box").await;
         let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-        let (out, err, status) = run(&pods, "box", &["sh", "-c", "echo out; echo err >&2; exit 2"], None).await;
+        let (out, err, status) = run(
+            &pods,
+            "box",
+            &["sh", "-c", "echo out; echo err >&2; exit 2"],
+            None,
+        )
+        .await;
         assert_eq!((text(&out), text(&err)), ("out\n", "err\n"));
         let status = status.expect("status frame");
         assert_eq!(status.status.as_deref(), Some("Failure"));
         assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"));
         let cause = &status.details.unwrap().causes.unwrap()[0];
-        assert_eq!((cause.reason.as_deref(), cause.message.as_deref()), (Some("ExitCode"), Some("2")));
+        assert_eq!(
+            (cause.reason.as_deref(), cause.message.as_deref()),
+            (Some("ExitCode"), Some("2"))
+        );
 
         let (_, _, ok) = run(&pods, "box", &["true"], None).await;
         assert_eq!(ok.unwrap().status.as_deref(), Some("Success"));
@@ -58,9 +75,17 @@ async fn exec_reports_output_and_exit_status() {
         let (_, _, missing) = run(&pods, "box", &["no-such-tool"], None).await;
         let missing = missing.unwrap();
         assert_eq!(missing.reason.as_deref(), Some("InternalError"));
-        assert!(missing.message.unwrap().contains("executable file not found in $PATH"));
+        assert!(
+            missing
+                .message
+                .unwrap()
+                .contains("executable file not found in $PATH")
+        );
 
-        match pods.exec("ghost", vec!["ls"], &AttachParams::default()).await {
+        match pods
+            .exec("ghost", vec!["ls"], &AttachParams::default())
+            .await
+        {
             Err(kube::Error::Api(e)) => assert_eq!(e.code, 404),
             Err(other) => panic!("expected 404, got {other:?}"),
             Ok(_) => panic!("expected 404"),
@@ -84,7 +109,10 @@ async fn busybox_formats_against_the_volume() {
             (&["stat", "-c", "%s %n", "/data/f"], "6 /data/f\n"),
             (&["find", "/data", "-type", "f"], "/data/f\n"),
             (&["ls", "/data"], "f\n"),
-            (&["sh", "-c", "dd if=/data/f bs=1 skip=1 count=3 2>/dev/null"], "ell"),
+            (
+                &["sh", "-c", "dd if=/data/f bs=1 skip=1 count=3 2>/dev/null"],
+                "ell",
+            ),
             (&["sh", "-c", "cat /data/f | head -c 2"], "he"),
         ];
         for (command, want) in cases {
@@ -93,15 +121,27 @@ async fn busybox_formats_against_the_volume() {
             assert_eq!(status.unwrap().status.as_deref(), Some("Success"));
         }
         let (out, _, _) = run(&pods, "box", &["sha256sum", "/data/f"], None).await;
-        let host = Command::new("sha256sum").arg(volume.join("f")).output().unwrap();
-        assert_eq!(text(&out).split(' ').next(), text(&host.stdout).split(' ').next());
+        let host = Command::new("sha256sum")
+            .arg(volume.join("f"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            text(&out).split(' ').next(),
+            text(&host.stdout).split(' ').next()
+        );
         sim.shutdown().await;
     })
     .await;
 }
 
 fn tar_of(dir: &Path) -> Vec<u8> {
-    let out = Command::new("tar").arg("-c").arg("-C").arg(dir).arg(".").output().unwrap();
+    let out = Command::new("tar")
+        .arg("-c")
+        .arg("-C")
+        .arg(dir)
+        .arg(".")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     out.stdout
 }
@@ -127,13 +167,29 @@ async fn tar_upload_over_stdin_on_v5_and_v4() {
         let tar = tar_of(source.path());
         for (v4, target) in [(false, "/data/v5"), (true, "/data/v4")] {
             sim.faults().set_exec_v4_only(v4);
-            let script = format!("mkdir -p {target} && head -c {} | tar -x -C {target}", tar.len());
+            let script = format!(
+                "mkdir -p {target} && head -c {} | tar -x -C {target}",
+                tar.len()
+            );
             let before = sim.counters().exec_bytes_in();
             let (_, err, status) = run(&pods, "box", &["sh", "-c", &script], Some(&tar)).await;
-            assert_eq!(status.unwrap().status.as_deref(), Some("Success"), "{}", text(&err));
+            assert_eq!(
+                status.unwrap().status.as_deref(),
+                Some("Success"),
+                "{}",
+                text(&err)
+            );
             assert_eq!(sim.counters().exec_bytes_in() - before, tar.len() as u64);
-            let landed = sim.volume_dir("default", "box-data").unwrap().join(target.trim_start_matches("/data/"));
-            let diff = Command::new("diff").arg("-r").arg(source.path()).arg(&landed).status().unwrap();
+            let landed = sim
+                .volume_dir("default", "box-data")
+                .unwrap()
+                .join(target.trim_start_matches("/data/"));
+            let diff = Command::new("diff")
+                .arg("-r")
+                .arg(source.path())
+                .arg(&landed)
+                .status()
+                .unwrap();
             assert!(diff.success(), "diff -r {}", landed.display());
         }
         // Download the other way, as `tar -c` on stdout.
@@ -150,7 +206,12 @@ async fn tar_upload_over_stdin_on_v5_and_v4() {
         std::io::Write::write_all(untar.stdin.as_mut().unwrap(), &out).unwrap();
         drop(untar.stdin.take());
         assert!(untar.wait().unwrap().success());
-        let diff = Command::new("diff").arg("-r").arg(source.path()).arg(back.path()).status().unwrap();
+        let diff = Command::new("diff")
+            .arg("-r")
+            .arg(source.path())
+            .arg(back.path())
+            .status()
+            .unwrap();
         assert!(diff.success());
         sim.shutdown().await;
     })
@@ -186,7 +247,11 @@ async fn dropped_stream_loses_the_status() {
         sim.faults().set_exec_drop_after(Some(64 * 1024));
         let params = AttachParams::default().stderr(false);
         let mut attached = pods
-            .exec("box", vec!["sh", "-c", "dd if=/dev/zero bs=1024 count=4096 2>/dev/null"], &params)
+            .exec(
+                "box",
+                vec!["sh", "-c", "dd if=/dev/zero bs=1024 count=4096 2>/dev/null"],
+                &params,
+            )
             .await
             .unwrap();
         let mut stdout = attached.stdout().unwrap();
@@ -197,7 +262,10 @@ async fn dropped_stream_loses_the_status() {
         assert!(status.await.is_none(), "no status after a dropped stream");
         sim.faults().set_exec_drop_after(None);
         let (out, _, status) = run(&pods, "box", &["echo", "back"], None).await;
-        assert_eq!((text(&out), status.unwrap().status.as_deref()), ("back\n", Some("Success")));
+        assert_eq!(
+            (text(&out), status.unwrap().status.as_deref()),
+            ("back\n", Some("Success"))
+        );
         sim.shutdown().await;
     })
     .await;

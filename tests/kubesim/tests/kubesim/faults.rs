@@ -53,7 +53,9 @@ async fn latency_and_restart() {
         let sim = start().await;
         let client = client(&sim).await;
         let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-        pods.create(&PostParams::default(), &pod_spec("survivor", None)).await.unwrap();
+        pods.create(&PostParams::default(), &pod_spec("survivor", None))
+            .await
+            .unwrap();
 
         sim.faults().set_latency(Duration::from_millis(300));
         let started = Instant::now();
@@ -62,15 +64,24 @@ async fn latency_and_restart() {
         sim.faults().set_latency(Duration::ZERO);
 
         let requests = sim.counters().requests();
-        let mut watch = pods.watch(&WatchParams::default(), "0").await.unwrap().boxed();
+        let mut watch = pods
+            .watch(&WatchParams::default(), "0")
+            .await
+            .unwrap()
+            .boxed();
         watch.try_next().await.unwrap().expect("initial event");
         let restart = sim.restart_api(Duration::from_millis(500));
         let check = async {
             tokio::time::sleep(Duration::from_millis(200)).await;
             let down = tokio::time::timeout(Duration::from_secs(5), pods.get("survivor")).await;
-            assert!(matches!(down, Ok(Err(_))), "requests fail while the server is down");
+            assert!(
+                matches!(down, Ok(Err(_))),
+                "requests fail while the server is down"
+            );
             // The watch ends with the restart.
-            let end = tokio::time::timeout(Duration::from_secs(5), watch.next()).await.unwrap();
+            let end = tokio::time::timeout(Duration::from_secs(5), watch.next())
+                .await
+                .unwrap();
             assert!(!matches!(end, Some(Ok(_))));
         };
         let (restarted, ()) = tokio::join!(restart, check);

@@ -29,7 +29,10 @@ struct Kubectl {
 impl Kubectl {
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.binary);
-        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args).kill_on_drop(true);
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .kill_on_drop(true);
         cmd
     }
 
@@ -52,7 +55,9 @@ impl Kubectl {
 
     async fn wait_running(&self, pod: &str) {
         for _ in 0..100 {
-            let phase = self.ok(&["get", "pod", pod, "-o", "jsonpath={.status.phase}"]).await;
+            let phase = self
+                .ok(&["get", "pod", pod, "-o", "jsonpath={.status.phase}"])
+                .await;
             if phase == "Running" {
                 return;
             }
@@ -102,17 +107,29 @@ async fn setup(dir: &Path) -> Option<(kubesim::KubeSim, Kubectl)> {
 async fn kubectl_apply_get_exec_and_cp() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let Some((sim, k)) = setup(dir.path()).await else { return };
+        let Some((sim, k)) = setup(dir.path()).await else {
+            return;
+        };
         let manifest = dir.path().join("app.yaml");
         std::fs::write(&manifest, MANIFEST).unwrap();
         let applied = k.ok(&["apply", "-f", manifest.to_str().unwrap()]).await;
-        assert!(applied.contains("persistentvolumeclaim/data created") && applied.contains("pod/box created"), "{applied}");
+        assert!(
+            applied.contains("persistentvolumeclaim/data created")
+                && applied.contains("pod/box created"),
+            "{applied}"
+        );
         k.wait_running("box").await;
         let again = k.ok(&["apply", "-f", manifest.to_str().unwrap()]).await;
         assert!(again.contains("unchanged"), "{again}");
 
         let listing = k.ok(&["get", "ns,pods,pvc,volumesnapshots"]).await;
-        for want in ["namespace/default", "pod/box", "Running", "persistentvolumeclaim/data", "Bound"] {
+        for want in [
+            "namespace/default",
+            "pod/box",
+            "Running",
+            "persistentvolumeclaim/data",
+            "Bound",
+        ] {
             assert!(listing.contains(want), "{want} missing from:\n{listing}");
         }
 
@@ -120,15 +137,23 @@ async fn kubectl_apply_get_exec_and_cp() {
         std::fs::create_dir_all(source.join("sub")).unwrap();
         std::fs::write(source.join("a.txt"), "alpha\n").unwrap();
         std::fs::write(source.join("sub/b.bin"), vec![7u8; 200_000]).unwrap();
-        k.ok(&["cp", source.to_str().unwrap(), "box:/data/in"]).await;
+        k.ok(&["cp", source.to_str().unwrap(), "box:/data/in"])
+            .await;
         let ls = k.ok(&["exec", "box", "--", "ls", "/data/in"]).await;
         assert_eq!(ls, "a.txt\nsub\n");
         let out = dir.path().join("out");
         k.ok(&["cp", "box:/data/in", out.to_str().unwrap()]).await;
-        let diff = std::process::Command::new("diff").arg("-r").arg(&source).arg(&out).status().unwrap();
+        let diff = std::process::Command::new("diff")
+            .arg("-r")
+            .arg(&source)
+            .arg(&out)
+            .status()
+            .unwrap();
         assert!(diff.success(), "diff -r after kubectl cp");
 
-        let failed = k.run(&["exec", "box", "--", "sh", "-c", "echo partial; exit 3"]).await;
+        let failed = k
+            .run(&["exec", "box", "--", "sh", "-c", "echo partial; exit 3"])
+            .await;
         assert_eq!(failed.status.code(), Some(3));
         assert_eq!(String::from_utf8_lossy(&failed.stdout), "partial\n");
         sim.shutdown().await;

@@ -19,7 +19,10 @@ async fn http_server() -> std::net::SocketAddr {
                 let n = conn.read(&mut buf).await.unwrap_or(0);
                 let request = String::from_utf8_lossy(&buf[..n]).to_string();
                 let body = format!("you asked: {}", request.lines().next().unwrap_or(""));
-                let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
                 let _ = conn.write_all(reply.as_bytes()).await;
             });
         }
@@ -33,13 +36,23 @@ async fn portforward_reaches_the_registered_address() {
         let sim = start().await;
         let client = client(&sim).await;
         let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-        pods.create(&PostParams::default(), &pod_spec("web", None)).await.unwrap();
-        wait_for(pods.clone(), "web", kube::runtime::conditions::is_pod_running()).await;
+        pods.create(&PostParams::default(), &pod_spec("web", None))
+            .await
+            .unwrap();
+        wait_for(
+            pods.clone(),
+            "web",
+            kube::runtime::conditions::is_pod_running(),
+        )
+        .await;
         sim.register_port("default", "web", 8888, http_server().await);
 
         let mut forwarder = pods.portforward("web", &[8888]).await.unwrap();
         let mut stream = forwarder.take_stream(8888).unwrap();
-        stream.write_all(b"GET /api/v1/management/backups HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        stream
+            .write_all(b"GET /api/v1/management/backups HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         let mut reply = Vec::new();
         stream.read_to_end(&mut reply).await.unwrap();
         let reply = String::from_utf8(reply).unwrap();
@@ -47,11 +60,17 @@ async fn portforward_reaches_the_registered_address() {
         assert!(reply.ends_with("you asked: GET /api/v1/management/backups HTTP/1.1"));
         drop(stream);
         forwarder.join().await.unwrap();
-        assert!(sim.counters().portforward_bytes_in() > 0 && sim.counters().portforward_bytes_out() > 0);
+        assert!(
+            sim.counters().portforward_bytes_in() > 0 && sim.counters().portforward_bytes_out() > 0
+        );
 
         // An unregistered port reports on the error channel.
         let mut forwarder = pods.portforward("web", &[9999]).await.unwrap();
-        let error = forwarder.take_error(9999).unwrap().await.expect("error message");
+        let error = forwarder
+            .take_error(9999)
+            .unwrap()
+            .await
+            .expect("error message");
         assert!(error.contains("error forwarding port 9999"), "{error}");
         forwarder.abort();
         sim.shutdown().await;

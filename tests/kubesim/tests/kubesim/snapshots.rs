@@ -7,7 +7,9 @@ use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
-use super::support::{bounded, client, content_resource, is_bound, poll_until, pvc_spec, snapshots, start, wait_for};
+use super::support::{
+    bounded, client, content_resource, is_bound, poll_until, pvc_spec, snapshots, start, wait_for,
+};
 
 fn snapshot(name: &str, claim: &str, class: Option<&str>) -> DynamicObject {
     let mut obj = json!({
@@ -32,13 +34,19 @@ fn has_error(vs: &DynamicObject) -> bool {
 
 async fn bound_claim(client: &Client, name: &str, size: &str) -> Api<PersistentVolumeClaim> {
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
-    pvcs.create(&PostParams::default(), &pvc_spec(name, size)).await.unwrap();
+    pvcs.create(&PostParams::default(), &pvc_spec(name, size))
+        .await
+        .unwrap();
     wait_for(pvcs.clone(), name, is_bound()).await;
     pvcs
 }
 
 fn error_message(vs: &DynamicObject) -> String {
-    vs.data.pointer("/status/error/message").and_then(Value::as_str).unwrap_or("").to_string()
+    vs.data
+        .pointer("/status/error/message")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,28 +139,50 @@ async fn snapshot_errors_name_the_cause() {
         let client = client(&sim).await;
         let vss = snapshots(&client, "default");
 
-        vss.create(&PostParams::default(), &snapshot("no-claim", "ghost", None)).await.unwrap();
+        vss.create(&PostParams::default(), &snapshot("no-claim", "ghost", None))
+            .await
+            .unwrap();
         let vs = poll_until(&vss, "no-claim", has_error).await;
-        assert!(error_message(&vs).contains("persistentvolumeclaim \\\\\\\"ghost\\\\\\\" not found"), "{}", error_message(&vs));
+        assert!(
+            error_message(&vs).contains("persistentvolumeclaim \\\\\\\"ghost\\\\\\\" not found"),
+            "{}",
+            error_message(&vs)
+        );
 
         let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
         let mut unbound = pvc_spec("unbound", "1Gi");
         unbound.spec.as_mut().unwrap().storage_class_name = Some("no-such-class".into());
         pvcs.create(&PostParams::default(), &unbound).await.unwrap();
-        vss.create(&PostParams::default(), &snapshot("early", "unbound", None)).await.unwrap();
+        vss.create(&PostParams::default(), &snapshot("early", "unbound", None))
+            .await
+            .unwrap();
         let vs = poll_until(&vss, "early", has_error).await;
-        assert!(error_message(&vs).contains("the PVC unbound is not yet bound to a PV, will not attempt to take a snapshot"));
+        assert!(error_message(&vs).contains(
+            "the PVC unbound is not yet bound to a PV, will not attempt to take a snapshot"
+        ));
 
         bound_claim(&client, "ok", "1Gi").await;
-        vss.create(&PostParams::default(), &snapshot("bad-class", "ok", Some("nope"))).await.unwrap();
+        vss.create(
+            &PostParams::default(),
+            &snapshot("bad-class", "ok", Some("nope")),
+        )
+        .await
+        .unwrap();
         let vs = poll_until(&vss, "bad-class", has_error).await;
-        assert!(error_message(&vs).contains("volumesnapshotclass.snapshot.storage.k8s.io \"nope\" not found"));
+        assert!(
+            error_message(&vs)
+                .contains("volumesnapshotclass.snapshot.storage.k8s.io \"nope\" not found")
+        );
 
         let invalid = vss
-            .create(&PostParams::default(), &serde_json::from_value(json!({
-                "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
-                "metadata": {"name": "no-source"}, "spec": {"source": {}}
-            })).unwrap())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+                    "metadata": {"name": "no-source"}, "spec": {"source": {}}
+                }))
+                .unwrap(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(invalid, kube::Error::Api(e) if e.code == 422));
@@ -170,7 +200,9 @@ async fn snapshot_faults() {
         let vss = snapshots(&client, "default");
 
         sim.faults().set_snapshot_never_ready(true);
-        vss.create(&PostParams::default(), &snapshot("stuck", "src", None)).await.unwrap();
+        vss.create(&PostParams::default(), &snapshot("stuck", "src", None))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
         let stuck = vss.get("stuck").await.unwrap();
         assert_eq!(stuck.data["status"]["readyToUse"], json!(false));
@@ -178,15 +210,26 @@ async fn snapshot_faults() {
         sim.faults().set_snapshot_never_ready(false);
         poll_until(&vss, "stuck", ready).await;
 
-        sim.faults().set_snapshot_error(Some("Failed to create snapshot: injected"));
-        vss.create(&PostParams::default(), &snapshot("broken", "src", None)).await.unwrap();
+        sim.faults()
+            .set_snapshot_error(Some("Failed to create snapshot: injected"));
+        vss.create(&PostParams::default(), &snapshot("broken", "src", None))
+            .await
+            .unwrap();
         let broken = poll_until(&vss, "broken", has_error).await;
-        assert_eq!(error_message(&broken), "Failed to create snapshot: injected");
+        assert_eq!(
+            error_message(&broken),
+            "Failed to create snapshot: injected"
+        );
         sim.faults().set_snapshot_error(None);
 
         sim.faults().set_snapshot_api_missing(true);
         let groups = client.list_api_groups().await.unwrap();
-        assert!(!groups.groups.iter().any(|g| g.name == "snapshot.storage.k8s.io"));
+        assert!(
+            !groups
+                .groups
+                .iter()
+                .any(|g| g.name == "snapshot.storage.k8s.io")
+        );
         match vss.list(&ListParams::default()).await {
             Err(kube::Error::Api(e)) => assert_eq!(e.code, 404),
             other => panic!("expected 404, got {other:?}"),
