@@ -8,13 +8,13 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
-/// Whether `path` is a FUSE mount whose daemon is gone: the kernel answers every stat with
-/// ENOTCONN ("Transport endpoint is not connected").
+/// Whether `path` is a FUSE mount whose daemon is gone: the kernel answers with ENOTCONN
+/// ("Transport endpoint is not connected"). A stat alone can be answered from cached
+/// attributes, so opening the directory asks too.
 pub fn is_dead(path: &Path) -> bool {
-    match std::fs::metadata(path) {
-        Ok(_) => false,
-        Err(e) => e.raw_os_error() == Some(libc::ENOTCONN),
-    }
+    let enotconn = |e: io::Error| e.raw_os_error() == Some(libc::ENOTCONN);
+    std::fs::metadata(path).err().is_some_and(enotconn)
+        || std::fs::read_dir(path).err().is_some_and(enotconn)
 }
 
 /// Detaches a dead mount: umount2(MNT_DETACH) as root, `fusermount3 -u -z` otherwise.

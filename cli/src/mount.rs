@@ -77,7 +77,9 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
         .stdout(log.try_clone()?)
         .stderr(log)
         // Not the caller's directory, which the daemon would otherwise keep busy.
-        .current_dir("/");
+        .current_dir("/")
+        // The log is a file: no terminal colour codes in it.
+        .env("NO_COLOR", "1");
     // SAFETY: setsid is async-signal-safe. A session of its own keeps the daemon alive when
     // the terminal that started it goes away.
     unsafe {

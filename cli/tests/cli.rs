@@ -1,0 +1,216 @@
+//! The `snapfs` binary without a daemon: help, completions, usage errors, exit statuses, and
+//! restore of a local tree.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::{Command as StdCommand, Stdio};
+
+use assert_cmd::Command;
+
+/// `snapfs` in an empty home with its own runtime directory, so no real mount is seen.
+fn snapfs(home: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("snapfs").unwrap();
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("XDG_RUNTIME_DIR", home.join("run"))
+        .current_dir(home);
+    cmd
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn help_lists_every_subcommand_and_the_exit_statuses() {
+    let home = tempfile::tempdir().unwrap();
+    let out = snapfs(home.path()).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "mount",
+        "unmount",
+        "status",
+        "wait",
+        "snapshot",
+        "list",
+        "restore",
+        "rm",
+        "verify",
+        "completions",
+        "130",
+    ] {
+        assert!(text.contains(word), "{word} missing from\n{text}");
+    }
+}
+
+#[test]
+fn completions_for_every_shell() {
+    let home = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = snapfs(home.path())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains("restore"), "{shell}: {script}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [
+        &[][..],
+        &["bogus"],
+        &["list"],
+        &["completions", "tcsh"],
+        &["status", "--json", "--prometheus"],
+        &["restore", "only-one-arg"],
+    ] {
+        let out = snapfs(home.path()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr_of(&out));
+    }
+}
+
+#[test]
+fn short_form_without_a_mount_is_a_clear_usage_error() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [
+        &["list", "cloud/local"][..],
+        &["wait", "cloud/local/uploads/db"],
+        &["rm", "--yes", "cloud/local/snapshots/db"],
+        &["verify", "cloud/local/snapshots/db"],
+        &["snapshot", "cloud/local", "."],
+    ] {
+        let out = snapfs(home.path()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr_of(&out);
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(
+            err.starts_with("snapfs: ") && err.contains("no snapfs mount is active"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn status_without_mounts() {
+    let home = tempfile::tempdir().unwrap();
+    snapfs(home.path())
+        .arg("status")
+        .assert()
+        .code(0)
+        .stdout("no snapfs mount is active\n");
+    let out = snapfs(home.path())
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, serde_json::json!([]));
+}
+
+#[test]
+fn unmount_of_a_plain_directory_fails() {
+    let home = tempfile::tempdir().unwrap();
+    let out = snapfs(home.path()).args(["unmount", "."]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_of(&out).contains("not mounted by snapfs"));
+}
+
+#[test]
+fn restore_copies_a_local_tree_and_keeps_the_old_one() {
+    let home = tempfile::tempdir().unwrap();
+    let src = home.path().join("snap");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("sub/file"), b"data").unwrap();
+    symlink("sub/file", src.join("link")).unwrap();
+
+    let out = snapfs(home.path())
+        .args(["restore", "snap", "dest"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("restored "));
+    assert_eq!(fs::read(home.path().join("dest/link")).unwrap(), b"data");
+
+    let out = snapfs(home.path())
+        .args(["restore", "snap", "dest"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("snapfs-backup-"));
+    let backups = fs::read_dir(home.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("dest.snapfs-backup-")
+        })
+        .count();
+    assert_eq!(backups, 1);
+}
+
+#[test]
+fn restore_refuses_an_escaping_symlink_and_leaves_dest_alone() {
+    let home = tempfile::tempdir().unwrap();
+    let src = home.path().join("snap");
+    fs::create_dir(&src).unwrap();
+    symlink("../../etc/shadow", src.join("evil")).unwrap();
+    fs::create_dir(home.path().join("dest")).unwrap();
+    fs::write(home.path().join("dest/keep"), b"mine").unwrap();
+
+    let out = snapfs(home.path())
+        .args(["restore", "--no-backup", "snap", "dest"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("refusing symlink ./evil"), "{err}");
+    assert_eq!(fs::read(home.path().join("dest/keep")).unwrap(), b"mine");
+    let mut left: Vec<String> = fs::read_dir(home.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["dest", "snap"]);
+}
+
+#[test]
+fn restore_needs_an_existing_parent_and_source() {
+    let home = tempfile::tempdir().unwrap();
+    fs::create_dir(home.path().join("snap")).unwrap();
+    let out = snapfs(home.path())
+        .args(["restore", "snap", "no/such/dest"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    let out = snapfs(home.path())
+        .args(["restore", "/no/such/snapshot", "dest"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+}
+
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    let bin = assert_cmd::cargo::cargo_bin("snapfs");
+    let mut child = StdCommand::new(bin)
+        .args(["completions", "zsh"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closing the reading end before anything is written makes every write fail with EPIPE.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(out.stderr.is_empty(), "{}", stderr_of(&out));
+}
