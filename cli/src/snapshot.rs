@@ -27,8 +27,7 @@ pub struct Config {
 pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let r = target::resolve(paths, &cfg.target)?;
     r.require_target()?;
-    let source = std::path::absolute(&cfg.source)
-        .and_then(std::fs::canonicalize)
+    let source = std::fs::canonicalize(&cfg.source)
         .map_err(|e| usage(format!("{}: {e}", cfg.source.display())))?;
     let name = match &cfg.name {
         Some(n) => n.clone(),

@@ -168,6 +168,9 @@ fn list(mounts: &[MountRecord]) -> String {
 /// canonicalized. Walks down from `/` and stops at the first match, so nothing below a mount
 /// point is ever looked at.
 fn via_canonical_prefix(abs: &Path, mounts: &[MountRecord]) -> Option<(MountRecord, PathBuf)> {
+    if mounts.is_empty() {
+        return None;
+    }
     let mut prefix = PathBuf::new();
     for (i, c) in abs.components().enumerate() {
         prefix.push(c);
