@@ -72,7 +72,7 @@ pub struct Jobs {
     jobs: Mutex<HashMap<(usize, String), Job>>,
     runs: AtomicU64,
     changed: tokio::sync::watch::Sender<u64>,
-    on_ready: OnceLock<Box<dyn Fn(usize) + Send + Sync>>,
+    on_ready: OnceLock<Box<dyn Fn(usize, &str) + Send + Sync>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -98,8 +98,8 @@ impl Jobs {
         })
     }
 
-    /// Called with a target index whenever a snapshot appeared or vanished there.
-    pub fn on_ready(&self, f: impl Fn(usize) + Send + Sync + 'static) {
+    /// Called with a target index and a name whenever a snapshot appeared there.
+    pub fn on_ready(&self, f: impl Fn(usize, &str) + Send + Sync + 'static) {
         let _ = self.on_ready.set(Box::new(f));
     }
 
@@ -339,7 +339,7 @@ impl Jobs {
                 }
                 self.store.remove(path, name);
                 if let Some(f) = self.on_ready.get() {
-                    f(target);
+                    f(target, name);
                 }
             }
             Err(_) if cancelled => {

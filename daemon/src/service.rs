@@ -99,9 +99,9 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     ));
     {
         let vfs = Arc::downgrade(&vfs);
-        jobs.on_ready(move |t| {
+        jobs.on_ready(move |t, name| {
             if let Some(vfs) = vfs.upgrade() {
-                vfs.invalidate(t);
+                vfs.entry_changed(t, name);
             }
         });
     }
@@ -122,6 +122,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         move || exited.notify_one(),
     )
     .with_context(|| format!("mounting {}", mountpoint.display()))?;
+    fuse::connect_invalidation(&vfs, &session);
     raise_read_ahead(&mountpoint);
 
     let (socket, record) = record_paths(&paths, &mountpoint);

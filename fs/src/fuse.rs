@@ -85,6 +85,15 @@ pub fn mount(
     fuser::spawn_mount(fs, mountpoint, &fuse_config)
 }
 
+/// Lets the VFS drop the kernel's cached names when snapshots or uploads change on their own.
+pub fn connect_invalidation(vfs: &Vfs, session: &fuser::BackgroundSession) {
+    let notifier = session.notifier();
+    vfs.set_invalidator(Box::new(move |parent, name| {
+        // ENOENT only means the kernel had nothing cached.
+        let _ = notifier.inval_entry(INodeNo(parent), name);
+    }));
+}
+
 fn kind(k: FileKind) -> FileType {
     match k {
         FileKind::Dir => FileType::Directory,

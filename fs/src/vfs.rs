@@ -77,8 +77,12 @@ const TTL_FIXED: Duration = Duration::from_secs(60);
 const TTL_IMMUTABLE: Duration = Duration::from_secs(3600);
 const TTL_CHANGING: Duration = Duration::from_secs(1);
 
+/// Tells the kernel to forget a cached name (parent inode, name).
+pub type Invalidator = Box<dyn Fn(u64, &OsStr) + Send + Sync>;
+
 pub struct Vfs {
     targets: Vec<Target>,
+    invalidator: std::sync::OnceLock<Invalidator>,
     config: VfsConfig,
     inodes: Inodes,
     cache: Arc<BlockCache>,
@@ -102,6 +106,7 @@ impl Vfs {
     ) -> Self {
         let permits = (config.readahead_budget / crate::format::BLOCK_SIZE).max(1);
         Vfs {
+            invalidator: std::sync::OnceLock::new(),
             listings: Listings::new(targets.len(), config.list_ttl),
             targets,
             config,
@@ -134,6 +139,45 @@ impl Vfs {
     /// The snapshot list of a target changed (an upload finished, a snapshot was removed).
     pub fn invalidate(&self, target: usize) {
         self.listings.invalidate(target);
+    }
+
+    /// Sets how the kernel is told to forget names that changed outside its requests.
+    pub fn set_invalidator(&self, f: Invalidator) {
+        let _ = self.invalidator.set(f);
+    }
+
+    /// Snapshot or upload `name` of a target appeared, finished or vanished outside a request:
+    /// the listing is refreshed and the kernel forgets the names it may have cached.
+    pub fn entry_changed(&self, target: usize, name: &str) {
+        self.invalidate(target);
+        let Some(t) = self.targets.get(target) else {
+            return;
+        };
+        let Some(group) = self.inodes.find(ROOT_INO, OsStr::new(t.kind)) else {
+            return;
+        };
+        let Some(dir) = self.inodes.find(group, OsStr::new(&t.name)) else {
+            return;
+        };
+        let status = format!("{name}.status");
+        let names = [
+            ("snapshots", name),
+            ("snapshots", "latest"),
+            ("uploads", name),
+            ("uploads", status.as_str()),
+        ];
+        for (sub, entry) in names {
+            let Some(parent) = self.inodes.find(dir, OsStr::new(sub)) else {
+                continue;
+            };
+            if self.inodes.find(parent, OsStr::new(entry)).is_none() {
+                continue;
+            }
+            self.inodes.unlink(parent, OsStr::new(entry));
+            if let Some(f) = self.invalidator.get() {
+                f(parent, OsStr::new(entry));
+            }
+        }
     }
 
     /// Snapshots of a target, from the listing cache.

@@ -206,7 +206,7 @@ impl Server {
                     .delete(&name)
                     .await
                     .map_err(backend_error)?;
-                self.vfs.invalidate(t);
+                self.vfs.entry_changed(t, &name);
                 Response::Done
             }
             Request::Verify { target, name } => {

@@ -165,6 +165,14 @@ impl Inodes {
         ino
     }
 
+    /// The inode known for `name` in `parent`, if any.
+    pub fn find(&self, parent: u64, name: &OsStr) -> Option<u64> {
+        self.read()
+            .by_name
+            .get(&(parent, name.to_os_string()))
+            .copied()
+    }
+
     /// A number for a directory listing without resolving the entry: the known inode, or a fresh
     /// number reserved for the name, so that the lookup resolving it later hands out the same one
     /// (what readdir shows as d_ino must match what stat shows).

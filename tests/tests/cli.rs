@@ -1,0 +1,152 @@
+//! The `snapfs` command line against a real daemon and mount.
+
+use std::path::Path;
+
+use snapfs_tests::{Mount, binary, fuse_available, sh};
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn snapshot_list_wait_verify_restore_rm() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::start();
+    let src = m.root.path().join("project");
+    sh(&format!(
+        "mkdir -p '{s}/sub' && head -c 3000000 /dev/urandom > '{s}/sub/data.bin' && echo v1 > '{s}/a.txt' && ln -s sub/data.bin '{s}/link'",
+        s = src.display()
+    ));
+    let target = m.target();
+
+    // `snapshot` reads the source in place; the name is given here.
+    let out = ok(&m.snapfs(&["snapshot", s(&target), s(&src), "--name", "proj-1"]));
+    assert!(out.contains("cloud/local/snapshots/proj-1"), "{out}");
+    sh(&format!(
+        "diff -r '{}' '{}/snapshots/proj-1'",
+        src.display(),
+        target.display()
+    ));
+
+    // An upload through the mount, waited for with the CLI (the short form works: one mount).
+    sh(&format!("echo v2 > '{}/a.txt'", src.display()));
+    sh(&format!(
+        "cp -a '{}' '{}/uploads/proj-2'",
+        src.display(),
+        target.display()
+    ));
+    let out = ok(&m.snapfs(&["wait", "cloud/local/uploads/proj-2"]));
+    assert!(out.contains("proj-2"), "{out}");
+
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&m.snapfs(&["list", "cloud/local", "--json"]))).unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["proj-2", "proj-1"], "newest first");
+    assert_eq!(list[0]["index"], 1);
+    assert!(list[0]["size"].as_u64().unwrap() >= 3_000_000);
+
+    let out = ok(&m.snapfs(&["verify", &format!("{}/snapshots/proj-1", s(&target))]));
+    assert!(out.contains('2') || out.contains("files"), "{out}");
+
+    // Restore over an existing folder: the old one is kept aside, the new one swapped in.
+    let dest = m.root.path().join("restored");
+    sh(&format!(
+        "mkdir '{}' && echo old > '{0}/old.txt'",
+        dest.display()
+    ));
+    ok(&m.snapfs(&[
+        "restore",
+        &format!("{}/snapshots/proj-1", s(&target)),
+        s(&dest),
+    ]));
+    sh(&format!(
+        "diff -r '{}/snapshots/proj-1' '{}'",
+        target.display(),
+        dest.display()
+    ));
+    let backups = sh(&format!("ls -d '{}'.snapfs-backup-*", dest.display()));
+    let backup = backups.lines().next().unwrap();
+    assert_eq!(
+        std::fs::read(Path::new(backup).join("old.txt")).unwrap(),
+        b"old\n"
+    );
+
+    ok(&m.snapfs(&["rm", "--yes", &format!("{}/snapshots/proj-1", s(&target))]));
+    assert!(!target.join("snapshots/proj-1").exists());
+    let out = m.snapfs(&["list", "cloud/local", "--json"]);
+    assert!(!ok(&out).contains("proj-1"));
+
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&m.snapfs(&["status", "--json"]))).unwrap();
+    assert!(status.is_array(), "{status}");
+}
+
+#[test]
+fn mount_and_unmount_with_the_cli_clearing_a_dead_mount() {
+    if !fuse_available() {
+        return;
+    }
+    // A harness mount is only used for its private directories; the CLI mounts elsewhere.
+    let m = Mount::start();
+    let mp = m.root.path().join("cli-mnt");
+    let run = |args: &[&str]| {
+        std::process::Command::new(binary("snapfs"))
+            .args(args)
+            .envs(m.env())
+            .output()
+            .unwrap()
+    };
+    ok(&run(&["mount", s(&mp)]));
+    let cleanup = Unmount(mp.clone());
+    assert!(mp.join("README").exists());
+    // Kill the daemon hard: the mount point is left dead ("Transport endpoint is not connected").
+    let pid = sh(&format!(
+        "pgrep -f -- '[s]napfsd --mountpoint {}'",
+        mp.display()
+    ));
+    sh(&format!("kill -9 {}", pid.trim()));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // A name the kernel never cached must go to the dead daemon.
+    let err = std::fs::metadata(mp.join("cloud/local/snapshots/never-looked-up")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    // Mounting again clears the dead mount first.
+    ok(&run(&["mount", s(&mp)]));
+    assert!(mp.join("README").exists());
+    ok(&run(&["unmount", s(&mp)]));
+    assert!(!mp.join("README").exists());
+    drop(cleanup);
+}
+
+/// Detaches a mount point when dropped, so a failing test leaves nothing mounted.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .output();
+        let _ = std::process::Command::new("pkill")
+            .arg("-f")
+            .arg(format!("--mountpoint {}", self.0.display()))
+            .output();
+    }
+}
