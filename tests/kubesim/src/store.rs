@@ -139,8 +139,8 @@ impl Store {
     }
 
     /// Reads, changes and writes one object atomically. `change` sees the stored object; when it
-    /// leaves it equal, nothing is written. A terminating object whose last finalizer is gone is
-    /// removed.
+    /// leaves it equal, nothing is written. A terminating object whose last finalizer this change
+    /// removed is removed.
     pub fn modify<F>(
         &self,
         rt: &'static ResourceType,
@@ -191,7 +191,11 @@ impl Store {
             m.remove("deletionTimestamp");
         }
         m.insert("resourceVersion".into(), json!(rv.to_string()));
-        let done = meta::is_terminating(&new) && meta::finalizers(&new).is_empty();
+        // Removing the last finalizer of a terminating object completes its deletion. Objects
+        // ending gracefully without finalizers (pods, namespaces) are removed by their controller.
+        let done = meta::is_terminating(&new)
+            && !meta::finalizers(&old).is_empty()
+            && meta::finalizers(&new).is_empty();
         let objects = inner.objects.entry(rt.plural).or_default();
         if done {
             objects.remove(&key);

@@ -414,7 +414,8 @@ async fn namespace_deletion_empties_it() {
         .await
         .unwrap()
         .unwrap();
-        assert!(pods.get_opt("p").await.unwrap().is_none());
+        let left = pods.get_opt("p").await.unwrap();
+        assert!(left.is_none(), "{left:?}");
         sim.shutdown().await;
     })
     .await;
