@@ -22,6 +22,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/snapfs-check.XXXXXX")
 chmod 755 "$tmp"
 daemon=
 helper_link=
+# shellcheck disable=SC2317 # called by the trap
 cleanup() {
     [ -n "$daemon" ] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
     for m in "$tmp"/mnt*; do
