@@ -46,10 +46,10 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let pod = running_pod(&state, &call)?;
-    let ports = ports(&call)?;
-    // kubectl 1.31+ offers only SPDY tunnelled in WebSocket (`SPDY/3.1+portforward.k8s.io`),
-    // which is not simulated: it gets the "not supported" answer.
+    // kubectl 1.31+ offers only SPDY tunnelled in WebSocket (`SPDY/3.1+portforward.k8s.io`)
+    // and sends no `ports` parameter; that is not simulated and gets the "not supported" answer.
     let up = channel::upgrade(req, &[V4, CHANNEL])?;
+    let ports = ports(&call)?;
     let pending = up.pending;
     tokio::spawn(async move {
         if let Some(socket) = channel::accept(pending).await {

@@ -21,6 +21,22 @@ use crate::store::{Event, EventType};
 /// The server's default when the client gives no `timeoutSeconds` (its minimum request timeout).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
+/// Where a watch starts: objects to announce as ADDED, events to replay, the live feed.
+struct Start {
+    initial: Vec<Value>,
+    backlog: Vec<Arc<Event>>,
+    rv: u64,
+    live: broadcast::Receiver<Arc<Event>>,
+}
+
+/// How a watch ends and which bookmarks it gets.
+struct Options {
+    initial_end_bookmark: bool,
+    bookmarks: bool,
+    bookmark_every: Duration,
+    timeout: Duration,
+}
+
 struct Stream {
     rt: &'static ResourceType,
     namespace: Option<String>,
@@ -113,17 +129,32 @@ pub(super) fn watch(state: Arc<State>, call: &Call) -> Result<Response<Body>, Ap
         tx,
     };
     state.counters.add_watch();
-    let bookmark_every = state.timings.bookmark_interval;
+    let options = Options {
+        initial_end_bookmark: bookmarks && initial_events,
+        bookmarks,
+        bookmark_every: state.timings.bookmark_interval,
+        timeout,
+    };
     tokio::spawn(async move {
-        let (initial, backlog, start_rv, live) = match requested {
+        let start = match requested {
             None => {
-                let (items, rv, live) = state
+                let (initial, rv, live) = state
                     .store
                     .list_and_subscribe(stream.rt, stream.namespace.as_deref());
-                (items, Vec::new(), rv, live)
+                Start {
+                    initial,
+                    backlog: Vec::new(),
+                    rv,
+                    live,
+                }
             }
             Some(rv) => match state.store.subscribe(rv) {
-                Ok(sub) => (Vec::new(), sub.backlog, rv, sub.live),
+                Ok(sub) => Start {
+                    initial: Vec::new(),
+                    backlog: sub.backlog,
+                    rv,
+                    live: sub.live,
+                },
                 Err(oldest) => {
                     stream.send("ERROR", expired(rv, oldest)).await;
                     return;
@@ -131,18 +162,7 @@ pub(super) fn watch(state: Arc<State>, call: &Call) -> Result<Response<Body>, Ap
             },
         };
         drop(state);
-        run(
-            stream,
-            initial,
-            backlog,
-            start_rv,
-            live,
-            bookmarks && initial_events,
-            bookmarks,
-            bookmark_every,
-            timeout,
-        )
-        .await;
+        run(stream, start, options).await;
     });
     let body = StreamBody::new(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
@@ -157,24 +177,19 @@ pub(super) fn watch(state: Arc<State>, call: &Call) -> Result<Response<Body>, Ap
     Ok(resp)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    stream: Stream,
-    initial: Vec<Value>,
-    backlog: Vec<Arc<Event>>,
-    start_rv: u64,
-    mut live: broadcast::Receiver<Arc<Event>>,
-    initial_end_bookmark: bool,
-    bookmarks: bool,
-    bookmark_every: Duration,
-    timeout: Duration,
-) {
+async fn run(stream: Stream, start: Start, options: Options) {
+    let Start {
+        initial,
+        backlog,
+        rv: start_rv,
+        mut live,
+    } = start;
     for obj in initial.iter().filter(|o| stream.filter.matches(o)) {
         if !stream.send("ADDED", stream.render(obj)).await {
             return;
         }
     }
-    if initial_end_bookmark
+    if options.initial_end_bookmark
         && !stream
             .send("BOOKMARK", stream.bookmark(start_rv, true))
             .await
@@ -188,15 +203,17 @@ async fn run(
             return;
         }
     }
-    let deadline = tokio::time::sleep(timeout);
+    let deadline = tokio::time::sleep(options.timeout);
     tokio::pin!(deadline);
-    let mut tick =
-        tokio::time::interval_at(tokio::time::Instant::now() + bookmark_every, bookmark_every);
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + options.bookmark_every,
+        options.bookmark_every,
+    );
     loop {
         tokio::select! {
             _ = &mut deadline => return,
             _ = stream.tx.closed() => return,
-            _ = tick.tick(), if bookmarks => {
+            _ = tick.tick(), if options.bookmarks => {
                 if !stream.send("BOOKMARK", stream.bookmark(last_rv, false)).await {
                     return;
                 }
@@ -212,7 +229,7 @@ async fn run(
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // A watcher too slow for the feed is cut off like one whose window expired.
+                    // A guess: a watcher too slow for the feed is cut off like one whose window expired.
                     stream.send("ERROR", expired(last_rv, last_rv + 1)).await;
                     return;
                 }

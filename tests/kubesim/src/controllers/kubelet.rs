@@ -1,6 +1,7 @@
 //! The kubelet (and scheduler): pods are scheduled once their claims are bound, become Running
 //! after a delay, fail past their active deadline, and are removed after graceful deletion.
 //! Containers run no main process: a running container is a root directory exec can enter.
+//! Every image is busybox (a guess at what tests need: the commands a minimal pod offers).
 
 use std::collections::HashMap;
 use std::io;
@@ -109,7 +110,8 @@ pub(crate) fn mounts(state: &State, pod: &Value, name: &str) -> io::Result<Vec<M
             };
         if let Some(gid) = fs_group {
             // The kubelet gives the volume to the fsGroup (recursively, with setgid
-            // directories); only the volume root is done here, a simplification.
+            // directories); only the volume root is done here (a guess that new files are what
+            // matters).
             use std::os::unix::fs::PermissionsExt;
             std::os::unix::fs::chown(&source, None, Some(gid as u32))?;
             let mode = std::fs::metadata(&source)?.permissions().mode();

@@ -173,9 +173,7 @@ impl Provisioner {
                 format!("failed to provision volume with StorageClass \"{class_name}\": {why}"),
             ))
         };
-        let source = self
-            .data_source(state, pvc, requested)
-            .map_err(|why| failed(why))?;
+        let source = self.data_source(state, pvc, requested).map_err(&failed)?;
         let volume = format!("pvc-{}", meta::uid(pvc));
         let dir = state.volumes_dir().join(&volume);
         let made = match &source {
