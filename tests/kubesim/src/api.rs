@@ -36,7 +36,7 @@ pub(crate) fn json_response(code: u16, value: &Value) -> Response<Body> {
     *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
     resp.headers_mut().insert(
         CONTENT_TYPE,
-        "application/json".parse().expect("static header"),
+        hyper::header::HeaderValue::from_static("application/json"),
     );
     resp
 }

@@ -2,6 +2,7 @@
 
 mod kubesim {
     pub mod api;
+    pub mod binary;
     pub mod exec;
     pub mod faults;
     pub mod kubectl;

@@ -172,7 +172,7 @@ pub(super) fn watch(state: Arc<State>, call: &Call) -> Result<Response<Body>, Ap
     let mut resp = Response::new(body.boxed_unsync());
     resp.headers_mut().insert(
         CONTENT_TYPE,
-        "application/json".parse().expect("static header"),
+        hyper::header::HeaderValue::from_static("application/json"),
     );
     Ok(resp)
 }

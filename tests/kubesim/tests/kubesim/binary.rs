@@ -1,0 +1,56 @@
+//! The `kubesim` binary: writes a kubeconfig, prints its address, serves until killed.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use kube::api::ListParams;
+
+use super::support::bounded;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_serves_its_kubeconfig() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kubesim"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("http://127.0.0.1:"), "{line}");
+        let yaml = std::fs::read_to_string(&kubeconfig).unwrap();
+        assert!(yaml.contains("current-context: kubesim") && yaml.contains(line.trim()));
+        let config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::from_yaml(&yaml).unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        let namespaces: Api<Namespace> = Api::all(client);
+        assert_eq!(
+            namespaces
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .len(),
+            1
+        );
+        // SIGTERM, by the child's own PID.
+        // SAFETY: sends a signal to a process this test started.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        assert!(child.wait().unwrap().success());
+    })
+    .await;
+}
