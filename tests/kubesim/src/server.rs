@@ -357,11 +357,13 @@ impl KubeSim {
         }
     }
 
-    /// Stops serving and stops the controllers.
-    pub async fn shutdown(self) {
+    /// Stops serving and stops the controllers, then removes a temporary data directory.
+    pub async fn shutdown(mut self) {
         self.stop_serving().await;
-        for c in &self.controllers {
+        for c in self.controllers.drain(..) {
             c.abort();
+            // Joined so that no controller still writes into the data directory being removed.
+            let _ = c.await;
         }
     }
 }
