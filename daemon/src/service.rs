@@ -45,9 +45,6 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let config = Config::load(opts.config.as_deref(), &paths)?;
     let mountpoint = std::fs::canonicalize(&opts.mountpoint)
         .with_context(|| format!("mount point {}", opts.mountpoint.display()))?;
-    // Modes asked for by writers are applied exactly; the daemon's own umask must not mask them.
-    // SAFETY: umask only changes this process's file-creation mask.
-    unsafe { libc::umask(0) };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -157,8 +154,9 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     jobs.shutdown();
     let _ = std::fs::remove_file(&record);
     let _ = std::fs::remove_file(&socket);
+    // Fails harmlessly when the mount was already taken away (umount, fusermount3 -u).
     if let Err(e) = session.umount_and_join() {
-        tracing::warn!(error = %e, "unmount");
+        tracing::debug!(error = %e, "unmount");
     }
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     Ok(())

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use super::error::{VfsError, VfsResult};
 use super::inodes::Node;
 use super::tree::{Block, Encoding, SnapshotTree, blocks_covering};
-use super::{DirEntry, FileKind, Opened, Vfs};
+use super::{DirEntry, Entry, FileKind, Opened, Vfs};
 use crate::backend::{Backend, BackendError};
 use crate::cache::BlockCache;
 use crate::format::{self, BLOCK_SIZE};
@@ -409,9 +409,41 @@ impl Vfs {
         }
     }
 
-    pub async fn opendir(&self, ino: u64) -> VfsResult<u64> {
+    /// Opens a directory, taking its listing once; a folder inside a snapshot never changes,
+    /// so the kernel may keep its listing.
+    pub async fn opendir(&self, ino: u64) -> VfsResult<Opened> {
+        let immutable = matches!(self.inode(ino)?.node, Node::Snap { .. });
         let entries = self.readdir(ino).await?;
-        Ok(self.add_handle(Handle::Dir(entries)))
+        Ok(Opened {
+            fh: self.add_handle(Handle::Dir(entries)),
+            keep_cache: immutable,
+            direct_io: false,
+        })
+    }
+
+    /// Like `readdir_at`, with each entry looked up, for READDIRPLUS.
+    pub async fn readdir_plus_at(
+        &self,
+        dir: u64,
+        fh: u64,
+        offset: u64,
+        max: usize,
+    ) -> VfsResult<Vec<(DirEntry, Entry)>> {
+        let mut out = Vec::new();
+        for e in self.readdir_at(fh, offset, max)? {
+            let entry = if e.name == "." || e.name == ".." {
+                self.getattr(e.ino).await
+            } else {
+                self.lookup(dir, &e.name).await
+            };
+            match entry {
+                Ok(entry) => out.push((e, entry)),
+                // Gone since the listing was taken: leave it out.
+                Err(VfsError::NotFound) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(out)
     }
 
     /// Up to `max` entries of an open directory from position `offset` on.

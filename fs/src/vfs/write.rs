@@ -204,9 +204,10 @@ impl Vfs {
         umask: u32,
     ) -> VfsResult<Entry> {
         let (t, upload, path) = self.new_entry(parent, name).await?;
-        DirBuilder::new()
-            .mode(mode & !umask & 0o7777)
-            .create(&path)?;
+        let mode = mode & !umask & 0o7777;
+        DirBuilder::new().mode(mode).create(&path)?;
+        // The daemon's own umask applied too; the writer's mode is what counts.
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         self.staging.touch(t, &upload);
         self.entry_for(parent, name, t, &path)
     }
@@ -219,12 +220,14 @@ impl Vfs {
         umask: u32,
     ) -> VfsResult<(Entry, Opened)> {
         let (t, upload, path) = self.new_entry(parent, name).await?;
+        let mode = mode & !umask & 0o7777;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .mode(mode & !umask & 0o7777)
+            .mode(mode)
             .open(&path)?;
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         let entry = self.entry_for(parent, name, t, &path)?;
         let fh = self.new_staged_handle(t, entry.attr.ino, upload, file);
         Ok((

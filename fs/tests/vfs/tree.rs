@@ -295,7 +295,7 @@ async fn a_large_directory_pages_every_entry_once() {
     b.install(&backend, date("2026-01-01T00:00:00Z"), SnapshotState::Ready);
     let f = Fixture::new(backend);
     let ino = f.ino("cloud/local/snapshots/many").await;
-    let fh = f.vfs.opendir(ino).await.unwrap();
+    let fh = f.vfs.opendir(ino).await.unwrap().fh;
     let mut seen = std::collections::HashSet::new();
     let mut inos = std::collections::HashSet::new();
     let mut offset = 0u64;
