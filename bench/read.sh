@@ -64,7 +64,7 @@ echo "re-read (page cache) $(rate "$warm") GiB/s   ext4 in page cache $(rate "$e
 unmount_snapfs; drop; mount_snapfs
 disk=$(timed cat "$T/snapshots/big.bin")
 drop
-direct=$(timed sh -c "cat $CACHE/*/* > /dev/null")
+direct=$(timed sh -c "find $CACHE -type f -exec cat {} + > /dev/null")
 echo "disk-cache read      $(rate "$disk") GiB/s   cache files read directly $(rate "$direct") GiB/s   ratio $(ratio "$direct" "$disk") (target >= 0.8)"
 
 if command -v rclone >/dev/null; then
