@@ -1,6 +1,8 @@
 //! The cloud backend: snapshots kept in a bucket (or any object_store URL) in the format of
 //! snapfs-format(5). Reading goes through the VFS and its cache; writing is `upload::commit`.
 
+mod credentials;
+mod retry;
 mod store;
 mod upload;
 
@@ -410,30 +412,17 @@ impl Backend for CloudBackend {
     }
 
     async fn read_range(&self, object: &str, range: Range<u64>) -> Result<Bytes, BackendError> {
-        let path = StorePath::from(object);
-        let mut delay = Duration::from_millis(100);
-        let mut attempt = 0;
-        loop {
-            self.counters.get_requests.fetch_add(1, Ordering::Relaxed);
-            match self.store.get_range(&path, range.clone()).await {
-                Ok(bytes) => {
-                    self.counters
-                        .get_bytes
-                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    return Ok(bytes);
-                }
-                Err(e) => {
-                    let e = self.failed(store_error(object, e));
-                    attempt += 1;
-                    if !matches!(e, BackendError::Unavailable(_)) || attempt >= 3 {
-                        return Err(e);
-                    }
-                    tracing::debug!(object, error = %e, "read failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 4;
-                }
-            }
-        }
+        // Transient failures were retried by the store's client already (see `retry`).
+        self.counters.get_requests.fetch_add(1, Ordering::Relaxed);
+        let bytes = self
+            .store
+            .get_range(&StorePath::from(object), range)
+            .await
+            .map_err(|e| self.failed(store_error(object, e)))?;
+        self.counters
+            .get_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(bytes)
     }
 
     fn check_name(&self, name: &str) -> Result<(), BackendError> {

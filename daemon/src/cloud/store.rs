@@ -1,37 +1,136 @@
-//! Opening the object store behind a remote URL.
+//! Opening the object store behind a remote URL: `file://`, `memory://`, `s3://`, `gs://` and
+//! `az://`. Credentials come from where each cloud's own tools look (see `credentials`), then
+//! from the remote's `options`, which win; the retry budget is ours (see `retry`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use object_store::ObjectStore;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
 use object_store::prefix::PrefixStore;
 
-/// The store for `url` (`file://`, `memory://`, and what object_store was built with),
-/// rooted at the URL's path.
+use super::credentials;
+use super::retry::RetryBudget;
+
+/// The store for `url`, rooted at the URL's path.
 pub fn open_store(
     url: &str,
     options: &BTreeMap<String, String>,
 ) -> anyhow::Result<Arc<dyn ObjectStore>> {
     let parsed = url::Url::parse(url).with_context(|| format!("{url:?} is not a URL"))?;
-    if parsed.scheme() == "file" {
-        let dir = parsed
-            .to_file_path()
-            .map_err(|()| anyhow::anyhow!("{url:?} is not a local path"))?;
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let store = LocalFileSystem::new_with_prefix(&dir)
-            .with_context(|| format!("opening {}", dir.display()))?
-            .with_automatic_cleanup(true);
-        return Ok(Arc::new(store));
-    }
-    let (store, prefix) = object_store::parse_url_opts(&parsed, options.iter())
-        .with_context(|| format!("opening {url}"))?;
+    // reqwest is built without a TLS provider of its own; ring is the one the workspace uses.
+    // Installing fails harmlessly when a provider is there already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut options = options.clone();
+    let retry = RetryBudget::take_from(&mut options)?.config();
+    let scheme = parsed.scheme();
+    let store: Arc<dyn ObjectStore> = match scheme {
+        "file" => {
+            let dir = parsed
+                .to_file_path()
+                .map_err(|()| anyhow::anyhow!("{url:?} is not a local path"))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let store = LocalFileSystem::new_with_prefix(&dir)
+                .with_context(|| format!("opening {}", dir.display()))?
+                .with_automatic_cleanup(true);
+            return Ok(Arc::new(store));
+        }
+        "memory" => {
+            if !matches!(parsed.path(), "" | "/") {
+                bail!("memory:// takes no path");
+            }
+            return Ok(Arc::new(object_store::memory::InMemory::new()));
+        }
+        "s3" | "s3a" => {
+            let mut b = AmazonS3Builder::from_env();
+            for (k, v) in credentials::aws_shared(&options) {
+                b = b.with_config(k, v);
+            }
+            b = b.with_url(url).with_retry(retry);
+            for (k, v) in &options {
+                let key: AmazonS3ConfigKey = k.parse().map_err(|_| unknown(k, "s3"))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(b.build().with_context(|| format!("opening {url}"))?)
+        }
+        "gs" => {
+            let mut b = GoogleCloudStorageBuilder::from_env()
+                .with_url(url)
+                .with_retry(retry);
+            for (k, v) in &options {
+                let key: GoogleConfigKey = k.parse().map_err(|_| unknown(k, "gs"))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(b.build().with_context(|| format!("opening {url}"))?)
+        }
+        "az" | "azure" | "adl" | "abfs" | "abfss" => {
+            let mut b = MicrosoftAzureBuilder::from_env();
+            for (k, v) in credentials::azure_connection_string(&mut options)? {
+                b = b.with_config(k, v);
+            }
+            b = b.with_url(url).with_retry(retry);
+            for (k, v) in &options {
+                let key: AzureConfigKey = k.parse().map_err(|_| unknown(k, "az"))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(b.build().with_context(|| format!("opening {url}"))?)
+        }
+        other => {
+            bail!("{other}:// is not a kind of remote snapfs knows (file, memory, s3, gs, az)")
+        }
+    };
+    // The URL's host names the bucket; its path is a prefix inside it.
+    let prefix = StorePath::from_url_path(parsed.path())
+        .with_context(|| format!("the path of {url} cannot be an object prefix"))?;
     if prefix.as_ref().is_empty() {
-        return Ok(Arc::from(store));
-    }
-    if parsed.scheme() == "memory" {
-        bail!("memory:// takes no path");
+        return Ok(store);
     }
     Ok(Arc::new(PrefixStore::new(store, prefix)))
+}
+
+fn unknown(key: &str, scheme: &str) -> anyhow::Error {
+    anyhow::anyhow!("option {key:?} is not known for {scheme}:// remotes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn opens_each_kind_without_io() {
+        let s3 = opts(&[
+            ("endpoint", "http://127.0.0.1:9"),
+            ("allow_http", "true"),
+            ("region", "us-east-1"),
+            ("access_key_id", "k"),
+            ("secret_access_key", "s"),
+            ("retry_timeout", "2s"),
+        ]);
+        assert!(open_store("s3://bucket/some/prefix", &s3).is_ok());
+        let az = opts(&[("account_name", "a"), ("account_key", "a2V5")]);
+        assert!(open_store("az://container", &az).is_ok());
+        assert!(open_store("memory://", &BTreeMap::new()).is_ok());
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_use() {
+        let e = open_store("s3://b", &opts(&[("colour", "blue")])).unwrap_err();
+        assert!(format!("{e:#}").contains("\"colour\""), "{e:#}");
+        let e = open_store("ftp://x/y", &BTreeMap::new()).unwrap_err();
+        assert!(format!("{e:#}").contains("ftp://"), "{e:#}");
+        assert!(open_store("memory:///p", &BTreeMap::new()).is_err());
+        assert!(open_store("s3://b", &opts(&[("retry_timeout", "soon")])).is_err());
+    }
 }
