@@ -1,0 +1,56 @@
+//! `hivemqsim --port N [--user U --password-env VAR]`: serves until killed.
+
+use anyhow::Context;
+use clap::Parser;
+
+/// The backup endpoints of HiveMQ's REST API, for tests.
+#[derive(Parser)]
+#[command(name = "hivemqsim", version)]
+struct Args {
+    /// Port on 127.0.0.1 (default: a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Require HTTP basic authentication as this user (full access).
+    #[arg(long, requires = "password_env")]
+    user: Option<String>,
+    /// The environment variable holding the user's password (never on the command line).
+    #[arg(long, requires = "user")]
+    password_env: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SNAPFS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let password = match &args.password_env {
+        Some(var) => {
+            Some(std::env::var(var).with_context(|| format!("reading the password from ${var}"))?)
+        }
+        None => None,
+    };
+    let config = hivemqsim::Config {
+        port: args.port,
+        ..Default::default()
+    };
+    let sim = hivemqsim::HiveMqSim::start(config)
+        .await
+        .context("starting the server")?;
+    if let (Some(user), Some(password)) = (&args.user, &password) {
+        sim.add_user(user, password, hivemqsim::Access::Full);
+    }
+    println!("{}", sim.url());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    sim.shutdown().await;
+    Ok(())
+}
