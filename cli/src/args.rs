@@ -11,8 +11,8 @@ Snapshots as ordinary paths. `snapfs mount` starts snapfsd, which mounts a file 
 every configured bucket, Kubernetes namespace and HiveMQ cluster is a directory:
 MOUNT/<target>/snapshots/NAME are read-only snapshots, and copying a file or folder to
 MOUNT/<target>/uploads/NAME creates one. This command mounts, makes snapshots of local
-folders without copying them, waits, lists, restores, verifies and removes them, and shows the
-progress of uploads.";
+folders without copying them, waits, lists, restores, verifies and removes them, cleans up
+expired ones, and shows the progress of uploads.";
 
 const EXIT_STATUS: &str = "\
 Exit status:
@@ -24,6 +24,13 @@ Exit status:
 TARGET and SNAPSHOT are paths inside a mount (absolute or relative to the current directory).
 When exactly one mount is active, paths relative to its root work too: cloud/local,
 cloud/local/snapshots/NAME.";
+
+const GC_ABOUT: &str = "\
+Show which snapshots are expired (their ttl has passed) or older than their target's
+retention.max_days, and which packs no snapshot lists (left by interrupted uploads or
+deletions), and why each would go. Nothing is deleted unless --yes is given. The newest
+retention.min_count snapshots and those younger than retention.min_days are always kept, even
+when expired. snapfsd also does this on its own every lifecycle.interval (see snapfs.toml(5)).";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -76,6 +83,10 @@ pub enum Command {
         #[arg(short, long)]
         yes: bool,
     },
+    /// Show which snapshots are expired or past their retention and which packs are orphans;
+    /// with --yes, delete them
+    #[command(long_about = GC_ABOUT)]
+    Gc(GcArgs),
     /// Read every block of a snapshot and check its checksums
     Verify {
         /// MOUNT/<target>/snapshots/NAME
@@ -131,6 +142,22 @@ pub struct SnapshotArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct GcArgs {
+    /// A target in a mount, e.g. ~/snapfs/cloud/local [default: every target of the only mount]
+    pub target: Option<PathBuf>,
+    /// Only show what would be deleted (the default)
+    #[arg(long, conflicts_with = "yes")]
+    pub dry_run: bool,
+    /// Delete what is shown
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Print a JSON object: dry_run, deleted [{target, name, created, reason}], orphan_packs,
+    /// orphan_bytes, errors
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// MOUNT/<target>/snapshots/NAME, or a path below it
     pub snapshot: PathBuf,
@@ -139,6 +166,9 @@ pub struct RestoreArgs {
     /// Replace an existing DEST instead of moving it aside to DEST.snapfs-backup-<time>
     #[arg(long)]
     pub no_backup: bool,
+    /// Restore even a snapshot past its expiry (user.snapfs.expires)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod completions;
 mod daemon;
 mod exit;
 mod fuse_mount;
+mod gc;
 mod human;
 mod list;
 mod mount;
@@ -96,10 +97,20 @@ fn run(command: Command, paths: &Paths, out: &mut dyn Write) -> anyhow::Result<E
                 snapshot: a.snapshot,
                 dest: a.dest,
                 backup: !a.no_backup,
+                force: a.force,
             },
             out,
         ),
         Command::Rm { snapshot, yes } => rm::run(paths, &snapshot, yes, out),
+        Command::Gc(a) => gc::run(
+            paths,
+            &gc::Config {
+                target: a.target,
+                dry_run: a.dry_run || !a.yes,
+                json: a.json,
+            },
+            out,
+        ),
         Command::Verify { snapshot } => verify::run(paths, &snapshot, out),
         Command::Completions { shell } => completions::run(shell, out),
     }

@@ -28,6 +28,8 @@ pub struct Config {
     pub dest: PathBuf,
     /// Keep an existing DEST aside instead of deleting it.
     pub backup: bool,
+    /// Restore a snapshot past its expiry too.
+    pub force: bool,
 }
 
 #[derive(Debug)]
@@ -43,8 +45,12 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
     let cwd = std::env::current_dir()?;
     let src = source(paths, &cfg.snapshot, &cwd)?;
     let dest = target::absolute(&cfg.dest, &cwd);
+    let now = Utc::now();
+    if !cfg.force {
+        refuse_expired(&src, now)?;
+    }
     exit::flag_on_interrupt();
-    let done = restore(&src, &dest, cfg.backup, Utc::now())
+    let done = restore(&src, &dest, cfg.backup, now)
         .with_context(|| format!("restoring {} to {}", cfg.snapshot.display(), dest.display()))?;
     let c = &done.copied;
     writeln!(
@@ -85,6 +91,65 @@ fn source(paths: &Paths, arg: &Path, cwd: &Path) -> anyhow::Result<PathBuf> {
         return fs::canonicalize(&path).with_context(|| path.display().to_string());
     }
     Ok(path)
+}
+
+/// Refuses a snapshot past its expiry (DESIGN §8): cleanup may delete it at any moment, and
+/// restoring data someone let expire is rarely meant. `--force` skips this.
+fn refuse_expired(src: &Path, now: DateTime<Utc>) -> anyhow::Result<()> {
+    if let Some((root, expires)) = expiry(src)?
+        && expires <= now
+    {
+        return Err(usage(format!(
+            "{} expired at {}; pass --force to restore it anyway",
+            root.display(),
+            expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )));
+    }
+    Ok(())
+}
+
+/// The snapshot holding `path` and its expiry, if it has one. The snapshot's root is the
+/// nearest ancestor with `user.snapfs.state`, which snapfs puts on snapshot roots only, so
+/// this works the same under every kind of target.
+fn expiry(path: &Path) -> anyhow::Result<Option<(PathBuf, DateTime<Utc>)>> {
+    for dir in path.ancestors() {
+        if xattr(dir, c"user.snapfs.state")?.is_none() {
+            continue;
+        }
+        let Some(text) = xattr(dir, c"user.snapfs.expires")? else {
+            return Ok(None);
+        };
+        let at = DateTime::parse_from_rfc3339(text.trim())
+            .with_context(|| format!("{}: unreadable expiry {text:?}", dir.display()))?;
+        return Ok(Some((dir.to_path_buf(), at.with_timezone(&Utc))));
+    }
+    Ok(None)
+}
+
+/// One extended attribute of `path` itself (not a link's target), None when absent.
+fn xattr(path: &Path, name: &std::ffi::CStr) -> anyhow::Result<Option<String>> {
+    let c = CString::new(path.as_os_str().as_bytes())?;
+    let mut buf = [0u8; 256];
+    // SAFETY: both strings are NUL-terminated and the buffer is valid for its length.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENODATA | libc::ENOTSUP | libc::ERANGE) => Ok(None),
+            _ => Err(err)
+                .with_context(|| format!("{}: reading {}", path.display(), name.to_string_lossy())),
+        };
+    }
+    Ok(Some(
+        String::from_utf8_lossy(&buf[..n.unsigned_abs()]).into_owned(),
+    ))
 }
 
 /// Copies `src` to `dest` atomically; see the module documentation.

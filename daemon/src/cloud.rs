@@ -2,6 +2,7 @@
 //! snapfs-format(5). Reading goes through the VFS and its cache; writing is `upload::commit`.
 
 mod credentials;
+mod orphans;
 mod retry;
 mod store;
 mod upload;

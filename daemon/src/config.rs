@@ -20,6 +20,8 @@ struct File {
     #[serde(default)]
     list: ListSection,
     #[serde(default)]
+    lifecycle: LifecycleSection,
+    #[serde(default)]
     remote: Vec<RemoteSection>,
 }
 
@@ -44,6 +46,22 @@ struct ListSection {
     ttl: Option<String>,
 }
 
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LifecycleSection {
+    interval: Option<String>,
+    orphan_grace: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionSection {
+    #[serde(default)]
+    min_count: u64,
+    min_days: Option<u64>,
+    max_days: Option<u64>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RemoteSection {
@@ -52,7 +70,20 @@ struct RemoteSection {
     #[serde(default)]
     options: BTreeMap<String, String>,
     ttl: Option<String>,
+    retention: Option<RetentionSection>,
     max_snapshots: Option<u64>,
+}
+
+/// Which snapshots of a target cleanup must keep, and when it may delete them (snapfs.toml(5),
+/// `retention`). The zero value keeps nothing back and deletes nothing for age.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// The newest this many are always kept.
+    pub min_count: u64,
+    /// Snapshots younger than this many days are always kept.
+    pub min_days: Option<u64>,
+    /// Snapshots older than this many days are deleted, unless kept by the two above.
+    pub max_days: Option<u64>,
 }
 
 /// One configured bucket or prefix.
@@ -63,6 +94,7 @@ pub struct Remote {
     pub options: BTreeMap<String, String>,
     /// Snapshots expire this long after they are made; None = never.
     pub ttl: Option<Duration>,
+    pub retention: Retention,
     pub max_snapshots: Option<u64>,
 }
 
@@ -75,6 +107,10 @@ pub struct Config {
     pub cache_memory: u64,
     pub settle: Duration,
     pub list_ttl: Duration,
+    /// How often expired and retired snapshots and orphan packs are cleaned up; None = never.
+    pub lifecycle_interval: Option<Duration>,
+    /// Packs no snapshot lists are collected only once their upload has been idle this long.
+    pub orphan_grace: Duration,
     pub remotes: Vec<Remote>,
 }
 
@@ -112,11 +148,30 @@ impl Config {
                         .filter(|d| !d.is_zero())
                 }
             };
+            let retention = match r.retention {
+                None => Retention::default(),
+                Some(k) => {
+                    if let (Some(min), Some(max)) = (k.min_days, k.max_days)
+                        && max < min
+                    {
+                        bail!(
+                            "remote {}: retention.max_days ({max}) is less than min_days ({min})",
+                            r.name
+                        );
+                    }
+                    Retention {
+                        min_count: k.min_count,
+                        min_days: k.min_days,
+                        max_days: k.max_days,
+                    }
+                }
+            };
             remotes.push(Remote {
                 name: r.name,
                 url: r.url,
                 options: r.options,
                 ttl,
+                retention,
                 max_snapshots: r.max_snapshots,
             });
         }
@@ -126,6 +181,7 @@ impl Config {
                 url: format!("file://{}", paths.data_dir().join("local").display()),
                 options: BTreeMap::new(),
                 ttl: None,
+                retention: Retention::default(),
                 max_snapshots: None,
             });
         }
@@ -146,6 +202,17 @@ impl Config {
             cache_memory: size(f.cache.memory, 256 << 20, "memory")?,
             settle: dur(f.upload.settle, Duration::from_secs(2), "upload.settle")?,
             list_ttl: dur(f.list.ttl, Duration::from_secs(5), "list.ttl")?,
+            lifecycle_interval: Some(dur(
+                f.lifecycle.interval,
+                Duration::from_secs(3600),
+                "lifecycle.interval",
+            )?)
+            .filter(|d| !d.is_zero()),
+            orphan_grace: dur(
+                f.lifecycle.orphan_grace,
+                Duration::from_secs(3600),
+                "lifecycle.orphan_grace",
+            )?,
             remotes,
         })
     }
@@ -224,6 +291,9 @@ mod tests {
         assert_eq!(c.cache_dir, PathBuf::from("/home/u/.cache/snapfs"));
         assert_eq!(c.settle, Duration::from_secs(2));
         assert_eq!(c.cache_max, 20 << 30);
+        assert_eq!(c.lifecycle_interval, Some(Duration::from_secs(3600)));
+        assert_eq!(c.orphan_grace, Duration::from_secs(3600));
+        assert_eq!(c.remotes[0].retention, Retention::default());
     }
 
     #[test]
@@ -241,6 +311,10 @@ mod tests {
             ttl = "14d"
             max_snapshots = 3
             options = { region = "eu-west-1" }
+            retention = { min_count = 5, min_days = 30, max_days = 90 }
+            [lifecycle]
+            interval = "0"
+            orphan_grace = "10m"
             "#,
             &paths(),
         )
@@ -251,6 +325,16 @@ mod tests {
         assert_eq!(c.remotes[0].ttl, Some(Duration::from_secs(14 * 86400)));
         assert_eq!(c.remotes[0].max_snapshots, Some(3));
         assert_eq!(c.remotes[0].options["region"], "eu-west-1");
+        assert_eq!(
+            c.remotes[0].retention,
+            Retention {
+                min_count: 5,
+                min_days: Some(30),
+                max_days: Some(90)
+            }
+        );
+        assert_eq!(c.lifecycle_interval, None);
+        assert_eq!(c.orphan_grace, Duration::from_secs(600));
     }
 
     #[test]
@@ -259,6 +343,12 @@ mod tests {
         assert!(
             Config::parse("[[remote]]\nname = \"a/b\"\nurl = \"memory://\"", &paths()).is_err()
         );
+        let remote = |retention: &str| {
+            format!("[[remote]]\nname = \"a\"\nurl = \"memory://\"\nretention = {retention}")
+        };
+        assert!(Config::parse(&remote("{ min_days = 9, max_days = 3 }"), &paths()).is_err());
+        assert!(Config::parse(&remote("{ keep = 3 }"), &paths()).is_err());
+        assert!(Config::parse(&remote("{ min_days = \"3d\" }"), &paths()).is_err());
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_duration("3 fortnights").is_err());
         assert_eq!(parse_size("1.5K").unwrap(), 1536);

@@ -3,7 +3,7 @@
 
 mod record;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -113,6 +113,15 @@ impl Jobs {
 
     pub fn backends(&self) -> &[Arc<CloudBackend>] {
         &self.backends
+    }
+
+    /// Upload ids of the jobs of `target` writing packs now; cleanup leaves their packs alone.
+    pub fn running_uploads(&self, target: usize) -> HashSet<String> {
+        lock(&self.jobs)
+            .iter()
+            .filter(|((t, _), job)| *t == target && job.status.state == UploadState::Uploading)
+            .filter_map(|(_, job)| job.upload_id.clone())
+            .collect()
     }
 
     fn upload_path(&self, target: usize, name: &str) -> PathBuf {

@@ -4,5 +4,6 @@ pub mod cloud;
 pub mod config;
 pub mod control;
 pub mod jobs;
+pub mod lifecycle;
 pub mod paths;
 pub mod service;

@@ -15,6 +15,7 @@ use crate::control::client::record_paths;
 use crate::control::server::{self, Server};
 use crate::control::wire::MountRecord;
 use crate::jobs::Jobs;
+use crate::lifecycle::Lifecycle;
 use crate::paths::Paths;
 
 /// What `snapfsd` was asked to do.
@@ -104,6 +105,22 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     }
     jobs.recover();
     rt.spawn(jobs.clone().run());
+    let lifecycle = {
+        let vfs = Arc::downgrade(&vfs);
+        Lifecycle::new(
+            jobs.clone(),
+            config.remotes.iter().map(|r| r.retention).collect(),
+            config.orphan_grace,
+            move |t, name| {
+                if let Some(vfs) = vfs.upgrade() {
+                    vfs.entry_changed(t, name);
+                }
+            },
+        )
+    };
+    if let Some(interval) = config.lifecycle_interval {
+        rt.spawn(lifecycle.clone().run_every(interval));
+    }
 
     let stop = Arc::new(tokio::sync::Notify::new());
     let exited = stop.clone();
@@ -129,6 +146,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         mountpoint: mountpoint.clone(),
         jobs: jobs.clone(),
         vfs,
+        lifecycle,
         stop: stop.clone(),
     });
     rt.spawn(server.serve(listener));

@@ -162,6 +162,38 @@ fn checksum_attribute_is_checked() {
 }
 
 #[test]
+fn expired_snapshots_are_refused_below_their_root_too() {
+    let (_dir, src, _) = setup();
+    let root = CString::new(src.as_os_str().as_bytes()).unwrap();
+    let set = |name: &std::ffi::CStr, value: &str| {
+        // SAFETY: valid strings and buffer for the call.
+        unsafe {
+            libc::setxattr(
+                root.as_ptr(),
+                name.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        }
+    };
+    if set(c"user.snapfs.state", "ready") != 0 {
+        eprintln!("skipped: this file system keeps no user xattrs");
+        return;
+    }
+    // A snapshot without an expiry never expires.
+    refuse_expired(&src.join("a/new.txt"), now()).unwrap();
+    set(c"user.snapfs.expires", "2026-11-20T09:05:03Z");
+    for path in [src.clone(), src.join("a/new.txt")] {
+        let err = refuse_expired(&path, now()).unwrap_err();
+        assert_eq!(classify(&err), Some(Exit::Usage));
+        assert!(err.to_string().contains("--force"), "{err}");
+    }
+    set(c"user.snapfs.expires", "2026-11-20T09:05:04Z");
+    refuse_expired(&src, now()).unwrap();
+}
+
+#[test]
 fn dest_parent_must_exist_and_dest_must_not_be_inside_the_source() {
     let (dir, src, _) = setup();
     let err = restore(&src, &dir.path().join("missing/dest"), true, now()).unwrap_err();

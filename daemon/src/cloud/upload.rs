@@ -317,13 +317,15 @@ impl CloudBackend {
             return Err(BackendError::Other("cancelled: new writes arrived".into()));
         }
 
+        // One clock reading, so the expiry is exactly `ttl` after the creation time.
+        let created = Utc::now();
         let manifest = Manifest {
             format: MANIFEST_FORMAT.to_string(),
             name: name.to_string(),
-            created: Utc::now(),
+            created,
             expires: self
                 .ttl
-                .and_then(|ttl| chrono::Duration::from_std(ttl).ok().map(|d| Utc::now() + d)),
+                .and_then(|ttl| chrono::Duration::from_std(ttl).ok().map(|d| created + d)),
             packs,
             entries,
         };

@@ -12,11 +12,13 @@ use super::wire::{
     CacheMetrics, ErrorCode, Info, Metrics, PROTOCOL, Request, Response, StatusReport, VerifyReport,
 };
 use crate::jobs::Jobs;
+use crate::lifecycle::Lifecycle;
 
 pub struct Server {
     pub mountpoint: PathBuf,
     pub jobs: Arc<Jobs>,
     pub vfs: Arc<Vfs>,
+    pub lifecycle: Arc<Lifecycle>,
     /// Told when a client asks the daemon to stop.
     pub stop: Arc<tokio::sync::Notify>,
 }
@@ -220,6 +222,10 @@ impl Server {
                     bytes,
                     errors,
                 })
+            }
+            Request::Gc { target, dry_run } => {
+                let only = target.as_deref().map(|t| self.target(t)).transpose()?;
+                Response::Gc(self.lifecycle.collect(only, dry_run).await)
             }
             Request::Unmount => {
                 self.stop.notify_one();

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 pub use snapfs_fs::backend::SnapshotInfo;
 pub use snapfs_fs::vfs::{UploadState, UploadStatus};
@@ -31,6 +32,12 @@ pub enum Request {
     Remove { target: String, name: String },
     /// Read every block of a snapshot and check its checksum.
     Verify { target: String, name: String },
+    /// Delete expired and retired snapshots and orphan packs of one target (`cloud/local`) or
+    /// of every target, or with `dry_run` only say what would go.
+    Gc {
+        target: Option<String>,
+        dry_run: bool,
+    },
     /// Unmount and stop the daemon.
     Unmount,
 }
@@ -43,6 +50,7 @@ pub enum Response {
     Snapshots { snapshots: Vec<SnapshotInfo> },
     Job(UploadStatus),
     Verified(VerifyReport),
+    Gc(GcReport),
     Done,
     Error { code: ErrorCode, message: String },
 }
@@ -109,6 +117,44 @@ pub struct VerifyReport {
     pub bytes: u64,
     /// Paths whose data failed a check, with the reason.
     pub errors: Vec<(String, String)>,
+}
+
+/// What a cleanup deleted, or would delete when `dry_run`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    /// Snapshots, oldest first within each target.
+    pub deleted: Vec<GcDeletion>,
+    /// Pack objects that no snapshot lists, left by interrupted uploads or deletions.
+    pub orphan_packs: u64,
+    pub orphan_bytes: u64,
+    /// Targets that could not be cleaned up (fully), with the reason.
+    pub errors: Vec<GcError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcDeletion {
+    /// Target path (`cloud/local`).
+    pub target: String,
+    pub name: String,
+    pub created: DateTime<Utc>,
+    pub reason: GcReason,
+}
+
+/// Why a snapshot is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GcReason {
+    /// Its recorded expiry (from the target's `ttl`) has passed.
+    Expired { expires: DateTime<Utc> },
+    /// It is older than the target's `retention.max_days`.
+    MaxDays { max_days: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcError {
+    pub target: String,
+    pub message: String,
 }
 
 /// A running daemon's record in the runtime directory (`<id>.json` beside `<id>.sock`).

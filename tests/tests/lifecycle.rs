@@ -1,0 +1,332 @@
+//! Lifecycle over a real mount: expiry recorded and shown, `snapfs gc` (dry run by default),
+//! retention, the snapshot limit, orphan packs, and the scheduled cleanup.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use snapfs_fs::format::Manifest;
+use snapfs_tests::{Mount, TEST_SETTLE, fuse_available, sh};
+
+/// A mount whose remote `local` keeps its objects in `store` and has the given extra keys;
+/// scheduled cleanup is off unless `lifecycle` turns it on, so tests decide when it runs.
+fn mount(store: &Path, remote: &str, lifecycle: &str) -> Mount {
+    Mount::start_with(&format!(
+        "[upload]\nsettle = \"{TEST_SETTLE}\"\n\
+         [lifecycle]\ninterval = \"0\"\n{lifecycle}\n\
+         [[remote]]\nname = \"local\"\nurl = \"file://{}\"\n{remote}\n",
+        store.display()
+    ))
+}
+
+/// Makes snapshot `name` holding one small file, through `uploads/`.
+fn upload(m: &Mount, name: &str) {
+    std::fs::write(m.target().join("uploads").join(name), name.repeat(100)).unwrap();
+    m.wait(name);
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "snapfs failed ({:?}): {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).expect("JSON output")
+}
+
+/// Snapshot names as `snapfs list --json` shows them, newest first.
+fn names(m: &Mount) -> Vec<String> {
+    let list = json(&m.snapfs(&["list", "cloud/local", "--json"]));
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn deleted(report: &serde_json::Value) -> Vec<(String, String)> {
+    report["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap().to_owned(),
+                d["reason"]["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn manifest_path(store: &Path, name: &str) -> PathBuf {
+    store.join(format!("snapfs/snapshots/{name}.manifest.zst"))
+}
+
+/// Every pack object in the store, relative to `snapfs/packs/`.
+fn packs(store: &Path) -> Vec<String> {
+    let dir = store.join("snapfs/packs");
+    if !dir.exists() {
+        return Vec::new();
+    }
+    let mut v: Vec<String> = sh(&format!("cd '{}' && find . -type f", dir.display()))
+        .lines()
+        .map(|l| l.trim_start_matches("./").to_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Rewrites a snapshot's manifest with another creation time, as if made then.
+fn backdate(store: &Path, name: &str, created: &str) {
+    let path = manifest_path(store, name);
+    let m = Manifest::from_bytes(&std::fs::read(&path).unwrap()).unwrap();
+    let mut v = serde_json::to_value(&m).unwrap();
+    v["created"] = created.into();
+    let m: Manifest = serde_json::from_value(v).unwrap();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, m.to_bytes()).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+}
+
+#[test]
+fn ttl_is_recorded_and_shown() {
+    if !fuse_available() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let m = mount(store.path(), "ttl = \"1d\"", "");
+    upload(&m, "a");
+    let expires = sh(&format!(
+        "getfattr --only-values -n user.snapfs.expires '{}'",
+        m.target().join("snapshots/a").display()
+    ));
+    let list = json(&m.snapfs(&["list", "cloud/local", "--json"]));
+    let row = &list[0];
+    assert_eq!(row["index"], 1);
+    assert_eq!(row["name"], "a");
+    assert_eq!(row["size"], 100);
+    assert_eq!(row["state"], "ready");
+    assert_eq!(row["crc32c"].as_str().unwrap().len(), 8);
+    assert_eq!(row["expires"], expires.as_str());
+    // A day after it was made, to the second.
+    let (created, expires) = (row["created"].as_str().unwrap(), expires.as_str());
+    assert!(expires > created, "{created} / {expires}");
+    assert_eq!(&created[11..19], &expires[11..19]);
+    let table = ok(&m.snapfs(&["list", "cloud/local"]));
+    assert!(
+        table.lines().next().unwrap().ends_with("EXPIRES"),
+        "{table}"
+    );
+    assert!(table.contains(expires), "{table}");
+}
+
+#[test]
+fn gc_is_a_dry_run_until_told_yes_and_restore_refuses_expired() {
+    if !fuse_available() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let m = mount(store.path(), "ttl = \"1s\"", "");
+    upload(&m, "old");
+    std::thread::sleep(Duration::from_millis(1200));
+
+    // Past its expiry, restore needs --force.
+    let dest = m.root.path().join("restored");
+    let snap = m.target().join("snapshots/old");
+    let refused = m.snapfs(&["restore", snap.to_str().unwrap(), dest.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    assert!(!dest.exists());
+    ok(&m.snapfs(&[
+        "restore",
+        snap.to_str().unwrap(),
+        dest.to_str().unwrap(),
+        "--force",
+    ]));
+    assert_eq!(std::fs::read(&dest).unwrap(), "old".repeat(100).as_bytes());
+
+    let text = ok(&m.snapfs(&["gc"]));
+    assert!(
+        text.contains("would delete cloud/local/snapshots/old (expired"),
+        "{text}"
+    );
+    let report = json(&m.snapfs(&["gc", "cloud/local", "--json", "--dry-run"]));
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(deleted(&report), [("old".into(), "expired".into())]);
+    assert_eq!(names(&m), ["old"], "a dry run deletes nothing");
+    assert!(manifest_path(store.path(), "old").exists());
+
+    let report = json(&m.snapfs(&["gc", "--yes", "--json"]));
+    assert_eq!(report["dry_run"], false);
+    assert_eq!(deleted(&report), [("old".into(), "expired".into())]);
+    assert!(names(&m).is_empty());
+    assert!(!manifest_path(store.path(), "old").exists());
+    assert!(packs(store.path()).is_empty(), "its packs went with it");
+    assert!(!snap.exists());
+    assert_eq!(ok(&m.snapfs(&["gc"])), "nothing to clean up\n");
+}
+
+#[test]
+fn retention_keeps_the_newest_even_when_expired() {
+    if !fuse_available() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let m = mount(
+        store.path(),
+        "ttl = \"1s\"\nretention = { min_count = 2 }",
+        "",
+    );
+    for name in ["a", "b", "c"] {
+        upload(&m, name);
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    let report = json(&m.snapfs(&["gc", "cloud/local", "--yes", "--json"]));
+    assert_eq!(deleted(&report), [("a".into(), "expired".into())]);
+    assert_eq!(names(&m), ["c", "b"]);
+}
+
+#[test]
+fn max_days_alone_retires_old_snapshots() {
+    if !fuse_available() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let m = mount(
+        store.path(),
+        "retention = { min_days = 1, max_days = 30 }",
+        "",
+    );
+    upload(&m, "old");
+    upload(&m, "new");
+    backdate(store.path(), "old", "2020-01-01T00:00:00Z");
+    let report = json(&m.snapfs(&["gc", "--json"]));
+    assert_eq!(report["deleted"][0]["name"], "old");
+    assert_eq!(report["deleted"][0]["reason"]["kind"], "max_days");
+    assert_eq!(report["deleted"][0]["reason"]["max_days"], 30);
+    let text = ok(&m.snapfs(&["gc", "--yes"]));
+    assert!(
+        text.contains("deleted cloud/local/snapshots/old (older than 30 days)"),
+        "{text}"
+    );
+    assert_eq!(names(&m), ["new"]);
+}
+
+#[test]
+fn uploads_over_max_snapshots_fail_with_edquot_before_staging() {
+    if !fuse_available() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let m = mount(store.path(), "max_snapshots = 1", "");
+    upload(&m, "one");
+    let err = std::fs::create_dir(m.target().join("uploads/two")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EDQUOT), "{err}");
+    let err = std::fs::write(m.target().join("uploads/three"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EDQUOT), "{err}");
+    let staged = sh(&format!(
+        "find '{}' -name two -o -name three 2>/dev/null || true",
+        m.root.path().join("cache").display()
+    ));
+    assert_eq!(staged, "", "nothing was staged");
+    let src = m.root.path().join("src");
+    std::fs::write(&src, b"x").unwrap();
+    let out = m.snapfs(&[
+        "snapshot",
+        "cloud/local",
+        src.to_str().unwrap(),
+        "--name",
+        "four",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(names(&m), ["one"]);
+}
+
+#[test]
+fn orphan_packs_are_collected_and_referenced_ones_never() {
+    if !fuse_available() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let m = mount(store.path(), "", "");
+    upload(&m, "kept");
+    let referenced = packs(store.path());
+    assert!(!referenced.is_empty());
+    // Those a referenced upload wrote long ago stay; so do fresh ones of an upload that may
+    // still be running; only old packs no manifest lists go.
+    let dir = store.path().join("snapfs/packs");
+    sh(&format!(
+        "set -e; cd '{d}'; touch -d 2020-01-01 */*
+         mkdir 20200101T000000Z-dead 20991231T000000Z-busy
+         head -c 3000 /dev/urandom > 20200101T000000Z-dead/00000000.pack
+         head -c 1000 /dev/urandom > 20200101T000000Z-dead/00000001.pack
+         touch -d 2020-01-01 20200101T000000Z-dead/*
+         head -c 500 /dev/urandom > 20991231T000000Z-busy/00000000.pack",
+        d = dir.display()
+    ));
+    let report = json(&m.snapfs(&["gc", "--json"]));
+    assert_eq!(report["orphan_packs"], 2);
+    assert_eq!(report["orphan_bytes"], 4000);
+    assert_eq!(packs(store.path()).len(), referenced.len() + 3, "dry run");
+    let text = ok(&m.snapfs(&["gc", "--yes"]));
+    assert!(text.contains("deleted 2 orphan packs"), "{text}");
+    let mut left = referenced.clone();
+    left.push("20991231T000000Z-busy/00000000.pack".into());
+    left.sort();
+    assert_eq!(packs(store.path()), left);
+    assert_eq!(
+        std::fs::read(m.target().join("snapshots/kept")).unwrap(),
+        "kept".repeat(100).as_bytes()
+    );
+}
+
+#[test]
+fn packs_left_by_an_interrupted_deletion_are_collected() {
+    if !fuse_available() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let m = mount(store.path(), "", "orphan_grace = \"1s\"");
+    upload(&m, "gone");
+    upload(&m, "stays");
+    let before = packs(store.path());
+    // A deletion that stopped after the manifest, as it deletes it first.
+    std::fs::remove_file(manifest_path(store.path(), "gone")).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let report = json(&m.snapfs(&["gc", "--yes", "--json"]));
+    assert_eq!(report["orphan_packs"], 1, "{report}");
+    assert!(deleted(&report).is_empty());
+    assert_eq!(packs(store.path()).len(), before.len() - 1);
+    assert_eq!(names(&m), ["stays"]);
+    assert_eq!(
+        std::fs::read(m.target().join("snapshots/stays")).unwrap(),
+        "stays".repeat(100).as_bytes()
+    );
+}
+
+#[test]
+fn scheduled_cleanup_deletes_expired_snapshots() {
+    if !fuse_available() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    // mount() turns the schedule off; this one runs it every second.
+    let m = Mount::start_with(&format!(
+        "[upload]\nsettle = \"{TEST_SETTLE}\"\n[lifecycle]\ninterval = \"1s\"\n\
+         [[remote]]\nname = \"local\"\nurl = \"file://{}\"\nttl = \"1s\"\n",
+        store.path().display()
+    ));
+    upload(&m, "brief");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while manifest_path(store.path(), "brief").exists() {
+        assert!(Instant::now() < deadline, "not cleaned up:\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(names(&m).is_empty());
+    assert!(m.log().contains("snapshot deleted"));
+}
