@@ -3,9 +3,11 @@
 //! HiveMQ documents no range support for this endpoint; the simulator offers it because snapfs
 //! reads through a cache with ranged GETs, and a client must also cope with a 200 answer.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
@@ -68,8 +70,12 @@ impl Range {
     }
 }
 
-/// How much one frame carries; small enough that a drop lands near its byte count.
+/// How much one frame carries.
 const CHUNK: usize = 64 * 1024;
+
+/// How long a dropped download waits before failing: hyper discards what it has not written yet
+/// when a body fails, so the pause lets it flush the head and the bytes before the drop.
+const DROP_PAUSE: Duration = Duration::from_millis(50);
 
 /// The content of a download, sent in chunks and counted; with `drop_after` set it ends in an
 /// error after that many bytes, which makes hyper close the connection short of the
@@ -79,6 +85,8 @@ pub(crate) struct DownloadBody {
     drop_after: Option<u64>,
     sent: u64,
     counters: Arc<Counters>,
+    /// Set once the drop is due.
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl DownloadBody {
@@ -88,6 +96,7 @@ impl DownloadBody {
             drop_after,
             sent: 0,
             counters,
+            pause: None,
         }
     }
 }
@@ -98,10 +107,14 @@ impl Body for DownloadBody {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let allowed = match self.drop_after {
             Some(limit) if self.sent >= limit && !self.data.is_empty() => {
+                let pause = self
+                    .pause
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(DROP_PAUSE)));
+                ready!(pause.as_mut().poll(cx));
                 return Poll::Ready(Some(Err(std::io::Error::new(
                     std::io::ErrorKind::ConnectionAborted,
                     "download dropped by the fault switch",

@@ -1,0 +1,11 @@
+//! Drives hivemqsim over plain HTTP, and through kubesim's port-forward with the kube client.
+
+mod hivemqsim {
+    pub mod api;
+    pub mod auth;
+    pub mod binary;
+    pub mod download;
+    pub mod faults;
+    pub mod portforward;
+    pub mod support;
+}
