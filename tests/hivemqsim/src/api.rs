@@ -50,7 +50,8 @@ impl ApiError {
         }
     }
 
-    /// Titles are the OpenAPI document's response descriptions where it has them.
+    /// Titles are the OpenAPI document's response descriptions where it has them; the others
+    /// are a guess.
     fn title(&self) -> &'static str {
         match self.status {
             StatusCode::BAD_REQUEST => "Bad request",

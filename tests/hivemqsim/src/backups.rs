@@ -87,7 +87,7 @@ enum SeedContent {
 }
 
 impl Seed {
-    /// A generated ZIP of exactly `size` bytes (at least the smallest archive, about 200 bytes;
+    /// A generated ZIP of exactly `size` bytes (at least the smallest archive, about 300 bytes;
     /// at most [`crate::MAX_GENERATED_SIZE`]).
     pub fn with_size(size: u64) -> Seed {
         Seed {

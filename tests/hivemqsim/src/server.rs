@@ -18,7 +18,8 @@ use crate::auth::{Access, Users};
 use crate::backups::{Backup, Backups, Seed, SeedError};
 use crate::faults::{Counters, Faults};
 
-/// How long operations take. Real backups take seconds to hours; tests want less.
+/// How long operations take. Real backups take seconds to hours; tests want less, so the
+/// defaults are a guess at "short but observable".
 #[derive(Debug, Clone)]
 pub struct Timings {
     /// IN_PROGRESS → COMPLETED or FAILED.
