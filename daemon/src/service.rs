@@ -80,6 +80,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             description: r.url.clone(),
             backend: backend.clone(),
             raw: Some(backend.clone()),
+            uploads: true,
         });
         backends.push(backend);
     }

@@ -41,6 +41,9 @@ pub struct Target {
     pub description: String,
     pub backend: Arc<dyn Backend>,
     pub raw: Option<Arc<dyn RawObjects>>,
+    /// Whether `uploads/` exists: false where snapshots are made by the backend itself and
+    /// nothing can be written in (a HiveMQ cluster has no upload endpoint).
+    pub uploads: bool,
 }
 
 impl Target {
@@ -364,7 +367,7 @@ impl Vfs {
                 .ok_or(VfsError::NotFound),
             Node::Target(t) => match name_str {
                 Some("snapshots") => Ok(Node::Snapshots(*t)),
-                Some("uploads") => Ok(Node::Uploads(*t)),
+                Some("uploads") if self.targets[*t].uploads => Ok(Node::Uploads(*t)),
                 Some("objects") if self.targets[*t].raw.is_some() => Ok(Node::Objects {
                     target: *t,
                     prefix: String::new(),

@@ -44,7 +44,9 @@ impl Vfs {
             }
             Node::Target(t) => {
                 add("snapshots".into(), Node::Snapshots(*t), FileKind::Dir);
-                add("uploads".into(), Node::Uploads(*t), FileKind::Dir);
+                if self.targets[*t].uploads {
+                    add("uploads".into(), Node::Uploads(*t), FileKind::Dir);
+                }
                 if self.targets[*t].raw.is_some() {
                     add(
                         "objects".into(),

@@ -267,6 +267,29 @@ impl Fixture {
         Self::assemble(backend, list_ttl, dir, cache)
     }
 
+    /// A `Vfs` whose one target, `hivemq/broker`, makes its snapshots itself: no `uploads/`
+    /// and no `objects/`.
+    pub fn without_uploads(backend: Arc<FakeBackend>) -> Self {
+        let mut f = Self::new(backend);
+        let target = Target {
+            kind: "hivemq",
+            name: "broker".into(),
+            description: "a broker in memory".into(),
+            backend: f.backend.clone(),
+            raw: None,
+            uploads: false,
+        };
+        let staging = Arc::new(Staging::new(f.dir.path().join("staging")));
+        f.vfs = Vfs::new(
+            vec![target],
+            VfsConfig::default(),
+            f.cache.clone(),
+            staging,
+            f.hooks.clone(),
+        );
+        f
+    }
+
     /// A second `Vfs` over the same cache folder, as after a daemon restart.
     pub fn restarted(self) -> Self {
         let Fixture {
@@ -291,6 +314,7 @@ impl Fixture {
             description: "a bucket in memory".into(),
             backend: backend.clone(),
             raw: Some(backend.clone()),
+            uploads: true,
         };
         let config = VfsConfig {
             list_ttl,

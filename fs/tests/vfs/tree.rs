@@ -285,6 +285,33 @@ async fn nothing_outside_uploads_can_be_written() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_target_without_uploads_shows_only_snapshots() {
+    let f = Fixture::without_uploads(standard_backend());
+    assert_eq!(f.names("").await, ["README", "hivemq"]);
+    assert_eq!(f.names("hivemq/broker").await, ["snapshots"]);
+    assert_eq!(
+        f.names("hivemq/broker/snapshots").await,
+        ["latest", "db-1", "db-2"]
+    );
+    for missing in ["hivemq/broker/uploads", "hivemq/broker/objects"] {
+        assert_eq!(errno(f.lookup(missing).await), libc::ENOENT, "{missing}");
+    }
+    // Nothing can be made there: not an uploads/ folder, not a file beside snapshots/.
+    let target = f.ino("hivemq/broker").await;
+    let name = OsStr::new("uploads");
+    assert_eq!(
+        errno(f.vfs.mkdir(target, name, 0o755, 0).await),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno(f.vfs.create(target, name, 0o644, 0).await),
+        libc::EROFS
+    );
+    let bytes = f.read_all("hivemq/broker/snapshots/db-1/hello.txt").await;
+    assert_eq!(bytes.unwrap(), standard().hello);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_large_directory_pages_every_entry_once() {
     const N: usize = 10_000;
     let backend = Arc::new(FakeBackend::default());
