@@ -75,9 +75,13 @@ pub(crate) fn store_error(what: &str, e: object_store::Error) -> BackendError {
             BackendError::AlreadyExists(what.to_string())
         }
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
-            BackendError::PermissionDenied(format!("{what}: {e}"))
+            let why = store::rejection(&e).unwrap_or_else(|| e.to_string());
+            BackendError::PermissionDenied(format!("{what}: {why}"))
         }
-        other => BackendError::Unavailable(format!("{what}: {other}")),
+        other => match store::rejection(&other) {
+            Some(why) => BackendError::PermissionDenied(format!("{what}: {why}")),
+            None => BackendError::Unavailable(format!("{what}: {other}")),
+        },
     }
 }
 

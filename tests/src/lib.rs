@@ -2,6 +2,10 @@
 //! home directory, driven with real tools. Every mount a test makes is unmounted when the
 //! harness is dropped, also when the test fails.
 
+pub mod conformance;
+pub mod emulators;
+pub mod proxy;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -61,6 +65,8 @@ pub struct Mount {
     pub root: tempfile::TempDir,
     pub mountpoint: PathBuf,
     config: PathBuf,
+    /// The remote `target()`, `wait()` and `store_metrics()` are about.
+    remote: String,
     child: Option<Child>,
 }
 
@@ -71,6 +77,11 @@ impl Mount {
     }
 
     pub fn start_with(config: &str) -> Mount {
+        Mount::start_remote("local", config)
+    }
+
+    /// A daemon with `config`, whose remote `remote` is the one tests talk about.
+    pub fn start_remote(remote: &str, config: &str) -> Mount {
         let root = tempfile::Builder::new()
             .prefix("snapfs-e2e-")
             .tempdir()
@@ -84,6 +95,7 @@ impl Mount {
             root,
             mountpoint,
             config: config_path,
+            remote: remote.to_string(),
             child: None,
         };
         m.launch();
@@ -115,9 +127,9 @@ impl Mount {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    /// The directory of the default remote in the mount.
+    /// The directory of the remote in the mount.
     pub fn target(&self) -> PathBuf {
-        self.mountpoint.join("cloud/local")
+        self.mountpoint.join("cloud").join(&self.remote)
     }
 
     /// Where the default remote keeps its objects on disk.
@@ -243,14 +255,15 @@ impl Mount {
         }
     }
 
-    /// What went to the store for the default remote so far.
+    /// What went to the store for the remote so far.
     pub fn store_metrics(&self) -> TargetMetrics {
+        let target = format!("cloud/{}", self.remote);
         self.status()
             .metrics
             .targets
             .into_iter()
-            .next()
-            .expect("one target")
+            .find(|t| t.target == target)
+            .expect("the remote's metrics")
     }
 
     /// Runs the `snapfs` CLI with this mount's environment.
@@ -262,10 +275,10 @@ impl Mount {
             .expect("run snapfs")
     }
 
-    /// Waits for the upload `name` of the default remote to end, asserting it succeeded.
+    /// Waits for the upload `name` of the remote to end, asserting it succeeded.
     pub fn wait(&self, name: &str) {
         let req = Request::Wait {
-            target: "cloud/local".into(),
+            target: format!("cloud/{}", self.remote),
             name: name.into(),
         };
         match self.call(&req) {

@@ -93,6 +93,24 @@ pub fn open_store(
     Ok(Arc::new(PrefixStore::new(store, prefix)))
 }
 
+/// Why a store refused the credentials, in one line ("403 Forbidden, AuthorizationFailure"),
+/// when `e` is such a refusal. Some requests (listings) report a 401 or 403 only inside a
+/// generic error, and the store's XML answer is too long for a log line or `snapfs status`.
+pub(crate) fn rejection(e: &object_store::Error) -> Option<String> {
+    let text = e.to_string();
+    let status = ["401 Unauthorized", "403 Forbidden"]
+        .into_iter()
+        .find(|s| text.contains(&format!("status code: {s}")))?;
+    let code = text
+        .split_once("<Code>")
+        .and_then(|(_, rest)| rest.split_once("</Code>"))
+        .map(|(code, _)| code.trim());
+    Some(match code {
+        Some(code) => format!("credentials rejected ({status}, {code})"),
+        None => format!("credentials rejected ({status})"),
+    })
+}
+
 fn unknown(key: &str, scheme: &str) -> anyhow::Error {
     anyhow::anyhow!("option {key:?} is not known for {scheme}:// remotes")
 }

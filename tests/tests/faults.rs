@@ -1,0 +1,233 @@
+//! Faults of an S3 remote through a real mount: the server goes away and comes back, a storm
+//! of 503s, rejected credentials, and a daemon killed in the middle of an upload.
+
+use std::time::{Duration, Instant};
+
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use snapfs_tests::conformance::{Remote, runtime};
+use snapfs_tests::emulators::{AZURITE_ACCOUNT, BUCKET, Emulator, Kind};
+use snapfs_tests::proxy::Proxy;
+use snapfs_tests::{Mount, TEST_SETTLE, fuse_available, sh};
+
+/// One S3 remote `s3` at `endpoint` with a short retry budget, so failures show in seconds.
+fn config(endpoint: &str) -> String {
+    format!(
+        "[upload]\nsettle = \"{TEST_SETTLE}\"\n[cache]\nmemory = \"8MiB\"\n[[remote]]\nname = \"s3\"\n\
+         url = \"s3://{BUCKET}\"\noptions = {{ endpoint = \"{endpoint}\", allow_http = \"true\", \
+         region = \"us-east-1\", access_key_id = \"t\", secret_access_key = \"t\", \
+         retry_max = \"4\", retry_timeout = \"2s\" }}\n"
+    )
+}
+
+fn store(endpoint: &str) -> std::sync::Arc<dyn ObjectStore> {
+    Remote::new(
+        &format!("s3://{BUCKET}"),
+        &[
+            ("endpoint", endpoint),
+            ("allow_http", "true"),
+            ("region", "us-east-1"),
+            ("access_key_id", "t"),
+            ("secret_access_key", "t"),
+        ],
+    )
+    .store()
+}
+
+/// Every object of the bucket, to put back after the emulator restarts empty.
+fn save(s: &dyn ObjectStore) -> Vec<(StorePath, bytes::Bytes)> {
+    runtime().block_on(async {
+        let metas: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(s.list(None))
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for m in metas {
+            let data = s.get(&m.location).await.unwrap().bytes().await.unwrap();
+            out.push((m.location, data));
+        }
+        out
+    })
+}
+
+fn restore(s: &dyn ObjectStore, objects: &[(StorePath, bytes::Bytes)]) {
+    runtime().block_on(async {
+        for (p, d) in objects {
+            s.put(p, PutPayload::from(d.clone())).await.unwrap();
+        }
+    });
+}
+
+/// Reads `len` bytes at `offset` of `file`, with `dd` so the kernel sees a plain read.
+fn read_at(file: &std::path::Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(file)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = vec![0; len as usize];
+    f.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+#[test]
+fn server_gone_is_eio_after_retries_and_reads_resume_when_back() {
+    if !fuse_available() {
+        return;
+    }
+    let mut moto = Emulator::start(Kind::Moto);
+    let m = Mount::start_remote("s3", &config(&moto.endpoint()));
+    let src = m.root.path().join("data.bin");
+    sh(&format!(
+        "head -c 40000000 /dev/urandom > '{}'",
+        src.display()
+    ));
+    sh(&format!(
+        "cp '{}' '{}/uploads/data.bin'",
+        src.display(),
+        m.target().display()
+    ));
+    m.wait("data.bin");
+    let snap = m.target().join("snapshots/data.bin");
+    let want = std::fs::read(&src).unwrap();
+    assert_eq!(read_at(&snap, 0, 100_000).unwrap(), want[..100_000]);
+
+    let objects = save(&*store(&moto.endpoint()));
+    moto.stop();
+    let t = Instant::now();
+    let err = read_at(&snap, 30_000_000, 100_000).expect_err("no server, no data");
+    let waited = t.elapsed();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(
+        waited >= Duration::from_millis(500),
+        "EIO came before any retry: {waited:?}"
+    );
+    // The mount is still up and serves what it has.
+    assert_eq!(read_at(&snap, 0, 100_000).unwrap(), want[..100_000]);
+
+    moto.resume();
+    restore(&*store(&moto.endpoint()), &objects);
+    let back = read_at(&snap, 30_000_000, 100_000).expect("reads work again");
+    assert_eq!(back, want[30_000_000..30_100_000]);
+    sh(&format!("cmp '{}' '{}'", src.display(), snap.display()));
+}
+
+#[test]
+fn a_storm_of_503s_is_ridden_out_or_ends_in_eio() {
+    if !fuse_available() {
+        return;
+    }
+    let moto = Emulator::start(Kind::Moto);
+    let proxy = Proxy::start(moto.port, false);
+    let m = Mount::start_remote("s3", &config(&proxy.endpoint()));
+    let src = m.root.path().join("data.bin");
+    sh(&format!(
+        "head -c 12000000 /dev/urandom > '{}'",
+        src.display()
+    ));
+    sh(&format!(
+        "cp '{}' '{}/uploads/data.bin'",
+        src.display(),
+        m.target().display()
+    ));
+    m.wait("data.bin");
+    let snap = m.target().join("snapshots/data.bin");
+
+    // A short storm: retried with backoff, the read succeeds.
+    proxy.fail_next(3);
+    let want = std::fs::read(&src).unwrap();
+    assert_eq!(read_at(&snap, 0, 1_000_000).unwrap(), want[..1_000_000]);
+    assert_eq!(proxy.failed(), 3, "every 503 was seen and retried");
+
+    // A storm longer than the budget: EIO, and the mount stays.
+    proxy.fail_next(1000);
+    let err = read_at(&snap, 9_000_000, 1000).expect_err("past the budget");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    proxy.fail_next(0);
+    assert_eq!(
+        read_at(&snap, 9_000_000, 1000).unwrap(),
+        want[9_000_000..9_001_000]
+    );
+    assert!(proxy.forwarded() > 0);
+}
+
+/// A daemon killed with SIGKILL in the middle of an upload leaves no snapshot: the manifest
+/// is written last, so half-written packs are invisible (and `gc` collects them).
+#[test]
+fn kill9_mid_upload_leaves_no_snapshot() {
+    if !fuse_available() {
+        return;
+    }
+    let moto = Emulator::start(Kind::Moto);
+    let mut m = Mount::start_remote("s3", &config(&moto.endpoint()));
+    let src = m.root.path().join("big.bin");
+    sh(&format!(
+        "head -c 300000000 /dev/urandom > '{}'",
+        src.display()
+    ));
+    sh(&format!(
+        "cp '{}' '{}/uploads/big.bin'",
+        src.display(),
+        m.target().display()
+    ));
+    // Kill once some packs are in the bucket, well before the last one.
+    let s = store(&moto.endpoint());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let packs = runtime().block_on(async {
+            futures::TryStreamExt::try_collect::<Vec<_>>(
+                s.list(Some(&StorePath::from("snapfs/packs"))),
+            )
+            .await
+            .unwrap()
+            .len()
+        });
+        if packs > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pack was uploaded:\n{}",
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    m.kill9();
+    let manifests = runtime().block_on(async {
+        futures::TryStreamExt::try_collect::<Vec<_>>(
+            s.list(Some(&StorePath::from("snapfs/snapshots"))),
+        )
+        .await
+        .unwrap()
+    });
+    assert!(manifests.is_empty(), "{manifests:?}");
+    m.relaunch();
+    let listing = sh(&format!("ls '{}/snapshots'", m.target().display()));
+    assert!(!listing.contains("big.bin"), "{listing}");
+}
+
+/// Rejected credentials: EACCES at the mount, and one readable line in the log.
+#[test]
+fn rejected_credentials_are_eacces() {
+    if !fuse_available() {
+        return;
+    }
+    let azurite = Emulator::start(Kind::Azurite);
+    let config = format!(
+        "[[remote]]\nname = \"az\"\nurl = \"az://{BUCKET}\"\noptions = {{ account_name = \
+         \"{AZURITE_ACCOUNT}\", account_key = \"d3Jvbmcga2V5\", endpoint = \"{}/{AZURITE_ACCOUNT}\", \
+         allow_http = \"true\" }}\n",
+        azurite.endpoint()
+    );
+    let m = Mount::start_remote("az", &config);
+    let err = std::fs::read_dir(m.target().join("snapshots")).and_then(|mut d| {
+        d.next().transpose()?;
+        Ok(())
+    });
+    let e = err.expect_err("a listing with a wrong key must fail");
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+    let log = m.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("credentials rejected"))
+        .unwrap_or_else(|| panic!("no readable line in the log:\n{log}"));
+    assert!(line.contains("403 Forbidden"), "{line}");
+    assert!(!line.contains("<?xml"), "{line}");
+}

@@ -1,0 +1,371 @@
+//! The foundation's end-to-end mount tests over S3 (moto): a tree and a single file round-trip,
+//! SQLite reads a few pages, a restart is served from the disk cache, a corrupt object is EIO;
+//! plus what only a shared bucket has: other tools' objects, two writers, many snapshots.
+
+use std::time::{Duration, Instant};
+
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use snapfs_tests::conformance::{Remote, runtime};
+use snapfs_tests::emulators::{BUCKET, Emulator, Kind};
+use snapfs_tests::{Mount, TEST_SETTLE, fuse_available, sh};
+
+/// Daemon configuration with one S3 remote `s3` at `endpoint`.
+pub fn s3_config(endpoint: &str, settle: &str) -> String {
+    format!(
+        "[upload]\nsettle = \"{settle}\"\n[[remote]]\nname = \"s3\"\nurl = \"s3://{BUCKET}\"\n\
+         options = {{ endpoint = \"{endpoint}\", allow_http = \"true\", region = \"us-east-1\", \
+         access_key_id = \"test\", secret_access_key = \"test\" }}\n"
+    )
+}
+
+fn store(endpoint: &str) -> std::sync::Arc<dyn ObjectStore> {
+    Remote::new(
+        &format!("s3://{BUCKET}"),
+        &[
+            ("endpoint", endpoint),
+            ("allow_http", "true"),
+            ("region", "us-east-1"),
+            ("access_key_id", "test"),
+            ("secret_access_key", "test"),
+        ],
+    )
+    .store()
+}
+
+fn start() -> Option<(Emulator, Mount)> {
+    if !fuse_available() {
+        return None;
+    }
+    let moto = Emulator::start(Kind::Moto);
+    let m = Mount::start_remote("s3", &s3_config(&moto.endpoint(), TEST_SETTLE));
+    Some((moto, m))
+}
+
+/// Like `start`, with listings kept for one second only.
+fn start_short_listings() -> Option<(Emulator, Mount)> {
+    if !fuse_available() {
+        return None;
+    }
+    let moto = Emulator::start(Kind::Moto);
+    let config = format!(
+        "{}[list]\nttl = \"1s\"\n",
+        s3_config(&moto.endpoint(), TEST_SETTLE)
+    );
+    let m = Mount::start_remote("s3", &config);
+    Some((moto, m))
+}
+
+#[test]
+fn tree_and_single_file_round_trip() {
+    let Some((_moto, m)) = start() else { return };
+    let src = m.root.path().join("src");
+    sh(&format!(
+        "set -e; mkdir -p '{s}/nested/deeper' '{s}/empty dir'
+         head -c 20000000 /dev/urandom > '{s}/nested/big.bin'; : > '{s}/empty.txt'
+         echo grüße > '{s}/nested/deeper/ümlauts.txt'; ln -s nested/big.bin '{s}/link'
+         chmod 600 '{s}/empty.txt'; touch -d '2001-02-03 04:05:06.789' '{s}/empty.txt'
+         head -c 3000000 /dev/urandom > '{r}/one.db'",
+        s = src.display(),
+        r = m.root.path().display()
+    ));
+    sh(&format!(
+        "cp -a '{}' '{}/uploads/tree' && cp '{}/one.db' '{1}/uploads/'",
+        src.display(),
+        m.target().display(),
+        m.root.path().display()
+    ));
+    m.wait("tree");
+    m.wait("one.db");
+    let snap = m.target().join("snapshots/tree");
+    sh(&format!(
+        "diff -r --no-dereference '{}' '{}'",
+        src.display(),
+        snap.display()
+    ));
+    let stat = "stat -c '%n %s %a %Y %F'";
+    assert_eq!(
+        sh(&format!(
+            "cd '{}' && {stat} empty.txt nested/big.bin",
+            src.display()
+        )),
+        sh(&format!(
+            "cd '{}' && {stat} empty.txt nested/big.bin",
+            snap.display()
+        ))
+    );
+    sh(&format!(
+        "cmp '{}/one.db' '{}/snapshots/one.db'",
+        m.root.path().display(),
+        m.target().display()
+    ));
+}
+
+#[test]
+fn sqlite_reads_pages_and_restart_reads_from_disk_cache() {
+    let Some((_moto, mut m)) = start() else {
+        return;
+    };
+    let db = m.root.path().join("big.db");
+    sh(&format!(
+        "sqlite3 '{}' \"PRAGMA page_size=4096; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 5000)
+         INSERT INTO t SELECT i, randomblob(10000) FROM n;\"",
+        db.display()
+    ));
+    let size = std::fs::metadata(&db).unwrap().len();
+    sh(&format!(
+        "cp '{}' '{}/uploads/big.db'",
+        db.display(),
+        m.target().display()
+    ));
+    m.wait("big.db");
+    let snap = m.target().join("snapshots/big.db");
+    let before = m.store_metrics().get_bytes;
+    let out = sh(&format!(
+        "sqlite3 'file:{}?immutable=1' 'SELECT id, length(v) FROM t WHERE id = 3777;'",
+        snap.display()
+    ));
+    assert_eq!(out.trim(), "3777|10000");
+    let fetched = m.store_metrics().get_bytes - before;
+    // A point query touches a few pages, so a few blocks of a few MiB: not the file.
+    assert!(fetched < size / 3, "fetched {fetched} of {size} bytes");
+
+    sh(&format!("cmp '{}' '{}'", db.display(), snap.display()));
+    m.restart();
+    let before = m.store_metrics().get_bytes;
+    sh(&format!("cmp '{}' '{}'", db.display(), snap.display()));
+    assert_eq!(
+        m.store_metrics().get_bytes - before,
+        0,
+        "after a restart the blocks come from the disk cache"
+    );
+}
+
+#[test]
+fn a_corrupt_object_gives_eio() {
+    let Some((moto, m)) = start() else { return };
+    let src = m.root.path().join("src");
+    sh(&format!(
+        "mkdir -p '{s}' && head -c 3000000 /dev/urandom > '{s}/victim.bin' && echo fine > '{s}/ok.txt'",
+        s = src.display()
+    ));
+    sh(&format!(
+        "cp -r '{}' '{}/uploads/c'",
+        src.display(),
+        m.target().display()
+    ));
+    m.wait("c");
+    // Rewrite the only pack with one byte flipped in the large file's frame.
+    let s = store(&moto.endpoint());
+    runtime().block_on(async {
+        let packs: Vec<_> =
+            futures::TryStreamExt::try_collect::<Vec<_>>(s.list(Some(&"snapfs/packs".into())))
+                .await
+                .unwrap();
+        assert_eq!(packs.len(), 1);
+        let p = &packs[0].location;
+        let mut data = s.get(p).await.unwrap().bytes().await.unwrap().to_vec();
+        data[1_000_000] ^= 0x40;
+        s.put(p, PutPayload::from(data)).await.unwrap();
+    });
+    let snap = m.target().join("snapshots/c");
+    let err = std::fs::read(snap.join("victim.bin")).expect_err("corrupt data must not read");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(std::fs::read(snap.join("ok.txt")).unwrap(), b"fine\n");
+}
+
+/// `objects/` shows another tool's gzip'd SQLite file and reads it with ranged GETs.
+#[test]
+fn objects_reads_other_tools_files() {
+    let Some((moto, m)) = start() else { return };
+    let dir = m.root.path();
+    sh(&format!(
+        "cd '{d}' && sqlite3 l.db \"CREATE TABLE t(x); INSERT INTO t VALUES ('looker');
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 3000)
+         INSERT INTO t SELECT hex(randomblob(500)) FROM n;\" \
+         && gzip -c l.db > l.db.gz",
+        d = dir.display()
+    ));
+    let gz = std::fs::read(dir.join("l.db.gz")).unwrap();
+    let key = "exports/looker-2025-12-13T14-30-00.db.gz";
+    runtime()
+        .block_on(store(&moto.endpoint()).put(&StorePath::from(key), PutPayload::from(gz)))
+        .unwrap();
+    let obj = m.target().join("objects").join(key);
+    let out = sh(&format!(
+        "zcat '{}' > '{d}/back.db' && sqlite3 '{d}/back.db' 'SELECT x FROM t LIMIT 1'",
+        obj.display(),
+        d = dir.display()
+    ));
+    assert_eq!(out.trim(), "looker");
+    sh(&format!(
+        "cmp '{}' '{}/l.db.gz'",
+        obj.display(),
+        dir.display()
+    ));
+    assert!(
+        !m.target().join("objects/snapfs").exists(),
+        "snapfs's own keys are hidden"
+    );
+}
+
+/// Two daemons on one bucket: the same name made on both at once gives one snapshot and one
+/// EEXIST-class failure, and the winner's data is intact.
+#[test]
+fn two_writers_cannot_both_make_a_name() {
+    if !fuse_available() {
+        return;
+    }
+    // A long settle time: both uploads are staged before either starts.
+    let moto = Emulator::start(Kind::Moto);
+    let a = Mount::start_remote("s3", &s3_config(&moto.endpoint(), "2s"));
+    let b = Mount::start_remote("s3", &s3_config(&moto.endpoint(), "2s"));
+    let tag = |m: &Mount, who: &str| {
+        let up = m.target().join("uploads/same");
+        std::fs::create_dir(&up).unwrap();
+        sh(&format!(
+            "head -c 4000000 /dev/urandom > '{}/data.bin' && echo {who} > '{0}/who'",
+            up.display()
+        ));
+    };
+    tag(&a, "a");
+    tag(&b, "b");
+    let state = |m: &Mount| {
+        let req = snapfsd::control::wire::Request::Wait {
+            target: "cloud/s3".into(),
+            name: "same".into(),
+        };
+        match m.call(&req) {
+            snapfsd::control::wire::Response::Job(s) => (s.state, s.error),
+            other => panic!("{other:?}"),
+        }
+    };
+    let (sa, sb) = (state(&a), state(&b));
+    use snapfsd::control::wire::UploadState::{Done, Failed};
+    let (winner, loser) = match (&sa.0, &sb.0) {
+        (Done, Failed) => (&a, sb),
+        (Failed, Done) => (&b, sa),
+        _ => panic!(
+            "exactly one writer must win: {sa:?} {sb:?}\n{}\n{}",
+            a.log(),
+            b.log()
+        ),
+    };
+    assert!(
+        loser.1.as_deref().unwrap_or("").contains("already exists"),
+        "{loser:?}"
+    );
+    let who = std::fs::read_to_string(winner.target().join("snapshots/same/who")).unwrap();
+    let other = if std::ptr::eq(winner, &a) { &b } else { &a };
+    // The loser's mount sees the winner's snapshot, whole.
+    assert_eq!(
+        std::fs::read_to_string(other.target().join("snapshots/same/who")).unwrap(),
+        who
+    );
+    sh(&format!(
+        "cmp '{}/snapshots/same/data.bin' '{}/snapshots/same/data.bin'",
+        a.target().display(),
+        b.target().display()
+    ));
+}
+
+/// 1,000 snapshots list in one LIST plus one GET per manifest, well under 3 s; `ls -l` in a
+/// 10,000-file snapshot needs its manifest and no LIST.
+#[test]
+fn many_snapshots_and_many_files_list_cheaply() {
+    let Some((moto, m)) = start_short_listings() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("tiny");
+    std::fs::write(&src, b"x").unwrap();
+    let many = dir.path().join("many");
+    sh(&format!(
+        "mkdir '{d}' && cd '{d}' && seq 1 10000 | xargs touch",
+        d = many.display()
+    ));
+    let remote = Remote::new(
+        &format!("s3://{BUCKET}"),
+        &[
+            ("endpoint", moto.endpoint().as_str()),
+            ("allow_http", "true"),
+            ("region", "us-east-1"),
+            ("access_key_id", "test"),
+            ("secret_access_key", "test"),
+        ],
+    );
+    let backend = remote.backend(dir.path());
+    runtime().block_on(async {
+        let names: Vec<String> = (0..1000).map(|i| format!("s{i:04}")).collect();
+        let made = futures::stream::iter(names.iter().map(|n| {
+            let b = backend.clone();
+            let src = src.clone();
+            async move {
+                b.commit(
+                    n,
+                    &src,
+                    &snapfsd::cloud::new_upload_id(),
+                    &Default::default(),
+                    &Default::default(),
+                )
+                .await
+            }
+        }));
+        let r: Vec<_> =
+            futures::StreamExt::collect(futures::StreamExt::buffer_unordered(made, 16)).await;
+        assert!(r.iter().all(Result::is_ok));
+        backend
+            .commit(
+                "many",
+                &many,
+                &snapfsd::cloud::new_upload_id(),
+                &Default::default(),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+    });
+
+    // Cold: one LIST and one GET per manifest (moto answers slowly under a loaded test run,
+    // so the bound here is loose; the warm listing below is the one that must be quick).
+    let before = m.store_metrics();
+    let t = Instant::now();
+    let n = std::fs::read_dir(m.target().join("snapshots"))
+        .unwrap()
+        .count();
+    let cold = t.elapsed();
+    assert_eq!(n, 1002, "1,001 snapshots and latest");
+    let after = m.store_metrics();
+    assert_eq!(after.list_requests - before.list_requests, 1);
+    assert!(after.get_requests - before.get_requests <= 1001);
+    assert!(cold < Duration::from_secs(15), "cold listing took {cold:?}");
+    // Warm, past the listing's time to live: one LIST, manifests known by version.
+    std::thread::sleep(Duration::from_millis(1200));
+    let t = Instant::now();
+    assert_eq!(
+        std::fs::read_dir(m.target().join("snapshots"))
+            .unwrap()
+            .count(),
+        1002
+    );
+    let warm = t.elapsed();
+    let after = m.store_metrics();
+    assert!(warm < Duration::from_secs(3), "warm listing took {warm:?}");
+    eprintln!("1,001 snapshots listed in {cold:?} cold, {warm:?} warm");
+
+    let out = sh(&format!(
+        "ls -l '{}/snapshots/many' | wc -l",
+        m.target().display()
+    ));
+    assert_eq!(out.trim(), "10001");
+    let end = m.store_metrics();
+    assert_eq!(
+        end.list_requests, after.list_requests,
+        "no LIST inside a snapshot"
+    );
+    assert!(
+        end.get_requests - after.get_requests <= 1,
+        "one manifest fetch at most"
+    );
+}
