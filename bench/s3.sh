@@ -45,7 +45,7 @@ now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2-$1:.3f}')"; }
 
 head -c $((size_mib << 20)) /dev/urandom >"$work/random.bin"
-yes "compressible line of text, repeated over and over" | head -c $((size_mib << 20)) >"$work/text.bin"
+{ yes "compressible line of text, repeated over and over" || true; } | head -c $((size_mib << 20)) >"$work/text.bin"
 curl -s -T "$work/random.bin" "$url/bench/raw-random.bin" >/dev/null
 curl -s -T "$work/text.bin" "$url/bench/raw-text.bin" >/dev/null
 start
