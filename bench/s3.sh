@@ -46,8 +46,12 @@ secs() { python3 -c "print(f'{$2-$1:.3f}')"; }
 
 head -c $((size_mib << 20)) /dev/urandom >"$work/random.bin"
 { yes "compressible line of text, repeated over and over" || true; } | head -c $((size_mib << 20)) >"$work/text.bin"
-curl -s -T "$work/random.bin" "$url/bench/raw-random.bin" >/dev/null
-curl -s -T "$work/text.bin" "$url/bench/raw-text.bin" >/dev/null
+# The baselines must really be there: a failed upload would make the GET time an error page.
+for kind in random text; do
+  curl -sf -H 'Expect:' -T "$work/$kind.bin" "$url/bench/raw-$kind.bin" >/dev/null
+  got=$(curl -sfI "$url/bench/raw-$kind.bin" | tr -d '\r' | awk 'tolower($1)=="content-length:" {print $2}')
+  [ "$got" = "$((size_mib << 20))" ] || { echo "baseline upload of $kind failed ($got bytes)" >&2; exit 1; }
+done
 start
 cp "$work/random.bin" "$work/text.bin" "$work/mnt/cloud/s3/uploads/"
 HOME="$work/home" XDG_RUNTIME_DIR="$work/run" "$bin/snapfs" wait "$work/mnt/cloud/s3/uploads/random.bin" >/dev/null 2>&1 || true
@@ -57,7 +61,7 @@ rm -f "$work/random.bin" "$work/text.bin"
 for kind in random text; do
   stop; start
   sync; echo 3 >/proc/sys/vm/drop_caches
-  t0=$(now); curl -s -o /dev/null "$url/bench/raw-$kind.bin"; t1=$(now)
+  t0=$(now); curl -sf -o /dev/null "$url/bench/raw-$kind.bin"; t1=$(now)
   t2=$(now); cat "$work/mnt/cloud/s3/snapshots/$kind.bin" >/dev/null; t3=$(now)
   get=$(secs "$t0" "$t1"); mnt=$(secs "$t2" "$t3")
   echo "$kind: GET ${get}s, mount ${mnt}s, mount/GET throughput $(python3 -c "print(f'{$get/$mnt:.2f}')")x"
@@ -65,7 +69,7 @@ done
 
 stop; start
 off=$(( (size_mib << 20) / 2 + 12345 ))
-t0=$(now); curl -s -o /dev/null -r "$off-$off" "$url/bench/raw-random.bin"; t1=$(now)
+t0=$(now); curl -sf -o /dev/null -r "$off-$off" "$url/bench/raw-random.bin"; t1=$(now)
 t2=$(now); dd if="$work/mnt/cloud/s3/snapshots/random.bin" bs=1 count=1 skip="$off" status=none >/dev/null; t3=$(now)
 get=$(secs "$t0" "$t1"); mnt=$(secs "$t2" "$t3")
 echo "1 byte: ranged GET ${get}s, mount ${mnt}s, latency $(python3 -c "print(f'{$mnt/$get:.2f}')")x"
