@@ -62,7 +62,8 @@ pub enum Command {
         /// MOUNT/<target>/uploads/NAME, uploads/NAME.status or snapshots/NAME
         path: PathBuf,
     },
-    /// Make a snapshot of a local file or folder, read in place, showing progress
+    /// Make a snapshot of a local file or folder, read in place (or, of a HiveMQ cluster, a
+    /// backup), showing progress
     Snapshot(SnapshotArgs),
     /// List the snapshots of a target, newest first
     #[command(visible_alias = "ls")]
@@ -73,7 +74,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Copy a snapshot (or part of one) to a local path, atomically
+    /// Copy a snapshot (or part of one) to a local path, atomically; or restore a HiveMQ backup
+    /// into its cluster
     Restore(RestoreArgs),
     /// Delete a snapshot
     Rm {
@@ -131,9 +133,11 @@ pub struct StatusArgs {
 pub struct SnapshotArgs {
     /// A target in a mount, e.g. ~/snapfs/cloud/local
     pub target: PathBuf,
-    /// The local file or folder to snapshot
-    pub source: PathBuf,
-    /// Snapshot name [default: <basename of SOURCE>-<UTC yyyy-mm-ddTHH-MM-SS>]
+    /// The local file or folder to snapshot; none for a HiveMQ cluster, whose broker makes a
+    /// backup that is followed until it completes
+    pub source: Option<PathBuf>,
+    /// Snapshot name [default: <basename of SOURCE>-<UTC yyyy-mm-ddTHH-MM-SS>; a HiveMQ backup
+    /// is named by the broker]
     #[arg(short, long)]
     pub name: Option<String>,
     /// Print a JSON object with target, snapshot, state and bytes
@@ -161,8 +165,9 @@ pub struct GcArgs {
 pub struct RestoreArgs {
     /// MOUNT/<target>/snapshots/NAME, or a path below it
     pub snapshot: PathBuf,
-    /// Where the copy goes; its parent must exist
-    pub dest: PathBuf,
+    /// Where the copy goes; its parent must exist. Without DEST, a HiveMQ backup is restored
+    /// into its cluster and followed until the restore ends
+    pub dest: Option<PathBuf>,
     /// Replace an existing DEST instead of moving it aside to DEST.snapfs-backup-<time>
     #[arg(long)]
     pub no_backup: bool,

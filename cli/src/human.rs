@@ -67,6 +67,7 @@ mod tests {
 
     fn job(done: u64, total: u64, state: UploadState) -> UploadStatus {
         UploadStatus {
+            kind: Default::default(),
             state,
             bytes_done: done,
             bytes_total: total,

@@ -4,6 +4,9 @@
 //! The tree is read through the mount with ordinary file calls (a snapshot is a directory
 //! there), copied to a temporary sibling of DEST, checked, and swapped into place with one
 //! rename; the old DEST is kept aside unless `--no-backup`.
+//!
+//! Without DEST, a snapshot is restored where it came from, by its backend (a HiveMQ backup
+//! into its cluster), and followed until that ends.
 
 mod copy;
 
@@ -18,14 +21,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use snapfsd::control::client::active_mounts;
+use snapfsd::control::wire::{Request, Response, UploadState};
 use snapfsd::paths::Paths;
 
 use crate::exit::{self, Exit, usage};
-use crate::{human, target};
+use crate::{daemon, human, target, wait};
 
 pub struct Config {
     pub snapshot: PathBuf,
-    pub dest: PathBuf,
+    pub dest: Option<PathBuf>,
     /// Keep an existing DEST aside instead of deleting it.
     pub backup: bool,
     /// Restore a snapshot past its expiry too.
@@ -42,9 +46,12 @@ pub struct Outcome {
 }
 
 pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<Exit> {
+    let Some(dest) = &cfg.dest else {
+        return in_place(paths, &cfg.snapshot, out);
+    };
     let cwd = std::env::current_dir()?;
     let src = source(paths, &cfg.snapshot, &cwd)?;
-    let dest = target::absolute(&cfg.dest, &cwd);
+    let dest = target::absolute(dest, &cwd);
     let now = Utc::now();
     if !cfg.force {
         refuse_expired(&src, now)?;
@@ -69,6 +76,35 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
         (None, false) => {}
     }
     Ok(Exit::Success)
+}
+
+/// Has the snapshot's backend restore it (a HiveMQ backup into its cluster) and follows it.
+fn in_place(paths: &Paths, snapshot: &Path, out: &mut dyn Write) -> anyhow::Result<Exit> {
+    let r = target::resolve(paths, snapshot)?;
+    let name = r.snapshot()?.to_owned();
+    let req = Request::Restore {
+        target: r.target.clone(),
+        name: name.clone(),
+    };
+    match daemon::call(&r.mount.socket, &req)
+        .with_context(|| format!("restoring {}/snapshots/{name}", r.target))?
+    {
+        Response::Job(_) => {}
+        other => return Err(daemon::unexpected(&other)),
+    }
+    // The restore runs in the broker whatever happens here, so Ctrl-C only stops watching.
+    exit::exit_on_interrupt();
+    let status = wait::wait_for(&r.mount.socket, &r.target, &name)?;
+    if status.state == UploadState::Done {
+        writeln!(
+            out,
+            "restored {}/snapshots/{name} into its cluster",
+            r.target
+        )?;
+        return Ok(Exit::Success);
+    }
+    eprintln!("snapfs: {}", wait::failure(&status, status.state));
+    Ok(Exit::Failed)
 }
 
 /// The path to read from: the argument as a path if it exists (inside a mount or not), else

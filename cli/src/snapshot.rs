@@ -1,5 +1,6 @@
-//! `snapfs snapshot TARGET SOURCE`: the daemon reads SOURCE in place; we show progress and
-//! report the snapshot it became.
+//! `snapfs snapshot TARGET [SOURCE]`: the daemon reads SOURCE in place, or (with no SOURCE,
+//! for a HiveMQ cluster) has the broker make a backup; we show progress and report the
+//! snapshot it became.
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ const POLL: Duration = Duration::from_millis(250);
 
 pub struct Config {
     pub target: PathBuf,
-    pub source: PathBuf,
+    pub source: Option<PathBuf>,
     pub name: Option<String>,
     pub json: bool,
 }
@@ -27,24 +28,15 @@ pub struct Config {
 pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let r = target::resolve(paths, &cfg.target)?;
     r.require_target()?;
-    let source = std::fs::canonicalize(&cfg.source)
-        .map_err(|e| usage(format!("{}: {e}", cfg.source.display())))?;
-    let name = match &cfg.name {
-        Some(n) => n.clone(),
-        None => default_name(&source, Utc::now())?,
+    let name = match &cfg.source {
+        Some(source) => start_local(&r, source, cfg.name.as_deref())?,
+        None if cfg.name.is_some() => {
+            return Err(usage(
+                "--name needs a SOURCE: a snapshot made without one is named by its target",
+            ));
+        }
+        None => start_backup(&r)?,
     };
-
-    let req = Request::Snapshot {
-        target: r.target.clone(),
-        source: source.clone(),
-        name: name.clone(),
-    };
-    match daemon::call(&r.mount.socket, &req)
-        .with_context(|| format!("snapshot {}/snapshots/{name}", r.target))?
-    {
-        Response::Job(_) | Response::Done => {}
-        other => return Err(daemon::unexpected(&other)),
-    }
 
     // The job runs in the daemon whatever happens here, so Ctrl-C only stops watching.
     exit::exit_on_interrupt();
@@ -71,6 +63,38 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
         eprint!("\r\x1b[2K");
     }
     report(&status, cfg.json, out)
+}
+
+/// Asks the daemon to read `source` into a new snapshot; answers its name.
+fn start_local(r: &target::Resolved, source: &Path, name: Option<&str>) -> anyhow::Result<String> {
+    let source =
+        std::fs::canonicalize(source).map_err(|e| usage(format!("{}: {e}", source.display())))?;
+    let name = match name {
+        Some(n) => n.to_owned(),
+        None => default_name(&source, Utc::now())?,
+    };
+    let req = Request::Snapshot {
+        target: r.target.clone(),
+        source,
+        name: name.clone(),
+    };
+    match daemon::call(&r.mount.socket, &req)
+        .with_context(|| format!("snapshot {}/snapshots/{name}", r.target))?
+    {
+        Response::Job(_) | Response::Done => Ok(name),
+        other => Err(daemon::unexpected(&other)),
+    }
+}
+
+/// Asks the daemon to have the target make a snapshot itself; answers its name.
+fn start_backup(r: &target::Resolved) -> anyhow::Result<String> {
+    let req = Request::Backup {
+        target: r.target.clone(),
+    };
+    match daemon::call(&r.mount.socket, &req).with_context(|| format!("snapshot {}", r.target))? {
+        Response::Job(job) => Ok(job.snapshot),
+        other => Err(daemon::unexpected(&other)),
+    }
 }
 
 /// `<basename>-<UTC yyyy-mm-ddTHH-MM-SS>`.
@@ -134,6 +158,7 @@ mod tests {
     #[test]
     fn json_report() {
         let status = UploadStatus {
+            kind: Default::default(),
             state: UploadState::Done,
             bytes_done: 7,
             bytes_total: 7,

@@ -198,6 +198,7 @@ mod tests {
 
     fn sample() -> Vec<MountStatus> {
         let job = |state, error: Option<&str>| UploadStatus {
+            kind: Default::default(),
             state,
             bytes_done: 5,
             bytes_total: 10,

@@ -70,6 +70,7 @@ mod tests {
 
     fn status(state: UploadState, error: Option<&str>) -> UploadStatus {
         UploadStatus {
+            kind: Default::default(),
             state,
             bytes_done: 1,
             bytes_total: 1,

@@ -1,12 +1,16 @@
 //! Configuration: `~/.config/snapfs/config.toml` (XDG) merged with defaults, so that no file is
 //! needed. Every key is documented in snapfs.toml(5).
 
+mod hivemq;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+
+pub use hivemq::{Cluster, Secret};
 
 use crate::paths::Paths;
 
@@ -23,6 +27,8 @@ struct File {
     lifecycle: LifecycleSection,
     #[serde(default)]
     remote: Vec<RemoteSection>,
+    #[serde(default)]
+    hivemq: Vec<hivemq::Section>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -112,6 +118,8 @@ pub struct Config {
     /// Packs no snapshot lists are collected only once their upload has been idle this long.
     pub orphan_grace: Duration,
     pub remotes: Vec<Remote>,
+    /// HiveMQ clusters, under `hivemq/<name>`.
+    pub hivemq: Vec<Cluster>,
 }
 
 impl Config {
@@ -185,6 +193,15 @@ impl Config {
                 max_snapshots: None,
             });
         }
+        let mut clusters: Vec<Cluster> = Vec::new();
+        for h in f.hivemq {
+            let c = hivemq::cluster(h, paths)?;
+            check_target_name(&c.name)?;
+            if clusters.iter().any(|x| x.name == c.name) {
+                bail!("hivemq {:?} is configured twice", c.name);
+            }
+            clusters.push(c);
+        }
         let size = |v: Option<String>, default: u64, what: &str| -> anyhow::Result<u64> {
             v.map_or(Ok(default), |s| {
                 parse_size(&s).with_context(|| format!("cache.{what}"))
@@ -214,6 +231,7 @@ impl Config {
                 "lifecycle.orphan_grace",
             )?,
             remotes,
+            hivemq: clusters,
         })
     }
 }

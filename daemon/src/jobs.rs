@@ -1,6 +1,7 @@
 //! The job engine: turns settled uploads (and `snapfs snapshot` requests) into snapshots,
 //! keeps their status, survives restarts, and answers the VFS's questions about uploads.
 
+mod broker;
 mod record;
 
 use std::collections::{HashMap, HashSet};
@@ -11,9 +12,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use snapfs_fs::backend::BackendError;
-use snapfs_fs::vfs::{Staging, UploadHooks, UploadState, UploadStatus, VfsError, VfsResult};
+use snapfs_fs::vfs::{
+    JobKind, Staging, UploadHooks, UploadState, UploadStatus, VfsError, VfsResult,
+};
 
-use crate::cloud::{CloudBackend, Progress, new_upload_id};
+use crate::cloud::{Progress, new_upload_id};
+use crate::target::TargetBackend;
 use record::{Persisted, Source, Store};
 
 /// How often settled uploads are looked for.
@@ -38,6 +42,7 @@ impl Job {
         Job {
             run: 0,
             status: UploadStatus {
+                kind: JobKind::Upload,
                 state,
                 bytes_done: 0,
                 bytes_total: 0,
@@ -65,7 +70,7 @@ impl Job {
 }
 
 pub struct Jobs {
-    backends: Vec<Arc<CloudBackend>>,
+    backends: Vec<TargetBackend>,
     staging: Arc<Staging>,
     store: Store,
     settle: Duration,
@@ -81,7 +86,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Jobs {
     pub fn new(
-        backends: Vec<Arc<CloudBackend>>,
+        backends: Vec<TargetBackend>,
         staging: Arc<Staging>,
         state_dir: PathBuf,
         settle: Duration,
@@ -111,7 +116,7 @@ impl Jobs {
         self.backends.iter().position(|b| b.path() == path)
     }
 
-    pub fn backends(&self) -> &[Arc<CloudBackend>] {
+    pub fn backends(&self) -> &[TargetBackend] {
         &self.backends
     }
 
@@ -131,6 +136,10 @@ impl Jobs {
     }
 
     fn persist(&self, target: usize, name: &str, job: &Job, settled: bool) {
+        // The broker keeps the state of what it runs itself; a restart asks it again.
+        if job.source == Source::Backend {
+            return;
+        }
         let p = Persisted {
             status: job.status.clone(),
             source: job.source.clone(),
@@ -145,6 +154,10 @@ impl Jobs {
     /// Picks up what a previous run left: staged uploads and unfinished jobs.
     pub fn recover(self: &Arc<Self>) {
         for (t, backend) in self.backends.iter().enumerate() {
+            // Only buckets take local data; nothing of other targets is staged or recorded.
+            let Some(backend) = backend.cloud() else {
+                continue;
+            };
             let mut names: Vec<String> = Vec::new();
             if let Ok(dir) = std::fs::read_dir(self.staging.target_dir(backend.path())) {
                 names.extend(
@@ -220,6 +233,9 @@ impl Jobs {
             {
                 let mut jobs = lock(&self.jobs);
                 for ((t, name), job) in jobs.iter_mut() {
+                    if job.source == Source::Backend {
+                        continue;
+                    }
                     if job.source != Source::Staged {
                         if job.status.state == UploadState::Queued {
                             start.push((*t, name.clone()));
@@ -285,17 +301,23 @@ impl Jobs {
             let path = match &source {
                 Source::Staged => this.upload_path(target, &name),
                 Source::Local(p) => p.clone(),
+                // Never queued (the broker runs it); reaching here ends as unsupported below.
+                Source::Backend => PathBuf::new(),
             };
-            let backend = this.backends[target].clone();
+            let target_backend = &this.backends[target];
             tracing::info!(
-                target = backend.path(),
+                target = target_backend.path(),
                 snapshot = name,
                 upload_id,
                 "upload started"
             );
-            let result = backend
-                .commit(&name, &path, &upload_id, &progress, &cancel)
-                .await;
+            let result = match target_backend.cloud() {
+                Some(b) => b.commit(&name, &path, &upload_id, &progress, &cancel).await,
+                None => Err(BackendError::Unsupported(format!(
+                    "{} takes no local data",
+                    target_backend.path()
+                ))),
+            };
             this.finish(
                 target,
                 &name,
@@ -379,6 +401,16 @@ impl Jobs {
         name: &str,
         source: PathBuf,
     ) -> Result<(), VfsError> {
+        match self.backends.get(target) {
+            Some(TargetBackend::Cloud(_)) => {}
+            Some(t) => {
+                return Err(VfsError::InvalidName(format!(
+                    "{} makes its own snapshots: give no SOURCE",
+                    t.path()
+                )));
+            }
+            None => return Err(VfsError::NotFound),
+        }
         self.admit(target, name).await?;
         let mut jobs = lock(&self.jobs);
         let job = Job::new(

@@ -3,7 +3,9 @@
 pub mod cloud;
 pub mod config;
 pub mod control;
+pub mod hivemq;
 pub mod jobs;
 pub mod lifecycle;
 pub mod paths;
 pub mod service;
+pub mod target;

@@ -60,6 +60,10 @@ impl Lifecycle {
             errors: Vec::new(),
         };
         for (t, backend) in self.jobs.backends().iter().enumerate() {
+            // Only buckets delete; a HiveMQ broker removes its backups itself.
+            let Some(backend) = backend.cloud() else {
+                continue;
+            };
             if only.is_some_and(|o| o != t) {
                 continue;
             }

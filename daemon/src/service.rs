@@ -10,13 +10,15 @@ use snapfs_fs::fuse::{self, MountConfig};
 use snapfs_fs::vfs::{Staging, Target, Vfs, VfsConfig};
 
 use crate::cloud::{CloudBackend, open_store};
-use crate::config::Config;
+use crate::config::{Config, Retention};
 use crate::control::client::record_paths;
 use crate::control::server::{self, Server};
 use crate::control::wire::MountRecord;
+use crate::hivemq::HiveMqBackend;
 use crate::jobs::Jobs;
 use crate::lifecycle::Lifecycle;
 use crate::paths::Paths;
+use crate::target::TargetBackend;
 
 /// What `snapfsd` was asked to do.
 #[derive(Debug, Clone)]
@@ -65,6 +67,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 
     let mut backends = Vec::new();
     let mut targets = Vec::new();
+    let mut retention = Vec::new();
     for r in &config.remotes {
         let store = open_store(&r.url, &r.options).with_context(|| format!("remote {}", r.name))?;
         let backend = Arc::new(CloudBackend::new(
@@ -82,7 +85,22 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             raw: Some(backend.clone()),
             uploads: true,
         });
-        backends.push(backend);
+        backends.push(TargetBackend::Cloud(backend));
+        retention.push(r.retention);
+    }
+    for c in &config.hivemq {
+        let backend =
+            Arc::new(HiveMqBackend::new(c).with_context(|| format!("hivemq {}", c.name))?);
+        targets.push(Target {
+            kind: "hivemq",
+            name: c.name.clone(),
+            description: format!("HiveMQ cluster at {}", c.url),
+            backend: backend.clone(),
+            raw: None,
+            uploads: false,
+        });
+        backends.push(TargetBackend::HiveMq(backend));
+        retention.push(Retention::default());
     }
 
     let jobs = Jobs::new(backends, staging.clone(), paths.state_dir(), config.settle);
@@ -110,7 +128,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         let vfs = Arc::downgrade(&vfs);
         Lifecycle::new(
             jobs.clone(),
-            config.remotes.iter().map(|r| r.retention).collect(),
+            retention,
             config.orphan_grace,
             move |t, name| {
                 if let Some(vfs) = vfs.upgrade() {

@@ -33,6 +33,9 @@ pub enum BackendError {
     Unavailable(String),
     #[error("no space left: {0}")]
     NoSpace(String),
+    /// The backend cannot do this at all (a HiveMQ cluster has no delete).
+    #[error("not supported: {0}")]
+    Unsupported(String),
     #[error("{0}")]
     Other(String),
 }

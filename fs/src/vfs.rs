@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 pub use attr::{Attr, DirEntry, Entry, FileKind, FsStats, Opened};
 pub use error::{VfsError, VfsResult};
 pub use inodes::ROOT_INO;
-pub use staging::{Activity, Staging, UploadHooks, UploadState, UploadStatus};
+pub use staging::{Activity, JobKind, Staging, UploadHooks, UploadState, UploadStatus};
 pub use tree::{Block, Encoding, SnapshotTree, TreeNode, blocks_covering};
 pub use write::{SetAttr, TimeSet};
 

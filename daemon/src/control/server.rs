@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use snapfs_fs::backend::{Backend, BackendError};
+use snapfs_fs::backend::BackendError;
 use snapfs_fs::vfs::{Vfs, VfsError};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -48,7 +48,8 @@ fn backend_error(e: BackendError) -> Response {
         BackendError::NotFound(_) => ErrorCode::NotFound,
         BackendError::AlreadyExists(_)
         | BackendError::InvalidName { .. }
-        | BackendError::Quota(_) => ErrorCode::Invalid,
+        | BackendError::Quota(_)
+        | BackendError::Unsupported(_) => ErrorCode::Invalid,
         _ => ErrorCode::Failed,
     };
     error(code, e.to_string())
@@ -175,6 +176,14 @@ impl Server {
                     .map_err(vfs_error)?;
                 Response::Done
             }
+            Request::Backup { target } => {
+                let t = self.target(&target)?;
+                Response::Job(self.jobs.backup(t).await.map_err(backend_error)?)
+            }
+            Request::Restore { target, name } => {
+                let t = self.target(&target)?;
+                Response::Job(self.jobs.restore(t, &name).await.map_err(backend_error)?)
+            }
             Request::Wait { target, name } => {
                 let t = self.target(&target)?;
                 match self.jobs.wait(t, &name).await {
@@ -192,6 +201,7 @@ impl Server {
                             ));
                         };
                         Response::Job(snapfs_fs::vfs::UploadStatus {
+                            kind: Default::default(),
                             state: snapfs_fs::vfs::UploadState::Done,
                             bytes_done: s.size,
                             bytes_total: s.size,

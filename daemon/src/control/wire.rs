@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 pub use snapfs_fs::backend::SnapshotInfo;
-pub use snapfs_fs::vfs::{UploadState, UploadStatus};
+pub use snapfs_fs::vfs::{JobKind, UploadState, UploadStatus};
 
 /// Bumped when a request or response changes incompatibly.
 pub const PROTOCOL: u32 = 1;
@@ -26,6 +26,12 @@ pub enum Request {
         source: PathBuf,
         name: String,
     },
+    /// Make a snapshot where the target makes its own (a HiveMQ backup); answers the job,
+    /// which carries the new snapshot's name. Follow it with `Wait`.
+    Backup { target: String },
+    /// Restore snapshot `name` inside its target (a HiveMQ restore); answers the job. Follow
+    /// it with `Wait`.
+    Restore { target: String, name: String },
     /// Block until the upload or job `name` of `target` ends; answers its final status.
     Wait { target: String, name: String },
     /// Delete a snapshot (manifest first, then its data).

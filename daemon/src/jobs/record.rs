@@ -15,6 +15,8 @@ pub enum Source {
     Staged,
     /// A local file or folder given to `snapfs snapshot`, read in place.
     Local(PathBuf),
+    /// None: the backend makes the snapshot itself (a HiveMQ backup or restore).
+    Backend,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -90,6 +90,7 @@ impl From<BackendError> for VfsError {
             BackendError::Quota(_) => VfsError::Quota(e.to_string()),
             BackendError::PermissionDenied(_) => VfsError::Access(e.to_string()),
             BackendError::NoSpace(_) => VfsError::NoSpace(e.to_string()),
+            BackendError::Unsupported(_) => VfsError::NotSupported,
             BackendError::Corrupt(_) | BackendError::Unavailable(_) | BackendError::Other(_) => {
                 VfsError::Io(e.to_string())
             }

@@ -132,9 +132,32 @@ impl UploadState {
     }
 }
 
-/// The content of `uploads/NAME.status`.
+/// What a job makes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// A snapshot of local data (`uploads/NAME`, or a SOURCE given to `snapfs snapshot`).
+    #[default]
+    Upload,
+    /// A snapshot the backend makes itself (a HiveMQ backup).
+    Backup,
+    /// A snapshot restored inside the backend (a HiveMQ restore).
+    Restore,
+}
+
+impl JobKind {
+    pub fn is_upload(&self) -> bool {
+        *self == JobKind::Upload
+    }
+}
+
+/// The content of `uploads/NAME.status`, and the status of every other job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadStatus {
+    /// Left out for uploads, so their status files read as they always did. Named
+    /// `operation` on the wire, as control responses use `kind` for their own tag.
+    #[serde(rename = "operation", default, skip_serializing_if = "JobKind::is_upload")]
+    pub kind: JobKind,
     pub state: UploadState,
     pub bytes_done: u64,
     pub bytes_total: u64,

@@ -258,6 +258,7 @@ async fn removing_an_upload_discards_it() {
 
 fn status(state: UploadState) -> UploadStatus {
     UploadStatus {
+        kind: Default::default(),
         state,
         bytes_done: 512,
         bytes_total: 2048,

@@ -1,0 +1,204 @@
+//! `[[hivemq]]` sections: HiveMQ clusters reached by the URL of their REST API, with optional
+//! basic auth whose password comes from an environment variable or a file, never from argv.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use super::parse_duration;
+use crate::paths::Paths;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Section {
+    name: String,
+    url: Option<String>,
+    username: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<String>,
+    retry_max: Option<u32>,
+    retry_start: Option<String>,
+    poll_start: Option<String>,
+    poll_max: Option<String>,
+    // Kubernetes coordinates (DESIGN §7) are named here only to refuse them clearly.
+    context: Option<String>,
+    namespace: Option<String>,
+    statefulset: Option<String>,
+    port: Option<toml::Value>,
+}
+
+/// A password, kept out of Debug output and so out of every log line.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// One configured HiveMQ cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    pub name: String,
+    /// The REST API's base URL (`http://127.0.0.1:8888`).
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Retries of a request that failed in a way that can pass (5xx, connection, cut off).
+    pub retry_max: u32,
+    /// The first wait between those retries; it doubles, up to 16 times this.
+    pub retry_start: Duration,
+    /// How a running backup or restore is polled: first wait, doubling up to `poll_max`.
+    pub poll_start: Duration,
+    pub poll_max: Duration,
+}
+
+pub(super) fn cluster(s: Section, paths: &Paths) -> anyhow::Result<Cluster> {
+    let name = s.name;
+    let coordinates = [
+        ("context", s.context.is_some()),
+        ("namespace", s.namespace.is_some()),
+        ("statefulset", s.statefulset.is_some()),
+        ("port", s.port.is_some()),
+    ];
+    if let Some((key, _)) = coordinates.iter().find(|(_, set)| *set) {
+        bail!(
+            "hivemq {name}: `{key}`: reaching a cluster by Kubernetes coordinates is not supported yet; give its REST API `url` (for example through `kubectl port-forward`)"
+        );
+    }
+    let Some(url) = s.url else {
+        bail!("hivemq {name}: `url` is missing (the REST API, e.g. http://127.0.0.1:8888)");
+    };
+    let parsed = url::Url::parse(&url).with_context(|| format!("hivemq {name}: url {url:?}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        bail!("hivemq {name}: url {url:?} is not an http:// or https:// address");
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        bail!(
+            "hivemq {name}: put credentials in `username` and `password_env`/`password_file`, not in the url"
+        );
+    }
+    let password = match (s.password_env, s.password_file) {
+        (Some(_), Some(_)) => bail!("hivemq {name}: give password_env or password_file, not both"),
+        (Some(var), None) => Some(Secret(std::env::var(&var).map_err(|_| {
+            anyhow::anyhow!("hivemq {name}: environment variable {var} (password_env) is not set")
+        })?)),
+        (None, Some(file)) => {
+            let path: PathBuf = paths.expand(&file);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("hivemq {name}: password_file {}", path.display()))?;
+            Some(Secret(text.trim_end_matches(['\r', '\n']).to_string()))
+        }
+        (None, None) => None,
+    };
+    if password.is_some() && s.username.is_none() {
+        bail!("hivemq {name}: a password is given but no username");
+    }
+    let dur = |v: Option<String>, default: Duration, key: &str| -> anyhow::Result<Duration> {
+        v.map_or(Ok(default), |t| {
+            parse_duration(&t).with_context(|| format!("hivemq {name}: {key}"))
+        })
+    };
+    let poll_start = dur(s.poll_start, Duration::from_secs(2), "poll_start")?;
+    let poll_max = dur(s.poll_max, Duration::from_secs(30), "poll_max")?;
+    if poll_start.is_zero() || poll_max < poll_start {
+        bail!("hivemq {name}: poll_start must be above zero and at most poll_max");
+    }
+    Ok(Cluster {
+        retry_max: s.retry_max.unwrap_or(4),
+        retry_start: dur(s.retry_start, Duration::from_millis(200), "retry_start")?,
+        poll_start,
+        poll_max,
+        name,
+        url,
+        username: s.username,
+        password,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::Config;
+    use super::*;
+
+    fn paths() -> Paths {
+        Paths::for_home(Path::new("/home/u"))
+    }
+
+    #[test]
+    fn reads_a_cluster_with_a_password_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let text = format!(
+            "[[hivemq]]\nname = \"broker\"\nurl = \"http://127.0.0.1:8888\"\nusername = \"admin\"\npassword_file = {:?}\npoll_start = \"50ms\"\npoll_max = \"1s\"\n",
+            file.display().to_string()
+        );
+        let c = Config::parse(&text, &paths()).unwrap();
+        let h = &c.hivemq[0];
+        assert_eq!(h.name, "broker");
+        assert_eq!(h.username.as_deref(), Some("admin"));
+        assert_eq!(h.password.as_ref().map(Secret::expose), Some("s3cret"));
+        assert_eq!(h.poll_start, Duration::from_millis(50));
+        assert_eq!(h.poll_max, Duration::from_secs(1));
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "the password is never shown"
+        );
+    }
+
+    #[test]
+    fn defaults_poll_from_two_to_thirty_seconds() {
+        let c = Config::parse(
+            "[[hivemq]]\nname = \"b\"\nurl = \"http://127.0.0.1:8888\"",
+            &paths(),
+        )
+        .unwrap();
+        assert_eq!(c.hivemq[0].poll_start, Duration::from_secs(2));
+        assert_eq!(c.hivemq[0].poll_max, Duration::from_secs(30));
+        assert_eq!(c.hivemq[0].password, None);
+        // A HiveMQ cluster does not stand in for the default remote.
+        assert_eq!(c.remotes[0].name, "local");
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_do() {
+        let err = |extra: &str| {
+            let text = format!("[[hivemq]]\nname = \"b\"\n{extra}");
+            format!("{:#}", Config::parse(&text, &paths()).unwrap_err())
+        };
+        let e = err(
+            "context = \"prod\"\nnamespace = \"mqtt\"\nstatefulset = \"b\"\nport = \"rest-8888\"",
+        );
+        assert!(e.contains("not supported yet"), "{e}");
+        assert!(err("").contains("`url` is missing"));
+        assert!(err("url = \"ftp://x\"").contains("not an http"));
+        assert!(err("url = \"http://u:p@x\"").contains("not in the url"));
+        let e = err(
+            "url = \"http://x\"\nusername = \"a\"\npassword_env = \"SNAPFS_TEST_SURELY_UNSET\"",
+        );
+        assert!(
+            e.contains("SNAPFS_TEST_SURELY_UNSET") && e.contains("not set"),
+            "{e}"
+        );
+        assert!(
+            err("url = \"http://x\"\npassword_file = \"/nonexistent\"\npassword_env = \"X\"")
+                .contains("not both")
+        );
+        assert!(err("url = \"http://x\"\npoll_start = \"0\"").contains("poll_start"));
+        assert!(err("url = \"http://x\"\npasword = \"x\"").contains("unknown field"));
+        let twice = "[[hivemq]]\nname = \"b\"\nurl = \"http://x\"\n[[hivemq]]\nname = \"b\"\nurl = \"http://y\"";
+        assert!(Config::parse(twice, &paths()).is_err());
+    }
+}

@@ -1,0 +1,307 @@
+//! The HiveMQ backend (DESIGN §7): a cluster's backups as one-file snapshots `<id>.backup`,
+//! read with ranged GETs of the download endpoint through the VFS's cache. HiveMQ gives no
+//! checksum, so these bytes are checked for their length only, not against a CRC32C.
+//! Backups and restores are started here and followed by polling; the job engine runs them.
+
+mod backoff;
+mod client;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo, SnapshotState};
+use snapfs_fs::format::BLOCK_SIZE;
+use snapfs_fs::vfs::{Block, Encoding, FileKind, SnapshotTree, TreeNode};
+
+pub use backoff::Backoff;
+use client::{Backup, Client};
+
+use crate::config::Cluster;
+use crate::control::wire::TargetMetrics;
+
+/// The file name of a backup's snapshot.
+const SUFFIX: &str = ".backup";
+
+/// What a backup or restore is waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Backup,
+    Restore,
+}
+
+pub struct HiveMqBackend {
+    /// Target path in the mount (`hivemq/broker`).
+    path: String,
+    client: Client,
+    poll: Backoff,
+    /// Backups by snapshot name as the last listing showed them.
+    known: Mutex<HashMap<String, Backup>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The backup id behind a snapshot name.
+pub fn id_of(name: &str) -> Option<&str> {
+    name.strip_suffix(SUFFIX).filter(|id| !id.is_empty())
+}
+
+fn downloadable(state: &str) -> bool {
+    state == "COMPLETED" || state.starts_with("RESTORE_")
+}
+
+/// How a listing shows a backup; None for one it cannot show (no id, unknown state, or
+/// downloadable with no size, whose bytes could not be told from a short read).
+fn info_of(b: &Backup) -> Option<SnapshotInfo> {
+    let id = b.id.as_deref()?;
+    let state = match b.state.as_deref()? {
+        "IN_PROGRESS" => SnapshotState::Creating,
+        "FAILED" => SnapshotState::Failed,
+        s if downloadable(s) && b.bytes.is_some() => SnapshotState::Ready,
+        _ => return None,
+    };
+    Some(SnapshotInfo {
+        name: format!("{id}{SUFFIX}"),
+        created: b.created_at.unwrap_or_default(),
+        state,
+        is_file: true,
+        size: b.bytes.unwrap_or(0),
+        files: 1,
+        crc32c: None,
+        expires: None,
+        id: id.to_string(),
+    })
+}
+
+/// A one-file tree whose blocks are ranges of the backup's download.
+fn tree_of(id: &str, size: u64, created: SystemTime) -> Result<SnapshotTree, BackendError> {
+    let object: Arc<str> = Arc::from(id);
+    let mut node = TreeNode::new(FileKind::File, 0o444, created);
+    node.size = size;
+    let mut start = 0u64;
+    while start < size {
+        let len = (size - start).min(BLOCK_SIZE as u64) as u32;
+        node.blocks.push(Block {
+            start,
+            len,
+            object: object.clone(),
+            offset: start,
+            stored_len: len,
+            encoding: Encoding::Raw { crc32c: None },
+        });
+        start += u64::from(len);
+    }
+    SnapshotTree::build([(String::new(), node)]).map_err(|e| BackendError::Corrupt(e.to_string()))
+}
+
+impl HiveMqBackend {
+    pub fn new(cluster: &Cluster) -> anyhow::Result<HiveMqBackend> {
+        let path = format!("hivemq/{}", cluster.name);
+        Ok(HiveMqBackend {
+            client: Client::new(path.clone(), cluster)?,
+            path,
+            poll: Backoff {
+                start: cluster.poll_start,
+                max: cluster.poll_max,
+            },
+            known: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn metrics(&self) -> TargetMetrics {
+        let c = &self.client.counters;
+        TargetMetrics {
+            target: self.path.clone(),
+            get_requests: c.get_requests.load(Ordering::Relaxed),
+            get_bytes: c.get_bytes.load(Ordering::Relaxed),
+            put_requests: c.post_requests.load(Ordering::Relaxed),
+            put_bytes: 0,
+            list_requests: c.list_requests.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A backup by snapshot name: from the last listing if it was downloadable there (that
+    /// never changes), else asked of the broker.
+    async fn backup(&self, name: &str) -> Result<Backup, BackendError> {
+        let id = id_of(name).ok_or_else(|| BackendError::NotFound(format!("snapshot {name}")))?;
+        let listed = lock(&self.known).get(name).cloned();
+        if let Some(b) = listed.filter(|b| b.state.as_deref().is_some_and(downloadable)) {
+            return Ok(b);
+        }
+        self.client.get(id).await
+    }
+
+    /// Starts a backup; answers its snapshot name.
+    pub async fn start_backup(&self) -> Result<String, BackendError> {
+        let b = self.client.create().await?;
+        let id = b.id.ok_or_else(|| {
+            BackendError::Other(format!("{}: the new backup has no id", self.path))
+        })?;
+        tracing::info!(target = self.path, backup = id, "backup started");
+        Ok(format!("{id}{SUFFIX}"))
+    }
+
+    /// Starts restoring snapshot `name` into the cluster.
+    pub async fn start_restore(&self, name: &str) -> Result<(), BackendError> {
+        let id = id_of(name).ok_or_else(|| BackendError::NotFound(format!("snapshot {name}")))?;
+        self.client.restore(id).await?;
+        tracing::info!(target = self.path, backup = id, "restore started");
+        Ok(())
+    }
+
+    /// Polls snapshot `name` until `op` ends (backoff from `poll_start` to `poll_max`);
+    /// answers its size, or why it failed. A broker that is unreachable for a while is polled
+    /// again; only a definite answer ends the wait.
+    pub async fn follow(&self, name: &str, op: Operation) -> Result<u64, BackendError> {
+        let id = id_of(name).ok_or_else(|| BackendError::NotFound(format!("snapshot {name}")))?;
+        let (running, done, failed) = match op {
+            Operation::Backup => ("IN_PROGRESS", "COMPLETED", "FAILED"),
+            Operation::Restore => ("RESTORE_IN_PROGRESS", "RESTORE_COMPLETED", "RESTORE_FAILED"),
+        };
+        let mut step = 0;
+        loop {
+            tokio::time::sleep(self.poll.delay(step)).await;
+            step = step.saturating_add(1);
+            let b = match self.client.get(id).await {
+                Ok(b) => b,
+                Err(BackendError::Unavailable(e)) => {
+                    tracing::warn!(target = self.path, backup = id, error = e, "still waiting");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match b.state.as_deref() {
+                Some(s) if s == running => {}
+                Some(s) if s == done => return Ok(b.bytes.unwrap_or(0)),
+                Some(s) if s == failed => {
+                    let why = b.fail_reason.unwrap_or_else(|| "no reason given".into());
+                    return Err(BackendError::Other(format!("{s}: {why}")));
+                }
+                other => {
+                    return Err(BackendError::Other(format!(
+                        "backup {id} is in state {} while a {op:?} was awaited",
+                        other.unwrap_or("(none)")
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Reads the whole backup file from the broker and checks its length (there is no
+    /// checksum to check it against).
+    pub async fn verify(
+        &self,
+        name: &str,
+    ) -> Result<(u64, u64, Vec<(String, String)>), BackendError> {
+        let b = self.backup(name).await?;
+        let (Some(id), Some(size)) = (b.id.as_deref(), b.bytes) else {
+            return Err(BackendError::NotFound(format!(
+                "snapshot {name} (not downloadable)"
+            )));
+        };
+        let mut start = 0;
+        while start < size {
+            let end = (start + BLOCK_SIZE as u64).min(size);
+            if let Err(e) = self.client.download(id, start..end).await {
+                return Ok((1, start, vec![(name.to_string(), e.to_string())]));
+            }
+            start = end;
+        }
+        Ok((1, size, Vec::new()))
+    }
+}
+
+#[async_trait]
+impl Backend for HiveMqBackend {
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>, BackendError> {
+        let backups = self.client.list().await?;
+        let mut known = HashMap::new();
+        let mut out = Vec::new();
+        for b in backups {
+            if let Some(info) = info_of(&b) {
+                known.insert(info.name.clone(), b);
+                out.push(info);
+            }
+        }
+        *lock(&self.known) = known;
+        Ok(out)
+    }
+
+    async fn open_snapshot(&self, name: &str) -> Result<Arc<SnapshotTree>, BackendError> {
+        let b = self.backup(name).await?;
+        let info = info_of(&b)
+            .filter(|i| i.state == SnapshotState::Ready)
+            .ok_or_else(|| BackendError::NotFound(format!("snapshot {name}")))?;
+        Ok(Arc::new(tree_of(&info.id, info.size, info.created.into())?))
+    }
+
+    async fn read_range(&self, object: &str, range: Range<u64>) -> Result<Bytes, BackendError> {
+        self.client.download(object, range).await
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), BackendError> {
+        Err(BackendError::InvalidName {
+            name: name.to_string(),
+            reason: "HiveMQ backups are made with `snapfs snapshot` and named by the broker".into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backup(state: &str, bytes: Option<u64>) -> Backup {
+        Backup {
+            id: Some("20261122-101500".into()),
+            created_at: Some("2026-11-22T10:15:00.000Z".parse().unwrap()),
+            bytes,
+            state: Some(state.into()),
+            fail_reason: None,
+        }
+    }
+
+    #[test]
+    fn states_map_onto_snapshot_states() {
+        let state = |s, bytes| info_of(&backup(s, bytes)).map(|i| i.state);
+        assert_eq!(state("COMPLETED", Some(9)), Some(SnapshotState::Ready));
+        assert_eq!(state("RESTORE_FAILED", Some(9)), Some(SnapshotState::Ready));
+        assert_eq!(state("IN_PROGRESS", None), Some(SnapshotState::Creating));
+        assert_eq!(state("FAILED", None), Some(SnapshotState::Failed));
+        assert_eq!(state("COMPLETED", None), None);
+        assert_eq!(state("SOMETHING_NEW", Some(9)), None);
+        let i = info_of(&backup("COMPLETED", Some(9))).unwrap();
+        assert_eq!(i.name, "20261122-101500.backup");
+        assert_eq!((i.size, i.is_file, i.crc32c), (9, true, None));
+        assert_eq!(id_of(&i.name), Some("20261122-101500"));
+        assert_eq!(id_of(".backup"), None);
+        assert_eq!(id_of("x.zip"), None);
+    }
+
+    #[test]
+    fn trees_cut_the_file_into_blocks() {
+        let size = 2 * BLOCK_SIZE as u64 + 5;
+        let t = tree_of("b", size, SystemTime::UNIX_EPOCH).unwrap();
+        let root = t.node(SnapshotTree::ROOT).unwrap();
+        assert_eq!(root.size, size);
+        let spans: Vec<(u64, u32)> = root.blocks.iter().map(|b| (b.offset, b.len)).collect();
+        let bs = BLOCK_SIZE as u32;
+        assert_eq!(
+            spans,
+            [(0, bs), (u64::from(bs), bs), (2 * u64::from(bs), 5)]
+        );
+        let empty = tree_of("b", 0, SystemTime::UNIX_EPOCH).unwrap();
+        assert!(empty.node(SnapshotTree::ROOT).unwrap().blocks.is_empty());
+    }
+}

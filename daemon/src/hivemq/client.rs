@@ -1,0 +1,412 @@
+//! The HiveMQ REST client: the backup endpoints of DESIGN §7 over HTTP with basic auth,
+//! retries of what can pass (connection failures, 5xx, cut-off bodies) with jittered backoff,
+//! and every other answer classified by what the caller can do.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use reqwest::{Method, StatusCode, header};
+use serde::Deserialize;
+use snapfs_fs::backend::BackendError;
+
+use super::backoff::Backoff;
+use crate::config::{Cluster, Secret};
+
+/// One backup as the API describes it; every field is optional there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backup {
+    pub id: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub bytes: Option<u64>,
+    pub state: Option<String>,
+    pub fail_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Items {
+    #[serde(default)]
+    items: Vec<Backup>,
+}
+
+#[derive(Deserialize)]
+struct One {
+    backup: Backup,
+}
+
+/// Counters of what went to the broker.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub get_requests: AtomicU64,
+    pub get_bytes: AtomicU64,
+    pub post_requests: AtomicU64,
+    pub list_requests: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// How one try ended when it did not succeed.
+#[derive(Debug, PartialEq)]
+enum Failure {
+    /// Worth another try; the reason in words.
+    Retry(String),
+    Final(BackendError),
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    /// `http://host:port/api/v1/management`.
+    base: String,
+    auth: Option<(String, Secret)>,
+    retries: u32,
+    backoff: Backoff,
+    /// The target path, for messages (`hivemq/broker`).
+    what: String,
+    pub counters: Counters,
+}
+
+impl Client {
+    pub fn new(what: String, cluster: &Cluster) -> anyhow::Result<Client> {
+        // reqwest is built without a TLS provider of its own; ring is the one the workspace
+        // uses. Installing fails harmlessly when a provider is there already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(120))
+            .build()?;
+        Ok(Client {
+            http,
+            base: format!("{}/api/v1/management", cluster.url.trim_end_matches('/')),
+            auth: cluster.username.clone().map(|u| {
+                let password = cluster.password.clone().unwrap_or_default();
+                (u, password)
+            }),
+            retries: cluster.retry_max,
+            backoff: Backoff {
+                start: cluster.retry_start,
+                max: cluster.retry_start.saturating_mul(16),
+            },
+            what,
+            counters: Counters::default(),
+        })
+    }
+
+    pub async fn list(&self) -> Result<Vec<Backup>, BackendError> {
+        self.counters.list_requests.fetch_add(1, Ordering::Relaxed);
+        let body = self.call(Method::GET, "backups", None).await?;
+        Ok(self.parse::<Items>(&body)?.items)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Backup, BackendError> {
+        self.counters.get_requests.fetch_add(1, Ordering::Relaxed);
+        let body = self
+            .call(Method::GET, &format!("backups/{}", checked(id)?), None)
+            .await?;
+        Ok(self.parse::<One>(&body)?.backup)
+    }
+
+    /// Starts a backup; the answer is the backup in IN_PROGRESS.
+    pub async fn create(&self) -> Result<Backup, BackendError> {
+        self.counters.post_requests.fetch_add(1, Ordering::Relaxed);
+        let body = self.call(Method::POST, "backups", None).await?;
+        Ok(self.parse::<One>(&body)?.backup)
+    }
+
+    /// Starts restoring backup `id` into the cluster.
+    pub async fn restore(&self, id: &str) -> Result<Backup, BackendError> {
+        self.counters.post_requests.fetch_add(1, Ordering::Relaxed);
+        let body = self
+            .call(Method::POST, &format!("backups/{}", checked(id)?), None)
+            .await?;
+        Ok(self.parse::<One>(&body)?.backup)
+    }
+
+    /// Exactly the bytes `range` of backup `id`'s file, or an error; never other bytes.
+    pub async fn download(&self, id: &str, range: Range<u64>) -> Result<Bytes, BackendError> {
+        self.counters.get_requests.fetch_add(1, Ordering::Relaxed);
+        let path = format!("files/backups/{}", checked(id)?);
+        let bytes = self.call(Method::GET, &path, Some(range)).await?;
+        self.counters
+            .get_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(bytes)
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self, body: &[u8]) -> Result<T, BackendError> {
+        serde_json::from_slice(body).map_err(|e| {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            BackendError::Other(format!("{}: unreadable answer: {e}", self.what))
+        })
+    }
+
+    /// One request, tried again while it fails in a way that can pass, within the budget.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<Bytes, BackendError> {
+        let mut step = 0;
+        loop {
+            let why = match self.attempt(method.clone(), path, range.clone()).await {
+                Ok(body) => return Ok(body),
+                Err(Failure::Final(e)) => {
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(prefixed(&self.what, e));
+                }
+                Err(Failure::Retry(why)) => why,
+            };
+            if step >= self.retries {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                return Err(BackendError::Unavailable(format!(
+                    "{}: {why} (gave up after {} tries)",
+                    self.what,
+                    step + 1
+                )));
+            }
+            tracing::debug!(target = self.what, path, error = why, "retrying");
+            tokio::time::sleep(self.backoff.jittered(step)).await;
+            step += 1;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: Method,
+        path: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<Bytes, Failure> {
+        let mut req = self.http.request(method, format!("{}/{path}", self.base));
+        if let Some((user, password)) = &self.auth {
+            req = req.basic_auth(user, Some(password.expose()));
+        }
+        if let Some(r) = &range {
+            if r.is_empty() {
+                return Ok(Bytes::new());
+            }
+            req = req.header(header::RANGE, format!("bytes={}-{}", r.start, r.end - 1));
+        }
+        let resp = req.send().await.map_err(|e| Failure::Retry(chain(&e)))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(classify(status, &body));
+        }
+        let expected = resp.content_length();
+        match range {
+            Some(r) if status == StatusCode::PARTIAL_CONTENT => {
+                let want = format!("bytes {}-{}/", r.start, r.end - 1);
+                let got = resp
+                    .headers()
+                    .get(header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if !got.starts_with(&want) {
+                    return Err(Failure::Retry(format!(
+                        "asked for {want}…, the answer holds {got:?}"
+                    )));
+                }
+                let body = resp.bytes().await.map_err(|e| cut_off(&e))?;
+                exact(body, r.end - r.start, expected)
+            }
+            // The whole file although a range was asked for: skip to the range and take it.
+            Some(r) => skip_to(resp, r).await,
+            None => {
+                let body = resp.bytes().await.map_err(|e| cut_off(&e))?;
+                match expected {
+                    Some(n) => exact(body, n, expected),
+                    None => Ok(body),
+                }
+            }
+        }
+    }
+}
+
+/// The range `r` out of a response carrying the whole file, read as a stream.
+async fn skip_to(mut resp: reqwest::Response, r: Range<u64>) -> Result<Bytes, Failure> {
+    let mut out = BytesMut::with_capacity((r.end - r.start) as usize);
+    let mut pos = 0u64;
+    while pos < r.end {
+        let Some(chunk) = resp.chunk().await.map_err(|e| cut_off(&e))? else {
+            return Err(Failure::Retry(format!(
+                "the download ended at byte {pos}, before byte {}",
+                r.end
+            )));
+        };
+        let (from, to) = (pos, pos + chunk.len() as u64);
+        if to > r.start {
+            let a = r.start.saturating_sub(from) as usize;
+            let b = (r.end.min(to) - from) as usize;
+            out.extend_from_slice(&chunk[a..b]);
+        }
+        pos = to;
+    }
+    Ok(out.freeze())
+}
+
+/// `body` if it has exactly `want` bytes (and as many as Content-Length said).
+fn exact(body: Bytes, want: u64, content_length: Option<u64>) -> Result<Bytes, Failure> {
+    let len = body.len() as u64;
+    if len != want || content_length.is_some_and(|n| n != len) {
+        return Err(Failure::Retry(format!(
+            "expected {want} bytes, got {len} (Content-Length {content_length:?})"
+        )));
+    }
+    Ok(body)
+}
+
+fn cut_off(e: &reqwest::Error) -> Failure {
+    Failure::Retry(format!("download cut off: {}", chain(e)))
+}
+
+/// An id as it may go into a URL path: what HiveMQ ids look like, nothing to escape.
+fn checked(id: &str) -> Result<&str, BackendError> {
+    let ok = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(id)
+    } else {
+        Err(BackendError::NotFound(format!("backup {id:?}")))
+    }
+}
+
+fn prefixed(what: &str, e: BackendError) -> BackendError {
+    match e {
+        BackendError::NotFound(m) => BackendError::NotFound(format!("{what}: {m}")),
+        BackendError::PermissionDenied(m) => BackendError::PermissionDenied(format!("{what}: {m}")),
+        BackendError::Other(m) => BackendError::Other(format!("{what}: {m}")),
+        other => other,
+    }
+}
+
+/// An error with its causes, on one line (reqwest's own text omits the cause).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+/// What an error answer means for the caller.
+fn classify(status: StatusCode, body: &[u8]) -> Failure {
+    let reason = status.canonical_reason().unwrap_or("");
+    let detail = error_line(body);
+    let said = if detail.is_empty() {
+        format!("{} {reason}", status.as_u16())
+    } else {
+        format!("{} {reason}: {detail}", status.as_u16())
+    };
+    match status.as_u16() {
+        401 => Failure::Final(BackendError::PermissionDenied(format!(
+            "credentials rejected ({said})"
+        ))),
+        403 => Failure::Final(BackendError::PermissionDenied(said)),
+        404 => Failure::Final(BackendError::NotFound(said)),
+        409 => Failure::Final(BackendError::Other(format!(
+            "another backup or restore is running on the cluster ({said})"
+        ))),
+        429 | 500 | 502 | 503 | 504 => Failure::Retry(said),
+        _ => Failure::Final(BackendError::Other(said)),
+    }
+}
+
+/// The API's `{"errors":[{"title","detail"}]}` as one line; other bodies shortened.
+fn error_line(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Errors {
+        errors: Vec<Item>,
+    }
+    #[derive(Deserialize)]
+    struct Item {
+        title: Option<String>,
+        detail: Option<String>,
+    }
+    if let Ok(e) = serde_json::from_slice::<Errors>(body) {
+        let parts: Vec<String> = e
+            .errors
+            .into_iter()
+            .map(|i| match (i.title, i.detail) {
+                (Some(t), Some(d)) if !d.is_empty() => format!("{t}: {d}"),
+                (Some(t), _) => t,
+                (None, Some(d)) => d,
+                (None, None) => String::new(),
+            })
+            .filter(|p| !p.is_empty())
+            .collect();
+        return parts.join("; ");
+    }
+    let text = String::from_utf8_lossy(body);
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    line.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn final_of(status: u16, body: &str) -> BackendError {
+        match classify(StatusCode::from_u16(status).unwrap(), body.as_bytes()) {
+            Failure::Final(e) => e,
+            Failure::Retry(why) => panic!("{status} retried: {why}"),
+        }
+    }
+
+    #[test]
+    fn answers_are_classified_by_what_the_caller_can_do() {
+        let body = r#"{"errors":[{"title":"Unauthorized","detail":"bad credentials"}]}"#;
+        assert_eq!(
+            final_of(401, body),
+            BackendError::PermissionDenied(
+                "credentials rejected (401 Unauthorized: Unauthorized: bad credentials)".into()
+            )
+        );
+        assert!(matches!(
+            final_of(403, r#"{"errors":[{"title":"Forbidden"}]}"#),
+            BackendError::PermissionDenied(m) if m == "403 Forbidden: Forbidden"
+        ));
+        assert!(matches!(final_of(404, ""), BackendError::NotFound(m) if m == "404 Not Found"));
+        assert!(
+            matches!(final_of(409, ""), BackendError::Other(m) if m.contains("another backup"))
+        );
+        assert!(
+            matches!(final_of(400, "oops\n  here"), BackendError::Other(m) if m == "400 Bad Request: oops here")
+        );
+        for status in [429, 500, 502, 503, 504] {
+            let f = classify(StatusCode::from_u16(status).unwrap(), b"");
+            assert!(matches!(f, Failure::Retry(_)), "{status}: {f:?}");
+        }
+    }
+
+    #[test]
+    fn error_bodies_become_one_line() {
+        let body = r#"{"errors":[{"title":"A","detail":"one"},{"title":"B","detail":""},{"detail":"three"}]}"#;
+        assert_eq!(error_line(body.as_bytes()), "A: one; B; three");
+        assert_eq!(error_line(b""), "");
+        assert_eq!(error_line(&[b'x'; 500]).len(), 200);
+    }
+
+    #[test]
+    fn only_plain_ids_reach_a_url() {
+        assert_eq!(checked("20261122-101500").unwrap(), "20261122-101500");
+        for bad in ["", ".", "..", "a/b", "a b", "a?b", "%2e"] {
+            assert!(checked(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn exact_lengths_only() {
+        assert!(exact(Bytes::from_static(b"abc"), 3, Some(3)).is_ok());
+        assert!(exact(Bytes::from_static(b"ab"), 3, Some(2)).is_err());
+        assert!(exact(Bytes::from_static(b"abc"), 3, Some(4)).is_err());
+    }
+}
