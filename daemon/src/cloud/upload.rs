@@ -145,13 +145,17 @@ impl CloudBackend {
         progress: &Progress,
         cancel: &AtomicBool,
     ) -> Result<SnapshotInfo, BackendError> {
+        let mut uploads = JoinSet::new();
         let result = self
-            .write_snapshot(name, source, upload_id, progress, cancel)
+            .write_snapshot(name, source, upload_id, progress, cancel, &mut uploads)
             .await;
-        if result.is_err()
-            && let Err(e) = self.delete_upload(upload_id).await
-        {
-            tracing::warn!(upload_id, error = %e, "could not remove the packs of a failed upload");
+        if result.is_err() {
+            // Pack writes still under way must end before their packs are listed for removal:
+            // an aborted task's blocking write could otherwise land after the cleanup.
+            while uploads.join_next().await.is_some() {}
+            if let Err(e) = self.delete_upload(upload_id).await {
+                tracing::warn!(upload_id, error = %e, "could not remove the packs of a failed upload");
+            }
         }
         result
     }
@@ -163,6 +167,7 @@ impl CloudBackend {
         upload_id: &str,
         progress: &Progress,
         cancel: &AtomicBool,
+        uploads: &mut JoinSet<Result<(), BackendError>>,
     ) -> Result<SnapshotInfo, BackendError> {
         self.check_name(name)?;
         let src = source.to_path_buf();
@@ -252,7 +257,6 @@ impl CloudBackend {
 
         let mut packs: Vec<String> = Vec::new();
         let mut pack = PackBuilder::new();
-        let mut uploads: JoinSet<Result<(), BackendError>> = JoinSet::new();
         let mut compressing = FuturesOrdered::new();
         let mut file_state: Vec<(u64, u32, Vec<BlockRef>)> = vec![(0, 0, Vec::new()); items.len()];
         let mut input_done = false;
@@ -297,7 +301,7 @@ impl CloudBackend {
                     state.0 += u64::from(len);
                     progress.done.fetch_add(u64::from(len), Ordering::Relaxed);
                     if pack.is_full() {
-                        self.start_pack(&mut uploads, &mut packs, &mut pack, upload_id)
+                        self.start_pack(uploads, &mut packs, &mut pack, upload_id)
                             .await?;
                     }
                 }
@@ -307,7 +311,7 @@ impl CloudBackend {
             .await
             .map_err(|e| BackendError::Other(e.to_string()))?;
         if !pack.is_empty() {
-            self.start_pack(&mut uploads, &mut packs, &mut pack, upload_id)
+            self.start_pack(uploads, &mut packs, &mut pack, upload_id)
                 .await?;
         }
         while let Some(r) = uploads.join_next().await {
