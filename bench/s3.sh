@@ -79,6 +79,9 @@ for kind in random text; do
   t0=$(now); curl -sf -o /dev/null "$get_url"; t1=$(now)
   t2=$(now); cat "$work/mnt/cloud/s3/snapshots/$kind.bin" >/dev/null; t3=$(now)
   get=$(secs "$t0" "$t1"); mnt=$(secs "$t2" "$t3")
+  store=$(HOME="$work/home" XDG_RUNTIME_DIR="$work/run" "$bin/snapfs" status --json |
+    python3 -c 'import json,sys; t=json.load(sys.stdin)[0]["status"]["metrics"]["targets"][0]; print(t["get_requests"], "GETs,", t["get_bytes"] >> 20, "MiB")')
+  echo "$kind: store traffic for the read: $store"
   echo "$kind: GET ${get}s, mount ${mnt}s, mount/GET throughput $(python3 -c "print(f'{$get/$mnt:.2f}')")x"
 done
 

@@ -13,7 +13,7 @@ pub use pack::{PackBuilder, blocks_in_range, compress_block, decode_block};
 /// A file is cut into blocks of this size; each block is one zstd frame.
 pub const BLOCK_SIZE: usize = 4 << 20;
 /// A pack is closed once it holds about this many compressed bytes.
-pub const PACK_TARGET: usize = 32 << 20;
+pub const PACK_TARGET: usize = 8 << 20;
 
 /// Where manifests live, relative to the remote's root.
 pub const MANIFEST_PREFIX: &str = "snapfs/snapshots/";
