@@ -68,7 +68,7 @@ impl Default for VfsConfig {
     fn default() -> Self {
         VfsConfig {
             list_ttl: Duration::from_secs(5),
-            readahead_budget: 256 << 20,
+            readahead_budget: 128 << 20,
             // SAFETY: getuid/getgid cannot fail.
             uid: unsafe { libc::getuid() },
             gid: unsafe { libc::getgid() },
