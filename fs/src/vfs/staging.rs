@@ -156,7 +156,11 @@ impl JobKind {
 pub struct UploadStatus {
     /// Left out for uploads, so their status files read as they always did. Named
     /// `operation` on the wire, as control responses use `kind` for their own tag.
-    #[serde(rename = "operation", default, skip_serializing_if = "JobKind::is_upload")]
+    #[serde(
+        rename = "operation",
+        default,
+        skip_serializing_if = "JobKind::is_upload"
+    )]
     pub kind: JobKind,
     pub state: UploadState,
     pub bytes_done: u64,
