@@ -1,22 +1,41 @@
-//! The generated `README` at the root of the mount.
+//! The generated `README` at the root of the mount: the layout of the kinds of targets this
+//! mount has, and the targets themselves.
 
 use super::Vfs;
 
-impl Vfs {
-    pub(super) fn readme(&self) -> String {
-        let mut s = String::from(
-            "snapfs: snapshots as paths\n\
-             \n\
-             Layout\n\
-             \x20 cloud/<remote>/snapshots/<name>   read-only snapshot (a file or a folder tree)\n\
+/// Layout lines per kind of target.
+fn layout(kind: &str) -> &'static str {
+    match kind {
+        "cloud" => {
+            "  cloud/<remote>/snapshots/<name>   read-only snapshot (a file or a folder tree)\n\
              \x20 cloud/<remote>/snapshots/latest   symlink to the newest snapshot\n\
              \x20 cloud/<remote>/uploads/<name>     copy a file or folder here to make snapshot <name>\n\
              \x20 cloud/<remote>/uploads/<name>.status  progress of that upload (JSON)\n\
-             \x20 cloud/<remote>/objects/           the bucket's other objects, read-only\n\
-             \n\
-             An upload starts once every file under uploads/<name> is closed and nothing was\n\
-             written for a short while; `snapfs wait <path>` blocks until it ends.\n\
-             Extended attributes (getfattr -d) carry state, creation time, size and checksum.\n\
+             \x20 cloud/<remote>/objects/           the bucket's other objects, read-only\n"
+        }
+        "hivemq" => {
+            "  hivemq/<cluster>/snapshots/<id>.backup  a HiveMQ backup, streamed on read\n\
+             \x20 hivemq/<cluster>/snapshots/latest       symlink to the newest completed backup\n\
+             \x20 (`snapfs snapshot hivemq/<cluster>` makes a backup; `snapfs restore` restores one)\n"
+        }
+        _ => "",
+    }
+}
+
+impl Vfs {
+    pub(super) fn readme(&self) -> String {
+        let mut s = String::from("snapfs: snapshots as paths\n\nLayout\n");
+        for kind in self.groups() {
+            s.push_str(layout(kind));
+        }
+        if self.targets.iter().any(|t| t.uploads) {
+            s.push_str(
+                "\nAn upload starts once every file under uploads/<name> is closed and nothing was\n\
+                 written for a short while; `snapfs wait <path>` blocks until it ends.\n",
+            );
+        }
+        s.push_str(
+            "Extended attributes (getfattr -d) carry state, creation time, size and checksum.\n\
              \n\
              Targets\n",
         );
