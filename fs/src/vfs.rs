@@ -257,9 +257,14 @@ impl Vfs {
             .collect()
     }
 
+    /// The kinds of targets, each once, in the order they are configured.
     fn groups(&self) -> Vec<&'static str> {
-        let mut kinds: Vec<&'static str> = self.targets.iter().map(|t| t.kind).collect();
-        kinds.dedup();
+        let mut kinds: Vec<&'static str> = Vec::new();
+        for t in &self.targets {
+            if !kinds.contains(&t.kind) {
+                kinds.push(t.kind);
+            }
+        }
         kinds
     }
 
