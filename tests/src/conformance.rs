@@ -178,3 +178,29 @@ pub fn run(remote: &Remote, powers: Powers) {
         }
     });
 }
+
+/// A client of the bucket on a moto server at `endpoint` (moto takes any keys).
+pub fn moto_store(endpoint: &str) -> Arc<dyn ObjectStore> {
+    Remote::new(
+        &format!("s3://{}", crate::emulators::BUCKET),
+        &[
+            ("endpoint", endpoint),
+            ("allow_http", "true"),
+            ("region", "us-east-1"),
+            ("access_key_id", "test"),
+            ("secret_access_key", "test"),
+        ],
+    )
+    .store()
+}
+
+/// A `[[remote]]` section named `s3` for the bucket on moto at `endpoint`; `extra` is appended
+/// to its options (e.g. `, retry_max = "4"`).
+pub fn moto_remote(endpoint: &str, extra: &str) -> String {
+    format!(
+        "[[remote]]\nname = \"s3\"\nurl = \"s3://{}\"\n\
+         options = {{ endpoint = \"{endpoint}\", allow_http = \"true\", region = \"us-east-1\", \
+         access_key_id = \"test\", secret_access_key = \"test\"{extra} }}\n",
+        crate::emulators::BUCKET
+    )
+}

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use snapfs_tests::conformance::{Remote, runtime};
+use snapfs_tests::conformance::{moto_remote, moto_store as store, runtime};
 use snapfs_tests::emulators::{AZURITE_ACCOUNT, BUCKET, Emulator, Kind};
 use snapfs_tests::proxy::Proxy;
 use snapfs_tests::{Mount, TEST_SETTLE, fuse_available, sh};
@@ -13,25 +13,9 @@ use snapfs_tests::{Mount, TEST_SETTLE, fuse_available, sh};
 /// One S3 remote `s3` at `endpoint` with a short retry budget, so failures show in seconds.
 fn config(endpoint: &str) -> String {
     format!(
-        "[upload]\nsettle = \"{TEST_SETTLE}\"\n[cache]\nmemory = \"8MiB\"\n[[remote]]\nname = \"s3\"\n\
-         url = \"s3://{BUCKET}\"\noptions = {{ endpoint = \"{endpoint}\", allow_http = \"true\", \
-         region = \"us-east-1\", access_key_id = \"t\", secret_access_key = \"t\", \
-         retry_max = \"4\", retry_timeout = \"2s\" }}\n"
+        "[upload]\nsettle = \"{TEST_SETTLE}\"\n[cache]\nmemory = \"8MiB\"\n{}",
+        moto_remote(endpoint, ", retry_max = \"4\", retry_timeout = \"2s\"")
     )
-}
-
-fn store(endpoint: &str) -> std::sync::Arc<dyn ObjectStore> {
-    Remote::new(
-        &format!("s3://{BUCKET}"),
-        &[
-            ("endpoint", endpoint),
-            ("allow_http", "true"),
-            ("region", "us-east-1"),
-            ("access_key_id", "t"),
-            ("secret_access_key", "t"),
-        ],
-    )
-    .store()
 }
 
 /// Every object of the bucket, to put back after the emulator restarts empty.

@@ -6,31 +6,16 @@ use std::time::{Duration, Instant};
 
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use snapfs_tests::conformance::{Remote, runtime};
+use snapfs_tests::conformance::{Remote, moto_remote, moto_store as store, runtime};
 use snapfs_tests::emulators::{BUCKET, Emulator, Kind};
 use snapfs_tests::{Mount, TEST_SETTLE, fuse_available, sh};
 
 /// Daemon configuration with one S3 remote `s3` at `endpoint`.
 pub fn s3_config(endpoint: &str, settle: &str) -> String {
     format!(
-        "[upload]\nsettle = \"{settle}\"\n[[remote]]\nname = \"s3\"\nurl = \"s3://{BUCKET}\"\n\
-         options = {{ endpoint = \"{endpoint}\", allow_http = \"true\", region = \"us-east-1\", \
-         access_key_id = \"test\", secret_access_key = \"test\" }}\n"
+        "[upload]\nsettle = \"{settle}\"\n{}",
+        moto_remote(endpoint, "")
     )
-}
-
-fn store(endpoint: &str) -> std::sync::Arc<dyn ObjectStore> {
-    Remote::new(
-        &format!("s3://{BUCKET}"),
-        &[
-            ("endpoint", endpoint),
-            ("allow_http", "true"),
-            ("region", "us-east-1"),
-            ("access_key_id", "test"),
-            ("secret_access_key", "test"),
-        ],
-    )
-    .store()
 }
 
 fn start() -> Option<(Emulator, Mount)> {
