@@ -112,3 +112,30 @@ pub trait RawObjects: Send + Sync + 'static {
     /// Folders and objects directly under `prefix` ("" or ending in '/').
     async fn list_dir(&self, prefix: &str) -> Result<RawListing, BackendError>;
 }
+
+/// One entry of a live tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveEntry {
+    pub name: String,
+    pub kind: crate::vfs::FileKind,
+    pub size: u64,
+    pub perm: u16,
+    pub mtime: std::time::SystemTime,
+    /// Where a symlink points; None for other kinds.
+    pub symlink: Option<String>,
+    /// Extended attributes, names without the `user.snapfs.` prefix.
+    pub xattrs: Vec<(String, String)>,
+}
+
+/// A read-only tree whose content lives elsewhere and changes on its own (a Kubernetes context:
+/// namespaces, pods, files inside containers). Nothing of it is cached beyond a request, so
+/// paths are plain '/'-separated strings below the tree's own directory ("" is the directory).
+#[async_trait]
+pub trait LiveTree: Send + Sync + 'static {
+    /// The entries of directory `path`.
+    async fn list(&self, path: &str) -> Result<Vec<LiveEntry>, BackendError>;
+    /// One entry; `NotFound` when it does not exist.
+    async fn stat(&self, path: &str) -> Result<LiveEntry, BackendError>;
+    /// Up to `len` bytes of file `path` from `offset`; fewer only at the end of the file.
+    async fn read(&self, path: &str, offset: u64, len: u64) -> Result<Bytes, BackendError>;
+}

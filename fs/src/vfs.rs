@@ -6,6 +6,7 @@ mod dir;
 mod error;
 mod inodes;
 mod listing;
+mod live;
 mod read;
 mod readme;
 mod staging;
@@ -21,6 +22,7 @@ use std::time::{Duration, SystemTime};
 pub use attr::{Attr, DirEntry, Entry, FileKind, FsStats, Opened};
 pub use error::{VfsError, VfsResult};
 pub use inodes::ROOT_INO;
+pub use live::LiveMount;
 pub use staging::{Activity, JobKind, Staging, UploadHooks, UploadState, UploadStatus};
 pub use tree::{Block, Encoding, SnapshotTree, TreeNode, blocks_covering};
 pub use write::{SetAttr, TimeSet};
@@ -86,6 +88,7 @@ pub type Invalidator = Box<dyn Fn(u64, &OsStr) + Send + Sync>;
 
 pub struct Vfs {
     targets: Vec<Target>,
+    live: Vec<LiveMount>,
     invalidator: std::sync::OnceLock<Invalidator>,
     config: VfsConfig,
     inodes: Inodes,
@@ -113,6 +116,7 @@ impl Vfs {
             invalidator: std::sync::OnceLock::new(),
             listings: Listings::new(targets.len(), config.list_ttl),
             targets,
+            live: Vec::new(),
             config,
             inodes: Inodes::default(),
             cache,
@@ -260,9 +264,10 @@ impl Vfs {
     /// The kinds of targets, each once, in the order they are configured.
     fn groups(&self) -> Vec<&'static str> {
         let mut kinds: Vec<&'static str> = Vec::new();
-        for t in &self.targets {
-            if !kinds.contains(&t.kind) {
-                kinds.push(t.kind);
+        let all = self.targets.iter().map(|t| t.kind);
+        for kind in all.chain(self.live.iter().map(|m| m.kind)) {
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
             }
         }
         kinds
@@ -339,6 +344,7 @@ impl Vfs {
                 }
             }
             Node::Staged(_) => write::staged_attr(self, ino)?,
+            Node::Live { mount, path } => self.live_getattr(ino, *mount, path).await?,
         })
     }
 
@@ -364,12 +370,24 @@ impl Vfs {
                     .map(Node::Group)
                     .ok_or(VfsError::NotFound)
             }
-            Node::Group(kind) => self
-                .children_of_group(kind)
-                .into_iter()
-                .find(|(_, n)| Some(n.as_str()) == name_str)
-                .map(|(i, _)| Node::Target(i))
-                .ok_or(VfsError::NotFound),
+            Node::Group(kind) => {
+                let target = self
+                    .children_of_group(kind)
+                    .into_iter()
+                    .find(|(_, n)| Some(n.as_str()) == name_str)
+                    .map(|(i, _)| Node::Target(i));
+                let live = || {
+                    self.live_in_group(kind)
+                        .into_iter()
+                        .find(|(_, n)| Some(n.as_str()) == name_str)
+                        .map(|(mount, _)| Node::Live {
+                            mount,
+                            path: String::new(),
+                        })
+                };
+                target.or_else(live).ok_or(VfsError::NotFound)
+            }
+            Node::Live { mount, path } => self.live_child(*mount, path, name).await,
             Node::Target(t) => match name_str {
                 Some("snapshots") => Ok(Node::Snapshots(*t)),
                 Some("uploads") if self.targets[*t].uploads => Ok(Node::Uploads(*t)),
@@ -486,6 +504,7 @@ impl Vfs {
                 .map(String::into_bytes)
                 .ok_or(VfsError::InvalidName("not a symlink".into())),
             Node::Staged(_) => write::staged_readlink(self, ino),
+            Node::Live { mount, path } => self.live_readlink(mount, &path).await,
             _ => Err(VfsError::InvalidName("not a symlink".into())),
         }
     }

@@ -41,6 +41,13 @@ impl Vfs {
                 for (i, name) in self.children_of_group(kind) {
                     add(name.into(), Node::Target(i), FileKind::Dir);
                 }
+                for (mount, name) in self.live_in_group(kind) {
+                    let node = Node::Live {
+                        mount,
+                        path: String::new(),
+                    };
+                    add(name.into(), node, FileKind::Dir);
+                }
             }
             Node::Target(t) => {
                 add("snapshots".into(), Node::Snapshots(*t), FileKind::Dir);
@@ -152,6 +159,11 @@ impl Vfs {
                     add(name, Node::Staged(*t), kind);
                 }
             }
+            Node::Live { mount, path } => {
+                for (name, node, kind) in self.live_list(*mount, path).await? {
+                    add(name.into(), node, kind);
+                }
+            }
             Node::Readme | Node::Latest(_) | Node::Object { .. } | Node::Status { .. } => {
                 return Err(VfsError::NotDir);
             }
@@ -221,6 +233,7 @@ impl Vfs {
                     }
                 }
             }
+            Node::Live { mount, path } => return self.live_xattrs(*mount, path).await,
             _ => {}
         }
         Ok(out)

@@ -49,6 +49,11 @@ pub enum Node {
         target: usize,
         name: String,
     },
+    /// An entry of live tree `mount`; `path` is "" for the tree's own directory.
+    Live {
+        mount: usize,
+        path: String,
+    },
 }
 
 impl Node {

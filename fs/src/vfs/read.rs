@@ -65,6 +65,11 @@ pub(super) enum Handle {
         file: File,
     },
     Dir(Vec<DirEntry>),
+    Live {
+        mount: usize,
+        path: String,
+        buf: Mutex<super::live::LiveBuffer>,
+    },
 }
 
 /// Fetches one block, checks it, and keeps it in the cache. A block that fails its check is
@@ -207,7 +212,7 @@ fn raw_blocks(key: &str, size: u64) -> Vec<Block> {
 }
 
 impl Vfs {
-    fn add_handle(&self, handle: Handle) -> u64 {
+    pub(super) fn add_handle(&self, handle: Handle) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles
             .lock()
@@ -326,6 +331,7 @@ impl Vfs {
                 read_only(Handle::Generated(Bytes::from(json)), false, true)
             }
             Node::Staged(_) => self.open_staged(ino, write, truncate),
+            Node::Live { mount, path } => self.live_open(mount, path, write).await,
             _ => Err(VfsError::IsDir),
         }
     }
@@ -362,6 +368,9 @@ impl Vfs {
                 Ok(out)
             }
             Handle::Dir(_) => Err(VfsError::IsDir),
+            Handle::Live { mount, path, buf } => {
+                self.live_read(*mount, path, buf, offset, size).await
+            }
         }
     }
 

@@ -18,6 +18,12 @@ fn layout(kind: &str) -> &'static str {
              \x20 hivemq/<cluster>/snapshots/latest       symlink to the newest completed backup\n\
              \x20 (`snapfs snapshot hivemq/<cluster>` makes a backup; `snapfs restore` restores one)\n"
         }
+        "k8s" => {
+            "  k8s/<context>/<namespace>/snapshots/<name>  a ready VolumeSnapshot (xattrs only for now)\n\
+             \x20 k8s/<context>/<namespace>/snapshots/latest  symlink to the newest ready one\n\
+             \x20 k8s/<context>/<namespace>/pods/<pod>/<container>/  live read-only view of the container\n\
+             \x20 k8s/<context>/<namespace>/workloads/<name>  symlink to a ready pod of a Deployment or StatefulSet\n"
+        }
         _ => "",
     }
 }
@@ -41,6 +47,10 @@ impl Vfs {
         );
         for t in &self.targets {
             s.push_str(&format!("  {:<32} {}\n", t.path(), t.description));
+        }
+        for m in &self.live {
+            let path = format!("{}/{}", m.kind, m.name);
+            s.push_str(&format!("  {:<32} {}\n", path, m.description));
         }
         s.push_str("\nSee snapfs(1) for the command-line client.\n");
         s

@@ -290,6 +290,29 @@ impl Fixture {
         f
     }
 
+    /// The standard fixture with live trees mounted next to `cloud/local`.
+    pub fn with_live(backend: Arc<FakeBackend>, mounts: Vec<snapfs_fs::vfs::LiveMount>) -> Self {
+        let mut f = Self::new(backend);
+        let staging = Arc::new(Staging::new(f.dir.path().join("staging")));
+        let target = Target {
+            kind: "cloud",
+            name: "local".into(),
+            description: "a bucket in memory".into(),
+            backend: f.backend.clone(),
+            raw: Some(f.backend.clone()),
+            uploads: true,
+        };
+        f.vfs = Vfs::new(
+            vec![target],
+            VfsConfig::default(),
+            f.cache.clone(),
+            staging,
+            f.hooks.clone(),
+        )
+        .with_live(mounts);
+        f
+    }
+
     /// A second `Vfs` over the same cache folder, as after a daemon restart.
     pub fn restarted(self) -> Self {
         let Fixture {

@@ -4,6 +4,7 @@
 
 mod fake;
 mod fixture;
+mod live;
 mod objects;
 mod read;
 mod tree;
