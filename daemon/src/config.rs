@@ -2,6 +2,7 @@
 //! needed. Every key is documented in snapfs.toml(5).
 
 mod hivemq;
+mod kubernetes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 pub use hivemq::{Cluster, Secret};
+pub use kubernetes::{KubeContext, escape_name, is_dns_label};
 
 use crate::paths::Paths;
 
@@ -29,6 +31,7 @@ struct File {
     remote: Vec<RemoteSection>,
     #[serde(default)]
     hivemq: Vec<hivemq::Section>,
+    kubernetes: Option<Vec<kubernetes::Section>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -120,6 +123,8 @@ pub struct Config {
     pub remotes: Vec<Remote>,
     /// HiveMQ clusters, under `hivemq/<name>`.
     pub hivemq: Vec<Cluster>,
+    /// Kubernetes contexts under `k8s/<name>`; None: every context of the kubeconfig.
+    pub kubernetes: Option<Vec<KubeContext>>,
 }
 
 impl Config {
@@ -202,6 +207,21 @@ impl Config {
             }
             clusters.push(c);
         }
+        let kubernetes = match f.kubernetes {
+            None => None,
+            Some(sections) => {
+                let mut out: Vec<KubeContext> = Vec::new();
+                for k in sections {
+                    let c = kubernetes::context(k)?;
+                    check_target_name(&c.name)?;
+                    if out.iter().any(|x| x.name == c.name) {
+                        bail!("kubernetes {:?} is configured twice", c.name);
+                    }
+                    out.push(c);
+                }
+                Some(out)
+            }
+        };
         let size = |v: Option<String>, default: u64, what: &str| -> anyhow::Result<u64> {
             v.map_or(Ok(default), |s| {
                 parse_size(&s).with_context(|| format!("cache.{what}"))
@@ -232,6 +252,7 @@ impl Config {
             )?,
             remotes,
             hivemq: clusters,
+            kubernetes,
         })
     }
 }

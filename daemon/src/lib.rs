@@ -5,6 +5,7 @@ pub mod config;
 pub mod control;
 pub mod hivemq;
 pub mod jobs;
+pub mod k8s;
 pub mod lifecycle;
 pub mod paths;
 pub mod service;

@@ -112,17 +112,25 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         retention.push(Retention::default());
     }
 
-    let jobs = Jobs::new(backends, staging.clone(), paths.state_dir(), config.settle);
-    let vfs = Arc::new(Vfs::new(
-        targets,
-        VfsConfig {
-            list_ttl: config.list_ttl,
-            ..VfsConfig::default()
-        },
-        cache,
-        staging,
-        jobs.clone(),
+    let live = rt.block_on(crate::k8s::mounts(
+        config.kubernetes.as_deref(),
+        &paths,
+        config.list_ttl,
     ));
+    let jobs = Jobs::new(backends, staging.clone(), paths.state_dir(), config.settle);
+    let vfs = Arc::new(
+        Vfs::new(
+            targets,
+            VfsConfig {
+                list_ttl: config.list_ttl,
+                ..VfsConfig::default()
+            },
+            cache,
+            staging,
+            jobs.clone(),
+        )
+        .with_live(live),
+    );
     {
         let vfs = Arc::downgrade(&vfs);
         jobs.on_ready(move |t, name| {

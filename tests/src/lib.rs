@@ -80,8 +80,18 @@ impl Mount {
         Mount::start_remote("local", config)
     }
 
+    /// A daemon with `config` whose private home holds `files` (path below home, content) from
+    /// the start, such as a kubeconfig at `.kube/config`.
+    pub fn start_with_home(config: &str, files: &[(&str, &str)]) -> Mount {
+        Mount::start_prepared("local", config, files)
+    }
+
     /// A daemon with `config`, whose remote `remote` is the one tests talk about.
     pub fn start_remote(remote: &str, config: &str) -> Mount {
+        Mount::start_prepared(remote, config, &[])
+    }
+
+    fn start_prepared(remote: &str, config: &str, files: &[(&str, &str)]) -> Mount {
         let root = tempfile::Builder::new()
             .prefix("snapfs-e2e-")
             .tempdir()
@@ -89,6 +99,13 @@ impl Mount {
         let mountpoint = root.path().join("mnt");
         std::fs::create_dir_all(&mountpoint).expect("mountpoint");
         std::fs::create_dir_all(root.path().join("home")).expect("home");
+        for (path, content) in files {
+            let path = root.path().join("home").join(path);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).expect("a folder in home");
+            }
+            std::fs::write(&path, content).expect("a file in home");
+        }
         let config_path = root.path().join("config.toml");
         std::fs::write(&config_path, config).expect("config");
         let mut m = Mount {
@@ -170,6 +187,8 @@ impl Mount {
             .arg("--config")
             .arg(&self.config)
             .envs(self.env())
+            // The developer's own clusters stay out of the tests: only the private home counts.
+            .env_remove("KUBECONFIG")
             .env("SNAPFS_LOG", "info,snapfs_fs=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))

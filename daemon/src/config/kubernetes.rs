@@ -1,0 +1,155 @@
+//! `[[kubernetes]]` sections: which contexts of the user's kubeconfig appear under `k8s/`, and
+//! the escaping that turns any context name into one directory name and back.
+
+use anyhow::bail;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Section {
+    context: String,
+    name: Option<String>,
+    #[serde(default)]
+    namespaces: Vec<String>,
+}
+
+/// One context of the kubeconfig, shown as `k8s/<name>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeContext {
+    pub context: String,
+    pub name: String,
+    /// The namespaces shown; empty for every namespace of the cluster.
+    pub namespaces: Vec<String>,
+}
+
+impl KubeContext {
+    /// A context shown under its own (escaped) name, with every namespace.
+    pub fn all_of(context: &str) -> KubeContext {
+        KubeContext {
+            context: context.to_string(),
+            name: escape_name(context),
+            namespaces: Vec::new(),
+        }
+    }
+}
+
+pub(super) fn context(s: Section) -> anyhow::Result<KubeContext> {
+    if s.context.is_empty() {
+        bail!("kubernetes: `context` is empty");
+    }
+    let name = s.name.unwrap_or_else(|| escape_name(&s.context));
+    if let Some(ns) = s.namespaces.iter().find(|n| !is_dns_label(n)) {
+        bail!("kubernetes {name}: {ns:?} is not a namespace name (RFC 1123 label)");
+    }
+    Ok(KubeContext {
+        context: s.context,
+        name,
+        namespaces: s.namespaces,
+    })
+}
+
+/// A context name as one directory name: '%' and '/' (and control characters) become `%XX`,
+/// so `arn:aws:eks:eu-west-1:1:cluster/prod` is `arn:aws:eks:eu-west-1:1:cluster%2Fprod`.
+pub fn escape_name(context: &str) -> String {
+    let mut out = String::with_capacity(context.len());
+    for c in context.chars() {
+        if c == '%' || c == '/' || c.is_control() {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    // "." and ".." cannot be directory names; their first dot is escaped too.
+    if out == "." || out == ".." {
+        out.replace_range(0..1, "%2E");
+    }
+    out
+}
+
+/// The context name an escaped directory name stands for; None if it is not a valid escape.
+/// The daemon maps directories to contexts through its configuration, so only the round-trip
+/// tests need this; it documents that the escape loses nothing.
+#[cfg(test)]
+fn unescape_name(name: &str) -> Option<String> {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// An RFC 1123 label, as namespace names are.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_names_escape_reversibly() {
+        let cases = [
+            ("kubesim", "kubesim"),
+            (
+                "arn:aws:eks:eu-west-1:123:cluster/prod",
+                "arn:aws:eks:eu-west-1:123:cluster%2Fprod",
+            ),
+            ("50%/x", "50%25%2Fx"),
+            ("a\nb", "a%0Ab"),
+            ("..", "%2E."),
+            (".", "%2E"),
+            ("gke_p_europe-west1_c", "gke_p_europe-west1_c"),
+        ];
+        for (context, dir) in cases {
+            assert_eq!(escape_name(context), dir);
+            assert_eq!(unescape_name(dir).as_deref(), Some(context));
+            assert!(!dir.contains('/'));
+        }
+        assert_eq!(unescape_name("bad%2"), None);
+        assert_eq!(unescape_name("bad%zz"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_context_round_trips(context in "\\PC*") {
+            let dir = escape_name(&context);
+            proptest::prop_assert!(!dir.contains('/'));
+            proptest::prop_assert_eq!(unescape_name(&dir), Some(context));
+        }
+    }
+
+    #[test]
+    fn sections_check_namespaces_and_name_the_directory() {
+        let s = Section {
+            context: "a/b".into(),
+            name: None,
+            namespaces: vec!["shop".into()],
+        };
+        let c = context(s).unwrap();
+        assert_eq!((c.name.as_str(), c.namespaces.len()), ("a%2Fb", 1));
+        let bad = Section {
+            context: "x".into(),
+            name: Some("x".into()),
+            namespaces: vec!["Shop".into()],
+        };
+        assert!(context(bad).is_err());
+    }
+}

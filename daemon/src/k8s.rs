@@ -1,0 +1,432 @@
+//! Kubernetes contexts as live trees under `k8s/<context>/` (DESIGN §6): namespaces, their
+//! ready VolumeSnapshots, and a read-only view into running containers through exec.
+//!
+//! Layout below a context (paths as the `LiveTree` sees them):
+//! `<ns>/snapshots/{latest,<name>}`, `<ns>/pods/<pod>/<container>/<path in the container>`,
+//! `<ns>/workloads/<name>` → `../pods/<a ready pod>`.
+
+mod cluster;
+mod exec;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use k8s_openapi::api::core::v1::Pod;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+use snapfs_fs::backend::{BackendError, LiveEntry, LiveTree};
+use snapfs_fs::vfs::{FileKind, LiveMount};
+
+use crate::config::{KubeContext, is_dns_label};
+use crate::paths::Paths;
+use cluster::Namespaces;
+
+/// Attempts of a request that failed because the cluster could not be reached.
+const ATTEMPTS: u32 = 3;
+const FIRST_WAIT: Duration = Duration::from_millis(200);
+
+/// One context of the kubeconfig, served as a live tree.
+pub struct KubeTree {
+    client: Client,
+    /// Namespaces shown; empty for all.
+    only: Vec<String>,
+    namespaces: Arc<Namespaces>,
+}
+
+/// The kubeconfig the user's kubectl would read: `$KUBECONFIG` (its first file) or
+/// `~/.kube/config`; None when there is none.
+fn kubeconfig_path(paths: &Paths) -> Option<PathBuf> {
+    let path = match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        Some(v) => std::env::split_paths(&v).next()?,
+        None => paths.expand("~/.kube/config"),
+    };
+    path.exists().then_some(path)
+}
+
+/// The live trees of the configured contexts (`None`: every context of the kubeconfig). A
+/// context that cannot be set up is left out with a warning; it never stops the mount.
+pub async fn mounts(
+    configured: Option<&[KubeContext]>,
+    paths: &Paths,
+    list_ttl: Duration,
+) -> Vec<LiveMount> {
+    let Some(path) = kubeconfig_path(paths) else {
+        if configured.is_some_and(|c| !c.is_empty()) {
+            tracing::warn!("[[kubernetes]] is configured but there is no kubeconfig");
+        }
+        return Vec::new();
+    };
+    let kubeconfig = match Kubeconfig::read_from(&path) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "kubeconfig unreadable; no k8s/");
+            return Vec::new();
+        }
+    };
+    let contexts: Vec<KubeContext> = match configured {
+        Some(c) => c.to_vec(),
+        None => kubeconfig
+            .contexts
+            .iter()
+            .map(|c| KubeContext::all_of(&c.name))
+            .collect(),
+    };
+    let mut out = Vec::new();
+    for c in contexts {
+        let options = KubeConfigOptions {
+            context: Some(c.context.clone()),
+            ..KubeConfigOptions::default()
+        };
+        let client = match kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options).await
+        {
+            Ok(config) => Client::try_from(config),
+            Err(e) => Err(e.into()),
+        };
+        let client = match client {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::warn!(context = c.context, error = %e, "context left out");
+                continue;
+            }
+        };
+        let namespaces = Namespaces::watch(client.clone(), list_ttl, c.context.clone());
+        out.push(LiveMount {
+            kind: "k8s",
+            name: c.name.clone(),
+            description: format!("Kubernetes context {}", c.context),
+            tree: Arc::new(KubeTree {
+                client,
+                only: c.namespaces.clone(),
+                namespaces,
+            }),
+        });
+    }
+    out
+}
+
+/// A kube error as the file system reports it: 403 keeps the API server's message, which
+/// names the verb and the resource; anything short of an answer is `Unavailable`.
+pub(crate) fn classify(e: kube::Error, what: &str) -> BackendError {
+    match e {
+        kube::Error::Api(s) if s.code == 403 || s.code == 401 => {
+            BackendError::PermissionDenied(format!("{what}: {}", s.message))
+        }
+        kube::Error::Api(s) if s.code == 404 => BackendError::NotFound(what.to_string()),
+        kube::Error::Api(s) if s.code >= 500 => {
+            BackendError::Unavailable(format!("{what}: {}", s.message))
+        }
+        kube::Error::Api(s) => BackendError::Other(format!("{what}: {}", s.message)),
+        other => BackendError::Unavailable(format!("{what}: {other}")),
+    }
+}
+
+/// Runs a request, again after a short wait while the cluster cannot be reached.
+pub(crate) async fn retry<T, F, Fut>(mut f: F, what: &str) -> Result<T, BackendError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let mut wait = FIRST_WAIT;
+    let mut attempt = 1;
+    loop {
+        match f().await.map_err(|e| classify(e, what)) {
+            Err(BackendError::Unavailable(msg)) if attempt < ATTEMPTS => {
+                tracing::debug!(attempt, error = msg, "retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn dir(name: &str) -> LiveEntry {
+    LiveEntry {
+        name: name.to_string(),
+        kind: FileKind::Dir,
+        size: 0,
+        perm: 0o555,
+        mtime: SystemTime::UNIX_EPOCH,
+        symlink: None,
+        xattrs: Vec::new(),
+    }
+}
+
+fn symlink(name: &str, target: Option<String>) -> LiveEntry {
+    LiveEntry {
+        kind: FileKind::Symlink,
+        perm: 0o777,
+        symlink: target,
+        ..dir(name)
+    }
+}
+
+fn not_found(path: &str) -> BackendError {
+    BackendError::NotFound(path.to_string())
+}
+
+/// Where a path of the tree points.
+enum Place<'a> {
+    Context,
+    Namespace(&'a str),
+    Snapshots(&'a str),
+    Snapshot(&'a str, &'a str),
+    Pods(&'a str),
+    Pod(&'a str, &'a str),
+    /// A path inside a container, absolute ("/" for its root).
+    Container {
+        ns: &'a str,
+        pod: &'a str,
+        container: &'a str,
+        path: String,
+    },
+    Workloads(&'a str),
+    Workload(&'a str, &'a str),
+}
+
+fn place(path: &str) -> Option<Place<'_>> {
+    if path.is_empty() {
+        return Some(Place::Context);
+    }
+    let parts: Vec<&str> = path.split('/').collect();
+    Some(match parts.as_slice() {
+        [ns] => Place::Namespace(ns),
+        [ns, "snapshots"] => Place::Snapshots(ns),
+        [ns, "snapshots", s] => Place::Snapshot(ns, s),
+        [ns, "pods"] => Place::Pods(ns),
+        [ns, "pods", pod] => Place::Pod(ns, pod),
+        [ns, "pods", pod, container, rest @ ..] => Place::Container {
+            ns,
+            pod,
+            container,
+            path: format!("/{}", rest.join("/")),
+        },
+        [ns, "workloads"] => Place::Workloads(ns),
+        [ns, "workloads", w] => Place::Workload(ns, w),
+        _ => return None,
+    })
+}
+
+impl KubeTree {
+    async fn namespaces(&self) -> Result<Vec<String>, BackendError> {
+        let all = self.namespaces.names(&self.client).await?;
+        Ok(if self.only.is_empty() {
+            all.into_iter().collect()
+        } else {
+            self.only
+                .iter()
+                .filter(|n| all.contains(*n))
+                .cloned()
+                .collect()
+        })
+    }
+
+    async fn check_namespace(&self, ns: &str) -> Result<(), BackendError> {
+        if !is_dns_label(ns) || !self.namespaces().await?.iter().any(|n| n == ns) {
+            return Err(not_found(ns));
+        }
+        Ok(())
+    }
+
+    fn pods(&self, ns: &str) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    /// The running pod `pod`, or NotFound.
+    async fn pod(&self, ns: &str, pod: &str) -> Result<Pod, BackendError> {
+        let api = self.pods(ns);
+        let what = format!("get pod {pod} in namespace {ns}");
+        let p = retry(|| api.get_opt(pod), &what).await?;
+        p.filter(cluster::is_running).ok_or_else(|| not_found(pod))
+    }
+
+    async fn check_container(&self, ns: &str, pod: &str, c: &str) -> Result<(), BackendError> {
+        let p = self.pod(ns, pod).await?;
+        if containers(&p).iter().any(|n| n == c) {
+            Ok(())
+        } else {
+            Err(not_found(c))
+        }
+    }
+
+    async fn snapshot_entries(&self, ns: &str) -> Result<Vec<LiveEntry>, BackendError> {
+        let list = cluster::snapshots(&self.client, ns).await?;
+        let newest = list
+            .iter()
+            .max_by(|a, b| a.created.cmp(&b.created).then_with(|| a.name.cmp(&b.name)));
+        let mut out: Vec<LiveEntry> = newest
+            .map(|s| symlink("latest", Some(s.name.clone())))
+            .into_iter()
+            .collect();
+        for s in &list {
+            let mut xattrs = vec![
+                ("state".to_string(), "ready".to_string()),
+                (
+                    "created".into(),
+                    s.created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                ),
+                ("size".into(), s.size.to_string()),
+                ("id".into(), s.uid.clone()),
+            ];
+            if let Some(e) = s.expires {
+                let e = e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                xattrs.push(("expires".into(), e));
+            }
+            out.push(LiveEntry {
+                mtime: s.created.into(),
+                xattrs,
+                ..dir(&s.name)
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn containers(p: &Pod) -> Vec<String> {
+    p.spec
+        .as_ref()
+        .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl LiveTree for KubeTree {
+    async fn list(&self, path: &str) -> Result<Vec<LiveEntry>, BackendError> {
+        match place(path).ok_or_else(|| not_found(path))? {
+            Place::Context => Ok(self.namespaces().await?.iter().map(|n| dir(n)).collect()),
+            Place::Namespace(ns) => {
+                self.check_namespace(ns).await?;
+                Ok(["snapshots", "pods", "workloads"].map(dir).to_vec())
+            }
+            Place::Snapshots(ns) => {
+                self.check_namespace(ns).await?;
+                self.snapshot_entries(ns).await
+            }
+            // Snapshot contents are not served yet: a ready snapshot is an empty directory
+            // carrying its attributes.
+            Place::Snapshot(..) => Ok(Vec::new()),
+            Place::Pods(ns) => {
+                self.check_namespace(ns).await?;
+                let pods = cluster::running_pods(&self.client, ns).await?;
+                Ok(pods
+                    .iter()
+                    .filter_map(|p| p.metadata.name.as_deref().map(dir))
+                    .collect())
+            }
+            Place::Pod(ns, pod) => {
+                let p = self.pod(ns, pod).await?;
+                Ok(containers(&p).iter().map(|c| dir(c)).collect())
+            }
+            Place::Container {
+                ns,
+                pod,
+                container,
+                path,
+            } => exec::list(&self.pods(ns), pod, container, &path).await,
+            Place::Workloads(ns) => {
+                self.check_namespace(ns).await?;
+                let names = cluster::workloads(&self.client, ns).await?;
+                Ok(names.iter().map(|n| symlink(n, None)).collect())
+            }
+            Place::Workload(..) => Err(BackendError::Other("not a directory".into())),
+        }
+    }
+
+    async fn stat(&self, path: &str) -> Result<LiveEntry, BackendError> {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        match place(path).ok_or_else(|| not_found(path))? {
+            Place::Context => Ok(dir("")),
+            Place::Namespace(ns) => {
+                self.check_namespace(ns).await?;
+                Ok(dir(ns))
+            }
+            Place::Snapshots(ns) | Place::Pods(ns) | Place::Workloads(ns) => {
+                self.check_namespace(ns).await?;
+                Ok(dir(name))
+            }
+            Place::Snapshot(ns, snap) => {
+                self.check_namespace(ns).await?;
+                let all = self.snapshot_entries(ns).await?;
+                all.into_iter()
+                    .find(|e| e.name == snap)
+                    .ok_or_else(|| not_found(path))
+            }
+            Place::Pod(ns, pod) => {
+                self.pod(ns, pod).await?;
+                Ok(dir(pod))
+            }
+            Place::Container {
+                ns,
+                pod,
+                container,
+                path: inside,
+            } => {
+                if inside == "/" {
+                    self.check_container(ns, pod, container).await?;
+                    return Ok(dir(container));
+                }
+                exec::stat(&self.pods(ns), pod, container, &inside).await
+            }
+            Place::Workload(ns, w) => {
+                let pod = cluster::ready_pod_of(&self.client, ns, w).await?;
+                Ok(symlink(w, Some(format!("../pods/{pod}"))))
+            }
+        }
+    }
+
+    async fn read(&self, path: &str, offset: u64, len: u64) -> Result<Bytes, BackendError> {
+        match place(path).ok_or_else(|| not_found(path))? {
+            Place::Container {
+                ns,
+                pod,
+                container,
+                path: inside,
+            } => exec::read(&self.pods(ns), pod, container, &inside, offset, len).await,
+            _ => Err(BackendError::Other(format!("{path}: not a file"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_places() {
+        assert!(matches!(place(""), Some(Place::Context)));
+        assert!(matches!(place("shop"), Some(Place::Namespace("shop"))));
+        assert!(matches!(
+            place("shop/snapshots/db"),
+            Some(Place::Snapshot("shop", "db"))
+        ));
+        assert!(matches!(
+            place("shop/workloads/web"),
+            Some(Place::Workload("shop", "web"))
+        ));
+        match place("shop/pods/web-1/app/data/db.sqlite") {
+            Some(Place::Container {
+                pod,
+                container,
+                path,
+                ..
+            }) => {
+                assert_eq!(
+                    (pod, container, path.as_str()),
+                    ("web-1", "app", "/data/db.sqlite")
+                );
+            }
+            _ => panic!("not a container path"),
+        }
+        match place("shop/pods/web-1/app") {
+            Some(Place::Container { path, .. }) => assert_eq!(path, "/"),
+            _ => panic!("not a container path"),
+        }
+        assert!(place("shop/other").is_none());
+        assert!(place("shop/snapshots/db/x").is_none());
+    }
+}

@@ -1,0 +1,248 @@
+//! Looking into a running container through exec: the busybox commands that list a directory,
+//! stat one entry and read a byte range, and the parsers of what they print.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::AttachParams;
+use snapfs_fs::backend::{BackendError, LiveEntry};
+use snapfs_fs::vfs::FileKind;
+use tokio::io::AsyncReadExt;
+
+use super::classify;
+
+/// An exec that has not finished by then is given up (a stalled stream, a hung command).
+const EXEC_LIMIT: Duration = Duration::from_secs(30);
+
+/// The stat format: everything fixed first, the name last so that a '|' in it cannot confuse the
+/// split. Names holding a newline cannot be told apart from the next line and are left out.
+const FORMAT: &str = "%F|%s|%a|%Y|%n";
+
+/// One command's outcome.
+struct Output {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    /// None when the command exited 0.
+    failure: Option<String>,
+}
+
+/// Runs `command` in a container and collects its output.
+async fn run(
+    pods: &Api<Pod>,
+    pod: &str,
+    container: &str,
+    command: Vec<String>,
+) -> Result<Output, BackendError> {
+    let what = format!("exec in pod {pod} container {container}");
+    let params = AttachParams::default()
+        .container(container)
+        .stdin(false)
+        .stdout(true)
+        .stderr(true);
+    let work = async {
+        let mut attached = pods
+            .exec(pod, command, &params)
+            .await
+            .map_err(|e| classify(e, &what))?;
+        let (Some(mut out), Some(mut err), Some(status)) =
+            (attached.stdout(), attached.stderr(), attached.take_status())
+        else {
+            return Err(BackendError::Other(format!("{what}: no output streams")));
+        };
+        // Read alongside join(): a dropped connection ends the task, and with it the streams,
+        // where waiting for stdout alone would wait for ever.
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let (a, b, joined) = tokio::join!(
+            out.read_to_end(&mut stdout),
+            err.read_to_end(&mut stderr),
+            attached.join()
+        );
+        a.and(b)
+            .map_err(|e| BackendError::Unavailable(format!("{what}: {e}")))?;
+        joined.map_err(|e| BackendError::Unavailable(format!("{what}: {e}")))?;
+        let status = status.await.ok_or_else(|| {
+            BackendError::Unavailable(format!("{what}: the connection ended without a status"))
+        })?;
+        let failure = match status.status.as_deref() {
+            Some("Success") => None,
+            _ => Some(status.message.unwrap_or_else(|| "failed".into())),
+        };
+        Ok(Output {
+            stdout,
+            stderr,
+            failure,
+        })
+    };
+    tokio::time::timeout(EXEC_LIMIT, work)
+        .await
+        .map_err(|_| BackendError::Unavailable(format!("{what}: no answer in {EXEC_LIMIT:?}")))?
+}
+
+/// What a failed command means: a missing path, a refused one, or something else.
+fn failed(path: &str, out: &Output, failure: &str) -> BackendError {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("No such file") || stderr.contains("Not a directory") {
+        BackendError::NotFound(path.to_string())
+    } else if stderr.contains("Permission denied") {
+        BackendError::PermissionDenied(format!("{path}: {}", stderr.trim()))
+    } else {
+        BackendError::Other(format!("{path}: {failure}: {}", stderr.trim()))
+    }
+}
+
+/// Entries of directory `dir` ("/" or an absolute path) in the container.
+pub async fn list(
+    pods: &Api<Pod>,
+    pod: &str,
+    container: &str,
+    dir: &str,
+) -> Result<Vec<LiveEntry>, BackendError> {
+    let script =
+        format!("cd -- \"$1\" && find . -mindepth 1 -maxdepth 1 -exec stat -c '{FORMAT}' {{}} +");
+    let out = run(pods, pod, container, sh(&script, &[dir])).await?;
+    if let Some(f) = &out.failure {
+        return Err(failed(dir, &out, f));
+    }
+    Ok(parse_stat_lines(&out.stdout)
+        .into_iter()
+        .filter_map(|mut e| {
+            e.name = e.name.strip_prefix("./")?.to_string();
+            Some(e)
+        })
+        .collect())
+}
+
+/// One entry of the container; a symlink comes with its target.
+pub async fn stat(
+    pods: &Api<Pod>,
+    pod: &str,
+    container: &str,
+    path: &str,
+) -> Result<LiveEntry, BackendError> {
+    let script =
+        format!("stat -c '{FORMAT}' -- \"$1\" && if [ -L \"$1\" ]; then readlink -- \"$1\"; fi");
+    let out = run(pods, pod, container, sh(&script, &[path])).await?;
+    if let Some(f) = &out.failure {
+        return Err(failed(path, &out, f));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let mut e = lines
+        .next()
+        .and_then(parse_stat)
+        .ok_or_else(|| BackendError::Other(format!("{path}: unexpected stat output {text:?}")))?;
+    e.name = path.rsplit('/').next().unwrap_or(path).to_string();
+    if e.kind == FileKind::Symlink {
+        e.symlink = lines.next().map(str::to_string);
+    }
+    Ok(e)
+}
+
+/// Up to `len` bytes of a file from `offset`.
+pub async fn read(
+    pods: &Api<Pod>,
+    pod: &str,
+    container: &str,
+    path: &str,
+    offset: u64,
+    len: u64,
+) -> Result<Bytes, BackendError> {
+    let script = "tail -c +\"$2\" -- \"$1\" | head -c \"$3\"";
+    let from = (offset + 1).to_string();
+    let args = [path, from.as_str(), &len.to_string()];
+    let out = run(pods, pod, container, sh(script, &args)).await?;
+    if let Some(f) = &out.failure {
+        return Err(failed(path, &out, f));
+    }
+    // A failing tail does not fail the pipeline; its complaint does.
+    if !out.stderr.is_empty() {
+        return Err(failed(path, &out, "read failed"));
+    }
+    Ok(Bytes::from(out.stdout))
+}
+
+/// `sh -c SCRIPT sh ARGS…`: arguments are passed apart from the script, never spliced into it.
+fn sh(script: &str, args: &[&str]) -> Vec<String> {
+    let mut v = vec!["sh".to_string(), "-c".into(), script.into(), "sh".into()];
+    v.extend(args.iter().map(|a| a.to_string()));
+    v
+}
+
+/// Lines of `stat -c FORMAT`; lines that do not parse (a name with a newline) are left out.
+pub fn parse_stat_lines(out: &[u8]) -> Vec<LiveEntry> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(parse_stat)
+        .collect()
+}
+
+/// One line of `stat -c '%F|%s|%a|%Y|%n'`.
+pub fn parse_stat(line: &str) -> Option<LiveEntry> {
+    let mut parts = line.splitn(5, '|');
+    let kind = match parts.next()? {
+        "regular file" | "regular empty file" => FileKind::File,
+        "directory" => FileKind::Dir,
+        "symbolic link" => FileKind::Symlink,
+        // Devices, sockets and pipes cannot be read as files; they are not shown.
+        _ => return None,
+    };
+    let size: u64 = parts.next()?.parse().ok()?;
+    let perm = u16::from_str_radix(parts.next()?, 8).ok()?;
+    let secs: u64 = parts.next()?.parse().ok()?;
+    let name = parts.next()?;
+    if name.is_empty() {
+        return None;
+    }
+    Some(LiveEntry {
+        name: name.to_string(),
+        kind,
+        size,
+        // Read-only whatever the container says: nothing can be written through this view.
+        perm: perm & 0o555,
+        mtime: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+        symlink: None,
+        xattrs: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_parse_kinds_sizes_modes_and_odd_names() {
+        let out = b"regular file|12|644|1700000000|./data.db\n\
+directory|4096|755|1700000001|./sub dir\n\
+symbolic link|7|777|1700000002|./link|with|bars\n\
+regular empty file|0|600|1700000003|./empty\n\
+character special file|0|666|1|./null\n\
+garbage line\n\
+regular file|x|644|1|./bad-size\n";
+        let got = parse_stat_lines(out);
+        let names: Vec<_> = got.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["./data.db", "./sub dir", "./link|with|bars", "./empty"]
+        );
+        assert_eq!(
+            (got[0].kind, got[0].size, got[0].perm),
+            (FileKind::File, 12, 0o444)
+        );
+        assert_eq!(got[1].kind, FileKind::Dir);
+        assert_eq!(got[1].perm, 0o555);
+        assert_eq!(got[2].kind, FileKind::Symlink);
+        assert_eq!(got[3].size, 0);
+        assert_eq!(
+            got[0].mtime,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+        );
+    }
+
+    #[test]
+    fn scripts_take_paths_as_arguments() {
+        let v = sh("cat -- \"$1\"", &["/a b/$(x)"]);
+        assert_eq!(v, ["sh", "-c", "cat -- \"$1\"", "sh", "/a b/$(x)"]);
+    }
+}

@@ -1,0 +1,341 @@
+//! Kubernetes contexts through a real mount, against kubesim running in this process:
+//! namespaces (kept by a watch), ready VolumeSnapshots with their attributes, a live view into
+//! running containers, workloads resolved to ready pods, and the errors of DESIGN §10.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
+use kube::api::{ApiResource, DynamicObject, ListParams, PostParams};
+use kube::{Api, Client};
+use kubesim::{Config, KubeSim, Timings};
+use serde_json::json;
+use snapfs_tests::{Mount, fuse_available, sh};
+
+const DB: &[u8] = b"SQLite format 3\0 the shop's orders, as seeded into the volume\n";
+
+/// kubesim on its own runtime with namespace `shop`: claim `data` holding `database.db`,
+/// Deployment `backend` (container `app`, the claim at /app/data) with a ready pod, and a
+/// ready VolumeSnapshot `db-1` of the claim. Dropping it stops the server, then the runtime.
+struct Cluster {
+    sim: Option<KubeSim>,
+    client: Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let timings = Timings {
+            pod_start: Duration::from_millis(100),
+            pod_stop: Duration::from_millis(50),
+            pvc_bind: Duration::from_millis(50),
+            snapshot_ready: Duration::from_millis(300),
+            bookmark_interval: Duration::from_millis(200),
+        };
+        let (sim, client) = rt.block_on(async {
+            let sim = KubeSim::start(Config {
+                timings,
+                ..Config::default()
+            })
+            .await
+            .expect("kubesim starts");
+            let kubeconfig = kube::config::Kubeconfig::from_yaml(&sim.kubeconfig()).expect("yaml");
+            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .expect("kubeconfig loads");
+            (sim, Client::try_from(config).expect("client"))
+        });
+        let c = Cluster {
+            sim: Some(sim),
+            client,
+            rt,
+        };
+        c.seed();
+        c
+    }
+
+    fn sim(&self) -> &KubeSim {
+        self.sim.as_ref().expect("running")
+    }
+
+    fn create_namespace(&self, name: &str) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let ns = serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
+        self.rt
+            .block_on(api.create(&PostParams::default(), &ns))
+            .expect("namespace created");
+    }
+
+    fn seed(&self) {
+        self.create_namespace("shop");
+        let c = self.client.clone();
+        self.rt.block_on(async {
+            let pp = PostParams::default();
+            let claims: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), "shop");
+            let claim = serde_json::from_value(json!({
+                "metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"],
+                         "resources": {"requests": {"storage": "1Gi"}}}
+            }))
+            .expect("claim");
+            claims.create(&pp, &claim).await.expect("claim created");
+            let deployments: Api<Deployment> = Api::namespaced(c.clone(), "shop");
+            let deployment = serde_json::from_value(json!({
+                "metadata": {"name": "backend"},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app": "backend"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "backend"}},
+                        "spec": {
+                            "containers": [{"name": "app", "image": "busybox",
+                                "volumeMounts": [{"name": "data", "mountPath": "/app/data"}]}],
+                            "volumes": [{"name": "data",
+                                "persistentVolumeClaim": {"claimName": "data"}}]
+                        }
+                    }
+                }
+            }))
+            .expect("deployment");
+            deployments
+                .create(&pp, &deployment)
+                .await
+                .expect("deployment created");
+        });
+        let volume = wait_for("claim bound", || self.sim().volume_dir("shop", "data"));
+        std::fs::write(volume.join("database.db"), DB).expect("seeded");
+        std::fs::create_dir_all(volume.join("logs")).expect("seeded");
+        wait_for("a ready pod", || self.ready_pod());
+        let snapshots = self.snapshots("shop");
+        let snap: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshot",
+            "metadata": {"name": "db-1", "annotations": {"snapfs.io/expires": "2030-01-01T00:00:00Z"}},
+            "spec": {"source": {"persistentVolumeClaimName": "data"}}
+        }))
+        .expect("snapshot");
+        self.rt
+            .block_on(snapshots.create(&PostParams::default(), &snap))
+            .expect("snapshot created");
+        wait_for("snapshot ready", || {
+            let s = self.rt.block_on(snapshots.get("db-1")).ok()?;
+            (s.data["status"]["readyToUse"] == json!(true)).then_some(())
+        });
+    }
+
+    fn snapshots(&self, ns: &str) -> Api<DynamicObject> {
+        let ar = ApiResource {
+            group: "snapshot.storage.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "snapshot.storage.k8s.io/v1".into(),
+            kind: "VolumeSnapshot".into(),
+            plural: "volumesnapshots".into(),
+        };
+        Api::namespaced_with(self.client.clone(), ns, &ar)
+    }
+
+    /// The name of the Deployment's pod once it is Ready.
+    fn ready_pod(&self) -> Option<String> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), "shop");
+        let lp = ListParams::default().labels("app=backend");
+        let list = self.rt.block_on(pods.list(&lp)).ok()?;
+        list.items.into_iter().find_map(|p| {
+            let ready = p
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            ready.then_some(p.metadata.name?)
+        })
+    }
+
+    /// A mount whose home holds kubesim's kubeconfig; no [[kubernetes]] section, so every
+    /// context (the one `kubesim`) appears.
+    fn mount(&self) -> Mount {
+        let kubeconfig = self.sim().kubeconfig();
+        Mount::start_with_home(
+            "[list]\nttl = \"100ms\"\n",
+            &[(".kube/config", kubeconfig.as_str())],
+        )
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(sim) = self.sim.take() {
+            self.rt.block_on(sim.shutdown());
+        }
+    }
+}
+
+/// Polls `f` for up to 20 s.
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn errno<T>(r: std::io::Result<T>) -> i32 {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.raw_os_error().unwrap_or(0),
+    }
+}
+
+fn ns_dir(m: &Mount) -> PathBuf {
+    m.mountpoint.join("k8s/kubesim/shop")
+}
+
+#[test]
+fn namespaces_snapshots_pods_and_workloads_appear_in_the_mount() {
+    if !fuse_available() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let m = cluster.mount();
+    let ctx = m.mountpoint.join("k8s/kubesim");
+    assert_eq!(names(&m.mountpoint.join("k8s")), ["kubesim"]);
+    assert_eq!(names(&ctx), ["default", "shop"]);
+    let ns = ns_dir(&m);
+    assert_eq!(names(&ns), ["pods", "snapshots", "workloads"]);
+
+    // Snapshots: the ready one, `latest` pointing at it, and its attributes.
+    assert_eq!(names(&ns.join("snapshots")), ["db-1", "latest"]);
+    let latest = std::fs::read_link(ns.join("snapshots/latest")).expect("latest");
+    assert_eq!(latest, Path::new("db-1"));
+    let attrs = sh(&format!(
+        "getfattr -d --absolute-names {}",
+        ns.join("snapshots/db-1").display()
+    ));
+    assert!(attrs.contains("user.snapfs.state=\"ready\""), "{attrs}");
+    assert!(attrs.contains("user.snapfs.size=\"1073741824\""), "{attrs}");
+    assert!(
+        attrs.contains("user.snapfs.expires=\"2030-01-01T00:00:00Z\""),
+        "{attrs}"
+    );
+    assert!(attrs.contains("user.snapfs.id="), "{attrs}");
+    assert!(attrs.contains("user.snapfs.created="), "{attrs}");
+
+    // The DESIGN example: a file pulled out of a running pod through its workload.
+    let pod = cluster.ready_pod().expect("a ready pod");
+    assert_eq!(names(&ns.join("pods")), [pod.clone()]);
+    assert_eq!(names(&ns.join("workloads")), ["backend"]);
+    let link = std::fs::read_link(ns.join("workloads/backend")).expect("workload link");
+    assert_eq!(link, PathBuf::from(format!("../pods/{pod}")));
+    let out = m.root.path().join("out");
+    std::fs::create_dir_all(&out).expect("out");
+    let src = ns.join("workloads/backend/app/app/data/database.db");
+    sh(&format!("cp {} {}/", src.display(), out.display()));
+    assert_eq!(std::fs::read(out.join("database.db")).expect("copied"), DB);
+
+    // `ls -l` of the pod's container and of the volume inside it.
+    let pod_dir = ns.join(format!("pods/{pod}"));
+    assert_eq!(names(&pod_dir), ["app"]);
+    let listing = sh(&format!("ls -l {}", pod_dir.join("app/app/data").display()));
+    assert!(
+        listing.contains("database.db") && listing.contains(&DB.len().to_string()),
+        "{listing}"
+    );
+    assert!(listing.contains("logs"), "{listing}");
+    assert!(names(&pod_dir.join("app")).contains(&"bin".to_string()));
+    let ranged = sh(&format!("tail -c 10 {}", src.display()));
+    assert_eq!(ranged.as_bytes(), &DB[DB.len() - 10..]);
+
+    // Read-only everywhere.
+    let db = pod_dir.join("app/app/data/database.db");
+    assert_eq!(errno(std::fs::write(&db, b"x")), libc::EROFS);
+    assert_eq!(
+        errno(std::fs::create_dir(ns.join("snapshots/new"))),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno(std::fs::write(pod_dir.join("app/new"), b"x")),
+        libc::EROFS
+    );
+    assert_eq!(errno(std::fs::metadata(ns.join("pods/nope"))), libc::ENOENT);
+
+    // A namespace made later shows up through the watch.
+    cluster.create_namespace("later");
+    wait_for("the new namespace", || {
+        names(&ctx).contains(&"later".to_string()).then_some(())
+    });
+}
+
+#[test]
+fn rbac_denial_is_eacces_with_verb_and_resource() {
+    if !fuse_available() {
+        return;
+    }
+    let cluster = Cluster::start();
+    cluster
+        .sim()
+        .deny(kubesim::ADMIN_USER, "create", "pods/exec", "shop");
+    let m = cluster.mount();
+    let pod = cluster.ready_pod().expect("a ready pod");
+    let app = ns_dir(&m).join(format!("pods/{pod}/app"));
+    assert_eq!(errno(std::fs::read_dir(app.join("app"))), libc::EACCES);
+    let log = m.log();
+    assert!(log.contains("pods/exec") && log.contains("create"), "{log}");
+    // What does not need exec still works.
+    assert_eq!(names(&ns_dir(&m).join("snapshots")), ["db-1", "latest"]);
+}
+
+#[test]
+fn an_unreachable_cluster_is_eio_and_the_rest_of_the_mount_works() {
+    if !fuse_available() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let m = cluster.mount();
+    let ns = ns_dir(&m);
+    assert_eq!(names(&ns.join("snapshots")), ["db-1", "latest"]);
+    std::thread::scope(|s| {
+        let restart = s.spawn(|| {
+            cluster
+                .rt
+                .block_on(cluster.sim().restart_api(Duration::from_secs(4)))
+                .expect("restarted")
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(errno(std::fs::read_dir(ns.join("pods"))), libc::EIO);
+        // cloud/local does not depend on the cluster.
+        assert_eq!(names(&m.target()), ["objects", "snapshots", "uploads"]);
+        std::fs::write(m.target().join("uploads/note"), b"still writable").expect("upload");
+        restart.join().expect("restart thread");
+    });
+    wait_for("the cluster back", || {
+        std::fs::read_dir(ns.join("pods")).ok()
+    });
+    assert_eq!(names(&ns.join("snapshots")), ["db-1", "latest"]);
+}
+
+#[test]
+fn without_a_kubeconfig_there_is_no_k8s_directory() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::start();
+    assert!(!names(&m.mountpoint).contains(&"k8s".to_string()));
+}
