@@ -336,6 +336,34 @@ mod tests {
     }
 
     #[test]
+    fn kubernetes_contexts_default_to_all_and_may_be_listed() {
+        assert_eq!(Config::parse("", &paths()).unwrap().kubernetes, None);
+        let c = Config::parse(
+            "[[kubernetes]]\ncontext = \"arn:aws:eks:eu-west-1:1:cluster/prod\"\n\
+             [[kubernetes]]\ncontext = \"kind-dev\"\nname = \"dev\"\nnamespaces = [\"shop\"]\n",
+            &paths(),
+        )
+        .unwrap();
+        let k = c.kubernetes.unwrap();
+        assert_eq!(k[0].name, "arn:aws:eks:eu-west-1:1:cluster%2Fprod");
+        assert!(k[0].namespaces.is_empty());
+        assert_eq!(
+            (k[1].name.as_str(), k[1].namespaces.as_slice()),
+            ("dev", &["shop".to_string()][..])
+        );
+        let twice =
+            "[[kubernetes]]\ncontext = \"a\"\n[[kubernetes]]\ncontext = \"b\"\nname = \"a\"\n";
+        assert!(Config::parse(twice, &paths()).is_err());
+        assert!(
+            Config::parse(
+                "[[kubernetes]]\ncontext = \"a\"\nname = \"x/y\"\n",
+                &paths()
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn reads_remotes_and_sections() {
         let c = Config::parse(
             r#"
