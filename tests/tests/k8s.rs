@@ -339,3 +339,33 @@ fn without_a_kubeconfig_there_is_no_k8s_directory() {
     let m = Mount::start();
     assert!(!names(&m.mountpoint).contains(&"k8s".to_string()));
 }
+
+#[test]
+fn missing_snapshot_crds_leave_snapshots_empty_and_dropped_execs_fail() {
+    if !fuse_available() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let m = cluster.mount();
+    let ns = ns_dir(&m);
+    let pod = cluster.ready_pod().expect("a ready pod");
+    let data = ns.join(format!("pods/{pod}/app/app/data"));
+    assert_eq!(names(&data), ["database.db", "logs"]);
+
+    cluster.sim().faults().set_snapshot_api_missing(true);
+    assert!(names(&ns.join("snapshots")).is_empty());
+    assert!(
+        m.log()
+            .contains("snapshot.storage.k8s.io/v1) is not installed")
+    );
+    cluster.sim().faults().set_snapshot_api_missing(false);
+    assert_eq!(names(&ns.join("snapshots")), ["db-1", "latest"]);
+
+    // A connection cut mid-answer is an error, never a hang or a short file.
+    cluster.sim().faults().set_exec_drop_after(Some(8));
+    let started = Instant::now();
+    assert_eq!(errno(std::fs::read_dir(&data)), libc::EIO);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    cluster.sim().faults().set_exec_drop_after(None);
+    assert_eq!(std::fs::read(data.join("database.db")).expect("read"), DB);
+}

@@ -51,17 +51,29 @@ async fn run(
         else {
             return Err(BackendError::Other(format!("{what}: no output streams")));
         };
-        // Read alongside join(): a dropped connection ends the task, and with it the streams,
-        // where waiting for stdout alone would wait for ever.
+        // kube does not end stdout when the connection breaks, but join() fails then: watch
+        // it beside the reads, or a cut session would wait for the time limit.
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let (a, b, joined) = tokio::join!(
-            out.read_to_end(&mut stdout),
-            err.read_to_end(&mut stderr),
-            attached.join()
-        );
-        a.and(b)
-            .map_err(|e| BackendError::Unavailable(format!("{what}: {e}")))?;
-        joined.map_err(|e| BackendError::Unavailable(format!("{what}: {e}")))?;
+        {
+            let reads = async {
+                let (a, b) =
+                    tokio::join!(out.read_to_end(&mut stdout), err.read_to_end(&mut stderr));
+                a.and(b)
+            };
+            tokio::pin!(reads);
+            let joined = attached.join();
+            tokio::pin!(joined);
+            let (read, joined) = tokio::select! {
+                r = &mut reads => (Some(r), joined.await),
+                j = &mut joined => (None, j),
+            };
+            joined.map_err(|e| BackendError::Unavailable(format!("{what}: {e}")))?;
+            let read = match read {
+                Some(r) => r,
+                None => reads.await,
+            };
+            read.map_err(|e| BackendError::Unavailable(format!("{what}: {e}")))?;
+        }
         let status = status.await.ok_or_else(|| {
             BackendError::Unavailable(format!("{what}: the connection ended without a status"))
         })?;
