@@ -240,7 +240,7 @@ fn namespaces_snapshots_pods_and_workloads_appear_in_the_mount() {
 
     // The DESIGN example: a file pulled out of a running pod through its workload.
     let pod = cluster.ready_pod().expect("a ready pod");
-    assert_eq!(names(&ns.join("pods")), [pod.clone()]);
+    assert_eq!(names(&ns.join("pods")), [pod.as_str()]);
     assert_eq!(names(&ns.join("workloads")), ["backend"]);
     let link = std::fs::read_link(ns.join("workloads/backend")).expect("workload link");
     assert_eq!(link, PathBuf::from(format!("../pods/{pod}")));
