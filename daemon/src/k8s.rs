@@ -32,9 +32,15 @@ const FIRST_WAIT: Duration = Duration::from_millis(200);
 /// One context of the kubeconfig, served as a live tree.
 pub struct KubeTree {
     client: Client,
-    /// Namespaces shown; empty for all.
-    only: Vec<String>,
-    namespaces: Arc<Namespaces>,
+    /// The configured namespaces, shown without asking the cluster (a user may be allowed
+    /// into a few namespaces but not to list them all); or, when none are configured, every
+    /// namespace as a watch sees it.
+    namespaces: Scope,
+}
+
+enum Scope {
+    Only(Vec<String>),
+    All(Arc<Namespaces>),
 }
 
 /// The kubeconfig the user's kubectl would read: `$KUBECONFIG` (its first file) or
@@ -93,16 +99,20 @@ pub async fn mounts(
                 continue;
             }
         };
-        let namespaces = Namespaces::watch(client.clone(), list_ttl, c.context.clone());
+        let namespaces = if c.namespaces.is_empty() {
+            Scope::All(Namespaces::watch(
+                client.clone(),
+                list_ttl,
+                c.context.clone(),
+            ))
+        } else {
+            Scope::Only(c.namespaces.clone())
+        };
         out.push(LiveMount {
             kind: "k8s",
             name: c.name.clone(),
             description: format!("Kubernetes context {}", c.context),
-            tree: Arc::new(KubeTree {
-                client,
-                only: c.namespaces.clone(),
-                namespaces,
-            }),
+            tree: Arc::new(KubeTree { client, namespaces }),
         });
     }
     out
@@ -214,16 +224,10 @@ fn place(path: &str) -> Option<Place<'_>> {
 
 impl KubeTree {
     async fn namespaces(&self) -> Result<Vec<String>, BackendError> {
-        let all = self.namespaces.names(&self.client).await?;
-        Ok(if self.only.is_empty() {
-            all.into_iter().collect()
-        } else {
-            self.only
-                .iter()
-                .filter(|n| all.contains(*n))
-                .cloned()
-                .collect()
-        })
+        match &self.namespaces {
+            Scope::Only(names) => Ok(names.clone()),
+            Scope::All(watched) => Ok(watched.names(&self.client).await?.into_iter().collect()),
+        }
     }
 
     async fn check_namespace(&self, ns: &str) -> Result<(), BackendError> {

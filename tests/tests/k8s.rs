@@ -369,3 +369,24 @@ fn missing_snapshot_crds_leave_snapshots_empty_and_dropped_execs_fail() {
     cluster.sim().faults().set_exec_drop_after(None);
     assert_eq!(std::fs::read(data.join("database.db")).expect("read"), DB);
 }
+
+#[test]
+fn configured_namespaces_need_no_right_to_list_namespaces() {
+    if !fuse_available() {
+        return;
+    }
+    let cluster = Cluster::start();
+    cluster
+        .sim()
+        .deny(kubesim::ADMIN_USER, "list", "namespaces", "");
+    let kubeconfig = cluster.sim().kubeconfig();
+    let m = Mount::start_with_home(
+        "[[kubernetes]]\ncontext = \"kubesim\"\nname = \"sim\"\nnamespaces = [\"shop\"]\n",
+        &[(".kube/config", kubeconfig.as_str())],
+    );
+    let ctx = m.mountpoint.join("k8s/sim");
+    assert_eq!(names(&m.mountpoint.join("k8s")), ["sim"]);
+    assert_eq!(names(&ctx), ["shop"]);
+    assert_eq!(names(&ctx.join("shop/snapshots")), ["db-1", "latest"]);
+    assert_eq!(names(&ctx.join("shop/workloads")), ["backend"]);
+}

@@ -11,7 +11,7 @@ use snapfs_fs::backend::{BackendError, LiveEntry};
 use snapfs_fs::vfs::FileKind;
 use tokio::io::AsyncReadExt;
 
-use super::classify;
+use super::retry;
 
 /// An exec that has not finished by then is given up (a stalled stream, a hung command).
 const EXEC_LIMIT: Duration = Duration::from_secs(30);
@@ -42,10 +42,8 @@ async fn run(
         .stdout(true)
         .stderr(true);
     let work = async {
-        let mut attached = pods
-            .exec(pod, command, &params)
-            .await
-            .map_err(|e| classify(e, &what))?;
+        // Only starting the session is retried: once it runs, the command may have had effects.
+        let mut attached = retry(|| pods.exec(pod, command.clone(), &params), &what).await?;
         let (Some(mut out), Some(mut err), Some(status)) =
             (attached.stdout(), attached.stderr(), attached.take_status())
         else {
