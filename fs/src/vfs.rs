@@ -89,6 +89,7 @@ pub type Invalidator = Box<dyn Fn(u64, &OsStr) + Send + Sync>;
 pub struct Vfs {
     targets: Vec<Target>,
     live: Vec<LiveMount>,
+    live_recent: live::Recent,
     invalidator: std::sync::OnceLock<Invalidator>,
     config: VfsConfig,
     inodes: Inodes,
@@ -117,6 +118,7 @@ impl Vfs {
             listings: Listings::new(targets.len(), config.list_ttl),
             targets,
             live: Vec::new(),
+            live_recent: live::Recent::default(),
             config,
             inodes: Inodes::default(),
             cache,

@@ -5,8 +5,10 @@
 //! the tree. Reads go straight to the tree, not through the block cache, with one small buffer
 //! per open file so the kernel's 128 KiB requests do not each cost a round trip.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -30,6 +32,33 @@ pub struct LiveMount {
     pub tree: Arc<dyn LiveTree>,
 }
 
+/// Entries a listing just returned, so that `ls -l` (a listing, then a lookup of every name)
+/// costs one round trip to the tree rather than one per entry. Kept as long as the kernel
+/// may keep an attribute anyway.
+#[derive(Default)]
+pub(super) struct Recent {
+    entries: Mutex<HashMap<(usize, String), (Instant, LiveEntry)>>,
+}
+
+impl Recent {
+    fn put(&self, mount: usize, dir: &str, list: &[LiveEntry]) {
+        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, (at, _)| at.elapsed() < TTL_CHANGING);
+        let now = Instant::now();
+        for e in list {
+            map.insert((mount, join(dir, &e.name)), (now, e.clone()));
+        }
+    }
+
+    fn get(&self, mount: usize, path: &str) -> Option<LiveEntry> {
+        let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, e) = map.get(&(mount, path.to_string()))?;
+        // A listing may leave a symlink's target out; then only a stat knows it.
+        let complete = e.kind != FileKind::Symlink || e.symlink.is_some();
+        (at.elapsed() < TTL_CHANGING && complete).then(|| e.clone())
+    }
+}
+
 /// The per-open buffer of a live file: the last chunk fetched and where it starts.
 #[derive(Default)]
 pub(super) struct LiveBuffer {
@@ -48,6 +77,14 @@ impl Vfs {
 
     pub fn live_mounts(&self) -> &[LiveMount] {
         &self.live
+    }
+
+    /// One entry: from a listing of the last moment, else from the tree.
+    async fn live_stat(&self, mount: usize, path: &str) -> VfsResult<LiveEntry> {
+        if let Some(e) = self.live_recent.get(mount, path) {
+            return Ok(e);
+        }
+        Ok(self.live_tree(mount)?.stat(path).await?)
     }
 
     fn live_tree(&self, mount: usize) -> VfsResult<&dyn LiveTree> {
@@ -90,7 +127,7 @@ impl Vfs {
                 ttl: TTL_CHANGING,
             });
         }
-        let e = self.live_tree(mount)?.stat(path).await?;
+        let e = self.live_stat(mount, path).await?;
         Ok(self.live_attr(ino, &e))
     }
 
@@ -102,7 +139,9 @@ impl Vfs {
     ) -> VfsResult<Node> {
         let name = name.to_str().ok_or(VfsError::NotFound)?;
         let child = join(path, name);
-        self.live_tree(mount)?.stat(&child).await?;
+        let e = self.live_stat(mount, &child).await?;
+        // The attributes the kernel asks for right after a lookup are these.
+        self.live_recent.put(mount, path, std::slice::from_ref(&e));
         Ok(Node::Live { mount, path: child })
     }
 
@@ -112,6 +151,7 @@ impl Vfs {
         path: &str,
     ) -> VfsResult<Vec<(String, Node, FileKind)>> {
         let list = self.live_tree(mount)?.list(path).await?;
+        self.live_recent.put(mount, path, &list);
         Ok(list
             .into_iter()
             .map(|e| {
@@ -125,7 +165,7 @@ impl Vfs {
     }
 
     pub(super) async fn live_readlink(&self, mount: usize, path: &str) -> VfsResult<Vec<u8>> {
-        let e = self.live_tree(mount)?.stat(path).await?;
+        let e = self.live_stat(mount, path).await?;
         e.symlink
             .map(String::into_bytes)
             .ok_or(VfsError::InvalidName("not a symlink".into()))
@@ -139,7 +179,7 @@ impl Vfs {
         if path.is_empty() {
             return Ok(Vec::new());
         }
-        let e = self.live_tree(mount)?.stat(path).await?;
+        let e = self.live_stat(mount, path).await?;
         Ok(e.xattrs
             .into_iter()
             .map(|(k, v)| (format!("user.snapfs.{k}"), v.into_bytes()))
@@ -155,7 +195,7 @@ impl Vfs {
         if write {
             return Err(VfsError::ReadOnly("live views are read-only"));
         }
-        let e = self.live_tree(mount)?.stat(&path).await?;
+        let e = self.live_stat(mount, &path).await?;
         match e.kind {
             FileKind::File => {}
             FileKind::Dir => return Err(VfsError::IsDir),

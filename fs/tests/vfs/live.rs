@@ -18,6 +18,7 @@ use crate::fixture::{Fixture, errno, noise, standard_backend};
 struct MemTree {
     entries: Mutex<BTreeMap<String, (LiveEntry, Bytes)>>,
     reads: AtomicU64,
+    stats: AtomicU64,
     down: Mutex<bool>,
 }
 
@@ -64,6 +65,7 @@ impl LiveTree for MemTree {
 
     async fn stat(&self, path: &str) -> Result<LiveEntry, BackendError> {
         self.check()?;
+        self.stats.fetch_add(1, Ordering::SeqCst);
         let all = self.entries.lock().unwrap();
         all.get(path)
             .map(|(e, _)| e.clone())
@@ -187,7 +189,7 @@ async fn live_trees_are_read_only_and_failures_stay_inside() {
     *tree.down.lock().unwrap() = true;
     let ctx = f.ino("k8s/prod").await;
     assert_eq!(errno(f.vfs.readdir(ctx).await), libc::EIO);
-    assert_eq!(errno(f.vfs.getattr(file).await), libc::EIO);
+    assert_eq!(errno(f.lookup("k8s/prod/kube-system").await), libc::EIO);
     // The rest of the mount does not depend on the cluster.
     assert!(
         f.names("cloud/local/snapshots")
@@ -196,4 +198,42 @@ async fn live_trees_are_read_only_and_failures_stay_inside() {
     );
     *tree.down.lock().unwrap() = false;
     assert_eq!(f.names("k8s/prod").await, ["kube-system", "shop"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_answers_the_lookups_that_follow_it_for_a_moment() {
+    let (f, tree) = cluster();
+    let dir = "k8s/prod/shop/pods/web-1/app";
+    let dir_ino = f.ino(dir).await;
+    assert_eq!(f.names(dir).await, ["data.db"]);
+    let before = tree.stats.load(Ordering::SeqCst);
+    let e = f.vfs.lookup(dir_ino, "data.db".as_ref()).await.unwrap();
+    assert_eq!(e.attr.size, 600_000);
+    assert_eq!(
+        tree.stats.load(Ordering::SeqCst),
+        before,
+        "`ls -l` costs one listing"
+    );
+    // A symlink listed without its target is asked for it.
+    assert_eq!(f.names("k8s/prod/shop").await, ["pods", "workloads"]);
+    tree.put("shop/workloads/web", FileKind::Symlink, b"", None);
+    f.names("k8s/prod/shop/workloads").await;
+    let stats = tree.stats.load(Ordering::SeqCst);
+    tree.put(
+        "shop/workloads/web",
+        FileKind::Symlink,
+        b"",
+        Some("../pods/web-2"),
+    );
+    let link = f.ino("k8s/prod/shop/workloads/web").await;
+    assert_eq!(f.vfs.readlink(link).await.unwrap(), b"../pods/web-2");
+    assert!(tree.stats.load(Ordering::SeqCst) > stats);
+    // Later, the tree is asked again and a change shows.
+    tree.put("shop/pods/web-1/app/data.db", FileKind::File, b"new", None);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let stats = tree.stats.load(Ordering::SeqCst);
+    let e = f.vfs.lookup(dir_ino, "data.db".as_ref()).await.unwrap();
+    assert_eq!(e.attr.size, 3);
+    // One stat answers both the lookup and the attributes that come with it.
+    assert_eq!(tree.stats.load(Ordering::SeqCst), stats + 1);
 }
