@@ -1,12 +1,14 @@
 //! Kubernetes contexts as live trees under `k8s/<context>/` (DESIGN §6): namespaces, their
-//! ready VolumeSnapshots, and a read-only view into running containers through exec.
+//! ready VolumeSnapshots (content read through a reader pod), and a read-only view into running
+//! containers through exec.
 //!
 //! Layout below a context (paths as the `LiveTree` sees them):
-//! `<ns>/snapshots/{latest,<name>}`, `<ns>/pods/<pod>/<container>/<path in the container>`,
+//! `<ns>/snapshots/{latest,<name>/<path in the snapshot>}`, `<ns>/pods/<pod>/<container>/<path in the container>`,
 //! `<ns>/workloads/<name>` → `../pods/<a ready pod>`.
 
 mod cluster;
 mod exec;
+mod reader;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -24,6 +26,7 @@ use snapfs_fs::vfs::{FileKind, LiveMount};
 use crate::config::{KubeContext, is_dns_label};
 use crate::paths::Paths;
 use cluster::Namespaces;
+use reader::Readers;
 
 /// Attempts of a request that failed because the cluster could not be reached.
 const ATTEMPTS: u32 = 3;
@@ -36,6 +39,7 @@ pub struct KubeTree {
     /// into a few namespaces but not to list them all); or, when none are configured, every
     /// namespace as a watch sees it.
     namespaces: Scope,
+    readers: Arc<Readers>,
 }
 
 enum Scope {
@@ -112,7 +116,11 @@ pub async fn mounts(
             kind: "k8s",
             name: c.name.clone(),
             description: format!("Kubernetes context {}", c.context),
-            tree: Arc::new(KubeTree { client, namespaces }),
+            tree: Arc::new(KubeTree {
+                readers: Readers::new(client.clone()),
+                client,
+                namespaces,
+            }),
         });
     }
     out
@@ -126,6 +134,7 @@ pub(crate) fn classify(e: kube::Error, what: &str) -> BackendError {
             BackendError::PermissionDenied(format!("{what}: {}", s.message))
         }
         kube::Error::Api(s) if s.code == 404 => BackendError::NotFound(what.to_string()),
+        kube::Error::Api(s) if s.code == 409 => BackendError::AlreadyExists(what.to_string()),
         kube::Error::Api(s) if s.code >= 500 => {
             BackendError::Unavailable(format!("{what}: {}", s.message))
         }
@@ -186,6 +195,12 @@ enum Place<'a> {
     Namespace(&'a str),
     Snapshots(&'a str),
     Snapshot(&'a str, &'a str),
+    /// A path inside a snapshot's content, absolute in its reader pod.
+    InSnapshot {
+        ns: &'a str,
+        snap: &'a str,
+        path: String,
+    },
     Pods(&'a str),
     Pod(&'a str, &'a str),
     /// A path inside a container, absolute ("/" for its root).
@@ -208,6 +223,11 @@ fn place(path: &str) -> Option<Place<'_>> {
         [ns] => Place::Namespace(ns),
         [ns, "snapshots"] => Place::Snapshots(ns),
         [ns, "snapshots", s] => Place::Snapshot(ns, s),
+        [ns, "snapshots", snap, rest @ ..] => Place::InSnapshot {
+            ns,
+            snap,
+            path: format!("{}/{}", reader::MOUNT, rest.join("/")),
+        },
         [ns, "pods"] => Place::Pods(ns),
         [ns, "pods", pod] => Place::Pod(ns, pod),
         [ns, "pods", pod, container, rest @ ..] => Place::Container {
@@ -235,6 +255,17 @@ impl KubeTree {
             return Err(not_found(ns));
         }
         Ok(())
+    }
+
+    /// The running reader pod of ready snapshot `snap`.
+    async fn reader(&self, ns: &str, snap: &str) -> Result<String, BackendError> {
+        self.check_namespace(ns).await?;
+        let list = cluster::snapshots(&self.client, ns).await?;
+        let s = list
+            .iter()
+            .find(|s| s.name == snap)
+            .ok_or_else(|| not_found(snap))?;
+        self.readers.pod(ns, s).await
     }
 
     fn pods(&self, ns: &str) -> Api<Pod> {
@@ -311,9 +342,15 @@ impl LiveTree for KubeTree {
                 self.check_namespace(ns).await?;
                 self.snapshot_entries(ns).await
             }
-            // Snapshot contents are not served yet: a ready snapshot is an empty directory
-            // carrying its attributes.
-            Place::Snapshot(..) => Ok(Vec::new()),
+            Place::Snapshot(ns, "latest") => Err(not_found(ns)),
+            Place::Snapshot(ns, snap) => {
+                let pod = self.reader(ns, snap).await?;
+                exec::list(&self.pods(ns), &pod, reader::CONTAINER, reader::MOUNT).await
+            }
+            Place::InSnapshot { ns, snap, path } => {
+                let pod = self.reader(ns, snap).await?;
+                exec::list(&self.pods(ns), &pod, reader::CONTAINER, &path).await
+            }
             Place::Pods(ns) => {
                 self.check_namespace(ns).await?;
                 let pods = cluster::running_pods(&self.client, ns).await?;
@@ -360,6 +397,10 @@ impl LiveTree for KubeTree {
                     .find(|e| e.name == snap)
                     .ok_or_else(|| not_found(path))
             }
+            Place::InSnapshot { ns, snap, path } => {
+                let pod = self.reader(ns, snap).await?;
+                exec::stat(&self.pods(ns), &pod, reader::CONTAINER, &path).await
+            }
             Place::Pod(ns, pod) => {
                 self.pod(ns, pod).await?;
                 Ok(dir(pod))
@@ -391,6 +432,11 @@ impl LiveTree for KubeTree {
                 container,
                 path: inside,
             } => exec::read(&self.pods(ns), pod, container, &inside, offset, len).await,
+            Place::InSnapshot { ns, snap, path } => {
+                let pod = self.reader(ns, snap).await?;
+                let pods = self.pods(ns);
+                exec::read(&pods, &pod, reader::CONTAINER, &path, offset, len).await
+            }
             _ => Err(BackendError::Other(format!("{path}: not a file"))),
         }
     }
@@ -431,6 +477,11 @@ mod tests {
             _ => panic!("not a container path"),
         }
         assert!(place("shop/other").is_none());
-        assert!(place("shop/snapshots/db/x").is_none());
+        match place("shop/snapshots/db/x/y") {
+            Some(Place::InSnapshot { snap, path, .. }) => {
+                assert_eq!((snap, path.as_str()), ("db", "/data/x/y"));
+            }
+            _ => panic!("not a snapshot path"),
+        }
     }
 }

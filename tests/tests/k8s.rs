@@ -238,9 +238,34 @@ fn namespaces_snapshots_pods_and_workloads_appear_in_the_mount() {
     assert!(attrs.contains("user.snapfs.id="), "{attrs}");
     assert!(attrs.contains("user.snapfs.created="), "{attrs}");
 
+    // The snapshot's content, through a reader pod, as it was when the snapshot was taken.
+    let volume = cluster.sim().volume_dir("shop", "data").expect("volume");
+    std::fs::write(volume.join("database.db"), b"changed since").expect("volume written");
+    let snap = ns.join("snapshots/db-1");
+    assert_eq!(names(&snap), ["database.db", "logs"]);
+    assert_eq!(std::fs::read(snap.join("database.db")).expect("read"), DB);
+    assert_eq!(
+        std::fs::read(ns.join("snapshots/latest/database.db")).expect("read"),
+        DB
+    );
+    assert_eq!(
+        errno(std::fs::write(snap.join("database.db"), b"x")),
+        libc::EROFS
+    );
+    let readers: Api<Pod> = Api::namespaced(cluster.client.clone(), "shop");
+    let lp =
+        ListParams::default().labels("app.kubernetes.io/managed-by=snapfs,snapfs.io/role=reader");
+    let found = cluster.rt.block_on(readers.list(&lp)).expect("pods listed");
+    assert_eq!(found.items.len(), 1, "one reader pod for the snapshot");
+    std::fs::write(volume.join("database.db"), DB).expect("volume restored");
+
     // The DESIGN example: a file pulled out of a running pod through its workload.
     let pod = cluster.ready_pod().expect("a ready pod");
-    assert_eq!(names(&ns.join("pods")), [pod.as_str()]);
+    // The reader pod is a pod like any other, as kubectl shows it.
+    let reader = found.items[0].metadata.name.clone().expect("reader name");
+    let mut running = vec![pod.clone(), reader];
+    running.sort();
+    assert_eq!(names(&ns.join("pods")), running);
     assert_eq!(names(&ns.join("workloads")), ["backend"]);
     let link = std::fs::read_link(ns.join("workloads/backend")).expect("workload link");
     assert_eq!(link, PathBuf::from(format!("../pods/{pod}")));

@@ -19,7 +19,7 @@ fn layout(kind: &str) -> &'static str {
              \x20 (`snapfs snapshot hivemq/<cluster>` makes a backup; `snapfs restore` restores one)\n"
         }
         "k8s" => {
-            "  k8s/<context>/<namespace>/snapshots/<name>  a ready VolumeSnapshot (xattrs only for now)\n\
+            "  k8s/<context>/<namespace>/snapshots/<name>  a ready VolumeSnapshot, read-only\n\
              \x20 k8s/<context>/<namespace>/snapshots/latest  symlink to the newest ready one\n\
              \x20 k8s/<context>/<namespace>/pods/<pod>/<container>/  live read-only view of the container\n\
              \x20 k8s/<context>/<namespace>/workloads/<name>  symlink to a ready pod of a Deployment or StatefulSet\n"

@@ -1,0 +1,206 @@
+//! Reader pods: a ready VolumeSnapshot's content is reached by restoring it into a claim that a
+//! small pod mounts read-only (DESIGN §6); the tree then looks into that pod like any other.
+//! A reader is made on first access and removed after `READER_IDLE` without use.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use snapfs_fs::backend::BackendError;
+
+use super::cluster::{Snapshot, is_running};
+use super::retry;
+
+/// Readers unused this long are removed (DESIGN §6 `k8s.reader_idle`).
+const READER_IDLE: Duration = Duration::from_secs(600);
+/// How long a new reader may take to start (restore, schedule, run).
+const START_LIMIT: Duration = Duration::from_secs(120);
+/// The container of a reader pod, and where it mounts the snapshot.
+pub const CONTAINER: &str = "reader";
+pub const MOUNT: &str = "/data";
+
+struct Reader {
+    ns: String,
+    name: String,
+    started: tokio::sync::OnceCell<()>,
+    used: Mutex<Instant>,
+}
+
+pub struct Readers {
+    client: Client,
+    /// By (namespace, snapshot uid): a snapshot made again under the same name is new content.
+    all: Mutex<HashMap<(String, String), Arc<Reader>>>,
+}
+
+impl Readers {
+    /// Starts the idle sweep, which ends with the last reference to the returned value.
+    pub fn new(client: Client) -> Arc<Readers> {
+        let readers = Arc::new(Readers {
+            client,
+            all: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(sweep(Arc::downgrade(&readers)));
+        readers
+    }
+
+    /// The name of a running reader pod for `snap`, made if needed.
+    pub async fn pod(&self, ns: &str, snap: &Snapshot) -> Result<String, BackendError> {
+        let reader = {
+            let mut all = self.all.lock().unwrap_or_else(|e| e.into_inner());
+            all.entry((ns.to_string(), snap.uid.clone()))
+                .or_insert_with(|| {
+                    Arc::new(Reader {
+                        ns: ns.to_string(),
+                        name: reader_name(&snap.name, &snap.uid),
+                        started: tokio::sync::OnceCell::new(),
+                        used: Mutex::new(Instant::now()),
+                    })
+                })
+                .clone()
+        };
+        *reader.used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        reader
+            .started
+            .get_or_try_init(|| self.start(&reader, snap))
+            .await?;
+        Ok(reader.name.clone())
+    }
+
+    async fn start(&self, r: &Reader, snap: &Snapshot) -> Result<(), BackendError> {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &r.ns);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &r.ns);
+        let labels = json!({
+            "app.kubernetes.io/managed-by": "snapfs",
+            "snapfs.io/role": "reader",
+            "snapfs.io/snapshot": snap.name,
+        });
+        // The restore must hold at least the snapshot; a claim of unknown size asks for 1Gi.
+        let size = if snap.size > 0 {
+            snap.size.to_string()
+        } else {
+            "1Gi".into()
+        };
+        let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": r.name, "labels": labels},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": size}},
+                "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
+                               "name": snap.name}
+            }
+        }))
+        .map_err(|e| BackendError::Other(format!("reader claim: {e}")))?;
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": r.name, "labels": labels},
+            "spec": {
+                "restartPolicy": "Never",
+                "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{
+                    "name": CONTAINER,
+                    "image": "busybox",
+                    "command": ["sleep", "2147483647"],
+                    "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
+                    "securityContext": {"allowPrivilegeEscalation": false},
+                    "volumeMounts": [{"name": "snapshot", "mountPath": MOUNT, "readOnly": true}]
+                }],
+                "volumes": [{"name": "snapshot",
+                             "persistentVolumeClaim": {"claimName": r.name, "readOnly": true}}]
+            }
+        }))
+        .map_err(|e| BackendError::Other(format!("reader pod: {e}")))?;
+        let pp = PostParams::default();
+        let what = format!(
+            "create persistentvolumeclaim {} in namespace {}",
+            r.name, r.ns
+        );
+        // One left by an earlier run of the daemon is as good as a new one.
+        match retry(|| claims.create(&pp, &claim), &what).await {
+            Ok(_) | Err(BackendError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let what = format!("create pod {} in namespace {}", r.name, r.ns);
+        match retry(|| pods.create(&pp, &pod), &what).await {
+            Ok(_) | Err(BackendError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let deadline = Instant::now() + START_LIMIT;
+        let what = format!("get pod {} in namespace {}", r.name, r.ns);
+        loop {
+            if let Some(p) = retry(|| pods.get_opt(&r.name), &what).await?
+                && is_running(&p)
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(BackendError::Unavailable(format!(
+                    "reader pod {} for snapshot {} did not start in {START_LIMIT:?}",
+                    r.name, snap.name
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Removes readers idle for `READER_IDLE`, their pod and then their claim.
+async fn sweep(readers: Weak<Readers>) {
+    loop {
+        tokio::time::sleep(READER_IDLE / 10).await;
+        let Some(readers) = readers.upgrade() else {
+            return;
+        };
+        let idle: Vec<Arc<Reader>> = {
+            let mut all = readers.all.lock().unwrap_or_else(|e| e.into_inner());
+            let gone: Vec<_> = all
+                .iter()
+                .filter(|(_, r)| {
+                    r.used.lock().unwrap_or_else(|e| e.into_inner()).elapsed() > READER_IDLE
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            gone.iter().filter_map(|k| all.remove(k)).collect()
+        };
+        for r in idle {
+            let pods: Api<Pod> = Api::namespaced(readers.client.clone(), &r.ns);
+            let claims: Api<PersistentVolumeClaim> = Api::namespaced(readers.client.clone(), &r.ns);
+            let dp = DeleteParams::default();
+            if let Err(e) = pods.delete(&r.name, &dp).await {
+                tracing::warn!(pod = r.name, namespace = r.ns, error = %e, "reader pod not removed");
+            }
+            if let Err(e) = claims.delete(&r.name, &dp).await {
+                tracing::warn!(claim = r.name, namespace = r.ns, error = %e, "reader claim not removed");
+            }
+        }
+    }
+}
+
+/// `snapfs-read-<snapshot>-<uid>`, short enough for a label value and a pod name.
+fn reader_name(snap: &str, uid: &str) -> String {
+    let snap: String = snap.chars().take(36).collect();
+    let snap = snap.trim_end_matches(['-', '.']);
+    let uid: String = uid
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
+    format!("snapfs-read-{snap}-{}", uid.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reader_names_are_short_and_tell_the_snapshot() {
+        let n = reader_name("db-1", "5f0c2a1e-77aa-4b1c-9d0e-123456789abc");
+        assert_eq!(n, "snapfs-read-db-1-5f0c2a1e");
+        let long = reader_name(&"a".repeat(200), "X-Y");
+        assert!(long.len() <= 63, "{long}");
+        assert!(long.ends_with("-xy"));
+        assert_eq!(reader_name("db-.x", "u"), "snapfs-read-db-.x-u");
+    }
+}
