@@ -258,12 +258,26 @@ fn namespaces_snapshots_pods_and_workloads_appear_in_the_mount() {
     let found = cluster.rt.block_on(readers.list(&lp)).expect("pods listed");
     assert_eq!(found.items.len(), 1, "one reader pod for the snapshot");
     std::fs::write(volume.join("database.db"), DB).expect("volume restored");
+    // A reader deleted behind the mount's back is started again.
+    let reader_name = found.items[0].metadata.name.clone().expect("reader name");
+    cluster
+        .rt
+        .block_on(readers.delete(&reader_name, &Default::default()))
+        .expect("reader deleted");
+    wait_for("the reader gone", || {
+        let p = cluster.rt.block_on(readers.get_opt(&reader_name)).ok()?;
+        p.is_none().then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(
+        std::fs::read(snap.join("database.db")).expect("read again"),
+        DB
+    );
 
     // The DESIGN example: a file pulled out of a running pod through its workload.
     let pod = cluster.ready_pod().expect("a ready pod");
     // The reader pod is a pod like any other, as kubectl shows it.
-    let reader = found.items[0].metadata.name.clone().expect("reader name");
-    let mut running = vec![pod.clone(), reader];
+    let mut running = vec![pod.clone(), reader_name];
     running.sort();
     assert_eq!(names(&ns.join("pods")), running);
     assert_eq!(names(&ns.join("workloads")), ["backend"]);

@@ -19,6 +19,8 @@ use super::retry;
 const READER_IDLE: Duration = Duration::from_secs(600);
 /// How long a new reader may take to start (restore, schedule, run).
 const START_LIMIT: Duration = Duration::from_secs(120);
+/// A reader in use is checked this often to still run: someone may have deleted it.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// The container of a reader pod, and where it mounts the snapshot.
 pub const CONTAINER: &str = "reader";
 pub const MOUNT: &str = "/data";
@@ -28,6 +30,7 @@ struct Reader {
     name: String,
     started: tokio::sync::OnceCell<()>,
     used: Mutex<Instant>,
+    checked: Mutex<Instant>,
 }
 
 pub struct Readers {
@@ -49,25 +52,61 @@ impl Readers {
 
     /// The name of a running reader pod for `snap`, made if needed.
     pub async fn pod(&self, ns: &str, snap: &Snapshot) -> Result<String, BackendError> {
-        let reader = {
-            let mut all = self.all.lock().unwrap_or_else(|e| e.into_inner());
-            all.entry((ns.to_string(), snap.uid.clone()))
-                .or_insert_with(|| {
-                    Arc::new(Reader {
-                        ns: ns.to_string(),
-                        name: reader_name(&snap.name, &snap.uid),
-                        started: tokio::sync::OnceCell::new(),
-                        used: Mutex::new(Instant::now()),
-                    })
-                })
-                .clone()
-        };
+        let key = (ns.to_string(), snap.uid.clone());
+        let reader = self.reader(&key, &snap.name);
         *reader.used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         reader
             .started
             .get_or_try_init(|| self.start(&reader, snap))
             .await?;
+        let due = {
+            let mut checked = reader.checked.lock().unwrap_or_else(|e| e.into_inner());
+            let due = checked.elapsed() > CHECK_EVERY;
+            if due {
+                *checked = Instant::now();
+            }
+            due
+        };
+        if due {
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+            let what = format!("get pod {} in namespace {ns}", reader.name);
+            let running = retry(|| pods.get_opt(&reader.name), &what)
+                .await?
+                .is_some_and(|p| is_running(&p));
+            if !running {
+                // Gone or going: a new reader takes its place (start() waits the old one out).
+                tracing::info!(
+                    pod = reader.name,
+                    namespace = ns,
+                    "reader pod gone; starting again"
+                );
+                self.all
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&key);
+                let fresh = self.reader(&key, &snap.name);
+                fresh
+                    .started
+                    .get_or_try_init(|| self.start(&fresh, snap))
+                    .await?;
+            }
+        }
         Ok(reader.name.clone())
+    }
+
+    fn reader(&self, key: &(String, String), snap: &str) -> Arc<Reader> {
+        let mut all = self.all.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Reader {
+                    ns: key.0.clone(),
+                    name: reader_name(snap, &key.1),
+                    started: tokio::sync::OnceCell::new(),
+                    used: Mutex::new(Instant::now()),
+                    checked: Mutex::new(Instant::now()),
+                })
+            })
+            .clone()
     }
 
     async fn start(&self, r: &Reader, snap: &Snapshot) -> Result<(), BackendError> {
@@ -122,18 +161,18 @@ impl Readers {
             Ok(_) | Err(BackendError::AlreadyExists(_)) => {}
             Err(e) => return Err(e),
         }
-        let what = format!("create pod {} in namespace {}", r.name, r.ns);
-        match retry(|| pods.create(&pp, &pod), &what).await {
-            Ok(_) | Err(BackendError::AlreadyExists(_)) => {}
-            Err(e) => return Err(e),
-        }
         let deadline = Instant::now() + START_LIMIT;
-        let what = format!("get pod {} in namespace {}", r.name, r.ns);
+        let get = format!("get pod {} in namespace {}", r.name, r.ns);
+        let create = format!("create pod {} in namespace {}", r.name, r.ns);
         loop {
-            if let Some(p) = retry(|| pods.get_opt(&r.name), &what).await?
-                && is_running(&p)
-            {
-                return Ok(());
+            match retry(|| pods.get_opt(&r.name), &get).await? {
+                Some(p) if is_running(&p) => return Ok(()),
+                // Starting, or an earlier one still terminating: wait.
+                Some(_) => {}
+                None => match retry(|| pods.create(&pp, &pod), &create).await {
+                    Ok(_) | Err(BackendError::AlreadyExists(_)) => {}
+                    Err(e) => return Err(e),
+                },
             }
             if Instant::now() > deadline {
                 return Err(BackendError::Unavailable(format!(
