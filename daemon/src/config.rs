@@ -28,6 +28,8 @@ struct File {
     #[serde(default)]
     lifecycle: LifecycleSection,
     #[serde(default)]
+    k8s: K8sSection,
+    #[serde(default)]
     remote: Vec<RemoteSection>,
     #[serde(default)]
     hivemq: Vec<hivemq::Section>,
@@ -53,6 +55,12 @@ struct UploadSection {
 #[serde(deny_unknown_fields)]
 struct ListSection {
     ttl: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct K8sSection {
+    reader_idle: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -120,6 +128,8 @@ pub struct Config {
     pub lifecycle_interval: Option<Duration>,
     /// Packs no snapshot lists are collected only once their upload has been idle this long.
     pub orphan_grace: Duration,
+    /// How long a Kubernetes snapshot reader (claim and pod) is kept without reads.
+    pub reader_idle: Duration,
     pub remotes: Vec<Remote>,
     /// HiveMQ clusters, under `hivemq/<name>`.
     pub hivemq: Vec<Cluster>,
@@ -250,6 +260,11 @@ impl Config {
                 Duration::from_secs(3600),
                 "lifecycle.orphan_grace",
             )?,
+            reader_idle: dur(
+                f.k8s.reader_idle,
+                Duration::from_secs(600),
+                "k8s.reader_idle",
+            )?,
             remotes,
             hivemq: clusters,
             kubernetes,
@@ -344,6 +359,7 @@ mod tests {
             &paths(),
         )
         .unwrap();
+        assert_eq!(c.reader_idle, Duration::from_secs(600));
         let k = c.kubernetes.unwrap();
         assert_eq!(k[0].name, "arn:aws:eks:eu-west-1:1:cluster%2Fprod");
         assert!(k[0].namespaces.is_empty());

@@ -63,6 +63,7 @@ pub async fn mounts(
     configured: Option<&[KubeContext]>,
     paths: &Paths,
     list_ttl: Duration,
+    reader_idle: Duration,
 ) -> Vec<LiveMount> {
     let Some(path) = kubeconfig_path(paths) else {
         if configured.is_some_and(|c| !c.is_empty()) {
@@ -117,7 +118,7 @@ pub async fn mounts(
             name: c.name.clone(),
             description: format!("Kubernetes context {}", c.context),
             tree: Arc::new(KubeTree {
-                readers: Readers::new(client.clone()),
+                readers: Readers::new(client.clone(), reader_idle),
                 client,
                 namespaces,
             }),

@@ -116,6 +116,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         config.kubernetes.as_deref(),
         &paths,
         config.list_ttl,
+        config.reader_idle,
     ));
     let jobs = Jobs::new(backends, staging.clone(), paths.state_dir(), config.settle);
     let vfs = Arc::new(

@@ -160,11 +160,25 @@ impl Cluster {
     /// A mount whose home holds kubesim's kubeconfig; no [[kubernetes]] section, so every
     /// context (the one `kubesim`) appears.
     fn mount(&self) -> Mount {
+        self.mount_with("")
+    }
+
+    fn mount_with(&self, extra: &str) -> Mount {
         let kubeconfig = self.sim().kubeconfig();
         Mount::start_with_home(
-            "[list]\nttl = \"100ms\"\n",
+            &format!("[list]\nttl = \"100ms\"\n{extra}"),
             &[(".kube/config", kubeconfig.as_str())],
         )
+    }
+
+    /// Names of the reader pods and claims of namespace `shop`.
+    fn readers(&self) -> (usize, usize) {
+        let lp = ListParams::default().labels("snapfs.io/role=reader");
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), "shop");
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), "shop");
+        let p = self.rt.block_on(pods.list(&lp)).expect("pods listed");
+        let c = self.rt.block_on(claims.list(&lp)).expect("claims listed");
+        (p.items.len(), c.items.len())
     }
 }
 
@@ -380,15 +394,24 @@ fn without_a_kubeconfig_there_is_no_k8s_directory() {
 }
 
 #[test]
-fn missing_snapshot_crds_leave_snapshots_empty_and_dropped_execs_fail() {
+fn idle_readers_go_missing_snapshot_crds_empty_snapshots_and_cut_execs_fail() {
     if !fuse_available() {
         return;
     }
     let cluster = Cluster::start();
-    let m = cluster.mount();
+    let m = cluster.mount_with("[k8s]\nreader_idle = \"1s\"\n");
     let ns = ns_dir(&m);
     let pod = cluster.ready_pod().expect("a ready pod");
     let data = ns.join(format!("pods/{pod}/app/app/data"));
+
+    // An idle reader goes, claim and all.
+    let db = ns.join("snapshots/db-1/database.db");
+    assert_eq!(std::fs::read(&db).expect("snapshot read"), DB);
+    assert_eq!(cluster.readers(), (1, 1));
+    wait_for("the idle reader gone", || {
+        (cluster.readers() == (0, 0)).then_some(())
+    });
+    assert_eq!(std::fs::read(&db).expect("read after the reader went"), DB);
     assert_eq!(names(&data), ["database.db", "logs"]);
 
     cluster.sim().faults().set_snapshot_api_missing(true);

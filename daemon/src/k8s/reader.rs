@@ -1,6 +1,6 @@
 //! Reader pods: a ready VolumeSnapshot's content is reached by restoring it into a claim that a
 //! small pod mounts read-only (DESIGN §6); the tree then looks into that pod like any other.
-//! A reader is made on first access and removed after `READER_IDLE` without use.
+//! A reader is made on first access and removed after `k8s.reader_idle` without use.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -15,8 +15,6 @@ use snapfs_fs::backend::BackendError;
 use super::cluster::{Snapshot, is_running};
 use super::retry;
 
-/// Readers unused this long are removed (DESIGN §6 `k8s.reader_idle`).
-const READER_IDLE: Duration = Duration::from_secs(600);
 /// How long a new reader may take to start (restore, schedule, run).
 const START_LIMIT: Duration = Duration::from_secs(120);
 /// A reader in use is checked this often to still run: someone may have deleted it.
@@ -35,15 +33,17 @@ struct Reader {
 
 pub struct Readers {
     client: Client,
+    idle: Duration,
     /// By (namespace, snapshot uid): a snapshot made again under the same name is new content.
     all: Mutex<HashMap<(String, String), Arc<Reader>>>,
 }
 
 impl Readers {
     /// Starts the idle sweep, which ends with the last reference to the returned value.
-    pub fn new(client: Client) -> Arc<Readers> {
+    pub fn new(client: Client, idle: Duration) -> Arc<Readers> {
         let readers = Arc::new(Readers {
             client,
+            idle,
             all: Mutex::new(HashMap::new()),
         });
         tokio::spawn(sweep(Arc::downgrade(&readers)));
@@ -185,11 +185,17 @@ impl Readers {
     }
 }
 
-/// Removes readers idle for `READER_IDLE`, their pod and then their claim.
-async fn sweep(readers: Weak<Readers>) {
+/// Removes idle readers, their pod and then their claim.
+async fn sweep(weak: Weak<Readers>) {
     loop {
-        tokio::time::sleep(READER_IDLE / 10).await;
-        let Some(readers) = readers.upgrade() else {
+        let Some(every) = weak
+            .upgrade()
+            .map(|r| (r.idle / 10).max(Duration::from_millis(100)))
+        else {
+            return;
+        };
+        tokio::time::sleep(every).await;
+        let Some(readers) = weak.upgrade() else {
             return;
         };
         let idle: Vec<Arc<Reader>> = {
@@ -197,7 +203,7 @@ async fn sweep(readers: Weak<Readers>) {
             let gone: Vec<_> = all
                 .iter()
                 .filter(|(_, r)| {
-                    r.used.lock().unwrap_or_else(|e| e.into_inner()).elapsed() > READER_IDLE
+                    r.used.lock().unwrap_or_else(|e| e.into_inner()).elapsed() > readers.idle
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
