@@ -192,7 +192,10 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         socket: socket.clone(),
         pid: std::process::id(),
     };
-    std::fs::write(&record, serde_json::to_vec_pretty(&rec)?)
+    // Written aside and renamed, so a client never reads half a record.
+    let partial = record.with_extension("json.tmp");
+    std::fs::write(&partial, serde_json::to_vec_pretty(&rec)?)
+        .and_then(|()| std::fs::rename(&partial, &record))
         .context("writing the mount record")?;
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
 
