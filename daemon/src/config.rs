@@ -285,17 +285,23 @@ fn check_target_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// "20GiB", "512MiB", "1.5G", "4096" → bytes (K/M/G/T are powers of 1024 too).
-pub fn parse_size(s: &str) -> anyhow::Result<u64> {
-    let s = s.trim();
+/// A leading decimal number and the unit after it: "1.5GiB" → (1.5, "GiB").
+fn number_and_unit<'a>(s: &'a str, what: &str) -> anyhow::Result<(f64, &'a str)> {
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num
+    let n = num
         .parse()
-        .with_context(|| format!("{s:?} is not a size"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        .with_context(|| format!("{s:?} is not a {what}"))?;
+    Ok((n, unit.trim()))
+}
+
+/// "20GiB", "512MiB", "1.5G", "4096" → bytes (K/M/G/T are powers of 1024 too).
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (n, unit) = number_and_unit(s, "size")?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
@@ -309,14 +315,8 @@ pub fn parse_size(s: &str) -> anyhow::Result<u64> {
 /// "2s", "500ms", "5m", "12h", "14d", "0" → duration.
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .with_context(|| format!("{s:?} is not a duration"))?;
-    let secs = match unit.trim() {
+    let (n, unit) = number_and_unit(s, "duration")?;
+    let secs = match unit {
         "ms" => n / 1000.0,
         "" | "s" => n,
         "m" => n * 60.0,
