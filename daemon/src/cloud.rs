@@ -290,6 +290,15 @@ impl CloudBackend {
     /// Whether a new snapshot `name` may be made: not taken, not over the limit.
     pub async fn check_new(&self, name: &str) -> Result<(), BackendError> {
         self.check_name(name)?;
+        // Without a limit to count against, one HEAD answers; a listing grows with the remote.
+        if self.max_snapshots.is_none() {
+            let key = StorePath::from(format::manifest_key(name).as_str());
+            return match self.store.head(&key).await {
+                Ok(_) => Err(BackendError::AlreadyExists(format!("snapshot {name}"))),
+                Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(self.failed(store_error(&format!("snapshot {name}"), e))),
+            };
+        }
         let existing = self.manifest_objects().await?;
         if existing.iter().any(|(n, _)| n == name) {
             return Err(BackendError::AlreadyExists(format!("snapshot {name}")));

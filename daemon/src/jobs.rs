@@ -69,6 +69,9 @@ impl Job {
     }
 }
 
+/// Told a target index and a name when a snapshot appears there.
+type ReadyHook = Box<dyn Fn(usize, &str) + Send + Sync>;
+
 pub struct Jobs {
     backends: Vec<TargetBackend>,
     staging: Arc<Staging>,
@@ -77,7 +80,7 @@ pub struct Jobs {
     jobs: Mutex<HashMap<(usize, String), Job>>,
     runs: AtomicU64,
     changed: tokio::sync::watch::Sender<u64>,
-    on_ready: OnceLock<Box<dyn Fn(usize, &str) + Send + Sync>>,
+    on_ready: OnceLock<ReadyHook>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
