@@ -156,7 +156,7 @@ pub struct GcArgs {
     #[arg(short, long)]
     pub yes: bool,
     /// Print a JSON object: dry_run, deleted [{target, name, created, reason}], orphan_packs,
-    /// orphan_bytes, errors
+    /// orphan_bytes, leftovers, errors
     #[arg(long)]
     pub json: bool,
 }

@@ -99,7 +99,16 @@ fn text(report: &GcReport) -> String {
             human::size(report.orphan_bytes)
         ));
     }
-    let nothing = report.deleted.is_empty() && report.orphan_packs == 0;
+    if report.leftovers > 0 {
+        s.push_str(&format!(
+            "{pack_verb} {} leftover Kubernetes claim{} and pod{}\n",
+            report.leftovers,
+            if report.leftovers == 1 { "" } else { "s" },
+            if report.leftovers == 1 { "" } else { "s" },
+        ));
+    }
+    let nothing =
+        report.deleted.is_empty() && report.orphan_packs == 0 && report.leftovers == 0;
     if nothing && report.errors.is_empty() {
         s.push_str("nothing to clean up\n");
     } else if report.dry_run && !nothing {
@@ -133,6 +142,7 @@ mod tests {
                 },
             ],
             orphan_packs: 2,
+            leftovers: 0,
             orphan_bytes: 2048,
             errors: Vec::new(),
         }
@@ -157,6 +167,7 @@ mod tests {
         let empty = GcReport {
             deleted: Vec::new(),
             orphan_packs: 0,
+            leftovers: 0,
             orphan_bytes: 0,
             ..report(true)
         };

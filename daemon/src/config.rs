@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 pub use hivemq::{Cluster, Secret};
-pub use kubernetes::{KubeContext, escape_name, is_dns_label};
+pub use kubernetes::{KubeContext, escape_name, is_dns_label, is_dns_subdomain};
 
 use crate::paths::Paths;
 
@@ -61,6 +61,42 @@ struct ListSection {
 #[serde(deny_unknown_fields)]
 struct K8sSection {
     reader_idle: Option<String>,
+    image: Option<String>,
+    storage_class: Option<String>,
+    snapshot_class: Option<String>,
+    size_margin: Option<u64>,
+    min_size: Option<String>,
+    ready_timeout: Option<String>,
+}
+
+/// How snapshots are made in a Kubernetes namespace (`[k8s]`, DESIGN §6).
+#[derive(Debug, Clone, PartialEq)]
+pub struct K8sSettings {
+    /// Image of the upload and reader pods; it needs `sh`, `tar`, `head`, `md5sum`.
+    pub image: String,
+    /// StorageClass of upload claims; None: the cluster's default class.
+    pub storage_class: Option<String>,
+    /// VolumeSnapshotClass; None: the default class for the storage class's driver.
+    pub snapshot_class: Option<String>,
+    /// Percent added to the staged bytes when sizing an upload claim.
+    pub size_margin: u64,
+    /// An upload claim is never asked smaller than this.
+    pub min_size: u64,
+    /// How long a new VolumeSnapshot may take to become ready.
+    pub ready_timeout: Duration,
+}
+
+impl Default for K8sSettings {
+    fn default() -> Self {
+        K8sSettings {
+            image: "busybox".into(),
+            storage_class: None,
+            snapshot_class: None,
+            size_margin: 20,
+            min_size: 1 << 30,
+            ready_timeout: Duration::from_secs(600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -72,7 +108,7 @@ struct LifecycleSection {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RetentionSection {
+pub(crate) struct RetentionSection {
     #[serde(default)]
     min_count: u64,
     min_days: Option<u64>,
@@ -130,6 +166,7 @@ pub struct Config {
     pub orphan_grace: Duration,
     /// How long a Kubernetes snapshot reader (claim and pod) is kept without reads.
     pub reader_idle: Duration,
+    pub k8s: K8sSettings,
     pub remotes: Vec<Remote>,
     /// HiveMQ clusters, under `hivemq/<name>`.
     pub hivemq: Vec<Cluster>,
@@ -164,31 +201,8 @@ impl Config {
             if remotes.iter().any(|x: &Remote| x.name == r.name) {
                 bail!("remote {:?} is configured twice", r.name);
             }
-            let ttl = match r.ttl.as_deref() {
-                None => None,
-                Some(t) => {
-                    Some(parse_duration(t).with_context(|| format!("remote {}: ttl", r.name))?)
-                        .filter(|d| !d.is_zero())
-                }
-            };
-            let retention = match r.retention {
-                None => Retention::default(),
-                Some(k) => {
-                    if let (Some(min), Some(max)) = (k.min_days, k.max_days)
-                        && max < min
-                    {
-                        bail!(
-                            "remote {}: retention.max_days ({max}) is less than min_days ({min})",
-                            r.name
-                        );
-                    }
-                    Retention {
-                        min_count: k.min_count,
-                        min_days: k.min_days,
-                        max_days: k.max_days,
-                    }
-                }
-            };
+            let what = format!("remote {}", r.name);
+            let (ttl, retention) = lifecycle(r.ttl.as_deref(), r.retention, &what)?;
             remotes.push(Remote {
                 name: r.name,
                 url: r.url,
@@ -265,11 +279,54 @@ impl Config {
                 Duration::from_secs(600),
                 "k8s.reader_idle",
             )?,
+            k8s: K8sSettings {
+                image: f.k8s.image.unwrap_or_else(|| "busybox".into()),
+                storage_class: f.k8s.storage_class,
+                snapshot_class: f.k8s.snapshot_class,
+                size_margin: f.k8s.size_margin.unwrap_or(20),
+                min_size: f.k8s.min_size.map_or(Ok(1 << 30), |s| {
+                    parse_size(&s).context("k8s.min_size")
+                })?,
+                ready_timeout: dur(
+                    f.k8s.ready_timeout,
+                    Duration::from_secs(600),
+                    "k8s.ready_timeout",
+                )?,
+            },
             remotes,
             hivemq: clusters,
             kubernetes,
         })
     }
+}
+
+/// A target's `ttl` (0 = never) and `retention`, checked.
+fn lifecycle(
+    ttl: Option<&str>,
+    retention: Option<RetentionSection>,
+    what: &str,
+) -> anyhow::Result<(Option<Duration>, Retention)> {
+    let ttl = match ttl {
+        None => None,
+        Some(t) => Some(parse_duration(t).with_context(|| format!("{what}: ttl"))?)
+            .filter(|d| !d.is_zero()),
+    };
+    let retention = match retention {
+        None => Retention::default(),
+        Some(k) => {
+            if let (Some(min), Some(max)) = (k.min_days, k.max_days)
+                && max < min
+            {
+                bail!("{what}: retention.max_days ({max}) is less than min_days ({min})");
+            }
+            Retention {
+                min_count: k.min_count,
+                min_days: k.min_days,
+                max_days: k.max_days,
+            }
+        }
+    };
+    Ok((ttl, retention))
 }
 
 /// A target's directory name: one plain path component.

@@ -7,7 +7,7 @@ mod record;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -35,6 +35,8 @@ struct Job {
     failed_gen: Option<u64>,
     progress: Arc<Progress>,
     cancel: Arc<AtomicBool>,
+    /// Claim size asked for (`snapfs snapshot --size`), where the target has one.
+    size: Option<u64>,
 }
 
 impl Job {
@@ -56,6 +58,7 @@ impl Job {
             failed_gen: None,
             progress: Arc::new(Progress::default()),
             cancel: Arc::new(AtomicBool::new(false)),
+            size: None,
         }
     }
 
@@ -64,6 +67,10 @@ impl Job {
         if s.state == UploadState::Uploading {
             s.bytes_done = self.progress.done.load(Ordering::Relaxed);
             s.bytes_total = self.progress.total.load(Ordering::Relaxed);
+            let waiting = self.progress.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(w) = waiting.as_ref() {
+                s.error = Some(format!("still waiting: {w}"));
+            }
         }
         s
     }
@@ -72,8 +79,19 @@ impl Job {
 /// Told a target index and a name when a snapshot appears there.
 type ReadyHook = Box<dyn Fn(usize, &str) + Send + Sync>;
 
+/// Finds targets not configured but found while the mount runs (a Kubernetes namespace), and
+/// adds them to the mount.
+pub struct Registrar {
+    /// The target at a path (`k8s/prod/shop`), if one can be there.
+    pub resolve: Box<dyn Fn(&str) -> Option<TargetBackend> + Send + Sync>,
+    /// Adds it to the mount; returns its index there.
+    pub add: Box<dyn Fn(&TargetBackend) -> usize + Send + Sync>,
+}
+
 pub struct Jobs {
-    backends: Vec<TargetBackend>,
+    /// Indexed like the VFS's targets; only ever grows.
+    backends: RwLock<Vec<TargetBackend>>,
+    registrar: OnceLock<Registrar>,
     staging: Arc<Staging>,
     store: Store,
     settle: Duration,
@@ -95,7 +113,8 @@ impl Jobs {
         settle: Duration,
     ) -> Arc<Jobs> {
         Arc::new(Jobs {
-            backends,
+            backends: RwLock::new(backends),
+            registrar: OnceLock::new(),
             staging,
             store: Store::new(state_dir.join("jobs")),
             settle,
@@ -115,12 +134,52 @@ impl Jobs {
         self.changed.send_modify(|n| *n += 1);
     }
 
-    pub fn target_index(&self, path: &str) -> Option<usize> {
-        self.backends.iter().position(|b| b.path() == path)
+    pub fn set_registrar(&self, r: Registrar) {
+        let _ = self.registrar.set(r);
     }
 
-    pub fn backends(&self) -> &[TargetBackend] {
-        &self.backends
+    /// The index of the target at `path`, added if the registrar knows it.
+    pub fn target_index(&self, path: &str) -> Option<usize> {
+        if let Some(t) = self.backends().iter().position(|b| b.path() == path) {
+            return Some(t);
+        }
+        let r = self.registrar.get()?;
+        let mut backends = self.backends.write().unwrap_or_else(|e| e.into_inner());
+        // Someone may have added it since the look above.
+        if let Some(t) = backends.iter().position(|b| b.path() == path) {
+            return Some(t);
+        }
+        let backend = (r.resolve)(path)?;
+        let at = (r.add)(&backend);
+        if at != backends.len() {
+            tracing::error!(target = path, "target indexes differ between the mount and the jobs");
+            return None;
+        }
+        tracing::info!(target = path, "target added");
+        backends.push(backend);
+        Some(at)
+    }
+
+    pub fn backends(&self) -> Vec<TargetBackend> {
+        self.backends
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn backend(&self, target: usize) -> Option<TargetBackend> {
+        self.backends
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(target)
+            .cloned()
+    }
+
+    /// The target's path in the mount; empty for an index that does not exist.
+    fn path_of(&self, target: usize) -> String {
+        self.backend(target)
+            .map(|b| b.path().to_string())
+            .unwrap_or_default()
     }
 
     /// Upload ids of the jobs of `target` writing packs now; cleanup leaves their packs alone.
@@ -133,9 +192,7 @@ impl Jobs {
     }
 
     fn upload_path(&self, target: usize, name: &str) -> PathBuf {
-        self.staging
-            .target_dir(self.backends[target].path())
-            .join(name)
+        self.staging.target_dir(&self.path_of(target)).join(name)
     }
 
     fn persist(&self, target: usize, name: &str, job: &Job, settled: bool) {
@@ -148,19 +205,31 @@ impl Jobs {
             source: job.source.clone(),
             upload_id: job.upload_id.clone(),
             settled,
+            size: job.size,
         };
-        if let Err(e) = self.store.save(self.backends[target].path(), name, &p) {
+        if let Err(e) = self.store.save(&self.path_of(target), name, &p) {
             tracing::warn!(snapshot = name, error = %e, "could not record job state");
         }
     }
 
     /// Picks up what a previous run left: staged uploads and unfinished jobs.
     pub fn recover(self: &Arc<Self>) {
-        for (t, backend) in self.backends.iter().enumerate() {
-            // Only buckets take local data; nothing of other targets is staged or recorded.
-            let Some(backend) = backend.cloud() else {
+        // Targets found while the mount ran are found again by what they left.
+        for root in [self.staging.target_dir("k8s"), self.store.dir().join("k8s")] {
+            for context in std::fs::read_dir(root).into_iter().flatten().flatten() {
+                for ns in std::fs::read_dir(context.path()).into_iter().flatten().flatten() {
+                    let (c, n) = (context.file_name(), ns.file_name());
+                    if let (Some(c), Some(n)) = (c.to_str(), n.to_str()) {
+                        self.target_index(&format!("k8s/{c}/{n}"));
+                    }
+                }
+            }
+        }
+        for (t, backend) in self.backends().iter().enumerate() {
+            // Only targets that take local data have anything staged or recorded.
+            if !backend.takes_local_data() {
                 continue;
-            };
+            }
             let mut names: Vec<String> = Vec::new();
             if let Ok(dir) = std::fs::read_dir(self.staging.target_dir(backend.path())) {
                 names.extend(
@@ -180,10 +249,13 @@ impl Jobs {
                 let mut job = Job::new(backend.path(), &name, source.clone(), UploadState::Queued);
                 job.run = self.runs.fetch_add(1, Ordering::Relaxed);
                 if let Some(p) = p {
+                    job.size = p.size;
                     if let Some(id) = &p.upload_id
                         && p.status.state == UploadState::Uploading
+                        && let Some(backend) = backend.cloud()
                     {
-                        // Interrupted mid-upload: its packs are removed and it starts over.
+                        // Interrupted mid-upload: its packs are removed and it starts over. (A
+                        // namespace's next run finds and finishes or removes what it made.)
                         let (b, id) = (backend.clone(), id.clone());
                         tokio::spawn(async move {
                             if let Err(e) = b.delete_upload(&id).await {
@@ -277,7 +349,7 @@ impl Jobs {
     }
 
     fn start(self: &Arc<Self>, target: usize, name: String) {
-        let (run, source, progress, cancel, upload_id) = {
+        let (run, source, progress, cancel, upload_id, size) = {
             let mut jobs = lock(&self.jobs);
             let Some(job) = jobs.get_mut(&(target, name.clone())) else {
                 return;
@@ -296,6 +368,7 @@ impl Jobs {
                 job.progress.clone(),
                 job.cancel.clone(),
                 id,
+                job.size,
             )
         };
         self.notify();
@@ -307,16 +380,24 @@ impl Jobs {
                 // Never queued (the broker runs it); reaching here ends as unsupported below.
                 Source::Backend => PathBuf::new(),
             };
-            let target_backend = &this.backends[target];
+            let Some(target_backend) = this.backend(target) else {
+                return;
+            };
             tracing::info!(
                 target = target_backend.path(),
                 snapshot = name,
                 upload_id,
                 "upload started"
             );
-            let result = match target_backend.cloud() {
-                Some(b) => b.commit(&name, &path, &upload_id, &progress, &cancel).await,
-                None => Err(BackendError::Unsupported(format!(
+            let result = match &target_backend {
+                TargetBackend::Cloud(b) => {
+                    b.commit(&name, &path, &upload_id, &progress, &cancel).await
+                }
+                TargetBackend::Kube(b) => {
+                    b.commit(&name, &path, &upload_id, size, &progress, &cancel)
+                        .await
+                }
+                TargetBackend::HiveMq(_) => Err(BackendError::Unsupported(format!(
                     "{} takes no local data",
                     target_backend.path()
                 ))),
@@ -341,7 +422,8 @@ impl Jobs {
         result: Result<snapfs_fs::backend::SnapshotInfo, BackendError>,
         cancelled: bool,
     ) {
-        let path = self.backends[target].path();
+        let path = self.path_of(target);
+        let path = path.as_str();
         let mut jobs = lock(&self.jobs);
         let key = (target, name.to_string());
         let Some(job) = jobs.get_mut(&key).filter(|j| j.run == run) else {
@@ -403,9 +485,10 @@ impl Jobs {
         target: usize,
         name: &str,
         source: PathBuf,
+        size: Option<u64>,
     ) -> Result<(), VfsError> {
-        match self.backends.get(target) {
-            Some(TargetBackend::Cloud(_)) => {}
+        match self.backend(target) {
+            Some(b) if b.takes_local_data() => {}
             Some(t) => {
                 return Err(VfsError::InvalidName(format!(
                     "{} makes its own snapshots: give no SOURCE",
@@ -416,12 +499,13 @@ impl Jobs {
         }
         self.admit(target, name).await?;
         let mut jobs = lock(&self.jobs);
-        let job = Job::new(
-            self.backends[target].path(),
+        let mut job = Job::new(
+            &self.path_of(target),
             name,
             Source::Local(source),
             UploadState::Queued,
         );
+        job.size = size;
         self.persist(target, name, &job, true);
         jobs.insert((target, name.to_string()), job);
         drop(jobs);
@@ -456,7 +540,7 @@ impl Jobs {
 #[async_trait]
 impl UploadHooks for Jobs {
     async fn admit(&self, target: usize, name: &str) -> VfsResult<()> {
-        let backend = self.backends.get(target).ok_or(VfsError::NotFound)?;
+        let backend = self.backend(target).ok_or(VfsError::NotFound)?;
         {
             let jobs = lock(&self.jobs);
             if let Some(job) = jobs.get(&(target, name.to_string()))
@@ -489,7 +573,11 @@ impl UploadHooks for Jobs {
         if let Some(job) = lock(&self.jobs).remove(&(target, name.to_string())) {
             job.cancel.store(true, Ordering::Relaxed);
         }
-        self.store.remove(self.backends[target].path(), name);
+        self.store.remove(&self.path_of(target), name);
         self.notify();
+    }
+
+    fn target(&self, path: &str) -> Option<usize> {
+        self.target_index(path)
     }
 }

@@ -9,7 +9,10 @@
 mod cluster;
 mod exec;
 mod reader;
+mod tarball;
+mod upload;
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,16 +20,19 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{DynamicObject, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use snapfs_fs::backend::{BackendError, LiveEntry, LiveTree};
 use snapfs_fs::vfs::{FileKind, LiveMount};
 
-use crate::config::{KubeContext, is_dns_label};
+use crate::config::{K8sSettings, KubeContext, is_dns_label};
 use crate::paths::Paths;
 use cluster::Namespaces;
 use reader::Readers;
+pub use upload::KubeTarget;
+use upload::MANAGED_BY;
 
 /// Attempts of a request that failed because the cluster could not be reached.
 const ATTEMPTS: u32 = 3;
@@ -57,74 +63,173 @@ fn kubeconfig_path(paths: &Paths) -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
-/// The live trees of the configured contexts (`None`: every context of the kubeconfig). A
-/// context that cannot be set up is left out with a warning; it never stops the mount.
-pub async fn mounts(
-    configured: Option<&[KubeContext]>,
-    paths: &Paths,
-    list_ttl: Duration,
-    reader_idle: Duration,
-) -> Vec<LiveMount> {
-    let Some(path) = kubeconfig_path(paths) else {
-        if configured.is_some_and(|c| !c.is_empty()) {
-            tracing::warn!("[[kubernetes]] is configured but there is no kubeconfig");
-        }
-        return Vec::new();
-    };
-    let kubeconfig = match Kubeconfig::read_from(&path) {
-        Ok(k) => k,
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "kubeconfig unreadable; no k8s/");
-            return Vec::new();
-        }
-    };
-    let contexts: Vec<KubeContext> = match configured {
-        Some(c) => c.to_vec(),
-        None => kubeconfig
-            .contexts
-            .iter()
-            .map(|c| KubeContext::all_of(&c.name))
-            .collect(),
-    };
-    let mut out = Vec::new();
-    for c in contexts {
-        let options = KubeConfigOptions {
-            context: Some(c.context.clone()),
-            ..KubeConfigOptions::default()
+/// One context of the kubeconfig.
+struct Context {
+    config: KubeContext,
+    client: Client,
+    tree: Arc<KubeTree>,
+}
+
+/// The Kubernetes contexts of the mount: their live trees under `k8s/`, and their namespaces as
+/// upload targets.
+pub struct Kube {
+    contexts: Vec<Context>,
+    settings: Arc<K8sSettings>,
+}
+
+impl Kube {
+    /// Connects the configured contexts (`None`: every context of the kubeconfig). A context
+    /// that cannot be set up is left out with a warning; it never stops the mount.
+    pub async fn connect(
+        configured: Option<&[KubeContext]>,
+        paths: &Paths,
+        list_ttl: Duration,
+        reader_idle: Duration,
+        settings: K8sSettings,
+    ) -> Kube {
+        let mut kube = Kube {
+            contexts: Vec::new(),
+            settings: Arc::new(settings),
         };
-        let client = match kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options).await
-        {
-            Ok(config) => Client::try_from(config),
-            Err(e) => Err(e.into()),
+        let Some(path) = kubeconfig_path(paths) else {
+            if configured.is_some_and(|c| !c.is_empty()) {
+                tracing::warn!("[[kubernetes]] is configured but there is no kubeconfig");
+            }
+            return kube;
         };
-        let client = match client {
-            Ok(client) => client,
+        let kubeconfig = match Kubeconfig::read_from(&path) {
+            Ok(k) => k,
             Err(e) => {
-                tracing::warn!(context = c.context, error = %e, "context left out");
-                continue;
+                tracing::warn!(path = %path.display(), error = %e, "kubeconfig unreadable; no k8s/");
+                return kube;
             }
         };
-        let namespaces = if c.namespaces.is_empty() {
-            Scope::All(Namespaces::watch(
-                client.clone(),
-                list_ttl,
-                c.context.clone(),
-            ))
-        } else {
-            Scope::Only(c.namespaces.clone())
+        let contexts: Vec<KubeContext> = match configured {
+            Some(c) => c.to_vec(),
+            None => kubeconfig
+                .contexts
+                .iter()
+                .map(|c| KubeContext::all_of(&c.name))
+                .collect(),
         };
-        out.push(LiveMount {
-            kind: "k8s",
-            name: c.name.clone(),
-            description: format!("Kubernetes context {}", c.context),
-            tree: Arc::new(KubeTree {
+        for c in contexts {
+            let options = KubeConfigOptions {
+                context: Some(c.context.clone()),
+                ..KubeConfigOptions::default()
+            };
+            let client =
+                match kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options).await {
+                    Ok(config) => Client::try_from(config),
+                    Err(e) => Err(e.into()),
+                };
+            let client = match client {
+                Ok(client) => client,
+                Err(e) => {
+                    tracing::warn!(context = c.context, error = %e, "context left out");
+                    continue;
+                }
+            };
+            let namespaces = if c.namespaces.is_empty() {
+                Scope::All(Namespaces::watch(
+                    client.clone(),
+                    list_ttl,
+                    c.context.clone(),
+                ))
+            } else {
+                Scope::Only(c.namespaces.clone())
+            };
+            let tree = Arc::new(KubeTree {
                 readers: Readers::new(client.clone(), reader_idle),
-                client,
+                client: client.clone(),
                 namespaces,
-            }),
-        });
+            });
+            kube.contexts.push(Context {
+                config: c,
+                client,
+                tree,
+            });
+        }
+        kube
     }
-    out
+
+    pub fn live_mounts(&self) -> Vec<LiveMount> {
+        self.contexts
+            .iter()
+            .map(|c| LiveMount {
+                kind: "k8s",
+                name: c.config.name.clone(),
+                description: format!("Kubernetes context {}", c.config.context),
+                tree: c.tree.clone(),
+            })
+            .collect()
+    }
+
+    /// The namespace at `k8s/<context>/<namespace>` as a target, if it can be one.
+    pub fn target(&self, path: &str) -> Option<KubeTarget> {
+        let rest = path.strip_prefix("k8s/")?;
+        let (dir, ns) = rest.split_once('/')?;
+        let c = self.contexts.iter().find(|c| c.config.name == dir)?;
+        if !is_dns_label(ns) {
+            return None;
+        }
+        if let Scope::Only(names) = &c.tree.namespaces
+            && !names.iter().any(|n| n == ns)
+        {
+            return None;
+        }
+        Some(KubeTarget::new(
+            path.to_string(),
+            c.client.clone(),
+            ns.to_string(),
+            self.settings.clone(),
+            &c.config,
+            c.tree.readers.clone(),
+        ))
+    }
+
+    /// Paths of the namespaces where snapfs made something (snapshots, claims, pods): what
+    /// cleanup must look at. Where the whole cluster cannot be listed, the configured or
+    /// known namespaces stand in.
+    pub async fn namespaces_in_use(&self) -> Vec<String> {
+        let mut out = BTreeSet::new();
+        for c in &self.contexts {
+            let lp = ListParams::default().labels(&format!("{MANAGED_BY}=snapfs"));
+            let pods: Api<Pod> = Api::all(c.client.clone());
+            let claims: Api<PersistentVolumeClaim> = Api::all(c.client.clone());
+            let snaps: Api<DynamicObject> =
+                Api::all_with(c.client.clone(), &cluster::snapshot_resource());
+            let mut found: Vec<Option<String>> = Vec::new();
+            let mut ok = true;
+            match pods.list_metadata(&lp).await {
+                Ok(l) => found.extend(l.items.into_iter().map(|o| o.metadata.namespace)),
+                Err(_) => ok = false,
+            }
+            match claims.list_metadata(&lp).await {
+                Ok(l) => found.extend(l.items.into_iter().map(|o| o.metadata.namespace)),
+                Err(_) => ok = false,
+            }
+            // A cluster without the snapshot API has no snapshots to look at.
+            if let Ok(l) = snaps.list(&lp).await {
+                found.extend(l.items.into_iter().map(|o| o.metadata.namespace));
+            }
+            if !ok {
+                if let Ok(names) = c.tree.namespaces().await {
+                    found.extend(names.into_iter().map(Some));
+                }
+            }
+            for ns in found.into_iter().flatten() {
+                out.insert(format!("k8s/{}/{ns}", c.config.name));
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Removes every reader pod and claim, as the mount goes away.
+    pub async fn shutdown(&self) {
+        for c in &self.contexts {
+            c.tree.readers.remove_all().await;
+        }
+    }
 }
 
 /// A kube error as the file system reports it: 403 keeps the API server's message, which
@@ -174,6 +279,16 @@ fn dir(name: &str) -> LiveEntry {
         mtime: SystemTime::UNIX_EPOCH,
         symlink: None,
         xattrs: Vec::new(),
+        uploads: false,
+    }
+}
+
+/// A namespace's `uploads/`, which the VFS serves as the namespace target's.
+fn uploads_dir() -> LiveEntry {
+    LiveEntry {
+        perm: 0o755,
+        uploads: true,
+        ..dir("uploads")
     }
 }
 
@@ -195,6 +310,7 @@ enum Place<'a> {
     Context,
     Namespace(&'a str),
     Snapshots(&'a str),
+    Uploads(&'a str),
     Snapshot(&'a str, &'a str),
     /// A path inside a snapshot's content, absolute in its reader pod.
     InSnapshot {
@@ -223,6 +339,7 @@ fn place(path: &str) -> Option<Place<'_>> {
     Some(match parts.as_slice() {
         [ns] => Place::Namespace(ns),
         [ns, "snapshots"] => Place::Snapshots(ns),
+        [ns, "uploads"] => Place::Uploads(ns),
         [ns, "snapshots", s] => Place::Snapshot(ns, s),
         [ns, "snapshots", snap, rest @ ..] => Place::InSnapshot {
             ns,
@@ -337,7 +454,9 @@ impl LiveTree for KubeTree {
             Place::Context => Ok(self.namespaces().await?.iter().map(|n| dir(n)).collect()),
             Place::Namespace(ns) => {
                 self.check_namespace(ns).await?;
-                Ok(["snapshots", "pods", "workloads"].map(dir).to_vec())
+                let mut out = ["snapshots", "pods", "workloads"].map(dir).to_vec();
+                out.push(uploads_dir());
+                Ok(out)
             }
             Place::Snapshots(ns) => {
                 self.check_namespace(ns).await?;
@@ -376,6 +495,8 @@ impl LiveTree for KubeTree {
                 Ok(names.iter().map(|n| symlink(n, None)).collect())
             }
             Place::Workload(..) => Err(BackendError::Other("not a directory".into())),
+            // The VFS serves it; the tree only names it.
+            Place::Uploads(ns) => Err(not_found(&format!("{ns}/uploads"))),
         }
     }
 
@@ -386,6 +507,10 @@ impl LiveTree for KubeTree {
             Place::Namespace(ns) => {
                 self.check_namespace(ns).await?;
                 Ok(dir(ns))
+            }
+            Place::Uploads(ns) => {
+                self.check_namespace(ns).await?;
+                Ok(uploads_dir())
             }
             Place::Snapshots(ns) | Place::Pods(ns) | Place::Workloads(ns) => {
                 self.check_namespace(ns).await?;

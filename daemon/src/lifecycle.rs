@@ -8,20 +8,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use snapfs_fs::backend::{Backend, BackendError};
+use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo};
 
 use crate::cloud::CloudBackend;
 use crate::config::Retention;
 use crate::control::wire::{GcDeletion, GcError, GcReason, GcReport};
 use crate::jobs::Jobs;
+use crate::k8s::{Kube, KubeTarget};
+use crate::target::TargetBackend;
 use plan::plan;
 
 type OnDeleted = Box<dyn Fn(usize, &str) + Send + Sync>;
 
 pub struct Lifecycle {
     jobs: Arc<Jobs>,
-    /// Per target, in the order of `jobs.backends()`.
+    /// Per configured target, in the order of `jobs.backends()`; a Kubernetes namespace has
+    /// its context's.
     retention: Vec<Retention>,
+    /// Where namespaces with snapfs's objects are found.
+    kube: Arc<Kube>,
     /// Packs no snapshot lists are left alone until their upload has been idle this long.
     orphan_grace: Duration,
     /// Told of every snapshot deleted, so the mount stops showing it at once.
@@ -36,12 +41,14 @@ impl Lifecycle {
     pub fn new(
         jobs: Arc<Jobs>,
         retention: Vec<Retention>,
+        kube: Arc<Kube>,
         orphan_grace: Duration,
         on_deleted: impl Fn(usize, &str) + Send + Sync + 'static,
     ) -> Arc<Lifecycle> {
         Arc::new(Lifecycle {
             jobs,
             retention,
+            kube,
             orphan_grace,
             on_deleted: Box::new(on_deleted),
             one_at_a_time: tokio::sync::Mutex::new(()),
@@ -57,17 +64,25 @@ impl Lifecycle {
             deleted: Vec::new(),
             orphan_packs: 0,
             orphan_bytes: 0,
+            leftovers: 0,
             errors: Vec::new(),
         };
+        if only.is_none() {
+            for path in self.kube.namespaces_in_use().await {
+                self.jobs.target_index(&path);
+            }
+        }
         for (t, backend) in self.jobs.backends().iter().enumerate() {
-            // Only buckets delete; a HiveMQ broker removes its backups itself.
-            let Some(backend) = backend.cloud() else {
-                continue;
-            };
             if only.is_some_and(|o| o != t) {
                 continue;
             }
-            if let Err(e) = self.collect_target(t, backend, dry_run, &mut report).await {
+            let done = match backend {
+                TargetBackend::Cloud(b) => self.collect_target(t, b, dry_run, &mut report).await,
+                TargetBackend::Kube(k) => self.collect_namespace(t, k, dry_run, &mut report).await,
+                // A HiveMQ broker removes its backups itself.
+                TargetBackend::HiveMq(_) => continue,
+            };
+            if let Err(e) = done {
                 tracing::warn!(target = backend.path(), error = %e, "cleanup incomplete");
                 report.errors.push(GcError {
                     target: backend.path().to_string(),
@@ -78,17 +93,37 @@ impl Lifecycle {
         report
     }
 
-    async fn collect_target(
+    /// Deletes a namespace's expired and retired VolumeSnapshots, and claims and pods that no
+    /// running upload or reader uses.
+    async fn collect_namespace(
         &self,
         t: usize,
-        backend: &CloudBackend,
+        k: &Arc<KubeTarget>,
         dry_run: bool,
         report: &mut GcReport,
     ) -> Result<(), BackendError> {
-        let retention = self.retention.get(t).copied().unwrap_or_default();
-        let snapshots = backend.list_snapshots().await?;
+        let snapshots = k.list_snapshots().await?;
+        let backend = TargetBackend::Kube(k.clone());
+        self.delete_planned(t, &backend, &snapshots, &k.retention, dry_run, report)
+            .await?;
+        report.leftovers += k
+            .collect_leftovers(&self.jobs.running_uploads(t), dry_run)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes what the plan says goes; the first failure is returned after the rest is tried.
+    async fn delete_planned(
+        &self,
+        t: usize,
+        backend: &TargetBackend,
+        snapshots: &[SnapshotInfo],
+        retention: &Retention,
+        dry_run: bool,
+        report: &mut GcReport,
+    ) -> Result<(), BackendError> {
         let mut first_error = None;
-        for d in plan(&snapshots, Utc::now(), &retention) {
+        for d in plan(snapshots, Utc::now(), retention) {
             if !dry_run {
                 match backend.delete(&d.name).await {
                     Ok(()) => {}
@@ -109,6 +144,22 @@ impl Lifecycle {
                 reason: d.reason,
             });
         }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn collect_target(
+        &self,
+        t: usize,
+        backend: &Arc<CloudBackend>,
+        dry_run: bool,
+        report: &mut GcReport,
+    ) -> Result<(), BackendError> {
+        let retention = self.retention.get(t).copied().unwrap_or_default();
+        let snapshots = backend.list_snapshots().await?;
+        let mut first_error = self
+            .delete_planned(t, &TargetBackend::Cloud(backend.clone()), &snapshots, &retention, dry_run, report)
+            .await
+            .err();
         let running = self.jobs.running_uploads(t);
         let (mut packs, mut bytes) = (0, 0);
         for p in backend.orphan_packs(self.orphan_grace, &running).await? {

@@ -15,7 +15,8 @@ use crate::control::client::record_paths;
 use crate::control::server::{self, Server};
 use crate::control::wire::MountRecord;
 use crate::hivemq::HiveMqBackend;
-use crate::jobs::Jobs;
+use crate::jobs::{Jobs, Registrar};
+use crate::k8s::Kube;
 use crate::lifecycle::Lifecycle;
 use crate::paths::Paths;
 use crate::target::TargetBackend;
@@ -112,12 +113,13 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         retention.push(Retention::default());
     }
 
-    let live = rt.block_on(crate::k8s::mounts(
+    let kube = Arc::new(rt.block_on(Kube::connect(
         config.kubernetes.as_deref(),
         &paths,
         config.list_ttl,
         config.reader_idle,
-    ));
+        config.k8s.clone(),
+    )));
     let jobs = Jobs::new(backends, staging.clone(), paths.state_dir(), config.settle);
     let vfs = Arc::new(
         Vfs::new(
@@ -130,7 +132,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             staging,
             jobs.clone(),
         )
-        .with_live(live),
+        .with_live(kube.live_mounts()),
     );
     {
         let vfs = Arc::downgrade(&vfs);
@@ -140,6 +142,29 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             }
         });
     }
+    {
+        // Namespaces become targets when first used; the mount and the jobs add them together.
+        let (weak, kube) = (Arc::downgrade(&vfs), kube.clone());
+        jobs.set_registrar(Registrar {
+            resolve: Box::new(move |path| {
+                kube.target(path).map(|k| TargetBackend::Kube(Arc::new(k)))
+            }),
+            add: Box::new(move |backend| {
+                let Some(vfs) = weak.upgrade() else {
+                    return usize::MAX;
+                };
+                let path = backend.path();
+                vfs.add_target(Target {
+                    kind: "k8s",
+                    name: path.strip_prefix("k8s/").unwrap_or(path).to_string(),
+                    description: format!("Kubernetes namespace {path}"),
+                    backend: backend.backend(),
+                    raw: None,
+                    uploads: true,
+                })
+            }),
+        });
+    }
     jobs.recover();
     rt.spawn(jobs.clone().run());
     let lifecycle = {
@@ -147,6 +172,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         Lifecycle::new(
             jobs.clone(),
             retention,
+            kube.clone(),
             config.orphan_grace,
             move |t, name| {
                 if let Some(vfs) = vfs.upgrade() {
@@ -210,6 +236,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     })?;
     tracing::info!("stopping");
     jobs.shutdown();
+    rt.block_on(kube.shutdown());
     let _ = std::fs::remove_file(&record);
     let _ = std::fs::remove_file(&socket);
     // Fails harmlessly when the mount was already taken away (umount, fusermount3 -u).

@@ -11,6 +11,7 @@ use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo};
 use crate::cloud::CloudBackend;
 use crate::control::wire::TargetMetrics;
 use crate::hivemq::HiveMqBackend;
+use crate::k8s::KubeTarget;
 
 /// One target of the mount, indexed like the VFS's targets.
 #[derive(Clone)]
@@ -19,6 +20,8 @@ pub enum TargetBackend {
     Cloud(Arc<CloudBackend>),
     /// A HiveMQ cluster: snapshots are backups the broker makes; no source, no uploads/.
     HiveMq(Arc<HiveMqBackend>),
+    /// A Kubernetes namespace: snapshots are VolumeSnapshots made from local data.
+    Kube(Arc<KubeTarget>),
 }
 
 impl TargetBackend {
@@ -27,6 +30,7 @@ impl TargetBackend {
         match self {
             TargetBackend::Cloud(b) => b.path(),
             TargetBackend::HiveMq(b) => b.path(),
+            TargetBackend::Kube(b) => b.path(),
         }
     }
 
@@ -35,27 +39,41 @@ impl TargetBackend {
         match self {
             TargetBackend::Cloud(b) => b.clone(),
             TargetBackend::HiveMq(b) => b.clone(),
+            TargetBackend::Kube(b) => b.clone(),
         }
     }
 
     pub fn cloud(&self) -> Option<&Arc<CloudBackend>> {
         match self {
             TargetBackend::Cloud(b) => Some(b),
-            TargetBackend::HiveMq(_) => None,
+            _ => None,
         }
     }
 
     pub fn hivemq(&self) -> Option<&Arc<HiveMqBackend>> {
         match self {
             TargetBackend::HiveMq(b) => Some(b),
-            TargetBackend::Cloud(_) => None,
+            _ => None,
         }
+    }
+
+    pub fn kube(&self) -> Option<&Arc<KubeTarget>> {
+        match self {
+            TargetBackend::Kube(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Whether snapshots here are made from local data (uploads/, `snapfs snapshot SOURCE`).
+    pub fn takes_local_data(&self) -> bool {
+        !matches!(self, TargetBackend::HiveMq(_))
     }
 
     pub fn metrics(&self) -> TargetMetrics {
         match self {
             TargetBackend::Cloud(b) => b.metrics(),
             TargetBackend::HiveMq(b) => b.metrics(),
+            TargetBackend::Kube(b) => b.metrics(),
         }
     }
 
@@ -63,6 +81,7 @@ impl TargetBackend {
         match self {
             TargetBackend::Cloud(b) => b.list_snapshots().await,
             TargetBackend::HiveMq(b) => b.list_snapshots().await,
+            TargetBackend::Kube(b) => b.list_snapshots().await,
         }
     }
 
@@ -71,6 +90,7 @@ impl TargetBackend {
         match self {
             TargetBackend::Cloud(b) => b.check_new(name).await,
             TargetBackend::HiveMq(b) => b.check_name(name),
+            TargetBackend::Kube(b) => b.check_new(name).await,
         }
     }
 
@@ -81,6 +101,7 @@ impl TargetBackend {
                 "{}: the HiveMQ REST API cannot delete backups; the broker removes them itself",
                 b.path()
             ))),
+            TargetBackend::Kube(b) => b.delete(name).await,
         }
     }
 
@@ -93,6 +114,10 @@ impl TargetBackend {
         match self {
             TargetBackend::Cloud(b) => b.verify(name).await,
             TargetBackend::HiveMq(b) => b.verify(name).await,
+            TargetBackend::Kube(b) => Err(BackendError::Unsupported(format!(
+                "{}: a VolumeSnapshot carries no checksums; uploads are checked as they arrive",
+                b.path()
+            ))),
         }
     }
 }

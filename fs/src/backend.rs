@@ -125,6 +125,10 @@ pub struct LiveEntry {
     pub symlink: Option<String>,
     /// Extended attributes, names without the `user.snapfs.` prefix.
     pub xattrs: Vec<(String, String)>,
+    /// This directory is the `uploads/` of a target whose path in the mount is the tree's
+    /// own path joined with the entry's parent (`k8s/prod` + `shop`); the VFS serves it as it
+    /// serves any target's uploads.
+    pub uploads: bool,
 }
 
 /// A read-only tree whose content lives elsewhere and changes on its own (a Kubernetes context:

@@ -16,7 +16,7 @@ mod write;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 pub use attr::{Attr, DirEntry, Entry, FileKind, FsStats, Opened};
@@ -37,7 +37,8 @@ use read::Handle;
 pub struct Target {
     /// Kind directory: "cloud", "k8s" or "hivemq".
     pub kind: &'static str,
-    /// Path below the kind directory, '/'-separated (`local`, `prod/shop`).
+    /// Path below the kind directory, '/'-separated (`local`, `prod/shop`). A target of more
+    /// than one component sits inside a live tree (a Kubernetes namespace), which leads to it.
     pub name: String,
     /// One line for the generated README.
     pub description: String,
@@ -86,8 +87,34 @@ const TTL_CHANGING: Duration = Duration::from_secs(1);
 /// Tells the kernel to forget a cached name (parent inode, name).
 pub type Invalidator = Box<dyn Fn(u64, &OsStr) + Send + Sync>;
 
+/// The targets of the mount, indexed in the order they came: the configured ones first, then
+/// those a live tree reveals while the mount runs (a Kubernetes namespace). None is ever
+/// removed, so an index stays valid for the life of the mount.
+struct Targets(RwLock<Vec<Arc<Target>>>);
+
+impl Targets {
+    fn get(&self, t: usize) -> VfsResult<Arc<Target>> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(t)
+            .cloned()
+            .ok_or(VfsError::NotFound)
+    }
+
+    fn all(&self) -> Vec<Arc<Target>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn push(&self, target: Target) -> usize {
+        let mut all = self.0.write().unwrap_or_else(|e| e.into_inner());
+        all.push(Arc::new(target));
+        all.len() - 1
+    }
+}
+
 pub struct Vfs {
-    targets: Vec<Target>,
+    targets: Targets,
     live: Vec<LiveMount>,
     live_recent: live::Recent,
     invalidator: std::sync::OnceLock<Invalidator>,
@@ -115,8 +142,8 @@ impl Vfs {
         let permits = (config.readahead_budget / crate::format::BLOCK_SIZE).max(1);
         Vfs {
             invalidator: std::sync::OnceLock::new(),
-            listings: Listings::new(targets.len(), config.list_ttl),
-            targets,
+            listings: Listings::new(config.list_ttl),
+            targets: Targets(RwLock::new(targets.into_iter().map(Arc::new).collect())),
             live: Vec::new(),
             live_recent: live::Recent::default(),
             config,
@@ -134,8 +161,13 @@ impl Vfs {
         }
     }
 
-    pub fn targets(&self) -> &[Target] {
-        &self.targets
+    pub fn targets(&self) -> Vec<Arc<Target>> {
+        self.targets.all()
+    }
+
+    /// Adds a target found while the mount runs; its index follows the last one.
+    pub fn add_target(&self, target: Target) -> usize {
+        self.targets.push(target)
     }
 
     pub fn staging(&self) -> &Arc<Staging> {
@@ -160,15 +192,18 @@ impl Vfs {
     /// the listing is refreshed and the kernel forgets the names it may have cached.
     pub fn entry_changed(&self, target: usize, name: &str) {
         self.invalidate(target);
-        let Some(t) = self.targets.get(target) else {
+        let Ok(t) = self.targets.get(target) else {
             return;
         };
-        let Some(group) = self.inodes.find(ROOT_INO, OsStr::new(t.kind)) else {
+        let Some(mut dir) = self.inodes.find(ROOT_INO, OsStr::new(t.kind)) else {
             return;
         };
-        let Some(dir) = self.inodes.find(group, OsStr::new(&t.name)) else {
-            return;
-        };
+        for part in t.name.split('/') {
+            let Some(child) = self.inodes.find(dir, OsStr::new(part)) else {
+                return;
+            };
+            dir = child;
+        }
         let status = format!("{name}.status");
         let names = [
             ("snapshots", name),
@@ -192,7 +227,7 @@ impl Vfs {
 
     /// Snapshots of a target, from the listing cache.
     pub async fn snapshots(&self, target: usize) -> VfsResult<Arc<Vec<SnapshotInfo>>> {
-        let t = self.targets.get(target).ok_or(VfsError::NotFound)?;
+        let t = self.targets.get(target)?;
         self.listings.snapshots(target, t.backend.as_ref()).await
     }
 
@@ -213,7 +248,7 @@ impl Vfs {
         if let Some(tree) = self.trees_lock().get(&key) {
             return Ok((info, tree.clone()));
         }
-        let tree = self.targets[target].backend.open_snapshot(name).await?;
+        let tree = self.targets.get(target)?.backend.open_snapshot(name).await?;
         self.trees_lock().put(key, tree.clone());
         Ok((info, tree))
     }
@@ -254,11 +289,13 @@ impl Vfs {
         }
     }
 
+    /// Targets shown directly in a kind directory; deeper ones are reached through live trees.
     fn children_of_group(&self, kind: &str) -> Vec<(usize, String)> {
         self.targets
+            .all()
             .iter()
             .enumerate()
-            .filter(|(_, t)| t.kind == kind)
+            .filter(|(_, t)| t.kind == kind && !t.name.contains('/'))
             .map(|(i, t)| (i, t.name.clone()))
             .collect()
     }
@@ -266,7 +303,8 @@ impl Vfs {
     /// The kinds of targets, each once, in the order they are configured.
     fn groups(&self) -> Vec<&'static str> {
         let mut kinds: Vec<&'static str> = Vec::new();
-        let all = self.targets.iter().map(|t| t.kind);
+        let targets = self.targets.all();
+        let all = targets.iter().map(|t| t.kind);
         for kind in all.chain(self.live.iter().map(|m| m.kind)) {
             if !kinds.contains(&kind) {
                 kinds.push(kind);
@@ -392,8 +430,8 @@ impl Vfs {
             Node::Live { mount, path } => self.live_child(*mount, path, name).await,
             Node::Target(t) => match name_str {
                 Some("snapshots") => Ok(Node::Snapshots(*t)),
-                Some("uploads") if self.targets[*t].uploads => Ok(Node::Uploads(*t)),
-                Some("objects") if self.targets[*t].raw.is_some() => Ok(Node::Objects {
+                Some("uploads") if self.targets.get(*t)?.uploads => Ok(Node::Uploads(*t)),
+                Some("objects") if self.targets.get(*t)?.raw.is_some() => Ok(Node::Objects {
                     target: *t,
                     prefix: String::new(),
                 }),
@@ -432,7 +470,7 @@ impl Vfs {
                 let name = name_str.ok_or(VfsError::NotFound)?;
                 let listing = self
                     .listings
-                    .raw(*target, prefix, self.raw(*target)?)
+                    .raw(*target, prefix, self.raw(*target)?.as_ref())
                     .await?;
                 if listing.dirs.iter().any(|d| d == name) {
                     return Ok(Node::Objects {
@@ -476,11 +514,8 @@ impl Vfs {
         }
     }
 
-    fn raw(&self, target: usize) -> VfsResult<&dyn RawObjects> {
-        self.targets
-            .get(target)
-            .and_then(|t| t.raw.as_deref())
-            .ok_or(VfsError::NotFound)
+    fn raw(&self, target: usize) -> VfsResult<Arc<dyn RawObjects>> {
+        self.targets.get(target)?.raw.clone().ok_or(VfsError::NotFound)
     }
 
     /// The name `latest` points at: the newest ready snapshot.
@@ -547,7 +582,7 @@ impl Vfs {
             .and_then(|n| n.to_str())
             .ok_or(VfsError::NotFound)?
             .to_string();
-        let mut path = self.staging.target_dir(&self.targets[t].path());
+        let mut path = self.staging.target_dir(&self.targets.get(t)?.path());
         path.extend(names.iter());
         Ok((t, upload, path))
     }

@@ -35,6 +35,8 @@ const UPLOADING: usize = 3;
 pub struct Progress {
     pub done: AtomicU64,
     pub total: AtomicU64,
+    /// What a running job is waiting on that the user should know (a snapshot's error).
+    pub waiting: std::sync::Mutex<Option<String>>,
 }
 
 /// One entry of the source tree.

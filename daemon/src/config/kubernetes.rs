@@ -11,6 +11,9 @@ pub(super) struct Section {
     name: Option<String>,
     #[serde(default)]
     namespaces: Vec<String>,
+    ttl: Option<String>,
+    retention: Option<super::RetentionSection>,
+    max_snapshots: Option<u64>,
 }
 
 /// One context of the kubeconfig, shown as `k8s/<name>/`.
@@ -20,6 +23,10 @@ pub struct KubeContext {
     pub name: String,
     /// The namespaces shown; empty for every namespace of the cluster.
     pub namespaces: Vec<String>,
+    /// What DESIGN §8 asks of its VolumeSnapshots, in every namespace.
+    pub ttl: Option<std::time::Duration>,
+    pub retention: super::Retention,
+    pub max_snapshots: Option<u64>,
 }
 
 impl KubeContext {
@@ -29,6 +36,9 @@ impl KubeContext {
             context: context.to_string(),
             name: escape_name(context),
             namespaces: Vec::new(),
+            ttl: None,
+            retention: super::Retention::default(),
+            max_snapshots: None,
         }
     }
 }
@@ -41,10 +51,18 @@ pub(super) fn context(s: Section) -> anyhow::Result<KubeContext> {
     if let Some(ns) = s.namespaces.iter().find(|n| !is_dns_label(n)) {
         bail!("kubernetes {name}: {ns:?} is not a namespace name (RFC 1123 label)");
     }
+    let (ttl, retention) = super::lifecycle(
+        s.ttl.as_deref(),
+        s.retention,
+        &format!("kubernetes {name}"),
+    )?;
     Ok(KubeContext {
         context: s.context,
         name,
         namespaces: s.namespaces,
+        ttl,
+        retention,
+        max_snapshots: s.max_snapshots,
     })
 }
 
@@ -88,6 +106,12 @@ fn unescape_name(name: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// An RFC 1123 subdomain, as names of most objects are (a VolumeSnapshot's): dot-separated
+/// labels, 253 bytes at most.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 /// An RFC 1123 label, as namespace names are.

@@ -105,6 +105,12 @@ impl Server {
             .ok_or_else(|| error(ErrorCode::NotFound, format!("no target {path}")))
     }
 
+    fn backend(&self, t: usize) -> Result<crate::target::TargetBackend, Response> {
+        self.jobs
+            .backend(t)
+            .ok_or_else(|| error(ErrorCode::NotFound, "no such target"))
+    }
+
     async fn handle(&self, req: Request) -> Response {
         match self.dispatch(req).await {
             Ok(r) | Err(r) => r,
@@ -144,7 +150,7 @@ impl Server {
             }
             Request::List { target } => {
                 let t = self.target(&target)?;
-                let mut snapshots = self.jobs.backends()[t]
+                let mut snapshots = self.backend(t)?
                     .list_snapshots()
                     .await
                     .map_err(backend_error)?;
@@ -156,6 +162,7 @@ impl Server {
                 target,
                 source,
                 name,
+                size,
             } => {
                 let t = self.target(&target)?;
                 if !source.is_absolute() {
@@ -171,7 +178,7 @@ impl Server {
                     ));
                 }
                 self.jobs
-                    .snapshot_local(t, &name, source)
+                    .snapshot_local(t, &name, source, size)
                     .await
                     .map_err(vfs_error)?;
                 Response::Done
@@ -184,13 +191,33 @@ impl Server {
                 let t = self.target(&target)?;
                 Response::Job(self.jobs.restore(t, &name).await.map_err(backend_error)?)
             }
+            Request::RestoreClaim {
+                target,
+                name,
+                claim,
+                size,
+            } => {
+                let t = self.target(&target)?;
+                let backend = self.backend(t)?;
+                let Some(k) = backend.kube() else {
+                    return Err(error(
+                        ErrorCode::Invalid,
+                        format!("{target} is not a Kubernetes namespace: --pvc needs one"),
+                    ));
+                };
+                let description = k
+                    .restore_to_claim(&name, &claim, size)
+                    .await
+                    .map_err(backend_error)?;
+                Response::Made { description }
+            }
             Request::Wait { target, name } => {
                 let t = self.target(&target)?;
                 match self.jobs.wait(t, &name).await {
                     Some(status) => Response::Job(status),
                     None => {
                         // No job: fine if the snapshot is there already.
-                        let list = self.jobs.backends()[t]
+                        let list = self.backend(t)?
                             .list_snapshots()
                             .await
                             .map_err(backend_error)?;
@@ -214,7 +241,7 @@ impl Server {
             }
             Request::Remove { target, name } => {
                 let t = self.target(&target)?;
-                self.jobs.backends()[t]
+                self.backend(t)?
                     .delete(&name)
                     .await
                     .map_err(backend_error)?;
@@ -223,7 +250,7 @@ impl Server {
             }
             Request::Verify { target, name } => {
                 let t = self.target(&target)?;
-                let (files, bytes, errors) = self.jobs.backends()[t]
+                let (files, bytes, errors) = self.backend(t)?
                     .verify(&name)
                     .await
                     .map_err(backend_error)?;

@@ -25,6 +25,18 @@ pub enum Request {
         target: String,
         source: PathBuf,
         name: String,
+        /// Size of the volume to make, where the target makes one (Kubernetes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+    },
+    /// Make claim `claim` from snapshot `name` of a Kubernetes namespace, at least `size`
+    /// bytes; answers what was made.
+    RestoreClaim {
+        target: String,
+        name: String,
+        claim: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
     },
     /// Make a snapshot where the target makes its own (a HiveMQ backup); answers the job,
     /// which carries the new snapshot's name. Follow it with `Wait`.
@@ -57,6 +69,8 @@ pub enum Response {
     Job(UploadStatus),
     Verified(VerifyReport),
     Gc(GcReport),
+    /// Something was made; what, in one line.
+    Made { description: String },
     Done,
     Error { code: ErrorCode, message: String },
 }
@@ -134,6 +148,9 @@ pub struct GcReport {
     /// Pack objects that no snapshot lists, left by interrupted uploads or deletions.
     pub orphan_packs: u64,
     pub orphan_bytes: u64,
+    /// Claims and pods in Kubernetes that no running upload or reader uses.
+    #[serde(default)]
+    pub leftovers: u64,
     /// Targets that could not be cleaned up (fully), with the reason.
     pub errors: Vec<GcError>,
 }

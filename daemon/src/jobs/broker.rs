@@ -34,8 +34,8 @@ impl Jobs {
     }
 
     fn broker(&self, target: usize, otherwise: &str) -> Result<Arc<HiveMqBackend>, BackendError> {
-        match self.backends.get(target) {
-            Some(TargetBackend::HiveMq(b)) => Ok(b.clone()),
+        match self.backend(target) {
+            Some(TargetBackend::HiveMq(b)) => Ok(b),
             Some(t) => Err(BackendError::Unsupported(format!(
                 "{} takes {otherwise}",
                 t.path()
@@ -70,7 +70,8 @@ impl Jobs {
     }
 
     fn ended(&self, target: usize, name: &str, run: u64, result: Result<u64, BackendError>) {
-        let path = self.backends[target].path();
+        let path = self.path_of(target);
+        let path = path.as_str();
         let mut jobs = lock(&self.jobs);
         let Some(job) = jobs
             .get_mut(&(target, name.to_string()))

@@ -27,6 +27,9 @@ pub struct Persisted {
     pub upload_id: Option<String>,
     /// False while files may still be being written.
     pub settled: bool,
+    /// Claim size asked for, where the target has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
 }
 
 pub struct Store {
@@ -36,6 +39,10 @@ pub struct Store {
 impl Store {
     pub fn new(dir: PathBuf) -> Store {
         Store { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn path(&self, target: &str, name: &str) -> PathBuf {

@@ -112,7 +112,7 @@ impl Namespaces {
     }
 }
 
-fn snapshot_resource() -> ApiResource {
+pub fn snapshot_resource() -> ApiResource {
     ApiResource {
         group: "snapshot.storage.k8s.io".into(),
         version: "v1".into(),

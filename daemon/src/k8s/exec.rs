@@ -9,7 +9,7 @@ use kube::Api;
 use kube::api::AttachParams;
 use snapfs_fs::backend::{BackendError, LiveEntry};
 use snapfs_fs::vfs::FileKind;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::retry;
 
@@ -21,11 +21,11 @@ const EXEC_LIMIT: Duration = Duration::from_secs(30);
 const FORMAT: &str = "%F|%s|%a|%Y|%n";
 
 /// One command's outcome.
-struct Output {
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
+pub struct Output {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
     /// None when the command exited 0.
-    failure: Option<String>,
+    pub failure: Option<String>,
 }
 
 /// Runs `command` in a container and collects its output.
@@ -35,10 +35,24 @@ async fn run(
     container: &str,
     command: Vec<String>,
 ) -> Result<Output, BackendError> {
+    run_with_input(pods, pod, container, command, None, EXEC_LIMIT).await
+}
+
+/// Runs `command` with `input` written to its stdin, piece by piece, while its output is
+/// collected. Stdin is never closed: the command must know from the data when it has all of
+/// it (on the v4 protocol closing stdin ends the whole session). `limit` bounds the whole run.
+pub async fn run_with_input(
+    pods: &Api<Pod>,
+    pod: &str,
+    container: &str,
+    command: Vec<String>,
+    input: Option<(tokio::sync::mpsc::Receiver<Bytes>, u64)>,
+    limit: Duration,
+) -> Result<Output, BackendError> {
     let what = format!("exec in pod {pod} container {container}");
     let params = AttachParams::default()
         .container(container)
-        .stdin(false)
+        .stdin(input.is_some())
         .stdout(true)
         .stderr(true);
     let work = async {
@@ -49,28 +63,60 @@ async fn run(
         else {
             return Err(BackendError::Other(format!("{what}: no output streams")));
         };
+        let stdin = attached.stdin();
         // kube does not end stdout when the connection breaks, but join() fails then: watch
         // it beside the reads, or a cut session would wait for the time limit.
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         {
+            let feed = async {
+                let (Some((mut rx, expected)), Some(mut stdin)) = (input, stdin) else {
+                    return Ok(());
+                };
+                let mut sent = 0;
+                while let Some(piece) = rx.recv().await {
+                    stdin.write_all(&piece).await?;
+                    sent += piece.len() as u64;
+                }
+                if sent != expected {
+                    return Err(std::io::Error::other(format!(
+                        "the input ended after {sent} of {expected} bytes"
+                    )));
+                }
+                stdin.flush().await?;
+                // Held open until the command ends; see above.
+                std::future::pending::<std::io::Result<()>>().await
+            };
             let reads = async {
                 let (a, b) =
                     tokio::join!(out.read_to_end(&mut stdout), err.read_to_end(&mut stderr));
-                a.and(b)
+                a.and(b).map(|_| ())
+            };
+            let reads = async {
+                tokio::select! {
+                    r = reads => r,
+                    f = feed => f,
+                }
             };
             tokio::pin!(reads);
             let joined = attached.join();
             tokio::pin!(joined);
-            let (read, joined) = tokio::select! {
-                r = &mut reads => (Some(r), joined.await),
-                j = &mut joined => (None, j),
+            let unavailable = |e: &dyn std::fmt::Display| {
+                BackendError::Unavailable(format!("{what}: {e}"))
             };
-            joined.map_err(|e| BackendError::Unavailable(format!("{what}: {e}")))?;
-            let read = match read {
-                Some(r) => r,
-                None => reads.await,
+            let read = tokio::select! {
+                r = &mut reads => Some(r),
+                j = &mut joined => {
+                    j.map_err(|e| unavailable(&e))?;
+                    None
+                }
             };
-            read.map_err(|e| BackendError::Unavailable(format!("{what}: {e}")))?;
+            match read {
+                // Failed input or output ends the session at once: the command would wait
+                // for the rest of its input.
+                Some(Err(e)) => return Err(unavailable(&e)),
+                Some(Ok(())) => joined.await.map_err(|e| unavailable(&e))?,
+                None => reads.await.map_err(|e| unavailable(&e))?,
+            }
         }
         let status = status.await.ok_or_else(|| {
             BackendError::Unavailable(format!("{what}: the connection ended without a status"))
@@ -85,13 +131,13 @@ async fn run(
             failure,
         })
     };
-    tokio::time::timeout(EXEC_LIMIT, work)
+    tokio::time::timeout(limit, work)
         .await
-        .map_err(|_| BackendError::Unavailable(format!("{what}: no answer in {EXEC_LIMIT:?}")))?
+        .map_err(|_| BackendError::Unavailable(format!("{what}: no answer in {limit:?}")))?
 }
 
 /// What a failed command means: a missing path, a refused one, or something else.
-fn failed(path: &str, out: &Output, failure: &str) -> BackendError {
+pub fn failed(path: &str, out: &Output, failure: &str) -> BackendError {
     let stderr = String::from_utf8_lossy(&out.stderr);
     if stderr.contains("No such file") || stderr.contains("Not a directory") {
         BackendError::NotFound(path.to_string())
@@ -174,7 +220,7 @@ pub async fn read(
 }
 
 /// `sh -c SCRIPT sh ARGS…`: arguments are passed apart from the script, never spliced into it.
-fn sh(script: &str, args: &[&str]) -> Vec<String> {
+pub fn sh(script: &str, args: &[&str]) -> Vec<String> {
     let mut v = vec!["sh".to_string(), "-c".into(), script.into(), "sh".into()];
     v.extend(args.iter().map(|a| a.to_string()));
     v
@@ -214,6 +260,7 @@ pub fn parse_stat(line: &str) -> Option<LiveEntry> {
         mtime: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
         symlink: None,
         xattrs: Vec::new(),
+        uploads: false,
     })
 }
 

@@ -2,7 +2,7 @@
 //! small pod mounts read-only (DESIGN §6); the tree then looks into that pod like any other.
 //! A reader is made on first access and removed after `k8s.reader_idle` without use.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -94,6 +94,39 @@ impl Readers {
         Ok(reader.name.clone())
     }
 
+    /// Removes every reader, as the mount goes away.
+    pub async fn remove_all(&self) {
+        let all: Vec<Arc<Reader>> = {
+            let mut all = self.all.lock().unwrap_or_else(|e| e.into_inner());
+            all.drain().map(|(_, r)| r).collect()
+        };
+        for r in all {
+            self.remove(&r).await;
+        }
+    }
+
+    /// Deletes a reader's pod, then its claim.
+    async fn remove(&self, r: &Reader) {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &r.ns);
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &r.ns);
+        let dp = DeleteParams::default();
+        if let Err(e) = pods.delete(&r.name, &dp).await {
+            tracing::warn!(pod = r.name, namespace = r.ns, error = %e, "reader pod not removed");
+        }
+        if let Err(e) = claims.delete(&r.name, &dp).await {
+            tracing::warn!(claim = r.name, namespace = r.ns, error = %e, "reader claim not removed");
+        }
+    }
+
+    /// Names of the readers of namespace `ns` this daemon uses now.
+    pub fn in_use(&self, ns: &str) -> HashSet<String> {
+        let all = self.all.lock().unwrap_or_else(|e| e.into_inner());
+        all.values()
+            .filter(|r| r.ns == ns)
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
     fn reader(&self, key: &(String, String), snap: &str) -> Arc<Reader> {
         let mut all = self.all.lock().unwrap_or_else(|e| e.into_inner());
         all.entry(key.clone())
@@ -115,8 +148,9 @@ impl Readers {
         let labels = json!({
             "app.kubernetes.io/managed-by": "snapfs",
             "snapfs.io/role": "reader",
-            "snapfs.io/snapshot": snap.name,
         });
+        // A snapshot's name may be longer than a label value can be.
+        let annotations = json!({"snapfs.io/snapshot": snap.name});
         // The restore must hold at least the snapshot; a claim of unknown size asks for 1Gi.
         let size = if snap.size > 0 {
             snap.size.to_string()
@@ -124,7 +158,7 @@ impl Readers {
             "1Gi".into()
         };
         let claim: PersistentVolumeClaim = serde_json::from_value(json!({
-            "metadata": {"name": r.name, "labels": labels},
+            "metadata": {"name": r.name, "labels": labels, "annotations": annotations},
             "spec": {
                 "accessModes": ["ReadWriteOnce"],
                 "resources": {"requests": {"storage": size}},
@@ -134,7 +168,7 @@ impl Readers {
         }))
         .map_err(|e| BackendError::Other(format!("reader claim: {e}")))?;
         let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": r.name, "labels": labels},
+            "metadata": {"name": r.name, "labels": labels, "annotations": annotations},
             "spec": {
                 "restartPolicy": "Never",
                 "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
@@ -210,15 +244,7 @@ async fn sweep(weak: Weak<Readers>) {
             gone.iter().filter_map(|k| all.remove(k)).collect()
         };
         for r in idle {
-            let pods: Api<Pod> = Api::namespaced(readers.client.clone(), &r.ns);
-            let claims: Api<PersistentVolumeClaim> = Api::namespaced(readers.client.clone(), &r.ns);
-            let dp = DeleteParams::default();
-            if let Err(e) = pods.delete(&r.name, &dp).await {
-                tracing::warn!(pod = r.name, namespace = r.ns, error = %e, "reader pod not removed");
-            }
-            if let Err(e) = claims.delete(&r.name, &dp).await {
-                tracing::warn!(claim = r.name, namespace = r.ns, error = %e, "reader claim not removed");
-            }
+            readers.remove(&r).await;
         }
     }
 }

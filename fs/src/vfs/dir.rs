@@ -51,10 +51,11 @@ impl Vfs {
             }
             Node::Target(t) => {
                 add("snapshots".into(), Node::Snapshots(*t), FileKind::Dir);
-                if self.targets[*t].uploads {
+                let target = self.targets.get(*t)?;
+                if target.uploads {
                     add("uploads".into(), Node::Uploads(*t), FileKind::Dir);
                 }
-                if self.targets[*t].raw.is_some() {
+                if target.raw.is_some() {
                     add(
                         "objects".into(),
                         Node::Objects {
@@ -110,7 +111,7 @@ impl Vfs {
             Node::Objects { target, prefix } => {
                 let listing = self
                     .listings
-                    .raw(*target, prefix, self.raw(*target)?)
+                    .raw(*target, prefix, self.raw(*target)?.as_ref())
                     .await?;
                 for d in &listing.dirs {
                     add(

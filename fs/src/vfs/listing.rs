@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex as AsyncMutex;
 
-use super::error::{VfsError, VfsResult};
+use super::error::VfsResult;
 use crate::backend::{Backend, RawListing, RawObjects, SnapshotInfo};
 
 struct Cached<T> {
@@ -15,39 +15,44 @@ struct Cached<T> {
     value: Arc<T>,
 }
 
+/// The snapshot list of one target.
+#[derive(Default)]
+struct Slot {
+    list: Mutex<Option<Cached<Vec<SnapshotInfo>>>>,
+    /// One refresh at a time; others wait for it rather than list again.
+    refreshing: AsyncMutex<()>,
+}
+
 pub struct Listings {
     ttl: Duration,
-    snapshots: Vec<Mutex<Option<Cached<Vec<SnapshotInfo>>>>>,
-    /// One refresh at a time per target; others wait for it rather than list again.
-    refreshing: Vec<AsyncMutex<()>>,
+    /// By target index; made on first use, as targets may be added while the mount runs.
+    snapshots: Mutex<HashMap<usize, Arc<Slot>>>,
     raw: Mutex<HashMap<(usize, String), Cached<RawListing>>>,
 }
 
 impl Listings {
-    pub fn new(targets: usize, ttl: Duration) -> Self {
+    pub fn new(ttl: Duration) -> Self {
         Listings {
             ttl,
-            snapshots: (0..targets).map(|_| Mutex::new(None)).collect(),
-            refreshing: (0..targets).map(|_| AsyncMutex::new(())).collect(),
+            snapshots: Mutex::new(HashMap::new()),
             raw: Mutex::new(HashMap::new()),
         }
     }
 
-    fn fresh(&self, target: usize) -> Option<Arc<Vec<SnapshotInfo>>> {
-        let slot = self
-            .snapshots
-            .get(target)?
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        slot.as_ref()
+    fn slot(&self, target: usize) -> Arc<Slot> {
+        let mut all = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry(target).or_default().clone()
+    }
+
+    fn fresh(&self, slot: &Slot) -> Option<Arc<Vec<SnapshotInfo>>> {
+        let list = slot.list.lock().unwrap_or_else(|e| e.into_inner());
+        list.as_ref()
             .filter(|c| c.at.elapsed() < self.ttl)
             .map(|c| c.value.clone())
     }
 
     pub fn invalidate(&self, target: usize) {
-        if let Some(slot) = self.snapshots.get(target) {
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        }
+        *self.slot(target).list.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.raw
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -59,31 +64,26 @@ impl Listings {
         target: usize,
         backend: &dyn Backend,
     ) -> VfsResult<Arc<Vec<SnapshotInfo>>> {
-        if let Some(list) = self.fresh(target) {
+        let slot = self.slot(target);
+        if let Some(list) = self.fresh(&slot) {
             return Ok(list);
         }
-        let _turn = self
-            .refreshing
-            .get(target)
-            .ok_or(VfsError::NotFound)?
-            .lock()
-            .await;
-        if let Some(list) = self.fresh(target) {
+        let _turn = slot.refreshing.lock().await;
+        if let Some(list) = self.fresh(&slot) {
             return Ok(list);
         }
         match backend.list_snapshots().await {
             Ok(list) => {
                 let list = Arc::new(list);
-                *self.snapshots[target]
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = Some(Cached {
+                *slot.list.lock().unwrap_or_else(|e| e.into_inner()) = Some(Cached {
                     at: Instant::now(),
                     value: list.clone(),
                 });
                 Ok(list)
             }
             Err(e) => {
-                let stale = self.snapshots[target]
+                let stale = slot
+                    .list
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .as_ref()

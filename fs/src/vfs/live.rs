@@ -142,7 +142,24 @@ impl Vfs {
         let e = self.live_stat(mount, &child).await?;
         // The attributes the kernel asks for right after a lookup are these.
         self.live_recent.put(mount, path, std::slice::from_ref(&e));
-        Ok(Node::Live { mount, path: child })
+        self.live_node(mount, path, &e)
+    }
+
+    /// The node of entry `e` of directory `dir`: a path of the tree, or the `uploads/` of the
+    /// target the tree says it is.
+    fn live_node(&self, mount: usize, dir: &str, e: &LiveEntry) -> VfsResult<Node> {
+        if !e.uploads {
+            return Ok(Node::Live {
+                mount,
+                path: join(dir, &e.name),
+            });
+        }
+        let m = self.live.get(mount).ok_or(VfsError::NotFound)?;
+        let target = format!("{}/{}", m.kind, join(&m.name, dir));
+        self.hooks
+            .target(&target)
+            .map(Node::Uploads)
+            .ok_or(VfsError::NotFound)
     }
 
     pub(super) async fn live_list(
@@ -154,12 +171,9 @@ impl Vfs {
         self.live_recent.put(mount, path, &list);
         Ok(list
             .into_iter()
-            .map(|e| {
-                let node = Node::Live {
-                    mount,
-                    path: join(path, &e.name),
-                };
-                (e.name, node, e.kind)
+            .filter_map(|e| {
+                let node = self.live_node(mount, path, &e).ok()?;
+                Some((e.name, node, e.kind))
             })
             .collect())
     }

@@ -382,7 +382,7 @@ impl Vfs {
         range: Range<u64>,
     ) -> VfsResult<Bytes> {
         let covering = blocks_covering(blocks, range.start, range.end);
-        let t = &self.targets[target];
+        let t = self.targets.get(target)?;
         let path = t.path();
         let slice = |b: &Block, data: &Bytes| -> VfsResult<Bytes> {
             let from = range.start.max(b.start) - b.start;
@@ -446,7 +446,9 @@ impl Vfs {
             ra.issued = to;
             from..to
         };
-        let t = &self.targets[target];
+        let Ok(t) = self.targets.get(target) else {
+            return;
+        };
         let todo = &blocks[todo];
         let mut i = 0;
         while i < todo.len() {

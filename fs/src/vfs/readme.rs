@@ -34,7 +34,8 @@ impl Vfs {
         for kind in self.groups() {
             s.push_str(layout(kind));
         }
-        if self.targets.iter().any(|t| t.uploads) {
+        let targets = self.targets.all();
+        if targets.iter().any(|t| t.uploads) {
             s.push_str(
                 "\nAn upload starts once every file under uploads/<name> is closed and nothing was\n\
                  written for a short while; `snapfs wait <path>` blocks until it ends.\n",
@@ -45,7 +46,8 @@ impl Vfs {
              \n\
              Targets\n",
         );
-        for t in &self.targets {
+        // Targets inside live trees are listed with their tree.
+        for t in targets.iter().filter(|t| !t.name.contains('/')) {
             s.push_str(&format!("  {:<32} {}\n", t.path(), t.description));
         }
         for m in &self.live {

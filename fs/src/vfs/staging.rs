@@ -183,4 +183,7 @@ pub trait UploadHooks: Send + Sync + 'static {
     fn status(&self, target: usize, name: &str) -> Option<UploadStatus>;
     /// The user removed `uploads/NAME`: stop and forget its job.
     fn discarded(&self, target: usize, name: &str);
+    /// The index of the target at `path` (`k8s/prod/shop`), added to the mount if it is new;
+    /// None when no target can be there.
+    fn target(&self, path: &str) -> Option<usize>;
 }

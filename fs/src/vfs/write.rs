@@ -150,7 +150,7 @@ impl Vfs {
     pub(super) fn writable_dir(&self, ino: u64) -> VfsResult<(usize, Option<String>, PathBuf)> {
         match self.inode(ino)?.node {
             Node::Uploads(t) => {
-                let dir = self.staging.target_dir(&self.targets[t].path());
+                let dir = self.staging.target_dir(&self.targets.get(t)?.path());
                 fs::create_dir_all(&dir)?;
                 Ok((t, None, dir))
             }
@@ -182,7 +182,7 @@ impl Vfs {
                 "{name:?}: names ending in .status are reserved for upload status files"
             )));
         }
-        self.targets[target].backend.check_name(name)?;
+        self.targets.get(target)?.backend.check_name(name)?;
         self.hooks.admit(target, name).await?;
         Ok(name.to_string())
     }

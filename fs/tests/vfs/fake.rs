@@ -270,4 +270,8 @@ impl UploadHooks for FakeHooks {
     fn discarded(&self, _target: usize, name: &str) {
         lock(&self.discarded).push(name.to_string());
     }
+
+    fn target(&self, _path: &str) -> Option<usize> {
+        None
+    }
 }

@@ -33,6 +33,7 @@ impl MemTree {
             mtime: SystemTime::UNIX_EPOCH,
             symlink: symlink.map(str::to_string),
             xattrs: vec![("state".into(), "ready".into())],
+            uploads: false,
         };
         let mut all = self.entries.lock().unwrap();
         all.insert(path.to_string(), (e, Bytes::copy_from_slice(data)));

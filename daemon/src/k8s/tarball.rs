@@ -1,0 +1,416 @@
+//! The tar stream an upload sends into its pod: planned from a walk of the source first, so its
+//! exact length is known before the first byte goes out (progress, and `head -c N` on the far
+//! side, which makes the transfer independent of how the exec protocol ends stdin).
+//!
+//! POSIX ustar headers, with a PAX extended header in front of an entry whose path, link
+//! target, size or owner does not fit the fixed fields. Times are whole seconds, as ustar keeps
+//! them.
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+
+const BLOCK: u64 = 512;
+/// Size of the pieces the stream is cut into.
+pub const CHUNK: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Relative to the upload's root, '/'-separated; directories end in '/'.
+    path: String,
+    kind: Kind,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+    size: u64,
+    link: Option<String>,
+    source: PathBuf,
+}
+
+/// What will be sent, and how long the stream is.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    entries: Vec<Entry>,
+    /// Bytes of the whole stream, end marker included.
+    pub total: u64,
+    /// Bytes of file content.
+    pub data: u64,
+    /// Regular files, by path, with their sizes: what must be found on the far side.
+    pub files: Vec<(String, u64)>,
+}
+
+/// Walks `root`: a folder's content, or a single file, which is sent under `name`.
+pub fn plan(root: &Path, name: &str) -> std::io::Result<Plan> {
+    let mut entries = Vec::new();
+    let meta = std::fs::symlink_metadata(root)?;
+    if meta.is_dir() {
+        walk(root, "", &mut entries)?;
+    } else {
+        entries.push(entry(root, name.to_string(), &meta)?);
+    }
+    let mut total = 2 * BLOCK;
+    let (mut data, mut files) = (0, Vec::new());
+    for e in &entries {
+        total += header_len(e) + padded(e.size);
+        if e.kind == Kind::File {
+            data += e.size;
+            files.push((e.path.clone(), e.size));
+        }
+    }
+    Ok(Plan {
+        entries,
+        total,
+        data,
+        files,
+    })
+}
+
+fn walk(dir: &Path, rel: &str, out: &mut Vec<Entry>) -> std::io::Result<()> {
+    let mut children: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    children.sort_by_key(|c| c.file_name());
+    for c in children {
+        let name = c.file_name().into_string().map_err(|n| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{rel}{}: a file name that is not UTF-8", n.to_string_lossy()),
+            )
+        })?;
+        if name.contains('\n') {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{rel}{name:?}: a file name with a newline cannot be checked on arrival"),
+            ));
+        }
+        let path = c.path();
+        let meta = std::fs::symlink_metadata(&path)?;
+        let e = entry(&path, format!("{rel}{name}"), &meta)?;
+        let is_dir = e.kind == Kind::Dir;
+        let sub = e.path.clone();
+        out.push(e);
+        if is_dir {
+            walk(&path, &sub, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn entry(path: &Path, rel: String, meta: &std::fs::Metadata) -> std::io::Result<Entry> {
+    let ft = meta.file_type();
+    let (kind, size, link, rel) = if ft.is_dir() {
+        (Kind::Dir, 0, None, format!("{rel}/"))
+    } else if ft.is_symlink() {
+        let target = std::fs::read_link(path)?;
+        let target = target.into_os_string().into_string().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{rel}: a link target that is not UTF-8"),
+            )
+        })?;
+        (Kind::Symlink, 0, Some(target), rel)
+    } else if ft.is_file() {
+        (Kind::File, meta.len(), None, rel)
+    } else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{rel}: only files, folders and symlinks can be sent"),
+        ));
+    };
+    Ok(Entry {
+        path: rel,
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: u64::from(meta.uid()),
+        gid: u64::from(meta.gid()),
+        mtime: u64::try_from(meta.mtime()).unwrap_or(0),
+        size,
+        link,
+        source: path.to_path_buf(),
+    })
+}
+
+fn padded(n: u64) -> u64 {
+    n.div_ceil(BLOCK) * BLOCK
+}
+
+/// Octal field limits of ustar.
+const MAX_ID: u64 = 0o7777777;
+const MAX_SIZE: u64 = 0o77777777777;
+
+/// The PAX records an entry needs, if any.
+fn pax_records(e: &Entry) -> Vec<u8> {
+    let mut out = Vec::new();
+    if split_path(&e.path).is_none() {
+        record(&mut out, "path", &e.path);
+    }
+    if let Some(l) = &e.link
+        && l.len() > 100
+    {
+        record(&mut out, "linkpath", l);
+    }
+    if e.size > MAX_SIZE {
+        record(&mut out, "size", &e.size.to_string());
+    }
+    if e.uid > MAX_ID {
+        record(&mut out, "uid", &e.uid.to_string());
+    }
+    if e.gid > MAX_ID {
+        record(&mut out, "gid", &e.gid.to_string());
+    }
+    out
+}
+
+/// One `LEN key=value\n` record; LEN counts the whole record, its own digits included.
+fn record(out: &mut Vec<u8>, key: &str, value: &str) {
+    let body = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = body + 1;
+    while body + len.to_string().len() != len {
+        len = body + len.to_string().len();
+    }
+    out.extend_from_slice(format!("{len} {key}={value}\n").as_bytes());
+}
+
+/// ustar's (prefix, name) split of a path, if it fits.
+fn split_path(path: &str) -> Option<(&str, &str)> {
+    if path.len() <= 100 {
+        return Some(("", path));
+    }
+    // Split at a '/' so that the prefix holds ≤ 155 bytes and the name ≤ 100 and is not empty.
+    let bytes = path.as_bytes();
+    (0..bytes.len()).rev().find_map(|i| {
+        (bytes[i] == b'/' && i <= 155 && path.len() - i - 1 <= 100 && i + 1 < path.len())
+            .then(|| (&path[..i], &path[i + 1..]))
+    })
+}
+
+fn header_len(e: &Entry) -> u64 {
+    let pax = pax_records(e).len() as u64;
+    BLOCK + if pax > 0 { BLOCK + padded(pax) } else { 0 }
+}
+
+fn octal(field: &mut [u8], v: u64) {
+    let s = format!("{:0width$o}", v, width = field.len() - 1);
+    let s = s.as_bytes();
+    // A value too big for the field is carried by a PAX record; the field holds the maximum.
+    let start = s.len().saturating_sub(field.len() - 1);
+    let last = field.len() - 1;
+    if start > 0 {
+        field[..last].fill(b'7');
+    } else {
+        field[..s.len()].copy_from_slice(s);
+    }
+    field[last] = 0;
+}
+
+fn put(field: &mut [u8], s: &str) {
+    let n = s.len().min(field.len());
+    field[..n].copy_from_slice(&s.as_bytes()[..n]);
+}
+
+fn header(path: &str, kind: u8, size: u64, e: &Entry, link: &str) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    let (prefix, name) = split_path(path).unwrap_or(("", path));
+    put(&mut h[0..100], name);
+    octal(&mut h[100..108], u64::from(e.mode));
+    octal(&mut h[108..116], e.uid.min(MAX_ID));
+    octal(&mut h[116..124], e.gid.min(MAX_ID));
+    octal(&mut h[124..136], size.min(MAX_SIZE));
+    octal(&mut h[136..148], e.mtime.min(0o77777777777));
+    h[156] = kind;
+    put(&mut h[157..257], link);
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    put(&mut h[345..500], prefix);
+    h[148..156].fill(b' ');
+    let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
+    octal(&mut h[148..155], sum);
+    h[155] = b' ';
+    h
+}
+
+/// Produces the stream in pieces of at most `CHUNK` bytes, handing each to `send`; stops at
+/// the first error `send` returns. A file that no longer has the size the plan saw fails the
+/// stream: what arrives must be what was planned.
+pub fn write(plan: &Plan, mut send: impl FnMut(Bytes) -> std::io::Result<()>) -> std::io::Result<()> {
+    let mut buf = BytesMut::with_capacity(CHUNK);
+    let mut flush = |buf: &mut BytesMut, force: bool| -> std::io::Result<()> {
+        if buf.len() >= CHUNK || (force && !buf.is_empty()) {
+            send(buf.split().freeze())?;
+            buf.reserve(CHUNK);
+        }
+        Ok(())
+    };
+    for e in &plan.entries {
+        let pax = pax_records(e);
+        if !pax.is_empty() {
+            let short: String = e.path.trim_end_matches('/').chars().rev().take(80).collect();
+            let short: String = short.chars().rev().collect();
+            let name = format!("PaxHeaders/{short}");
+            buf.extend_from_slice(&header(&name, b'x', pax.len() as u64, e, ""));
+            buf.extend_from_slice(&pax);
+            pad(&mut buf, pax.len() as u64);
+        }
+        let (kind, link) = match e.kind {
+            Kind::File => (b'0', ""),
+            Kind::Dir => (b'5', ""),
+            Kind::Symlink => (b'2', e.link.as_deref().unwrap_or("")),
+        };
+        buf.extend_from_slice(&header(&e.path, kind, e.size, e, link));
+        flush(&mut buf, false)?;
+        if e.kind != Kind::File {
+            continue;
+        }
+        let mut f = std::fs::File::open(&e.source)?;
+        let mut left = e.size;
+        while left > 0 {
+            let room = (CHUNK - buf.len().min(CHUNK)).max(64 << 10) as u64;
+            let want = left.min(room) as usize;
+            let at = buf.len();
+            buf.resize(at + want, 0);
+            let got = read_full(&mut f, &mut buf[at..])?;
+            if got < want {
+                return Err(changed(e));
+            }
+            left -= want as u64;
+            flush(&mut buf, false)?;
+        }
+        // Longer than planned is as wrong as shorter.
+        if f.read(&mut [0u8; 1])? != 0 {
+            return Err(changed(e));
+        }
+        pad(&mut buf, e.size);
+        flush(&mut buf, false)?;
+    }
+    buf.extend_from_slice(&[0u8; 2 * BLOCK as usize]);
+    flush(&mut buf, true)
+}
+
+fn changed(e: &Entry) -> std::io::Error {
+    std::io::Error::other(format!("{} changed while it was being sent", e.path))
+}
+
+fn pad(buf: &mut BytesMut, len: u64) {
+    let n = (padded(len) - len) as usize;
+    buf.extend_from_slice(&[0u8; BLOCK as usize][..n]);
+}
+
+fn read_full(f: &mut std::fs::File, mut buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while !buf.is_empty() {
+        match f.read(buf) {
+            Ok(0) => break,
+            Ok(k) => {
+                n += k;
+                buf = &mut buf[k..];
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+
+    fn stream(plan: &Plan) -> Vec<u8> {
+        let mut out = Vec::new();
+        write(plan, |b| {
+            out.extend_from_slice(&b);
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn the_planned_length_is_the_streamed_length_and_tar_reads_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let deep = format!("{}/{}/{}", "d".repeat(70), "e".repeat(90), "f".repeat(120));
+        std::fs::create_dir_all(src.join(&deep)).unwrap();
+        std::fs::write(src.join(&deep).join("leaf.txt"), b"deep").unwrap();
+        std::fs::write(src.join("big.bin"), vec![7u8; 3 * CHUNK + 5]).unwrap();
+        std::fs::write(src.join("empty"), b"").unwrap();
+        std::fs::write(src.join("mode"), b"x").unwrap();
+        std::fs::set_permissions(src.join("mode"), std::fs::Permissions::from_mode(0o640))
+            .unwrap();
+        std::os::unix::fs::symlink("l".repeat(150), src.join("long-link")).unwrap();
+        std::os::unix::fs::symlink("big.bin", src.join("link")).unwrap();
+        std::fs::create_dir(src.join("a dir with spaces ü")).unwrap();
+
+        let plan = plan(&src, "ignored").unwrap();
+        let bytes = stream(&plan);
+        assert_eq!(bytes.len() as u64, plan.total);
+        assert_eq!(plan.data, 3 * CHUNK as u64 + 5 + 5);
+        assert_eq!(plan.files.len(), 4);
+
+        let tar = dir.path().join("s.tar");
+        std::fs::write(&tar, &bytes).unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let st = Command::new("tar")
+            .arg("-xf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let diff = Command::new("diff")
+            .arg("-r")
+            .arg("--no-dereference")
+            .arg(&src)
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(diff.success());
+        let mode = std::fs::metadata(out.join("mode")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
+        assert_eq!(
+            std::fs::read_link(out.join("long-link")).unwrap(),
+            Path::new(&"l".repeat(150))
+        );
+    }
+
+    #[test]
+    fn a_single_file_is_sent_under_the_upload_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("staged");
+        std::fs::write(&f, b"one file").unwrap();
+        let plan = plan(&f, "report.csv").unwrap();
+        assert_eq!(plan.files, vec![("report.csv".to_string(), 8)]);
+        assert_eq!(stream(&plan).len() as u64, plan.total);
+    }
+
+    #[test]
+    fn a_file_that_changed_after_planning_fails_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"12345").unwrap();
+        let plan = plan(dir.path(), "x").unwrap();
+        std::fs::write(dir.path().join("f"), b"123456").unwrap();
+        let err = write(&plan, |_| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("changed"), "{err}");
+    }
+
+    #[test]
+    fn pax_record_lengths_count_themselves() {
+        let mut out = Vec::new();
+        record(&mut out, "path", &"p".repeat(93));
+        let s = String::from_utf8(out).unwrap();
+        let (len, _) = s.split_once(' ').unwrap();
+        assert_eq!(len.parse::<usize>().unwrap(), s.len());
+    }
+}
