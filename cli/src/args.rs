@@ -143,6 +143,16 @@ pub struct SnapshotArgs {
     /// Print a JSON object with target, snapshot, state and bytes
     #[arg(long)]
     pub json: bool,
+    /// Size of the volume made for the upload, e.g. 20Gi (Kubernetes) [default: the source's
+    /// size + k8s.size_margin, at least k8s.min_size]
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<u64>,
+}
+
+/// "20Gi", "512MiB", "4096" → bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.strip_suffix('i').map_or(s.to_string(), |p| format!("{p}iB"));
+    snapfsd::config::parse_size(&s).map_err(|e| format!("{e:#}"))
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +184,13 @@ pub struct RestoreArgs {
     /// Restore even a snapshot past its expiry (user.snapfs.expires)
     #[arg(long)]
     pub force: bool,
+    /// Kubernetes: create PersistentVolumeClaim PVC from the VolumeSnapshot instead of copying
+    /// it to a local DEST
+    #[arg(long, value_name = "PVC", conflicts_with_all = ["dest", "no_backup"])]
+    pub pvc: Option<String>,
+    /// With --pvc: the claim's size, e.g. 20Gi [default: the snapshot's restore size]
+    #[arg(long, value_parser = parse_size, requires = "pvc")]
+    pub size: Option<u64>,
 }
 
 #[cfg(test)]

@@ -34,6 +34,9 @@ pub struct Config {
     pub backup: bool,
     /// Restore a snapshot past its expiry too.
     pub force: bool,
+    /// Make this Kubernetes claim from the snapshot instead.
+    pub pvc: Option<String>,
+    pub size: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -46,6 +49,9 @@ pub struct Outcome {
 }
 
 pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<Exit> {
+    if let Some(claim) = &cfg.pvc {
+        return to_claim(paths, &cfg.snapshot, claim, cfg.size, out);
+    }
     let Some(dest) = &cfg.dest else {
         return in_place(paths, &cfg.snapshot, out);
     };
@@ -105,6 +111,33 @@ fn in_place(paths: &Paths, snapshot: &Path, out: &mut dyn Write) -> anyhow::Resu
     }
     eprintln!("snapfs: {}", wait::failure(&status, status.state));
     Ok(Exit::Failed)
+}
+
+/// `--pvc`: the daemon makes a claim from a VolumeSnapshot.
+fn to_claim(
+    paths: &Paths,
+    snapshot: &Path,
+    claim: &str,
+    size: Option<u64>,
+    out: &mut dyn Write,
+) -> anyhow::Result<Exit> {
+    let r = target::resolve(paths, snapshot)?;
+    let name = r.snapshot()?.to_owned();
+    let req = Request::RestoreClaim {
+        target: r.target.clone(),
+        name: name.clone(),
+        claim: claim.to_owned(),
+        size,
+    };
+    match daemon::call(&r.mount.socket, &req)
+        .with_context(|| format!("restoring {}/snapshots/{name}", r.target))?
+    {
+        Response::Made { description } => {
+            writeln!(out, "created {description}")?;
+            Ok(Exit::Success)
+        }
+        other => Err(daemon::unexpected(&other)),
+    }
 }
 
 /// The path to read from: the argument as a path if it exists (inside a mount or not), else

@@ -23,13 +23,15 @@ pub struct Config {
     pub source: Option<PathBuf>,
     pub name: Option<String>,
     pub json: bool,
+    /// Size of the volume made for the upload (Kubernetes).
+    pub size: Option<u64>,
 }
 
 pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let r = target::resolve(paths, &cfg.target)?;
     r.require_target()?;
     let name = match &cfg.source {
-        Some(source) => start_local(&r, source, cfg.name.as_deref())?,
+        Some(source) => start_local(&r, source, cfg.name.as_deref(), cfg.size)?,
         None if cfg.name.is_some() => {
             return Err(usage(
                 "--name needs a SOURCE: a snapshot made without one is named by its target",
@@ -66,7 +68,12 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
 }
 
 /// Asks the daemon to read `source` into a new snapshot; answers its name.
-fn start_local(r: &target::Resolved, source: &Path, name: Option<&str>) -> anyhow::Result<String> {
+fn start_local(
+    r: &target::Resolved,
+    source: &Path,
+    name: Option<&str>,
+    size: Option<u64>,
+) -> anyhow::Result<String> {
     let source =
         std::fs::canonicalize(source).map_err(|e| usage(format!("{}: {e}", source.display())))?;
     let name = match name {
@@ -77,6 +84,7 @@ fn start_local(r: &target::Resolved, source: &Path, name: Option<&str>) -> anyho
         target: r.target.clone(),
         source,
         name: name.clone(),
+        size,
     };
     match daemon::call(&r.mount.socket, &req)
         .with_context(|| format!("snapshot {}/snapshots/{name}", r.target))?

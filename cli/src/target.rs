@@ -191,8 +191,14 @@ pub fn split_target(rel: &Path, targets: &[String]) -> Result<(String, Place), S
         .map(|c| c.as_os_str().to_str())
         .collect::<Option<_>>()
         .ok_or_else(|| "not valid UTF-8".to_owned())?;
+    // Any namespace of a Kubernetes context is a target (DESIGN §2), listed or not yet.
+    let namespace = match parts.as_slice() {
+        ["k8s", context, ns, ..] => Some(format!("k8s/{context}/{ns}")),
+        _ => None,
+    };
     let target = targets
         .iter()
+        .chain(namespace.as_ref())
         .filter(|t| {
             let tp: Vec<&str> = t.split('/').filter(|s| !s.is_empty()).collect();
             parts.starts_with(&tp)

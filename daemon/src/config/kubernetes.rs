@@ -166,13 +166,21 @@ mod tests {
             context: "a/b".into(),
             name: None,
             namespaces: vec!["shop".into()],
+            ttl: Some("14d".into()),
+            retention: None,
+            max_snapshots: Some(3),
         };
         let c = context(s).unwrap();
         assert_eq!((c.name.as_str(), c.namespaces.len()), ("a%2Fb", 1));
+        assert_eq!(c.ttl, Some(std::time::Duration::from_secs(14 * 86400)));
+        assert_eq!(c.max_snapshots, Some(3));
         let bad = Section {
             context: "x".into(),
             name: Some("x".into()),
             namespaces: vec!["Shop".into()],
+            ttl: None,
+            retention: None,
+            max_snapshots: None,
         };
         assert!(context(bad).is_err());
     }
