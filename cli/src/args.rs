@@ -151,7 +151,9 @@ pub struct SnapshotArgs {
 
 /// "20Gi", "512MiB", "4096" → bytes.
 fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.strip_suffix('i').map_or(s.to_string(), |p| format!("{p}iB"));
+    let s = s
+        .strip_suffix('i')
+        .map_or(s.to_string(), |p| format!("{p}iB"));
     snapfsd::config::parse_size(&s).map_err(|e| format!("{e:#}"))
 }
 

@@ -107,8 +107,7 @@ fn text(report: &GcReport) -> String {
             if report.leftovers == 1 { "" } else { "s" },
         ));
     }
-    let nothing =
-        report.deleted.is_empty() && report.orphan_packs == 0 && report.leftovers == 0;
+    let nothing = report.deleted.is_empty() && report.orphan_packs == 0 && report.leftovers == 0;
     if nothing && report.errors.is_empty() {
         s.push_str("nothing to clean up\n");
     } else if report.dry_run && !nothing {

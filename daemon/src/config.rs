@@ -284,9 +284,10 @@ impl Config {
                 storage_class: f.k8s.storage_class,
                 snapshot_class: f.k8s.snapshot_class,
                 size_margin: f.k8s.size_margin.unwrap_or(20),
-                min_size: f.k8s.min_size.map_or(Ok(1 << 30), |s| {
-                    parse_size(&s).context("k8s.min_size")
-                })?,
+                min_size: f
+                    .k8s
+                    .min_size
+                    .map_or(Ok(1 << 30), |s| parse_size(&s).context("k8s.min_size"))?,
                 ready_timeout: dur(
                     f.k8s.ready_timeout,
                     Duration::from_secs(600),

@@ -67,7 +67,11 @@ impl Job {
         if s.state == UploadState::Uploading {
             s.bytes_done = self.progress.done.load(Ordering::Relaxed);
             s.bytes_total = self.progress.total.load(Ordering::Relaxed);
-            let waiting = self.progress.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            let waiting = self
+                .progress
+                .waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if let Some(w) = waiting.as_ref() {
                 s.error = Some(format!("still waiting: {w}"));
             }
@@ -152,7 +156,10 @@ impl Jobs {
         let backend = (r.resolve)(path)?;
         let at = (r.add)(&backend);
         if at != backends.len() {
-            tracing::error!(target = path, "target indexes differ between the mount and the jobs");
+            tracing::error!(
+                target = path,
+                "target indexes differ between the mount and the jobs"
+            );
             return None;
         }
         tracing::info!(target = path, "target added");
@@ -217,7 +224,11 @@ impl Jobs {
         // Targets found while the mount ran are found again by what they left.
         for root in [self.staging.target_dir("k8s"), self.store.dir().join("k8s")] {
             for context in std::fs::read_dir(root).into_iter().flatten().flatten() {
-                for ns in std::fs::read_dir(context.path()).into_iter().flatten().flatten() {
+                for ns in std::fs::read_dir(context.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
                     let (c, n) = (context.file_name(), ns.file_name());
                     if let (Some(c), Some(n)) = (c.to_str(), n.to_str()) {
                         self.target_index(&format!("k8s/{c}/{n}"));

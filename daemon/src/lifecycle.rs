@@ -157,7 +157,14 @@ impl Lifecycle {
         let retention = self.retention.get(t).copied().unwrap_or_default();
         let snapshots = backend.list_snapshots().await?;
         let mut first_error = self
-            .delete_planned(t, &TargetBackend::Cloud(backend.clone()), &snapshots, &retention, dry_run, report)
+            .delete_planned(
+                t,
+                &TargetBackend::Cloud(backend.clone()),
+                &snapshots,
+                &retention,
+                dry_run,
+                report,
+            )
             .await
             .err();
         let running = self.jobs.running_uploads(t);

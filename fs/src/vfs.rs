@@ -248,7 +248,12 @@ impl Vfs {
         if let Some(tree) = self.trees_lock().get(&key) {
             return Ok((info, tree.clone()));
         }
-        let tree = self.targets.get(target)?.backend.open_snapshot(name).await?;
+        let tree = self
+            .targets
+            .get(target)?
+            .backend
+            .open_snapshot(name)
+            .await?;
         self.trees_lock().put(key, tree.clone());
         Ok((info, tree))
     }
@@ -515,7 +520,11 @@ impl Vfs {
     }
 
     fn raw(&self, target: usize) -> VfsResult<Arc<dyn RawObjects>> {
-        self.targets.get(target)?.raw.clone().ok_or(VfsError::NotFound)
+        self.targets
+            .get(target)?
+            .raw
+            .clone()
+            .ok_or(VfsError::NotFound)
     }
 
     /// The name `latest` points at: the newest ready snapshot.

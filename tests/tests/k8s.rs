@@ -233,7 +233,7 @@ fn namespaces_snapshots_pods_and_workloads_appear_in_the_mount() {
     assert_eq!(names(&m.mountpoint.join("k8s")), ["kubesim"]);
     assert_eq!(names(&ctx), ["default", "shop"]);
     let ns = ns_dir(&m);
-    assert_eq!(names(&ns), ["pods", "snapshots", "workloads"]);
+    assert_eq!(names(&ns), ["pods", "snapshots", "uploads", "workloads"]);
 
     // Snapshots: the ready one, `latest` pointing at it, and its attributes.
     assert_eq!(names(&ns.join("snapshots")), ["db-1", "latest"]);
@@ -451,4 +451,111 @@ fn configured_namespaces_need_no_right_to_list_namespaces() {
     assert_eq!(names(&ctx), ["shop"]);
     assert_eq!(names(&ctx.join("shop/snapshots")), ["db-1", "latest"]);
     assert_eq!(names(&ctx.join("shop/workloads")), ["backend"]);
+}
+
+/// Pods and claims snapfs made for uploads in `ns` (by label).
+fn upload_leftovers(cluster: &Cluster, ns: &str) -> (Vec<String>, Vec<String>) {
+    let lp =
+        ListParams::default().labels("app.kubernetes.io/managed-by=snapfs,snapfs.io/role=upload");
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client.clone(), ns);
+    let p = cluster.rt.block_on(pods.list(&lp)).expect("pods listed");
+    let c = cluster
+        .rt
+        .block_on(claims.list(&lp))
+        .expect("claims listed");
+    let name = |m: kube::core::ObjectMeta| m.name.unwrap_or_default();
+    (
+        p.items.into_iter().map(|p| name(p.metadata)).collect(),
+        c.items.into_iter().map(|c| name(c.metadata)).collect(),
+    )
+}
+
+/// A nested tree with modes, an empty file and folder, a symlink, and spaces and UTF-8.
+fn sample_tree(root: &Path) {
+    sh(&format!(
+        "mkdir -p '{r}/a/b c/ü' '{r}/empty-dir' && printf 'hello' > '{r}/a/hello.txt' \
+         && head -c 3000000 /dev/urandom > '{r}/a/b c/blob.bin' && : > '{r}/a/b c/ü/empty' \
+         && chmod 640 '{r}/a/hello.txt' && ln -s ../a/hello.txt '{r}/empty-dir/../link'",
+        r = root.display()
+    ));
+}
+
+#[test]
+fn a_folder_copied_into_uploads_becomes_a_volume_snapshot() {
+    if !fuse_available() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let m = cluster.mount();
+    let src = tempfile::tempdir().expect("tempdir");
+    sample_tree(src.path());
+    let ns = ns_dir(&m);
+    sh(&format!(
+        "cp -a '{}' '{}'",
+        src.path().display(),
+        ns.join("uploads/orders-1").display()
+    ));
+    let out = m.snapfs(&["wait", &ns.join("uploads/orders-1").to_string_lossy()]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        m.log()
+    );
+
+    // The snapshot is there, ready, with what was copied; the upload is gone.
+    let snap = wait_for("the snapshot listed", || {
+        names(&ns.join("snapshots"))
+            .contains(&"orders-1".to_string())
+            .then(|| ns.join("snapshots/orders-1"))
+    });
+    assert!(!names(&ns.join("uploads")).contains(&"orders-1".to_string()));
+    let diff = std::process::Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(src.path())
+        .arg(&snap)
+        .output()
+        .expect("diff runs");
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    let volume = cluster
+        .sim()
+        .snapshot_dir("shop", "orders-1")
+        .expect("snapshot data");
+    let mode = std::fs::metadata(volume.join("a/hello.txt"))
+        .expect("file")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o640
+    );
+
+    // Labelled as snapfs's; nothing of the upload left in the cluster.
+    let s = cluster
+        .rt
+        .block_on(cluster.snapshots("shop").get("orders-1"))
+        .expect("snapshot");
+    let labels = s.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("snapfs")
+    );
+    assert!(labels.contains_key("snapfs.io/job"), "{labels:?}");
+    let (pods, claims) = wait_for("upload pod and claim removed", || {
+        let l = upload_leftovers(&cluster, "shop");
+        (l.0.is_empty() && l.1.is_empty()).then_some(l)
+    });
+    assert!(pods.is_empty() && claims.is_empty());
+
+    // `snapfs list` and `snapfs status` know the namespace as a target.
+    let list = m.snapfs(&["list", &ns.to_string_lossy()]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(text.contains("orders-1") && text.contains("db-1"), "{text}");
 }

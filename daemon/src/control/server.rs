@@ -150,7 +150,8 @@ impl Server {
             }
             Request::List { target } => {
                 let t = self.target(&target)?;
-                let mut snapshots = self.backend(t)?
+                let mut snapshots = self
+                    .backend(t)?
                     .list_snapshots()
                     .await
                     .map_err(backend_error)?;
@@ -217,7 +218,8 @@ impl Server {
                     Some(status) => Response::Job(status),
                     None => {
                         // No job: fine if the snapshot is there already.
-                        let list = self.backend(t)?
+                        let list = self
+                            .backend(t)?
                             .list_snapshots()
                             .await
                             .map_err(backend_error)?;
@@ -250,7 +252,8 @@ impl Server {
             }
             Request::Verify { target, name } => {
                 let t = self.target(&target)?;
-                let (files, bytes, errors) = self.backend(t)?
+                let (files, bytes, errors) = self
+                    .backend(t)?
                     .verify(&name)
                     .await
                     .map_err(backend_error)?;

@@ -65,14 +65,21 @@ pub enum Request {
 pub enum Response {
     Info(Info),
     Status(StatusReport),
-    Snapshots { snapshots: Vec<SnapshotInfo> },
+    Snapshots {
+        snapshots: Vec<SnapshotInfo>,
+    },
     Job(UploadStatus),
     Verified(VerifyReport),
     Gc(GcReport),
     /// Something was made; what, in one line.
-    Made { description: String },
+    Made {
+        description: String,
+    },
     Done,
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 /// What kind of failure, so the client can pick its exit status.

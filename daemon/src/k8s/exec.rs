@@ -69,8 +69,9 @@ pub async fn run_with_input(
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         {
             let feed = async {
+                // Without input there is nothing to do here; the output decides the end.
                 let (Some((mut rx, expected)), Some(mut stdin)) = (input, stdin) else {
-                    return Ok(());
+                    return std::future::pending().await;
                 };
                 let mut sent = 0;
                 while let Some(piece) = rx.recv().await {
@@ -100,9 +101,8 @@ pub async fn run_with_input(
             tokio::pin!(reads);
             let joined = attached.join();
             tokio::pin!(joined);
-            let unavailable = |e: &dyn std::fmt::Display| {
-                BackendError::Unavailable(format!("{what}: {e}"))
-            };
+            let unavailable =
+                |e: &dyn std::fmt::Display| BackendError::Unavailable(format!("{what}: {e}"));
             let read = tokio::select! {
                 r = &mut reads => Some(r),
                 j = &mut joined => {

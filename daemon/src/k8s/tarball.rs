@@ -82,7 +82,10 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<Entry>) -> std::io::Result<()> {
         let name = c.file_name().into_string().map_err(|n| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                format!("{rel}{}: a file name that is not UTF-8", n.to_string_lossy()),
+                format!(
+                    "{rel}{}: a file name that is not UTF-8",
+                    n.to_string_lossy()
+                ),
             )
         })?;
         if name.contains('\n') {
@@ -240,7 +243,10 @@ fn header(path: &str, kind: u8, size: u64, e: &Entry, link: &str) -> [u8; 512] {
 /// Produces the stream in pieces of at most `CHUNK` bytes, handing each to `send`; stops at
 /// the first error `send` returns. A file that no longer has the size the plan saw fails the
 /// stream: what arrives must be what was planned.
-pub fn write(plan: &Plan, mut send: impl FnMut(Bytes) -> std::io::Result<()>) -> std::io::Result<()> {
+pub fn write(
+    plan: &Plan,
+    mut send: impl FnMut(Bytes) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let mut buf = BytesMut::with_capacity(CHUNK);
     let mut flush = |buf: &mut BytesMut, force: bool| -> std::io::Result<()> {
         if buf.len() >= CHUNK || (force && !buf.is_empty()) {
@@ -252,7 +258,13 @@ pub fn write(plan: &Plan, mut send: impl FnMut(Bytes) -> std::io::Result<()>) ->
     for e in &plan.entries {
         let pax = pax_records(e);
         if !pax.is_empty() {
-            let short: String = e.path.trim_end_matches('/').chars().rev().take(80).collect();
+            let short: String = e
+                .path
+                .trim_end_matches('/')
+                .chars()
+                .rev()
+                .take(80)
+                .collect();
             let short: String = short.chars().rev().collect();
             let name = format!("PaxHeaders/{short}");
             buf.extend_from_slice(&header(&name, b'x', pax.len() as u64, e, ""));
@@ -345,8 +357,7 @@ mod tests {
         std::fs::write(src.join("big.bin"), vec![7u8; 3 * CHUNK + 5]).unwrap();
         std::fs::write(src.join("empty"), b"").unwrap();
         std::fs::write(src.join("mode"), b"x").unwrap();
-        std::fs::set_permissions(src.join("mode"), std::fs::Permissions::from_mode(0o640))
-            .unwrap();
+        std::fs::set_permissions(src.join("mode"), std::fs::Permissions::from_mode(0o640)).unwrap();
         std::os::unix::fs::symlink("l".repeat(150), src.join("long-link")).unwrap();
         std::os::unix::fs::symlink("big.bin", src.join("link")).unwrap();
         std::fs::create_dir(src.join("a dir with spaces ü")).unwrap();
@@ -377,7 +388,10 @@ mod tests {
             .status()
             .unwrap();
         assert!(diff.success());
-        let mode = std::fs::metadata(out.join("mode")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(out.join("mode"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o640);
         assert_eq!(
             std::fs::read_link(out.join("long-link")).unwrap(),

@@ -124,7 +124,10 @@ fn claim_size(plan: &tarball::Plan, settings: &K8sSettings) -> u64 {
     let entries = plan.files.len() as u64 + plan.total / (512 * 64);
     let raw = plan.data + 4096 * entries.max(1);
     let with_margin = raw.saturating_mul(100 + settings.size_margin) / 100;
-    with_margin.div_ceil(1 << 20).saturating_mul(1 << 20).max(settings.min_size)
+    with_margin
+        .div_ceil(1 << 20)
+        .saturating_mul(1 << 20)
+        .max(settings.min_size)
 }
 
 impl KubeTarget {
@@ -202,10 +205,7 @@ impl KubeTarget {
     pub async fn check_new(&self, name: &str) -> Result<(), BackendError> {
         self.check_name(name)?;
         let all = self.all_snapshots().await?;
-        if all
-            .iter()
-            .any(|s| s.metadata.name.as_deref() == Some(name))
-        {
+        if all.iter().any(|s| s.metadata.name.as_deref() == Some(name)) {
             return Err(BackendError::AlreadyExists(format!(
                 "VolumeSnapshot {name} in namespace {}",
                 self.ns
@@ -241,7 +241,10 @@ impl KubeTarget {
             dry_run: true,
             ..PostParams::default()
         };
-        let claim: PersistentVolumeClaim = to(self.claim_spec(probe, "preflight", "", &p, 1 << 30), "claim")?;
+        let claim: PersistentVolumeClaim = to(
+            self.claim_spec(probe, "preflight", "", &p, 1 << 30),
+            "claim",
+        )?;
         let claims = self.claims();
         let what = self.what("create", "persistentvolumeclaim", probe);
         retry(|| claims.create(&dry, &claim), &what).await?;
@@ -249,7 +252,10 @@ impl KubeTarget {
         let pods = self.pods();
         let what = self.what("create", "pod", probe);
         retry(|| pods.create(&dry, &pod), &what).await?;
-        let snap: DynamicObject = to(self.snapshot_spec(probe, "preflight", probe, &p), "snapshot")?;
+        let snap: DynamicObject = to(
+            self.snapshot_spec(probe, "preflight", probe, &p),
+            "snapshot",
+        )?;
         let snaps = self.snapshots_api();
         let what = self.what("create", "volumesnapshot", probe);
         retry(|| snaps.create(&dry, &snap), &what).await?;
@@ -263,8 +269,9 @@ impl KubeTarget {
         let api: Api<Namespace> = Api::all(self.client.clone());
         let what = format!("get namespace {}", self.ns);
         match retry(|| api.get_opt(&self.ns), &what).await {
-            Ok(Some(n)) => Ok(label(&n.metadata, "pod-security.kubernetes.io/enforce")
-                == Some("restricted")),
+            Ok(Some(n)) => {
+                Ok(label(&n.metadata, "pod-security.kubernetes.io/enforce") == Some("restricted"))
+            }
             Ok(None) => Err(BackendError::NotFound(format!("namespace {}", self.ns))),
             Err(BackendError::PermissionDenied(_)) => Ok(true),
             Err(e) => Err(e),
@@ -288,8 +295,15 @@ impl KubeTarget {
         let list = match retry(|| api.list(&lp), "list storageclasses").await {
             Ok(l) => l.items,
             Err(BackendError::PermissionDenied(e)) => {
-                tracing::info!(error = e, "storage classes cannot be read; the claim asks for the default");
-                return Ok(self.settings.storage_class.clone().map(|c| (c, String::new())));
+                tracing::info!(
+                    error = e,
+                    "storage classes cannot be read; the claim asks for the default"
+                );
+                return Ok(self
+                    .settings
+                    .storage_class
+                    .clone()
+                    .map(|c| (c, String::new())));
             }
             Err(e) => return Err(e),
         };
@@ -305,7 +319,9 @@ impl KubeTarget {
                 .iter()
                 .find(|o| o.metadata.name.as_deref() == Some(want))
                 .ok_or_else(|| {
-                    BackendError::Unsupported(format!("StorageClass {want} (k8s.storage_class) does not exist"))
+                    BackendError::Unsupported(format!(
+                        "StorageClass {want} (k8s.storage_class) does not exist"
+                    ))
                 })?,
             None => list
                 .iter()
@@ -346,13 +362,19 @@ impl KubeTarget {
             Ok(l) => l.items,
             Err(BackendError::NotFound(_)) => return Err(no_snapshot_api()),
             Err(BackendError::PermissionDenied(e)) => {
-                tracing::info!(error = e, "snapshot classes cannot be read; the cluster picks one");
+                tracing::info!(
+                    error = e,
+                    "snapshot classes cannot be read; the cluster picks one"
+                );
                 return Ok(self.settings.snapshot_class.clone());
             }
             Err(e) => return Err(e),
         };
         if let Some(want) = &self.settings.snapshot_class {
-            if !list.iter().any(|o| o.metadata.name.as_deref() == Some(want)) {
+            if !list
+                .iter()
+                .any(|o| o.metadata.name.as_deref() == Some(want))
+            {
                 return Err(BackendError::Unsupported(format!(
                     "VolumeSnapshotClass {want} (k8s.snapshot_class) does not exist"
                 )));
@@ -367,8 +389,10 @@ impl KubeTarget {
             .filter(|o| o.data.get("driver").and_then(Value::as_str) == Some(driver))
             .collect();
         fitting.sort_by_key(|o| {
-            let default = annotation(&o.metadata, "snapshot.storage.kubernetes.io/is-default-class")
-                == Some("true");
+            let default = annotation(
+                &o.metadata,
+                "snapshot.storage.kubernetes.io/is-default-class",
+            ) == Some("true");
             (!default, o.metadata.name.clone())
         });
         match fitting.first() {
@@ -488,7 +512,11 @@ impl KubeTarget {
                     self.ns
                 )));
             }
-            tracing::info!(target = self.path, snapshot = name, "an earlier run made the snapshot; waiting for it");
+            tracing::info!(
+                target = self.path,
+                snapshot = name,
+                "an earlier run made the snapshot; waiting for it"
+            );
             let info = self.wait_ready(name, progress, cancel).await;
             self.remove_leftovers(name).await?;
             return info;
@@ -504,7 +532,9 @@ impl KubeTarget {
         progress.total.store(plan.total, Ordering::Relaxed);
         let size = size.unwrap_or_else(|| claim_size(&plan, &self.settings));
         let rname = resource_name(name, job);
-        let made = self.make(name, job, &rname, &p, plan, size, progress, cancel).await;
+        let made = self
+            .make(name, job, &rname, &p, plan, size, progress, cancel)
+            .await;
         if made.is_err() {
             // Nothing half-made stays: the pod, the claim, and a snapshot that never got ready.
             if let Ok(Some(s)) = self.get_snapshot(name).await
@@ -548,8 +578,15 @@ impl KubeTarget {
         retry(|| pods.create(&pp, &pod), &what).await?;
         self.wait_running(rname, cancel).await?;
         // 4. the data
-        self.transfer(rname, plan, p.restricted, progress, cancel, Duration::from_secs(deadline))
-            .await?;
+        self.transfer(
+            rname,
+            plan,
+            p.restricted,
+            progress,
+            cancel,
+            Duration::from_secs(deadline),
+        )
+        .await?;
         // 5. the pod goes, so the volume is unmounted whole before it is snapshotted
         self.delete_pod(rname).await?;
         // 6. the snapshot
@@ -641,7 +678,8 @@ impl KubeTarget {
             })
         };
         let pods = self.pods();
-        let session = exec::run_with_input(&pods, pod, CONTAINER, command, Some((rx, total)), limit);
+        let session =
+            exec::run_with_input(&pods, pod, CONTAINER, command, Some((rx, total)), limit);
         tokio::pin!(session);
         // Progress and cancellation are looked at while the bytes flow.
         let out = loop {
@@ -763,7 +801,12 @@ impl KubeTarget {
                 .and_then(Value::as_str)
                 .map(str::to_string);
             if error.is_some() && error != last_error {
-                tracing::warn!(target = self.path, snapshot = name, error = error.as_deref().unwrap_or_default(), "VolumeSnapshot reports an error; still waiting");
+                tracing::warn!(
+                    target = self.path,
+                    snapshot = name,
+                    error = error.as_deref().unwrap_or_default(),
+                    "VolumeSnapshot reports an error; still waiting"
+                );
                 *lock(&progress.waiting) = error.clone();
                 last_error = error;
             }
@@ -772,12 +815,17 @@ impl KubeTarget {
 
     /// Removes pods and claims that runs of upload `name` left (not the snapshot).
     async fn remove_leftovers(&self, name: &str) -> Result<(), BackendError> {
-        let selector = format!("{MANAGED_BY}=snapfs,{ROLE}=upload,{UPLOAD}={}", name_digest(name));
+        let selector = format!(
+            "{MANAGED_BY}=snapfs,{ROLE}=upload,{UPLOAD}={}",
+            name_digest(name)
+        );
         let lp = ListParams::default().labels(&selector);
         let pods = self.pods();
         let what = format!("list pods in namespace {}", self.ns);
         for p in retry(|| pods.list(&lp), &what).await?.items {
-            if made_for(&p.metadata, name) && let Some(n) = p.metadata.name.as_deref() {
+            if made_for(&p.metadata, name)
+                && let Some(n) = p.metadata.name.as_deref()
+            {
                 self.delete_pod(n).await?;
             }
         }
@@ -785,7 +833,9 @@ impl KubeTarget {
         let dp = DeleteParams::default();
         let what = format!("list persistentvolumeclaims in namespace {}", self.ns);
         for c in retry(|| claims.list(&lp), &what).await?.items {
-            if made_for(&c.metadata, name) && let Some(n) = c.metadata.name.as_deref() {
+            if made_for(&c.metadata, name)
+                && let Some(n) = c.metadata.name.as_deref()
+            {
                 let what = self.what("delete", "persistentvolumeclaim", n);
                 match retry(|| claims.delete(n, &dp), &what).await {
                     Ok(_) | Err(BackendError::NotFound(_)) => {}
@@ -818,7 +868,9 @@ impl KubeTarget {
             if keep(&p.metadata) {
                 continue;
             }
-            let Some(name) = p.metadata.name.as_deref() else { continue };
+            let Some(name) = p.metadata.name.as_deref() else {
+                continue;
+            };
             tracing::info!(pod = name, namespace = self.ns, dry_run, "leftover pod");
             if !dry_run {
                 let what = self.what("delete", "pod", name);
@@ -835,7 +887,9 @@ impl KubeTarget {
             if keep(&c.metadata) {
                 continue;
             }
-            let Some(name) = c.metadata.name.as_deref() else { continue };
+            let Some(name) = c.metadata.name.as_deref() else {
+                continue;
+            };
             tracing::info!(claim = name, namespace = self.ns, dry_run, "leftover claim");
             if !dry_run {
                 let what = self.what("delete", "persistentvolumeclaim", name);
@@ -862,9 +916,7 @@ impl KubeTarget {
         let api = self.snapshots_api();
         let what = self.what("delete", "volumesnapshot", name);
         let dp = DeleteParams::default();
-        retry(|| api.delete(name, &dp), &what)
-            .await
-            .map(|_| ())
+        retry(|| api.delete(name, &dp), &what).await.map(|_| ())
     }
 
     /// Creates claim `claim` from ready VolumeSnapshot `name`, at least as big as it.

@@ -52,7 +52,11 @@ impl Listings {
     }
 
     pub fn invalidate(&self, target: usize) {
-        *self.slot(target).list.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self
+            .slot(target)
+            .list
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
         self.raw
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -5,6 +5,7 @@ mod discovery;
 mod objects;
 mod openapi;
 mod path;
+mod pod_security;
 mod table;
 mod watch;
 

@@ -108,6 +108,16 @@ impl ApiError {
         Self::new(403, "Forbidden", message)
     }
 
+    /// 403 refusing one object, as an admission plugin words it.
+    pub fn forbidden_object(rt: &ResourceType, name: &str, why: &str) -> Self {
+        Self::new(
+            403,
+            "Forbidden",
+            format!("{} \"{name}\" is forbidden: {why}", rt.qualified()),
+        )
+        .with_details(rt, name)
+    }
+
     pub fn path_not_found() -> Self {
         Self::new(
             404,

@@ -6,6 +6,7 @@ mod kubesim {
     pub mod exec;
     pub mod faults;
     pub mod kubectl;
+    pub mod pod_security;
     pub mod portforward;
     pub mod snapshots;
     pub mod support;

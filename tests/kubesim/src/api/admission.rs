@@ -1,4 +1,5 @@
-//! Defaults and validation applied to new objects, per kind, with the API server's messages.
+//! Defaults and validation applied to new objects, per kind, with the API server's messages,
+//! then, for pods, PodSecurity admission.
 
 use serde_json::{Value, json};
 
@@ -54,11 +55,14 @@ pub(crate) fn admit(
         }
         _ => {}
     }
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(rt, &name, &causes))
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(rt, &name, &causes));
     }
+    if rt.is("pods") {
+        // The PodSecurity plugin validates after the object's own validation has passed.
+        super::pod_security::admit_pod(state, obj)?;
+    }
+    Ok(())
 }
 
 fn namespace(obj: &mut Value, name: &str) {

@@ -154,11 +154,13 @@ pub(super) fn create_object(state: &State, call: &Call, mut obj: Value) -> Resul
         match state.store.get(&NAMESPACES, "", &ns) {
             None => return Err(ApiError::not_found(&NAMESPACES, &ns)),
             Some(n) if meta::is_terminating(&n) => {
-                return Err(ApiError::forbidden(format!(
-                    "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                    t.rt.qualified(),
-                    meta::name(&obj)
-                )));
+                return Err(ApiError::forbidden_object(
+                    t.rt,
+                    meta::name(&obj),
+                    &format!(
+                        "unable to create new content in namespace {ns} because it is being terminated"
+                    ),
+                ));
             }
             Some(_) => {}
         }

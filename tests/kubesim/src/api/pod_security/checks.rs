@@ -825,10 +825,15 @@ mod tests {
         );
         // The restricted checks on capabilities and volumes replace the baseline ones.
         let restricted = report(Level::Restricted, p);
-        assert!(!restricted.contains("non-default capabilities"), "{restricted}");
+        assert!(
+            !restricted.contains("non-default capabilities"),
+            "{restricted}"
+        );
         assert!(!restricted.contains("hostPath volumes"), "{restricted}");
         assert!(
-            restricted.contains("restricted volume types (volume \"host\" uses restricted volume type \"hostPath\")"),
+            restricted.contains(
+                "restricted volume types (volume \"host\" uses restricted volume type \"hostPath\")"
+            ),
             "{restricted}"
         );
         assert!(
@@ -840,8 +845,10 @@ mod tests {
 
     #[test]
     fn baseline_allows_default_capabilities_for_root() {
-        let p = pod(json!({"containers": [{"name": "c", "securityContext": {"capabilities": {
-            "drop": ["ALL"], "add": ["CHOWN", "FOWNER", "DAC_OVERRIDE"]}}}]}));
+        let capabilities = json!({"drop": ["ALL"], "add": ["CHOWN", "FOWNER", "DAC_OVERRIDE"]});
+        let p = pod(
+            json!({"containers": [{"name": "c", "securityContext": {"capabilities": capabilities}}]}),
+        );
         assert_eq!(report(Level::Baseline, p), "");
     }
 
@@ -909,8 +916,9 @@ mod tests {
 
     #[test]
     fn windows_pods_skip_linux_only_checks() {
-        let p = pod(json!({"os": {"name": "windows"}, "securityContext": {"runAsNonRoot": true},
-                           "containers": [{"name": "c"}]}));
+        let spec = json!({"os": {"name": "windows"}, "securityContext": {"runAsNonRoot": true},
+                          "containers": [{"name": "c"}]});
+        let p = pod(spec);
         assert_eq!(report(Level::Restricted, p), "");
     }
 }
