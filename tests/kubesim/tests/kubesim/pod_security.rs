@@ -150,13 +150,13 @@ async fn restricted_namespace_refuses_root_and_runs_hardened_pods() {
 
         // Pods a Deployment makes are checked too: only the compliant template gets pods.
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), "locked");
-        let root_template = serde_json::to_value(pod_spec("web", None)).unwrap();
+        let root_template = serde_json::to_value(pod_spec("root-web", None)).unwrap();
         let mut hardened_template = hardened("web");
         hardened_template["metadata"] = json!({"labels": {"app": "web"}});
         for (name, template) in [("root-web", root_template), ("web", hardened_template)] {
             let deployment: Deployment = serde_json::from_value(json!({
                 "metadata": {"name": name},
-                "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template},
+                "spec": {"selector": {"matchLabels": {"app": name}}, "template": template},
             }))
             .unwrap();
             deployments
