@@ -93,8 +93,8 @@ impl Lifecycle {
         report
     }
 
-    /// Deletes a namespace's expired and retired VolumeSnapshots, and claims and pods that no
-    /// running upload or reader uses.
+    /// Deletes a namespace's expired and retired VolumeSnapshots made by snapfs, and claims and
+    /// pods that no running upload or reader uses.
     async fn collect_namespace(
         &self,
         t: usize,
@@ -102,12 +102,12 @@ impl Lifecycle {
         dry_run: bool,
         report: &mut GcReport,
     ) -> Result<(), BackendError> {
-        let snapshots = k.list_snapshots().await?;
+        let snapshots = k.own_snapshots().await?;
         let backend = TargetBackend::Kube(k.clone());
         self.delete_planned(t, &backend, &snapshots, &k.retention, dry_run, report)
             .await?;
         report.leftovers += k
-            .collect_leftovers(&self.jobs.running_uploads(t), dry_run)
+            .collect_leftovers(|| self.jobs.running_uploads(t), dry_run)
             .await?;
         Ok(())
     }

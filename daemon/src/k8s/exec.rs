@@ -16,6 +16,9 @@ use super::retry;
 /// An exec that has not finished by then is given up (a stalled stream, a hung command).
 const EXEC_LIMIT: Duration = Duration::from_secs(30);
 
+/// Buffer of an exec session's stdin and stdout: one WebSocket message at most this big.
+const STREAM_BUF: usize = 1 << 20;
+
 /// The stat format: everything fixed first, the name last so that a '|' in it cannot confuse the
 /// split. Names holding a newline cannot be told apart from the next line and are left out.
 const FORMAT: &str = "%F|%s|%a|%Y|%n";
@@ -50,11 +53,14 @@ pub async fn run_with_input(
     limit: Duration,
 ) -> Result<Output, BackendError> {
     let what = format!("exec in pod {pod} container {container}");
+    // kube's own buffers are 1 KiB, which cuts a stream into as many WebSocket messages.
     let params = AttachParams::default()
         .container(container)
         .stdin(input.is_some())
         .stdout(true)
-        .stderr(true);
+        .stderr(true)
+        .max_stdin_buf_size(STREAM_BUF)
+        .max_stdout_buf_size(STREAM_BUF);
     let work = async {
         // Only starting the session is retried: once it runs, the command may have had effects.
         let mut attached = retry(|| pods.exec(pod, command.clone(), &params), &what).await?;

@@ -4,13 +4,16 @@
 //!
 //! POSIX ustar headers, with a PAX extended header in front of an entry whose path, link
 //! target, size or owner does not fit the fixed fields. Times are whole seconds, as ustar keeps
-//! them.
+//! them. The stream is padded with zeros to whole MiB after the end-of-archive marker, so the
+//! far side can take it in with `dd bs=1M count=N iflag=fullblock` (busybox's `head -c` is
+//! several times slower), and every file's MD5 is taken as it goes out.
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
+use md5::{Digest, Md5};
 
 const BLOCK: u64 = 512;
 /// Size of the pieces the stream is cut into.
@@ -41,12 +44,21 @@ struct Entry {
 #[derive(Debug, Clone)]
 pub struct Plan {
     entries: Vec<Entry>,
-    /// Bytes of the whole stream, end marker included.
+    /// Bytes of the whole stream, padding included: a multiple of `CHUNK`.
     pub total: u64,
+    /// Where the archive ends (its end-of-archive marker included) and the padding begins.
+    end: u64,
     /// Bytes of file content.
     pub data: u64,
     /// Regular files, by path, with their sizes: what must be found on the far side.
     pub files: Vec<(String, u64)>,
+}
+
+impl Plan {
+    /// Files, folders and links to send.
+    pub fn entries(&self) -> u64 {
+        self.entries.len() as u64
+    }
 }
 
 /// Walks `root`: a folder's content, or a single file, which is sent under `name`.
@@ -69,7 +81,8 @@ pub fn plan(root: &Path, name: &str) -> std::io::Result<Plan> {
     }
     Ok(Plan {
         entries,
-        total,
+        total: total.div_ceil(CHUNK as u64) * CHUNK as u64,
+        end: total,
         data,
         files,
     })
@@ -242,11 +255,13 @@ fn header(path: &str, kind: u8, size: u64, e: &Entry, link: &str) -> [u8; 512] {
 
 /// Produces the stream in pieces of at most `CHUNK` bytes, handing each to `send`; stops at
 /// the first error `send` returns. A file that no longer has the size the plan saw fails the
-/// stream: what arrives must be what was planned.
+/// stream: what arrives must be what was planned. Answers every file's MD5, in the order of
+/// `plan.files`.
 pub fn write(
     plan: &Plan,
     mut send: impl FnMut(Bytes) -> std::io::Result<()>,
-) -> std::io::Result<()> {
+) -> std::io::Result<Vec<[u8; 16]>> {
+    let mut digests = Vec::with_capacity(plan.files.len());
     let mut buf = BytesMut::with_capacity(CHUNK);
     let mut flush = |buf: &mut BytesMut, force: bool| -> std::io::Result<()> {
         if buf.len() >= CHUNK || (force && !buf.is_empty()) {
@@ -282,6 +297,7 @@ pub fn write(
             continue;
         }
         let mut f = std::fs::File::open(&e.source)?;
+        let mut md5 = Md5::new();
         let mut left = e.size;
         while left > 0 {
             let room = (CHUNK - buf.len().min(CHUNK)).max(64 << 10) as u64;
@@ -292,6 +308,7 @@ pub fn write(
             if got < want {
                 return Err(changed(e));
             }
+            md5.update(&buf[at..]);
             left -= want as u64;
             flush(&mut buf, false)?;
         }
@@ -299,11 +316,20 @@ pub fn write(
         if f.read(&mut [0u8; 1])? != 0 {
             return Err(changed(e));
         }
+        digests.push(md5.finalize().into());
         pad(&mut buf, e.size);
         flush(&mut buf, false)?;
     }
     buf.extend_from_slice(&[0u8; 2 * BLOCK as usize]);
-    flush(&mut buf, true)
+    let mut padding = plan.total - plan.end;
+    while padding > 0 {
+        let n = padding.min((CHUNK - buf.len().min(CHUNK)).max(1) as u64);
+        buf.resize(buf.len() + n as usize, 0);
+        padding -= n;
+        flush(&mut buf, false)?;
+    }
+    flush(&mut buf, true)?;
+    Ok(digests)
 }
 
 fn changed(e: &Entry) -> std::io::Error {
@@ -365,6 +391,7 @@ mod tests {
         let plan = plan(&src, "ignored").unwrap();
         let bytes = stream(&plan);
         assert_eq!(bytes.len() as u64, plan.total);
+        assert_eq!(plan.total % CHUNK as u64, 0);
         assert_eq!(plan.data, 3 * CHUNK as u64 + 5 + 5);
         assert_eq!(plan.files.len(), 4);
 
@@ -407,6 +434,8 @@ mod tests {
         let plan = plan(&f, "report.csv").unwrap();
         assert_eq!(plan.files, vec![("report.csv".to_string(), 8)]);
         assert_eq!(stream(&plan).len() as u64, plan.total);
+        let digests = write(&plan, |_| Ok(())).unwrap();
+        assert_eq!(digests, vec![<[u8; 16]>::from(Md5::digest(b"one file"))]);
     }
 
     #[test]

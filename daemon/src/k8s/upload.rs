@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,6 @@ use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use md5::{Digest, Md5};
 use serde_json::{Value, json};
 use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo, SnapshotState};
 use snapfs_fs::vfs::SnapshotTree;
@@ -121,8 +120,7 @@ fn to<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T, Backend
 /// The claim size for a plan: content plus a block per entry, plus the margin, in MiB, never
 /// below the floor.
 fn claim_size(plan: &tarball::Plan, settings: &K8sSettings) -> u64 {
-    let entries = plan.files.len() as u64 + plan.total / (512 * 64);
-    let raw = plan.data + 4096 * entries.max(1);
+    let raw = plan.data + 4096 * plan.entries().max(1);
     let with_margin = raw.saturating_mul(100 + settings.size_margin) / 100;
     with_margin
         .div_ceil(1 << 20)
@@ -181,10 +179,16 @@ impl KubeTarget {
 
     /// Every VolumeSnapshot of the namespace, in whatever state.
     async fn all_snapshots(&self) -> Result<Vec<DynamicObject>, BackendError> {
+        self.snapshots_matching(&ListParams::default()).await
+    }
+
+    async fn snapshots_matching(
+        &self,
+        lp: &ListParams,
+    ) -> Result<Vec<DynamicObject>, BackendError> {
         let api = self.snapshots_api();
-        let lp = ListParams::default();
         let what = format!("list volumesnapshots in namespace {}", self.ns);
-        match retry(|| api.list(&lp), &what).await {
+        match retry(|| api.list(lp), &what).await {
             Ok(list) => Ok(list.items),
             Err(BackendError::NotFound(_)) => Err(no_snapshot_api()),
             Err(e) => Err(e),
@@ -577,7 +581,22 @@ impl KubeTarget {
         let what = self.what("create", "pod", rname);
         retry(|| pods.create(&pp, &pod), &what).await?;
         self.wait_running(rname, cancel).await?;
+        tracing::info!(
+            target = self.path,
+            snapshot = name,
+            pod = rname,
+            size,
+            "upload pod running"
+        );
         // 4. the data
+        let (bytes, start) = (plan.total, Instant::now());
+        if p.restricted {
+            tracing::info!(
+                target = self.path,
+                snapshot = name,
+                "the namespace enforces the restricted Pod Security level: the upload pod runs as non-root, so file owners are not kept (modes and times are)"
+            );
+        }
         self.transfer(
             rname,
             plan,
@@ -587,6 +606,14 @@ impl KubeTarget {
             Duration::from_secs(deadline),
         )
         .await?;
+        let seconds = start.elapsed().as_secs_f64();
+        tracing::info!(
+            target = self.path,
+            snapshot = name,
+            bytes,
+            seconds,
+            "data arrived and checked"
+        );
         // 5. the pod goes, so the volume is unmounted whole before it is snapshotted
         self.delete_pod(rname).await?;
         // 6. the snapshot
@@ -594,6 +621,11 @@ impl KubeTarget {
         let snaps = self.snapshots_api();
         let what = self.what("create", "volumesnapshot", name);
         retry(|| snaps.create(&pp, &snap), &what).await?;
+        tracing::info!(
+            target = self.path,
+            snapshot = name,
+            "VolumeSnapshot requested"
+        );
         // 7. ready; 8. the caller removes the claim
         self.wait_ready(name, progress, cancel).await
     }
@@ -643,38 +675,37 @@ impl KubeTarget {
         cancel: &AtomicBool,
         limit: Duration,
     ) -> Result<(), BackendError> {
+        // `dd` takes exactly the stream (whole MiB), so the end of stdin never matters; then
+        // every file that arrived is read back for its MD5, several at a time.
         let script = format!(
             "set -e\n\
-             s={SCRATCH}/stream\n\
-             rm -f \"$s\" {SCRATCH}/md5\n\
-             mkfifo \"$s\"\n\
-             md5sum < \"$s\" > {SCRATCH}/md5 &\n\
-             sum=$!\n\
-             head -c \"$1\" | tee \"$s\" | tar -x -f - -C {DATA} \"$2\"\n\
-             wait $sum\n\
-             cat {SCRATCH}/md5\n\
-             cd {DATA} && {{ find . -type f -exec stat -c '%s|%n' {{}} + 2>/dev/null || true; }}"
+             dd bs={chunk} count=\"$1\" iflag=fullblock 2>/dev/null | tar -x -f - -C {DATA} \"$2\"\n\
+             cd {DATA} && {{ find . -type f -print0 | xargs -0 -r -P 4 -n 64 md5sum 2>/dev/null || true; }}",
+            chunk = tarball::CHUNK
         );
         // As root tar keeps owners by number; as anyone else it cannot, and is told so.
         let owners = if restricted { "-o" } else { "--numeric-owner" };
         let total = plan.total;
-        let command = exec::sh(&script, &[&total.to_string(), owners]);
+        let blocks = (total / tarball::CHUNK as u64).to_string();
+        let command = exec::sh(&script, &[&blocks, owners]);
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
         let files = plan.files.clone();
         let stop = Arc::new(AtomicBool::new(false));
+        // Bytes handed to the exec session; the channel holds at most a few pieces of them.
+        let sent = Arc::new(AtomicU64::new(0));
         let producer = {
-            let stop = stop.clone();
+            let (stop, sent) = (stop.clone(), sent.clone());
             tokio::task::spawn_blocking(move || {
-                let mut md5 = Md5::new();
                 tarball::write(&plan, |piece| {
                     if stop.load(Ordering::Relaxed) {
                         return Err(std::io::Error::other("cancelled"));
                     }
-                    md5.update(&piece);
+                    let len = piece.len() as u64;
                     tx.blocking_send(piece)
-                        .map_err(|_| std::io::Error::other("the exec session ended"))
+                        .map_err(|_| std::io::Error::other("the exec session ended"))?;
+                    sent.fetch_add(len, Ordering::Relaxed);
+                    Ok(())
                 })
-                .map(|()| md5.finalize())
             })
         };
         let pods = self.pods();
@@ -686,50 +717,24 @@ impl KubeTarget {
             tokio::select! {
                 out = &mut session => break out,
                 () = tokio::time::sleep(POLL) => {
+                    progress.done.store(sent.load(Ordering::Relaxed), Ordering::Relaxed);
                     if cancel.load(Ordering::Relaxed) {
                         stop.store(true, Ordering::Relaxed);
                     }
                 }
             }
         };
-        let local = producer
+        let digests = producer
             .await
             .map_err(|e| BackendError::Other(format!("tar stream: {e}")))?;
         check_cancel(cancel)?;
-        let local = local.map_err(|e| BackendError::Other(format!("tar stream: {e}")))?;
+        let digests = digests.map_err(|e| BackendError::Other(format!("tar stream: {e}")))?;
         let out = out?;
         progress.done.store(total, Ordering::Relaxed);
         if let Some(f) = &out.failure {
             return Err(exec::failed(DATA, &out, f));
         }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut lines = text.lines();
-        let remote = lines.next().and_then(|l| l.split_whitespace().next());
-        let local = hex(&local);
-        if remote != Some(local.as_str()) {
-            return Err(BackendError::Corrupt(format!(
-                "the tar stream arrived with MD5 {} but {local} was sent",
-                remote.unwrap_or("(none)")
-            )));
-        }
-        let arrived: BTreeMap<&str, u64> = lines
-            .filter_map(|l| {
-                let (size, path) = l.split_once('|')?;
-                Some((path.strip_prefix("./")?, size.parse().ok()?))
-            })
-            .collect();
-        for (path, size) in &files {
-            match arrived.get(path.as_str()) {
-                Some(s) if s == size => {}
-                Some(s) => {
-                    return Err(BackendError::Corrupt(format!(
-                        "{path} arrived with {s} bytes, {size} were sent"
-                    )));
-                }
-                None => return Err(BackendError::Corrupt(format!("{path} did not arrive"))),
-            }
-        }
-        Ok(())
+        check_arrival(&String::from_utf8_lossy(&out.stdout), &files, &digests)
     }
 
     async fn delete_pod(&self, rname: &str) -> Result<(), BackendError> {
@@ -848,29 +853,36 @@ impl KubeTarget {
 
     /// Removes pods and claims of snapfs in this namespace that no running job or reader
     /// uses: what a crash left. Returns how many went (or would go, on a dry run).
+    ///
+    /// `running` (the ids of the uploads running now) is asked after the listing: an upload
+    /// that starts between the two is then either in the answer or made nothing listed.
     pub async fn collect_leftovers(
         &self,
-        running: &HashSet<String>,
+        running: impl FnOnce() -> HashSet<String>,
         dry_run: bool,
     ) -> Result<u64, BackendError> {
-        let in_use = self.readers.in_use(&self.ns);
         let lp = ListParams::default().labels(&format!("{MANAGED_BY}=snapfs"));
-        let keep = |meta: &kube::core::ObjectMeta| match label(meta, ROLE) {
-            Some("upload") => label(meta, JOB).is_some_and(|j| running.contains(j)),
-            Some("reader") => meta.name.as_ref().is_some_and(|n| in_use.contains(n)),
-            _ => true,
+        let pods = self.pods();
+        let what = format!("list pods in namespace {}", self.ns);
+        let listed_pods = retry(|| pods.list(&lp), &what).await?.items;
+        let claims = self.claims();
+        let what = format!("list persistentvolumeclaims in namespace {}", self.ns);
+        let listed_claims = retry(|| claims.list(&lp), &what).await?.items;
+        // A reader is known before its pod and claim are made, so asking now is as safe.
+        let in_use = self.readers.in_use(&self.ns);
+        let running: HashSet<String> = running().iter().map(|id| job_label(id)).collect();
+        let leftover = |meta: &kube::core::ObjectMeta| match label(meta, ROLE) {
+            Some("upload") => !label(meta, JOB).is_some_and(|j| running.contains(j)),
+            Some("reader") => !meta.name.as_ref().is_some_and(|n| in_use.contains(n)),
+            _ => false,
         };
         let mut n = 0;
         let dp = DeleteParams::default();
-        let pods = self.pods();
-        let what = format!("list pods in namespace {}", self.ns);
-        for p in retry(|| pods.list(&lp), &what).await?.items {
-            if keep(&p.metadata) {
-                continue;
-            }
-            let Some(name) = p.metadata.name.as_deref() else {
-                continue;
-            };
+        for name in listed_pods
+            .iter()
+            .filter(|p| leftover(&p.metadata))
+            .filter_map(|p| p.metadata.name.as_deref())
+        {
             tracing::info!(pod = name, namespace = self.ns, dry_run, "leftover pod");
             if !dry_run {
                 let what = self.what("delete", "pod", name);
@@ -881,15 +893,11 @@ impl KubeTarget {
             }
             n += 1;
         }
-        let claims = self.claims();
-        let what = format!("list persistentvolumeclaims in namespace {}", self.ns);
-        for c in retry(|| claims.list(&lp), &what).await?.items {
-            if keep(&c.metadata) {
-                continue;
-            }
-            let Some(name) = c.metadata.name.as_deref() else {
-                continue;
-            };
+        for name in listed_claims
+            .iter()
+            .filter(|c| leftover(&c.metadata))
+            .filter_map(|c| c.metadata.name.as_deref())
+        {
             tracing::info!(claim = name, namespace = self.ns, dry_run, "leftover claim");
             if !dry_run {
                 let what = self.what("delete", "persistentvolumeclaim", name);
@@ -907,6 +915,17 @@ impl KubeTarget {
         match self.all_snapshots().await {
             Ok(all) => Ok(all.iter().filter_map(snapshot_info).collect()),
             // A cluster without the API has no snapshots; uploads say why.
+            Err(BackendError::Unsupported(_)) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The VolumeSnapshots snapfs made here, the only ones its cleanup may delete: a
+    /// namespace also holds the snapshots of other tools, which keep their own schedules.
+    pub async fn own_snapshots(&self) -> Result<Vec<SnapshotInfo>, BackendError> {
+        let lp = ListParams::default().labels(&format!("{MANAGED_BY}=snapfs"));
+        match self.snapshots_matching(&lp).await {
+            Ok(own) => Ok(own.iter().filter_map(snapshot_info).collect()),
             Err(BackendError::Unsupported(_)) => Ok(Vec::new()),
             Err(e) => Err(e),
         }
@@ -977,6 +996,33 @@ fn no_snapshot_api() -> BackendError {
         "the VolumeSnapshot API (snapshot.storage.k8s.io/v1) is not installed in this cluster"
             .into(),
     )
+}
+
+/// Compares `md5sum` lines (`HASH  ./path`) with what was sent.
+fn check_arrival(
+    md5sum: &str,
+    files: &[(String, u64)],
+    digests: &[[u8; 16]],
+) -> Result<(), BackendError> {
+    let arrived: BTreeMap<&str, &str> = md5sum
+        .lines()
+        .filter_map(|l| {
+            let (hash, path) = l.split_once("  ")?;
+            Some((path.strip_prefix("./")?, hash))
+        })
+        .collect();
+    for ((path, size), digest) in files.iter().zip(digests) {
+        match arrived.get(path.as_str()) {
+            Some(h) if *h == hex(digest) => {}
+            Some(_) => {
+                return Err(BackendError::Corrupt(format!(
+                    "{path} ({size} bytes) arrived with other content than was sent"
+                )));
+            }
+            None => return Err(BackendError::Corrupt(format!("{path} did not arrive"))),
+        }
+    }
+    Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -1102,6 +1148,30 @@ mod tests {
         assert_eq!(size % (1 << 20), 0);
         s.min_size = 1 << 30;
         assert_eq!(claim_size(&plan, &s), 1 << 30);
+    }
+
+    #[test]
+    fn arrivals_are_checked_file_by_file() {
+        use md5::{Digest, Md5};
+        let files = vec![("a b/c.txt".to_string(), 5), ("d".to_string(), 0)];
+        let digests: Vec<[u8; 16]> = vec![Md5::digest(b"hello").into(), Md5::digest(b"").into()];
+        let good = format!(
+            "{}  ./a b/c.txt\n{}  ./d\n{}  ./lost+found/x\n",
+            hex(&digests[0]),
+            hex(&digests[1]),
+            hex(&digests[1])
+        );
+        assert!(check_arrival(&good, &files, &digests).is_ok());
+        let missing = format!("{}  ./a b/c.txt\n", hex(&digests[0]));
+        let e = check_arrival(&missing, &files, &digests).unwrap_err();
+        assert!(e.to_string().contains("d did not arrive"), "{e}");
+        let wrong = format!(
+            "{}  ./a b/c.txt\n{}  ./d\n",
+            hex(&digests[1]),
+            hex(&digests[1])
+        );
+        let e = check_arrival(&wrong, &files, &digests).unwrap_err();
+        assert!(e.to_string().contains("a b/c.txt"), "{e}");
     }
 
     #[test]

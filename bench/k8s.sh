@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Upload benchmark against kubesim, run by hand: a folder of SIZE_MIB (default 1 GiB; 64 files
+# of random data) copied into k8s/<ctx>/<ns>/uploads/ until its VolumeSnapshot is ready, vs
+# `kubectl cp` of the same folder into a running pod of the same server. Needs kubectl and
+# built binaries (cargo build --release -p snapfsd -p snapfs -p kubesim).
+set -euo pipefail
+bin="${CARGO_TARGET_DIR:-$(dirname "$0")/../target}/${PROFILE:-release}"
+size_mib="${SIZE_MIB:-1024}"
+files=64
+work=$(mktemp -d /tmp/snapfs-bench-XXXXXX)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+sim="" daemon=""
+cleanup() {
+  [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
+  umount -l "$work/mnt" 2>/dev/null || true
+  [ -n "$sim" ] && kill "$sim" 2>/dev/null && wait "$sim" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/mnt" "$work/home/.kube" "$work/src"
+"$bin/kubesim" --kubeconfig "$work/home/.kube/config" --port "$port" --data-dir "$work/sim" \
+  >"$work/kubesim.log" 2>&1 &
+sim=$!
+export KUBECONFIG="$work/home/.kube/config"
+until kubectl get ns >/dev/null 2>&1; do sleep 0.2; done
+
+per=$((size_mib / files))
+for i in $(seq 1 $files); do head -c $((per << 20)) /dev/urandom >"$work/src/part-$i.bin"; done
+
+# Baseline: kubectl cp into a pod with a volume, as one would by hand.
+# (kubesim speaks JSON, not protobuf, which `kubectl create namespace` would send.)
+kubectl apply -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: Namespace
+metadata: {name: bench}
+YAML
+kubectl apply -n bench -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: target}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 4Gi}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: target}
+spec:
+  containers:
+  - {name: c, image: busybox, command: [sleep, "3600"], volumeMounts: [{name: d, mountPath: /data}]}
+  volumes: [{name: d, persistentVolumeClaim: {claimName: target}}]
+YAML
+until [ "$(kubectl get pod -n bench target -o jsonpath='{.status.phase}')" = Running ]; do sleep 0.2; done
+now() { date +%s.%N; }
+t0=$(now)
+kubectl cp "$work/src" bench/target:/data/copy >/dev/null
+t1=$(now)
+arrived=$(kubectl exec -n bench target -- du -sm /data/copy | cut -f1)
+
+# snapfs: cp into uploads/, then wait until the VolumeSnapshot is ready and cleaned up after.
+cat >"$work/config.toml" <<CONF
+[upload]
+settle = "300ms"
+[cache]
+dir = "$work/cache"
+[[kubernetes]]
+context = "kubesim"
+namespaces = ["bench"]
+CONF
+HOME="$work/home" XDG_RUNTIME_DIR="$work/run" XDG_STATE_HOME="$work/state" \
+  "$bin/snapfsd" --mountpoint "$work/mnt" --config "$work/config.toml" >"$work/daemon.log" 2>&1 &
+daemon=$!
+until [ -d "$work/mnt/k8s/kubesim/bench/uploads" ]; do sleep 0.2; done
+t2=$(now)
+cp -r "$work/src" "$work/mnt/k8s/kubesim/bench/uploads/bench-1"
+t3=$(now)
+HOME="$work/home" XDG_RUNTIME_DIR="$work/run" "$bin/snapfs" wait "$work/mnt/k8s/kubesim/bench/uploads/bench-1" >/dev/null
+t4=$(now)
+ready=$(kubectl get volumesnapshot -n bench bench-1 -o jsonpath='{.status.readyToUse}')
+
+[ -n "${SHOW_LOG:-}" ] && cat "$work/daemon.log" "$work/kubesim.log" >&2
+python3 - "$size_mib" "$t0" "$t1" "$t2" "$t3" "$t4" "$arrived" "$ready" <<'PY'
+import sys
+mib = int(sys.argv[1])
+t0, t1, t2, t3, t4 = map(float, sys.argv[2:7])
+arrived, ready = sys.argv[7], sys.argv[8]
+kc, cp, total = t1 - t0, t3 - t2, t4 - t2
+print(f"kubectl cp {mib} MiB into a pod:        {kc:7.2f} s  ({mib / kc:7.1f} MiB/s; {arrived} MiB arrived)")
+print(f"snapfs uploads/ to a ready snapshot:  {total:7.2f} s  ({mib / total:7.1f} MiB/s; cp into the mount {cp:.2f} s; ready={ready})")
+print(f"ratio (kubectl cp time / snapfs time): {kc / total:.2f}x")
+PY
