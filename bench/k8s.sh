@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Upload benchmark against kubesim, run by hand: a folder of SIZE_MIB (default 1 GiB; 64 files
-# of random data) copied into k8s/<ctx>/<ns>/uploads/ until its VolumeSnapshot is ready, vs
-# `kubectl cp` of the same folder into a running pod of the same server. Needs kubectl and
+# of random data) copied into k8s/<ctx>/<ns>/uploads/ until its VolumeSnapshot is ready, and
+# the same folder given to `snapfs snapshot` (read in place), vs `kubectl cp` of the folder
+# into a running pod of the same server (no snapshot, no check of what arrived). Needs kubectl and
 # built binaries (cargo build --release -p snapfsd -p snapfs -p kubesim).
 set -euo pipefail
 bin="${CARGO_TARGET_DIR:-$(dirname "$0")/../target}/${PROFILE:-release}"
@@ -75,15 +76,21 @@ t3=$(now)
 HOME="$work/home" XDG_RUNTIME_DIR="$work/run" "$bin/snapfs" wait "$work/mnt/k8s/kubesim/bench/uploads/bench-1" >/dev/null
 t4=$(now)
 ready=$(kubectl get volumesnapshot -n bench bench-1 -o jsonpath='{.status.readyToUse}')
+# snapfs snapshot: the folder is read in place, not staged through the mount first.
+t5=$(now)
+HOME="$work/home" XDG_RUNTIME_DIR="$work/run" "$bin/snapfs" snapshot "$work/mnt/k8s/kubesim/bench" "$work/src" --name bench-2 >/dev/null
+t6=$(now)
 
 [ -n "${SHOW_LOG:-}" ] && cat "$work/daemon.log" "$work/kubesim.log" >&2
-python3 - "$size_mib" "$t0" "$t1" "$t2" "$t3" "$t4" "$arrived" "$ready" <<'PY'
+python3 - "$size_mib" "$t0" "$t1" "$t2" "$t3" "$t4" "$arrived" "$ready" "$t5" "$t6" <<'PY'
 import sys
 mib = int(sys.argv[1])
 t0, t1, t2, t3, t4 = map(float, sys.argv[2:7])
 arrived, ready = sys.argv[7], sys.argv[8]
+direct = float(sys.argv[10]) - float(sys.argv[9])
 kc, cp, total = t1 - t0, t3 - t2, t4 - t2
 print(f"kubectl cp {mib} MiB into a pod:        {kc:7.2f} s  ({mib / kc:7.1f} MiB/s; {arrived} MiB arrived)")
 print(f"snapfs uploads/ to a ready snapshot:  {total:7.2f} s  ({mib / total:7.1f} MiB/s; cp into the mount {cp:.2f} s; ready={ready})")
-print(f"ratio (kubectl cp time / snapfs time): {kc / total:.2f}x")
+print(f"snapfs snapshot (read in place):      {direct:7.2f} s  ({mib / direct:7.1f} MiB/s)")
+print(f"ratio (kubectl cp time / snapfs time): uploads/ {kc / total:.2f}x, snapshot {kc / direct:.2f}x")
 PY
