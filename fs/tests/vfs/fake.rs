@@ -221,6 +221,8 @@ pub struct FakeHooks {
     full: AtomicBool,
     statuses: Mutex<HashMap<String, UploadStatus>>,
     discarded: Mutex<Vec<String>>,
+    /// Targets found while the mount runs, by path.
+    targets: Mutex<HashMap<String, usize>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -249,6 +251,11 @@ impl FakeHooks {
     pub fn discarded(&self) -> Vec<String> {
         lock(&self.discarded).clone()
     }
+
+    /// The target at `path` (`k8s/prod/shop`) has this index in the mount.
+    pub fn place(&self, path: &str, target: usize) {
+        lock(&self.targets).insert(path.to_string(), target);
+    }
 }
 
 #[async_trait]
@@ -271,7 +278,7 @@ impl UploadHooks for FakeHooks {
         lock(&self.discarded).push(name.to_string());
     }
 
-    fn target(&self, _path: &str) -> Option<usize> {
-        None
+    fn target(&self, path: &str) -> Option<usize> {
+        lock(&self.targets).get(path).copied()
     }
 }

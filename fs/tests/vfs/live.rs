@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use snapfs_fs::backend::{BackendError, LiveEntry, LiveTree};
-use snapfs_fs::vfs::{FileKind, LiveMount};
+use snapfs_fs::vfs::{FileKind, LiveMount, Target};
 
 use crate::fixture::{Fixture, errno, noise, standard_backend};
 
@@ -37,6 +37,13 @@ impl MemTree {
         };
         let mut all = self.entries.lock().unwrap();
         all.insert(path.to_string(), (e, Bytes::copy_from_slice(data)));
+    }
+
+    fn mark_uploads(&self, path: &str) {
+        let mut all = self.entries.lock().unwrap();
+        if let Some((e, _)) = all.get_mut(path) {
+            e.uploads = true;
+        }
     }
 
     fn check(&self) -> Result<(), BackendError> {
@@ -84,6 +91,52 @@ impl LiveTree for MemTree {
         let to = (offset.saturating_add(len) as usize).min(data.len());
         Ok(data.slice(from..to))
     }
+}
+
+fn os(s: &str) -> &std::ffi::OsStr {
+    std::ffi::OsStr::new(s)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_tree_can_hold_the_uploads_of_a_target_found_later() {
+    let (f, tree) = cluster();
+    tree.put("shop/uploads", FileKind::Dir, b"", None);
+    tree.mark_uploads("shop/uploads");
+    // Until the job engine knows a target there, the directory is not shown.
+    assert_eq!(f.names("k8s/prod/shop").await, ["pods", "workloads"]);
+    assert_eq!(errno(f.lookup("k8s/prod/shop/uploads").await), libc::ENOENT);
+
+    let t = f.vfs.add_target(Target {
+        kind: "k8s",
+        name: "prod/shop".into(),
+        description: "namespace shop".into(),
+        backend: standard_backend(),
+        raw: None,
+        uploads: true,
+    });
+    f.hooks.place("k8s/prod/shop", t);
+    assert_eq!(
+        f.names("k8s/prod/shop").await,
+        ["pods", "uploads", "workloads"]
+    );
+    // Deeper targets are not listed in their kind directory; the live tree leads to them.
+    assert_eq!(f.names("k8s").await, ["prod"]);
+
+    let up = f.ino("k8s/prod/shop/uploads").await;
+    let dir = f.vfs.mkdir(up, os("db-2"), 0o755, 0).await.unwrap();
+    f.vfs
+        .create(dir.attr.ino, os("a.txt"), 0o644, 0)
+        .await
+        .unwrap();
+    assert_eq!(f.names("k8s/prod/shop/uploads").await, ["db-2"]);
+    let staged = f.staging_root().join("k8s/prod/shop/db-2/a.txt");
+    assert!(staged.exists(), "{staged:?}");
+    assert!(f.vfs.staging().activity(t, "db-2").is_some());
+    // Names the target refuses are refused here too, before anything is staged.
+    assert_eq!(
+        errno(f.vfs.mkdir(up, os("Bad_Name"), 0o755, 0).await),
+        libc::EINVAL
+    );
 }
 
 fn cluster() -> (Fixture, Arc<MemTree>) {
