@@ -212,10 +212,8 @@ impl Kube {
             if let Ok(l) = snaps.list(&lp).await {
                 found.extend(l.items.into_iter().map(|o| o.metadata.namespace));
             }
-            if !ok {
-                if let Ok(names) = c.tree.namespaces().await {
-                    found.extend(names.into_iter().map(Some));
-                }
+            if !ok && let Ok(names) = c.tree.namespaces().await {
+                found.extend(names.into_iter().map(Some));
             }
             for ns in found.into_iter().flatten() {
                 out.insert(format!("k8s/{}/{ns}", c.config.name));
