@@ -112,14 +112,24 @@ impl Namespaces {
     }
 }
 
-pub fn snapshot_resource() -> ApiResource {
+/// A `v1` resource of an API group that k8s-openapi does not type (or types as cluster
+/// objects snapfs reads only a field or two of).
+pub fn resource(group: &str, kind: &str, plural: &str) -> ApiResource {
     ApiResource {
-        group: "snapshot.storage.k8s.io".into(),
+        group: group.into(),
         version: "v1".into(),
-        api_version: "snapshot.storage.k8s.io/v1".into(),
-        kind: "VolumeSnapshot".into(),
-        plural: "volumesnapshots".into(),
+        api_version: format!("{group}/v1"),
+        kind: kind.into(),
+        plural: plural.into(),
     }
+}
+
+pub fn snapshot_resource() -> ApiResource {
+    resource(
+        "snapshot.storage.k8s.io",
+        "VolumeSnapshot",
+        "volumesnapshots",
+    )
 }
 
 /// The ready VolumeSnapshots of a namespace. Without the snapshot CRDs there are none: the

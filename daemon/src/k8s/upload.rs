@@ -18,14 +18,14 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
-use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo, SnapshotState};
 use snapfs_fs::vfs::SnapshotTree;
 
-use super::cluster::{EXPIRES_ANNOTATION, is_running, parse_quantity, snapshot_resource};
+use super::cluster::{EXPIRES_ANNOTATION, is_running, parse_quantity, resource, snapshot_resource};
 use super::reader::Readers;
 use super::{exec, retry, tarball};
 use crate::cloud::Progress;
@@ -287,13 +287,7 @@ impl KubeTarget {
     async fn storage_class(&self) -> Result<Option<(String, String)>, BackendError> {
         let api: Api<DynamicObject> = Api::all_with(
             self.client.clone(),
-            &ApiResource {
-                group: "storage.k8s.io".into(),
-                version: "v1".into(),
-                api_version: "storage.k8s.io/v1".into(),
-                kind: "StorageClass".into(),
-                plural: "storageclasses".into(),
-            },
+            &resource("storage.k8s.io", "StorageClass", "storageclasses"),
         );
         let lp = ListParams::default();
         let list = match retry(|| api.list(&lp), "list storageclasses").await {
@@ -353,13 +347,11 @@ impl KubeTarget {
     ) -> Result<Option<String>, BackendError> {
         let api: Api<DynamicObject> = Api::all_with(
             self.client.clone(),
-            &ApiResource {
-                group: "snapshot.storage.k8s.io".into(),
-                version: "v1".into(),
-                api_version: "snapshot.storage.k8s.io/v1".into(),
-                kind: "VolumeSnapshotClass".into(),
-                plural: "volumesnapshotclasses".into(),
-            },
+            &resource(
+                "snapshot.storage.k8s.io",
+                "VolumeSnapshotClass",
+                "volumesnapshotclasses",
+            ),
         );
         let lp = ListParams::default();
         let list = match retry(|| api.list(&lp), "list volumesnapshotclasses").await {
@@ -868,6 +860,13 @@ impl KubeTarget {
         let claims = self.claims();
         let what = format!("list persistentvolumeclaims in namespace {}", self.ns);
         let listed_claims = retry(|| claims.list(&lp), &what).await?.items;
+        // A claim that a snapshot of ours is still being taken from stays: without it the
+        // snapshot would never be ready, and the upload that is resumed waits for it.
+        let sources: HashSet<String> = match self.snapshots_matching(&lp).await {
+            Ok(snaps) => snaps.iter().filter_map(pending_source).collect(),
+            Err(BackendError::Unsupported(_)) => HashSet::new(),
+            Err(e) => return Err(e),
+        };
         // A reader is known before its pod and claim are made, so asking now is as safe.
         let in_use = self.readers.in_use(&self.ns);
         let running: HashSet<String> = running().iter().map(|id| job_label(id)).collect();
@@ -897,6 +896,7 @@ impl KubeTarget {
             .iter()
             .filter(|c| leftover(&c.metadata))
             .filter_map(|c| c.metadata.name.as_deref())
+            .filter(|name| !sources.contains(*name))
         {
             tracing::info!(claim = name, namespace = self.ns, dry_run, "leftover claim");
             if !dry_run {
@@ -1029,6 +1029,16 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The claim a VolumeSnapshot is being taken from, while it is not ready yet.
+fn pending_source(o: &DynamicObject) -> Option<String> {
+    let state = snapshot_info(o)?.state;
+    if matches!(state, SnapshotState::Ready | SnapshotState::Deleting) {
+        return None;
+    }
+    let claim = o.data.pointer("/spec/source/persistentVolumeClaimName")?;
+    claim.as_str().map(str::to_string)
+}
+
 /// A VolumeSnapshot in the terms of every target.
 fn snapshot_info(o: &DynamicObject) -> Option<SnapshotInfo> {
     let name = o.metadata.name.clone()?;
@@ -1144,7 +1154,7 @@ mod tests {
             ..K8sSettings::default()
         };
         let size = claim_size(&plan, &s);
-        assert!(size >= 12 << 20 && size <= 13 << 20, "{size}");
+        assert!((12 << 20..=13 << 20).contains(&size), "{size}");
         assert_eq!(size % (1 << 20), 0);
         s.min_size = 1 << 30;
         assert_eq!(claim_size(&plan, &s), 1 << 30);
@@ -1193,5 +1203,32 @@ mod tests {
             state(json!({"readyToUse": true, "restoreSize": "1Gi"})),
             SnapshotState::Ready
         );
+    }
+
+    #[test]
+    fn a_snapshot_holds_its_source_claim_until_it_is_ready() {
+        let obj = |status: Value, deleting: bool| -> DynamicObject {
+            let mut meta = json!({"name": "s", "uid": "u"});
+            if deleting {
+                meta["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            }
+            serde_json::from_value(json!({
+                "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+                "metadata": meta, "status": status,
+                "spec": {"source": {"persistentVolumeClaimName": "snapfs-up-s-1"}}
+            }))
+            .unwrap()
+        };
+        let held = Some("snapfs-up-s-1".to_string());
+        assert_eq!(pending_source(&obj(json!({}), false)), held);
+        assert_eq!(
+            pending_source(&obj(json!({"error": {"message": "retrying"}}), false)),
+            held
+        );
+        assert_eq!(
+            pending_source(&obj(json!({"readyToUse": true}), false)),
+            None
+        );
+        assert_eq!(pending_source(&obj(json!({}), true)), None);
     }
 }
