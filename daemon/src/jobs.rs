@@ -83,11 +83,14 @@ impl Job {
 /// Told a target index and a name when a snapshot appears there.
 type ReadyHook = Box<dyn Fn(usize, &str) + Send + Sync>;
 
+/// The target at a path (`k8s/prod/shop`), if one can be there.
+type Resolve = Box<dyn Fn(&str) -> Option<TargetBackend> + Send + Sync>;
+
 /// Finds targets not configured but found while the mount runs (a Kubernetes namespace), and
 /// adds them to the mount.
 pub struct Registrar {
     /// The target at a path (`k8s/prod/shop`), if one can be there.
-    pub resolve: Box<dyn Fn(&str) -> Option<TargetBackend> + Send + Sync>,
+    pub resolve: Resolve,
     /// Adds it to the mount; returns its index there.
     pub add: Box<dyn Fn(&TargetBackend) -> usize + Send + Sync>,
 }
@@ -338,8 +341,11 @@ impl Jobs {
                         UploadState::Staging | UploadState::Queued | UploadState::Failed => {
                             let Some(generation) = self.staging.settled(*t, name, self.settle)
                             else {
-                                if job.status.state != UploadState::Failed {
+                                if job.status.state != UploadState::Failed
+                                    || self.rewritten(*t, name, job)
+                                {
                                     job.status.state = UploadState::Staging;
+                                    job.status.error = None;
                                 }
                                 continue;
                             };
@@ -524,9 +530,34 @@ impl Jobs {
         Ok(())
     }
 
+    /// Whether a failed upload was written to since it failed: it is staged again, and
+    /// starts over once it settles.
+    fn rewritten(&self, target: usize, name: &str, job: &Job) -> bool {
+        job.status.state == UploadState::Failed
+            && job.source == Source::Staged
+            && self
+                .staging
+                .activity(target, name)
+                .is_some_and(|a| Some(a.generation) != job.failed_gen)
+    }
+
+    /// A job's status as users see it: a failed upload written to since is staging again at
+    /// once, not only when the next look at the uploads notices.
+    fn current(&self, target: usize, name: &str, job: &Job) -> UploadStatus {
+        let mut s = job.current();
+        if self.rewritten(target, name, job) {
+            s.state = UploadState::Staging;
+            s.error = None;
+        }
+        s
+    }
+
     /// Every job that is not done, and those done since the daemon started.
     pub fn all(&self) -> Vec<UploadStatus> {
-        let mut out: Vec<UploadStatus> = lock(&self.jobs).values().map(Job::current).collect();
+        let mut out: Vec<UploadStatus> = lock(&self.jobs)
+            .iter()
+            .map(|((t, name), job)| self.current(*t, name, job))
+            .collect();
         out.sort_by(|a, b| (&a.target, &a.snapshot).cmp(&(&b.target, &b.snapshot)));
         out
     }
@@ -537,7 +568,7 @@ impl Jobs {
         loop {
             let status = lock(&self.jobs)
                 .get(&(target, name.to_string()))
-                .map(Job::current)?;
+                .map(|job| self.current(target, name, job))?;
             if status.state.is_final() {
                 return Some(status);
             }
@@ -577,7 +608,7 @@ impl UploadHooks for Jobs {
         lock(&self.jobs)
             .get(&(target, name.to_string()))
             .filter(|j| j.source == Source::Staged && j.status.state != UploadState::Done)
-            .map(Job::current)
+            .map(|job| self.current(target, name, job))
     }
 
     fn discarded(&self, target: usize, name: &str) {

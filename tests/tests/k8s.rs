@@ -1,226 +1,24 @@
 //! Kubernetes contexts through a real mount, against kubesim running in this process:
 //! namespaces (kept by a watch), ready VolumeSnapshots with their attributes, a live view into
-//! running containers, workloads resolved to ready pods, and the errors of DESIGN §10.
+//! running containers, workloads resolved to ready pods, and the errors of DESIGN §10. Uploads
+//! (DESIGN §3, §6), their failures, crashes and cleanup are in the modules below.
+
+mod k8s {
+    pub mod cluster;
+    pub mod crash;
+    pub mod lifecycle;
+    pub mod upload_failures;
+    pub mod uploads;
+}
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
-use kube::api::{ApiResource, DynamicObject, ListParams, PostParams};
-use kube::{Api, Client};
-use kubesim::{Config, KubeSim, Timings};
-use serde_json::json;
+use k8s::cluster::{Cluster, DB, errno, names, ns_dir, sample_tree, upload_leftovers, wait_for};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
 use snapfs_tests::{Mount, fuse_available, sh};
-
-const DB: &[u8] = b"SQLite format 3\0 the shop's orders, as seeded into the volume\n";
-
-/// kubesim on its own runtime with namespace `shop`: claim `data` holding `database.db`,
-/// Deployment `backend` (container `app`, the claim at /app/data) with a ready pod, and a
-/// ready VolumeSnapshot `db-1` of the claim. Dropping it stops the server, then the runtime.
-struct Cluster {
-    sim: Option<KubeSim>,
-    client: Client,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        let timings = Timings {
-            pod_start: Duration::from_millis(100),
-            pod_stop: Duration::from_millis(50),
-            pvc_bind: Duration::from_millis(50),
-            snapshot_ready: Duration::from_millis(300),
-            bookmark_interval: Duration::from_millis(200),
-        };
-        let (sim, client) = rt.block_on(async {
-            let sim = KubeSim::start(Config {
-                timings,
-                ..Config::default()
-            })
-            .await
-            .expect("kubesim starts");
-            let kubeconfig = kube::config::Kubeconfig::from_yaml(&sim.kubeconfig()).expect("yaml");
-            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                .await
-                .expect("kubeconfig loads");
-            (sim, Client::try_from(config).expect("client"))
-        });
-        let c = Cluster {
-            sim: Some(sim),
-            client,
-            rt,
-        };
-        c.seed();
-        c
-    }
-
-    fn sim(&self) -> &KubeSim {
-        self.sim.as_ref().expect("running")
-    }
-
-    fn create_namespace(&self, name: &str) {
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        let ns = serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
-        self.rt
-            .block_on(api.create(&PostParams::default(), &ns))
-            .expect("namespace created");
-    }
-
-    fn seed(&self) {
-        self.create_namespace("shop");
-        let c = self.client.clone();
-        self.rt.block_on(async {
-            let pp = PostParams::default();
-            let claims: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), "shop");
-            let claim = serde_json::from_value(json!({
-                "metadata": {"name": "data"},
-                "spec": {"accessModes": ["ReadWriteOnce"],
-                         "resources": {"requests": {"storage": "1Gi"}}}
-            }))
-            .expect("claim");
-            claims.create(&pp, &claim).await.expect("claim created");
-            let deployments: Api<Deployment> = Api::namespaced(c.clone(), "shop");
-            let deployment = serde_json::from_value(json!({
-                "metadata": {"name": "backend"},
-                "spec": {
-                    "replicas": 1,
-                    "selector": {"matchLabels": {"app": "backend"}},
-                    "template": {
-                        "metadata": {"labels": {"app": "backend"}},
-                        "spec": {
-                            "containers": [{"name": "app", "image": "busybox",
-                                "volumeMounts": [{"name": "data", "mountPath": "/app/data"}]}],
-                            "volumes": [{"name": "data",
-                                "persistentVolumeClaim": {"claimName": "data"}}]
-                        }
-                    }
-                }
-            }))
-            .expect("deployment");
-            deployments
-                .create(&pp, &deployment)
-                .await
-                .expect("deployment created");
-        });
-        let volume = wait_for("claim bound", || self.sim().volume_dir("shop", "data"));
-        std::fs::write(volume.join("database.db"), DB).expect("seeded");
-        std::fs::create_dir_all(volume.join("logs")).expect("seeded");
-        wait_for("a ready pod", || self.ready_pod());
-        let snapshots = self.snapshots("shop");
-        let snap: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "snapshot.storage.k8s.io/v1",
-            "kind": "VolumeSnapshot",
-            "metadata": {"name": "db-1", "annotations": {"snapfs.io/expires": "2030-01-01T00:00:00Z"}},
-            "spec": {"source": {"persistentVolumeClaimName": "data"}}
-        }))
-        .expect("snapshot");
-        self.rt
-            .block_on(snapshots.create(&PostParams::default(), &snap))
-            .expect("snapshot created");
-        wait_for("snapshot ready", || {
-            let s = self.rt.block_on(snapshots.get("db-1")).ok()?;
-            (s.data["status"]["readyToUse"] == json!(true)).then_some(())
-        });
-    }
-
-    fn snapshots(&self, ns: &str) -> Api<DynamicObject> {
-        let ar = ApiResource {
-            group: "snapshot.storage.k8s.io".into(),
-            version: "v1".into(),
-            api_version: "snapshot.storage.k8s.io/v1".into(),
-            kind: "VolumeSnapshot".into(),
-            plural: "volumesnapshots".into(),
-        };
-        Api::namespaced_with(self.client.clone(), ns, &ar)
-    }
-
-    /// The name of the Deployment's pod once it is Ready.
-    fn ready_pod(&self) -> Option<String> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), "shop");
-        let lp = ListParams::default().labels("app=backend");
-        let list = self.rt.block_on(pods.list(&lp)).ok()?;
-        list.items.into_iter().find_map(|p| {
-            let ready = p
-                .status
-                .as_ref()?
-                .conditions
-                .as_ref()?
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
-            ready.then_some(p.metadata.name?)
-        })
-    }
-
-    /// A mount whose home holds kubesim's kubeconfig; no [[kubernetes]] section, so every
-    /// context (the one `kubesim`) appears.
-    fn mount(&self) -> Mount {
-        self.mount_with("")
-    }
-
-    fn mount_with(&self, extra: &str) -> Mount {
-        let kubeconfig = self.sim().kubeconfig();
-        Mount::start_with_home(
-            &format!("[list]\nttl = \"100ms\"\n{extra}"),
-            &[(".kube/config", kubeconfig.as_str())],
-        )
-    }
-
-    /// Names of the reader pods and claims of namespace `shop`.
-    fn readers(&self) -> (usize, usize) {
-        let lp = ListParams::default().labels("snapfs.io/role=reader");
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), "shop");
-        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), "shop");
-        let p = self.rt.block_on(pods.list(&lp)).expect("pods listed");
-        let c = self.rt.block_on(claims.list(&lp)).expect("claims listed");
-        (p.items.len(), c.items.len())
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Some(sim) = self.sim.take() {
-            self.rt.block_on(sim.shutdown());
-        }
-    }
-}
-
-/// Polls `f` for up to 20 s.
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-fn errno<T>(r: std::io::Result<T>) -> i32 {
-    match r {
-        Ok(_) => panic!("expected an error"),
-        Err(e) => e.raw_os_error().unwrap_or(0),
-    }
-}
-
-fn ns_dir(m: &Mount) -> PathBuf {
-    m.mountpoint.join("k8s/kubesim/shop")
-}
 
 #[test]
 fn namespaces_snapshots_pods_and_workloads_appear_in_the_mount() {
@@ -451,34 +249,6 @@ fn configured_namespaces_need_no_right_to_list_namespaces() {
     assert_eq!(names(&ctx), ["shop"]);
     assert_eq!(names(&ctx.join("shop/snapshots")), ["db-1", "latest"]);
     assert_eq!(names(&ctx.join("shop/workloads")), ["backend"]);
-}
-
-/// Pods and claims snapfs made for uploads in `ns` (by label).
-fn upload_leftovers(cluster: &Cluster, ns: &str) -> (Vec<String>, Vec<String>) {
-    let lp =
-        ListParams::default().labels("app.kubernetes.io/managed-by=snapfs,snapfs.io/role=upload");
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client.clone(), ns);
-    let p = cluster.rt.block_on(pods.list(&lp)).expect("pods listed");
-    let c = cluster
-        .rt
-        .block_on(claims.list(&lp))
-        .expect("claims listed");
-    let name = |m: kube::core::ObjectMeta| m.name.unwrap_or_default();
-    (
-        p.items.into_iter().map(|p| name(p.metadata)).collect(),
-        c.items.into_iter().map(|c| name(c.metadata)).collect(),
-    )
-}
-
-/// A nested tree with modes, an empty file and folder, a symlink, and spaces and UTF-8.
-fn sample_tree(root: &Path) {
-    sh(&format!(
-        "mkdir -p '{r}/a/b c/ü' '{r}/empty-dir' && printf 'hello' > '{r}/a/hello.txt' \
-         && head -c 3000000 /dev/urandom > '{r}/a/b c/blob.bin' && : > '{r}/a/b c/ü/empty' \
-         && chmod 640 '{r}/a/hello.txt' && ln -s ../a/hello.txt '{r}/empty-dir/../link'",
-        r = root.display()
-    ));
 }
 
 #[test]

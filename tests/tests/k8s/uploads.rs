@@ -1,0 +1,220 @@
+//! Uploads that succeed (DESIGN §3, §6): one file, a tree over the v4 exec protocol, a tree
+//! into a namespace that enforces the `restricted` Pod Security level, and 1 GiB with its
+//! progress watched while it flows.
+
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use snapfs_tests::{fuse_available, sh};
+
+use super::cluster::{
+    Cluster, assert_same_tree, assert_uploaded, cp_a, names, ns_dir, sample_tree, upload_status,
+    wait_for,
+};
+
+#[test]
+fn a_single_file_becomes_a_snapshot_holding_that_file() {
+    if !fuse_available() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let m = cluster.mount();
+    let ns = ns_dir(&m);
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("orders.db");
+    sh(&format!(
+        "head -c 200000 /dev/urandom > '{f}' && chmod 600 '{f}'",
+        f = file.display()
+    ));
+    let upload = ns.join("uploads/orders-db");
+    cp_a(&file, &upload);
+    assert_uploaded(&m, &upload);
+
+    // The snapshot holds the one file, under the upload's name, with its mode.
+    let data = cluster
+        .sim()
+        .snapshot_dir("shop", "orders-db")
+        .expect("snapshot data");
+    assert_eq!(names(&data), ["orders-db"]);
+    let arrived = std::fs::metadata(data.join("orders-db")).expect("file");
+    assert_eq!(arrived.mode() & 0o777, 0o600);
+    let snap = wait_for("the snapshot listed", || {
+        let dir = ns.join("snapshots/orders-db");
+        dir.exists().then_some(dir)
+    });
+    assert_eq!(names(&snap), ["orders-db"]);
+    assert_eq!(
+        std::fs::read(snap.join("orders-db")).expect("read through the mount"),
+        std::fs::read(&file).expect("source")
+    );
+    assert!(!names(&ns.join("uploads")).contains(&"orders-db".to_string()));
+    cluster.wait_no_upload_objects("shop");
+}
+
+#[test]
+fn a_tree_goes_up_over_the_v4_exec_protocol_with_its_owners() {
+    if !fuse_available() {
+        return;
+    }
+    let cluster = Cluster::start();
+    // Like an API server before 1.30: no way to close stdin without closing the session.
+    cluster.sim().faults().set_exec_v4_only(true);
+    let m = cluster.mount();
+    let ns = ns_dir(&m);
+    let src = tempfile::tempdir().expect("tempdir");
+    sample_tree(src.path());
+    sh(&format!(
+        "chown 1234:2345 '{}/a/hello.txt'",
+        src.path().display()
+    ));
+    let upload = ns.join("uploads/v4-tree");
+    cp_a(src.path(), &upload);
+    assert_uploaded(&m, &upload);
+
+    let data = cluster
+        .sim()
+        .snapshot_dir("shop", "v4-tree")
+        .expect("snapshot data");
+    assert_same_tree(src.path(), &data);
+    // A root upload pod keeps owners, as `kubectl cp` does.
+    let hello = std::fs::metadata(data.join("a/hello.txt")).expect("file");
+    assert_eq!((hello.uid(), hello.gid()), (1234, 2345));
+    assert_eq!(hello.mode() & 0o777, 0o640);
+    cluster.wait_no_upload_objects("shop");
+}
+
+#[test]
+fn a_restricted_namespace_gets_a_non_root_upload_pod() {
+    if !fuse_available() {
+        return;
+    }
+    let cluster = Cluster::start();
+    cluster.create_namespace_labelled(
+        "locked",
+        serde_json::json!({"pod-security.kubernetes.io/enforce": "restricted"}),
+    );
+    let m = cluster.mount();
+    let ns = m.mountpoint.join("k8s/kubesim/locked");
+    let src = tempfile::tempdir().expect("tempdir");
+    sample_tree(src.path());
+    let upload = ns.join("uploads/hardened");
+    cp_a(src.path(), &upload);
+    assert_uploaded(&m, &upload);
+
+    let data = cluster
+        .sim()
+        .snapshot_dir("locked", "hardened")
+        .expect("snapshot data");
+    assert_same_tree(src.path(), &data);
+    // Modes arrive; owners are the pod's user, as restricted pods cannot run as root.
+    let hello = std::fs::metadata(data.join("a/hello.txt")).expect("file");
+    assert_eq!(hello.mode() & 0o777, 0o640);
+    assert_ne!(hello.uid(), 0);
+    assert!(m.log().contains("owners are not kept"), "{}", m.log());
+    cluster.wait_no_upload_objects("locked");
+}
+
+/// One observation of an upload's progress.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    done: u64,
+    total: u64,
+}
+
+#[test]
+fn a_gigabyte_upload_shows_exact_progress_while_it_flows() {
+    if !fuse_available() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let m = cluster.mount();
+    let ns = ns_dir(&m);
+    let src = tempfile::tempdir().expect("tempdir");
+    sh(&format!(
+        "cd '{}' && head -c 64M /dev/urandom > f00 \
+         && for i in 01 02 03 04 05 06 07 08 09 10 11 12 13 14 15; do cp f00 f$i; done",
+        src.path().display()
+    ));
+    let upload = ns.join("uploads/big");
+    cp_a(src.path(), &upload);
+
+    // Watch uploads/big.status until the job ends, and `snapfs status --json` once mid-way.
+    let mut seen: Vec<Seen> = Vec::new();
+    let mut from_cli: Option<Seen> = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while let Some(status) = upload_status(&upload) {
+        assert!(Instant::now() < deadline, "upload still running: {status}");
+        if status["state"] == "uploading" {
+            let s = Seen {
+                done: status["bytes_done"].as_u64().expect("bytes_done"),
+                total: status["bytes_total"].as_u64().expect("bytes_total"),
+            };
+            if from_cli.is_none() && s.done > 0 && s.done < s.total {
+                from_cli = cli_progress(&m, "big").filter(|c| c.done < c.total);
+            }
+            seen.push(s);
+        }
+        if status["state"] == "failed" {
+            panic!("upload failed: {status}\n{}", m.log());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_uploaded(&m, &upload);
+    let end = cli_progress(&m, "big").expect("the finished job in snapfs status");
+    assert_eq!(end.done, end.total, "{end:?}");
+    assert!(end.total > 1 << 30, "the tar stream holds 1 GiB: {end:?}");
+
+    // Mid-way at least once, and the total known from the first byte on.
+    let mid: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.done > 0 && s.done < s.total)
+        .collect();
+    assert!(!mid.is_empty(), "never seen mid-way: {seen:?}");
+    for s in seen.iter().filter(|s| s.done > 0) {
+        assert_eq!(s.total, end.total, "{seen:?}");
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0].done <= w[1].done),
+        "progress went back: {seen:?}"
+    );
+    let cli = from_cli.expect("snapfs status --json seen mid-way");
+    assert!(cli.done > 0 && cli.total == end.total, "{cli:?}");
+
+    let data = cluster
+        .sim()
+        .snapshot_dir("shop", "big")
+        .expect("snapshot data");
+    assert_eq!(names(&data), names(src.path()));
+    sh(&format!(
+        "cmp '{}/f15' '{}/f15'",
+        src.path().display(),
+        data.display()
+    ));
+    cluster.wait_no_upload_objects("shop");
+}
+
+/// The progress of job `name` as `snapfs status --json` shows it.
+fn cli_progress(m: &snapfs_tests::Mount, name: &str) -> Option<Seen> {
+    let out = m.snapfs(&["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let job = all
+        .as_array()?
+        .iter()
+        .flat_map(|mount| {
+            mount["status"]["jobs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .find(|j| j["snapshot"] == name)?;
+    Some(Seen {
+        done: job["bytes_done"].as_u64()?,
+        total: job["bytes_total"].as_u64()?,
+    })
+}
