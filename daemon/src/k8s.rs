@@ -15,7 +15,7 @@ mod upload;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -46,7 +46,13 @@ pub struct KubeTree {
     /// namespace as a watch sees it.
     namespaces: Scope,
     readers: Arc<Readers>,
+    /// Directory listings inside snapshots, by (namespace, snapshot uid, path): a snapshot
+    /// never changes, so each directory is listed through its reader once.
+    contents: Mutex<lru::LruCache<(String, String, String), Arc<Vec<LiveEntry>>>>,
 }
+
+/// Directories of snapshot content kept listed.
+const CONTENT_LISTINGS: usize = 4096;
 
 enum Scope {
     Only(Vec<String>),
@@ -140,6 +146,10 @@ impl Kube {
             };
             let tree = Arc::new(KubeTree {
                 readers: Readers::new(client.clone(), reader_idle),
+                contents: Mutex::new(lru::LruCache::new(
+                    std::num::NonZeroUsize::new(CONTENT_LISTINGS)
+                        .unwrap_or(std::num::NonZeroUsize::MIN),
+                )),
                 client: client.clone(),
                 namespaces,
             });
@@ -373,15 +383,46 @@ impl KubeTree {
         Ok(())
     }
 
-    /// The running reader pod of ready snapshot `snap`.
-    async fn reader(&self, ns: &str, snap: &str) -> Result<String, BackendError> {
+    /// Ready snapshot `snap`.
+    async fn snapshot(&self, ns: &str, snap: &str) -> Result<cluster::Snapshot, BackendError> {
         self.check_namespace(ns).await?;
         let list = cluster::snapshots(&self.client, ns).await?;
-        let s = list
-            .iter()
+        list.into_iter()
             .find(|s| s.name == snap)
-            .ok_or_else(|| not_found(snap))?;
-        self.readers.pod(ns, s).await
+            .ok_or_else(|| not_found(snap))
+    }
+
+    /// The running reader pod of ready snapshot `snap`.
+    async fn reader(&self, ns: &str, snap: &str) -> Result<String, BackendError> {
+        let s = self.snapshot(ns, snap).await?;
+        self.readers.pod(ns, &s).await
+    }
+
+    /// Directory `path` (absolute in the reader) of snapshot `snap`, listed once.
+    async fn snapshot_dir(
+        &self,
+        ns: &str,
+        snap: &str,
+        path: &str,
+    ) -> Result<Arc<Vec<LiveEntry>>, BackendError> {
+        let s = self.snapshot(ns, snap).await?;
+        let key = (ns.to_string(), s.uid.clone(), path.to_string());
+        let cached = self
+            .contents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(list) = cached {
+            return Ok(list);
+        }
+        let pod = self.readers.pod(ns, &s).await?;
+        let list = Arc::new(exec::list(&self.pods(ns), &pod, reader::CONTAINER, path).await?);
+        self.contents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(key, list.clone());
+        Ok(list)
     }
 
     fn pods(&self, ns: &str) -> Api<Pod> {
@@ -462,12 +503,10 @@ impl LiveTree for KubeTree {
             }
             Place::Snapshot(ns, "latest") => Err(not_found(ns)),
             Place::Snapshot(ns, snap) => {
-                let pod = self.reader(ns, snap).await?;
-                exec::list(&self.pods(ns), &pod, reader::CONTAINER, reader::MOUNT).await
+                Ok(self.snapshot_dir(ns, snap, reader::MOUNT).await?.to_vec())
             }
             Place::InSnapshot { ns, snap, path } => {
-                let pod = self.reader(ns, snap).await?;
-                exec::list(&self.pods(ns), &pod, reader::CONTAINER, &path).await
+                Ok(self.snapshot_dir(ns, snap, &path).await?.to_vec())
             }
             Place::Pods(ns) => {
                 self.check_namespace(ns).await?;
@@ -522,8 +561,17 @@ impl LiveTree for KubeTree {
                     .ok_or_else(|| not_found(path))
             }
             Place::InSnapshot { ns, snap, path } => {
-                let pod = self.reader(ns, snap).await?;
-                exec::stat(&self.pods(ns), &pod, reader::CONTAINER, &path).await
+                // From the listing of its directory, unless that leaves a link's target out.
+                let (parent, leaf) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+                let listed = self.snapshot_dir(ns, snap, parent).await?;
+                match listed.iter().find(|e| e.name == leaf) {
+                    Some(e) if e.kind != FileKind::Symlink || e.symlink.is_some() => Ok(e.clone()),
+                    Some(_) => {
+                        let pod = self.reader(ns, snap).await?;
+                        exec::stat(&self.pods(ns), &pod, reader::CONTAINER, &path).await
+                    }
+                    None => Err(not_found(&path)),
+                }
             }
             Place::Pod(ns, pod) => {
                 self.pod(ns, pod).await?;
