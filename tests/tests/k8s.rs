@@ -7,6 +7,7 @@ mod k8s {
     pub mod cluster;
     pub mod crash;
     pub mod lifecycle;
+    pub mod reads;
     pub mod upload_failures;
     pub mod uploads;
 }
