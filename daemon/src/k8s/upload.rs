@@ -693,8 +693,12 @@ impl KubeTarget {
                         return Err(std::io::Error::other("cancelled"));
                     }
                     let len = piece.len() as u64;
-                    tx.blocking_send(piece)
-                        .map_err(|_| std::io::Error::other("the exec session ended"))?;
+                    tx.blocking_send(piece).map_err(|_| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::BrokenPipe,
+                            "the exec session ended",
+                        )
+                    })?;
                     sent.fetch_add(len, Ordering::Relaxed);
                     Ok(())
                 })
@@ -720,7 +724,20 @@ impl KubeTarget {
             .await
             .map_err(|e| BackendError::Other(format!("tar stream: {e}")))?;
         check_cancel(cancel)?;
-        let digests = digests.map_err(|e| BackendError::Other(format!("tar stream: {e}")))?;
+        let digests = match digests {
+            Ok(d) => d,
+            // The session ended before it took the whole stream: it tells why.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                let out = out?;
+                return Err(match &out.failure {
+                    Some(f) => exec::failed(DATA, &out, f),
+                    None => BackendError::Other(format!(
+                        "upload pod {pod} ended before it took the whole stream"
+                    )),
+                });
+            }
+            Err(e) => return Err(BackendError::Other(format!("tar stream: {e}"))),
+        };
         let out = out?;
         progress.done.store(total, Ordering::Relaxed);
         if let Some(f) = &out.failure {

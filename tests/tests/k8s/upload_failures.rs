@@ -1,6 +1,6 @@
 //! Uploads that cannot succeed (DESIGN §3, §6, §10): refused before anything is staged or made
 //! when the cluster cannot take them, or failing later (a snapshot that never gets ready or
-//! reports an error, an exec session cut short) with a status that says why and nothing left
+//! reports an error, an exec session cut short on either side) with a status that says why and nothing left
 //! behind in the cluster.
 
 use std::path::Path;
@@ -231,4 +231,26 @@ fn an_exec_cut_mid_stream_fails_the_upload_and_a_new_write_retries_it() {
         .expect("snapshot data");
     assert_same_tree(src.path(), &data);
     cluster.wait_no_upload_objects("shop");
+
+    // Every connection cut while the data flows in (the API server restarts).
+    sh(&format!(
+        "head -c 48M /dev/urandom > '{}/volume.bin'",
+        src.path().display()
+    ));
+    let upload = ns.join("uploads/cut-in");
+    let sent_before = cluster.sim().counters().exec_bytes_in();
+    cp_a(src.path(), &upload);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.sim().counters().exec_bytes_in() < sent_before + (4 << 20) {
+        assert!(Instant::now() < deadline, "the data never started to flow");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    cluster
+        .rt
+        .block_on(cluster.sim().restart_api(Duration::from_millis(200)))
+        .expect("restarted");
+    assert!(cluster.sim().counters().exec_bytes_in() < sent_before + (48 << 20));
+    let error = assert_failed(&m, &upload);
+    assert!(error.contains("exec in pod snapfs-up-cut-in-"), "{error}");
+    assert_nothing_left(&cluster, &m, "cut-in");
 }
