@@ -48,8 +48,11 @@ pub struct KubeTree {
     readers: Arc<Readers>,
     /// Directory listings inside snapshots, by (namespace, snapshot uid, path): a snapshot
     /// never changes, so each directory is listed through its reader once.
-    contents: Mutex<lru::LruCache<(String, String, String), Arc<Vec<LiveEntry>>>>,
+    contents: Mutex<lru::LruCache<ContentKey, Arc<Vec<LiveEntry>>>>,
 }
+
+/// (namespace, snapshot uid, directory path in the reader).
+type ContentKey = (String, String, String);
 
 /// Directories of snapshot content kept listed.
 const CONTENT_LISTINGS: usize = 4096;
