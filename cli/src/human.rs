@@ -74,6 +74,7 @@ mod tests {
             target: "cloud/local".into(),
             snapshot: "db".into(),
             error: None,
+            note: None,
         }
     }
 

@@ -137,9 +137,15 @@ fn report(status: &UploadStatus, json: bool, out: &mut dyn Write) -> anyhow::Res
         if let Some(err) = &status.error {
             v["error"] = err.clone().into();
         }
+        if let Some(note) = &status.note {
+            v["note"] = note.clone().into();
+        }
         writeln!(out, "{v}")?;
     } else if ok {
         writeln!(out, "{}/snapshots/{}", status.target, status.snapshot)?;
+        if let Some(note) = &status.note {
+            eprintln!("snapfs: note: {note}");
+        }
     }
     if ok {
         return Ok(Exit::Success);
@@ -173,6 +179,7 @@ mod tests {
             target: "cloud/local".into(),
             snapshot: "db".into(),
             error: None,
+            note: None,
         };
         let mut out = Vec::new();
         assert_eq!(report(&status, true, &mut out).unwrap(), Exit::Success);

@@ -67,6 +67,9 @@ fn human_text(all: &[MountStatus]) -> String {
             if let Some(err) = &job.error {
                 let _ = writeln!(s, "      error: {err}");
             }
+            if let Some(note) = &job.note {
+                let _ = writeln!(s, "      note: {note}");
+            }
         }
     }
     s
@@ -205,6 +208,7 @@ mod tests {
             target: "cloud/local".into(),
             snapshot: "db".into(),
             error: error.map(str::to_owned),
+            note: None,
         };
         vec![MountStatus {
             mountpoint: PathBuf::from("/m"),

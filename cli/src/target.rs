@@ -239,11 +239,7 @@ mod tests {
     }
 
     fn targets() -> Vec<String> {
-        vec![
-            "cloud/local".into(),
-            "k8s/prod/shop".into(),
-            "k8s/prod".into(),
-        ]
+        vec!["cloud/local".into(), "k8s/prod/shop".into()]
     }
 
     #[test]
@@ -322,8 +318,16 @@ mod tests {
             )
         );
         assert_eq!(
-            split("k8s/prod/uploads/x"),
-            ("k8s/prod".into(), Place::Upload { name: "x".into() })
+            split("k8s/prod/shop/uploads/x"),
+            ("k8s/prod/shop".into(), Place::Upload { name: "x".into() })
+        );
+        // Every namespace of a context is a target, whether the daemon has named it yet or not.
+        assert_eq!(
+            split("k8s/prod/payments/uploads/x"),
+            (
+                "k8s/prod/payments".into(),
+                Place::Upload { name: "x".into() }
+            )
         );
         assert_eq!(
             split("cloud/local/uploads/x.status").1,

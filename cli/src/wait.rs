@@ -77,6 +77,7 @@ mod tests {
             target: "cloud/local".into(),
             snapshot: "db".into(),
             error: error.map(str::to_owned),
+            note: None,
         }
     }
 

@@ -51,6 +51,7 @@ impl Job {
                 target: target.to_string(),
                 snapshot: name.to_string(),
                 error: None,
+                note: None,
             },
             source,
             upload_id: None,
@@ -75,6 +76,16 @@ impl Job {
             if let Some(w) = waiting.as_ref() {
                 s.error = Some(format!("still waiting: {w}"));
             }
+        }
+        // Said during the run and kept with its outcome.
+        if let Some(n) = self
+            .progress
+            .note
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            s.note = Some(n.clone());
         }
         s
     }

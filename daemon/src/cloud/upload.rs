@@ -37,6 +37,8 @@ pub struct Progress {
     pub total: AtomicU64,
     /// What a running job is waiting on that the user should know (a snapshot's error).
     pub waiting: std::sync::Mutex<Option<String>>,
+    /// What the user should know of how the snapshot is made (`UploadStatus::note`).
+    pub note: std::sync::Mutex<Option<String>>,
 }
 
 /// One entry of the source tree.

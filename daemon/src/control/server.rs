@@ -237,6 +237,7 @@ impl Server {
                             target: target.trim_matches('/').to_string(),
                             snapshot: name,
                             error: None,
+                            note: None,
                         })
                     }
                 }

@@ -583,11 +583,9 @@ impl KubeTarget {
         // 4. the data
         let (bytes, start) = (plan.total, Instant::now());
         if p.restricted {
-            tracing::info!(
-                target = self.path,
-                snapshot = name,
-                "the namespace enforces the restricted Pod Security level: the upload pod runs as non-root, so file owners are not kept (modes and times are)"
-            );
+            let note = "the namespace enforces the restricted Pod Security level: the upload pod runs as non-root, so file owners are not kept (modes and times are)";
+            tracing::info!(target = self.path, snapshot = name, "{note}");
+            *lock(&progress.note) = Some(note.to_string());
         }
         self.transfer(
             rname,

@@ -171,6 +171,10 @@ pub struct UploadStatus {
     pub snapshot: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the user should know of how the snapshot was made (owners that could not be
+    /// kept), when it is not an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What the VFS asks of the job engine about uploads.

@@ -265,6 +265,7 @@ fn status(state: UploadState) -> UploadStatus {
         target: "cloud/local".into(),
         snapshot: "new".into(),
         error: (state == UploadState::Failed).then(|| "bucket refused the pack".into()),
+        note: None,
     }
 }
 

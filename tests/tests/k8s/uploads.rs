@@ -112,6 +112,14 @@ fn a_restricted_namespace_gets_a_non_root_upload_pod() {
     assert_eq!(hello.mode() & 0o777, 0o640);
     assert_ne!(hello.uid(), 0);
     assert!(m.log().contains("owners are not kept"), "{}", m.log());
+    // ...and the job's status says so too.
+    let jobs = m.status().jobs;
+    let job = jobs
+        .iter()
+        .find(|j| j.snapshot == "hardened")
+        .expect("the job");
+    let note = job.note.as_deref().unwrap_or_default();
+    assert!(note.contains("owners are not kept"), "{job:?}");
     cluster.wait_no_upload_objects("locked");
 }
 
