@@ -6,7 +6,8 @@
 //! target, size or owner does not fit the fixed fields. Times are whole seconds, as ustar keeps
 //! them. The stream is padded with zeros to whole MiB after the end-of-archive marker, so the
 //! far side can take it in with `dd bs=1M count=N iflag=fullblock` (busybox's `head -c` is
-//! several times slower), and every file's MD5 is taken as it goes out.
+//! several times slower). Every file's MD5 is taken apart from the stream (`digests`), so the
+//! two run side by side.
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -255,13 +256,11 @@ fn header(path: &str, kind: u8, size: u64, e: &Entry, link: &str) -> [u8; 512] {
 
 /// Produces the stream in pieces of at most `CHUNK` bytes, handing each to `send`; stops at
 /// the first error `send` returns. A file that no longer has the size the plan saw fails the
-/// stream: what arrives must be what was planned. Answers every file's MD5, in the order of
-/// `plan.files`.
+/// stream: what arrives must be what was planned.
 pub fn write(
     plan: &Plan,
     mut send: impl FnMut(Bytes) -> std::io::Result<()>,
-) -> std::io::Result<Vec<[u8; 16]>> {
-    let mut digests = Vec::with_capacity(plan.files.len());
+) -> std::io::Result<()> {
     let mut buf = BytesMut::with_capacity(CHUNK);
     let mut flush = |buf: &mut BytesMut, force: bool| -> std::io::Result<()> {
         if buf.len() >= CHUNK || (force && !buf.is_empty()) {
@@ -297,7 +296,6 @@ pub fn write(
             continue;
         }
         let mut f = std::fs::File::open(&e.source)?;
-        let mut md5 = Md5::new();
         let mut left = e.size;
         while left > 0 {
             let room = (CHUNK - buf.len().min(CHUNK)).max(64 << 10) as u64;
@@ -308,7 +306,6 @@ pub fn write(
             if got < want {
                 return Err(changed(e));
             }
-            md5.update(&buf[at..]);
             left -= want as u64;
             flush(&mut buf, false)?;
         }
@@ -316,7 +313,6 @@ pub fn write(
         if f.read(&mut [0u8; 1])? != 0 {
             return Err(changed(e));
         }
-        digests.push(md5.finalize().into());
         pad(&mut buf, e.size);
         flush(&mut buf, false)?;
     }
@@ -328,8 +324,26 @@ pub fn write(
         padding -= n;
         flush(&mut buf, false)?;
     }
-    flush(&mut buf, true)?;
-    Ok(digests)
+    flush(&mut buf, true)
+}
+
+/// Every file's MD5, in the order of `plan.files`, read apart from the stream.
+pub fn digests(plan: &Plan) -> std::io::Result<Vec<[u8; 16]>> {
+    let mut out = Vec::with_capacity(plan.files.len());
+    let mut buf = vec![0u8; CHUNK];
+    for e in plan.entries.iter().filter(|e| e.kind == Kind::File) {
+        let mut f = std::fs::File::open(&e.source)?;
+        let mut md5 = Md5::new();
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            md5.update(&buf[..n]);
+        }
+        out.push(md5.finalize().into());
+    }
+    Ok(out)
 }
 
 fn changed(e: &Entry) -> std::io::Error {
@@ -434,8 +448,10 @@ mod tests {
         let plan = plan(&f, "report.csv").unwrap();
         assert_eq!(plan.files, vec![("report.csv".to_string(), 8)]);
         assert_eq!(stream(&plan).len() as u64, plan.total);
-        let digests = write(&plan, |_| Ok(())).unwrap();
-        assert_eq!(digests, vec![<[u8; 16]>::from(Md5::digest(b"one file"))]);
+        assert_eq!(
+            digests(&plan).unwrap(),
+            vec![<[u8; 16]>::from(Md5::digest(b"one file"))]
+        );
     }
 
     #[test]

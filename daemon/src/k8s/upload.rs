@@ -683,8 +683,14 @@ impl KubeTarget {
         let stop = Arc::new(AtomicBool::new(false));
         // Bytes handed to the exec session; the channel holds at most a few pieces of them.
         let sent = Arc::new(AtomicU64::new(0));
+        let plan = Arc::new(plan);
+        // The files' MD5s are taken beside the stream, on another core where there is one.
+        let hasher = {
+            let plan = plan.clone();
+            tokio::task::spawn_blocking(move || tarball::digests(&plan))
+        };
         let producer = {
-            let (stop, sent) = (stop.clone(), sent.clone());
+            let (stop, sent, pod_name) = (stop.clone(), sent.clone(), pod.to_string());
             tokio::task::spawn_blocking(move || {
                 tarball::write(&plan, |piece| {
                     if stop.load(Ordering::Relaxed) {
@@ -700,6 +706,7 @@ impl KubeTarget {
                     sent.fetch_add(len, Ordering::Relaxed);
                     Ok(())
                 })
+                .inspect(|_| tracing::info!(pod = pod_name, "stream sent; checking what arrived"))
             })
         };
         let pods = self.pods();
@@ -718,12 +725,12 @@ impl KubeTarget {
                 }
             }
         };
-        let digests = producer
+        let streamed = producer
             .await
             .map_err(|e| BackendError::Other(format!("tar stream: {e}")))?;
         check_cancel(cancel)?;
-        let digests = match digests {
-            Ok(d) => d,
+        match streamed {
+            Ok(()) => {}
             // The session ended before it took the whole stream: it tells why.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                 let out = out?;
@@ -735,7 +742,11 @@ impl KubeTarget {
                 });
             }
             Err(e) => return Err(BackendError::Other(format!("tar stream: {e}"))),
-        };
+        }
+        let digests = hasher
+            .await
+            .map_err(|e| BackendError::Other(format!("checksums: {e}")))?
+            .map_err(|e| BackendError::Other(format!("reading the upload: {e}")))?;
         let out = out?;
         progress.done.store(total, Ordering::Relaxed);
         if let Some(f) = &out.failure {
