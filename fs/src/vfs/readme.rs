@@ -21,6 +21,7 @@ fn layout(kind: &str) -> &'static str {
         "k8s" => {
             "  k8s/<context>/<namespace>/snapshots/<name>  a ready VolumeSnapshot, read-only\n\
              \x20 k8s/<context>/<namespace>/snapshots/latest  symlink to the newest ready one\n\
+             \x20 k8s/<context>/<namespace>/uploads/<name>    copy a folder here to make VolumeSnapshot <name>\n\
              \x20 k8s/<context>/<namespace>/pods/<pod>/<container>/  live read-only view of the container\n\
              \x20 k8s/<context>/<namespace>/workloads/<name>  symlink to a ready pod of a Deployment or StatefulSet\n"
         }
@@ -35,7 +36,8 @@ impl Vfs {
             s.push_str(layout(kind));
         }
         let targets = self.targets.all();
-        if targets.iter().any(|t| t.uploads) {
+        // Every live tree (a Kubernetes context) has uploads/ in its namespaces.
+        if targets.iter().any(|t| t.uploads) || !self.live.is_empty() {
             s.push_str(
                 "\nAn upload starts once every file under uploads/<name> is closed and nothing was\n\
                  written for a short while; `snapfs wait <path>` blocks until it ends.\n",
