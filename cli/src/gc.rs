@@ -101,9 +101,8 @@ fn text(report: &GcReport) -> String {
     }
     if report.leftovers > 0 {
         s.push_str(&format!(
-            "{pack_verb} {} leftover Kubernetes claim{} and pod{}\n",
+            "{pack_verb} {} leftover Kubernetes object{} (claims, pods, unfinished snapshots)\n",
             report.leftovers,
-            if report.leftovers == 1 { "" } else { "s" },
             if report.leftovers == 1 { "" } else { "s" },
         ));
     }

@@ -212,6 +212,16 @@ impl Jobs {
             .collect()
     }
 
+    /// Names of the jobs of `target` that have not ended: a run to come may still finish
+    /// what an earlier one made for them.
+    pub fn pending_names(&self, target: usize) -> HashSet<String> {
+        lock(&self.jobs)
+            .iter()
+            .filter(|((t, _), job)| *t == target && !job.status.state.is_final())
+            .map(|((_, name), _)| name.clone())
+            .collect()
+    }
+
     fn upload_path(&self, target: usize, name: &str) -> PathBuf {
         self.staging.target_dir(&self.path_of(target)).join(name)
     }

@@ -14,7 +14,7 @@ use crate::cloud::CloudBackend;
 use crate::config::Retention;
 use crate::control::wire::{GcDeletion, GcError, GcReason, GcReport};
 use crate::jobs::Jobs;
-use crate::k8s::{Kube, KubeTarget};
+use crate::k8s::{InUse, Kube, KubeTarget};
 use crate::target::TargetBackend;
 use plan::plan;
 
@@ -107,7 +107,13 @@ impl Lifecycle {
         self.delete_planned(t, &backend, &snapshots, &k.retention, dry_run, report)
             .await?;
         report.leftovers += k
-            .collect_leftovers(|| self.jobs.running_uploads(t), dry_run)
+            .collect_leftovers(
+                || InUse {
+                    running: self.jobs.running_uploads(t),
+                    pending: self.jobs.pending_names(t),
+                },
+                dry_run,
+            )
             .await?;
         Ok(())
     }

@@ -155,7 +155,8 @@ pub struct GcReport {
     /// Pack objects that no snapshot lists, left by interrupted uploads or deletions.
     pub orphan_packs: u64,
     pub orphan_bytes: u64,
-    /// Claims and pods in Kubernetes that no running upload or reader uses.
+    /// Claims and pods in Kubernetes that no running upload or reader uses, and snapshots
+    /// that uploads abandoned unfinished.
     #[serde(default)]
     pub leftovers: u64,
     /// Targets that could not be cleaned up (fully), with the reason.

@@ -48,6 +48,14 @@ const PREFLIGHT_TTL: Duration = Duration::from_secs(30);
 const POD_LIMIT: Duration = Duration::from_secs(300);
 const POLL: Duration = Duration::from_millis(250);
 
+/// What the job engine is doing in a target, which cleanup must leave alone.
+pub struct InUse {
+    /// Ids of the jobs sending data now.
+    pub running: HashSet<String>,
+    /// Names of uploads that have not ended.
+    pub pending: HashSet<String>,
+}
+
 /// A namespace of a context, as the job engine and the control socket use it.
 pub struct KubeTarget {
     path: String,
@@ -876,7 +884,7 @@ impl KubeTarget {
     /// that starts between the two is then either in the answer or made nothing listed.
     pub async fn collect_leftovers(
         &self,
-        running: impl FnOnce() -> HashSet<String>,
+        in_use: impl FnOnce() -> InUse,
         dry_run: bool,
     ) -> Result<u64, BackendError> {
         let lp = ListParams::default().labels(&format!("{MANAGED_BY}=snapfs"));
@@ -886,23 +894,60 @@ impl KubeTarget {
         let claims = self.claims();
         let what = format!("list persistentvolumeclaims in namespace {}", self.ns);
         let listed_claims = retry(|| claims.list(&lp), &what).await?.items;
-        // A claim that a snapshot of ours is still being taken from stays: without it the
-        // snapshot would never be ready, and the upload that is resumed waits for it.
-        let sources: HashSet<String> = match self.snapshots_matching(&lp).await {
-            Ok(snaps) => snaps.iter().filter_map(pending_source).collect(),
-            Err(BackendError::Unsupported(_)) => HashSet::new(),
+        let snapshots = match self.snapshots_matching(&lp).await {
+            Ok(snaps) => snaps,
+            Err(BackendError::Unsupported(_)) => Vec::new(),
             Err(e) => return Err(e),
         };
         // A reader is known before its pod and claim are made, so asking now is as safe.
-        let in_use = self.readers.in_use(&self.ns);
-        let running: HashSet<String> = running().iter().map(|id| job_label(id)).collect();
+        let readers = self.readers.in_use(&self.ns);
+        let jobs = in_use();
+        let running: HashSet<String> = jobs.running.iter().map(|id| job_label(id)).collect();
+        // A snapshot of ours that is not ready and that no job will come back for (its staged
+        // upload was removed while the daemon was down) goes, and with it the claim it holds.
+        let orphans: Vec<&str> = snapshots
+            .iter()
+            .filter(|s| pending_source(s).is_some())
+            .filter(|s| !label(&s.metadata, JOB).is_some_and(|j| running.contains(j)))
+            .filter_map(|s| s.metadata.name.as_deref())
+            .filter(|name| !jobs.pending.contains(*name))
+            .collect();
+        let mut n = 0;
+        let api = self.snapshots_api();
+        let dp = DeleteParams::default();
+        for name in &orphans {
+            tracing::info!(
+                snapshot = name,
+                namespace = self.ns,
+                dry_run,
+                "VolumeSnapshot of an abandoned upload"
+            );
+            if !dry_run {
+                let what = self.what("delete", "volumesnapshot", name);
+                match retry(|| api.delete(name, &dp), &what).await {
+                    Ok(_) | Err(BackendError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            n += 1;
+        }
+        // A claim that a snapshot of ours is still being taken from stays: without it the
+        // snapshot would never be ready, and the upload that is resumed waits for it.
+        let sources: HashSet<String> = snapshots
+            .iter()
+            .filter(|s| {
+                !s.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| orphans.contains(&n))
+            })
+            .filter_map(pending_source)
+            .collect();
         let leftover = |meta: &kube::core::ObjectMeta| match label(meta, ROLE) {
             Some("upload") => !label(meta, JOB).is_some_and(|j| running.contains(j)),
-            Some("reader") => !meta.name.as_ref().is_some_and(|n| in_use.contains(n)),
+            Some("reader") => !meta.name.as_ref().is_some_and(|n| readers.contains(n)),
             _ => false,
         };
-        let mut n = 0;
-        let dp = DeleteParams::default();
         for name in listed_pods
             .iter()
             .filter(|p| leftover(&p.metadata))

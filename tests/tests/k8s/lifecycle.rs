@@ -105,6 +105,17 @@ fn gc_deletes_expired_snapshots_of_snapfs_and_leftover_pods_and_claims() {
         "snapfs-read-db-1-gone",
         json!({"app.kubernetes.io/managed-by": "snapfs", "snapfs.io/role": "reader"}),
     );
+    // A snapshot a crashed upload requested that no job will come back for (the upload was
+    // removed while the daemon was down): never ready, holding the upload's claim.
+    cluster.sim().faults().set_snapshot_never_ready(true);
+    cluster.create_snapshot(
+        "shop",
+        json!({"name": "abandoned",
+               "labels": {"app.kubernetes.io/managed-by": "snapfs", "snapfs.io/role": "snapshot",
+                          "snapfs.io/job": "20200101T000000Z-dead"},
+               "annotations": {"snapfs.io/snapshot": "abandoned"}}),
+        "snapfs-up-gone-20200101",
+    );
     let theirs = "app.kubernetes.io/managed-by=snapfs";
 
     // A dry run names what would go and deletes nothing.
@@ -116,7 +127,7 @@ fn gc_deletes_expired_snapshots_of_snapfs_and_leftover_pods_and_claims() {
     );
     let report: Value = serde_json::from_slice(&dry.stdout).expect("gc JSON");
     assert_eq!(deleted_names(&report), ["old"], "{report}");
-    assert_eq!(report["leftovers"], 4, "{report}");
+    assert_eq!(report["leftovers"], 5, "{report}");
     assert!(cluster.snapshot("shop", "old").is_some());
     let (p, c) = cluster.pods_and_claims("shop", theirs);
     assert_eq!((p.len(), c.len()), (2, 2));
@@ -129,7 +140,7 @@ fn gc_deletes_expired_snapshots_of_snapfs_and_leftover_pods_and_claims() {
     );
     let report: Value = serde_json::from_slice(&gc.stdout).expect("gc JSON");
     assert_eq!(deleted_names(&report), ["old"], "{report}");
-    assert_eq!(report["leftovers"], 4, "{report}");
+    assert_eq!(report["leftovers"], 5, "{report}");
     assert_eq!(report["errors"], json!([]), "{report}");
     wait_for("the expired snapshot gone", || {
         cluster.snapshot("shop", "old").is_none().then_some(())
