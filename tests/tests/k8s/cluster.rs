@@ -315,6 +315,28 @@ pub fn sample_tree(root: &Path) {
     ));
 }
 
+/// Copies a `sample_tree` (after `prepare` ran on it) into `uploads/NAME` of namespace `ns`,
+/// waits for the snapshot and checks it holds the same tree; answers where its data is.
+pub fn upload_sample(
+    cluster: &Cluster,
+    m: &Mount,
+    ns: &str,
+    name: &str,
+    prepare: impl FnOnce(&Path),
+) -> PathBuf {
+    let src = tempfile::tempdir().expect("tempdir");
+    sample_tree(src.path());
+    prepare(src.path());
+    let upload = m
+        .mountpoint
+        .join(format!("k8s/kubesim/{ns}/uploads/{name}"));
+    cp_a(src.path(), &upload);
+    assert_uploaded(m, &upload);
+    let data = cluster.sim().snapshot_dir(ns, name).expect("snapshot data");
+    assert_same_tree(src.path(), &data);
+    data
+}
+
 /// Copies `src` to `dest` with `cp -a`, as a user would.
 pub fn cp_a(src: &Path, dest: &Path) {
     sh(&format!("cp -a '{}' '{}'", src.display(), dest.display()));

@@ -9,8 +9,7 @@ use serde_json::Value;
 use snapfs_tests::{fuse_available, sh};
 
 use super::cluster::{
-    Cluster, assert_same_tree, assert_uploaded, cp_a, names, ns_dir, sample_tree, upload_status,
-    wait_for,
+    Cluster, assert_uploaded, cp_a, names, ns_dir, upload_sample, upload_status, wait_for,
 };
 
 #[test]
@@ -61,22 +60,9 @@ fn a_tree_goes_up_over_the_v4_exec_protocol_with_its_owners() {
     // Like an API server before 1.30: no way to close stdin without closing the session.
     cluster.sim().faults().set_exec_v4_only(true);
     let m = cluster.mount();
-    let ns = ns_dir(&m);
-    let src = tempfile::tempdir().expect("tempdir");
-    sample_tree(src.path());
-    sh(&format!(
-        "chown 1234:2345 '{}/a/hello.txt'",
-        src.path().display()
-    ));
-    let upload = ns.join("uploads/v4-tree");
-    cp_a(src.path(), &upload);
-    assert_uploaded(&m, &upload);
-
-    let data = cluster
-        .sim()
-        .snapshot_dir("shop", "v4-tree")
-        .expect("snapshot data");
-    assert_same_tree(src.path(), &data);
+    let data = upload_sample(&cluster, &m, "shop", "v4-tree", |src| {
+        sh(&format!("chown 1234:2345 '{}/a/hello.txt'", src.display()));
+    });
     // A root upload pod keeps owners, as `kubectl cp` does.
     let hello = std::fs::metadata(data.join("a/hello.txt")).expect("file");
     assert_eq!((hello.uid(), hello.gid()), (1234, 2345));
@@ -95,18 +81,7 @@ fn a_restricted_namespace_gets_a_non_root_upload_pod() {
         serde_json::json!({"pod-security.kubernetes.io/enforce": "restricted"}),
     );
     let m = cluster.mount();
-    let ns = m.mountpoint.join("k8s/kubesim/locked");
-    let src = tempfile::tempdir().expect("tempdir");
-    sample_tree(src.path());
-    let upload = ns.join("uploads/hardened");
-    cp_a(src.path(), &upload);
-    assert_uploaded(&m, &upload);
-
-    let data = cluster
-        .sim()
-        .snapshot_dir("locked", "hardened")
-        .expect("snapshot data");
-    assert_same_tree(src.path(), &data);
+    let data = upload_sample(&cluster, &m, "locked", "hardened", |_| {});
     // Modes arrive; owners are the pod's user, as restricted pods cannot run as root.
     let hello = std::fs::metadata(data.join("a/hello.txt")).expect("file");
     assert_eq!(hello.mode() & 0o777, 0o640);
