@@ -27,7 +27,7 @@ use snapfs_fs::cache::BlockCache;
 use snapfs_fs::format::{self, EntryKind, Manifest};
 use snapfs_fs::vfs::{Block, Encoding, FileKind, SnapshotTree, TreeNode};
 
-pub use store::open_store;
+pub use store::{local_dir, open_store};
 pub use upload::{Progress, new_upload_id};
 
 use crate::control::wire::TargetMetrics;
@@ -64,6 +64,9 @@ pub struct CloudBackend {
     versions: Mutex<HashMap<String, String>>,
     pub ttl: Option<Duration>,
     pub max_snapshots: Option<u64>,
+    /// The folder of a `file://` remote, where a write killed half-way leaves its temporary
+    /// file (see `partial_writes`).
+    local_root: Option<std::path::PathBuf>,
 }
 
 /// Maps object_store failures onto what the caller can do.
@@ -183,7 +186,14 @@ impl CloudBackend {
             versions: Mutex::new(HashMap::new()),
             ttl,
             max_snapshots,
+            local_root: None,
         }
+    }
+
+    /// Tells the backend that its store is this local folder.
+    pub fn with_local_root(mut self, dir: std::path::PathBuf) -> Self {
+        self.local_root = Some(dir);
+        self
     }
 
     pub fn path(&self) -> &str {

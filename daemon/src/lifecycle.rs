@@ -183,6 +183,22 @@ impl Lifecycle {
             packs += 1;
             bytes += p.size;
         }
+        // What writes killed half-way left in a local folder remote counts with them.
+        for (file, size) in backend.partial_writes(self.orphan_grace) {
+            if !dry_run && let Err(e) = tokio::fs::remove_file(&file).await {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    let msg = format!("{}: {e}", file.display());
+                    first_error.get_or_insert(BackendError::Other(msg));
+                }
+                continue;
+            }
+            // Its upload's folder goes too once empty, as the store removes emptied folders.
+            if !dry_run && let Some(parent) = file.parent() {
+                let _ = tokio::fs::remove_dir(parent).await;
+            }
+            packs += 1;
+            bytes += size;
+        }
         if packs > 0 && !dry_run {
             tracing::info!(
                 target = backend.path(),

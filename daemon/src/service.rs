@@ -9,7 +9,7 @@ use snapfs_fs::cache::{BlockCache, CacheConfig};
 use snapfs_fs::fuse::{self, MountConfig};
 use snapfs_fs::vfs::{Staging, Target, Vfs, VfsConfig};
 
-use crate::cloud::{CloudBackend, open_store};
+use crate::cloud::{CloudBackend, local_dir, open_store};
 use crate::config::{Config, Retention};
 use crate::control::client::record_paths;
 use crate::control::server::{self, Server};
@@ -80,13 +80,17 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let mut retention = Vec::new();
     for r in &config.remotes {
         let store = open_store(&r.url, &r.options).with_context(|| format!("remote {}", r.name))?;
-        let backend = Arc::new(CloudBackend::new(
+        let mut backend = CloudBackend::new(
             format!("cloud/{}", r.name),
             store,
             cache.clone(),
             r.ttl,
             r.max_snapshots,
-        ));
+        );
+        if let Some(dir) = local_dir(&r.url) {
+            backend = backend.with_local_root(dir);
+        }
+        let backend = Arc::new(backend);
         targets.push(Target {
             kind: "cloud",
             name: r.name.clone(),

@@ -20,7 +20,7 @@ pub const MANIFEST_PREFIX: &str = "snapfs/snapshots/";
 /// Where packs live, relative to the remote's root.
 pub const PACK_PREFIX: &str = "snapfs/packs/";
 
-const MANIFEST_SUFFIX: &str = ".manifest.zst";
+pub const MANIFEST_SUFFIX: &str = ".manifest.zst";
 
 /// Why stored snapshot data cannot be used.
 #[derive(Debug, thiserror::Error)]

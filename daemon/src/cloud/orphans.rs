@@ -2,7 +2,8 @@
 //! interrupted between the manifest and its packs, leaves them; nothing else can reach them.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -28,6 +29,20 @@ struct Upload {
 }
 
 impl CloudBackend {
+    /// Temporary files of a `file://` remote that writes killed half-way left beside the pack
+    /// or manifest they were writing (`KEY#N`), untouched for `grace`: no object of the store,
+    /// so no listing shows them, and nothing else would remove them.
+    pub fn partial_writes(&self, grace: Duration) -> Vec<(PathBuf, u64)> {
+        let Some(root) = &self.local_root else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for prefix in [format::PACK_PREFIX, format::MANIFEST_PREFIX] {
+            partial_writes_in(&root.join(prefix), grace, &mut out);
+        }
+        out
+    }
+
     /// Packs no manifest lists, of uploads that wrote nothing for `grace` and are not in
     /// `running` (upload ids this daemon is writing now).
     ///
@@ -109,5 +124,64 @@ impl CloudBackend {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.failed(store_error(key, e))),
         }
+    }
+}
+
+/// Whether a file name is a local store's temporary name for a pack or manifest: the key's
+/// name, '#', a number.
+fn is_partial_write(name: &str) -> bool {
+    let Some((key, n)) = name.rsplit_once('#') else {
+        return false;
+    };
+    !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit())
+        && (key.ends_with(".pack") || key.ends_with(format::MANIFEST_SUFFIX))
+}
+
+fn partial_writes_in(dir: &Path, grace: Duration, out: &mut Vec<(PathBuf, u64)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(meta) = e.metadata() else { continue };
+        if meta.is_dir() {
+            partial_writes_in(&e.path(), grace, out);
+            continue;
+        }
+        let idle = meta
+            .modified()
+            .ok()
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .unwrap_or_default();
+        if idle >= grace && e.file_name().to_str().is_some_and(is_partial_write) {
+            out.push((e.path(), meta.len()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_temporary_files_of_packs_and_manifests_count() {
+        assert!(is_partial_write("00000003.pack#1"));
+        assert!(is_partial_write("db.manifest.zst#12"));
+        assert!(!is_partial_write("00000003.pack"));
+        assert!(!is_partial_write("notes#1"));
+        assert!(!is_partial_write("00000003.pack#x"));
+        assert!(!is_partial_write("00000003.pack#"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let up = dir.path().join("u1");
+        std::fs::create_dir(&up).unwrap();
+        std::fs::write(up.join("00000001.pack"), b"whole").unwrap();
+        std::fs::write(up.join("00000002.pack#7"), b"half").unwrap();
+        let mut found = Vec::new();
+        partial_writes_in(dir.path(), Duration::ZERO, &mut found);
+        assert_eq!(found, vec![(up.join("00000002.pack#7"), 4)]);
+        let mut young = Vec::new();
+        partial_writes_in(dir.path(), Duration::from_secs(3600), &mut young);
+        assert!(young.is_empty());
     }
 }

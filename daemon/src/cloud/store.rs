@@ -17,6 +17,14 @@ use object_store::prefix::PrefixStore;
 use super::credentials;
 use super::retry::RetryBudget;
 
+/// The folder a `file://` remote URL names; None for other URLs.
+pub fn local_dir(url: &str) -> Option<std::path::PathBuf> {
+    let parsed = url::Url::parse(url).ok()?;
+    (parsed.scheme() == "file")
+        .then(|| parsed.to_file_path().ok())
+        .flatten()
+}
+
 /// The store for `url`, rooted at the URL's path.
 pub fn open_store(
     url: &str,
@@ -31,9 +39,8 @@ pub fn open_store(
     let scheme = parsed.scheme();
     let store: Arc<dyn ObjectStore> = match scheme {
         "file" => {
-            let dir = parsed
-                .to_file_path()
-                .map_err(|()| anyhow::anyhow!("{url:?} is not a local path"))?;
+            let dir =
+                local_dir(url).ok_or_else(|| anyhow::anyhow!("{url:?} is not a local path"))?;
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let store = LocalFileSystem::new_with_prefix(&dir)
                 .with_context(|| format!("opening {}", dir.display()))?
