@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo, SnapshotState};
 use snapfs_fs::format::BLOCK_SIZE;
-use snapfs_fs::vfs::{Block, Encoding, FileKind, SnapshotTree, TreeNode};
+use snapfs_fs::vfs::{FileKind, SnapshotTree, TreeNode, raw_blocks};
 
 pub use backoff::Backoff;
 use client::{Backup, Client};
@@ -81,22 +81,9 @@ fn info_of(b: &Backup) -> Option<SnapshotInfo> {
 
 /// A one-file tree whose blocks are ranges of the backup's download.
 fn tree_of(id: &str, size: u64, created: SystemTime) -> Result<SnapshotTree, BackendError> {
-    let object: Arc<str> = Arc::from(id);
     let mut node = TreeNode::new(FileKind::File, 0o444, created);
     node.size = size;
-    let mut start = 0u64;
-    while start < size {
-        let len = (size - start).min(BLOCK_SIZE as u64) as u32;
-        node.blocks.push(Block {
-            start,
-            len,
-            object: object.clone(),
-            offset: start,
-            stored_len: len,
-            encoding: Encoding::Raw { crc32c: None },
-        });
-        start += u64::from(len);
-    }
+    node.blocks = raw_blocks(id, size);
     SnapshotTree::build([(String::new(), node)]).map_err(|e| BackendError::Corrupt(e.to_string()))
 }
 

@@ -24,7 +24,7 @@ pub use error::{VfsError, VfsResult};
 pub use inodes::ROOT_INO;
 pub use live::LiveMount;
 pub use staging::{Activity, JobKind, Staging, UploadHooks, UploadState, UploadStatus};
-pub use tree::{Block, Encoding, SnapshotTree, TreeNode, blocks_covering};
+pub use tree::{Block, Encoding, SnapshotTree, TreeNode, blocks_covering, raw_blocks};
 pub use write::{SetAttr, TimeSet};
 
 use crate::backend::{Backend, RawObjects, SnapshotInfo};

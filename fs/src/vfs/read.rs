@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::error::{VfsError, VfsResult};
 use super::inodes::Node;
-use super::tree::{Block, Encoding, SnapshotTree, blocks_covering};
+use super::tree::{Block, Encoding, SnapshotTree, blocks_covering, raw_blocks};
 use super::{DirEntry, Entry, FileKind, Opened, Vfs};
 use crate::backend::{Backend, BackendError};
 use crate::cache::BlockCache;
@@ -189,26 +189,6 @@ async fn decode(stored: Bytes, block: &Block) -> Result<Bytes, BackendError> {
             Ok(stored)
         }
     }
-}
-
-/// Blocks of `size` bytes of a raw object, cut at BLOCK_SIZE.
-fn raw_blocks(key: &str, size: u64) -> Vec<Block> {
-    let object: Arc<str> = Arc::from(key);
-    let step = BLOCK_SIZE as u64;
-    (0..size.div_ceil(step))
-        .map(|i| {
-            let start = i * step;
-            let len = step.min(size - start) as u32;
-            Block {
-                start,
-                len,
-                object: object.clone(),
-                offset: start,
-                stored_len: len,
-                encoding: Encoding::Raw { crc32c: None },
-            }
-        })
-        .collect()
 }
 
 impl Vfs {

@@ -165,6 +165,27 @@ impl SnapshotTree {
     }
 }
 
+/// Blocks of the first `size` bytes of a raw object (no compression, no checksum), cut at
+/// `BLOCK_SIZE`: a file whose bytes are a plain object or download.
+pub fn raw_blocks(key: &str, size: u64) -> Vec<Block> {
+    let object: Arc<str> = Arc::from(key);
+    let step = crate::format::BLOCK_SIZE as u64;
+    (0..size.div_ceil(step))
+        .map(|i| {
+            let start = i * step;
+            let len = step.min(size - start) as u32;
+            Block {
+                start,
+                len,
+                object: object.clone(),
+                offset: start,
+                stored_len: len,
+                encoding: Encoding::Raw { crc32c: None },
+            }
+        })
+        .collect()
+}
+
 /// The blocks of `blocks` (consecutive, in file order) that overlap `[offset, end)`.
 pub fn blocks_covering(blocks: &[Block], offset: u64, end: u64) -> &[Block] {
     if offset >= end {
