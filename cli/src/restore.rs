@@ -208,12 +208,18 @@ fn xattr(path: &Path, name: &std::ffi::CStr) -> anyhow::Result<Option<String>> {
             buf.len(),
         )
     };
+    xattr_value(n, &buf)
+        .with_context(|| format!("{}: reading {}", path.display(), name.to_string_lossy()))
+}
+
+/// What a getxattr call answered (`n` its return value, right after it): the value, None
+/// when the attribute is absent or the file system keeps none, or the error.
+fn xattr_value(n: isize, buf: &[u8]) -> io::Result<Option<String>> {
     if n < 0 {
         let err = io::Error::last_os_error();
         return match err.raw_os_error() {
             Some(libc::ENODATA | libc::ENOTSUP | libc::ERANGE) => Ok(None),
-            _ => Err(err)
-                .with_context(|| format!("{}: reading {}", path.display(), name.to_string_lossy())),
+            _ => Err(err),
         };
     }
     Ok(Some(

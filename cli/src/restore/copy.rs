@@ -182,14 +182,9 @@ fn stored_crc(file: &File) -> anyhow::Result<Option<u32>> {
             buf.len(),
         )
     };
-    if n < 0 {
-        let err = io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::ENODATA | libc::ENOTSUP | libc::ERANGE) => Ok(None),
-            _ => Err(err).context("reading its crc32c attribute"),
-        };
-    }
-    let text = std::str::from_utf8(&buf[..n.unsigned_abs()]).unwrap_or_default();
+    let Some(text) = super::xattr_value(n, &buf).context("reading its crc32c attribute")? else {
+        return Ok(None);
+    };
     u32::from_str_radix(text.trim(), 16)
         .map(Some)
         .with_context(|| format!("unreadable crc32c attribute {text:?}"))
