@@ -216,17 +216,22 @@ impl KubeTarget {
     /// limit, and a cluster where it can be made (DESIGN §6 preflight).
     pub async fn check_new(&self, name: &str) -> Result<(), BackendError> {
         self.check_name(name)?;
-        let all = self.all_snapshots().await?;
-        if all.iter().any(|s| s.metadata.name.as_deref() == Some(name)) {
+        // One GET, unless the limit needs the count.
+        let taken = match self.max_snapshots {
+            None => self.get_snapshot(name).await?.is_some(),
+            Some(max) => {
+                let all = self.all_snapshots().await?;
+                if all.len() as u64 >= max {
+                    return Err(BackendError::Quota(max));
+                }
+                all.iter().any(|s| s.metadata.name.as_deref() == Some(name))
+            }
+        };
+        if taken {
             return Err(BackendError::AlreadyExists(format!(
                 "VolumeSnapshot {name} in namespace {}",
                 self.ns
             )));
-        }
-        if let Some(max) = self.max_snapshots
-            && all.len() as u64 >= max
-        {
-            return Err(BackendError::Quota(max));
         }
         self.preflight(false).await.map(|_| ())
     }
@@ -402,7 +407,7 @@ impl KubeTarget {
         match fitting.first() {
             Some(o) => Ok(o.metadata.name.clone()),
             None => Err(BackendError::Unsupported(format!(
-                "no VolumeSnapshotClass for driver {driver} (of StorageClass {class})"
+                "no VolumeSnapshotClass for driver {driver} (of StorageClass {class}): create one, or name another storage class in k8s.storage_class"
             ))),
         }
     }
@@ -687,7 +692,6 @@ impl KubeTarget {
         let blocks = (total / tarball::CHUNK as u64).to_string();
         let command = exec::sh(&script, &[&blocks, owners]);
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-        let files = plan.files.clone();
         let stop = Arc::new(AtomicBool::new(false));
         // Bytes handed to the exec session; the channel holds at most a few pieces of them.
         let sent = Arc::new(AtomicU64::new(0));
@@ -698,7 +702,8 @@ impl KubeTarget {
             tokio::task::spawn_blocking(move || tarball::digests(&plan))
         };
         let producer = {
-            let (stop, sent, pod_name) = (stop.clone(), sent.clone(), pod.to_string());
+            let (plan, stop, sent) = (plan.clone(), stop.clone(), sent.clone());
+            let pod_name = pod.to_string();
             tokio::task::spawn_blocking(move || {
                 tarball::write(&plan, |piece| {
                     if stop.load(Ordering::Relaxed) {
@@ -760,7 +765,7 @@ impl KubeTarget {
         if let Some(f) = &out.failure {
             return Err(exec::failed(DATA, &out, f));
         }
-        check_arrival(&String::from_utf8_lossy(&out.stdout), &files, &digests)
+        check_arrival(&String::from_utf8_lossy(&out.stdout), &plan.files, &digests)
     }
 
     async fn delete_pod(&self, rname: &str) -> Result<(), BackendError> {
@@ -1064,7 +1069,7 @@ fn check_cancel(cancel: &AtomicBool) -> Result<(), BackendError> {
 
 fn no_snapshot_api() -> BackendError {
     BackendError::Unsupported(
-        "the VolumeSnapshot API (snapshot.storage.k8s.io/v1) is not installed in this cluster"
+        "the VolumeSnapshot API (snapshot.storage.k8s.io/v1) is not installed in this cluster: install the snapshot CRDs and controller (kubernetes-csi/external-snapshotter)"
             .into(),
     )
 }
