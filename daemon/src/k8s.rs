@@ -12,11 +12,11 @@ mod reader;
 mod tarball;
 mod upload;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -49,6 +49,11 @@ pub struct KubeTree {
     /// Directory listings inside snapshots, by (namespace, snapshot uid, path): a snapshot
     /// never changes, so each directory is listed through its reader once.
     contents: Mutex<lru::LruCache<ContentKey, Arc<Vec<LiveEntry>>>>,
+    /// Ready snapshots of each namespace as last listed. A path inside a snapshot found here
+    /// costs no listing for `list_ttl`; one not found lists again, so a new snapshot is seen
+    /// at once.
+    listed: Mutex<HashMap<String, (Instant, Vec<cluster::Snapshot>)>>,
+    list_ttl: Duration,
 }
 
 /// (namespace, snapshot uid, directory path in the reader).
@@ -153,6 +158,8 @@ impl Kube {
                     std::num::NonZeroUsize::new(CONTENT_LISTINGS)
                         .unwrap_or(std::num::NonZeroUsize::MIN),
                 )),
+                listed: Mutex::new(HashMap::new()),
+                list_ttl,
                 client: client.clone(),
                 namespaces,
             });
@@ -389,10 +396,31 @@ impl KubeTree {
     /// Ready snapshot `snap`.
     async fn snapshot(&self, ns: &str, snap: &str) -> Result<cluster::Snapshot, BackendError> {
         self.check_namespace(ns).await?;
-        let list = cluster::snapshots(&self.client, ns).await?;
-        list.into_iter()
+        let known = {
+            let listed = self.listed.lock().unwrap_or_else(|e| e.into_inner());
+            listed
+                .get(ns)
+                .filter(|(at, _)| at.elapsed() < self.list_ttl)
+                .and_then(|(_, list)| list.iter().find(|s| s.name == snap).cloned())
+        };
+        if let Some(s) = known {
+            return Ok(s);
+        }
+        self.list_snapshots(ns)
+            .await?
+            .into_iter()
             .find(|s| s.name == snap)
             .ok_or_else(|| not_found(snap))
+    }
+
+    /// The ready snapshots of `ns`, asked of the cluster now, and kept for `snapshot`.
+    async fn list_snapshots(&self, ns: &str) -> Result<Vec<cluster::Snapshot>, BackendError> {
+        let list = cluster::snapshots(&self.client, ns).await?;
+        self.listed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ns.to_string(), (Instant::now(), list.clone()));
+        Ok(list)
     }
 
     /// The running reader pod of ready snapshot `snap`.
@@ -450,7 +478,7 @@ impl KubeTree {
     }
 
     async fn snapshot_entries(&self, ns: &str) -> Result<Vec<LiveEntry>, BackendError> {
-        let list = cluster::snapshots(&self.client, ns).await?;
+        let list = self.list_snapshots(ns).await?;
         let newest = list
             .iter()
             .max_by(|a, b| a.created.cmp(&b.created).then_with(|| a.name.cmp(&b.name)));
