@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use object_store::{ObjectMeta, ObjectStore};
 use snapfsd::control::client::Client;
 use snapfsd::control::wire::{Request, Response, StatusReport, TargetMetrics};
 
@@ -59,6 +60,34 @@ pub fn sh(cmd: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Writes `len` random bytes to `path`.
+pub fn random_file(path: &Path, len: u64) {
+    sh(&format!(
+        "head -c {len} /dev/urandom > '{}'",
+        path.display()
+    ));
+}
+
+/// Makes a SQLite database at `path` of `rows` rows of 10 KB random blobs, indexed by id, in
+/// 4 KiB pages: a point query touches a handful of them.
+pub fn sqlite_db(path: &Path, rows: u32) {
+    sh(&format!(
+        "sqlite3 '{}' \"PRAGMA page_size=4096; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < {rows})
+         INSERT INTO t SELECT i, randomblob(10000) FROM n;\"",
+        path.display()
+    ));
+}
+
+/// The objects of `store` under `prefix`.
+pub fn list_objects(store: &dyn ObjectStore, prefix: &str) -> Vec<ObjectMeta> {
+    conformance::runtime()
+        .block_on(futures::TryStreamExt::try_collect(
+            store.list(Some(&prefix.into())),
+        ))
+        .expect("list the store")
 }
 
 pub struct Mount {
@@ -292,6 +321,36 @@ impl Mount {
             .envs(self.env())
             .output()
             .expect("run snapfs")
+    }
+
+    /// Copies `src` (a file or a folder) to the remote's `uploads/name` and waits for the
+    /// snapshot.
+    pub fn upload(&self, src: &Path, name: &str) {
+        sh(&format!(
+            "cp -r '{}' '{}/uploads/{name}'",
+            src.display(),
+            self.target().display()
+        ));
+        self.wait(name);
+    }
+
+    /// Uploads as `c` a folder of a 3 MB random `victim.bin`, whose frame sits first in the
+    /// only pack, and an `other.txt` holding "fine"; answers the snapshot's path.
+    pub fn upload_victim_tree(&self) -> PathBuf {
+        let src = self.root.path().join("src");
+        sh(&format!(
+            "mkdir -p '{s}' && head -c 3000000 /dev/urandom > '{s}/victim.bin' && echo fine > '{s}/other.txt'",
+            s = src.display()
+        ));
+        self.upload(&src, "c");
+        self.target().join("snapshots/c")
+    }
+
+    /// Runs `f`; answers what it gave and how many bytes the remote's store served meanwhile.
+    pub fn get_bytes_during<T>(&self, f: impl FnOnce() -> T) -> (T, u64) {
+        let before = self.store_metrics().get_bytes;
+        let out = f();
+        (out, self.store_metrics().get_bytes - before)
     }
 
     /// Waits for the upload `name` of the remote to end, asserting it succeeded.

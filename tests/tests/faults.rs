@@ -1,6 +1,7 @@
 //! Faults of an S3 remote through a real mount: the server goes away and comes back, a storm
 //! of 503s, rejected credentials, and a daemon killed in the middle of an upload.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use object_store::path::Path as StorePath;
@@ -8,7 +9,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use snapfs_tests::conformance::{moto_remote, moto_store as store, runtime};
 use snapfs_tests::emulators::{AZURITE_ACCOUNT, BUCKET, Emulator, Kind};
 use snapfs_tests::proxy::Proxy;
-use snapfs_tests::{Mount, TEST_SETTLE, fuse_available, sh};
+use snapfs_tests::{Mount, TEST_SETTLE, fuse_available, list_objects, random_file, sh};
 
 /// One S3 remote `s3` at `endpoint` with a short retry budget, so failures show in seconds.
 fn config(endpoint: &str) -> String {
@@ -41,6 +42,14 @@ fn restore(s: &dyn ObjectStore, objects: &[(StorePath, bytes::Bytes)]) {
     });
 }
 
+/// Uploads `len` random bytes as `data.bin`; answers the local file and its snapshot.
+fn upload_data(m: &Mount, len: u64) -> (PathBuf, PathBuf) {
+    let src = m.root.path().join("data.bin");
+    random_file(&src, len);
+    m.upload(&src, "data.bin");
+    (src, m.target().join("snapshots/data.bin"))
+}
+
 /// Reads `len` bytes at `offset` of `file`, with `dd` so the kernel sees a plain read.
 fn read_at(file: &std::path::Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
@@ -58,18 +67,7 @@ fn server_gone_is_eio_after_retries_and_reads_resume_when_back() {
     }
     let mut moto = Emulator::start(Kind::Moto);
     let m = Mount::start_remote("s3", &config(&moto.endpoint()));
-    let src = m.root.path().join("data.bin");
-    sh(&format!(
-        "head -c 40000000 /dev/urandom > '{}'",
-        src.display()
-    ));
-    sh(&format!(
-        "cp '{}' '{}/uploads/data.bin'",
-        src.display(),
-        m.target().display()
-    ));
-    m.wait("data.bin");
-    let snap = m.target().join("snapshots/data.bin");
+    let (src, snap) = upload_data(&m, 40_000_000);
     let want = std::fs::read(&src).unwrap();
     assert_eq!(read_at(&snap, 0, 100_000).unwrap(), want[..100_000]);
 
@@ -101,18 +99,7 @@ fn a_storm_of_503s_is_ridden_out_or_ends_in_eio() {
     let moto = Emulator::start(Kind::Moto);
     let proxy = Proxy::start(moto.port, false);
     let m = Mount::start_remote("s3", &config(&proxy.endpoint()));
-    let src = m.root.path().join("data.bin");
-    sh(&format!(
-        "head -c 12000000 /dev/urandom > '{}'",
-        src.display()
-    ));
-    sh(&format!(
-        "cp '{}' '{}/uploads/data.bin'",
-        src.display(),
-        m.target().display()
-    ));
-    m.wait("data.bin");
-    let snap = m.target().join("snapshots/data.bin");
+    let (src, snap) = upload_data(&m, 12_000_000);
 
     // A short storm: retried with backoff, the read succeeds.
     proxy.fail_next(3);
@@ -142,10 +129,7 @@ fn kill9_mid_upload_leaves_no_snapshot() {
     let moto = Emulator::start(Kind::Moto);
     let mut m = Mount::start_remote("s3", &config(&moto.endpoint()));
     let src = m.root.path().join("big.bin");
-    sh(&format!(
-        "head -c 300000000 /dev/urandom > '{}'",
-        src.display()
-    ));
+    random_file(&src, 300_000_000);
     sh(&format!(
         "cp '{}' '{}/uploads/big.bin'",
         src.display(),
@@ -155,15 +139,7 @@ fn kill9_mid_upload_leaves_no_snapshot() {
     let s = store(&moto.endpoint());
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let packs = runtime().block_on(async {
-            futures::TryStreamExt::try_collect::<Vec<_>>(
-                s.list(Some(&StorePath::from("snapfs/packs"))),
-            )
-            .await
-            .unwrap()
-            .len()
-        });
-        if packs > 0 {
+        if !list_objects(&*s, "snapfs/packs").is_empty() {
             break;
         }
         assert!(
@@ -174,13 +150,7 @@ fn kill9_mid_upload_leaves_no_snapshot() {
         std::thread::sleep(Duration::from_millis(20));
     }
     m.kill9();
-    let manifests = runtime().block_on(async {
-        futures::TryStreamExt::try_collect::<Vec<_>>(
-            s.list(Some(&StorePath::from("snapfs/snapshots"))),
-        )
-        .await
-        .unwrap()
-    });
+    let manifests = list_objects(&*s, "snapfs/snapshots");
     assert!(manifests.is_empty(), "{manifests:?}");
     m.relaunch();
     let listing = sh(&format!("ls '{}/snapshots'", m.target().display()));

@@ -70,6 +70,14 @@ impl Drop for Broker {
     }
 }
 
+/// A test server, or `None` where FUSE is not available and the test has nothing to mount.
+fn broker() -> Option<Broker> {
+    if !fuse_available() {
+        return None;
+    }
+    Some(Broker::start())
+}
+
 fn cluster(m: &Mount) -> PathBuf {
     m.mountpoint.join("hivemq/broker")
 }
@@ -79,6 +87,14 @@ fn sh_fails(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
     assert!(!out.status.success(), "{cmd} succeeded");
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs `snapfs` with `args`, expecting it to exit with 1; answers its standard error.
+fn snapfs_fails(m: &Mount, args: &[&str]) -> String {
+    let out = m.snapfs(args);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
 }
 
 fn text(out: &Output) -> (String, String) {
@@ -98,10 +114,7 @@ fn seed(b: &Broker, size: u64, minute: u32) -> String {
 
 #[test]
 fn backups_are_files_read_once_through_the_cache() {
-    if !fuse_available() {
-        return;
-    }
-    let b = Broker::start();
+    let Some(b) = broker() else { return };
     let old = seed(&b, 5 << 20, 0);
     let new = seed(&b, 70_000, 5);
     let m = b.mount(None);
@@ -144,10 +157,7 @@ fn backups_are_files_read_once_through_the_cache() {
 
 #[test]
 fn snapshot_makes_a_backup_and_follows_it() {
-    if !fuse_available() {
-        return;
-    }
-    let b = Broker::start();
+    let Some(b) = broker() else { return };
     let m = b.mount(None);
     b.sim()
         .faults()
@@ -189,18 +199,13 @@ fn snapshot_makes_a_backup_and_follows_it() {
     b.sim()
         .faults()
         .set_backup_failure(Some("disk full on node 2"));
-    let out = m.snapfs(&["snapshot", "hivemq/broker"]);
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = snapfs_fails(&m, &["snapshot", "hivemq/broker"]);
     assert!(stderr.contains("FAILED: disk full on node 2"), "{stderr}");
 }
 
 #[test]
 fn a_second_backup_while_one_runs_is_refused_clearly() {
-    if !fuse_available() {
-        return;
-    }
-    let b = Broker::start();
+    let Some(b) = broker() else { return };
     let m = b.mount(None);
     b.sim()
         .faults()
@@ -212,9 +217,7 @@ fn a_second_backup_while_one_runs_is_refused_clearly() {
         m.call(&req),
         snapfsd::control::wire::Response::Job(_)
     ));
-    let out = m.snapfs(&["snapshot", "hivemq/broker"]);
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = snapfs_fails(&m, &["snapshot", "hivemq/broker"]);
     assert!(
         stderr.contains("another backup or restore is running"),
         "{stderr}"
@@ -228,10 +231,7 @@ fn a_second_backup_while_one_runs_is_refused_clearly() {
 
 #[test]
 fn restore_follows_the_broker_and_copies_locally() {
-    if !fuse_available() {
-        return;
-    }
-    let b = Broker::start();
+    let Some(b) = broker() else { return };
     let id = seed(&b, 100_000, 0);
     let m = b.mount(None);
     let snap = format!("hivemq/broker/snapshots/{id}.backup");
@@ -248,9 +248,7 @@ fn restore_follows_the_broker_and_copies_locally() {
     b.sim()
         .faults()
         .set_restore_failure(Some("cluster too small"));
-    let out = m.snapfs(&["restore", &snap]);
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = snapfs_fails(&m, &["restore", &snap]);
     assert!(stderr.contains("cluster too small"), "{stderr}");
     // A restored (and a failed-restore) backup is still a file that can be copied out.
     let dest = m.root.path().join("copy.zip");
@@ -260,24 +258,18 @@ fn restore_follows_the_broker_and_copies_locally() {
     // Buckets restore to a DEST only.
     let out = m.snapfs(&["restore", "cloud/local/snapshots/x"]);
     assert_ne!(out.status.code(), Some(0));
-    let out = m.snapfs(&["restore", "hivemq/broker/snapshots/nope.backup"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out).1);
+    snapfs_fails(&m, &["restore", "hivemq/broker/snapshots/nope.backup"]);
 }
 
 #[test]
 fn a_wrong_password_is_eacces_with_a_readable_reason() {
-    if !fuse_available() {
-        return;
-    }
-    let b = Broker::start();
+    let Some(b) = broker() else { return };
     b.sim().add_user("admin", "right", Access::Full);
     seed(&b, 1000, 0);
     let m = b.mount(Some("wrong"));
     let stderr = sh_fails(&format!("ls {}/snapshots", cluster(&m).display()));
     assert!(stderr.contains("Permission denied"), "{stderr}");
-    let out = m.snapfs(&["list", "hivemq/broker"]);
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1));
+    let stderr = snapfs_fails(&m, &["list", "hivemq/broker"]);
     assert!(
         stderr.contains("credentials rejected (401 Unauthorized"),
         "{stderr}"
@@ -293,10 +285,7 @@ fn a_wrong_password_is_eacces_with_a_readable_reason() {
 
 #[test]
 fn a_broker_down_is_eio_after_retries_and_the_rest_keeps_working() {
-    if !fuse_available() {
-        return;
-    }
-    let b = Broker::start();
+    let Some(b) = broker() else { return };
     let id = seed(&b, 1000, 0);
     b.sim().faults().set_unavailable(true);
     let m = b.mount(None);
@@ -324,10 +313,7 @@ fn a_broker_down_is_eio_after_retries_and_the_rest_keeps_working() {
 
 #[test]
 fn dropped_downloads_never_give_wrong_bytes() {
-    if !fuse_available() {
-        return;
-    }
-    let b = Broker::start();
+    let Some(b) = broker() else { return };
     let id = seed(&b, 200_000, 0);
     let m = b.mount(None);
     let path = cluster(&m).join(format!("snapshots/{id}.backup"));
@@ -343,10 +329,7 @@ fn dropped_downloads_never_give_wrong_bytes() {
 
 #[test]
 fn nothing_under_a_cluster_can_be_written() {
-    if !fuse_available() {
-        return;
-    }
-    let b = Broker::start();
+    let Some(b) = broker() else { return };
     let id = seed(&b, 1000, 0);
     let m = b.mount(None);
     let dir = cluster(&m);

@@ -3,7 +3,7 @@
 
 use std::io::{Read, Seek, SeekFrom};
 
-use snapfs_tests::{Mount, fuse_available, sh};
+use snapfs_tests::{Mount, fuse_available, random_file, sh, sqlite_db};
 
 #[test]
 fn sqlite_reads_a_few_pages_of_a_large_database() {
@@ -12,30 +12,20 @@ fn sqlite_reads_a_few_pages_of_a_large_database() {
     }
     let m = Mount::start();
     let db = m.root.path().join("big.db");
-    // ~100 MiB: 10,000 rows of 10 KB blobs, indexed by id.
-    sh(&format!(
-        "sqlite3 '{}' \"PRAGMA page_size=4096; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 10000)
-         INSERT INTO t SELECT i, randomblob(10000) FROM n;\"",
-        db.display()
-    ));
+    // ~100 MiB: 10,000 rows of 10 KB blobs.
+    sqlite_db(&db, 10_000);
     let size = std::fs::metadata(&db).unwrap().len();
     assert!(size > 100_000_000, "database is {size} bytes");
-    sh(&format!(
-        "cp '{}' '{}/uploads/big.db'",
-        db.display(),
-        m.target().display()
-    ));
-    m.wait("big.db");
+    m.upload(&db, "big.db");
 
-    let before = m.store_metrics().get_bytes;
     let snap = m.target().join("snapshots/big.db");
-    let out = sh(&format!(
-        "sqlite3 'file:{}?immutable=1' 'SELECT id, length(v) FROM t WHERE id = 7777;'",
-        snap.display()
-    ));
+    let (out, fetched) = m.get_bytes_during(|| {
+        sh(&format!(
+            "sqlite3 'file:{}?immutable=1' 'SELECT id, length(v) FROM t WHERE id = 7777;'",
+            snap.display()
+        ))
+    });
     assert_eq!(out.trim(), "7777|10000");
-    let fetched = m.store_metrics().get_bytes - before;
     // A point query touches a handful of pages: a few blocks at most, not the file.
     assert!(
         fetched < size / 5,
@@ -50,26 +40,17 @@ fn disk_cache_serves_reads_after_a_restart() {
     }
     let mut m = Mount::start();
     let file = m.root.path().join("data.bin");
-    sh(&format!(
-        "head -c 20000000 /dev/urandom > '{}'",
-        file.display()
-    ));
-    sh(&format!(
-        "cp '{}' '{}/uploads/data.bin'",
-        file.display(),
-        m.target().display()
-    ));
-    m.wait("data.bin");
+    random_file(&file, 20_000_000);
+    m.upload(&file, "data.bin");
     let snap = m.target().join("snapshots/data.bin");
     sh(&format!("cmp '{}' '{}'", file.display(), snap.display()));
 
     m.restart();
     assert!(snap.exists(), "the snapshot is there after a restart");
-    let before = m.store_metrics().get_bytes;
-    sh(&format!("cmp '{}' '{}'", file.display(), snap.display()));
+    let (_, fetched) =
+        m.get_bytes_during(|| sh(&format!("cmp '{}' '{}'", file.display(), snap.display())));
     assert_eq!(
-        m.store_metrics().get_bytes - before,
-        0,
+        fetched, 0,
         "a second read after a restart is served from the disk cache"
     );
 }
@@ -80,17 +61,7 @@ fn a_corrupt_pack_gives_eio_and_never_wrong_bytes() {
         return;
     }
     let m = Mount::start();
-    let src = m.root.path().join("src");
-    sh(&format!(
-        "mkdir -p '{s}' && head -c 3000000 /dev/urandom > '{s}/victim.bin' && echo fine > '{s}/other.txt'",
-        s = src.display()
-    ));
-    sh(&format!(
-        "cp -r '{}' '{}/uploads/c'",
-        src.display(),
-        m.target().display()
-    ));
-    m.wait("c");
+    let snap = m.upload_victim_tree();
 
     // Flip one byte in the middle of the only pack (the large file's frame sits first).
     let packs = sh(&format!(
@@ -110,7 +81,6 @@ fn a_corrupt_pack_gives_eio_and_never_wrong_bytes() {
     std::io::Write::write_all(&mut f, &[b[0] ^ 0x40]).unwrap();
     drop(f);
 
-    let snap = m.target().join("snapshots/c");
     let err = std::fs::read(snap.join("victim.bin")).expect_err("a corrupt block must not read");
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     assert_eq!(std::fs::read(snap.join("other.txt")).unwrap(), b"fine\n");

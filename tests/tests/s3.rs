@@ -5,10 +5,10 @@
 use std::time::{Duration, Instant};
 
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use snapfs_tests::conformance::{Remote, moto_remote, moto_store as store, runtime};
 use snapfs_tests::emulators::{BUCKET, Emulator, Kind};
-use snapfs_tests::{Mount, TEST_SETTLE, fuse_available, sh};
+use snapfs_tests::{Mount, TEST_SETTLE, fuse_available, list_objects, sh, sqlite_db};
 
 /// Daemon configuration with one S3 remote `s3` at `endpoint`.
 pub fn s3_config(endpoint: &str, settle: &str) -> String {
@@ -92,37 +92,26 @@ fn sqlite_reads_pages_and_restart_reads_from_disk_cache() {
         return;
     };
     let db = m.root.path().join("big.db");
-    sh(&format!(
-        "sqlite3 '{}' \"PRAGMA page_size=4096; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 5000)
-         INSERT INTO t SELECT i, randomblob(10000) FROM n;\"",
-        db.display()
-    ));
+    sqlite_db(&db, 5000);
     let size = std::fs::metadata(&db).unwrap().len();
-    sh(&format!(
-        "cp '{}' '{}/uploads/big.db'",
-        db.display(),
-        m.target().display()
-    ));
-    m.wait("big.db");
+    m.upload(&db, "big.db");
     let snap = m.target().join("snapshots/big.db");
-    let before = m.store_metrics().get_bytes;
-    let out = sh(&format!(
-        "sqlite3 'file:{}?immutable=1' 'SELECT id, length(v) FROM t WHERE id = 3777;'",
-        snap.display()
-    ));
+    let (out, fetched) = m.get_bytes_during(|| {
+        sh(&format!(
+            "sqlite3 'file:{}?immutable=1' 'SELECT id, length(v) FROM t WHERE id = 3777;'",
+            snap.display()
+        ))
+    });
     assert_eq!(out.trim(), "3777|10000");
-    let fetched = m.store_metrics().get_bytes - before;
     // A point query touches a few pages, so a few blocks of a few MiB: not the file.
     assert!(fetched < size / 3, "fetched {fetched} of {size} bytes");
 
     sh(&format!("cmp '{}' '{}'", db.display(), snap.display()));
     m.restart();
-    let before = m.store_metrics().get_bytes;
-    sh(&format!("cmp '{}' '{}'", db.display(), snap.display()));
+    let (_, fetched) =
+        m.get_bytes_during(|| sh(&format!("cmp '{}' '{}'", db.display(), snap.display())));
     assert_eq!(
-        m.store_metrics().get_bytes - before,
-        0,
+        fetched, 0,
         "after a restart the blocks come from the disk cache"
     );
 }
@@ -130,34 +119,20 @@ fn sqlite_reads_pages_and_restart_reads_from_disk_cache() {
 #[test]
 fn a_corrupt_object_gives_eio() {
     let Some((moto, m)) = start() else { return };
-    let src = m.root.path().join("src");
-    sh(&format!(
-        "mkdir -p '{s}' && head -c 3000000 /dev/urandom > '{s}/victim.bin' && echo fine > '{s}/ok.txt'",
-        s = src.display()
-    ));
-    sh(&format!(
-        "cp -r '{}' '{}/uploads/c'",
-        src.display(),
-        m.target().display()
-    ));
-    m.wait("c");
+    let snap = m.upload_victim_tree();
     // Rewrite the only pack with one byte flipped in the large file's frame.
     let s = store(&moto.endpoint());
+    let packs = list_objects(&*s, "snapfs/packs");
+    assert_eq!(packs.len(), 1);
+    let p = &packs[0].location;
     runtime().block_on(async {
-        let packs: Vec<_> =
-            futures::TryStreamExt::try_collect::<Vec<_>>(s.list(Some(&"snapfs/packs".into())))
-                .await
-                .unwrap();
-        assert_eq!(packs.len(), 1);
-        let p = &packs[0].location;
         let mut data = s.get(p).await.unwrap().bytes().await.unwrap().to_vec();
         data[1_000_000] ^= 0x40;
         s.put(p, PutPayload::from(data)).await.unwrap();
     });
-    let snap = m.target().join("snapshots/c");
     let err = std::fs::read(snap.join("victim.bin")).expect_err("corrupt data must not read");
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
-    assert_eq!(std::fs::read(snap.join("ok.txt")).unwrap(), b"fine\n");
+    assert_eq!(std::fs::read(snap.join("other.txt")).unwrap(), b"fine\n");
 }
 
 /// `objects/` shows another tool's gzip'd SQLite file and reads it with ranged GETs.
@@ -281,35 +256,27 @@ fn many_snapshots_and_many_files_list_cheaply() {
         ],
     );
     let backend = remote.backend(dir.path());
-    runtime().block_on(async {
-        let names: Vec<String> = (0..1000).map(|i| format!("s{i:04}")).collect();
-        let made = futures::stream::iter(names.iter().map(|n| {
-            let b = backend.clone();
-            let src = src.clone();
-            async move {
-                b.commit(
-                    n,
-                    &src,
-                    &snapfsd::cloud::new_upload_id(),
-                    &Default::default(),
-                    &Default::default(),
-                )
-                .await
-            }
-        }));
-        let r: Vec<_> =
-            futures::StreamExt::collect(futures::StreamExt::buffer_unordered(made, 16)).await;
-        assert!(r.iter().all(Result::is_ok));
-        backend
-            .commit(
-                "many",
-                &many,
+    // Makes snapshot `name` of `src` as a new upload, straight through the backend.
+    let commit = |name: String, src: std::path::PathBuf| {
+        let b = backend.clone();
+        async move {
+            b.commit(
+                &name,
+                &src,
                 &snapfsd::cloud::new_upload_id(),
                 &Default::default(),
                 &Default::default(),
             )
             .await
-            .unwrap();
+        }
+    };
+    runtime().block_on(async {
+        let made =
+            futures::stream::iter((0..1000).map(|i| commit(format!("s{i:04}"), src.clone())));
+        let r: Vec<_> =
+            futures::StreamExt::collect(futures::StreamExt::buffer_unordered(made, 16)).await;
+        assert!(r.iter().all(Result::is_ok));
+        commit("many".into(), many.clone()).await.unwrap();
     });
 
     // Cold: one LIST and one GET per manifest (moto answers slowly under a loaded test run,

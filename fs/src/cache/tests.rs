@@ -28,6 +28,50 @@ fn fetch(
     }
 }
 
+/// A cache in a new temporary directory, which lives as long as the returned guard.
+fn fresh_cache() -> (tempfile::TempDir, Arc<BlockCache>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = BlockCache::open(config(tmp.path())).unwrap();
+    (tmp, cache)
+}
+
+/// Leaves `key` with `data` on disk in `dir`, from a cache that is closed again.
+async fn seed_disk(dir: &Path, key: &str, data: &'static [u8]) {
+    let cache = BlockCache::open(config(dir)).unwrap();
+    cache.insert(key, Bytes::from_static(data)).await;
+    cache.flush().await;
+}
+
+/// `callers` tasks asking for "k" at once, each with a slow fetch that answers `answer`;
+/// gives how many fetches ran and what each caller got.
+async fn slow_fetches_at_once(
+    cache: &Arc<BlockCache>,
+    callers: usize,
+    answer: Result<Bytes, FetchError>,
+) -> (usize, Vec<Result<Bytes, FetchError>>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..callers {
+        let cache = Arc::clone(cache);
+        let calls = Arc::clone(&calls);
+        let answer = answer.clone();
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_fetch("k", || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    answer
+                })
+                .await
+        }));
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    (calls.load(Ordering::SeqCst), results)
+}
+
 async fn unreachable_fetch() -> Result<Bytes, FetchError> {
     Err(FetchError("fetch must not run"))
 }
@@ -53,8 +97,7 @@ fn bytes_on_disk(dir: &Path) -> u64 {
 
 #[tokio::test]
 async fn memory_hit_does_not_fetch_again() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = BlockCache::open(config(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache();
     let calls = Arc::default();
     let first = cache.get_or_fetch("k", fetch(&calls, b"hello")).await;
     let second = cache.get_or_fetch("k", fetch(&calls, b"other")).await;
@@ -91,27 +134,13 @@ async fn disk_hit_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_callers_share_one_fetch() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = BlockCache::open(config(tmp.path())).unwrap();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..16 {
-        let cache = Arc::clone(&cache);
-        let calls = Arc::clone(&calls);
-        tasks.push(tokio::spawn(async move {
-            cache
-                .get_or_fetch("k", || async move {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    Ok::<_, FetchError>(Bytes::from_static(b"shared"))
-                })
-                .await
-        }));
+    let (_tmp, cache) = fresh_cache();
+    let (calls, results) =
+        slow_fetches_at_once(&cache, 16, Ok(Bytes::from_static(b"shared"))).await;
+    for result in results {
+        assert_eq!(result, Ok(Bytes::from_static(b"shared")));
     }
-    for task in tasks {
-        assert_eq!(task.await.unwrap(), Ok(Bytes::from_static(b"shared")));
-    }
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(calls, 1);
     let stats = cache.stats();
     assert_eq!(stats.memory_hits + stats.misses, 16);
     assert_eq!(stats.fetched_bytes, 6);
@@ -119,27 +148,12 @@ async fn concurrent_callers_share_one_fetch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_fetch_error_reaches_every_caller_and_is_not_cached() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = BlockCache::open(config(tmp.path())).unwrap();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let cache = Arc::clone(&cache);
-        let calls = Arc::clone(&calls);
-        tasks.push(tokio::spawn(async move {
-            cache
-                .get_or_fetch("k", || async move {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    Err::<Bytes, _>(FetchError("backend down"))
-                })
-                .await
-        }));
+    let (_tmp, cache) = fresh_cache();
+    let (calls, results) = slow_fetches_at_once(&cache, 8, Err(FetchError("backend down"))).await;
+    for result in results {
+        assert_eq!(result, Err(FetchError("backend down")));
     }
-    for task in tasks {
-        assert_eq!(task.await.unwrap(), Err(FetchError("backend down")));
-    }
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(calls, 1);
     let calls = Arc::default();
     let data = cache.get_or_fetch("k", fetch(&calls, b"back")).await;
     assert_eq!(data, Ok(Bytes::from_static(b"back")));
@@ -148,8 +162,7 @@ async fn shared_fetch_error_reaches_every_caller_and_is_not_cached() {
 
 #[tokio::test]
 async fn fetch_error_is_returned_and_not_cached() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = BlockCache::open(config(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache();
     let failed = cache
         .get_or_fetch("k", || async { Err::<Bytes, _>(FetchError("boom")) })
         .await;
@@ -161,8 +174,7 @@ async fn fetch_error_is_returned_and_not_cached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_takes_over_when_the_leader_is_cancelled() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = BlockCache::open(config(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache();
     let leader = {
         let cache = Arc::clone(&cache);
         tokio::spawn(async move {
@@ -190,11 +202,7 @@ async fn follower_takes_over_when_the_leader_is_cancelled() {
 #[tokio::test]
 async fn flipped_byte_is_a_miss_and_refetched() {
     let tmp = tempfile::tempdir().unwrap();
-    {
-        let cache = BlockCache::open(config(tmp.path())).unwrap();
-        cache.insert("k", Bytes::from_static(b"good data")).await;
-        cache.flush().await;
-    }
+    seed_disk(tmp.path(), "k", b"good data").await;
     let cache = BlockCache::open(config(tmp.path())).unwrap();
     let path = cache.disk.path_for("k");
     let mut raw = std::fs::read(&path).unwrap();
@@ -223,11 +231,7 @@ async fn flipped_byte_is_a_miss_and_refetched() {
 #[tokio::test]
 async fn truncated_file_is_a_miss_and_deleted() {
     let tmp = tempfile::tempdir().unwrap();
-    {
-        let cache = BlockCache::open(config(tmp.path())).unwrap();
-        cache.insert("k", Bytes::from_static(b"some block")).await;
-        cache.flush().await;
-    }
+    seed_disk(tmp.path(), "k", b"some block").await;
     let cache = BlockCache::open(config(tmp.path())).unwrap();
     let path = cache.disk.path_for("k");
     let raw = std::fs::read(&path).unwrap();
@@ -289,11 +293,7 @@ async fn disk_limit_holds_after_many_inserts() {
 #[tokio::test]
 async fn free_space_floor_evicts_and_stops_writes() {
     let tmp = tempfile::tempdir().unwrap();
-    {
-        let cache = BlockCache::open(config(tmp.path())).unwrap();
-        cache.insert("old", Bytes::from_static(b"old block")).await;
-        cache.flush().await;
-    }
+    seed_disk(tmp.path(), "old", b"old block").await;
     // No file system has this much free space, so everything must go.
     let config = CacheConfig {
         min_free_bytes: u64::MAX,
@@ -334,8 +334,7 @@ async fn open_does_not_walk_the_directory() {
 
 #[tokio::test]
 async fn unwritable_dir_still_returns_data() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = BlockCache::open(config(tmp.path())).unwrap();
+    let (tmp, cache) = fresh_cache();
     // A file where the blocks directory should be fails every write, even for root.
     let blocks = tmp.path().join("blocks");
     std::fs::remove_dir_all(&blocks).unwrap();
@@ -350,8 +349,7 @@ async fn unwritable_dir_still_returns_data() {
 
 #[tokio::test]
 async fn remove_drops_memory_and_disk() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = BlockCache::open(config(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache();
     cache.insert("k", Bytes::from_static(b"bad upstream")).await;
     cache.flush().await;
     assert!(cache.disk.path_for("k").exists());
@@ -364,8 +362,7 @@ async fn remove_drops_memory_and_disk() {
 #[test]
 fn lookups_can_be_spawned() {
     fn assert_send<T: Send>(_: &T) {}
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = BlockCache::open(config(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache();
     assert_send(&cache.get_or_fetch("k", unreachable_fetch));
     assert_send(&cache.get_cached("k"));
 }
