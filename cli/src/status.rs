@@ -176,6 +176,18 @@ fn prometheus(all: &[MountStatus]) -> String {
         "Bytes held by the cache.",
         held,
     );
+    family(
+        "snapfs_cache_evicted_bytes_total",
+        "counter",
+        "Bytes the cache let go to stay within its limits.",
+        per_mount("", &|m| m.status.metrics.cache.evicted_bytes),
+    );
+    family(
+        "snapfs_cache_corrupt_blocks_total",
+        "counter",
+        "Cached blocks found damaged on disk (checksum) and fetched again.",
+        per_mount("", &|m| m.status.metrics.cache.corrupt_dropped),
+    );
 
     let mut jobs = Vec::new();
     for state in [

@@ -36,7 +36,7 @@ pub struct CacheConfig {
 
 /// Counters since open. Each lookup counts as exactly one of `memory_hits`, `disk_hits` or
 /// `misses`; a caller that joined another caller's lookup counts by where that one found the block.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CacheStats {
     pub memory_hits: u64,
     pub disk_hits: u64,

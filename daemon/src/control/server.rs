@@ -9,7 +9,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::wire::{
-    CacheMetrics, ErrorCode, Info, Metrics, PROTOCOL, Request, Response, StatusReport, VerifyReport,
+    ErrorCode, Info, Metrics, PROTOCOL, Request, Response, StatusReport, VerifyReport,
 };
 use crate::jobs::Jobs;
 use crate::lifecycle::Lifecycle;
@@ -131,23 +131,13 @@ impl Server {
                     .map(|b| b.path().to_string())
                     .collect(),
             }),
-            Request::Status => {
-                let c = self.vfs.cache().stats();
-                Response::Status(StatusReport {
-                    jobs: self.jobs.all(),
-                    metrics: Metrics {
-                        targets: self.jobs.backends().iter().map(|b| b.metrics()).collect(),
-                        cache: CacheMetrics {
-                            memory_hits: c.memory_hits,
-                            disk_hits: c.disk_hits,
-                            misses: c.misses,
-                            fetched_bytes: c.fetched_bytes,
-                            disk_bytes: c.disk_bytes,
-                            memory_bytes: c.memory_bytes,
-                        },
-                    },
-                })
-            }
+            Request::Status => Response::Status(StatusReport {
+                jobs: self.jobs.all(),
+                metrics: Metrics {
+                    targets: self.jobs.backends().iter().map(|b| b.metrics()).collect(),
+                    cache: self.vfs.cache().stats(),
+                },
+            }),
             Request::List { target } => {
                 let t = self.target(&target)?;
                 let mut snapshots = self

@@ -128,15 +128,8 @@ pub struct TargetMetrics {
     pub errors: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CacheMetrics {
-    pub memory_hits: u64,
-    pub disk_hits: u64,
-    pub misses: u64,
-    pub fetched_bytes: u64,
-    pub disk_bytes: u64,
-    pub memory_bytes: u64,
-}
+/// The block cache's counters, as the cache keeps them.
+pub use snapfs_fs::cache::CacheStats as CacheMetrics;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyReport {
