@@ -270,11 +270,25 @@ pub(super) fn update(state: &State, call: &Call, body: Value) -> Result<Response
         )));
     }
     let given = meta::resource_version(&body).map(str::to_string);
+    rewrite(state, call, &name, |stored| {
+        precondition(t.rt, &name, stored, given.as_deref())?;
+        write_through(call, stored, body)
+    })
+}
+
+/// Replaces stored object `name` with what `make` builds from it (a dry run only answers what
+/// it would be), and answers the result.
+fn rewrite(
+    state: &State,
+    call: &Call,
+    name: &str,
+    make: impl FnOnce(&Value) -> Result<Value, ApiError>,
+) -> Result<Response<Body>, ApiError> {
+    let t = &call.target;
     let dry = dry_run(call);
     let mut result = None;
-    let updated = state.store.modify(t.rt, t.ns(), &name, |stored| {
-        precondition(t.rt, &name, stored, given.as_deref())?;
-        let new = write_through(call, stored, body)?;
+    let stored = state.store.modify(t.rt, t.ns(), name, |stored| {
+        let new = make(stored)?;
         if dry {
             result = Some(new);
         } else {
@@ -282,10 +296,7 @@ pub(super) fn update(state: &State, call: &Call, body: Value) -> Result<Response
         }
         Ok(())
     })?;
-    Ok(json_response(
-        200,
-        &render(call, &result.unwrap_or(updated)),
-    ))
+    Ok(json_response(200, &render(call, &result.unwrap_or(stored))))
 }
 
 pub(super) fn patch(state: &State, call: &Call, body: Value) -> Result<Response<Body>, ApiError> {
@@ -313,9 +324,7 @@ pub(super) fn patch(state: &State, call: &Call, body: Value) -> Result<Response<
         return Err(ApiError::unsupported_media_type(content_type));
     }
     let given = meta::resource_version(&body).map(str::to_string);
-    let dry = dry_run(call);
-    let mut result = None;
-    let patched = state.store.modify(t.rt, t.ns(), &name, |stored| {
+    rewrite(state, call, &name, |stored| {
         let mut new = stored.clone();
         match content_type {
             "application/merge-patch+json" => patch::merge(&mut new, &body),
@@ -327,18 +336,8 @@ pub(super) fn patch(state: &State, call: &Call, body: Value) -> Result<Response<
         if content_type != "application/json-patch+json" {
             precondition(t.rt, &name, stored, given.as_deref())?;
         }
-        let new = write_through(call, stored, new)?;
-        if dry {
-            result = Some(new);
-        } else {
-            *stored = new;
-        }
-        Ok(())
-    })?;
-    Ok(json_response(
-        200,
-        &render(call, &result.unwrap_or(patched)),
-    ))
+        write_through(call, stored, new)
+    })
 }
 
 /// `gracePeriodSeconds` from the query or a DeleteOptions body.
