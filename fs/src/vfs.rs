@@ -10,13 +10,14 @@ mod live;
 mod read;
 mod readme;
 mod staging;
+mod targets;
 mod tree;
 mod write;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 pub use attr::{Attr, DirEntry, Entry, FileKind, FsStats, Opened};
@@ -24,37 +25,15 @@ pub use error::{VfsError, VfsResult};
 pub use inodes::ROOT_INO;
 pub use live::LiveMount;
 pub use staging::{Activity, JobKind, Staging, UploadHooks, UploadState, UploadStatus};
+pub use targets::{Target, TargetId, TargetSet};
 pub use tree::{Block, Encoding, SnapshotTree, TreeNode, blocks_covering, raw_blocks};
 pub use write::{SetAttr, TimeSet};
 
-use crate::backend::{Backend, RawObjects, SnapshotInfo};
+use crate::backend::{RawObjects, SnapshotInfo};
 use crate::cache::BlockCache;
 use inodes::{Inodes, Node};
 use listing::Listings;
 use read::Handle;
-
-/// A directory of the mount backed by one backend (`cloud/local`).
-pub struct Target {
-    /// Kind directory: "cloud", "k8s" or "hivemq".
-    pub kind: &'static str,
-    /// Path below the kind directory, '/'-separated (`local`, `prod/shop`). A target of more
-    /// than one component sits inside a live tree (a Kubernetes namespace), which leads to it.
-    pub name: String,
-    /// One line for the generated README.
-    pub description: String,
-    pub backend: Arc<dyn Backend>,
-    pub raw: Option<Arc<dyn RawObjects>>,
-    /// Whether `uploads/` exists: false where snapshots are made by the backend itself and
-    /// nothing can be written in (a HiveMQ cluster has no upload endpoint).
-    pub uploads: bool,
-}
-
-impl Target {
-    /// The target's path in the mount (`cloud/local`).
-    pub fn path(&self) -> String {
-        format!("{}/{}", self.kind, self.name)
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct VfsConfig {
@@ -87,34 +66,8 @@ const TTL_CHANGING: Duration = Duration::from_secs(1);
 /// Tells the kernel to forget a cached name (parent inode, name).
 pub type Invalidator = Box<dyn Fn(u64, &OsStr) + Send + Sync>;
 
-/// The targets of the mount, indexed in the order they came: the configured ones first, then
-/// those a live tree reveals while the mount runs (a Kubernetes namespace). None is ever
-/// removed, so an index stays valid for the life of the mount.
-struct Targets(RwLock<Vec<Arc<Target>>>);
-
-impl Targets {
-    fn get(&self, t: usize) -> VfsResult<Arc<Target>> {
-        self.0
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(t)
-            .cloned()
-            .ok_or(VfsError::NotFound)
-    }
-
-    fn all(&self) -> Vec<Arc<Target>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn push(&self, target: Target) -> usize {
-        let mut all = self.0.write().unwrap_or_else(|e| e.into_inner());
-        all.push(Arc::new(target));
-        all.len() - 1
-    }
-}
-
 pub struct Vfs {
-    targets: Targets,
+    targets: Arc<dyn TargetSet>,
     live: Vec<LiveMount>,
     live_recent: live::Recent,
     invalidator: std::sync::OnceLock<Invalidator>,
@@ -124,7 +77,7 @@ pub struct Vfs {
     staging: Arc<Staging>,
     hooks: Arc<dyn UploadHooks>,
     listings: Listings,
-    trees: Mutex<lru::LruCache<(usize, String, String), Arc<SnapshotTree>>>,
+    trees: Mutex<lru::LruCache<(TargetId, String, String), Arc<SnapshotTree>>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: std::sync::atomic::AtomicU64,
     readahead: Arc<tokio::sync::Semaphore>,
@@ -133,7 +86,7 @@ pub struct Vfs {
 
 impl Vfs {
     pub fn new(
-        targets: Vec<Target>,
+        targets: Arc<dyn TargetSet>,
         config: VfsConfig,
         cache: Arc<BlockCache>,
         staging: Arc<Staging>,
@@ -143,7 +96,7 @@ impl Vfs {
         Vfs {
             invalidator: std::sync::OnceLock::new(),
             listings: Listings::new(config.list_ttl),
-            targets: Targets(RwLock::new(targets.into_iter().map(Arc::new).collect())),
+            targets,
             live: Vec::new(),
             live_recent: live::Recent::default(),
             config,
@@ -165,9 +118,8 @@ impl Vfs {
         self.targets.all()
     }
 
-    /// Adds a target found while the mount runs; its index follows the last one.
-    pub fn add_target(&self, target: Target) -> usize {
-        self.targets.push(target)
+    fn target(&self, id: TargetId) -> VfsResult<Arc<Target>> {
+        self.targets.get(id).ok_or(VfsError::NotFound)
     }
 
     pub fn staging(&self) -> &Arc<Staging> {
@@ -179,7 +131,7 @@ impl Vfs {
     }
 
     /// The snapshot list of a target changed (an upload finished, a snapshot was removed).
-    pub fn invalidate(&self, target: usize) {
+    pub fn invalidate(&self, target: TargetId) {
         self.listings.invalidate(target);
     }
 
@@ -190,9 +142,9 @@ impl Vfs {
 
     /// Snapshot or upload `name` of a target appeared, finished or vanished outside a request:
     /// the listing is refreshed and the kernel forgets the names it may have cached.
-    pub fn entry_changed(&self, target: usize, name: &str) {
+    pub fn entry_changed(&self, target: TargetId, name: &str) {
         self.invalidate(target);
-        let Ok(t) = self.targets.get(target) else {
+        let Ok(t) = self.target(target) else {
             return;
         };
         let Some(mut dir) = self.inodes.find(ROOT_INO, OsStr::new(t.kind)) else {
@@ -226,15 +178,15 @@ impl Vfs {
     }
 
     /// Snapshots of a target, from the listing cache.
-    pub async fn snapshots(&self, target: usize) -> VfsResult<Arc<Vec<SnapshotInfo>>> {
-        let t = self.targets.get(target)?;
+    pub async fn snapshots(&self, target: TargetId) -> VfsResult<Arc<Vec<SnapshotInfo>>> {
+        let t = self.target(target)?;
         self.listings.snapshots(target, t.backend.as_ref()).await
     }
 
     /// The content of a snapshot, opened once and kept while it is used.
     pub async fn snapshot_tree(
         &self,
-        target: usize,
+        target: TargetId,
         name: &str,
     ) -> VfsResult<(SnapshotInfo, Arc<SnapshotTree>)> {
         let list = self.snapshots(target).await?;
@@ -248,19 +200,15 @@ impl Vfs {
         if let Some(tree) = self.trees_lock().get(&key) {
             return Ok((info, tree.clone()));
         }
-        let tree = self
-            .targets
-            .get(target)?
-            .backend
-            .open_snapshot(name)
-            .await?;
+        let tree = self.target(target)?.backend.open_snapshot(name).await?;
         self.trees_lock().put(key, tree.clone());
         Ok((info, tree))
     }
 
     fn trees_lock(
         &self,
-    ) -> std::sync::MutexGuard<'_, lru::LruCache<(usize, String, String), Arc<SnapshotTree>>> {
+    ) -> std::sync::MutexGuard<'_, lru::LruCache<(TargetId, String, String), Arc<SnapshotTree>>>
+    {
         self.trees.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -295,13 +243,12 @@ impl Vfs {
     }
 
     /// Targets shown directly in a kind directory; deeper ones are reached through live trees.
-    fn children_of_group(&self, kind: &str) -> Vec<(usize, String)> {
+    fn children_of_group(&self, kind: &str) -> Vec<(TargetId, String)> {
         self.targets
             .all()
             .iter()
-            .enumerate()
-            .filter(|(_, t)| t.kind == kind && !t.name.contains('/'))
-            .map(|(i, t)| (i, t.name.clone()))
+            .filter(|t| t.kind == kind && !t.name.contains('/'))
+            .map(|t| (t.id, t.name.clone()))
             .collect()
     }
 
@@ -435,8 +382,8 @@ impl Vfs {
             Node::Live { mount, path } => self.live_child(*mount, path, name).await,
             Node::Target(t) => match name_str {
                 Some("snapshots") => Ok(Node::Snapshots(*t)),
-                Some("uploads") if self.targets.get(*t)?.uploads => Ok(Node::Uploads(*t)),
-                Some("objects") if self.targets.get(*t)?.raw.is_some() => Ok(Node::Objects {
+                Some("uploads") if self.target(*t)?.uploads => Ok(Node::Uploads(*t)),
+                Some("objects") if self.target(*t)?.raw.is_some() => Ok(Node::Objects {
                     target: *t,
                     prefix: String::new(),
                 }),
@@ -519,16 +466,12 @@ impl Vfs {
         }
     }
 
-    fn raw(&self, target: usize) -> VfsResult<Arc<dyn RawObjects>> {
-        self.targets
-            .get(target)?
-            .raw
-            .clone()
-            .ok_or(VfsError::NotFound)
+    fn raw(&self, target: TargetId) -> VfsResult<Arc<dyn RawObjects>> {
+        self.target(target)?.raw.clone().ok_or(VfsError::NotFound)
     }
 
     /// The name `latest` points at: the newest ready snapshot.
-    pub async fn latest(&self, target: usize) -> VfsResult<Option<String>> {
+    pub async fn latest(&self, target: TargetId) -> VfsResult<Option<String>> {
         let list = self.snapshots(target).await?;
         Ok(list
             .iter()
@@ -578,7 +521,7 @@ impl Vfs {
     }
 
     /// The staging path of a staged inode, with its target and upload name.
-    fn staged_path(&self, ino: u64) -> VfsResult<(usize, String, PathBuf)> {
+    fn staged_path(&self, ino: u64) -> VfsResult<(TargetId, String, PathBuf)> {
         let (top, names) = self
             .inodes
             .path_below(ino, |n| matches!(n, Node::Uploads(_)))
@@ -591,7 +534,7 @@ impl Vfs {
             .and_then(|n| n.to_str())
             .ok_or(VfsError::NotFound)?
             .to_string();
-        let mut path = self.staging.target_dir(&self.targets.get(t)?.path());
+        let mut path = self.staging.target_dir(&self.target(t)?.path());
         path.extend(names.iter());
         Ok((t, upload, path))
     }

@@ -4,6 +4,7 @@ use std::ffi::{OsStr, OsString};
 
 use super::error::{VfsError, VfsResult};
 use super::inodes::Node;
+use super::targets::TargetId;
 use super::{DirEntry, FileKind, SnapshotTree, Vfs, write};
 
 impl Vfs {
@@ -51,7 +52,7 @@ impl Vfs {
             }
             Node::Target(t) => {
                 add("snapshots".into(), Node::Snapshots(*t), FileKind::Dir);
-                let target = self.targets.get(*t)?;
+                let target = self.target(*t)?;
                 if target.uploads {
                     add("uploads".into(), Node::Uploads(*t), FileKind::Dir);
                 }
@@ -172,7 +173,7 @@ impl Vfs {
         Ok(out)
     }
 
-    pub(super) fn status_json(&self, target: usize, name: &str) -> Option<Vec<u8>> {
+    pub(super) fn status_json(&self, target: TargetId, name: &str) -> Option<Vec<u8>> {
         let status = self.hooks.status(target, name)?;
         let mut json = serde_json::to_vec_pretty(&status).ok()?;
         json.push(b'\n');

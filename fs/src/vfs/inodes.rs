@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::sync::{Arc, RwLock};
 
+use super::targets::TargetId;
 use super::tree::SnapshotTree;
 
 pub const ROOT_INO: u64 = 1;
@@ -19,17 +20,17 @@ pub enum Node {
     /// `cloud/`, `k8s/`, `hivemq/`: holds the targets of one kind.
     Group(&'static str),
     /// A target directory (`cloud/local/`).
-    Target(usize),
-    Snapshots(usize),
-    Latest(usize),
-    Uploads(usize),
+    Target(TargetId),
+    Snapshots(TargetId),
+    Latest(TargetId),
+    Uploads(TargetId),
     /// A folder of the raw view; `prefix` is "" or ends with '/'.
     Objects {
-        target: usize,
+        target: TargetId,
         prefix: String,
     },
     Object {
-        target: usize,
+        target: TargetId,
         key: String,
         size: u64,
         modified: std::time::SystemTime,
@@ -37,16 +38,16 @@ pub enum Node {
     },
     /// An entry inside snapshot `name`.
     Snap {
-        target: usize,
+        target: TargetId,
         name: String,
         tree: Arc<SnapshotTree>,
         id: u32,
     },
     /// A staged file or folder under `uploads/`; its path follows from its ancestry.
-    Staged(usize),
+    Staged(TargetId),
     /// `uploads/NAME.status`.
     Status {
-        target: usize,
+        target: TargetId,
         name: String,
     },
     /// An entry of live tree `mount`; `path` is "" for the tree's own directory.
@@ -251,17 +252,17 @@ mod tests {
             a,
             t.entry(ROOT_INO, OsStr::new("cloud"), Node::Group("cloud"))
         );
-        let up = t.entry(a, OsStr::new("uploads"), Node::Uploads(0));
-        let f = t.entry(up, OsStr::new("x"), Node::Staged(0));
-        let g = t.entry(f, OsStr::new("y"), Node::Staged(0));
+        let up = t.entry(a, OsStr::new("uploads"), Node::Uploads(TargetId(0)));
+        let f = t.entry(up, OsStr::new("x"), Node::Staged(TargetId(0)));
+        let g = t.entry(f, OsStr::new("y"), Node::Staged(TargetId(0)));
         let (top, names) = t.path_below(g, |n| matches!(n, Node::Uploads(_))).unwrap();
-        assert!(matches!(top.node, Node::Uploads(0)));
+        assert!(matches!(top.node, Node::Uploads(TargetId(0))));
         assert_eq!(names, [OsString::from("x"), OsString::from("y")]);
         t.rename(up, OsStr::new("x"), up, OsStr::new("z"));
         let (_, names) = t.path_below(g, |n| matches!(n, Node::Uploads(_))).unwrap();
         assert_eq!(names, [OsString::from("z"), OsString::from("y")]);
         t.unlink(f, OsStr::new("y"));
-        let g2 = t.entry(f, OsStr::new("y"), Node::Staged(0));
+        let g2 = t.entry(f, OsStr::new("y"), Node::Staged(TargetId(0)));
         assert_ne!(g, g2);
         // Kind changes give a new number.
         let s = t.entry(up, OsStr::new("z.status"), Node::Readme);
@@ -269,7 +270,7 @@ mod tests {
             up,
             OsStr::new("z.status"),
             Node::Status {
-                target: 0,
+                target: TargetId(0),
                 name: "z".into(),
             },
         );

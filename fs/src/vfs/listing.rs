@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::error::VfsResult;
+use super::targets::TargetId;
 use crate::backend::{Backend, RawListing, RawObjects, SnapshotInfo};
 
 struct Cached<T> {
@@ -26,8 +27,8 @@ struct Slot {
 pub struct Listings {
     ttl: Duration,
     /// By target index; made on first use, as targets may be added while the mount runs.
-    snapshots: Mutex<HashMap<usize, Arc<Slot>>>,
-    raw: Mutex<HashMap<(usize, String), Cached<RawListing>>>,
+    snapshots: Mutex<HashMap<TargetId, Arc<Slot>>>,
+    raw: Mutex<HashMap<(TargetId, String), Cached<RawListing>>>,
 }
 
 impl Listings {
@@ -39,7 +40,7 @@ impl Listings {
         }
     }
 
-    fn slot(&self, target: usize) -> Arc<Slot> {
+    fn slot(&self, target: TargetId) -> Arc<Slot> {
         let mut all = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
         all.entry(target).or_default().clone()
     }
@@ -51,7 +52,7 @@ impl Listings {
             .map(|c| c.value.clone())
     }
 
-    pub fn invalidate(&self, target: usize) {
+    pub fn invalidate(&self, target: TargetId) {
         *self
             .slot(target)
             .list
@@ -65,7 +66,7 @@ impl Listings {
 
     pub async fn snapshots(
         &self,
-        target: usize,
+        target: TargetId,
         backend: &dyn Backend,
     ) -> VfsResult<Arc<Vec<SnapshotInfo>>> {
         let slot = self.slot(target);
@@ -105,7 +106,7 @@ impl Listings {
 
     pub async fn raw(
         &self,
-        target: usize,
+        target: TargetId,
         prefix: &str,
         raw: &dyn RawObjects,
     ) -> VfsResult<Arc<RawListing>> {

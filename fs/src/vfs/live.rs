@@ -156,9 +156,9 @@ impl Vfs {
         }
         let m = self.live.get(mount).ok_or(VfsError::NotFound)?;
         let target = format!("{}/{}", m.kind, join(&m.name, dir));
-        self.hooks
-            .target(&target)
-            .map(Node::Uploads)
+        self.targets
+            .find(&target)
+            .map(|t| Node::Uploads(t.id))
             .ok_or(VfsError::NotFound)
     }
 

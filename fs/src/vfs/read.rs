@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::error::{VfsError, VfsResult};
 use super::inodes::Node;
+use super::targets::TargetId;
 use super::tree::{Block, Encoding, SnapshotTree, blocks_covering, raw_blocks};
 use super::{DirEntry, Entry, FileKind, Opened, Vfs};
 use crate::backend::{Backend, BackendError};
@@ -48,7 +49,7 @@ pub(super) struct ReadAhead {
 
 pub(super) enum Handle {
     File {
-        target: usize,
+        target: TargetId,
         data: FileData,
         size: u64,
         /// Added to cache keys: the object version for raw objects, empty for snapshot packs.
@@ -57,7 +58,7 @@ pub(super) enum Handle {
     },
     Generated(Bytes),
     Staged {
-        target: usize,
+        target: TargetId,
         /// The staged inode, to tell which upload it is in after a rename.
         ino: u64,
         /// The upload whose open count includes this handle.
@@ -212,7 +213,7 @@ impl Vfs {
 
     pub(super) fn new_staged_handle(
         &self,
-        target: usize,
+        target: TargetId,
         ino: u64,
         upload: String,
         file: File,
@@ -356,13 +357,13 @@ impl Vfs {
 
     async fn read_blocks(
         &self,
-        target: usize,
+        target: TargetId,
         blocks: &[Block],
         tag: &str,
         range: Range<u64>,
     ) -> VfsResult<Bytes> {
         let covering = blocks_covering(blocks, range.start, range.end);
-        let t = self.targets.get(target)?;
+        let t = self.target(target)?;
         let path = t.path();
         let slice = |b: &Block, data: &Bytes| -> VfsResult<Bytes> {
             let from = range.start.max(b.start) - b.start;
@@ -387,7 +388,7 @@ impl Vfs {
     /// Starts fetching the blocks after a sequential read, more of them the longer the stream.
     fn read_ahead(
         &self,
-        target: usize,
+        target: TargetId,
         blocks: &[Block],
         tag: &str,
         ra: &Mutex<ReadAhead>,
@@ -426,7 +427,7 @@ impl Vfs {
             ra.issued = to;
             from..to
         };
-        let Ok(t) = self.targets.get(target) else {
+        let Ok(t) = self.target(target) else {
             return;
         };
         let todo = &blocks[todo];

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::error::VfsResult;
+use super::targets::TargetId;
 
 /// Activity of one upload, as the VFS sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +28,7 @@ pub struct Activity {
 #[derive(Debug)]
 pub struct Staging {
     root: PathBuf,
-    activity: Mutex<HashMap<(usize, String), Activity>>,
+    activity: Mutex<HashMap<(TargetId, String), Activity>>,
 }
 
 impl Staging {
@@ -47,12 +48,12 @@ impl Staging {
         &self.root
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<(usize, String), Activity>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<(TargetId, String), Activity>) -> R) -> R {
         let mut map = self.activity.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut map)
     }
 
-    fn touch_with(&self, target: usize, name: &str, open_delta: i32) {
+    fn touch_with(&self, target: TargetId, name: &str, open_delta: i32) {
         self.with(|map| {
             let a = map.entry((target, name.to_string())).or_insert(Activity {
                 open: 0,
@@ -66,30 +67,30 @@ impl Staging {
     }
 
     /// Something under `uploads/NAME` changed.
-    pub fn touch(&self, target: usize, name: &str) {
+    pub fn touch(&self, target: TargetId, name: &str) {
         self.touch_with(target, name, 0);
     }
 
-    pub fn opened(&self, target: usize, name: &str) {
+    pub fn opened(&self, target: TargetId, name: &str) {
         self.touch_with(target, name, 1);
     }
 
-    pub fn closed(&self, target: usize, name: &str) {
+    pub fn closed(&self, target: TargetId, name: &str) {
         self.touch_with(target, name, -1);
     }
 
-    pub fn activity(&self, target: usize, name: &str) -> Option<Activity> {
+    pub fn activity(&self, target: TargetId, name: &str) -> Option<Activity> {
         self.with(|map| map.get(&(target, name.to_string())).copied())
     }
 
     /// The generation of an upload that has no open handle and has been quiet for `settle`.
-    pub fn settled(&self, target: usize, name: &str, settle: Duration) -> Option<u64> {
+    pub fn settled(&self, target: TargetId, name: &str, settle: Duration) -> Option<u64> {
         let a = self.activity(target, name)?;
         (a.open == 0 && a.last_change.elapsed() >= settle).then_some(a.generation)
     }
 
     /// Registers an upload found on disk at start-up as quiet since now.
-    pub fn adopt(&self, target: usize, name: &str) {
+    pub fn adopt(&self, target: TargetId, name: &str) {
         self.with(|map| {
             map.entry((target, name.to_string())).or_insert(Activity {
                 open: 0,
@@ -99,7 +100,7 @@ impl Staging {
         });
     }
 
-    pub fn forget(&self, target: usize, name: &str) {
+    pub fn forget(&self, target: TargetId, name: &str) {
         self.with(|map| map.remove(&(target, name.to_string())));
     }
 }
@@ -182,12 +183,9 @@ pub struct UploadStatus {
 pub trait UploadHooks: Send + Sync + 'static {
     /// Before `uploads/NAME` is created: refuse a name the target cannot hold (EINVAL), one that
     /// is taken (EEXIST) or one over the target's limit (EDQUOT).
-    async fn admit(&self, target: usize, name: &str) -> VfsResult<()>;
+    async fn admit(&self, target: TargetId, name: &str) -> VfsResult<()>;
     /// What `uploads/NAME.status` says, if anything is known.
-    fn status(&self, target: usize, name: &str) -> Option<UploadStatus>;
+    fn status(&self, target: TargetId, name: &str) -> Option<UploadStatus>;
     /// The user removed `uploads/NAME`: stop and forget its job.
-    fn discarded(&self, target: usize, name: &str);
-    /// The index of the target at `path` (`k8s/prod/shop`), added to the mount if it is new;
-    /// None when no target can be there.
-    fn target(&self, path: &str) -> Option<usize>;
+    fn discarded(&self, target: TargetId, name: &str);
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use super::error::{VfsError, VfsResult};
 use super::inodes::Node;
 use super::read::Handle;
+use super::targets::TargetId;
 use super::{Attr, Entry, FileKind, Opened, Vfs};
 
 const TTL_STAGED: Duration = Duration::from_secs(1);
@@ -147,10 +148,10 @@ fn set_times(path: &Path, atime: Option<TimeSet>, mtime: Option<TimeSet>) -> Vfs
 impl Vfs {
     /// The staging folder behind a directory of `uploads/`, with its target and, below the
     /// top level, its upload's name. Anything else is read-only.
-    pub(super) fn writable_dir(&self, ino: u64) -> VfsResult<(usize, Option<String>, PathBuf)> {
+    pub(super) fn writable_dir(&self, ino: u64) -> VfsResult<(TargetId, Option<String>, PathBuf)> {
         match self.inode(ino)?.node {
             Node::Uploads(t) => {
-                let dir = self.staging.target_dir(&self.targets.get(t)?.path());
+                let dir = self.staging.target_dir(&self.target(t)?.path());
                 fs::create_dir_all(&dir)?;
                 Ok((t, None, dir))
             }
@@ -164,7 +165,7 @@ impl Vfs {
 
     /// Where a new entry `name` in `parent` goes; a new top-level entry is a new upload and must
     /// be admitted first.
-    async fn new_entry(&self, parent: u64, name: &OsStr) -> VfsResult<(usize, String, PathBuf)> {
+    async fn new_entry(&self, parent: u64, name: &OsStr) -> VfsResult<(TargetId, String, PathBuf)> {
         let (t, upload, dir) = self.writable_dir(parent)?;
         let upload = match upload {
             Some(u) => u,
@@ -173,7 +174,7 @@ impl Vfs {
         Ok((t, upload, dir.join(name)))
     }
 
-    async fn admit(&self, target: usize, name: &OsStr) -> VfsResult<String> {
+    async fn admit(&self, target: TargetId, name: &OsStr) -> VfsResult<String> {
         let name = name
             .to_str()
             .ok_or_else(|| VfsError::InvalidName("snapshot names must be UTF-8".into()))?;
@@ -182,12 +183,18 @@ impl Vfs {
                 "{name:?}: names ending in .status are reserved for upload status files"
             )));
         }
-        self.targets.get(target)?.backend.check_name(name)?;
+        self.target(target)?.backend.check_name(name)?;
         self.hooks.admit(target, name).await?;
         Ok(name.to_string())
     }
 
-    fn entry_for(&self, parent: u64, name: &OsStr, target: usize, path: &Path) -> VfsResult<Entry> {
+    fn entry_for(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        target: TargetId,
+        path: &Path,
+    ) -> VfsResult<Entry> {
         let ino = self.inodes.entry(parent, name, Node::Staged(target));
         let meta = fs::symlink_metadata(path)?;
         Ok(Entry {

@@ -1,5 +1,6 @@
 //! Test doubles: an in-memory backend that serves snapshots in the real pack format and counts
-//! and falsifies what it serves, and upload hooks whose answers a test sets.
+//! and falsifies what it serves, upload hooks whose answers a test sets, and a set of targets
+//! a test adds to.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;
@@ -10,7 +11,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use snapfs_fs::backend::{Backend, BackendError, RawListing, RawObject, RawObjects, SnapshotInfo};
-use snapfs_fs::vfs::{SnapshotTree, UploadHooks, UploadStatus, VfsError, VfsResult};
+use snapfs_fs::vfs::{
+    SnapshotTree, Target, TargetId, TargetSet, UploadHooks, UploadStatus, VfsError, VfsResult,
+};
 
 /// How often an injected corruption strikes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,8 +224,6 @@ pub struct FakeHooks {
     full: AtomicBool,
     statuses: Mutex<HashMap<String, UploadStatus>>,
     discarded: Mutex<Vec<String>>,
-    /// Targets found while the mount runs, by path.
-    targets: Mutex<HashMap<String, usize>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -251,16 +252,11 @@ impl FakeHooks {
     pub fn discarded(&self) -> Vec<String> {
         lock(&self.discarded).clone()
     }
-
-    /// The target at `path` (`k8s/prod/shop`) has this index in the mount.
-    pub fn place(&self, path: &str, target: usize) {
-        lock(&self.targets).insert(path.to_string(), target);
-    }
 }
 
 #[async_trait]
 impl UploadHooks for FakeHooks {
-    async fn admit(&self, _target: usize, name: &str) -> VfsResult<()> {
+    async fn admit(&self, _target: TargetId, name: &str) -> VfsResult<()> {
         if lock(&self.taken).contains(name) {
             return Err(VfsError::Exists(format!("snapshot {name} already exists")));
         }
@@ -270,15 +266,56 @@ impl UploadHooks for FakeHooks {
         Ok(())
     }
 
-    fn status(&self, _target: usize, name: &str) -> Option<UploadStatus> {
+    fn status(&self, _target: TargetId, name: &str) -> Option<UploadStatus> {
         lock(&self.statuses).get(name).cloned()
     }
 
-    fn discarded(&self, _target: usize, name: &str) {
+    fn discarded(&self, _target: TargetId, name: &str) {
         lock(&self.discarded).push(name.to_string());
     }
+}
 
-    fn target(&self, path: &str) -> Option<usize> {
-        lock(&self.targets).get(path).copied()
+/// The targets of a test's mount: the ones it starts with and those it adds later, as the
+/// daemon's registry adds a namespace on first use.
+#[derive(Default)]
+pub struct FakeTargets {
+    all: Mutex<Vec<Arc<Target>>>,
+}
+
+impl FakeTargets {
+    /// Adds target `kind/name` (`cloud/local`, `k8s/prod/shop`) with its README line.
+    pub fn add(
+        &self,
+        (kind, name, description): (&'static str, &str, &str),
+        backend: Arc<FakeBackend>,
+        raw: bool,
+        uploads: bool,
+    ) -> TargetId {
+        let mut all = lock(&self.all);
+        let id = TargetId(all.len() as u32 + 1);
+        all.push(Arc::new(Target {
+            id,
+            kind,
+            name: name.to_string(),
+            description: description.to_string(),
+            raw: raw.then(|| backend.clone() as Arc<dyn RawObjects>),
+            backend,
+            uploads,
+        }));
+        id
+    }
+}
+
+impl TargetSet for FakeTargets {
+    fn get(&self, id: TargetId) -> Option<Arc<Target>> {
+        lock(&self.all).iter().find(|t| t.id == id).cloned()
+    }
+
+    fn all(&self) -> Vec<Arc<Target>> {
+        lock(&self.all).clone()
+    }
+
+    fn find(&self, path: &str) -> Option<Arc<Target>> {
+        lock(&self.all).iter().find(|t| t.path() == path).cloned()
     }
 }

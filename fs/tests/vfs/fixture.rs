@@ -12,11 +12,14 @@ use snapfs_fs::backend::{SnapshotInfo, SnapshotState};
 use snapfs_fs::cache::{BlockCache, CacheConfig};
 use snapfs_fs::format::{BLOCK_SIZE, PackBuilder, compress_block, manifest_key, pack_key};
 use snapfs_fs::vfs::{
-    Block, Encoding, Entry, FileKind, ROOT_INO, SnapshotTree, Staging, Target, TreeNode, Vfs,
-    VfsConfig, VfsError, VfsResult,
+    Block, Encoding, Entry, FileKind, ROOT_INO, SnapshotTree, Staging, TreeNode, Vfs, VfsConfig,
+    VfsError, VfsResult,
 };
 
-use crate::fake::{FakeBackend, FakeHooks};
+use crate::fake::{FakeBackend, FakeHooks, FakeTargets};
+
+/// The id of the standard fixture's one target, `cloud/local` (the first one added).
+pub const LOCAL: snapfs_fs::vfs::TargetId = snapfs_fs::vfs::TargetId(1);
 
 /// Bytes that do not compress, so frames are as large as blocks and offsets are far apart.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
@@ -243,6 +246,7 @@ pub struct Fixture {
     pub vfs: Vfs,
     pub backend: Arc<FakeBackend>,
     pub hooks: Arc<FakeHooks>,
+    pub targets: Arc<FakeTargets>,
     pub cache: Arc<BlockCache>,
     pub dir: tempfile::TempDir,
 }
@@ -271,17 +275,16 @@ impl Fixture {
     /// and no `objects/`.
     pub fn without_uploads(backend: Arc<FakeBackend>) -> Self {
         let mut f = Self::new(backend);
-        let target = Target {
-            kind: "hivemq",
-            name: "broker".into(),
-            description: "a broker in memory".into(),
-            backend: f.backend.clone(),
-            raw: None,
-            uploads: false,
-        };
+        f.targets = Arc::new(FakeTargets::default());
+        f.targets.add(
+            ("hivemq", "broker", "a broker in memory"),
+            f.backend.clone(),
+            false,
+            false,
+        );
         let staging = Arc::new(Staging::new(f.dir.path().join("staging")));
         f.vfs = Vfs::new(
-            vec![target],
+            f.targets.clone(),
             VfsConfig::default(),
             f.cache.clone(),
             staging,
@@ -294,16 +297,8 @@ impl Fixture {
     pub fn with_live(backend: Arc<FakeBackend>, mounts: Vec<snapfs_fs::vfs::LiveMount>) -> Self {
         let mut f = Self::new(backend);
         let staging = Arc::new(Staging::new(f.dir.path().join("staging")));
-        let target = Target {
-            kind: "cloud",
-            name: "local".into(),
-            description: "a bucket in memory".into(),
-            backend: f.backend.clone(),
-            raw: Some(f.backend.clone()),
-            uploads: true,
-        };
         f.vfs = Vfs::new(
-            vec![target],
+            f.targets.clone(),
             VfsConfig::default(),
             f.cache.clone(),
             staging,
@@ -331,23 +326,29 @@ impl Fixture {
     ) -> Self {
         let hooks = Arc::new(FakeHooks::default());
         let staging = Arc::new(Staging::new(dir.path().join("staging")));
-        let target = Target {
-            kind: "cloud",
-            name: "local".into(),
-            description: "a bucket in memory".into(),
-            backend: backend.clone(),
-            raw: Some(backend.clone()),
-            uploads: true,
-        };
+        let targets = Arc::new(FakeTargets::default());
+        targets.add(
+            ("cloud", "local", "a bucket in memory"),
+            backend.clone(),
+            true,
+            true,
+        );
         let config = VfsConfig {
             list_ttl,
             ..VfsConfig::default()
         };
-        let vfs = Vfs::new(vec![target], config, cache.clone(), staging, hooks.clone());
+        let vfs = Vfs::new(
+            targets.clone(),
+            config,
+            cache.clone(),
+            staging,
+            hooks.clone(),
+        );
         Fixture {
             vfs,
             backend,
             hooks,
+            targets,
             cache,
             dir,
         }

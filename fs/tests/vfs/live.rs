@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use snapfs_fs::backend::{BackendError, LiveEntry, LiveTree};
-use snapfs_fs::vfs::{FileKind, LiveMount, Target};
+use snapfs_fs::vfs::{FileKind, LiveMount};
 
 use crate::fixture::{Fixture, errno, noise, standard_backend};
 
@@ -106,15 +106,12 @@ async fn a_live_tree_can_hold_the_uploads_of_a_target_found_later() {
     assert_eq!(f.names("k8s/prod/shop").await, ["pods", "workloads"]);
     assert_eq!(errno(f.lookup("k8s/prod/shop/uploads").await), libc::ENOENT);
 
-    let t = f.vfs.add_target(Target {
-        kind: "k8s",
-        name: "prod/shop".into(),
-        description: "namespace shop".into(),
-        backend: standard_backend(),
-        raw: None,
-        uploads: true,
-    });
-    f.hooks.place("k8s/prod/shop", t);
+    let t = f.targets.add(
+        ("k8s", "prod/shop", "namespace shop"),
+        standard_backend(),
+        false,
+        true,
+    );
     assert_eq!(
         f.names("k8s/prod/shop").await,
         ["pods", "uploads", "workloads"]

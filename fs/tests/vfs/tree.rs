@@ -10,7 +10,8 @@ use snapfs_fs::vfs::{FileKind, ROOT_INO, SetAttr, TimeSet};
 
 use crate::fake::FakeBackend;
 use crate::fixture::{
-    BIG_LEN, Fixture, SnapshotBuilder, big_mtime, date, errno, standard, standard_backend, time,
+    BIG_LEN, Fixture, LOCAL, SnapshotBuilder, big_mtime, date, errno, standard, standard_backend,
+    time,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -164,7 +165,7 @@ async fn latest_points_at_the_newest_ready_snapshot() {
         date("2026-04-01T00:00:00Z"),
         SnapshotState::Ready,
     );
-    f.vfs.invalidate(0);
+    f.vfs.invalidate(LOCAL);
     assert_eq!(f.vfs.readlink(latest.attr.ino).await.unwrap(), b"db-4");
     assert!(
         f.names("cloud/local/snapshots")

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use snapfs_fs::vfs::{FileKind, SetAttr, TimeSet, UploadState, UploadStatus};
 
-use crate::fixture::{Fixture, errno, standard_backend, time};
+use crate::fixture::{Fixture, LOCAL, errno, standard_backend, time};
 
 const UPLOADS: &str = "cloud/local/uploads";
 
@@ -61,7 +61,7 @@ async fn written_files_land_in_staging_with_mode_and_mtime() {
     let up = f.ino(UPLOADS).await;
     let dir = f.vfs.mkdir(up, os("new"), 0o777, 0o022).await.unwrap();
     assert_eq!((dir.attr.kind, dir.attr.perm), (FileKind::Dir, 0o755));
-    let after_mkdir = f.vfs.staging().activity(0, "new").unwrap();
+    let after_mkdir = f.vfs.staging().activity(LOCAL, "new").unwrap();
     assert_eq!(after_mkdir.open, 0);
 
     let (entry, opened) = f
@@ -70,13 +70,13 @@ async fn written_files_land_in_staging_with_mode_and_mtime() {
         .await
         .unwrap();
     assert_eq!((entry.attr.kind, entry.attr.perm), (FileKind::File, 0o644));
-    let open = f.vfs.staging().activity(0, "new").unwrap();
+    let open = f.vfs.staging().activity(LOCAL, "new").unwrap();
     assert_eq!(open.open, 1);
     assert!(open.generation > after_mkdir.generation);
 
     assert_eq!(f.vfs.write(opened.fh, 0, b"hello ").unwrap(), 6);
     assert_eq!(f.vfs.write(opened.fh, 6, b"staging").unwrap(), 7);
-    let written = f.vfs.staging().activity(0, "new").unwrap();
+    let written = f.vfs.staging().activity(LOCAL, "new").unwrap();
     assert!(written.generation > open.generation);
     assert_eq!(
         f.vfs.read(opened.fh, 0, 100).await.unwrap(),
@@ -97,7 +97,7 @@ async fn written_files_land_in_staging_with_mode_and_mtime() {
         .attr;
     assert_eq!((attr.perm, attr.mtime, attr.size), (0o600, mtime, 13));
     f.vfs.release(opened.fh);
-    let closed = f.vfs.staging().activity(0, "new").unwrap();
+    let closed = f.vfs.staging().activity(LOCAL, "new").unwrap();
     assert_eq!(closed.open, 0);
     assert!(closed.generation > written.generation);
 
@@ -117,7 +117,7 @@ async fn written_files_land_in_staging_with_mode_and_mtime() {
 
     // Reopening for write with truncation, then a truncating setattr.
     let again = f.vfs.open(entry.attr.ino, true, true).await.unwrap();
-    assert_eq!(f.vfs.staging().activity(0, "new").unwrap().open, 1);
+    assert_eq!(f.vfs.staging().activity(LOCAL, "new").unwrap().open, 1);
     f.vfs.write(again.fh, 0, b"0123456789").unwrap();
     let set = SetAttr {
         size: Some(4),
@@ -126,7 +126,7 @@ async fn written_files_land_in_staging_with_mode_and_mtime() {
     f.vfs.setattr(entry.attr.ino, set, None).await.unwrap();
     f.vfs.release(again.fh);
     assert_eq!(fs::read(&on_disk).unwrap(), b"0123");
-    assert_eq!(f.vfs.staging().activity(0, "new").unwrap().open, 0);
+    assert_eq!(f.vfs.staging().activity(LOCAL, "new").unwrap().open, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -170,7 +170,7 @@ async fn renames_within_an_upload() {
     let (file, opened) = f.vfs.create(new, os("a.txt"), 0o644, 0).await.unwrap();
     f.vfs.write(opened.fh, 0, b"moved").unwrap();
     f.vfs.release(opened.fh);
-    let before = f.vfs.staging().activity(0, "new").unwrap().generation;
+    let before = f.vfs.staging().activity(LOCAL, "new").unwrap().generation;
 
     f.vfs
         .rename(new, os("a.txt"), sub, os("b.txt"))
@@ -179,7 +179,7 @@ async fn renames_within_an_upload() {
     let root = f.staging_root().join("cloud/local/new");
     assert!(!root.join("a.txt").exists());
     assert_eq!(fs::read(root.join("sub/b.txt")).unwrap(), b"moved");
-    assert!(f.vfs.staging().activity(0, "new").unwrap().generation > before);
+    assert!(f.vfs.staging().activity(LOCAL, "new").unwrap().generation > before);
     assert_eq!(
         errno(f.lookup("cloud/local/uploads/new/a.txt").await),
         libc::ENOENT
@@ -223,8 +223,8 @@ async fn renaming_an_upload_admits_the_new_name() {
         .unwrap();
     assert_eq!(f.names(UPLOADS).await, ["final"]);
     assert_eq!(f.hooks.discarded(), ["draft"]);
-    assert!(f.vfs.staging().activity(0, "final").is_some());
-    assert!(f.vfs.staging().activity(0, "draft").is_none());
+    assert!(f.vfs.staging().activity(LOCAL, "final").is_some());
+    assert!(f.vfs.staging().activity(LOCAL, "draft").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -247,7 +247,7 @@ async fn removing_an_upload_discards_it() {
     );
     f.vfs.remove(up, os("new"), true).await.unwrap();
     assert_eq!(f.hooks.discarded(), ["new"]);
-    assert!(f.vfs.staging().activity(0, "new").is_none());
+    assert!(f.vfs.staging().activity(LOCAL, "new").is_none());
     assert!(!f.staging_root().join("cloud/local/new").exists());
     assert_eq!(
         errno(f.lookup("cloud/local/uploads/new").await),
@@ -328,17 +328,17 @@ async fn open_handles_follow_their_upload_through_a_rename() {
 
     // `mv uploads/tmp uploads/final` while the copy into it is still running.
     f.vfs.rename(up, os("tmp"), up, os("final")).await.unwrap();
-    let moved = f.vfs.staging().activity(0, "final").unwrap();
+    let moved = f.vfs.staging().activity(LOCAL, "final").unwrap();
     assert_eq!(moved.open, 1, "an upload with an open file must not settle");
     f.vfs.write(opened.fh, 5, b" second").unwrap();
-    let written = f.vfs.staging().activity(0, "final").unwrap();
+    let written = f.vfs.staging().activity(LOCAL, "final").unwrap();
     assert!(
         written.generation > moved.generation,
         "the write went unseen"
     );
     f.vfs.release(opened.fh);
-    assert_eq!(f.vfs.staging().activity(0, "final").unwrap().open, 0);
-    assert!(f.vfs.staging().activity(0, "tmp").is_none());
+    assert_eq!(f.vfs.staging().activity(LOCAL, "final").unwrap().open, 0);
+    assert!(f.vfs.staging().activity(LOCAL, "tmp").is_none());
     let text = fs::read(f.staging_root().join("cloud/local/final/f")).unwrap();
     assert_eq!(text, b"first second");
 
@@ -347,8 +347,8 @@ async fn open_handles_follow_their_upload_through_a_rename() {
     let b = f.vfs.mkdir(up, os("b"), 0o755, 0).await.unwrap().attr.ino;
     let (_, opened) = f.vfs.create(a, os("x"), 0o644, 0).await.unwrap();
     f.vfs.rename(a, os("x"), b, os("x")).await.unwrap();
-    assert_eq!(f.vfs.staging().activity(0, "a").unwrap().open, 0);
-    assert_eq!(f.vfs.staging().activity(0, "b").unwrap().open, 1);
+    assert_eq!(f.vfs.staging().activity(LOCAL, "a").unwrap().open, 0);
+    assert_eq!(f.vfs.staging().activity(LOCAL, "b").unwrap().open, 1);
     f.vfs.release(opened.fh);
-    assert_eq!(f.vfs.staging().activity(0, "b").unwrap().open, 0);
+    assert_eq!(f.vfs.staging().activity(LOCAL, "b").unwrap().open, 0);
 }
