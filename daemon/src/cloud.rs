@@ -3,6 +3,7 @@
 
 mod credentials;
 mod orphans;
+mod powers;
 mod retry;
 mod store;
 mod upload;
@@ -28,9 +29,8 @@ use snapfs_fs::format::{self, EntryKind, Manifest};
 use snapfs_fs::vfs::{Block, Encoding, FileKind, SnapshotTree, TreeNode};
 
 pub use store::{local_dir, open_store};
-pub use upload::{Progress, new_upload_id};
 
-use crate::control::wire::TargetMetrics;
+use crate::control::wire::{TargetMetrics, VerifyReport};
 
 /// Longest snapshot name: the manifest key adds a suffix and must stay a legal file name.
 const MAX_NAME: usize = 255 - ".manifest.zst".len();
@@ -359,10 +359,7 @@ impl CloudBackend {
     }
 
     /// Reads every block of a snapshot straight from the store and checks it.
-    pub async fn verify(
-        &self,
-        name: &str,
-    ) -> Result<(u64, u64, Vec<(String, String)>), BackendError> {
+    pub async fn verify(&self, name: &str) -> Result<VerifyReport, BackendError> {
         let version = self.version_of(name).await?;
         let manifest = self.manifest(name, &version).await?;
         let (mut files, mut bytes, mut errors) = (0u64, 0u64, Vec::new());
@@ -390,7 +387,11 @@ impl CloudBackend {
                 }
             }
         }
-        Ok((files, bytes, errors))
+        Ok(VerifyReport {
+            files,
+            bytes,
+            errors,
+        })
     }
 }
 

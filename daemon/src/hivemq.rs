@@ -5,6 +5,7 @@
 
 mod backoff;
 mod client;
+mod powers;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -22,7 +23,7 @@ pub use backoff::Backoff;
 use client::{Backup, Client};
 
 use crate::config::Cluster;
-use crate::control::wire::TargetMetrics;
+use crate::control::wire::{TargetMetrics, VerifyReport};
 
 /// The file name of a backup's snapshot.
 const SUFFIX: &str = ".backup";
@@ -187,10 +188,7 @@ impl HiveMqBackend {
 
     /// Reads the whole backup file from the broker and checks its length (there is no
     /// checksum to check it against).
-    pub async fn verify(
-        &self,
-        name: &str,
-    ) -> Result<(u64, u64, Vec<(String, String)>), BackendError> {
+    pub async fn verify(&self, name: &str) -> Result<VerifyReport, BackendError> {
         let b = self.backup(name).await?;
         let (Some(id), Some(size)) = (b.id.as_deref(), b.bytes) else {
             return Err(BackendError::NotFound(format!(
@@ -201,11 +199,19 @@ impl HiveMqBackend {
         while start < size {
             let end = (start + BLOCK_SIZE as u64).min(size);
             if let Err(e) = self.client.download(id, start..end).await {
-                return Ok((1, start, vec![(name.to_string(), e.to_string())]));
+                return Ok(VerifyReport {
+                    files: 1,
+                    bytes: start,
+                    errors: vec![(name.to_string(), e.to_string())],
+                });
             }
             start = end;
         }
-        Ok((1, size, Vec::new()))
+        Ok(VerifyReport {
+            files: 1,
+            bytes: size,
+            errors: Vec::new(),
+        })
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod cluster;
 mod exec;
+mod powers;
 mod reader;
 mod tarball;
 mod upload;
@@ -31,8 +32,8 @@ use crate::config::{K8sSettings, KubeContext, is_dns_label};
 use crate::paths::Paths;
 use cluster::Namespaces;
 use reader::Readers;
+pub use upload::KubeTarget;
 use upload::MANAGED_BY;
-pub use upload::{InUse, KubeTarget};
 
 /// Attempts of a request that failed because the cluster could not be reached.
 const ATTEMPTS: u32 = 3;

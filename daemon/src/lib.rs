@@ -8,5 +8,6 @@ pub mod jobs;
 pub mod k8s;
 pub mod lifecycle;
 pub mod paths;
+pub mod powers;
+pub mod registry;
 pub mod service;
-pub mod target;

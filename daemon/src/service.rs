@@ -7,19 +7,19 @@ use std::sync::Arc;
 use anyhow::Context;
 use snapfs_fs::cache::{BlockCache, CacheConfig};
 use snapfs_fs::fuse::{self, MountConfig};
-use snapfs_fs::vfs::{Staging, Target, Vfs, VfsConfig};
+use snapfs_fs::vfs::{Staging, Vfs, VfsConfig};
 
 use crate::cloud::{CloudBackend, local_dir, open_store};
-use crate::config::{Config, Retention};
+use crate::config::Config;
 use crate::control::client::record_paths;
 use crate::control::server::{self, Server};
 use crate::control::wire::MountRecord;
 use crate::hivemq::HiveMqBackend;
-use crate::jobs::{Jobs, Registrar};
+use crate::jobs::Jobs;
 use crate::k8s::Kube;
 use crate::lifecycle::Lifecycle;
 use crate::paths::Paths;
-use crate::target::TargetBackend;
+use crate::registry::Registry;
 
 /// What `snapfsd` was asked to do.
 #[derive(Debug, Clone)]
@@ -75,9 +75,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     .with_context(|| format!("opening the cache in {}", config.cache_dir.display()))?;
     let staging = Arc::new(Staging::new(config.cache_dir.join("staging")));
 
-    let mut backends = Vec::new();
-    let mut targets = Vec::new();
-    let mut retention = Vec::new();
+    let mut configured = Vec::new();
     for r in &config.remotes {
         let store = open_store(&r.url, &r.options).with_context(|| format!("remote {}", r.name))?;
         let mut backend = CloudBackend::new(
@@ -90,33 +88,14 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         if let Some(dir) = local_dir(&r.url) {
             backend = backend.with_local_root(dir);
         }
-        let backend = Arc::new(backend);
-        targets.push(Target {
-            kind: "cloud",
-            name: r.name.clone(),
-            description: r.url.clone(),
-            backend: backend.clone(),
-            raw: Some(backend.clone()),
-            uploads: true,
-        });
-        backends.push(TargetBackend::Cloud(backend));
-        retention.push(r.retention);
+        configured.push(Arc::new(backend).into_target(r.name.clone(), r.url.clone(), r.retention));
     }
     for c in &config.hivemq {
         let backend =
             Arc::new(HiveMqBackend::new(c).with_context(|| format!("hivemq {}", c.name))?);
-        targets.push(Target {
-            kind: "hivemq",
-            name: c.name.clone(),
-            description: format!("HiveMQ cluster at {}", c.url),
-            backend: backend.clone(),
-            raw: None,
-            uploads: false,
-        });
-        backends.push(TargetBackend::HiveMq(backend));
-        retention.push(Retention::default());
+        let description = format!("HiveMQ cluster at {}", c.url);
+        configured.push(backend.into_target(c.name.clone(), description));
     }
-
     let kube = Arc::new(rt.block_on(Kube::connect(
         config.kubernetes.as_deref(),
         &paths,
@@ -124,10 +103,21 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         config.reader_idle,
         config.k8s.clone(),
     )));
-    let jobs = Jobs::new(backends, staging.clone(), paths.state_dir(), config.settle);
+    // Namespaces become targets when first used; the contexts find them by path.
+    let registry = Registry::new(vec![kube.clone()]);
+    for target in configured {
+        registry.add(target);
+    }
+
+    let jobs = Jobs::new(
+        registry.clone(),
+        staging.clone(),
+        paths.state_dir(),
+        config.settle,
+    );
     let vfs = Arc::new(
         Vfs::new(
-            targets,
+            registry.clone(),
             VfsConfig {
                 list_ttl: config.list_ttl,
                 ..VfsConfig::default()
@@ -139,52 +129,17 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         .with_live(kube.live_mounts()),
     );
     {
+        // Snapshots that appear or go outside a request are shown or hidden at once.
         let vfs = Arc::downgrade(&vfs);
-        jobs.on_ready(move |t, name| {
+        registry.on_change(move |t, name| {
             if let Some(vfs) = vfs.upgrade() {
                 vfs.entry_changed(t, name);
             }
         });
     }
-    {
-        // Namespaces become targets when first used; the mount and the jobs add them together.
-        let (weak, kube) = (Arc::downgrade(&vfs), kube.clone());
-        jobs.set_registrar(Registrar {
-            resolve: Box::new(move |path| {
-                kube.target(path).map(|k| TargetBackend::Kube(Arc::new(k)))
-            }),
-            add: Box::new(move |backend| {
-                let Some(vfs) = weak.upgrade() else {
-                    return usize::MAX;
-                };
-                let path = backend.path();
-                vfs.add_target(Target {
-                    kind: "k8s",
-                    name: path.strip_prefix("k8s/").unwrap_or(path).to_string(),
-                    description: format!("Kubernetes namespace {path}"),
-                    backend: backend.backend(),
-                    raw: None,
-                    uploads: true,
-                })
-            }),
-        });
-    }
     jobs.recover();
     rt.spawn(jobs.clone().run());
-    let lifecycle = {
-        let vfs = Arc::downgrade(&vfs);
-        Lifecycle::new(
-            jobs.clone(),
-            retention,
-            kube.clone(),
-            config.orphan_grace,
-            move |t, name| {
-                if let Some(vfs) = vfs.upgrade() {
-                    vfs.entry_changed(t, name);
-                }
-            },
-        )
-    };
+    let lifecycle = Lifecycle::new(jobs.clone(), registry.clone(), config.orphan_grace);
     if let Some(interval) = config.lifecycle_interval {
         rt.spawn(lifecycle.clone().run_every(interval));
     }
@@ -211,8 +166,9 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         server::listen(&socket).with_context(|| format!("control socket {}", socket.display()))?;
     let server = Arc::new(Server {
         mountpoint: mountpoint.clone(),
+        registry,
         jobs: jobs.clone(),
-        vfs,
+        cache: vfs.cache().clone(),
         lifecycle,
         stop: stop.clone(),
     });

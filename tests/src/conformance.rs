@@ -10,7 +10,8 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use snapfs_fs::backend::{Backend, BackendError, RawObjects};
 use snapfs_fs::cache::{BlockCache, CacheConfig};
-use snapfsd::cloud::{CloudBackend, Progress, new_upload_id, open_store};
+use snapfsd::cloud::{CloudBackend, open_store};
+use snapfsd::powers::{Progress, Run};
 
 use crate::sh;
 
@@ -101,7 +102,7 @@ pub fn run(remote: &Remote, powers: Powers) {
                 b.commit(
                     name,
                     &src,
-                    &new_upload_id(),
+                    &Run::new_id(),
                     &Progress::default(),
                     &AtomicBool::new(false),
                 )
@@ -116,8 +117,9 @@ pub fn run(remote: &Remote, powers: Powers) {
         assert_eq!(list.iter().map(|i| &i.name).collect::<Vec<_>>(), ["first"]);
         let tree = backend.open_snapshot("first").await.expect("open");
         drop(tree);
-        let (files, bytes, errors) = backend.verify("first").await.expect("verify");
-        assert_eq!((files, bytes), (3, 9_000_006), "{errors:?}");
+        let report = backend.verify("first").await.expect("verify");
+        let errors = &report.errors;
+        assert_eq!((report.files, report.bytes), (3, 9_000_006), "{errors:?}");
         assert!(errors.is_empty(), "{errors:?}");
         assert!(matches!(
             backend.open_snapshot("nothing").await,

@@ -263,7 +263,7 @@ fn many_snapshots_and_many_files_list_cheaply() {
             b.commit(
                 &name,
                 &src,
-                &snapfsd::cloud::new_upload_id(),
+                &snapfsd::powers::Run::new_id(),
                 &Default::default(),
                 &Default::default(),
             )

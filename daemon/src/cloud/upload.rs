@@ -7,7 +7,7 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -22,6 +22,7 @@ use snapfs_fs::format::{
 use tokio::task::JoinSet;
 
 use super::{CloudBackend, info_of, store_error};
+use crate::powers::Progress;
 
 /// Compression level: fast enough to keep up with a disk, still a good ratio.
 const LEVEL: i32 = 3;
@@ -29,17 +30,6 @@ const LEVEL: i32 = 3;
 const COMPRESSING: usize = 3;
 /// Packs being uploaded at once.
 const UPLOADING: usize = 3;
-
-/// Bytes of an upload, shared with whoever reports progress.
-#[derive(Debug, Default)]
-pub struct Progress {
-    pub done: AtomicU64,
-    pub total: AtomicU64,
-    /// What a running job is waiting on that the user should know (a snapshot's error).
-    pub waiting: std::sync::Mutex<Option<String>>,
-    /// What the user should know of how the snapshot is made (`UploadStatus::note`).
-    pub note: std::sync::Mutex<Option<String>>,
-}
 
 /// One entry of the source tree.
 struct Item {
@@ -101,26 +91,6 @@ fn scan(source: &Path) -> Result<Vec<Item>, BackendError> {
         i += 1;
     }
     Ok(out)
-}
-
-fn random_id() -> String {
-    let mut b = [0u8; 8];
-    if File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_err()
-    {
-        // No urandom: time and pid still keep concurrent uploads apart.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        b = (t ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A new upload id: sortable by time, unique across machines.
-pub fn new_upload_id() -> String {
-    format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), random_id())
 }
 
 impl CloudBackend {

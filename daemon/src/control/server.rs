@@ -4,20 +4,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use snapfs_fs::backend::BackendError;
-use snapfs_fs::vfs::{Vfs, VfsError};
+use snapfs_fs::cache::BlockCache;
+use snapfs_fs::vfs::VfsError;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::wire::{
-    ErrorCode, Info, Metrics, PROTOCOL, Request, Response, StatusReport, VerifyReport,
-};
+use super::wire::{ErrorCode, Info, Metrics, PROTOCOL, Request, Response, StatusReport};
 use crate::jobs::Jobs;
 use crate::lifecycle::Lifecycle;
+use crate::powers::Power;
+use crate::registry::{Entry, Registry};
 
 pub struct Server {
     pub mountpoint: PathBuf,
+    pub registry: Arc<Registry>,
     pub jobs: Arc<Jobs>,
-    pub vfs: Arc<Vfs>,
+    pub cache: Arc<BlockCache>,
     pub lifecycle: Arc<Lifecycle>,
     /// Told when a client asks the daemon to stop.
     pub stop: Arc<tokio::sync::Notify>,
@@ -99,16 +101,10 @@ impl Server {
         Ok(())
     }
 
-    fn target(&self, path: &str) -> Result<usize, Response> {
-        self.jobs
-            .target_index(path.trim_matches('/'))
+    fn target(&self, path: &str) -> Result<Arc<Entry>, Response> {
+        self.registry
+            .find(path)
             .ok_or_else(|| error(ErrorCode::NotFound, format!("no target {path}")))
-    }
-
-    fn backend(&self, t: usize) -> Result<crate::target::TargetBackend, Response> {
-        self.jobs
-            .backend(t)
-            .ok_or_else(|| error(ErrorCode::NotFound, "no such target"))
     }
 
     async fn handle(&self, req: Request) -> Response {
@@ -125,23 +121,29 @@ impl Server {
                 pid: std::process::id(),
                 mountpoint: self.mountpoint.clone(),
                 targets: self
-                    .jobs
-                    .backends()
+                    .registry
+                    .entries()
                     .iter()
-                    .map(|b| b.path().to_string())
+                    .map(|e| e.path().to_string())
                     .collect(),
             }),
             Request::Status => Response::Status(StatusReport {
                 jobs: self.jobs.all(),
                 metrics: Metrics {
-                    targets: self.jobs.backends().iter().map(|b| b.metrics()).collect(),
-                    cache: self.vfs.cache().stats(),
+                    targets: self
+                        .registry
+                        .entries()
+                        .iter()
+                        .map(|e| e.metrics())
+                        .collect(),
+                    cache: self.cache.stats(),
                 },
             }),
             Request::List { target } => {
                 let t = self.target(&target)?;
-                let mut snapshots = self
-                    .backend(t)?
+                let mut snapshots = t
+                    .target
+                    .backend
                     .list_snapshots()
                     .await
                     .map_err(backend_error)?;
@@ -169,18 +171,23 @@ impl Server {
                     ));
                 }
                 self.jobs
-                    .snapshot_local(t, &name, source, size)
+                    .snapshot_local(t.id(), &name, source, size)
                     .await
                     .map_err(vfs_error)?;
                 Response::Done
             }
             Request::Backup { target } => {
                 let t = self.target(&target)?;
-                Response::Job(self.jobs.backup(t).await.map_err(backend_error)?)
+                Response::Job(self.jobs.backup(t.id()).await.map_err(backend_error)?)
             }
             Request::Restore { target, name } => {
                 let t = self.target(&target)?;
-                Response::Job(self.jobs.restore(t, &name).await.map_err(backend_error)?)
+                Response::Job(
+                    self.jobs
+                        .restore(t.id(), &name)
+                        .await
+                        .map_err(backend_error)?,
+                )
             }
             Request::RestoreClaim {
                 target,
@@ -189,14 +196,9 @@ impl Server {
                 size,
             } => {
                 let t = self.target(&target)?;
-                let backend = self.backend(t)?;
-                let Some(k) = backend.kube() else {
-                    return Err(error(
-                        ErrorCode::Invalid,
-                        format!("{target} is not a Kubernetes namespace: --pvc needs one"),
-                    ));
-                };
-                let description = k
+                let description = t
+                    .need(&t.powers.restores_to_claim, Power::RestoresToClaim)
+                    .map_err(backend_error)?
                     .restore_to_claim(&name, &claim, size)
                     .await
                     .map_err(backend_error)?;
@@ -204,12 +206,13 @@ impl Server {
             }
             Request::Wait { target, name } => {
                 let t = self.target(&target)?;
-                match self.jobs.wait(t, &name).await {
+                match self.jobs.wait(t.id(), &name).await {
                     Some(status) => Response::Job(status),
                     None => {
                         // No job: fine if the snapshot is there already.
-                        let list = self
-                            .backend(t)?
+                        let list = t
+                            .target
+                            .backend
                             .list_snapshots()
                             .await
                             .map_err(backend_error)?;
@@ -234,29 +237,27 @@ impl Server {
             }
             Request::Remove { target, name } => {
                 let t = self.target(&target)?;
-                self.backend(t)?
+                t.need(&t.powers.deletes, Power::Deletes)
+                    .map_err(backend_error)?
                     .delete(&name)
                     .await
                     .map_err(backend_error)?;
-                self.vfs.entry_changed(t, &name);
+                self.registry.changed(t.id(), &name);
                 Response::Done
             }
             Request::Verify { target, name } => {
                 let t = self.target(&target)?;
-                let (files, bytes, errors) = self
-                    .backend(t)?
+                let report = t
+                    .need(&t.powers.verifies, Power::Verifies)
+                    .map_err(backend_error)?
                     .verify(&name)
                     .await
                     .map_err(backend_error)?;
-                Response::Verified(VerifyReport {
-                    files,
-                    bytes,
-                    errors,
-                })
+                Response::Verified(report)
             }
             Request::Gc { target, dry_run } => {
                 let only = target.as_deref().map(|t| self.target(t)).transpose()?;
-                Response::Gc(self.lifecycle.collect(only, dry_run).await)
+                Response::Gc(self.lifecycle.collect(only.as_deref(), dry_run).await)
             }
             Request::Unmount => {
                 self.stop.notify_one();

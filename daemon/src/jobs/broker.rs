@@ -1,104 +1,104 @@
-//! Jobs a backend runs itself (HiveMQ backups and restores): started with one request, then
-//! followed by polling until they end. Their state lives in the broker, so nothing is recorded
-//! on disk: after a restart, `snapfs list` still shows a running backup as creating.
+//! Jobs a target runs itself (HiveMQ backups and restores): started with one request, then
+//! followed until they end. Their state lives in the target, so nothing is recorded on disk:
+//! after a restart, `snapfs list` still shows a running backup as creating.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use snapfs_fs::backend::BackendError;
-use snapfs_fs::vfs::{JobKind, UploadState, UploadStatus};
+use snapfs_fs::vfs::{JobKind, TargetId, UploadState, UploadStatus};
+use tracing::Instrument;
 
 use super::record::Source;
-use super::{Job, Jobs, lock};
-use crate::hivemq::{HiveMqBackend, Operation};
-use crate::target::TargetBackend;
+use super::{Job, Jobs, key, lock};
+use crate::powers::Power;
+use crate::registry::Entry;
+
+/// Waits for a job the target runs; answers its size.
+type Following = Pin<Box<dyn Future<Output = Result<u64, BackendError>> + Send>>;
 
 impl Jobs {
-    /// Starts a backup of a target that makes its own snapshots; the job's snapshot name is
-    /// the new backup's.
-    pub async fn backup(self: &Arc<Self>, target: usize) -> Result<UploadStatus, BackendError> {
-        let hive = self.broker(target, "snapshots of local data: give a SOURCE")?;
-        let name = hive.start_backup().await?;
-        Ok(self.follow(target, hive, name, JobKind::Backup))
+    fn entry_or_not_found(&self, target: TargetId) -> Result<Arc<Entry>, BackendError> {
+        self.entry(target)
+            .ok_or_else(|| BackendError::NotFound(format!("target {target}")))
     }
 
-    /// Starts restoring snapshot `name` inside its target (the broker), and follows it.
+    /// Has a target that makes its own snapshots start one; the job's snapshot name is the new
+    /// snapshot's.
+    pub async fn backup(self: &Arc<Self>, target: TargetId) -> Result<UploadStatus, BackendError> {
+        let entry = self.entry_or_not_found(target)?;
+        let own = entry.need(&entry.powers.own_snapshots, Power::OwnSnapshots)?;
+        let name = own.start_snapshot().await?;
+        let waited = name.clone();
+        let following: Following = Box::pin(async move { own.await_snapshot(&waited).await });
+        Ok(self.follow(&entry, name, JobKind::Backup, following))
+    }
+
+    /// Starts restoring snapshot `name` inside its target, and follows it.
     pub async fn restore(
         self: &Arc<Self>,
-        target: usize,
+        target: TargetId,
         name: &str,
     ) -> Result<UploadStatus, BackendError> {
-        let hive = self.broker(target, "restores to a local DEST only: give one")?;
-        hive.start_restore(name).await?;
-        Ok(self.follow(target, hive, name.to_string(), JobKind::Restore))
-    }
-
-    fn broker(&self, target: usize, otherwise: &str) -> Result<Arc<HiveMqBackend>, BackendError> {
-        match self.backend(target) {
-            Some(TargetBackend::HiveMq(b)) => Ok(b),
-            Some(t) => Err(BackendError::Unsupported(format!(
-                "{} takes {otherwise}",
-                t.path()
-            ))),
-            None => Err(BackendError::NotFound(format!("target {target}"))),
-        }
+        let entry = self.entry_or_not_found(target)?;
+        let restores = entry.need(&entry.powers.restores_in_place, Power::RestoresInPlace)?;
+        restores.start_restore(name).await?;
+        let waited = name.to_string();
+        let following: Following = Box::pin(async move { restores.await_restore(&waited).await });
+        Ok(self.follow(&entry, name.to_string(), JobKind::Restore, following))
     }
 
     fn follow(
         self: &Arc<Self>,
-        target: usize,
-        hive: Arc<HiveMqBackend>,
+        entry: &Entry,
         name: String,
         kind: JobKind,
+        following: Following,
     ) -> UploadStatus {
-        let mut job = Job::new(hive.path(), &name, Source::Backend, UploadState::Uploading);
+        let target = entry.id();
+        let mut job = Job::new(entry.path(), &name, Source::Backend, UploadState::Uploading);
         job.status.kind = kind;
         job.run = self.runs.fetch_add(1, Ordering::Relaxed);
         let (run, status) = (job.run, job.current());
-        lock(&self.jobs).insert((target, name.clone()), job);
+        lock(&self.jobs).insert(key(target, &name), job);
         self.notify();
+        let span = tracing::info_span!("job", target = entry.path(), snapshot = %name, run, ?kind);
         let this = self.clone();
-        tokio::spawn(async move {
-            let op = match kind {
-                JobKind::Restore => Operation::Restore,
-                JobKind::Backup | JobKind::Upload => Operation::Backup,
-            };
-            let result = hive.follow(&name, op).await;
-            this.ended(target, &name, run, result);
-        });
+        tokio::spawn(
+            async move {
+                let result = following.await;
+                this.ended(target, &name, run, result);
+            }
+            .instrument(span),
+        );
         status
     }
 
-    fn ended(&self, target: usize, name: &str, run: u64, result: Result<u64, BackendError>) {
-        let path = self.path_of(target);
-        let path = path.as_str();
+    fn ended(&self, target: TargetId, name: &str, run: u64, result: Result<u64, BackendError>) {
         let mut jobs = lock(&self.jobs);
-        let Some(job) = jobs
-            .get_mut(&(target, name.to_string()))
-            .filter(|j| j.run == run)
-        else {
+        let Some(job) = jobs.get_mut(&key(target, name)).filter(|j| j.run == run) else {
             return;
         };
         let kind = job.status.kind;
-        let made = match result {
+        match result {
             Ok(bytes) => {
-                tracing::info!(target = path, snapshot = name, ?kind, bytes, "finished");
+                tracing::info!(bytes, "finished");
                 job.status.state = UploadState::Done;
                 job.status.bytes_done = bytes;
                 job.status.bytes_total = bytes;
-                kind == JobKind::Backup
+                if kind == JobKind::Backup {
+                    self.registry.changed(target, name);
+                }
             }
             Err(e) => {
-                tracing::warn!(target = path, snapshot = name, ?kind, error = %e, "failed");
+                tracing::warn!(error = %e, "failed");
                 job.status.state = UploadState::Failed;
                 job.status.error = Some(e.to_string());
-                false
             }
-        };
-        drop(jobs);
-        if made && let Some(f) = self.on_ready.get() {
-            f(target, name);
         }
+        drop(jobs);
         self.notify();
     }
 }

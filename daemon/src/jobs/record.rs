@@ -1,8 +1,11 @@
 //! The job store: one small JSON file per job under the state directory, replaced atomically,
-//! so that a restart knows what was staged, running or failed.
+//! so that a restart knows what was staged, running or failed. Records are made under the jobs
+//! lock and written after it is released; each carries a sequence number so that a record
+//! made later is never overwritten by one made earlier, whichever thread writes first.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use snapfs_fs::vfs::UploadStatus;
@@ -32,13 +35,59 @@ pub struct Persisted {
     pub size: Option<u64>,
 }
 
+/// A change to the store, made under the jobs lock and applied after it.
+#[derive(Debug)]
+pub struct Record {
+    seq: u64,
+    target: String,
+    name: String,
+    /// None removes the job's record.
+    job: Option<Persisted>,
+}
+
 pub struct Store {
     dir: PathBuf,
+    next: std::sync::atomic::AtomicU64,
+    /// The sequence number last applied to each job's file; held while a file is written.
+    applied: Mutex<HashMap<(String, String), u64>>,
 }
 
 impl Store {
     pub fn new(dir: PathBuf) -> Store {
-        Store { dir }
+        Store {
+            dir,
+            next: std::sync::atomic::AtomicU64::new(1),
+            applied: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A record saying job `name` of `target` is now `job` (None: gone).
+    pub fn record(&self, target: &str, name: &str, job: Option<Persisted>) -> Record {
+        Record {
+            seq: self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            target: target.to_string(),
+            name: name.to_string(),
+            job,
+        }
+    }
+
+    /// Writes a record unless a later one for the same job was written already.
+    pub fn apply(&self, r: Record) {
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (r.target, r.name);
+        if applied.get(&key).is_some_and(|&seq| seq > r.seq) {
+            return;
+        }
+        let (target, name) = &key;
+        match &r.job {
+            Some(job) => {
+                if let Err(e) = self.save(target, name, job) {
+                    tracing::warn!(target, snapshot = name, error = %e, "could not record job state");
+                }
+            }
+            None => self.remove(target, name),
+        }
+        applied.insert(key, r.seq);
     }
 
     pub fn dir(&self) -> &Path {
@@ -49,7 +98,7 @@ impl Store {
         self.dir.join(target).join(format!("{name}.json"))
     }
 
-    pub fn save(&self, target: &str, name: &str, job: &Persisted) -> std::io::Result<()> {
+    fn save(&self, target: &str, name: &str, job: &Persisted) -> std::io::Result<()> {
         let path = self.path(target, name);
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
@@ -58,7 +107,7 @@ impl Store {
         std::fs::rename(&tmp, &path)
     }
 
-    pub fn remove(&self, target: &str, name: &str) {
+    fn remove(&self, target: &str, name: &str) {
         let _ = std::fs::remove_file(self.path(target, name));
     }
 

@@ -28,9 +28,9 @@ use snapfs_fs::vfs::SnapshotTree;
 use super::cluster::{EXPIRES_ANNOTATION, is_running, parse_quantity, resource, snapshot_resource};
 use super::reader::Readers;
 use super::{exec, retry, tarball};
-use crate::cloud::Progress;
 use crate::config::{K8sSettings, Retention, is_dns_subdomain};
 use crate::control::wire::TargetMetrics;
+use crate::powers::{InUse, Progress};
 
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const ROLE: &str = "snapfs.io/role";
@@ -47,14 +47,6 @@ const PREFLIGHT_TTL: Duration = Duration::from_secs(30);
 /// How long an upload pod may take to start, and a deleted one to go.
 const POD_LIMIT: Duration = Duration::from_secs(300);
 const POLL: Duration = Duration::from_millis(250);
-
-/// What the job engine is doing in a target, which cleanup must leave alone.
-pub struct InUse {
-    /// Ids of the jobs sending data now.
-    pub running: HashSet<String>,
-    /// Names of uploads that have not ended.
-    pub pending: HashSet<String>,
-}
 
 /// A namespace of a context, as the job engine and the control socket use it.
 pub struct KubeTarget {

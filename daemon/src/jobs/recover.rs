@@ -1,0 +1,111 @@
+//! Picking up what a previous run of the daemon left: staged uploads and unfinished jobs.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use snapfs_fs::vfs::UploadState;
+
+use super::record::Source;
+use super::{Job, Jobs, key, lock};
+
+/// How deep target paths go below the staging and job folders (`k8s/<context>/<namespace>`).
+const TARGET_DEPTH: usize = 3;
+
+impl Jobs {
+    /// Picks up what a previous run left: staged uploads and unfinished jobs. Targets found
+    /// while that run went on (a Kubernetes namespace) are found again by what they left.
+    pub fn recover(self: &Arc<Self>) {
+        for root in [self.staging.root(), self.store.dir()] {
+            self.find_targets_below(root, "", 0);
+        }
+        for entry in self.registry.entries() {
+            // Only targets that take local data have anything staged or recorded.
+            let Some(local) = entry.powers.local_data.clone() else {
+                continue;
+            };
+            let t = entry.id();
+            let mut names: Vec<String> = Vec::new();
+            if let Ok(dir) = std::fs::read_dir(self.staging.target_dir(entry.path())) {
+                names.extend(
+                    dir.filter_map(|e| e.ok())
+                        .filter_map(|e| e.file_name().into_string().ok()),
+                );
+            }
+            let persisted = self.store.load_all(entry.path());
+            for (name, p) in &persisted {
+                if matches!(p.source, Source::Local(_)) && !p.status.state.is_final() {
+                    names.push(name.clone());
+                }
+            }
+            for name in names {
+                let p = persisted.get(&name);
+                let source = p.map_or(Source::Staged, |p| p.source.clone());
+                let mut job = Job::new(entry.path(), &name, source.clone(), UploadState::Queued);
+                job.run = self.runs.fetch_add(1, Ordering::Relaxed);
+                if let Some(p) = p {
+                    job.size = p.size;
+                    if let Some(id) = &p.upload_id
+                        && p.status.state == UploadState::Uploading
+                    {
+                        // Interrupted mid-upload: what it made goes and it starts over (a
+                        // target whose next run finishes such work itself keeps it).
+                        let (local, id) = (local.clone(), id.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = local.abandon(&id).await {
+                                tracing::warn!(upload_id = id, error = %e, "could not remove what an interrupted upload made");
+                            }
+                        });
+                    }
+                    match p.status.state {
+                        UploadState::Failed => {
+                            job.status = p.status.clone();
+                            job.failed_gen = Some(0);
+                        }
+                        UploadState::Staging if !p.settled => {
+                            job.status.state = UploadState::Failed;
+                            job.status.error = Some(
+                                "snapfsd stopped while files were still being written; check the copy and write again, or remove it"
+                                    .into(),
+                            );
+                            job.failed_gen = Some(0);
+                        }
+                        _ => {}
+                    }
+                }
+                if source == Source::Staged {
+                    self.staging.adopt(t, &name);
+                }
+                tracing::info!(target = entry.path(), snapshot = name, state = ?job.status.state, "resuming upload");
+                let record = self.record(t, &name, &job, true);
+                lock(&self.jobs).insert(key(t, &name), job);
+                self.write(record);
+            }
+        }
+    }
+
+    /// Registers the targets whose folders lie below `dir` (`rel` is its path relative to the
+    /// staging or job root); a folder that is a target is not looked into further.
+    fn find_targets_below(&self, dir: &Path, rel: &str, depth: usize) {
+        if depth > TARGET_DEPTH {
+            return;
+        }
+        if depth >= 2 && self.registry.find(rel).is_some() {
+            return;
+        }
+        for child in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let Ok(name) = child.file_name().into_string() else {
+                continue;
+            };
+            if name.starts_with('.') || !child.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let rel = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            self.find_targets_below(&child.path(), &rel, depth + 1);
+        }
+    }
+}

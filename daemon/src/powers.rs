@@ -1,0 +1,214 @@
+//! What a target can do beyond being read through the `Backend` trait, one trait per power.
+//! A bucket takes local data, deletes and verifies its snapshots and has orphan packs to
+//! collect; a HiveMQ cluster makes its own backups and restores them in place and deletes
+//! nothing; a Kubernetes namespace takes local data, deletes what it made, restores to a claim
+//! and has leftover pods and claims. The job engine, cleanup and the control socket ask a
+//! target's `Powers` for the one they need and never look at what kind of target it is.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use snapfs_fs::backend::{BackendError, SnapshotInfo};
+
+use crate::control::wire::{TargetMetrics, VerifyReport};
+
+/// Bytes of a running job, shared with whoever reports progress.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub done: AtomicU64,
+    pub total: AtomicU64,
+    /// What a running job is waiting on that the user should know (a snapshot's error).
+    pub waiting: std::sync::Mutex<Option<String>>,
+    /// What the user should know of how the snapshot is made (`UploadStatus::note`).
+    pub note: std::sync::Mutex<Option<String>>,
+}
+
+/// One run of a job that makes a snapshot from local data.
+pub struct Run<'a> {
+    /// Unique to this run: what it makes carries it, so that a run interrupted by a crash can
+    /// be found and cleaned up by it.
+    pub id: &'a str,
+    /// Size of the volume to make, where the target makes one (`snapfs snapshot --size`).
+    pub size: Option<u64>,
+    pub progress: &'a Progress,
+    /// Set when new writes overtook the run: it stops and removes what it made.
+    pub cancel: &'a AtomicBool,
+}
+
+impl Run<'_> {
+    /// A new run id: sortable by time, unique across machines writing to one store.
+    pub fn new_id() -> String {
+        let mut b = [0u8; 8];
+        let random = std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+        if random.is_err() {
+            // No urandom: time and pid still keep concurrent runs apart.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            b = (t ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
+        }
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        format!("{}-{hex}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"))
+    }
+}
+
+/// Snapshots are made from local data: `uploads/`, `snapfs snapshot TARGET SOURCE`.
+#[async_trait]
+pub trait TakesLocalData: Send + Sync {
+    /// Whether snapshot `name` may be made now: a name the target can hold, not taken, under
+    /// the target's limit, and a target able to make it.
+    async fn check_new(&self, name: &str) -> Result<(), BackendError>;
+    /// Makes snapshot `name` from `source`. On failure what the run made is removed.
+    async fn commit(
+        self: Arc<Self>,
+        name: &str,
+        source: &Path,
+        run: &Run<'_>,
+    ) -> Result<SnapshotInfo, BackendError>;
+    /// Removes what run `id` made before the daemon stopped under it. Targets whose next run
+    /// finds and finishes or removes such work itself keep the default.
+    async fn abandon(&self, id: &str) -> Result<(), BackendError> {
+        let _ = id;
+        Ok(())
+    }
+}
+
+/// The target makes snapshots itself when asked (a HiveMQ backup).
+#[async_trait]
+pub trait MakesOwnSnapshots: Send + Sync {
+    /// Starts a snapshot; answers its name.
+    async fn start_snapshot(&self) -> Result<String, BackendError>;
+    /// Follows snapshot `name` until it is made; answers its size.
+    async fn await_snapshot(&self, name: &str) -> Result<u64, BackendError>;
+}
+
+/// A snapshot can be restored inside the target itself (a HiveMQ restore).
+#[async_trait]
+pub trait RestoresInPlace: Send + Sync {
+    async fn start_restore(&self, name: &str) -> Result<(), BackendError>;
+    /// Follows the restore of `name` until it ends; answers the bytes restored.
+    async fn await_restore(&self, name: &str) -> Result<u64, BackendError>;
+}
+
+/// A snapshot can become a new volume claim (`snapfs restore … --pvc`).
+#[async_trait]
+pub trait RestoresToClaim: Send + Sync {
+    /// Makes claim `claim` of at least `size` bytes from snapshot `name`; answers what was made.
+    async fn restore_to_claim(
+        &self,
+        name: &str,
+        claim: &str,
+        size: Option<u64>,
+    ) -> Result<String, BackendError>;
+}
+
+/// Snapshots can be deleted, by `snapfs rm` and by cleanup.
+#[async_trait]
+pub trait Deletes: Send + Sync {
+    /// The snapshots cleanup may delete once they expire or fall out of retention (in a
+    /// namespace, only those snapfs made).
+    async fn collectable(&self) -> Result<Vec<SnapshotInfo>, BackendError>;
+    async fn delete(&self, name: &str) -> Result<(), BackendError>;
+}
+
+/// Every byte of a snapshot can be read back from where it lives and checked.
+#[async_trait]
+pub trait Verifies: Send + Sync {
+    async fn verify(&self, name: &str) -> Result<VerifyReport, BackendError>;
+}
+
+/// What the job engine is doing in a target, which cleanup must leave alone.
+#[derive(Debug, Default)]
+pub struct InUse {
+    /// Ids of the runs writing now.
+    pub running: HashSet<String>,
+    /// Names of the jobs that have not ended: a run to come may still finish what an earlier
+    /// one made for them.
+    pub pending: HashSet<String>,
+}
+
+/// What one cleanup of leftovers removed (or, on a dry run, would remove).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Packs no snapshot lists, and their bytes.
+    pub packs: u64,
+    pub bytes: u64,
+    /// Other things interrupted work left (pods, claims).
+    pub other: u64,
+}
+
+/// Interrupted work can leave things behind that cleanup collects.
+#[async_trait]
+pub trait HasLeftovers: Send + Sync {
+    /// Removes what nothing uses any more and has been idle for `grace`. `in_use` is asked
+    /// after the target listed what it has, so that work starting in between is either in the
+    /// answer or made nothing that was listed.
+    async fn collect_leftovers(
+        &self,
+        in_use: &(dyn Fn() -> InUse + Send + Sync),
+        grace: Duration,
+        dry_run: bool,
+    ) -> Result<Leftovers, BackendError>;
+}
+
+/// The target counts its requests for `snapfs status` and the metrics.
+pub trait CountsRequests: Send + Sync {
+    fn metrics(&self) -> TargetMetrics;
+}
+
+/// A power, named in messages about a target that lacks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Power {
+    LocalData,
+    OwnSnapshots,
+    RestoresInPlace,
+    RestoresToClaim,
+    Deletes,
+    Verifies,
+}
+
+impl Power {
+    /// What a target without this power tells the user, unless it says more itself.
+    fn missing(self) -> &'static str {
+        match self {
+            Power::LocalData => "makes its own snapshots: give no SOURCE",
+            Power::OwnSnapshots => "takes snapshots of local data: give a SOURCE",
+            Power::RestoresInPlace => "restores to a local DEST only: give one",
+            Power::RestoresToClaim => "is not a Kubernetes namespace: --pvc needs one",
+            Power::Deletes => "cannot delete snapshots",
+            Power::Verifies => "cannot verify snapshots",
+        }
+    }
+}
+
+/// The powers of one target, each present or not.
+#[derive(Clone, Default)]
+pub struct Powers {
+    pub local_data: Option<Arc<dyn TakesLocalData>>,
+    pub own_snapshots: Option<Arc<dyn MakesOwnSnapshots>>,
+    pub restores_in_place: Option<Arc<dyn RestoresInPlace>>,
+    pub restores_to_claim: Option<Arc<dyn RestoresToClaim>>,
+    pub deletes: Option<Arc<dyn Deletes>>,
+    pub verifies: Option<Arc<dyn Verifies>>,
+    pub leftovers: Option<Arc<dyn HasLeftovers>>,
+    pub counts: Option<Arc<dyn CountsRequests>>,
+    /// Why the target lacks a power, where it has more to say than the plain words.
+    pub why_not: Vec<(Power, &'static str)>,
+}
+
+impl Powers {
+    /// The error for a target at `path` that lacks `power`.
+    pub fn lacking(&self, path: &str, power: Power) -> BackendError {
+        let why = self
+            .why_not
+            .iter()
+            .find(|(p, _)| *p == power)
+            .map_or(power.missing(), |(_, why)| why);
+        BackendError::Unsupported(format!("{path} {why}"))
+    }
+}
