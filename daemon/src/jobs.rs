@@ -5,6 +5,8 @@
 mod broker;
 mod record;
 mod recover;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -88,7 +90,7 @@ type Key = (TargetId, String);
 pub struct Jobs {
     registry: Arc<Registry>,
     staging: Arc<Staging>,
-    store: Store,
+    store: Arc<Store>,
     settle: Duration,
     /// Held only to read or change job states: never across I/O.
     jobs: Mutex<HashMap<Key, Job>>,
@@ -114,7 +116,7 @@ impl Jobs {
         Arc::new(Jobs {
             registry,
             staging,
-            store: Store::new(state_dir.join("jobs")),
+            store: Arc::new(Store::new(state_dir.join("jobs"))),
             settle,
             jobs: Mutex::new(HashMap::new()),
             runs: AtomicU64::new(1),
@@ -176,9 +178,22 @@ impl Jobs {
         Some(self.store.record(&self.path_of(target), name, Some(p)))
     }
 
+    /// Writes a job record on the calling thread: for callers that are not on the runtime
+    /// (start-up, shutdown, the file system's own threads).
     fn write(&self, record: Option<Record>) {
         if let Some(r) = record {
             self.store.apply(r);
+        }
+    }
+
+    /// Writes a job record off the runtime's threads, and waits for it.
+    async fn persist(&self, record: Option<Record>) {
+        let Some(r) = record else {
+            return;
+        };
+        let store = self.store.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || store.apply(r)).await {
+            tracing::warn!(error = %e, "recording the job state did not finish");
         }
     }
 
@@ -274,11 +289,12 @@ impl Jobs {
                 record,
             )
         };
-        self.write(record);
         self.notify();
         let span = tracing::info_span!("job", target = entry.path(), snapshot = %name, run);
         let this = self.clone();
         let job = async move {
+            // On disk before the run makes anything, so a restart knows what to clean up.
+            this.persist(record).await;
             let path = match &source {
                 Source::Staged => this.upload_path(target, &name),
                 Source::Local(p) => p.clone(),
@@ -360,7 +376,7 @@ impl Jobs {
                 }
             }
         };
-        self.write(record);
+        self.persist(record).await;
         self.notify();
     }
 
@@ -405,7 +421,7 @@ impl Jobs {
         job.size = size;
         let record = self.record(target, name, &job, true);
         lock(&self.jobs).insert(key(target, name), job);
-        self.write(record);
+        self.persist(record).await;
         self.notify();
         Ok(())
     }
@@ -481,7 +497,7 @@ impl UploadHooks for Jobs {
         let job = Job::new(entry.path(), name, Source::Staged, UploadState::Staging);
         let record = self.record(target, name, &job, false);
         lock(&self.jobs).insert(key(target, name), job);
-        self.write(record);
+        self.persist(record).await;
         self.notify();
         Ok(())
     }

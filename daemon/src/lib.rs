@@ -3,6 +3,8 @@
 pub mod cloud;
 pub mod config;
 pub mod control;
+#[cfg(test)]
+mod fake_target;
 pub mod hivemq;
 pub mod jobs;
 pub mod k8s;

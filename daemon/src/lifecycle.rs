@@ -4,6 +4,8 @@
 //! `plan`; this module carries it out.
 
 mod plan;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
 
 /// The backup endpoints of HiveMQ's REST API, for tests.
 #[derive(Parser)]
@@ -28,6 +29,9 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    // Before the address is printed: whoever reads it may stop the server at once.
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let password = match &args.password_env {
         Some(var) => {
             Some(std::env::var(var).with_context(|| format!("reading the password from ${var}"))?)
@@ -45,10 +49,8 @@ async fn main() -> anyhow::Result<()> {
         sim.add_user(user, password, hivemqsim::Access::Full);
     }
     println!("{}", sim.url());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
     tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     sim.shutdown().await;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
 
 /// A Kubernetes API server, kubelet, provisioner and snapshot controller for tests.
 #[derive(Parser)]
@@ -33,6 +34,9 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    // Before the address is printed: whoever reads it may stop the server at once.
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let config = kubesim::Config {
         port: args.port,
         data_dir: args.data_dir,
@@ -45,10 +49,8 @@ async fn main() -> anyhow::Result<()> {
     sim.write_kubeconfig(&args.kubeconfig)
         .with_context(|| format!("writing {}", args.kubeconfig.display()))?;
     println!("{}", sim.url());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
     tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     sim.shutdown().await;
