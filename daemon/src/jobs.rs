@@ -410,7 +410,10 @@ impl Jobs {
         size: Option<u64>,
     ) -> Result<(), VfsError> {
         let entry = self.entry(target).ok_or(VfsError::NotFound)?;
-        entry.need(&entry.powers.local_data, Power::LocalData)?;
+        if entry.powers.local_data.is_none() {
+            let why = entry.powers.why_not(entry.path(), Power::LocalData);
+            return Err(VfsError::InvalidName(why));
+        }
         self.admit(target, name).await?;
         let mut job = Job::new(
             entry.path(),

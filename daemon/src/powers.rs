@@ -198,17 +198,22 @@ pub struct Powers {
     pub leftovers: Option<Arc<dyn HasLeftovers>>,
     pub counts: Option<Arc<dyn CountsRequests>>,
     /// Why the target lacks a power, where it has more to say than the plain words.
-    pub why_not: Vec<(Power, &'static str)>,
+    pub reasons: Vec<(Power, &'static str)>,
 }
 
 impl Powers {
-    /// The error for a target at `path` that lacks `power`.
-    pub fn lacking(&self, path: &str, power: Power) -> BackendError {
+    /// Why a target at `path` cannot do what `power` is for, in words for the user.
+    pub fn why_not(&self, path: &str, power: Power) -> String {
         let why = self
-            .why_not
+            .reasons
             .iter()
             .find(|(p, _)| *p == power)
             .map_or(power.missing(), |(_, why)| why);
-        BackendError::Unsupported(format!("{path} {why}"))
+        format!("{path} {why}")
+    }
+
+    /// The error for a target at `path` that lacks `power`.
+    pub fn lacking(&self, path: &str, power: Power) -> BackendError {
+        BackendError::Unsupported(self.why_not(path, power))
     }
 }

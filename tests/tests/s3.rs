@@ -2,7 +2,7 @@
 //! SQLite reads a few pages, a restart is served from the disk cache, a corrupt object is EIO;
 //! plus what only a shared bucket has: other tools' objects, two writers, many snapshots.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -28,13 +28,14 @@ fn start() -> Option<(Emulator, Mount)> {
 }
 
 /// Like `start`, with listings kept for one second only.
-fn start_short_listings() -> Option<(Emulator, Mount)> {
+/// A listing that outlives any check, however loaded the machine: what changes it is said.
+fn start_long_listings() -> Option<(Emulator, Mount)> {
     if !fuse_available() {
         return None;
     }
     let moto = Emulator::start(Kind::Moto);
     let config = format!(
-        "{}[list]\nttl = \"1s\"\n",
+        "{}[list]\nttl = \"1h\"\n",
         s3_config(&moto.endpoint(), TEST_SETTLE)
     );
     let m = Mount::start_remote("s3", &config);
@@ -230,11 +231,11 @@ fn two_writers_cannot_both_make_a_name() {
     ));
 }
 
-/// 1,000 snapshots list in one LIST plus one GET per manifest, well under 3 s; `ls -l` in a
-/// 10,000-file snapshot needs its manifest and no LIST.
+/// 1,000 snapshots list in one LIST plus one GET per manifest, and again in one LIST with no
+/// GET after a change; `ls -l` in a 10,000-file snapshot needs its manifest and no LIST.
 #[test]
 fn many_snapshots_and_many_files_list_cheaply() {
-    let Some((moto, m)) = start_short_listings() else {
+    let Some((moto, m)) = start_long_listings() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -279,8 +280,8 @@ fn many_snapshots_and_many_files_list_cheaply() {
         commit("many".into(), many.clone()).await.unwrap();
     });
 
-    // Cold: one LIST and one GET per manifest (moto answers slowly under a loaded test run,
-    // so the bound here is loose; the warm listing below is the one that must be quick).
+    // Cold: one LIST and one GET per manifest. How long it takes is a benchmark's business
+    // (bench/), not this test's: it is printed, not asserted.
     let before = m.store_metrics();
     let t = Instant::now();
     let n = std::fs::read_dir(m.target().join("snapshots"))
@@ -291,20 +292,26 @@ fn many_snapshots_and_many_files_list_cheaply() {
     let after = m.store_metrics();
     assert_eq!(after.list_requests - before.list_requests, 1);
     assert!(after.get_requests - before.get_requests <= 1001);
-    assert!(cold < Duration::from_secs(15), "cold listing took {cold:?}");
-    // Warm, past the listing's time to live: one LIST, manifests known by version.
-    std::thread::sleep(Duration::from_millis(1200));
+    // Listed again after a change (a snapshot removed): one LIST, manifests known by version.
+    let gone = m.target().join("snapshots/s0000");
+    let out = m.snapfs(&["rm", "--yes", gone.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let before = m.store_metrics();
     let t = Instant::now();
     assert_eq!(
         std::fs::read_dir(m.target().join("snapshots"))
             .unwrap()
             .count(),
-        1002
+        1001
     );
     let warm = t.elapsed();
+    eprintln!("1,001 snapshots listed in {cold:?} cold, 1,000 in {warm:?} warm");
     let after = m.store_metrics();
-    assert!(warm < Duration::from_secs(3), "warm listing took {warm:?}");
-    eprintln!("1,001 snapshots listed in {cold:?} cold, {warm:?} warm");
+    assert_eq!(after.list_requests - before.list_requests, 1);
+    assert_eq!(
+        after.get_requests, before.get_requests,
+        "no manifest fetched again"
+    );
 
     let out = sh(&format!(
         "ls -l '{}/snapshots/many' | wc -l",

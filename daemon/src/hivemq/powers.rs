@@ -26,7 +26,7 @@ impl HiveMqBackend {
                 restores_in_place: Some(self.clone()),
                 verifies: Some(self.clone()),
                 counts: Some(self),
-                why_not: vec![(
+                reasons: vec![(
                     Power::Deletes,
                     "cannot delete backups: the HiveMQ REST API has no delete; the broker removes them itself",
                 )],

@@ -35,7 +35,7 @@ impl KubeTarget {
                 deletes: Some(self.clone()),
                 leftovers: Some(self.clone()),
                 counts: Some(self),
-                why_not: vec![(
+                reasons: vec![(
                     Power::Verifies,
                     "cannot verify: a VolumeSnapshot carries no checksums; uploads are checked as they arrive",
                 )],
