@@ -10,7 +10,6 @@ mod live;
 mod read;
 mod readme;
 mod staging;
-mod tree;
 mod write;
 
 use std::collections::HashMap;
@@ -19,16 +18,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-pub use attr::{Attr, DirEntry, Entry, FileKind, FsStats, Opened};
+pub use attr::{Attr, DirEntry, Entry, FsStats, Opened};
 pub use error::{VfsError, VfsResult};
 pub use inodes::ROOT_INO;
 pub use live::LiveMount;
 pub use staging::{Activity, JobKind, Staging, UploadHooks, UploadState, UploadStatus};
-pub use tree::{Block, Encoding, SnapshotTree, TreeNode, blocks_covering, raw_blocks};
 pub use write::{SetAttr, TimeSet};
 
 use crate::backend::{Backend, RawObjects, SnapshotInfo};
 use crate::cache::BlockCache;
+use crate::tree::{FileKind, SnapshotTree};
 use inodes::{Inodes, Node};
 use listing::Listings;
 use read::Handle;

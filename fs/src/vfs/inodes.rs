@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::sync::{Arc, RwLock};
 
-use super::tree::SnapshotTree;
+use crate::tree::SnapshotTree;
 
 pub const ROOT_INO: u64 = 1;
 
