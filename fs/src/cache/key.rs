@@ -29,9 +29,9 @@ pub enum CacheKey<'a> {
 impl CacheKey<'_> {
     /// The key as stored: a kind word, then every field, strings with their length in front, so
     /// the form is unambiguous whatever bytes the names hold.
-    pub(crate) fn encode(&self) -> String {
-        // Room for the numbers and words besides the strings, so encoding allocates once.
-        const FIXED: usize = 64;
+    pub(super) fn encode(&self) -> String {
+        // Room for the longest words and numbers besides the strings, so encoding allocates once.
+        const FIXED: usize = 80;
         let mut out = String::new();
         match *self {
             CacheKey::Block {
