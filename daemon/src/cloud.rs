@@ -13,7 +13,7 @@ use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -24,9 +24,9 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use snapfs_fs::backend::{
     Backend, BackendError, RawListing, RawObject, RawObjects, SnapshotInfo, SnapshotState,
 };
-use snapfs_fs::cache::BlockCache;
+use snapfs_fs::cache::{BlockCache, CacheKey};
 use snapfs_fs::format::{self, EntryKind, Manifest};
-use snapfs_fs::vfs::{Block, Encoding, FileKind, SnapshotTree, TreeNode};
+use snapfs_fs::tree::SnapshotTree;
 
 pub use store::{local_dir, open_store};
 
@@ -90,61 +90,6 @@ pub(crate) fn store_error(what: &str, e: object_store::Error) -> BackendError {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn mtime(secs: i64, nsec: u32) -> SystemTime {
-    if secs >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::new(secs as u64, nsec)
-    } else {
-        SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-            + Duration::from_nanos(u64::from(nsec))
-    }
-}
-
-/// The VFS tree of a manifest: every file's blocks point into the manifest's packs.
-fn tree_of(m: &Manifest) -> Result<SnapshotTree, BackendError> {
-    let packs: Vec<Arc<str>> = m.packs.iter().map(|p| Arc::from(p.as_str())).collect();
-    let mut nodes = Vec::with_capacity(m.entries.len());
-    for e in &m.entries {
-        let perm = (e.mode & 0o7777) as u16;
-        let t = mtime(e.mtime, e.mtime_nsec);
-        let node = match &e.kind {
-            EntryKind::Dir => TreeNode::new(FileKind::Dir, perm, t),
-            EntryKind::Symlink { target } => {
-                let mut n = TreeNode::new(FileKind::Symlink, perm, t);
-                n.size = target.len() as u64;
-                n.symlink = Some(target.clone());
-                n
-            }
-            EntryKind::File {
-                size,
-                crc32c,
-                blocks,
-            } => {
-                let mut n = TreeNode::new(FileKind::File, perm, t);
-                n.size = *size;
-                n.crc32c = Some(*crc32c);
-                let mut start = 0u64;
-                for b in blocks {
-                    let object = packs.get(b.pack as usize).cloned().ok_or_else(|| {
-                        BackendError::Corrupt(format!("{}: pack index out of range", e.path))
-                    })?;
-                    n.blocks.push(Block {
-                        start,
-                        len: b.len,
-                        object,
-                        offset: b.offset,
-                        stored_len: b.clen,
-                        encoding: Encoding::Zstd { crc32c: b.crc32c },
-                    });
-                    start += u64::from(b.len);
-                }
-                n
-            }
-        };
-        nodes.push((e.path.clone(), node));
-    }
-    SnapshotTree::build(nodes).map_err(|e| BackendError::Corrupt(e.to_string()))
 }
 
 fn info_of(m: &Manifest, key: &str, version: &str) -> SnapshotInfo {
@@ -252,10 +197,14 @@ impl CloudBackend {
             return Ok(m.clone());
         }
         let object = format::manifest_key(name);
-        let cache_key = format!("{}/{object}@{version}", self.path);
+        let cache_key = CacheKey::Object {
+            target: &self.path,
+            object: &object,
+            version,
+        };
         let bytes = self
             .cache
-            .get_or_fetch(&cache_key, || async {
+            .get_or_fetch(cache_key, || async {
                 let r = self.store.get(&StorePath::from(object.as_str())).await;
                 let bytes = match r {
                     Ok(r) => r.bytes().await,
@@ -430,9 +379,10 @@ impl Backend for CloudBackend {
     async fn open_snapshot(&self, name: &str) -> Result<Arc<SnapshotTree>, BackendError> {
         let version = self.version_of(name).await?;
         let manifest = self.manifest(name, &version).await?;
-        let tree = tokio::task::spawn_blocking(move || tree_of(&manifest))
+        let tree = tokio::task::spawn_blocking(move || format::snapshot_tree(&manifest))
             .await
-            .map_err(|e| BackendError::Other(e.to_string()))??;
+            .map_err(|e| BackendError::Other(e.to_string()))?
+            .map_err(|e| BackendError::Corrupt(format!("snapshot {name}: {e}")))?;
         Ok(Arc::new(tree))
     }
 

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo, SnapshotState};
-use snapfs_fs::vfs::SnapshotTree;
+use snapfs_fs::tree::SnapshotTree;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::config::Retention;

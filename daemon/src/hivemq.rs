@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo, SnapshotState};
 use snapfs_fs::format::BLOCK_SIZE;
-use snapfs_fs::vfs::{FileKind, SnapshotTree, TreeNode, raw_blocks};
+use snapfs_fs::tree::{FileKind, SnapshotTree, TreeNode, raw_blocks};
 
 pub use backoff::Backoff;
 use client::{Backup, Client};

@@ -26,7 +26,8 @@ use kube::api::{DynamicObject, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use snapfs_fs::backend::{BackendError, LiveEntry, LiveTree};
-use snapfs_fs::vfs::{FileKind, LiveMount};
+use snapfs_fs::tree::FileKind;
+use snapfs_fs::vfs::LiveMount;
 
 use crate::config::{K8sSettings, KubeContext, is_dns_label};
 use crate::paths::Paths;

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::vfs::SnapshotTree;
+use crate::tree::{FileKind, SnapshotTree};
 
 /// Failures classified by what the caller can do about them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,7 +117,7 @@ pub trait RawObjects: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveEntry {
     pub name: String,
-    pub kind: crate::vfs::FileKind,
+    pub kind: FileKind,
     pub size: u64,
     pub perm: u16,
     pub mtime: std::time::SystemTime,

@@ -1,13 +1,15 @@
 //! Block cache: memory LRU over a persistent disk cache.
 //!
-//! Keys name immutable content (snapshots never change), so a cached block stays valid across
-//! restarts and is never invalidated, only evicted. Every disk read is checked against a CRC32C;
-//! a bad file is dropped and counts as a miss, so wrong bytes are never returned.
+//! Keys ([`CacheKey`]) name immutable content (snapshots never change, raw objects are named
+//! with their version), so a cached block stays valid across restarts and is never invalidated,
+//! only evicted. Every disk read is checked against a CRC32C; a bad file is dropped and counts as
+//! a miss, so wrong bytes are never returned.
 //!
 //! Concurrent lookups of one key share one disk read or fetch (single flight). The cache needs a
 //! tokio runtime: disk I/O runs on the blocking pool and never on a worker.
 
 mod disk;
+mod key;
 mod memory;
 
 use std::any::Any;
@@ -20,6 +22,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, watch};
 
 use disk::DiskCache;
+pub use key::CacheKey;
 use memory::MemoryCache;
 
 #[derive(Debug, Clone)]
@@ -150,7 +153,12 @@ impl BlockCache {
         config: CacheConfig,
         scan_gate: Option<mpsc::Receiver<()>>,
     ) -> std::io::Result<Arc<BlockCache>> {
-        let disk = DiskCache::open(&config, scan_gate)?;
+        let disk = DiskCache::open(
+            &config.dir,
+            config.max_disk_bytes,
+            config.min_free_bytes,
+            scan_gate,
+        )?;
         Ok(Arc::new(BlockCache {
             memory: Mutex::new(MemoryCache::new(config.max_memory_bytes)),
             disk: Arc::new(disk),
@@ -165,12 +173,13 @@ impl BlockCache {
     /// travels to the other callers type-erased in an `Arc`, and each gets its own clone (hence
     /// `E: Clone + Send + Sync + 'static`); a caller whose `E` differs from the leader's fetches
     /// for itself. A fetched block is put in memory and written to disk in the background.
-    pub async fn get_or_fetch<F, Fut, E>(&self, key: &str, fetch: F) -> Result<Bytes, E>
+    pub async fn get_or_fetch<F, Fut, E>(&self, key: CacheKey<'_>, fetch: F) -> Result<Bytes, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Bytes, E>>,
         E: Clone + Send + Sync + 'static,
     {
+        let key = &key.encode();
         let flight = match self.join(key).await {
             Joined::Done(result) => return result,
             Joined::Lead(flight) => flight,
@@ -201,7 +210,8 @@ impl BlockCache {
     }
 
     /// Memory or disk only; never fetches.
-    pub async fn get_cached(&self, key: &str) -> Option<Bytes> {
+    pub async fn get_cached(&self, key: CacheKey<'_>) -> Option<Bytes> {
+        let key = &key.encode();
         if let Some(data) = self.memory_get(key) {
             self.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
             return Some(data);
@@ -216,17 +226,18 @@ impl BlockCache {
     }
 
     /// Puts a block without fetching: in memory now, on disk in the background.
-    pub async fn insert(&self, key: &str, data: Bytes) {
+    pub async fn insert(&self, key: CacheKey<'_>, data: Bytes) {
+        let key = &key.encode();
         self.remember(key, data.clone());
         self.write_behind(key, data);
     }
 
     /// Drops a key from memory and disk. A background write of the same key still in progress
     /// may land afterwards; call [`BlockCache::flush`] first to rule that out.
-    pub async fn remove(&self, key: &str) {
-        lock(&self.memory).remove(key);
+    pub async fn remove(&self, key: CacheKey<'_>) {
+        let key = key.encode();
+        lock(&self.memory).remove(&key);
         let disk = Arc::clone(&self.disk);
-        let key = key.to_owned();
         // A failed join means the blocking task panicked; the file then simply stays.
         let _ = tokio::task::spawn_blocking(move || disk.remove(&key)).await;
     }

@@ -1,17 +1,24 @@
-//! The snapshot storage format inside a bucket: manifests, packs of zstd frames, object keys.
+//! The snapshot storage format inside a bucket: manifests, packs of zstd frames, object keys;
+//! and how a manifest becomes the snapshot tree the VFS serves.
 //!
 //! Pure encoding and decoding; the daemon does the object-store I/O. The layout is documented for
 //! people recovering data without snapfs in `man/snapfs-format.5`; keep the two in step.
+//!
+//! Inside, `pack` (frames, block references) ← `manifest` (the document) ← `validation` (reading
+//! one back) and ← `snapshot` (the tree of one); none uses a module after it.
 
 mod manifest;
 mod pack;
+mod snapshot;
 mod validation;
 
-pub use manifest::{BlockRef, Entry, EntryKind, MANIFEST_FORMAT, MAX_MANIFEST_BYTES, Manifest};
-pub use pack::{PackBuilder, blocks_in_range, compress_block, decode_block};
-
 /// A file is cut into blocks of this size; each block is one zstd frame.
-pub const BLOCK_SIZE: usize = 4 << 20;
+pub use crate::tree::BLOCK_SIZE;
+pub use manifest::{Entry, EntryKind, MANIFEST_FORMAT, Manifest};
+pub use pack::{BlockRef, PackBuilder, blocks_in_range, compress_block, decode_block};
+pub use snapshot::{decode_stored, snapshot_tree};
+pub use validation::MAX_MANIFEST_BYTES;
+
 /// A pack is closed once it holds about this many compressed bytes.
 pub const PACK_TARGET: usize = 8 << 20;
 

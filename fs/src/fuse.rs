@@ -16,7 +16,8 @@ use fuser::{
     TimeOrNow, WriteFlags,
 };
 
-use crate::vfs::{Attr, Entry, FileKind, Opened, SetAttr, TimeSet, Vfs, VfsError};
+use crate::tree::FileKind;
+use crate::vfs::{Attr, Entry, Opened, SetAttr, TimeSet, Vfs, VfsError};
 
 /// Largest read and write request the kernel is offered.
 const MAX_IO: u32 = 1 << 20;

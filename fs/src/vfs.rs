@@ -11,7 +11,6 @@ mod read;
 mod readme;
 mod staging;
 mod targets;
-mod tree;
 mod write;
 
 use std::collections::HashMap;
@@ -20,17 +19,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-pub use attr::{Attr, DirEntry, Entry, FileKind, FsStats, Opened};
+pub use attr::{Attr, DirEntry, Entry, FsStats, Opened};
 pub use error::{VfsError, VfsResult};
 pub use inodes::ROOT_INO;
 pub use live::LiveMount;
 pub use staging::{Activity, JobKind, Staging, UploadHooks, UploadState, UploadStatus};
 pub use targets::{Target, TargetId, TargetSet};
-pub use tree::{Block, Encoding, SnapshotTree, TreeNode, blocks_covering, raw_blocks};
 pub use write::{SetAttr, TimeSet};
 
 use crate::backend::{RawObjects, SnapshotInfo};
 use crate::cache::BlockCache;
+use crate::tree::{FileKind, SnapshotTree};
 use inodes::{Inodes, Node};
 use listing::Listings;
 use read::Handle;

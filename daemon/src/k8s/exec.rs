@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::AttachParams;
 use snapfs_fs::backend::{BackendError, LiveEntry};
-use snapfs_fs::vfs::FileKind;
+use snapfs_fs::tree::FileKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::retry;

@@ -23,7 +23,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo, SnapshotState};
-use snapfs_fs::vfs::SnapshotTree;
+use snapfs_fs::tree::SnapshotTree;
 
 use super::cluster::{EXPIRES_ANNOTATION, is_running, parse_quantity, resource, snapshot_resource};
 use super::reader::Readers;

@@ -21,9 +21,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::CacheConfig;
-
 const MAGIC: [u8; 4] = *b"SNBK";
+/// Kept at 1 when keys became [`CacheKey`](super::CacheKey) encodings: those start with `block `
+/// or `object `, the keys before them with a target's kind directory (`cloud/`), so a file from
+/// before is met only on a hash collision, where its key differs (a miss), and goes when evicted.
 const VERSION: u32 = 1;
 /// Magic, version, key length (u32), data length (u64).
 const HEADER_LEN: usize = 20;
@@ -90,22 +91,24 @@ struct FileInfo {
 }
 
 impl DiskCache {
-    /// Creates `<dir>/blocks` and starts the background thread. When `scan_gate` is given the
-    /// thread waits for a message on it before walking, which lets tests observe the state before
-    /// the scan.
+    /// Creates `<dir>/blocks` and starts the background thread, which keeps usage under
+    /// `max_bytes` and free space over `min_free`. When `scan_gate` is given the thread waits for
+    /// a message on it before walking, which lets tests observe the state before the scan.
     pub(crate) fn open(
-        config: &CacheConfig,
+        dir: &Path,
+        max_bytes: u64,
+        min_free: u64,
         scan_gate: Option<mpsc::Receiver<()>>,
     ) -> io::Result<Self> {
-        let blocks = config.dir.join("blocks");
+        let blocks = dir.join("blocks");
         fs::create_dir_all(&blocks)?;
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let shared = Arc::new(Shared {
             blocks,
-            max_bytes: config.max_disk_bytes,
-            min_free: config.min_free_bytes,
+            max_bytes,
+            min_free,
             tmp_prefix: format!(
                 "{TMP_PREFIX}{:x}-{:x}-",
                 std::process::id(),
@@ -503,13 +506,7 @@ mod tests {
     use super::*;
 
     fn open(dir: &Path) -> DiskCache {
-        let config = CacheConfig {
-            dir: dir.to_owned(),
-            max_disk_bytes: 1 << 30,
-            min_free_bytes: 0,
-            max_memory_bytes: 0,
-        };
-        DiskCache::open(&config, None).unwrap()
+        DiskCache::open(dir, 1 << 30, 0, None).unwrap()
     }
 
     #[test]

@@ -16,6 +16,20 @@ fn config(dir: &Path) -> CacheConfig {
     }
 }
 
+/// A key for test data `name`.
+fn key(name: &str) -> CacheKey<'_> {
+    CacheKey::Object {
+        target: "cloud/test",
+        object: name,
+        version: "v1",
+    }
+}
+
+/// Where `name`'s block lives on disk.
+fn path_of(cache: &BlockCache, name: &str) -> std::path::PathBuf {
+    cache.disk.path_for(&key(name).encode())
+}
+
 /// A fetch that counts its calls and returns `data`.
 fn fetch(
     calls: &Arc<AtomicUsize>,
@@ -36,9 +50,9 @@ fn fresh_cache() -> (tempfile::TempDir, Arc<BlockCache>) {
 }
 
 /// Leaves `key` with `data` on disk in `dir`, from a cache that is closed again.
-async fn seed_disk(dir: &Path, key: &str, data: &'static [u8]) {
+async fn seed_disk(dir: &Path, name: &str, data: &'static [u8]) {
     let cache = BlockCache::open(config(dir)).unwrap();
-    cache.insert(key, Bytes::from_static(data)).await;
+    cache.insert(key(name), Bytes::from_static(data)).await;
     cache.flush().await;
 }
 
@@ -57,7 +71,7 @@ async fn slow_fetches_at_once(
         let answer = answer.clone();
         tasks.push(tokio::spawn(async move {
             cache
-                .get_or_fetch("k", || async move {
+                .get_or_fetch(key("k"), || async move {
                     calls.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     answer
@@ -99,8 +113,8 @@ fn bytes_on_disk(dir: &Path) -> u64 {
 async fn memory_hit_does_not_fetch_again() {
     let (_tmp, cache) = fresh_cache();
     let calls = Arc::default();
-    let first = cache.get_or_fetch("k", fetch(&calls, b"hello")).await;
-    let second = cache.get_or_fetch("k", fetch(&calls, b"other")).await;
+    let first = cache.get_or_fetch(key("k"), fetch(&calls, b"hello")).await;
+    let second = cache.get_or_fetch(key("k"), fetch(&calls, b"other")).await;
     assert_eq!(first, Ok(Bytes::from_static(b"hello")));
     assert_eq!(second, Ok(Bytes::from_static(b"hello")));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -113,7 +127,13 @@ async fn memory_hit_does_not_fetch_again() {
 #[tokio::test]
 async fn disk_hit_after_restart() {
     let tmp = tempfile::tempdir().unwrap();
-    let key = "cloud/local/snapfs/packs/abc/00000001.pack@1234+5678";
+    let key = CacheKey::Block {
+        target: "cloud/local",
+        object: "snapfs/packs/abc/00000001.pack",
+        version: None,
+        offset: 1234,
+        len: 5678,
+    };
     {
         let cache = BlockCache::open(config(tmp.path())).unwrap();
         let calls = Arc::default();
@@ -155,7 +175,7 @@ async fn shared_fetch_error_reaches_every_caller_and_is_not_cached() {
     }
     assert_eq!(calls, 1);
     let calls = Arc::default();
-    let data = cache.get_or_fetch("k", fetch(&calls, b"back")).await;
+    let data = cache.get_or_fetch(key("k"), fetch(&calls, b"back")).await;
     assert_eq!(data, Ok(Bytes::from_static(b"back")));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
@@ -164,12 +184,12 @@ async fn shared_fetch_error_reaches_every_caller_and_is_not_cached() {
 async fn fetch_error_is_returned_and_not_cached() {
     let (_tmp, cache) = fresh_cache();
     let failed = cache
-        .get_or_fetch("k", || async { Err::<Bytes, _>(FetchError("boom")) })
+        .get_or_fetch(key("k"), || async { Err::<Bytes, _>(FetchError("boom")) })
         .await;
     assert_eq!(failed, Err(FetchError("boom")));
     cache.flush().await;
-    assert_eq!(cache.get_cached("k").await, None);
-    assert!(!cache.disk.path_for("k").exists());
+    assert_eq!(cache.get_cached(key("k")).await, None);
+    assert!(!path_of(&cache, "k").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,19 +199,19 @@ async fn follower_takes_over_when_the_leader_is_cancelled() {
         let cache = Arc::clone(&cache);
         tokio::spawn(async move {
             cache
-                .get_or_fetch("k", std::future::pending::<Result<Bytes, FetchError>>)
+                .get_or_fetch(key("k"), std::future::pending::<Result<Bytes, FetchError>>)
                 .await
         })
     };
     wait_until("the leader's flight", || {
-        lock(&cache.flights).by_key.contains_key("k")
+        lock(&cache.flights).by_key.contains_key(&key("k").encode())
     })
     .await;
     let follower = {
         let cache = Arc::clone(&cache);
         tokio::spawn(async move {
             let calls = Arc::default();
-            cache.get_or_fetch("k", fetch(&calls, b"mine")).await
+            cache.get_or_fetch(key("k"), fetch(&calls, b"mine")).await
         })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -204,14 +224,16 @@ async fn flipped_byte_is_a_miss_and_refetched() {
     let tmp = tempfile::tempdir().unwrap();
     seed_disk(tmp.path(), "k", b"good data").await;
     let cache = BlockCache::open(config(tmp.path())).unwrap();
-    let path = cache.disk.path_for("k");
+    let path = path_of(&cache, "k");
     let mut raw = std::fs::read(&path).unwrap();
     let at = raw.len() - 6;
     raw[at] ^= 0x01;
     std::fs::write(&path, &raw).unwrap();
 
     let calls = Arc::default();
-    let data = cache.get_or_fetch("k", fetch(&calls, b"good data")).await;
+    let data = cache
+        .get_or_fetch(key("k"), fetch(&calls, b"good data"))
+        .await;
     assert_eq!(data, Ok(Bytes::from_static(b"good data")));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let stats = cache.stats();
@@ -223,7 +245,7 @@ async fn flipped_byte_is_a_miss_and_refetched() {
     cache.flush().await;
     let fresh = BlockCache::open(config(tmp.path())).unwrap();
     assert_eq!(
-        fresh.get_cached("k").await.as_deref(),
+        fresh.get_cached(key("k")).await.as_deref(),
         Some(&b"good data"[..])
     );
 }
@@ -233,10 +255,10 @@ async fn truncated_file_is_a_miss_and_deleted() {
     let tmp = tempfile::tempdir().unwrap();
     seed_disk(tmp.path(), "k", b"some block").await;
     let cache = BlockCache::open(config(tmp.path())).unwrap();
-    let path = cache.disk.path_for("k");
+    let path = path_of(&cache, "k");
     let raw = std::fs::read(&path).unwrap();
     std::fs::write(&path, &raw[..raw.len() - 3]).unwrap();
-    assert_eq!(cache.get_cached("k").await, None);
+    assert_eq!(cache.get_cached(key("k")).await, None);
     assert_eq!(cache.stats().corrupt_dropped, 1);
     assert!(!path.exists());
 }
@@ -250,15 +272,15 @@ async fn memory_limit_evicts_least_recently_used() {
         ..config(tmp.path())
     };
     let cache = BlockCache::open(config).unwrap();
-    for key in ["a", "b", "c"] {
-        cache.insert(key, Bytes::from(vec![0u8; 300])).await;
+    for name in ["a", "b", "c"] {
+        cache.insert(key(name), Bytes::from(vec![0u8; 300])).await;
     }
-    assert!(cache.get_cached("a").await.is_some());
-    cache.insert("d", Bytes::from(vec![0u8; 300])).await;
+    assert!(cache.get_cached(key("a")).await.is_some());
+    cache.insert(key("d"), Bytes::from(vec![0u8; 300])).await;
     assert_eq!(cache.stats().memory_bytes, 900);
-    assert!(cache.get_cached("b").await.is_none());
-    for key in ["a", "c", "d"] {
-        assert!(cache.get_cached(key).await.is_some(), "{key}");
+    assert!(cache.get_cached(key("b")).await.is_none());
+    for name in ["a", "c", "d"] {
+        assert!(cache.get_cached(key(name)).await.is_some(), "{name}");
     }
 }
 
@@ -274,7 +296,7 @@ async fn disk_limit_holds_after_many_inserts() {
     let cache = BlockCache::open(config).unwrap();
     for i in 0..100 {
         cache
-            .insert(&format!("block-{i}"), Bytes::from(vec![i as u8; 4096]))
+            .insert(key(&format!("block-{i}")), Bytes::from(vec![i as u8; 4096]))
             .await;
     }
     cache.flush().await;
@@ -285,7 +307,12 @@ async fn disk_limit_holds_after_many_inserts() {
     assert!(cache.stats().evicted_bytes > 0);
     // What survived is intact.
     let kept = (0..100)
-        .filter(|i| cache.disk.read(&format!("block-{i}")).is_some())
+        .filter(|i| {
+            cache
+                .disk
+                .read(&key(&format!("block-{i}")).encode())
+                .is_some()
+        })
         .count();
     assert!(kept > 0);
 }
@@ -303,11 +330,13 @@ async fn free_space_floor_evicts_and_stops_writes() {
     // The evictor records the low-space state before publishing the evicted bytes.
     wait_until("eviction", || cache.stats().evicted_bytes > 0).await;
     assert_eq!(bytes_on_disk(tmp.path()), 0);
-    cache.insert("new", Bytes::from_static(b"new block")).await;
+    cache
+        .insert(key("new"), Bytes::from_static(b"new block"))
+        .await;
     cache.flush().await;
-    assert!(!cache.disk.path_for("new").exists());
+    assert!(!path_of(&cache, "new").exists());
     assert_eq!(
-        cache.get_cached("new").await.as_deref(),
+        cache.get_cached(key("new")).await.as_deref(),
         Some(&b"new block"[..])
     );
 }
@@ -340,22 +369,27 @@ async fn unwritable_dir_still_returns_data() {
     std::fs::remove_dir_all(&blocks).unwrap();
     std::fs::write(&blocks, b"not a directory").unwrap();
     let calls = Arc::default();
-    let data = cache.get_or_fetch("k", fetch(&calls, b"fresh")).await;
+    let data = cache.get_or_fetch(key("k"), fetch(&calls, b"fresh")).await;
     assert_eq!(data, Ok(Bytes::from_static(b"fresh")));
     cache.flush().await;
-    assert_eq!(cache.get_cached("k").await.as_deref(), Some(&b"fresh"[..]));
+    assert_eq!(
+        cache.get_cached(key("k")).await.as_deref(),
+        Some(&b"fresh"[..])
+    );
     assert_eq!(cache.stats().disk_bytes, 0);
 }
 
 #[tokio::test]
 async fn remove_drops_memory_and_disk() {
     let (_tmp, cache) = fresh_cache();
-    cache.insert("k", Bytes::from_static(b"bad upstream")).await;
+    cache
+        .insert(key("k"), Bytes::from_static(b"bad upstream"))
+        .await;
     cache.flush().await;
-    assert!(cache.disk.path_for("k").exists());
-    cache.remove("k").await;
-    assert!(!cache.disk.path_for("k").exists());
-    assert_eq!(cache.get_cached("k").await, None);
+    assert!(path_of(&cache, "k").exists());
+    cache.remove(key("k")).await;
+    assert!(!path_of(&cache, "k").exists());
+    assert_eq!(cache.get_cached(key("k")).await, None);
     assert_eq!(cache.stats().memory_bytes, 0);
 }
 
@@ -363,6 +397,6 @@ async fn remove_drops_memory_and_disk() {
 fn lookups_can_be_spawned() {
     fn assert_send<T: Send>(_: &T) {}
     let (_tmp, cache) = fresh_cache();
-    assert_send(&cache.get_or_fetch("k", unreachable_fetch));
-    assert_send(&cache.get_cached("k"));
+    assert_send(&cache.get_or_fetch(key("k"), unreachable_fetch));
+    assert_send(&cache.get_cached(key("k")));
 }

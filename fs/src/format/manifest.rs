@@ -1,18 +1,15 @@
 //! The manifest: one compressed JSON document per snapshot listing every entry and where its bytes
-//! live. It is written last, so a snapshot exists exactly when its manifest does.
-
-use std::io::Read;
+//! live. It is written last, so a snapshot exists exactly when its manifest does. Reading one
+//! back ([`Manifest::from_bytes`]) is `validation`'s job: a manifest from a bucket is checked
+//! before anything is read through it.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::pack::encode_frame;
-use super::{FormatError, validation};
+use super::pack::{BlockRef, encode_frame};
 
 /// The value of [`Manifest::format`]; a reader refuses any other.
 pub const MANIFEST_FORMAT: &str = "snapfs-manifest/1";
-/// The most decompressed bytes a manifest may have; manifests come from buckets others can write.
-pub const MAX_MANIFEST_BYTES: usize = 1 << 30;
 
 /// zstd's default: repetitive JSON shrinks well at any level, and a large tree's upload should not
 /// wait on its manifest.
@@ -74,21 +71,6 @@ pub enum EntryKind {
     },
 }
 
-/// Where one block of a file lives: one zstd frame inside one pack object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlockRef {
-    /// Index into [`Manifest::packs`].
-    pub pack: u32,
-    /// Byte offset of the frame inside the pack.
-    pub offset: u64,
-    /// Length of the frame in bytes.
-    pub clen: u32,
-    /// Decompressed length.
-    pub len: u32,
-    /// CRC32C (Castagnoli) of the decompressed bytes.
-    pub crc32c: u32,
-}
-
 /// Stands in for the root of a manifest that has none (one that never passed validation).
 static EMPTY_ROOT: Entry = Entry {
     path: String::new(),
@@ -107,17 +89,6 @@ impl Manifest {
             // Serialize impl; these types have none of them.
             Err(err) => unreachable!("a manifest always serializes: {err}"),
         }
-    }
-
-    /// Decodes and validates a manifest read from a bucket.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Manifest, FormatError> {
-        decode(bytes, MAX_MANIFEST_BYTES)
-    }
-
-    /// Checks everything a reader relies on, so that a hostile or damaged manifest can neither
-    /// name paths outside the snapshot nor make reads go out of bounds.
-    pub fn validate(&self) -> Result<(), FormatError> {
-        validation::check(self)
     }
 
     /// The root entry; validation guarantees it exists (an unvalidated empty manifest gets an
@@ -144,31 +115,6 @@ impl Manifest {
             .filter(|entry| matches!(entry.kind, EntryKind::File { .. }))
             .count()
     }
-}
-
-/// [`Manifest::from_bytes`] with the size cap as a parameter, so tests can use a small one.
-fn decode(bytes: &[u8], cap: usize) -> Result<Manifest, FormatError> {
-    // Stream-decode through a bounded reader: a frame header may claim any size, so only the
-    // count of bytes actually produced is trusted.
-    let decoder = zstd::stream::read::Decoder::with_buffer(bytes)
-        .map_err(|err| invalid(format!("cannot start decompressing: {err}")))?;
-    let mut json = Vec::new();
-    let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
-    decoder
-        .take(limit)
-        .read_to_end(&mut json)
-        .map_err(|err| invalid(format!("not a zstd stream: {err}")))?;
-    if json.len() > cap {
-        return Err(invalid(format!("larger than {cap} bytes decompressed")));
-    }
-    let manifest: Manifest =
-        serde_json::from_slice(&json).map_err(|err| invalid(format!("bad JSON: {err}")))?;
-    manifest.validate()?;
-    Ok(manifest)
-}
-
-pub(super) fn invalid(why: String) -> FormatError {
-    FormatError::InvalidManifest(why)
 }
 
 #[cfg(test)]
@@ -277,40 +223,6 @@ pub(super) mod tests {
         manifest.expires = None;
         let json = zstd::decode_all(&manifest.to_bytes()[..]).unwrap();
         assert!(!String::from_utf8(json).unwrap().contains("expires"));
-    }
-
-    #[test]
-    fn from_bytes_refuses_garbage_and_invalid_content() {
-        let is_invalid = |bytes: &[u8]| {
-            matches!(
-                Manifest::from_bytes(bytes),
-                Err(FormatError::InvalidManifest(_))
-            )
-        };
-        assert!(is_invalid(b"not zstd at all"));
-        assert!(is_invalid(&zstd::encode_all(&b"{not json"[..], 3).unwrap()));
-        let bytes = sample().to_bytes();
-        assert!(is_invalid(&bytes[..bytes.len() - 3]));
-        let mut bad = sample();
-        bad.entries.push(dir("../escape"));
-        let err = Manifest::from_bytes(&bad.to_bytes()).unwrap_err();
-        assert!(err.to_string().contains("\"../escape\""), "{err}");
-    }
-
-    #[test]
-    fn from_bytes_stops_at_the_cap() {
-        let bomb = zstd::encode_all(&vec![b' '; 4 << 20][..], 19).unwrap();
-        assert!(bomb.len() < 4096);
-        let err = decode(&bomb, 1 << 20).unwrap_err();
-        assert!(
-            err.to_string().contains("larger than 1048576 bytes"),
-            "{err}"
-        );
-
-        let bytes = sample().to_bytes();
-        let json_len = zstd::decode_all(&bytes[..]).unwrap().len();
-        assert_eq!(decode(&bytes, json_len).unwrap(), sample());
-        assert!(decode(&bytes, json_len - 1).is_err());
     }
 
     /// Arbitrary valid manifests: each node hangs under an earlier directory (picked by index).

@@ -2,14 +2,29 @@
 //! one ranged GET and decompressed on its own.
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use zstd::zstd_safe::CParameter;
 
-use super::manifest::BlockRef;
 use super::{BLOCK_SIZE, FormatError, PACK_TARGET};
 
 const ZSTD_MAGIC: u32 = 0xFD2F_B528;
 /// The largest raw block a zstd frame may hold.
 const RAW_BLOCK_MAX: usize = 128 << 10;
+
+/// Where one block of a file lives: one zstd frame inside one pack object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRef {
+    /// Index into [`Manifest::packs`](super::Manifest::packs).
+    pub pack: u32,
+    /// Byte offset of the frame inside the pack.
+    pub offset: u64,
+    /// Length of the frame in bytes.
+    pub clen: u32,
+    /// Decompressed length.
+    pub len: u32,
+    /// CRC32C (Castagnoli) of the decompressed bytes.
+    pub crc32c: u32,
+}
 
 /// Compresses one block into one zstd frame; returns the frame and the CRC32C of `raw`.
 pub fn compress_block(raw: &[u8], level: i32) -> (Vec<u8>, u32) {
@@ -111,41 +126,43 @@ impl PackBuilder {
 /// checking length and CRC32C. Never allocates more than `expect.len` bytes of output, whatever
 /// the frame claims.
 pub fn decode_block(frame: &[u8], expect: &BlockRef) -> Result<Bytes, FormatError> {
-    let corrupt = |why: String| {
+    decode_frame(frame, expect.clen, expect.len, expect.crc32c).map_err(|why| {
         FormatError::CorruptBlock(format!(
             "frame at offset {} of pack {}: {why}",
             expect.offset, expect.pack
         ))
-    };
-    if frame.len() as u64 != u64::from(expect.clen) {
-        return Err(corrupt(format!(
-            "{} bytes, expected {}",
-            frame.len(),
-            expect.clen
-        )));
+    })
+}
+
+/// Decompresses one frame of `clen` bytes into `len` bytes with CRC32C `crc32c`; the error says
+/// what is wrong, the caller says where. The output buffer's capacity bounds what zstd may
+/// write, so a lying header fails here instead of allocating.
+pub(super) fn decode_frame(
+    frame: &[u8],
+    clen: u32,
+    len: u32,
+    crc32c: u32,
+) -> Result<Bytes, String> {
+    if frame.len() as u64 != u64::from(clen) {
+        return Err(format!("{} bytes, expected {clen}", frame.len()));
     }
-    let len = expect.len as usize;
+    let len = len as usize;
     if len > BLOCK_SIZE {
-        return Err(corrupt(format!("claims {len} bytes, more than a block")));
+        return Err(format!("claims {len} bytes, more than a block"));
     }
-    // The output buffer's capacity bounds what zstd may write, so a lying header fails here
-    // instead of allocating.
     let mut out = Vec::with_capacity(len);
     zstd::bulk::Decompressor::new()
         .and_then(|mut decompressor| decompressor.decompress_to_buffer(frame, &mut out))
-        .map_err(|err| corrupt(format!("does not decompress to {len} bytes: {err}")))?;
+        .map_err(|err| format!("does not decompress to {len} bytes: {err}"))?;
     if out.len() != len {
-        return Err(corrupt(format!(
+        return Err(format!(
             "decompressed to {} bytes, expected {len}",
             out.len()
-        )));
+        ));
     }
     let crc = crc32c::crc32c(&out);
-    if crc != expect.crc32c {
-        return Err(corrupt(format!(
-            "CRC32C {crc:08x}, expected {:08x}",
-            expect.crc32c
-        )));
+    if crc != crc32c {
+        return Err(format!("CRC32C {crc:08x}, expected {crc32c:08x}"));
     }
     Ok(Bytes::from(out))
 }

@@ -1,16 +1,60 @@
-//! The rules a manifest must follow before anything is read through it: manifests come from
-//! buckets others can write, so every name, path, parent and block reference is checked.
+//! Reading a manifest back, and the rules it must follow before anything is read through it:
+//! manifests come from buckets others can write, so decompression is capped and every name,
+//! path, parent and block reference is checked.
 
 use std::collections::HashMap;
+use std::io::Read;
 
-use super::manifest::{BlockRef, Entry, EntryKind, MANIFEST_FORMAT, Manifest, invalid};
+use super::manifest::{Entry, EntryKind, MANIFEST_FORMAT, Manifest};
+use super::pack::BlockRef;
 use super::{BLOCK_SIZE, FormatError, PACK_PREFIX};
+
+/// The most decompressed bytes a manifest may have.
+pub const MAX_MANIFEST_BYTES: usize = 1 << 30;
 
 /// Longest file name a Unix kernel accepts (NAME_MAX); longer ones could never be shown.
 const NAME_MAX: usize = 255;
 
+impl Manifest {
+    /// Decodes and validates a manifest read from a bucket.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Manifest, FormatError> {
+        decode(bytes, MAX_MANIFEST_BYTES)
+    }
+
+    /// Checks everything a reader relies on, so that a hostile or damaged manifest can neither
+    /// name paths outside the snapshot nor make reads go out of bounds.
+    pub fn validate(&self) -> Result<(), FormatError> {
+        check(self)
+    }
+}
+
+/// [`Manifest::from_bytes`] with the size cap as a parameter, so tests can use a small one.
+fn decode(bytes: &[u8], cap: usize) -> Result<Manifest, FormatError> {
+    // Stream-decode through a bounded reader: a frame header may claim any size, so only the
+    // count of bytes actually produced is trusted.
+    let decoder = zstd::stream::read::Decoder::with_buffer(bytes)
+        .map_err(|err| invalid(format!("cannot start decompressing: {err}")))?;
+    let mut json = Vec::new();
+    let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
+    decoder
+        .take(limit)
+        .read_to_end(&mut json)
+        .map_err(|err| invalid(format!("not a zstd stream: {err}")))?;
+    if json.len() > cap {
+        return Err(invalid(format!("larger than {cap} bytes decompressed")));
+    }
+    let manifest: Manifest =
+        serde_json::from_slice(&json).map_err(|err| invalid(format!("bad JSON: {err}")))?;
+    manifest.validate()?;
+    Ok(manifest)
+}
+
+fn invalid(why: String) -> FormatError {
+    FormatError::InvalidManifest(why)
+}
+
 /// The checks behind [`Manifest::validate`].
-pub(super) fn check(manifest: &Manifest) -> Result<(), FormatError> {
+fn check(manifest: &Manifest) -> Result<(), FormatError> {
     if manifest.format != MANIFEST_FORMAT {
         return Err(invalid(format!(
             "format {:?}, expected {MANIFEST_FORMAT:?}",
@@ -164,6 +208,40 @@ fn check_block(block: &BlockRef, pack_count: usize) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::format::manifest::tests::{block, dir, file, sample, symlink};
+
+    #[test]
+    fn from_bytes_refuses_garbage_and_invalid_content() {
+        let is_invalid = |bytes: &[u8]| {
+            matches!(
+                Manifest::from_bytes(bytes),
+                Err(FormatError::InvalidManifest(_))
+            )
+        };
+        assert!(is_invalid(b"not zstd at all"));
+        assert!(is_invalid(&zstd::encode_all(&b"{not json"[..], 3).unwrap()));
+        let bytes = sample().to_bytes();
+        assert!(is_invalid(&bytes[..bytes.len() - 3]));
+        let mut bad = sample();
+        bad.entries.push(dir("../escape"));
+        let err = Manifest::from_bytes(&bad.to_bytes()).unwrap_err();
+        assert!(err.to_string().contains("\"../escape\""), "{err}");
+    }
+
+    #[test]
+    fn from_bytes_stops_at_the_cap() {
+        let bomb = zstd::encode_all(&vec![b' '; 4 << 20][..], 19).unwrap();
+        assert!(bomb.len() < 4096);
+        let err = decode(&bomb, 1 << 20).unwrap_err();
+        assert!(
+            err.to_string().contains("larger than 1048576 bytes"),
+            "{err}"
+        );
+
+        let bytes = sample().to_bytes();
+        let json_len = zstd::decode_all(&bytes[..]).unwrap().len();
+        assert_eq!(decode(&bytes, json_len).unwrap(), sample());
+        assert!(decode(&bytes, json_len - 1).is_err());
+    }
 
     /// The manifest's validation error, which must exist and mention `needle`.
     fn refused(manifest: &Manifest, needle: &str) {

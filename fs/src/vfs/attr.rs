@@ -4,12 +4,7 @@
 use std::ffi::OsString;
 use std::time::{Duration, SystemTime};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
-    Dir,
-    File,
-    Symlink,
-}
+use crate::tree::FileKind;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attr {

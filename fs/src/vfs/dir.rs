@@ -5,7 +5,8 @@ use std::ffi::{OsStr, OsString};
 use super::error::{VfsError, VfsResult};
 use super::inodes::Node;
 use super::targets::TargetId;
-use super::{DirEntry, FileKind, SnapshotTree, Vfs, write};
+use super::{DirEntry, Vfs, write};
+use crate::tree::{FileKind, SnapshotTree};
 
 impl Vfs {
     /// Every entry of a directory, "." and ".." first.

@@ -8,7 +8,7 @@ use std::ffi::{OsStr, OsString};
 use std::sync::{Arc, RwLock};
 
 use super::targets::TargetId;
-use super::tree::SnapshotTree;
+use crate::tree::SnapshotTree;
 
 pub const ROOT_INO: u64 = 1;
 

@@ -14,9 +14,10 @@ use bytes::Bytes;
 
 use super::error::{VfsError, VfsResult};
 use super::inodes::Node;
-use super::read::Handle;
-use super::{Attr, Entry, FileKind, Opened, TTL_CHANGING, Vfs};
+use super::read::{Handle, LiveBuffer};
+use super::{Attr, Entry, Opened, TTL_CHANGING, Vfs};
 use crate::backend::{LiveEntry, LiveTree};
+use crate::tree::FileKind;
 
 /// How much one read of a live file fetches at least.
 const LIVE_CHUNK: u64 = 256 << 10;
@@ -57,15 +58,6 @@ impl Recent {
         let complete = e.kind != FileKind::Symlink || e.symlink.is_some();
         (at.elapsed() < TTL_CHANGING && complete).then(|| e.clone())
     }
-}
-
-/// The per-open buffer of a live file: the last chunk fetched and where it starts.
-#[derive(Default)]
-pub(super) struct LiveBuffer {
-    start: u64,
-    data: Bytes,
-    /// The chunk came back short: the file ended inside it.
-    eof: bool,
 }
 
 impl Vfs {

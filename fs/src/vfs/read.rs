@@ -11,11 +11,13 @@ use bytes::{Bytes, BytesMut};
 use super::error::{VfsError, VfsResult};
 use super::inodes::Node;
 use super::targets::TargetId;
-use super::tree::{Block, Encoding, SnapshotTree, blocks_covering, raw_blocks};
-use super::{DirEntry, Entry, FileKind, Opened, Vfs};
+use super::{DirEntry, Entry, Opened, Vfs};
 use crate::backend::{Backend, BackendError};
-use crate::cache::BlockCache;
-use crate::format::{self, BLOCK_SIZE};
+use crate::cache::{BlockCache, CacheKey};
+use crate::format;
+use crate::tree::{
+    BLOCK_SIZE, Block, Encoding, FileKind, SnapshotTree, blocks_covering, raw_blocks,
+};
 
 /// Read-ahead grows to this many blocks ahead of a sequential reader.
 const MAX_WINDOW: usize = 16;
@@ -47,13 +49,23 @@ pub(super) struct ReadAhead {
     issued: usize,
 }
 
+/// The per-open buffer of a live file: the last chunk fetched and where it starts.
+#[derive(Default)]
+pub(super) struct LiveBuffer {
+    pub(super) start: u64,
+    pub(super) data: Bytes,
+    /// The chunk came back short: the file ended inside it.
+    pub(super) eof: bool,
+}
+
 pub(super) enum Handle {
     File {
         target: TargetId,
         data: FileData,
         size: u64,
-        /// Added to cache keys: the object version for raw objects, empty for snapshot packs.
-        tag: String,
+        /// The object's version for a raw object, which can be overwritten; None for a
+        /// snapshot's blocks, which never change.
+        version: Option<String>,
         ra: Mutex<ReadAhead>,
     },
     Generated(Bytes),
@@ -69,7 +81,7 @@ pub(super) enum Handle {
     Live {
         mount: usize,
         path: String,
-        buf: Mutex<super::live::LiveBuffer>,
+        buf: Mutex<LiveBuffer>,
     },
 }
 
@@ -79,18 +91,17 @@ pub(super) async fn fetch_block(
     cache: &BlockCache,
     backend: Arc<dyn Backend>,
     target_path: &str,
-    tag: &str,
+    version: Option<&str>,
     block: &Block,
 ) -> Result<Bytes, BackendError> {
-    let key = cache_key(target_path, tag, block);
-    let block = block.clone();
+    let key = cache_key(target_path, version, block);
     cache
-        .get_or_fetch(&key, move || async move {
+        .get_or_fetch(key, move || async move {
             let range = block.offset..block.offset + u64::from(block.stored_len);
             let mut last = None;
             for _ in 0..2 {
                 let stored = backend.read_range(&block.object, range.clone()).await?;
-                match decode(stored, &block).await {
+                match decode(stored, block).await {
                     Ok(data) => return Ok(data),
                     Err(e) => {
                         tracing::warn!(object = %block.object, offset = block.offset, error = %e, "block failed its check; fetching again");
@@ -103,11 +114,14 @@ pub(super) async fn fetch_block(
         .await
 }
 
-fn cache_key(target_path: &str, tag: &str, block: &Block) -> String {
-    format!(
-        "{target_path}/{}@{}+{}{tag}",
-        block.object, block.offset, block.stored_len
-    )
+fn cache_key<'a>(target: &'a str, version: Option<&'a str>, block: &'a Block) -> CacheKey<'a> {
+    CacheKey::Block {
+        target,
+        object: &block.object,
+        version,
+        offset: block.offset,
+        len: block.stored_len,
+    }
 }
 
 /// Whether `next` is stored right after `prev` in the same object, so both come in one read.
@@ -122,13 +136,13 @@ async fn prefetch_run(
     cache: &BlockCache,
     backend: Arc<dyn Backend>,
     target_path: &str,
-    tag: &str,
+    version: Option<&str>,
     run: &[Block],
 ) {
     let mut missing = Vec::with_capacity(run.len());
     for b in run {
         if cache
-            .get_cached(&cache_key(target_path, tag, b))
+            .get_cached(cache_key(target_path, version, b))
             .await
             .is_none()
         {
@@ -151,7 +165,7 @@ async fn prefetch_run(
             return;
         }
         match decode(stored.slice(from..to), b).await {
-            Ok(data) => cache.insert(&cache_key(target_path, tag, b), data).await,
+            Ok(data) => cache.insert(cache_key(target_path, version, b), data).await,
             Err(e) => {
                 tracing::debug!(object = %b.object, offset = b.offset, error = %e, "prefetched block failed its check")
             }
@@ -160,36 +174,17 @@ async fn prefetch_run(
 }
 
 async fn decode(stored: Bytes, block: &Block) -> Result<Bytes, BackendError> {
-    match block.encoding {
-        Encoding::Zstd { crc32c } => {
-            let expect = format::BlockRef {
-                pack: 0,
-                offset: block.offset,
-                clen: block.stored_len,
-                len: block.len,
-                crc32c,
-            };
-            tokio::task::spawn_blocking(move || format::decode_block(&stored, &expect))
+    let decoded = match block.encoding {
+        // Decompression is CPU work: off the async workers.
+        Encoding::Zstd { .. } => {
+            let block = block.clone();
+            tokio::task::spawn_blocking(move || format::decode_stored(stored, &block))
                 .await
                 .map_err(|e| BackendError::Other(format!("decoder stopped: {e}")))?
-                .map_err(|e| BackendError::Corrupt(e.to_string()))
         }
-        Encoding::Raw { crc32c } => {
-            if stored.len() != block.len as usize {
-                return Err(BackendError::Corrupt(format!(
-                    "expected {} bytes, got {}",
-                    block.len,
-                    stored.len()
-                )));
-            }
-            if let Some(want) = crc32c
-                && crc32c::crc32c(&stored) != want
-            {
-                return Err(BackendError::Corrupt("checksum mismatch".into()));
-            }
-            Ok(stored)
-        }
-    }
+        Encoding::Raw { .. } => format::decode_stored(stored, block),
+    };
+    decoded.map_err(|e| BackendError::Corrupt(e.to_string()))
 }
 
 impl Vfs {
@@ -285,7 +280,7 @@ impl Vfs {
                     target,
                     data: FileData::Tree(tree.clone(), id),
                     size,
-                    tag: String::new(),
+                    version: None,
                     ra: Mutex::new(ReadAhead::default()),
                 };
                 read_only(h, true, false)
@@ -301,7 +296,7 @@ impl Vfs {
                     target,
                     data: FileData::Owned(raw_blocks(&key, size)),
                     size,
-                    tag: format!("~{version}"),
+                    version: Some(version),
                     ra: Mutex::new(ReadAhead::default()),
                 };
                 read_only(h, true, false)
@@ -335,17 +330,18 @@ impl Vfs {
                 target,
                 data,
                 size: file_size,
-                tag,
+                version,
                 ra,
             } => {
                 let end = offset.saturating_add(u64::from(size)).min(*file_size);
                 if offset >= end {
                     return Ok(Bytes::new());
                 }
+                let version = version.as_deref();
                 let out = self
-                    .read_blocks(*target, data.blocks(), tag, offset..end)
+                    .read_blocks(*target, data.blocks(), version, offset..end)
                     .await?;
-                self.read_ahead(*target, data.blocks(), tag, ra, offset..end);
+                self.read_ahead(*target, data.blocks(), version, ra, offset..end);
                 Ok(out)
             }
             Handle::Dir(_) => Err(VfsError::IsDir),
@@ -359,7 +355,7 @@ impl Vfs {
         &self,
         target: TargetId,
         blocks: &[Block],
-        tag: &str,
+        version: Option<&str>,
         range: Range<u64>,
     ) -> VfsResult<Bytes> {
         let covering = blocks_covering(blocks, range.start, range.end);
@@ -374,12 +370,12 @@ impl Vfs {
             Ok(data.slice(from as usize..to as usize))
         };
         if let [b] = covering {
-            let data = fetch_block(&self.cache, t.backend.clone(), &path, tag, b).await?;
+            let data = fetch_block(&self.cache, t.backend.clone(), &path, version, b).await?;
             return slice(b, &data);
         }
         let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
         for b in covering {
-            let data = fetch_block(&self.cache, t.backend.clone(), &path, tag, b).await?;
+            let data = fetch_block(&self.cache, t.backend.clone(), &path, version, b).await?;
             out.extend_from_slice(&slice(b, &data)?);
         }
         Ok(out.freeze())
@@ -390,7 +386,7 @@ impl Vfs {
         &self,
         target: TargetId,
         blocks: &[Block],
-        tag: &str,
+        version: Option<&str>,
         ra: &Mutex<ReadAhead>,
         range: Range<u64>,
     ) {
@@ -440,18 +436,19 @@ impl Vfs {
             let Ok(permit) = self.readahead.clone().try_acquire_many_owned(n as u32) else {
                 break;
             };
-            let (cache, backend, path, tag) = (
+            let (cache, backend, path, version) = (
                 self.cache.clone(),
                 t.backend.clone(),
                 t.path(),
-                tag.to_string(),
+                version.map(str::to_string),
             );
             let run = todo[i..i + n].to_vec();
             tokio::spawn(async move {
+                let version = version.as_deref();
                 if let [block] = run.as_slice() {
-                    let _ = fetch_block(&cache, backend, &path, &tag, block).await;
+                    let _ = fetch_block(&cache, backend, &path, version, block).await;
                 } else {
-                    prefetch_run(&cache, backend, &path, &tag, &run).await;
+                    prefetch_run(&cache, backend, &path, version, &run).await;
                 }
                 drop(permit);
             });

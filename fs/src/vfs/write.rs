@@ -12,7 +12,8 @@ use super::error::{VfsError, VfsResult};
 use super::inodes::Node;
 use super::read::Handle;
 use super::targets::TargetId;
-use super::{Attr, Entry, FileKind, Opened, Vfs};
+use super::{Attr, Entry, Opened, Vfs};
+use crate::tree::FileKind;
 
 const TTL_STAGED: Duration = Duration::from_secs(1);
 

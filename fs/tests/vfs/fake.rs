@@ -11,9 +11,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use snapfs_fs::backend::{Backend, BackendError, RawListing, RawObject, RawObjects, SnapshotInfo};
-use snapfs_fs::vfs::{
-    SnapshotTree, Target, TargetId, TargetSet, UploadHooks, UploadStatus, VfsError, VfsResult,
-};
+use snapfs_fs::tree::SnapshotTree;
+use snapfs_fs::vfs::{Target, TargetId, TargetSet, UploadHooks, UploadStatus, VfsError, VfsResult};
 
 /// How often an injected corruption strikes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,11 +10,12 @@ use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use snapfs_fs::backend::{SnapshotInfo, SnapshotState};
 use snapfs_fs::cache::{BlockCache, CacheConfig};
-use snapfs_fs::format::{BLOCK_SIZE, PackBuilder, compress_block, manifest_key, pack_key};
-use snapfs_fs::vfs::{
-    Block, Encoding, Entry, FileKind, ROOT_INO, SnapshotTree, Staging, TreeNode, Vfs, VfsConfig,
-    VfsError, VfsResult,
+use snapfs_fs::format::{
+    self, BLOCK_SIZE, EntryKind, MANIFEST_FORMAT, Manifest, PackBuilder, compress_block,
+    manifest_key, pack_key,
 };
+use snapfs_fs::tree::SnapshotTree;
+use snapfs_fs::vfs::{Entry, ROOT_INO, Staging, Vfs, VfsConfig, VfsError, VfsResult};
 
 use crate::fake::{FakeBackend, FakeHooks, FakeTargets};
 
@@ -46,31 +47,37 @@ pub fn date(rfc3339: &str) -> DateTime<Utc> {
         .unwrap_or_else(|e| panic!("{rfc3339}: {e}"))
 }
 
-/// Builds one snapshot: its entries and the single pack holding its file data.
+/// Builds one snapshot: its manifest entries and the single pack holding its file data.
 pub struct SnapshotBuilder {
     name: String,
     pack_key: String,
     pack: PackBuilder,
-    entries: Vec<(String, TreeNode)>,
-    size: u64,
-    files: u64,
+    entries: Vec<format::Entry>,
+}
+
+/// A manifest entry of `kind` at `path`.
+fn entry(path: &str, perm: u16, mtime: SystemTime, kind: EntryKind) -> format::Entry {
+    let since = mtime
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("test times are after the epoch");
+    format::Entry {
+        path: path.to_string(),
+        mode: u32::from(perm),
+        mtime: since.as_secs() as i64,
+        mtime_nsec: since.subsec_nanos(),
+        kind,
+    }
 }
 
 impl SnapshotBuilder {
     /// A folder snapshot whose root has `perm` and `mtime`.
     pub fn folder(name: &str, perm: u16, mtime: SystemTime) -> Self {
-        let mut b = Self::empty(name);
-        b.entries
-            .push((String::new(), TreeNode::new(FileKind::Dir, perm, mtime)));
-        b
+        Self::empty(name).dir("", perm, mtime)
     }
 
     /// A one-file snapshot holding `data`.
     pub fn file(name: &str, data: &[u8], perm: u16, mtime: SystemTime) -> Self {
-        let mut b = Self::empty(name);
-        let node = b.file_node(data, perm, mtime);
-        b.entries.push((String::new(), node));
-        b
+        Self::empty(name).add_file("", data, perm, mtime)
     }
 
     fn empty(name: &str) -> Self {
@@ -79,58 +86,41 @@ impl SnapshotBuilder {
             pack_key: pack_key(&format!("upload-{name}"), 0),
             pack: PackBuilder::new(),
             entries: Vec::new(),
-            size: 0,
-            files: 0,
         }
-    }
-
-    fn file_node(&mut self, data: &[u8], perm: u16, mtime: SystemTime) -> TreeNode {
-        let object: Arc<str> = Arc::from(self.pack_key.as_str());
-        let mut node = TreeNode::new(FileKind::File, perm, mtime);
-        let mut start = 0u64;
-        for chunk in data.chunks(BLOCK_SIZE) {
-            let (frame, crc) = compress_block(chunk, 1);
-            let r = self.pack.push_frame(0, &frame, chunk.len() as u32, crc);
-            node.blocks.push(Block {
-                start,
-                len: r.len,
-                object: object.clone(),
-                offset: r.offset,
-                stored_len: r.clen,
-                encoding: Encoding::Zstd { crc32c: r.crc32c },
-            });
-            start += chunk.len() as u64;
-        }
-        node.size = data.len() as u64;
-        node.crc32c = Some(crc32c::crc32c(data));
-        self.size += node.size;
-        self.files += 1;
-        node
     }
 
     pub fn dir(mut self, path: &str, perm: u16, mtime: SystemTime) -> Self {
-        let node = TreeNode::new(FileKind::Dir, perm, mtime);
-        self.entries.push((path.to_string(), node));
+        self.entries.push(entry(path, perm, mtime, EntryKind::Dir));
         self
     }
 
     pub fn add_file(mut self, path: &str, data: &[u8], perm: u16, mtime: SystemTime) -> Self {
-        let node = self.file_node(data, perm, mtime);
-        self.entries.push((path.to_string(), node));
+        let blocks = data
+            .chunks(BLOCK_SIZE)
+            .map(|chunk| {
+                let (frame, crc) = compress_block(chunk, 1);
+                self.pack.push_frame(0, &frame, chunk.len() as u32, crc)
+            })
+            .collect();
+        let kind = EntryKind::File {
+            size: data.len() as u64,
+            crc32c: crc32c::crc32c(data),
+            blocks,
+        };
+        self.entries.push(entry(path, perm, mtime, kind));
         self
     }
 
-    /// An empty file: a node with no blocks at all.
-    pub fn empty_file(mut self, path: &str, perm: u16, mtime: SystemTime) -> Self {
-        self.entries
-            .push((path.to_string(), TreeNode::new(FileKind::File, perm, mtime)));
-        self
+    /// An empty file: a file with no blocks at all.
+    pub fn empty_file(self, path: &str, perm: u16, mtime: SystemTime) -> Self {
+        self.add_file(path, b"", perm, mtime)
     }
 
     pub fn symlink(mut self, path: &str, target: &str, mtime: SystemTime) -> Self {
-        let mut node = TreeNode::new(FileKind::Symlink, 0o777, mtime);
-        node.symlink = Some(target.to_string());
-        self.entries.push((path.to_string(), node));
+        let kind = EntryKind::Symlink {
+            target: target.to_string(),
+        };
+        self.entries.push(entry(path, 0o777, mtime, kind));
         self
     }
 
@@ -140,20 +130,29 @@ impl SnapshotBuilder {
         created: DateTime<Utc>,
         state: SnapshotState,
     ) -> (SnapshotInfo, Arc<SnapshotTree>, String, Bytes) {
-        let is_file = self.entries.first().map(|(_, n)| n.kind) == Some(FileKind::File);
-        let tree = SnapshotTree::build(self.entries).expect("a well-formed snapshot tree");
-        let info = SnapshotInfo {
-            id: manifest_key(&self.name),
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT.to_string(),
             name: self.name,
             created,
+            expires: None,
+            packs: vec![self.pack_key],
+            entries: self.entries,
+        };
+        manifest.validate().expect("a valid manifest");
+        let tree = format::snapshot_tree(&manifest).expect("a well-formed snapshot tree");
+        let info = SnapshotInfo {
+            id: manifest_key(&manifest.name),
+            is_file: matches!(manifest.root().kind, EntryKind::File { .. }),
+            size: manifest.total_size(),
+            files: manifest.file_count() as u64,
+            name: manifest.name,
+            created,
             state,
-            is_file,
-            size: self.size,
-            files: self.files,
             crc32c: None,
             expires: None,
         };
-        (info, Arc::new(tree), self.pack_key, self.pack.finish())
+        let [pack_key] = <[String; 1]>::try_from(manifest.packs).expect("one pack");
+        (info, Arc::new(tree), pack_key, self.pack.finish())
     }
 
     pub fn install(self, backend: &FakeBackend, created: DateTime<Utc>, state: SnapshotState) {

@@ -9,7 +9,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use snapfs_fs::backend::{BackendError, LiveEntry, LiveTree};
-use snapfs_fs::vfs::{FileKind, LiveMount};
+use snapfs_fs::tree::FileKind;
+use snapfs_fs::vfs::LiveMount;
 
 use crate::fixture::{Fixture, errno, noise, standard_backend};
 

@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use snapfs_fs::format::BLOCK_SIZE;
-use snapfs_fs::vfs::FileKind;
+use snapfs_fs::tree::FileKind;
 
 use crate::fake::object_time;
 use crate::fixture::{Fixture, errno, standard, standard_backend};

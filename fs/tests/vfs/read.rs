@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use snapfs_fs::backend::BackendError;
 use snapfs_fs::format::BLOCK_SIZE;
-use snapfs_fs::vfs::SnapshotTree;
+use snapfs_fs::tree::SnapshotTree;
 
 use crate::fake::Corruption;
 use crate::fixture::{BIG_LEN, Fixture, errno, noise, standard, standard_backend};

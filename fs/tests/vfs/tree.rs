@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use snapfs_fs::backend::{BackendError, SnapshotState};
-use snapfs_fs::vfs::{FileKind, ROOT_INO, SetAttr, TimeSet};
+use snapfs_fs::tree::FileKind;
+use snapfs_fs::vfs::{ROOT_INO, SetAttr, TimeSet};
 
 use crate::fake::FakeBackend;
 use crate::fixture::{

@@ -6,7 +6,8 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use snapfs_fs::vfs::{FileKind, SetAttr, TimeSet, UploadState, UploadStatus};
+use snapfs_fs::tree::FileKind;
+use snapfs_fs::vfs::{SetAttr, TimeSet, UploadState, UploadStatus};
 
 use crate::fixture::{Fixture, LOCAL, errno, standard_backend, time};
 

@@ -1,11 +1,21 @@
 //! The immutable content of one snapshot: a tree of entries whose file data is a list of blocks,
-//! each a byte range of some stored object.
+//! each a byte range of some stored object. Plain data: backends build it, the format fills it
+//! from a manifest, the VFS serves it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::attr::FileKind;
+/// A file is cut into blocks of at most this size: the snapshot format's frames, and the ranged
+/// reads of a raw object.
+pub const BLOCK_SIZE: usize = 4 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Dir,
+    File,
+    Symlink,
+}
 
 /// How a block's stored bytes become file bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,10 +176,10 @@ impl SnapshotTree {
 }
 
 /// Blocks of the first `size` bytes of a raw object (no compression, no checksum), cut at
-/// `BLOCK_SIZE`: a file whose bytes are a plain object or download.
+/// [`BLOCK_SIZE`]: a file whose bytes are a plain object or download.
 pub fn raw_blocks(key: &str, size: u64) -> Vec<Block> {
     let object: Arc<str> = Arc::from(key);
-    let step = crate::format::BLOCK_SIZE as u64;
+    let step = BLOCK_SIZE as u64;
     (0..size.div_ceil(step))
         .map(|i| {
             let start = i * step;

@@ -1,0 +1,213 @@
+//! A manifest as the VFS reads it: a snapshot tree whose file blocks point into the packs, and
+//! the check that turns a block's stored bytes back into file bytes.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use super::FormatError;
+use super::manifest::{EntryKind, Manifest};
+use super::pack::decode_frame;
+use crate::tree::{Block, Encoding, FileKind, SnapshotTree, TreeNode};
+
+/// The tree of a manifest (one that passed validation): every file's blocks point into the
+/// manifest's packs.
+pub fn snapshot_tree(manifest: &Manifest) -> Result<SnapshotTree, FormatError> {
+    let invalid = |why: String| FormatError::InvalidManifest(why);
+    let packs: Vec<Arc<str>> = manifest
+        .packs
+        .iter()
+        .map(|p| Arc::from(p.as_str()))
+        .collect();
+    let mut nodes = Vec::with_capacity(manifest.entries.len());
+    for e in &manifest.entries {
+        let perm = (e.mode & 0o7777) as u16;
+        let t = mtime(e.mtime, e.mtime_nsec);
+        let node = match &e.kind {
+            EntryKind::Dir => TreeNode::new(FileKind::Dir, perm, t),
+            EntryKind::Symlink { target } => {
+                let mut n = TreeNode::new(FileKind::Symlink, perm, t);
+                n.size = target.len() as u64;
+                n.symlink = Some(target.clone());
+                n
+            }
+            EntryKind::File {
+                size,
+                crc32c,
+                blocks,
+            } => {
+                let mut n = TreeNode::new(FileKind::File, perm, t);
+                n.size = *size;
+                n.crc32c = Some(*crc32c);
+                n.blocks.reserve_exact(blocks.len());
+                let mut start = 0u64;
+                for b in blocks {
+                    let object = packs
+                        .get(b.pack as usize)
+                        .cloned()
+                        .ok_or_else(|| invalid(format!("{}: pack index out of range", e.path)))?;
+                    n.blocks.push(Block {
+                        start,
+                        len: b.len,
+                        object,
+                        offset: b.offset,
+                        stored_len: b.clen,
+                        encoding: Encoding::Zstd { crc32c: b.crc32c },
+                    });
+                    start += u64::from(b.len);
+                }
+                n
+            }
+        };
+        nodes.push((e.path.clone(), node));
+    }
+    SnapshotTree::build(nodes).map_err(|e| invalid(e.to_string()))
+}
+
+/// The file bytes of `block` from its `stored` bytes, checked: a zstd frame is decompressed
+/// (CPU work: call it off the async workers), a raw block is returned as is once its length
+/// and any known checksum match.
+pub fn decode_stored(stored: Bytes, block: &Block) -> Result<Bytes, FormatError> {
+    let checked = match block.encoding {
+        Encoding::Zstd { crc32c } => decode_frame(&stored, block.stored_len, block.len, crc32c),
+        Encoding::Raw { crc32c } => {
+            if stored.len() != block.len as usize {
+                Err(format!("{} bytes, expected {}", stored.len(), block.len))
+            } else if crc32c.is_some_and(|want| crc32c::crc32c(&stored) != want) {
+                Err("checksum mismatch".to_owned())
+            } else {
+                Ok(stored)
+            }
+        }
+    };
+    checked.map_err(|why| {
+        FormatError::CorruptBlock(format!("{} at {}: {why}", block.object, block.offset))
+    })
+}
+
+/// A manifest's mtime (seconds, which may be negative, and nanoseconds) as a `SystemTime`.
+fn mtime(secs: i64, nsec: u32) -> SystemTime {
+    if secs >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::new(secs as u64, nsec)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+            + Duration::from_nanos(u64::from(nsec))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::manifest::tests::{block, dir, file, sample, symlink};
+    use crate::format::{BLOCK_SIZE, compress_block};
+
+    #[test]
+    fn a_manifest_becomes_its_tree() {
+        let manifest = sample();
+        let tree = snapshot_tree(&manifest).unwrap();
+        assert_eq!(tree.len(), manifest.entries.len());
+        let a = tree.child(SnapshotTree::ROOT, "a").unwrap();
+        let f = tree.node(tree.child(a, "f").unwrap()).unwrap();
+        assert_eq!(
+            (f.kind, f.perm, f.size),
+            (FileKind::File, 0o644, BLOCK_SIZE as u64 + 10)
+        );
+        assert_eq!(f.crc32c, Some(1));
+        assert_eq!(
+            f.mtime,
+            SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 5)
+        );
+        let starts: Vec<(u64, &str)> = f.blocks.iter().map(|b| (b.start, &*b.object)).collect();
+        assert_eq!(
+            starts,
+            [
+                (0, manifest.packs[0].as_str()),
+                (BLOCK_SIZE as u64, manifest.packs[1].as_str())
+            ]
+        );
+        assert_eq!(
+            (
+                f.blocks[1].offset,
+                f.blocks[1].stored_len,
+                f.blocks[1].encoding
+            ),
+            (0, 100, Encoding::Zstd { crc32c: 7 })
+        );
+        let l = tree.node(tree.child(a, "l").unwrap()).unwrap();
+        assert_eq!((l.kind, l.size), (FileKind::Symlink, 12));
+        assert_eq!(l.symlink.as_deref(), Some("../etc/hosts"));
+    }
+
+    #[test]
+    fn a_tree_is_refused_where_the_manifest_is_broken() {
+        let mut bad_pack = sample();
+        bad_pack.entries.push(file("x", vec![block(9, 0, 1)]));
+        assert!(matches!(
+            snapshot_tree(&bad_pack),
+            Err(FormatError::InvalidManifest(why)) if why.contains("x: pack index out of range")
+        ));
+        let mut orphan = sample();
+        orphan.entries.push(dir("missing/child"));
+        assert!(snapshot_tree(&orphan).is_err());
+        let mut under_link = sample();
+        under_link.entries.push(symlink("a/l/x", "y"));
+        assert!(snapshot_tree(&under_link).is_err());
+    }
+
+    #[test]
+    fn mtimes_before_the_epoch_keep_their_nanoseconds() {
+        let t = mtime(-2, 500);
+        assert_eq!(
+            SystemTime::UNIX_EPOCH.duration_since(t).unwrap(),
+            Duration::new(1, 999_999_500)
+        );
+    }
+
+    fn stored_block(encoding: Encoding, stored: &[u8], len: u32) -> Block {
+        Block {
+            start: 0,
+            len,
+            object: Arc::from("snapfs/packs/u/00000000.pack"),
+            offset: 40,
+            stored_len: stored.len() as u32,
+            encoding,
+        }
+    }
+
+    #[test]
+    fn stored_bytes_decode_only_when_they_check_out() {
+        let raw = b"file bytes".repeat(100);
+        let (frame, crc) = compress_block(&raw, 3);
+        let zstd = stored_block(Encoding::Zstd { crc32c: crc }, &frame, raw.len() as u32);
+        let got = decode_stored(Bytes::from(frame.clone()), &zstd).unwrap();
+        assert_eq!(got, raw);
+        let wrong_crc = stored_block(Encoding::Zstd { crc32c: !crc }, &frame, raw.len() as u32);
+        let err = decode_stored(Bytes::from(frame.clone()), &wrong_crc).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("snapfs/packs/u/00000000.pack at 40: CRC32C"),
+            "{err}"
+        );
+        let short = decode_stored(Bytes::copy_from_slice(&frame[1..]), &zstd);
+        assert!(matches!(short, Err(FormatError::CorruptBlock(_))));
+
+        let plain = stored_block(Encoding::Raw { crc32c: None }, &raw, raw.len() as u32);
+        assert_eq!(
+            decode_stored(Bytes::from(raw.clone()), &plain).unwrap(),
+            raw
+        );
+        let checked = stored_block(
+            Encoding::Raw {
+                crc32c: Some(crc32c::crc32c(&raw)),
+            },
+            &raw,
+            raw.len() as u32,
+        );
+        assert!(decode_stored(Bytes::from(raw.clone()), &checked).is_ok());
+        let mut flipped = raw.clone();
+        flipped[3] ^= 1;
+        assert!(decode_stored(Bytes::from(flipped), &checked).is_err());
+        assert!(decode_stored(Bytes::copy_from_slice(&raw[1..]), &plain).is_err());
+    }
+}
