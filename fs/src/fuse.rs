@@ -21,6 +21,16 @@ use crate::vfs::{Attr, Entry, FileKind, Opened, SetAttr, TimeSet, Vfs, VfsError}
 /// Largest read and write request the kernel is offered.
 const MAX_IO: u32 = 1 << 20;
 
+/// Enters the span a FUSE operation runs in, named for the operation, with the inodes, names and
+/// file handle it touches as fields, so every line logged below it (the errno line too) names
+/// them. Warn level, so any warning shown carries its operation; with warnings filtered out the
+/// span costs one cached level check. The returned guard must live for the whole callback.
+macro_rules! op_span {
+    ($op:literal, $($field:tt)+) => {
+        tracing::warn_span!($op, $($field)+).entered()
+    };
+}
+
 /// How the file system is mounted.
 #[derive(Debug, Clone)]
 pub struct MountConfig {
@@ -150,6 +160,8 @@ fn time_set(t: Option<TimeOrNow>) -> Option<TimeSet> {
 }
 
 impl FuseFs {
+    /// Polls `f` on this fuser thread, so the callback's entered span is current throughout;
+    /// work the VFS spawns onto the runtime carries the span itself.
     fn run<T>(
         &self,
         f: impl std::future::Future<Output = Result<T, VfsError>>,
@@ -193,10 +205,12 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _op = op_span!("lookup", parent = parent.0, name = ?name);
         self.reply_entry(reply, self.run(self.vfs.lookup(parent.0, name)));
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _op = op_span!("getattr", ino = ino.0, fh = fh.map(|f| f.0));
         match self.run(self.vfs.getattr(ino.0)) {
             Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
             Err(e) => reply.error(errno(&e)),
@@ -221,6 +235,7 @@ impl Filesystem for FuseFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _op = op_span!("setattr", ino = ino.0, fh = fh.map(|f| f.0));
         let set = SetAttr {
             mode,
             uid,
@@ -239,6 +254,7 @@ impl Filesystem for FuseFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _op = op_span!("readlink", ino = ino.0);
         match self.run(self.vfs.readlink(ino.0)) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno(&e)),
@@ -254,6 +270,7 @@ impl Filesystem for FuseFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let _op = op_span!("mkdir", parent = parent.0, name = ?name);
         let r = self
             .refuse_if_read_only()
             .and_then(|()| self.run(self.vfs.mkdir(parent.0, name, mode, umask)));
@@ -261,6 +278,7 @@ impl Filesystem for FuseFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _op = op_span!("unlink", parent = parent.0, name = ?name);
         let r = self
             .refuse_if_read_only()
             .and_then(|()| self.run(self.vfs.remove(parent.0, name, false)));
@@ -271,6 +289,7 @@ impl Filesystem for FuseFs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _op = op_span!("rmdir", parent = parent.0, name = ?name);
         let r = self
             .refuse_if_read_only()
             .and_then(|()| self.run(self.vfs.remove(parent.0, name, true)));
@@ -288,6 +307,7 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _op = op_span!("symlink", parent = parent.0, name = ?link_name);
         let r = self
             .refuse_if_read_only()
             .and_then(|()| self.run(self.vfs.symlink(parent.0, link_name, target)));
@@ -304,6 +324,13 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _op = op_span!(
+            "rename",
+            parent = parent.0,
+            name = ?name,
+            newparent = newparent.0,
+            newname = ?newname
+        );
         if !flags.is_empty() {
             // RENAME_EXCHANGE / RENAME_NOREPLACE: callers fall back to a plain rename.
             reply.error(Errno::from_i32(libc::EINVAL));
@@ -330,6 +357,7 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _op = op_span!("open", ino = ino.0);
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
         let r = if write {
@@ -347,7 +375,7 @@ impl Filesystem for FuseFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -355,6 +383,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _op = op_span!("read", ino = ino.0, fh = fh.0);
         match self.run(self.vfs.read(fh.0, offset, size)) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(&e)),
@@ -364,7 +393,7 @@ impl Filesystem for FuseFs {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -373,6 +402,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _op = op_span!("write", ino = ino.0, fh = fh.0);
         match self.vfs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(&e)),
@@ -393,13 +423,14 @@ impl Filesystem for FuseFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _op = op_span!("release", ino = ino.0, fh = fh.0);
         self.vfs.release(fh.0);
         reply.ok();
     }
@@ -407,11 +438,12 @@ impl Filesystem for FuseFs {
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _op = op_span!("fsync", ino = ino.0, fh = fh.0);
         match self.vfs.fsync(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -419,6 +451,7 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _op = op_span!("opendir", ino = ino.0);
         match self.run(self.vfs.opendir(ino.0)) {
             Ok(o) => {
                 let flags = if o.keep_cache {
@@ -440,6 +473,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _op = op_span!("readdirplus", ino = ino.0, fh = fh.0);
         match self.run(self.vfs.readdir_plus_at(ino.0, fh.0, offset, 256)) {
             Ok(entries) => {
                 for (i, (d, e)) in entries.iter().enumerate() {
@@ -464,11 +498,12 @@ impl Filesystem for FuseFs {
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _op = op_span!("readdir", ino = ino.0, fh = fh.0);
         match self.vfs.readdir_at(fh.0, offset, 512) {
             Ok(entries) => {
                 for (i, e) in entries.iter().enumerate() {
@@ -485,16 +520,18 @@ impl Filesystem for FuseFs {
     fn releasedir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _op = op_span!("releasedir", ino = ino.0, fh = fh.0);
         self.vfs.release(fh.0);
         reply.ok();
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        let _op = op_span!("statfs", ino = ino.0);
         match self.vfs.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, 255, s.bsize,
@@ -523,6 +560,7 @@ impl Filesystem for FuseFs {
             reply.error(Errno::from_i32(libc::ENODATA));
             return;
         }
+        let _op = op_span!("getxattr", ino = ino.0, name = ?name);
         let r = self.run(self.vfs.xattrs(ino.0)).and_then(|all| {
             all.into_iter()
                 .find(|(k, _)| OsStr::new(k) == name)
@@ -533,6 +571,7 @@ impl Filesystem for FuseFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _op = op_span!("listxattr", ino = ino.0);
         let r = self.run(self.vfs.xattrs(ino.0)).map(|all| {
             let mut names = Vec::new();
             for (k, _) in all {
@@ -563,6 +602,7 @@ impl Filesystem for FuseFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        let _op = op_span!("create", parent = parent.0, name = ?name);
         let r = self
             .refuse_if_read_only()
             .and_then(|()| self.run(self.vfs.create(parent.0, name, mode, umask)));

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
+use tracing::Instrument;
 
 use super::error::{VfsError, VfsResult};
 use super::inodes::Node;
@@ -446,14 +447,16 @@ impl Vfs {
                 tag.to_string(),
             );
             let run = todo[i..i + n].to_vec();
-            tokio::spawn(async move {
+            let prefetch = async move {
                 if let [block] = run.as_slice() {
                     let _ = fetch_block(&cache, backend, &path, &tag, block).await;
                 } else {
                     prefetch_run(&cache, backend, &path, &tag, &run).await;
                 }
                 drop(permit);
-            });
+            };
+            // Its log lines name the read that started it.
+            tokio::spawn(prefetch.in_current_span());
             i += n;
         }
     }
