@@ -1,6 +1,7 @@
-//! The FUSE adapter: the only module that speaks to the kernel. Each callback hands its work to
-//! the VFS core on the tokio runtime (blocking this fuser thread, never a tokio worker) and turns
-//! the result into a reply, errors into errno through `VfsError::errno`.
+//! The FUSE adapter: the only module that speaks to the kernel. Each callback enters a span
+//! naming its operation, hands its work to the VFS core on the tokio runtime (blocking this fuser
+//! thread, never a tokio worker) and turns the result into a reply, errors into errno through
+//! `VfsError::errno`.
 
 use std::ffi::OsStr;
 use std::io;
@@ -9,14 +10,17 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, BsdFileFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem,
-    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL,
-    TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::vfs::{Attr, Entry, FileKind, Opened, SetAttr, TimeSet, Vfs, VfsError};
+
+mod mount;
+
+pub use mount::{MountConfig, connect_invalidation, mount};
 
 /// Largest read and write request the kernel is offered.
 const MAX_IO: u32 = 1 << 20;
@@ -31,77 +35,11 @@ macro_rules! op_span {
     };
 }
 
-/// How the file system is mounted.
-#[derive(Debug, Clone)]
-pub struct MountConfig {
-    pub read_only: bool,
-    /// Let users other than the one who mounted in (needs `user_allow_other` for non-root).
-    pub allow_other: bool,
-    pub threads: usize,
-}
-
-impl Default for MountConfig {
-    fn default() -> Self {
-        MountConfig {
-            read_only: false,
-            allow_other: false,
-            threads: 16,
-        }
-    }
-}
-
 pub struct FuseFs {
     vfs: Arc<Vfs>,
     rt: tokio::runtime::Handle,
     read_only: bool,
     on_exit: Option<Box<dyn FnOnce() + Send + Sync>>,
-}
-
-/// Mounts `vfs` at `mountpoint`; the file system is served until the session is dropped or
-/// unmounted. `on_exit` runs when the session ends, whoever unmounted it.
-pub fn mount(
-    vfs: Arc<Vfs>,
-    rt: tokio::runtime::Handle,
-    mountpoint: &Path,
-    config: &MountConfig,
-    on_exit: impl FnOnce() + Send + Sync + 'static,
-) -> io::Result<fuser::BackgroundSession> {
-    let mut options = vec![
-        MountOption::FSName("snapfs".into()),
-        MountOption::Subtype("snapfs".into()),
-        MountOption::DefaultPermissions,
-        MountOption::NoAtime,
-        MountOption::NoDev,
-        MountOption::NoSuid,
-    ];
-    if config.read_only {
-        options.push(MountOption::RO);
-    }
-    let mut fuse_config = Config::default();
-    fuse_config.mount_options = options;
-    fuse_config.acl = if config.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
-    fuse_config.n_threads = Some(config.threads.max(1));
-    fuse_config.clone_fd = true;
-    let fs = FuseFs {
-        vfs,
-        rt,
-        read_only: config.read_only,
-        on_exit: Some(Box::new(on_exit)),
-    };
-    fuser::spawn_mount(fs, mountpoint, &fuse_config)
-}
-
-/// Lets the VFS drop the kernel's cached names when snapshots or uploads change on their own.
-pub fn connect_invalidation(vfs: &Vfs, session: &fuser::BackgroundSession) {
-    let notifier = session.notifier();
-    vfs.set_invalidator(Box::new(move |parent, name| {
-        // ENOENT only means the kernel had nothing cached.
-        let _ = notifier.inval_entry(INodeNo(parent), name);
-    }));
 }
 
 fn kind(k: FileKind) -> FileType {
