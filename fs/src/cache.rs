@@ -355,7 +355,9 @@ impl BlockCache {
     async fn read_disk(&self, key: &str) -> Option<Bytes> {
         let disk = Arc::clone(&self.disk);
         let key = key.to_owned();
-        tokio::task::spawn_blocking(move || disk.read(&key))
+        // A corrupt file's warning names the read that found it.
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| disk.read(&key)))
             .await
             .ok()
             .flatten()

@@ -8,6 +8,7 @@ use snapfs_fs::cache::BlockCache;
 use snapfs_fs::vfs::VfsError;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tracing::Instrument;
 
 use super::wire::{ErrorCode, Info, Metrics, PROTOCOL, Request, Response, StatusReport};
 use crate::jobs::Jobs;
@@ -66,6 +67,31 @@ fn vfs_error(e: VfsError) -> Response {
     error(code, e.to_string())
 }
 
+/// The span a request runs in: its op and the target and snapshot it names. Warn level, like the
+/// file system's, so any warning shown carries its request.
+fn request_span(req: &Request) -> tracing::Span {
+    let (op, target, name) = match req {
+        Request::Info => ("info", None, None),
+        Request::Status => ("status", None, None),
+        Request::List { target } => ("list", Some(target), None),
+        Request::Snapshot { target, name, .. } => ("snapshot", Some(target), Some(name)),
+        Request::RestoreClaim { target, name, .. } => ("restore_claim", Some(target), Some(name)),
+        Request::Backup { target } => ("backup", Some(target), None),
+        Request::Restore { target, name } => ("restore", Some(target), Some(name)),
+        Request::Wait { target, name } => ("wait", Some(target), Some(name)),
+        Request::Remove { target, name } => ("remove", Some(target), Some(name)),
+        Request::Verify { target, name } => ("verify", Some(target), Some(name)),
+        Request::Gc { target, .. } => ("gc", target.as_ref(), None),
+        Request::Unmount => ("unmount", None, None),
+    };
+    tracing::warn_span!(
+        "request",
+        op,
+        target = target.map(String::as_str),
+        name = name.map(String::as_str)
+    )
+}
+
 impl Server {
     pub async fn serve(self: Arc<Self>, listener: UnixListener) {
         loop {
@@ -108,7 +134,8 @@ impl Server {
     }
 
     async fn handle(&self, req: Request) -> Response {
-        match self.dispatch(req).await {
+        let span = request_span(&req);
+        match self.dispatch(req).instrument(span).await {
             Ok(r) | Err(r) => r,
         }
     }

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
+use tracing::Instrument;
 
 use super::error::{VfsError, VfsResult};
 use super::inodes::Node;
@@ -443,7 +444,7 @@ impl Vfs {
                 version.map(str::to_string),
             );
             let run = todo[i..i + n].to_vec();
-            tokio::spawn(async move {
+            let prefetch = async move {
                 let version = version.as_deref();
                 if let [block] = run.as_slice() {
                     let _ = fetch_block(&cache, backend, &path, version, block).await;
@@ -451,7 +452,9 @@ impl Vfs {
                     prefetch_run(&cache, backend, &path, version, &run).await;
                 }
                 drop(permit);
-            });
+            };
+            // Its log lines name the read that started it.
+            tokio::spawn(prefetch.in_current_span());
             i += n;
         }
     }
