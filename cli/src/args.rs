@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
+use snapfs_control::units::parse_size;
 
 const LONG_ABOUT: &str = "\
 Snapshots as ordinary paths. `snapfs mount` starts snapfsd, which mounts a file system where
@@ -147,14 +148,6 @@ pub struct SnapshotArgs {
     /// size + k8s.size_margin, at least k8s.min_size]
     #[arg(long, value_parser = parse_size)]
     pub size: Option<u64>,
-}
-
-/// "20Gi", "512MiB", "4096" → bytes.
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s
-        .strip_suffix('i')
-        .map_or(s.to_string(), |p| format!("{p}iB"));
-    snapfsd::config::parse_size(&s).map_err(|e| format!("{e:#}"))
 }
 
 #[derive(Debug, Args)]

@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt};
+use snapfs_control::wire::TargetMetrics;
 use snapfs_fs::backend::{
     Backend, BackendError, RawListing, RawObject, RawObjects, SnapshotInfo, SnapshotState,
 };
@@ -29,8 +30,6 @@ use snapfs_fs::vfs::{Block, Encoding, FileKind, SnapshotTree, TreeNode};
 
 pub use store::{local_dir, open_store};
 pub use upload::{Progress, new_upload_id};
-
-use crate::control::wire::TargetMetrics;
 
 /// Longest snapshot name: the manifest key adds a suffix and must stay a legal file name.
 const MAX_NAME: usize = 255 - ".manifest.zst".len();

@@ -20,9 +20,9 @@ use snapfs_fs::vfs::{FileKind, SnapshotTree, TreeNode, raw_blocks};
 
 pub use backoff::Backoff;
 use client::{Backup, Client};
+use snapfs_control::wire::TargetMetrics;
 
 use crate::config::Cluster;
-use crate::control::wire::TargetMetrics;
 
 /// The file name of a backup's snapshot.
 const SUFFIX: &str = ".backup";

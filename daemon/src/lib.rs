@@ -7,6 +7,5 @@ pub mod hivemq;
 pub mod jobs;
 pub mod k8s;
 pub mod lifecycle;
-pub mod paths;
 pub mod service;
 pub mod target;

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use snapfs_control::wire::{GcDeletion, GcError, GcReason, GcReport};
 use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo};
 
 use crate::cloud::CloudBackend;
 use crate::config::Retention;
-use crate::control::wire::{GcDeletion, GcError, GcReason, GcReport};
 use crate::jobs::Jobs;
 use crate::k8s::{InUse, Kube, KubeTarget};
 use crate::target::TargetBackend;

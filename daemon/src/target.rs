@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
+use snapfs_control::wire::TargetMetrics;
 use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo};
 
 use crate::cloud::CloudBackend;
-use crate::control::wire::TargetMetrics;
 use crate::hivemq::HiveMqBackend;
 use crate::k8s::KubeTarget;
 

@@ -3,14 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use snapfs_control::wire::{
+    ErrorCode, Info, Metrics, PROTOCOL, Request, Response, StatusReport, VerifyReport,
+};
 use snapfs_fs::backend::BackendError;
 use snapfs_fs::vfs::{Vfs, VfsError};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::wire::{
-    ErrorCode, Info, Metrics, PROTOCOL, Request, Response, StatusReport, VerifyReport,
-};
 use crate::jobs::Jobs;
 use crate::lifecycle::Lifecycle;
 

@@ -22,15 +22,16 @@ use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::{Value, json};
+use snapfs_control::units::parse_quantity;
+use snapfs_control::wire::TargetMetrics;
 use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo, SnapshotState};
 use snapfs_fs::vfs::SnapshotTree;
 
-use super::cluster::{EXPIRES_ANNOTATION, is_running, parse_quantity, resource, snapshot_resource};
+use super::cluster::{EXPIRES_ANNOTATION, is_running, resource, snapshot_resource};
 use super::reader::Readers;
 use super::{exec, retry, tarball};
 use crate::cloud::Progress;
 use crate::config::{K8sSettings, Retention, is_dns_subdomain};
-use crate::control::wire::TargetMetrics;
 
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const ROLE: &str = "snapfs.io/role";
@@ -1136,7 +1137,7 @@ fn snapshot_info(o: &DynamicObject) -> Option<SnapshotInfo> {
     let size = status
         .and_then(|s| s.get("restoreSize"))
         .and_then(|q| match q {
-            Value::String(s) => parse_quantity(s),
+            Value::String(s) => parse_quantity(s).ok(),
             Value::Number(n) => n.as_u64(),
             _ => None,
         })
