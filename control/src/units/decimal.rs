@@ -70,13 +70,13 @@ impl Decimal {
         let mut inexact = false;
         for &digit in self.digits[first..].iter().rev() {
             let t = u128::from(digit) * unit + carry;
-            inexact |= t % 10 != 0;
+            inexact |= !t.is_multiple_of(10);
             carry = t / 10;
         }
         // Zeros between the point and the first digit (a point shifted left past them).
         let mut zeros = self.point.min(0).unsigned_abs();
         while zeros > 0 && carry > 0 {
-            inexact |= carry % 10 != 0;
+            inexact |= !carry.is_multiple_of(10);
             carry /= 10;
             zeros -= 1;
         }
