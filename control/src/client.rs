@@ -113,3 +113,75 @@ pub fn record_paths(paths: &Paths, mountpoint: &Path) -> (PathBuf, PathBuf) {
         dir.join(format!("{h:016x}.json")),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+
+    use super::*;
+
+    /// A one-connection daemon that answers the first request line with `answer`.
+    fn daemon(socket: &Path, answer: Option<&'static str>) -> std::thread::JoinHandle<String> {
+        let listener = UnixListener::bind(socket).unwrap();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut stream = BufReader::new(stream);
+            let mut line = String::new();
+            stream.read_line(&mut line).unwrap();
+            if let Some(answer) = answer {
+                stream.get_mut().write_all(answer.as_bytes()).unwrap();
+            }
+            line
+        })
+    }
+
+    #[test]
+    fn one_request_one_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("d.sock");
+        let served = daemon(&socket, Some("{\"kind\":\"done\"}\n"));
+        let mut client = Client::connect(&socket).unwrap();
+        assert_eq!(client.call(&Request::Unmount).unwrap(), Response::Done);
+        assert_eq!(served.join().unwrap(), "{\"op\":\"unmount\"}\n");
+    }
+
+    #[test]
+    fn failures_say_what_went_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("d.sock");
+        let e = Client::connect(&socket).err().unwrap();
+        assert!(matches!(e, ClientError::Connect { .. }), "{e:?}");
+        assert_eq!(e.to_string(), format!("connecting to {}", socket.display()));
+
+        let served = daemon(&socket, None);
+        let mut client = Client::connect(&socket).unwrap();
+        let e = client.call(&Request::Info).unwrap_err();
+        assert!(matches!(e, ClientError::Closed), "{e:?}");
+        served.join().unwrap();
+    }
+
+    #[test]
+    fn only_answering_daemons_count_as_mounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::from_vars(|v| (v == "XDG_RUNTIME_DIR").then(|| dir.path().into()));
+        let (live_socket, live_record) = record_paths(&paths, Path::new("/mnt/a"));
+        let (dead_socket, dead_record) = record_paths(&paths, Path::new("/mnt/b"));
+        assert_ne!(live_socket, dead_socket);
+        std::fs::create_dir_all(paths.runtime_dir()).unwrap();
+        let _listener = UnixListener::bind(&live_socket).unwrap();
+        for (mountpoint, socket, record) in [
+            ("/mnt/a", &live_socket, &live_record),
+            ("/mnt/b", &dead_socket, &dead_record),
+        ] {
+            let r = MountRecord {
+                mountpoint: mountpoint.into(),
+                socket: socket.clone(),
+                pid: 1,
+            };
+            std::fs::write(record, serde_json::to_vec(&r).unwrap()).unwrap();
+        }
+        let mounts = active_mounts(&paths);
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].mountpoint, Path::new("/mnt/a"));
+    }
+}

@@ -75,3 +75,33 @@ pub struct UploadStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Response;
+
+    fn status(kind: JobKind) -> UploadStatus {
+        UploadStatus {
+            kind,
+            state: UploadState::Uploading,
+            bytes_done: 1,
+            bytes_total: 2,
+            target: "hivemq/b".into(),
+            snapshot: "s".into(),
+            error: None,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn upload_status_files_read_as_before_and_jobs_keep_their_kind() {
+        let upload = serde_json::to_value(status(JobKind::Upload)).unwrap();
+        assert!(upload.get("operation").is_none(), "{upload}");
+        // In a response, `kind` is the response's own tag; the job's is `operation`.
+        let job = Response::Job(status(JobKind::Backup));
+        let text = serde_json::to_string(&job).unwrap();
+        assert!(text.contains(r#""kind":"job""#) && text.contains(r#""operation":"backup""#));
+        assert_eq!(serde_json::from_str::<Response>(&text).unwrap(), job);
+    }
+}
