@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
+use snapfs_control::units::parse_size;
 
 const LONG_ABOUT: &str = "\
 Snapshots as ordinary paths. `snapfs mount` starts snapfsd, which mounts a file system where
@@ -14,7 +15,7 @@ MOUNT/<target>/uploads/NAME creates one. This command mounts, makes snapshots of
 folders without copying them, waits, lists, restores, verifies and removes them, cleans up
 expired ones, and shows the progress of uploads.";
 
-const EXIT_STATUS: &str = "\
+const NOTES: &str = "\
 Exit status:
   0    success
   1    the operation failed
@@ -23,7 +24,12 @@ Exit status:
 
 TARGET and SNAPSHOT are paths inside a mount (absolute or relative to the current directory).
 When exactly one mount is active, paths relative to its root work too: cloud/local,
-cloud/local/snapshots/NAME.";
+cloud/local/snapshots/NAME.
+
+SIZE is a number and an optional unit, read as Kubernetes reads a quantity and as the
+configuration file reads sizes (snapfs.toml(5)): k, M, G, T, P, E are powers of 1000 and Ki,
+Mi, Gi, Ti, Pi, Ei powers of 1024. Units are case-sensitive and a B may follow them (GiB is
+Gi, GB is G). A fraction is exact (1.5Gi is 1610612736 bytes) and rounded up to whole bytes.";
 
 const GC_ABOUT: &str = "\
 Show which snapshots are expired (their ttl has passed) or older than their target's
@@ -38,7 +44,7 @@ when expired. snapfsd also does this on its own every lifecycle.interval (see sn
     version,
     about = "Snapshots as ordinary paths: mount, snapshot, list, wait, restore",
     long_about = LONG_ABOUT,
-    after_long_help = EXIT_STATUS
+    after_long_help = NOTES
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -143,18 +149,10 @@ pub struct SnapshotArgs {
     /// Print a JSON object with target, snapshot, state and bytes
     #[arg(long)]
     pub json: bool,
-    /// Size of the volume made for the upload, e.g. 20Gi (Kubernetes) [default: the source's
-    /// size + k8s.size_margin, at least k8s.min_size]
+    /// Size of the volume made for the upload (Kubernetes), e.g. 20Gi or 1.5T [default: the
+    /// source's size + k8s.size_margin, at least k8s.min_size]
     #[arg(long, value_parser = parse_size)]
     pub size: Option<u64>,
-}
-
-/// "20Gi", "512MiB", "4096" → bytes.
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s
-        .strip_suffix('i')
-        .map_or(s.to_string(), |p| format!("{p}iB"));
-    snapfsd::config::parse_size(&s).map_err(|e| format!("{e:#}"))
 }
 
 #[derive(Debug, Args)]

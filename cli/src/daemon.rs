@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use anyhow::Context;
-use snapfsd::control::client::Client;
-use snapfsd::control::wire::{Info, Request, Response};
+use snapfs_control::client::Client;
+use snapfs_control::wire::{Info, Request, Response};
 
 use crate::exit::DaemonError;
 

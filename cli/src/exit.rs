@@ -5,7 +5,7 @@ use std::io;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use snapfsd::control::wire::ErrorCode;
+use snapfs_control::wire::ErrorCode;
 
 /// The exit statuses of DESIGN §9.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,12 +4,13 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use chrono::SecondsFormat;
-use snapfsd::control::client::active_mounts;
-use snapfsd::control::wire::{GcReason, GcReport, MountRecord, Request, Response};
-use snapfsd::paths::Paths;
+use snapfs_control::client::active_mounts;
+use snapfs_control::paths::Paths;
+use snapfs_control::units::format_size_rounded;
+use snapfs_control::wire::{GcReason, GcReport, MountRecord, Request, Response};
 
 use crate::exit::{Exit, usage};
-use crate::{daemon, human, target};
+use crate::{daemon, target};
 
 pub struct Config {
     /// One target; None: every target of the only active mount.
@@ -96,7 +97,7 @@ fn text(report: &GcReport) -> String {
             "{pack_verb} {} orphan pack{} ({})\n",
             report.orphan_packs,
             if report.orphan_packs == 1 { "" } else { "s" },
-            human::size(report.orphan_bytes)
+            format_size_rounded(report.orphan_bytes)
         ));
     }
     if report.leftovers > 0 {
@@ -119,7 +120,7 @@ fn text(report: &GcReport) -> String {
 mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
-    use snapfsd::control::wire::GcDeletion;
+    use snapfs_control::wire::GcDeletion;
 
     fn report(dry_run: bool) -> GcReport {
         let at = Utc.with_ymd_and_hms(2026, 11, 20, 12, 0, 0).unwrap();

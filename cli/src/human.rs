@@ -1,22 +1,7 @@
-//! How numbers and progress look to a person: IEC sizes and a progress bar.
+//! How jobs and their progress look to a person.
 
-use snapfsd::control::wire::{UploadState, UploadStatus};
-
-/// `512 B`, `104.0 MiB`.
-pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    // Precision past one decimal does not matter for display.
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
+use snapfs_control::units::format_size_rounded;
+use snapfs_control::wire::{UploadState, UploadStatus};
 
 /// The word `snapfs status` shows for a job state.
 pub fn state(state: UploadState) -> &'static str {
@@ -53,8 +38,8 @@ pub fn job_line(job: &UploadStatus) -> String {
     );
     format!(
         "[{bar}] {pct:>3}%  {} / {}  {}  {}/{}",
-        size(job.bytes_done),
-        size(job.bytes_total),
+        format_size_rounded(job.bytes_done),
+        format_size_rounded(job.bytes_total),
         state(job.state),
         job.target,
         job.snapshot
@@ -76,15 +61,6 @@ mod tests {
             error: None,
             note: None,
         }
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(size(0), "0 B");
-        assert_eq!(size(1023), "1023 B");
-        assert_eq!(size(1024), "1.0 KiB");
-        assert_eq!(size(104 * 1024 * 1024), "104.0 MiB");
-        assert_eq!(size(u64::MAX), "16.0 EiB");
     }
 
     #[test]

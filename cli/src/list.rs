@@ -5,11 +5,12 @@ use std::path::Path;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use snapfsd::control::wire::{Request, Response, SnapshotInfo};
-use snapfsd::paths::Paths;
+use snapfs_control::paths::Paths;
+use snapfs_control::units::format_size_rounded;
+use snapfs_control::wire::{Request, Response, SnapshotInfo};
 
 use crate::exit::Exit;
-use crate::{daemon, human, target};
+use crate::{daemon, target};
 
 /// One row of `--json`; the names are part of the CLI's contract with scripts.
 #[derive(Debug, Serialize)]
@@ -83,7 +84,7 @@ fn table(rows: &[Row<'_>]) -> String {
         lines.push([
             r.index.to_string(),
             r.name.to_owned(),
-            human::size(r.size),
+            format_size_rounded(r.size),
             r.created.clone(),
             r.state.to_owned(),
             r.expires.clone().unwrap_or_else(|| "-".to_owned()),
@@ -117,7 +118,7 @@ fn table(rows: &[Row<'_>]) -> String {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use snapfsd::control::wire::SnapshotInfo;
+    use snapfs_control::wire::SnapshotInfo;
 
     fn snap(name: &str, day: u32) -> SnapshotInfo {
         SnapshotInfo {

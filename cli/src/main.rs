@@ -23,7 +23,7 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use snapfsd::paths::Paths;
+use snapfs_control::paths::Paths;
 
 use crate::args::{Cli, Command};
 use crate::exit::Exit;

@@ -8,8 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use snapfsd::control::client::record_paths;
-use snapfsd::paths::Paths;
+use snapfs_control::client::record_paths;
+use snapfs_control::paths::Paths;
+use snapfs_control::units::format_duration;
 
 use crate::exit::{self, Exit, usage};
 use crate::{daemon, fuse_mount, target};
@@ -115,9 +116,9 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
             }
             show_tail(&log_path, log_start);
             bail!(
-                "mounting {}: not ready after {} s, stopped snapfsd; log: {}",
+                "mounting {}: not ready after {}, stopped snapfsd; log: {}",
                 mountpoint.display(),
-                READY_TIMEOUT.as_secs(),
+                format_duration(READY_TIMEOUT),
                 log_path.display()
             );
         }

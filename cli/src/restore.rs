@@ -20,12 +20,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
-use snapfsd::control::client::active_mounts;
-use snapfsd::control::wire::{Request, Response, UploadState};
-use snapfsd::paths::Paths;
+use snapfs_control::client::active_mounts;
+use snapfs_control::paths::Paths;
+use snapfs_control::units::format_size_rounded;
+use snapfs_control::wire::{Request, Response, UploadState};
 
 use crate::exit::{self, Exit, usage};
-use crate::{daemon, human, target, wait};
+use crate::{daemon, target, wait};
 
 pub struct Config {
     pub snapshot: PathBuf,
@@ -72,7 +73,7 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
         src.display(),
         dest.display(),
         c.files,
-        human::size(c.bytes),
+        format_size_rounded(c.bytes),
         c.symlinks,
         c.checksummed
     )?;

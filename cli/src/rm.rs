@@ -3,8 +3,8 @@
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::Path;
 
-use snapfsd::control::wire::{Request, Response};
-use snapfsd::paths::Paths;
+use snapfs_control::paths::Paths;
+use snapfs_control::wire::{Request, Response};
 
 use crate::exit::{Exit, usage};
 use crate::{daemon, target};

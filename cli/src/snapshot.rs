@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use snapfsd::control::wire::{Request, Response, UploadState, UploadStatus};
-use snapfsd::paths::Paths;
+use snapfs_control::paths::Paths;
+use snapfs_control::wire::{Request, Response, UploadState, UploadStatus};
 
 use crate::exit::{self, Exit, usage};
 use crate::{daemon, human, target, wait};

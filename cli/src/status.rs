@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use serde::Serialize;
-use snapfsd::control::client::active_mounts;
-use snapfsd::control::wire::{Request, Response, StatusReport, UploadState};
-use snapfsd::paths::Paths;
+use snapfs_control::client::active_mounts;
+use snapfs_control::paths::Paths;
+use snapfs_control::wire::{Request, Response, StatusReport, UploadState};
 
 use crate::daemon;
 use crate::exit::Exit;
@@ -92,7 +92,7 @@ fn prometheus(all: &[MountStatus]) -> String {
             let _ = writeln!(s, "{name}{{{labels}}} {value}");
         }
     };
-    type Pick = fn(&snapfsd::control::wire::TargetMetrics) -> u64;
+    type Pick = fn(&snapfs_control::wire::TargetMetrics) -> u64;
     let store: [(&str, &str, Pick); 6] = [
         ("get_requests", "Reads sent to the store.", |t| {
             t.get_requests
@@ -209,7 +209,7 @@ fn prometheus(all: &[MountStatus]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use snapfsd::control::wire::{CacheMetrics, Metrics, TargetMetrics, UploadStatus};
+    use snapfs_control::wire::{CacheStats, Metrics, TargetMetrics, UploadStatus};
 
     fn sample() -> Vec<MountStatus> {
         let job = |state, error: Option<&str>| UploadStatus {
@@ -235,7 +235,7 @@ mod tests {
                         get_bytes: 42,
                         ..Default::default()
                     }],
-                    cache: CacheMetrics {
+                    cache: CacheStats {
                         memory_hits: 3,
                         disk_hits: 4,
                         misses: 1,

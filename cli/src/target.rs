@@ -8,9 +8,9 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use snapfsd::control::client::active_mounts;
-use snapfsd::control::wire::MountRecord;
-use snapfsd::paths::Paths;
+use snapfs_control::client::active_mounts;
+use snapfs_control::paths::Paths;
+use snapfs_control::wire::MountRecord;
 
 use crate::daemon;
 use crate::exit::usage;

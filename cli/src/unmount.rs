@@ -5,9 +5,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use snapfsd::control::client::active_mounts;
-use snapfsd::control::wire::{Request, Response};
-use snapfsd::paths::Paths;
+use snapfs_control::client::active_mounts;
+use snapfs_control::paths::Paths;
+use snapfs_control::units::format_duration;
+use snapfs_control::wire::{Request, Response};
 
 use crate::exit::{self, Exit};
 use crate::{daemon, fuse_mount, target};
@@ -41,10 +42,10 @@ pub fn run(paths: &Paths, mountpoint: &Path, out: &mut dyn Write) -> anyhow::Res
     while alive(record.pid) {
         if Instant::now() >= deadline {
             bail!(
-                "{}: snapfsd (pid {}) is still running {} s after agreeing to unmount",
+                "{}: snapfsd (pid {}) is still running {} after agreeing to unmount",
                 record.mountpoint.display(),
                 record.pid,
-                EXIT_TIMEOUT.as_secs()
+                format_duration(EXIT_TIMEOUT)
             );
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -3,11 +3,12 @@
 use std::io::Write;
 use std::path::Path;
 
-use snapfsd::control::wire::{Request, Response, VerifyReport};
-use snapfsd::paths::Paths;
+use snapfs_control::paths::Paths;
+use snapfs_control::units::format_size_rounded;
+use snapfs_control::wire::{Request, Response, VerifyReport};
 
 use crate::exit::Exit;
-use crate::{daemon, human, target};
+use crate::{daemon, target};
 
 pub fn run(paths: &Paths, snapshot: &Path, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let r = target::resolve(paths, snapshot)?;
@@ -31,7 +32,7 @@ fn text(report: &VerifyReport) -> String {
     let mut s = format!(
         "checked {} files, {} ({} bytes)\n",
         report.files,
-        human::size(report.bytes),
+        format_size_rounded(report.bytes),
         report.bytes
     );
     for (path, why) in &report.errors {

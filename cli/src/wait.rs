@@ -3,8 +3,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use snapfsd::control::wire::{Request, Response, UploadState, UploadStatus};
-use snapfsd::paths::Paths;
+use snapfs_control::paths::Paths;
+use snapfs_control::wire::{Request, Response, UploadState, UploadStatus};
 
 use crate::exit::{self, Exit, usage};
 use crate::target::{self, Place};

@@ -77,6 +77,21 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn a_size_that_does_not_parse_is_a_usage_error_naming_the_unit() {
+    let home = tempfile::tempdir().unwrap();
+    let out = snapfs(home.path())
+        .args(["snapshot", "cloud/local", ".", "--size", "20gib"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("\"20gib\" is not a size") && err.contains("did you mean \"GiB\""),
+        "{err}"
+    );
+}
+
+#[test]
 fn short_form_without_a_mount_is_a_clear_usage_error() {
     let home = tempfile::tempdir().unwrap();
     for args in [

@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt};
+use snapfs_control::wire::{TargetMetrics, VerifyReport};
 use snapfs_fs::backend::{
     Backend, BackendError, RawListing, RawObject, RawObjects, SnapshotInfo, SnapshotState,
 };
@@ -29,8 +30,6 @@ use snapfs_fs::format::{self, EntryKind, Manifest};
 use snapfs_fs::tree::SnapshotTree;
 
 pub use store::{local_dir, open_store};
-
-use crate::control::wire::{TargetMetrics, VerifyReport};
 
 /// Longest snapshot name: the manifest key adds a suffix and must stay a legal file name.
 const MAX_NAME: usize = 255 - ".manifest.zst".len();

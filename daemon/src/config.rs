@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use snapfs_control::paths::Paths;
+use snapfs_control::units::{parse_duration, parse_size};
 
 pub use hivemq::{Cluster, Secret};
 pub use kubernetes::{KubeContext, escape_name, is_dns_label, is_dns_subdomain};
-
-use crate::paths::Paths;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -201,7 +201,7 @@ impl Config {
             if remotes.iter().any(|x: &Remote| x.name == r.name) {
                 bail!("remote {:?} is configured twice", r.name);
             }
-            let what = format!("remote {}", r.name);
+            let what = format!("remote {:?}", r.name);
             let (ttl, retention) = lifecycle(r.ttl.as_deref(), r.retention, &what)?;
             remotes.push(Remote {
                 name: r.name,
@@ -343,49 +343,6 @@ fn check_target_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A leading decimal number and the unit after it: "1.5GiB" → (1.5, "GiB").
-fn number_and_unit<'a>(s: &'a str, what: &str) -> anyhow::Result<(f64, &'a str)> {
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n = num
-        .parse()
-        .with_context(|| format!("{s:?} is not a {what}"))?;
-    Ok((n, unit.trim()))
-}
-
-/// "20GiB", "512MiB", "1.5G", "4096" → bytes (K/M/G/T are powers of 1024 too).
-pub fn parse_size(s: &str) -> anyhow::Result<u64> {
-    let s = s.trim();
-    let (n, unit) = number_and_unit(s, "size")?;
-    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        other => bail!("unknown size unit {other:?} in {s:?}"),
-    };
-    Ok((n * mult as f64) as u64)
-}
-
-/// "2s", "500ms", "5m", "12h", "14d", "0" → duration.
-pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let s = s.trim();
-    let (n, unit) = number_and_unit(s, "duration")?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        "w" => n * 7.0 * 86400.0,
-        other => bail!("unknown duration unit {other:?} in {s:?}"),
-    };
-    Ok(Duration::from_secs_f64(secs))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,9 +447,42 @@ mod tests {
         assert!(Config::parse(&remote("{ min_days = 9, max_days = 3 }"), &paths()).is_err());
         assert!(Config::parse(&remote("{ keep = 3 }"), &paths()).is_err());
         assert!(Config::parse(&remote("{ min_days = \"3d\" }"), &paths()).is_err());
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_duration("3 fortnights").is_err());
-        assert_eq!(parse_size("1.5K").unwrap(), 1536);
-        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = |text: &str| format!("{:#}", Config::parse(text, &paths()).unwrap_err());
+        assert_eq!(
+            err("[[remote]]\nname = \"prod\"\nurl = \"memory://\"\nttl = \"999999999999999d\""),
+            "remote \"prod\": ttl: \"999999999999999d\" is not a duration: too long"
+        );
+        let e = err("[cache]\nmax_size = \"12 parsecs\"");
+        assert!(
+            e.starts_with("cache.max_size: \"12 parsecs\" is not a size"),
+            "{e}"
+        );
+        let e = err("[upload]\nsettle = \"3 fortnights\"");
+        assert!(
+            e.starts_with("upload.settle: \"3 fortnights\" is not a duration"),
+            "{e}"
+        );
+        let e = err("[k8s]\nmin_size = \"1gb\"");
+        assert!(
+            e.contains("k8s.min_size") && e.contains("did you mean \"GB\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn sizes_are_those_of_kubernetes() {
+        let c = Config::parse(
+            "[cache]\nmax_size = \"1.5Gi\"\nmin_free = \"2G\"\nmemory = \"512 MiB\"\n[k8s]\nmin_size = \"1e9\"",
+            &paths(),
+        )
+        .unwrap();
+        assert_eq!(c.cache_max, 3 << 29);
+        assert_eq!(c.cache_min_free, 2_000_000_000);
+        assert_eq!(c.cache_memory, 512 << 20);
+        assert_eq!(c.k8s.min_size, 1_000_000_000);
     }
 }

@@ -1,6 +1,4 @@
-//! The control socket: the daemon's side in `server`, the client's in `client`, the contract
-//! both share in `wire`.
+//! The control socket: the daemon's side in `server`; the contract and the client's side are
+//! in `snapfs_control`.
 
-pub mod client;
 pub mod server;
-pub mod wire;

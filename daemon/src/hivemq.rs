@@ -21,9 +21,9 @@ use snapfs_fs::tree::{FileKind, SnapshotTree, TreeNode, raw_blocks};
 
 pub use backoff::Backoff;
 use client::{Backup, Client};
+use snapfs_control::wire::{TargetMetrics, VerifyReport};
 
 use crate::config::Cluster;
-use crate::control::wire::{TargetMetrics, VerifyReport};
 
 /// The file name of a backup's snapshot.
 const SUFFIX: &str = ".backup";

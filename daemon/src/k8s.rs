@@ -25,12 +25,12 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DynamicObject, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
+use snapfs_control::paths::Paths;
 use snapfs_fs::backend::{BackendError, LiveEntry, LiveTree};
 use snapfs_fs::tree::FileKind;
 use snapfs_fs::vfs::LiveMount;
 
 use crate::config::{K8sSettings, KubeContext, is_dns_label};
-use crate::paths::Paths;
 use cluster::Namespaces;
 use reader::Readers;
 pub use upload::KubeTarget;

@@ -9,7 +9,6 @@ pub mod hivemq;
 pub mod jobs;
 pub mod k8s;
 pub mod lifecycle;
-pub mod paths;
 pub mod powers;
 pub mod registry;
 pub mod service;

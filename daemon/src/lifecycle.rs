@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use snapfs_control::wire::{GcDeletion, GcError, GcReason, GcReport};
 use snapfs_fs::backend::BackendError;
 
-use crate::control::wire::{GcDeletion, GcError, GcReason, GcReport};
 use crate::jobs::Jobs;
 use crate::registry::{Entry, Registry};
 use plan::plan;

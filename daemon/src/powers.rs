@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use snapfs_fs::backend::{BackendError, SnapshotInfo};
 
-use crate::control::wire::{TargetMetrics, VerifyReport};
+use snapfs_control::wire::{TargetMetrics, VerifyReport};
 
 /// Bytes of a running job, shared with whoever reports progress.
 #[derive(Debug, Default)]

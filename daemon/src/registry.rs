@@ -11,8 +11,8 @@ use snapfs_fs::backend::{Backend, BackendError, RawObjects};
 use snapfs_fs::vfs::{Target, TargetId, TargetSet};
 
 use crate::config::Retention;
-use crate::control::wire::TargetMetrics;
 use crate::powers::{Power, Powers};
+use snapfs_control::wire::TargetMetrics;
 
 /// A target to register.
 pub struct NewTarget {

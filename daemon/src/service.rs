@@ -5,20 +5,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use snapfs_control::client::record_paths;
+use snapfs_control::paths::Paths;
+use snapfs_control::wire::MountRecord;
 use snapfs_fs::cache::{BlockCache, CacheConfig};
 use snapfs_fs::fuse::{self, MountConfig};
 use snapfs_fs::vfs::{Staging, Vfs, VfsConfig};
 
 use crate::cloud::{CloudBackend, local_dir, open_store};
 use crate::config::Config;
-use crate::control::client::record_paths;
 use crate::control::server::{self, Server};
-use crate::control::wire::MountRecord;
 use crate::hivemq::HiveMqBackend;
 use crate::jobs::Jobs;
 use crate::k8s::Kube;
 use crate::lifecycle::Lifecycle;
-use crate::paths::Paths;
 use crate::registry::Registry;
 
 /// What `snapfsd` was asked to do.

@@ -37,20 +37,7 @@ pub struct CacheConfig {
     pub max_memory_bytes: u64,
 }
 
-/// Counters since open. Each lookup counts as exactly one of `memory_hits`, `disk_hits` or
-/// `misses`; a caller that joined another caller's lookup counts by where that one found the block.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CacheStats {
-    pub memory_hits: u64,
-    pub disk_hits: u64,
-    pub misses: u64,
-    pub fetched_bytes: u64,
-    /// Approximate until the background scan completes (see [`BlockCache::scan_complete`]).
-    pub disk_bytes: u64,
-    pub memory_bytes: u64,
-    pub evicted_bytes: u64,
-    pub corrupt_dropped: u64,
-}
+pub use snapfs_control::wire::CacheStats;
 
 #[derive(Default)]
 struct Counters {

@@ -11,8 +11,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use object_store::{ObjectMeta, ObjectStore};
-use snapfsd::control::client::Client;
-use snapfsd::control::wire::{Request, Response, StatusReport, TargetMetrics};
+use snapfs_control::client::Client;
+use snapfs_control::wire::{Request, Response, StatusReport, TargetMetrics};
 
 /// Settle time used by tests: short, so uploads start quickly.
 pub const TEST_SETTLE: &str = "300ms";
@@ -185,13 +185,13 @@ impl Mount {
 
     fn record(&self) -> PathBuf {
         let paths = self.paths();
-        snapfsd::control::client::record_paths(&paths, &self.mountpoint).1
+        snapfs_control::client::record_paths(&paths, &self.mountpoint).1
     }
 
     /// The paths the daemon derives from this mount's environment.
-    fn paths(&self) -> snapfsd::paths::Paths {
+    fn paths(&self) -> snapfs_control::paths::Paths {
         let env = self.env();
-        snapfsd::paths::Paths::from_vars(|var| {
+        snapfs_control::paths::Paths::from_vars(|var| {
             env.iter()
                 .find(|(k, _)| *k == var)
                 .map(|(_, v)| v.clone().into_os_string())
@@ -199,7 +199,7 @@ impl Mount {
     }
 
     fn socket(&self) -> PathBuf {
-        snapfsd::control::client::record_paths(&self.paths(), &self.mountpoint).0
+        snapfs_control::client::record_paths(&self.paths(), &self.mountpoint).0
     }
 
     fn launch(&mut self) {
@@ -360,7 +360,7 @@ impl Mount {
             name: name.into(),
         };
         match self.call(&req) {
-            Response::Job(s) if s.state == snapfsd::control::wire::UploadState::Done => {}
+            Response::Job(s) if s.state == snapfs_control::wire::UploadState::Done => {}
             other => panic!(
                 "upload {name} did not succeed: {other:?}\nlog:\n{}",
                 self.log()

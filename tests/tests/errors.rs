@@ -114,14 +114,14 @@ fn failed_upload_stays_explains_and_can_be_removed() {
         "touch '{}'/$(printf 'bad\\377name')",
         up.display()
     ));
-    let req = snapfsd::control::wire::Request::Wait {
+    let req = snapfs_control::wire::Request::Wait {
         target: "cloud/local".into(),
         name: "bad-names".into(),
     };
-    let snapfsd::control::wire::Response::Job(status) = m.call(&req) else {
+    let snapfs_control::wire::Response::Job(status) = m.call(&req) else {
         panic!("no job status");
     };
-    assert_eq!(status.state, snapfsd::control::wire::UploadState::Failed);
+    assert_eq!(status.state, snapfs_control::wire::UploadState::Failed);
     assert!(
         status.error.as_deref().unwrap_or("").contains("UTF-8"),
         "{status:?}"

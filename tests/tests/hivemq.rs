@@ -173,7 +173,7 @@ fn snapshot_makes_a_backup_and_follows_it() {
     loop {
         let status = m.status();
         if let Some(job) = status.jobs.iter().find(|j| j.target == "hivemq/broker") {
-            assert_eq!(job.state, snapfsd::control::wire::UploadState::Uploading);
+            assert_eq!(job.state, snapfs_control::wire::UploadState::Uploading);
             break;
         }
         assert!(Instant::now() < deadline, "no job in status");
@@ -210,12 +210,12 @@ fn a_second_backup_while_one_runs_is_refused_clearly() {
     b.sim()
         .faults()
         .set_slow_backup(Some(Duration::from_secs(2)));
-    let req = snapfsd::control::wire::Request::Backup {
+    let req = snapfs_control::wire::Request::Backup {
         target: "hivemq/broker".into(),
     };
     assert!(matches!(
         m.call(&req),
-        snapfsd::control::wire::Response::Job(_)
+        snapfs_control::wire::Response::Job(_)
     ));
     let stderr = snapfs_fails(&m, &["snapshot", "hivemq/broker"]);
     assert!(

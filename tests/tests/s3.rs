@@ -193,17 +193,17 @@ fn two_writers_cannot_both_make_a_name() {
     tag(&a, "a");
     tag(&b, "b");
     let state = |m: &Mount| {
-        let req = snapfsd::control::wire::Request::Wait {
+        let req = snapfs_control::wire::Request::Wait {
             target: "cloud/s3".into(),
             name: "same".into(),
         };
         match m.call(&req) {
-            snapfsd::control::wire::Response::Job(s) => (s.state, s.error),
+            snapfs_control::wire::Response::Job(s) => (s.state, s.error),
             other => panic!("{other:?}"),
         }
     };
     let (sa, sb) = (state(&a), state(&b));
-    use snapfsd::control::wire::UploadState::{Done, Failed};
+    use snapfs_control::wire::UploadState::{Done, Failed};
     let (winner, loser) = match (&sa.0, &sb.0) {
         (Done, Failed) => (&a, sb),
         (Failed, Done) => (&b, sa),

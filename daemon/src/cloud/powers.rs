@@ -10,11 +10,11 @@ use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo};
 
 use super::CloudBackend;
 use crate::config::Retention;
-use crate::control::wire::{TargetMetrics, VerifyReport};
 use crate::powers::{
     CountsRequests, Deletes, HasLeftovers, InUse, Leftovers, Powers, Run, TakesLocalData, Verifies,
 };
 use crate::registry::NewTarget;
+use snapfs_control::wire::{TargetMetrics, VerifyReport};
 
 impl CloudBackend {
     /// The bucket as a target of the mount, remote `name`.

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use object_store::{BackoffConfig, RetryConfig};
-
-use crate::config::parse_duration;
+use snapfs_control::units::parse_duration;
 
 /// The retry budget of one remote, from its `retry_max` and `retry_timeout` options.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
-
-use super::parse_duration;
-use crate::paths::Paths;
+use snapfs_control::paths::Paths;
+use snapfs_control::units::parse_duration;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,46 +71,48 @@ pub(super) fn cluster(s: Section, paths: &Paths) -> anyhow::Result<Cluster> {
     ];
     if let Some((key, _)) = coordinates.iter().find(|(_, set)| *set) {
         bail!(
-            "hivemq {name}: `{key}`: reaching a cluster by Kubernetes coordinates is not supported yet; give its REST API `url` (for example through `kubectl port-forward`)"
+            "hivemq {name:?}: `{key}`: reaching a cluster by Kubernetes coordinates is not supported yet; give its REST API `url` (for example through `kubectl port-forward`)"
         );
     }
     let Some(url) = s.url else {
-        bail!("hivemq {name}: `url` is missing (the REST API, e.g. http://127.0.0.1:8888)");
+        bail!("hivemq {name:?}: `url` is missing (the REST API, e.g. http://127.0.0.1:8888)");
     };
-    let parsed = url::Url::parse(&url).with_context(|| format!("hivemq {name}: url {url:?}"))?;
+    let parsed = url::Url::parse(&url).with_context(|| format!("hivemq {name:?}: url {url:?}"))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-        bail!("hivemq {name}: url {url:?} is not an http:// or https:// address");
+        bail!("hivemq {name:?}: url {url:?} is not an http:// or https:// address");
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
         bail!(
-            "hivemq {name}: put credentials in `username` and `password_env`/`password_file`, not in the url"
+            "hivemq {name:?}: put credentials in `username` and `password_env`/`password_file`, not in the url"
         );
     }
     let password = match (s.password_env, s.password_file) {
-        (Some(_), Some(_)) => bail!("hivemq {name}: give password_env or password_file, not both"),
+        (Some(_), Some(_)) => {
+            bail!("hivemq {name:?}: give password_env or password_file, not both")
+        }
         (Some(var), None) => Some(Secret(std::env::var(&var).map_err(|_| {
-            anyhow::anyhow!("hivemq {name}: environment variable {var} (password_env) is not set")
+            anyhow::anyhow!("hivemq {name:?}: environment variable {var} (password_env) is not set")
         })?)),
         (None, Some(file)) => {
             let path: PathBuf = paths.expand(&file);
             let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("hivemq {name}: password_file {}", path.display()))?;
+                .with_context(|| format!("hivemq {name:?}: password_file {}", path.display()))?;
             Some(Secret(text.trim_end_matches(['\r', '\n']).to_string()))
         }
         (None, None) => None,
     };
     if password.is_some() && s.username.is_none() {
-        bail!("hivemq {name}: a password is given but no username");
+        bail!("hivemq {name:?}: a password is given but no username");
     }
     let dur = |v: Option<String>, default: Duration, key: &str| -> anyhow::Result<Duration> {
         v.map_or(Ok(default), |t| {
-            parse_duration(&t).with_context(|| format!("hivemq {name}: {key}"))
+            parse_duration(&t).with_context(|| format!("hivemq {name:?}: {key}"))
         })
     };
     let poll_start = dur(s.poll_start, Duration::from_secs(2), "poll_start")?;
     let poll_max = dur(s.poll_max, Duration::from_secs(30), "poll_max")?;
     if poll_start.is_zero() || poll_max < poll_start {
-        bail!("hivemq {name}: poll_start must be above zero and at most poll_max");
+        bail!("hivemq {name:?}: poll_start must be above zero and at most poll_max");
     }
     Ok(Cluster {
         retry_max: s.retry_max.unwrap_or(4),

@@ -49,10 +49,13 @@ pub(super) fn context(s: Section) -> anyhow::Result<KubeContext> {
     }
     let name = s.name.unwrap_or_else(|| escape_name(&s.context));
     if let Some(ns) = s.namespaces.iter().find(|n| !is_dns_label(n)) {
-        bail!("kubernetes {name}: {ns:?} is not a namespace name (RFC 1123 label)");
+        bail!("kubernetes {name:?}: {ns:?} is not a namespace name (RFC 1123 label)");
     }
-    let (ttl, retention) =
-        super::lifecycle(s.ttl.as_deref(), s.retention, &format!("kubernetes {name}"))?;
+    let (ttl, retention) = super::lifecycle(
+        s.ttl.as_deref(),
+        s.retention,
+        &format!("kubernetes {name:?}"),
+    )?;
     Ok(KubeContext {
         context: s.context,
         name,

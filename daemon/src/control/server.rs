@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use snapfs_control::wire::{ErrorCode, Info, Metrics, PROTOCOL, Request, Response, StatusReport};
 use snapfs_fs::backend::BackendError;
 use snapfs_fs::cache::BlockCache;
 use snapfs_fs::vfs::VfsError;
@@ -10,7 +11,6 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::Instrument;
 
-use super::wire::{ErrorCode, Info, Metrics, PROTOCOL, Request, Response, StatusReport};
 use crate::jobs::Jobs;
 use crate::lifecycle::Lifecycle;
 use crate::powers::Power;

@@ -8,9 +8,9 @@ use snapfs_fs::backend::BackendError;
 
 use super::{HiveMqBackend, Operation};
 use crate::config::Retention;
-use crate::control::wire::{TargetMetrics, VerifyReport};
 use crate::powers::{CountsRequests, MakesOwnSnapshots, Power, Powers, RestoresInPlace, Verifies};
 use crate::registry::NewTarget;
+use snapfs_control::wire::{TargetMetrics, VerifyReport};
 
 impl HiveMqBackend {
     /// The cluster as a target of the mount, cluster `name`.

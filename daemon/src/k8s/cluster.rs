@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
+use snapfs_control::units::parse_quantity;
 use snapfs_fs::backend::BackendError;
 
 use super::retry;
@@ -171,7 +172,7 @@ pub fn ready_snapshot(o: &DynamicObject) -> Option<Snapshot> {
     let size = status
         .get("restoreSize")
         .and_then(|q| match q {
-            serde_json::Value::String(s) => parse_quantity(s),
+            serde_json::Value::String(s) => parse_quantity(s).ok(),
             serde_json::Value::Number(n) => n.as_u64(),
             _ => None,
         })
@@ -190,28 +191,6 @@ pub fn ready_snapshot(o: &DynamicObject) -> Option<Snapshot> {
         uid: o.metadata.uid.clone().unwrap_or_default(),
         expires,
     })
-}
-
-/// A resource quantity in bytes ("1Gi", "500M", "1073741824"); None for fractions or garbage.
-pub fn parse_quantity(s: &str) -> Option<u64> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult: u64 = match unit {
-        "" => 1,
-        "k" => 1000,
-        "M" => 1000u64.pow(2),
-        "G" => 1000u64.pow(3),
-        "T" => 1000u64.pow(4),
-        "P" => 1000u64.pow(5),
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        "Pi" => 1 << 50,
-        _ => return None,
-    };
-    n.checked_mul(mult)
 }
 
 /// Pods of a namespace that are running, by name.
@@ -316,15 +295,6 @@ pub fn label_selector(s: &LabelSelector) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn quantities_parse_in_both_unit_systems() {
-        assert_eq!(parse_quantity("1Gi"), Some(1 << 30));
-        assert_eq!(parse_quantity("500M"), Some(500_000_000));
-        assert_eq!(parse_quantity("4096"), Some(4096));
-        assert_eq!(parse_quantity("1.5Gi"), None);
-        assert_eq!(parse_quantity("Gi"), None);
-    }
 
     #[test]
     fn only_ready_snapshots_are_shown_with_their_details() {

@@ -11,12 +11,12 @@ use async_trait::async_trait;
 use snapfs_fs::backend::{BackendError, SnapshotInfo};
 
 use super::{Kube, KubeTarget};
-use crate::control::wire::TargetMetrics;
 use crate::powers::{
     CountsRequests, Deletes, HasLeftovers, InUse, Leftovers, Power, Powers, RestoresToClaim, Run,
     TakesLocalData,
 };
 use crate::registry::{FindsTargets, NewTarget};
+use snapfs_control::wire::TargetMetrics;
 
 impl KubeTarget {
     /// The namespace as a target of the mount.

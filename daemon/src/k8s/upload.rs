@@ -22,14 +22,15 @@ use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::{Value, json};
+use snapfs_control::units::parse_quantity;
+use snapfs_control::wire::TargetMetrics;
 use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo, SnapshotState};
 use snapfs_fs::tree::SnapshotTree;
 
-use super::cluster::{EXPIRES_ANNOTATION, is_running, parse_quantity, resource, snapshot_resource};
+use super::cluster::{EXPIRES_ANNOTATION, is_running, resource, snapshot_resource};
 use super::reader::Readers;
 use super::{exec, retry, tarball};
 use crate::config::{K8sSettings, Retention, is_dns_subdomain};
-use crate::control::wire::TargetMetrics;
 use crate::powers::{InUse, Progress};
 
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -1128,7 +1129,7 @@ fn snapshot_info(o: &DynamicObject) -> Option<SnapshotInfo> {
     let size = status
         .and_then(|s| s.get("restoreSize"))
         .and_then(|q| match q {
-            Value::String(s) => parse_quantity(s),
+            Value::String(s) => parse_quantity(s).ok(),
             Value::Number(n) => n.as_u64(),
             _ => None,
         })

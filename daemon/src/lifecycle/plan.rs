@@ -10,10 +10,10 @@
 //!   only space.
 
 use chrono::{DateTime, Utc};
+use snapfs_control::wire::GcReason;
 use snapfs_fs::backend::{SnapshotInfo, SnapshotState};
 
 use crate::config::Retention;
-use crate::control::wire::GcReason;
 
 const DAY_SECS: i64 = 86_400;
 

@@ -9,7 +9,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use super::error::VfsResult;
 use super::targets::TargetId;
@@ -105,78 +104,7 @@ impl Staging {
     }
 }
 
-/// Where an upload is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UploadState {
-    /// Files are being written.
-    Staging,
-    /// Settled; waiting for a job slot.
-    Queued,
-    Uploading,
-    Done,
-    Failed,
-}
-
-impl UploadState {
-    /// The `user.snapfs.state` word for this state.
-    pub fn snapshot_state(self) -> &'static str {
-        match self {
-            UploadState::Staging | UploadState::Queued | UploadState::Uploading => "creating",
-            UploadState::Done => "ready",
-            UploadState::Failed => "failed",
-        }
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(self, UploadState::Done | UploadState::Failed)
-    }
-}
-
-/// What a job makes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobKind {
-    /// A snapshot of local data (`uploads/NAME`, or a SOURCE given to `snapfs snapshot`).
-    #[default]
-    Upload,
-    /// A snapshot the backend makes itself (a HiveMQ backup).
-    Backup,
-    /// A snapshot restored inside the backend (a HiveMQ restore).
-    Restore,
-}
-
-impl JobKind {
-    pub fn is_upload(&self) -> bool {
-        *self == JobKind::Upload
-    }
-}
-
-/// The content of `uploads/NAME.status`, and the status of every other job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UploadStatus {
-    /// Left out for uploads, so their status files read as they always did. Named
-    /// `operation` on the wire, as control responses use `kind` for their own tag.
-    #[serde(
-        rename = "operation",
-        default,
-        skip_serializing_if = "JobKind::is_upload"
-    )]
-    pub kind: JobKind,
-    pub state: UploadState,
-    pub bytes_done: u64,
-    pub bytes_total: u64,
-    /// The target's path in the mount (`cloud/local`).
-    pub target: String,
-    /// The snapshot name being made.
-    pub snapshot: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// What the user should know of how the snapshot was made (owners that could not be
-    /// kept), when it is not an error.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
+pub use snapfs_control::wire::{JobKind, UploadState, UploadStatus};
 
 /// What the VFS asks of the job engine about uploads.
 #[async_trait]

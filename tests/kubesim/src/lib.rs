@@ -22,7 +22,6 @@ mod faults;
 mod meta;
 mod patch;
 mod portforward;
-mod quantity;
 mod resources;
 mod sandbox;
 mod selector;

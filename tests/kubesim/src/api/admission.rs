@@ -2,10 +2,10 @@
 //! then, for pods, PodSecurity admission.
 
 use serde_json::{Value, json};
+use snapfs_control::units::parse_quantity;
 
 use crate::error::ApiError;
 use crate::meta;
-use crate::quantity;
 use crate::resources::{ResourceType, STORAGECLASSES};
 use crate::server::State;
 
@@ -153,7 +153,7 @@ fn pvc(state: &State, obj: &mut Value, causes: &mut Causes) {
                 .as_str()
                 .map(str::to_string)
                 .unwrap_or_else(|| q.to_string());
-            if quantity::parse_bytes(&text).is_none_or(|b| b == 0) {
+            if parse_quantity(&text).ok().is_none_or(|b| b == 0) {
                 causes.push((
                     "spec.resources[storage]".into(),
                     format!("Invalid value: \"{text}\": must be greater than zero"),

@@ -7,10 +7,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use snapfs_control::units::parse_quantity;
 
 use super::recorder::{Level, record};
 use crate::meta;
-use crate::quantity;
 use crate::resources::{PODS, PVCS, PVS, SNAPSHOT_GROUP, STORAGECLASSES, VOLUMESNAPSHOTS};
 use crate::server::{DRIVER, State};
 
@@ -165,7 +165,7 @@ impl Provisioner {
         let size_text = meta::str_at(pvc, &["spec", "resources", "requests", "storage"])
             .unwrap_or("0")
             .to_string();
-        let requested = quantity::parse_bytes(&size_text).unwrap_or(0);
+        let requested = parse_quantity(&size_text).unwrap_or(0);
         let failed = |why: String| {
             Some((
                 Level::Warning,
@@ -265,7 +265,7 @@ impl Provisioner {
                 let content =
                     meta::str_at(&vs, &["status", "boundVolumeSnapshotContentName"]).unwrap_or("");
                 let size = meta::str_at(&vs, &["status", "restoreSize"])
-                    .and_then(quantity::parse_bytes)
+                    .and_then(|q| parse_quantity(q).ok())
                     .unwrap_or(0);
                 if requested < size {
                     return Err(format!(

@@ -6,10 +6,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use serde_json::{Value, json};
+use snapfs_control::units::{format_size, parse_quantity};
 
 use super::recorder::{Level, record};
 use crate::meta;
-use crate::quantity;
 use crate::resources::{
     PVCS, PVS, STORAGECLASSES, VOLUMESNAPSHOTCLASSES, VOLUMESNAPSHOTCONTENTS, VOLUMESNAPSHOTS,
 };
@@ -179,7 +179,7 @@ impl SnapshotController {
         .await
         .map_err(|e| format!("Failed to create snapshot: failed to take snapshot of the volume {volume}: \"rpc error: code = Internal desc = {e}\""))?;
         let restore_size = meta::str_at(&pvc, &["status", "capacity", "storage"])
-            .and_then(quantity::parse_bytes)
+            .and_then(|q| parse_quantity(q).ok())
             .unwrap_or(0);
         let obj = json!({
             "metadata": {"name": content, "finalizers": [CONTENT_BOUND]},
@@ -266,7 +266,7 @@ impl SnapshotController {
                 "boundVolumeSnapshotContentName": content,
                 "creationTime": created,
                 "readyToUse": true,
-                "restoreSize": quantity::format_bytes(size),
+                "restoreSize": format_size(size),
             });
             Ok(())
         });

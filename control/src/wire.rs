@@ -1,12 +1,18 @@
 //! The control protocol between `snapfs` and `snapfsd`: one JSON request per line on a Unix
 //! socket, one JSON response per line back. Both sides use these types and nothing else.
 
+mod cache;
+mod job;
+mod snapshot;
+
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-pub use snapfs_fs::backend::SnapshotInfo;
-pub use snapfs_fs::vfs::{JobKind, UploadState, UploadStatus};
+
+pub use cache::CacheStats;
+pub use job::{JobKind, UploadState, UploadStatus};
+pub use snapshot::{SnapshotInfo, SnapshotState};
 
 /// Bumped when a request or response changes incompatibly.
 pub const PROTOCOL: u32 = 1;
@@ -114,7 +120,7 @@ pub struct StatusReport {
 pub struct Metrics {
     /// Per target: bytes and requests that went to the store.
     pub targets: Vec<TargetMetrics>,
-    pub cache: CacheMetrics,
+    pub cache: CacheStats,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,9 +133,6 @@ pub struct TargetMetrics {
     pub list_requests: u64,
     pub errors: u64,
 }
-
-/// The block cache's counters, as the cache keeps them.
-pub use snapfs_fs::cache::CacheStats as CacheMetrics;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyReport {

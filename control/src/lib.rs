@@ -1,0 +1,8 @@
+//! What `snapfs` and `snapfsd` share, and nothing else, so the command-line client builds
+//! without the daemon: the control protocol (`wire`) and its blocking client, where each user's
+//! files and sockets live (`paths`), and how sizes and durations are written (`units`).
+
+pub mod client;
+pub mod paths;
+pub mod units;
+pub mod wire;
