@@ -13,7 +13,8 @@
 //!
 //! The same holds among the children of one module. `format`: `pack` ← `manifest` ←
 //! `validation`, `snapshot`. `cache`: `key`, `memory` and `disk` use none of each other. `vfs`:
-//! `error`, `attr`, `inodes`, `listing`, `staging`, `readme` ← `read` ← `live`, `write` ← `dir`.
+//! `error`, `attr`, `targets`, `inodes`, `listing`, `staging`, `readme` ← `read` ← `live`,
+//! `write` ← `dir`.
 //! Children may use what their parent declares, and `vfs`'s children each add methods to `Vfs`.
 
 pub mod backend;
