@@ -2,6 +2,7 @@
 //! it promises, leftovers are collected with what the job engine is running left alone, and a
 //! target without the powers is left as it is.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,10 +14,32 @@ use crate::config::Retention;
 use crate::fake_target::FakeTarget;
 use crate::jobs::Jobs;
 use crate::powers::Powers;
-use crate::registry::{NewTarget, Registry};
+use crate::registry::{Entry, NewTarget, Registry};
 
 fn days(n: i64) -> chrono::Duration {
     chrono::Duration::days(n)
+}
+
+/// A job engine over `registry`, running, with no settle time.
+fn running_jobs(dir: &Path, registry: &Arc<Registry>) -> (Arc<Jobs>, Arc<Staging>) {
+    let staging = Arc::new(Staging::new(dir.join("staging")));
+    let jobs = Jobs::new(
+        registry.clone(),
+        staging.clone(),
+        dir.join("state"),
+        Duration::ZERO,
+    );
+    tokio::spawn(jobs.clone().run());
+    (jobs, staging)
+}
+
+/// An upload `name` of one file, the way the VFS makes one.
+async fn upload(jobs: &Jobs, staging: &Staging, entry: &Entry, name: &str) {
+    jobs.admit(entry.id(), name).await.unwrap();
+    let up = staging.target_dir(entry.path()).join(name);
+    std::fs::create_dir_all(&up).unwrap();
+    std::fs::write(up.join("f"), b"data").unwrap();
+    staging.touch(entry.id(), name);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -45,22 +68,10 @@ async fn a_target_written_in_a_test_takes_uploads_and_is_collected_by_gc() {
     let deleted = Arc::new(Mutex::new(Vec::new()));
     let seen = deleted.clone();
     registry.on_change(move |_, name| seen.lock().unwrap().push(name.to_string()));
-    let staging = Arc::new(Staging::new(dir.path().join("staging")));
-    let jobs = Jobs::new(
-        registry.clone(),
-        staging.clone(),
-        dir.path().join("state"),
-        Duration::ZERO,
-    );
-    tokio::spawn(jobs.clone().run());
+    let (jobs, staging) = running_jobs(dir.path(), &registry);
 
-    // An upload, the way the VFS makes one.
     let t = entry.id();
-    jobs.admit(t, "fresh").await.unwrap();
-    let up = staging.target_dir(entry.path()).join("fresh");
-    std::fs::create_dir_all(&up).unwrap();
-    std::fs::write(up.join("f"), b"data").unwrap();
-    staging.touch(t, "fresh");
+    upload(&jobs, &staging, &entry, "fresh").await;
     let done = jobs.wait(t, "fresh").await.unwrap();
     assert_eq!(done.state, snapfs_fs::vfs::UploadState::Done);
     assert_eq!(began.recv().await.unwrap().name, "fresh");
@@ -94,21 +105,10 @@ async fn leftovers_of_a_running_upload_are_left_alone() {
     let (target, mut began) = FakeTarget::new();
     let registry = Registry::new(Vec::new());
     let entry = registry.add(target.into_target("box", Retention::default()));
-    let staging = Arc::new(Staging::new(dir.path().join("staging")));
-    let jobs = Jobs::new(
-        registry.clone(),
-        staging.clone(),
-        dir.path().join("state"),
-        Duration::ZERO,
-    );
-    tokio::spawn(jobs.clone().run());
+    let (jobs, staging) = running_jobs(dir.path(), &registry);
     target.hold();
     let t = entry.id();
-    jobs.admit(t, "busy").await.unwrap();
-    let up = staging.target_dir(entry.path()).join("busy");
-    std::fs::create_dir_all(&up).unwrap();
-    std::fs::write(up.join("f"), b"data").unwrap();
-    staging.touch(t, "busy");
+    upload(&jobs, &staging, &entry, "busy").await;
     let run = began.recv().await.unwrap().id;
 
     let gc = Lifecycle::new(jobs.clone(), registry, Duration::ZERO);
