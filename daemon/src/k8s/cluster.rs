@@ -15,7 +15,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use snapfs_fs::backend::BackendError;
 
-use super::retry;
+use super::errors::retry;
 
 /// Annotation a snapshot's expiry time is read from (RFC 3339), as the retention job sets it.
 pub const EXPIRES_ANNOTATION: &str = "snapfs.io/expires";
