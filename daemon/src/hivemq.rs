@@ -3,7 +3,6 @@
 //! checksum, so these bytes are checked for their length only, not against a CRC32C.
 //! Backups and restores are started here and followed by polling; the job engine runs them.
 
-mod backoff;
 mod client;
 mod powers;
 
@@ -14,15 +13,16 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use backon::BackoffBuilder;
 use bytes::Bytes;
 use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo, SnapshotState};
 use snapfs_fs::format::BLOCK_SIZE;
 use snapfs_fs::tree::{FileKind, SnapshotTree, TreeNode, raw_blocks};
 
-pub use backoff::Backoff;
 use client::{Backup, Client};
 use snapfs_control::wire::{TargetMetrics, VerifyReport};
 
+use crate::backoff::Backoff;
 use crate::config::Cluster;
 
 /// The file name of a backup's snapshot.
@@ -95,8 +95,10 @@ impl HiveMqBackend {
             client: Client::new(path.clone(), cluster)?,
             path,
             poll: Backoff {
-                start: cluster.poll_start,
+                first: cluster.poll_start,
                 max: cluster.poll_max,
+                retries: None,
+                jitter: false,
             },
             known: Mutex::new(HashMap::new()),
         })
@@ -157,10 +159,10 @@ impl HiveMqBackend {
             Operation::Backup => ("IN_PROGRESS", "COMPLETED", "FAILED"),
             Operation::Restore => ("RESTORE_IN_PROGRESS", "RESTORE_COMPLETED", "RESTORE_FAILED"),
         };
-        let mut step = 0;
+        let mut waits = self.poll.build();
         loop {
-            tokio::time::sleep(self.poll.delay(step)).await;
-            step = step.saturating_add(1);
+            // A poll has no retry count, so its waits never run out.
+            tokio::time::sleep(waits.next().unwrap_or(self.poll.max)).await;
             let b = match self.client.get(id).await {
                 Ok(b) => b,
                 Err(BackendError::Unavailable(e)) => {

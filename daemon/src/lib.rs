@@ -1,5 +1,6 @@
 //! snapfsd: mounts the snapfs file system and runs the jobs that make snapshots.
 
+pub mod backoff;
 pub mod cloud;
 pub mod config;
 pub mod control;

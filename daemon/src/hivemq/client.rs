@@ -6,13 +6,14 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use backon::Retryable;
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
 use snapfs_fs::backend::BackendError;
 
-use super::backoff::Backoff;
+use crate::backoff::Backoff;
 use crate::config::{Cluster, Secret};
 
 /// One backup as the API describes it; every field is optional there.
@@ -60,7 +61,6 @@ pub struct Client {
     /// `http://host:port/api/v1/management`.
     base: String,
     auth: Option<(String, Secret)>,
-    retries: u32,
     backoff: Backoff,
     /// The target path, for messages (`hivemq/broker`).
     what: String,
@@ -83,10 +83,11 @@ impl Client {
                 let password = cluster.password.clone().unwrap_or_default();
                 (u, password)
             }),
-            retries: cluster.retry_max,
             backoff: Backoff {
-                start: cluster.retry_start,
+                first: cluster.retry_start,
                 max: cluster.retry_start.saturating_mul(16),
+                retries: Some(cluster.retry_max),
+                jitter: true,
             },
             what,
             counters: Counters::default(),
@@ -148,28 +149,25 @@ impl Client {
         path: &str,
         range: Option<Range<u64>>,
     ) -> Result<Bytes, BackendError> {
-        let mut step = 0;
-        loop {
-            let why = match self.attempt(method.clone(), path, range.clone()).await {
-                Ok(body) => return Ok(body),
-                Err(Failure::Final(e)) => {
-                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    return Err(prefixed(&self.what, e));
-                }
-                Err(Failure::Retry(why)) => why,
-            };
-            if step >= self.retries {
-                self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                return Err(BackendError::Unavailable(format!(
-                    "{}: {why} (gave up after {} tries)",
-                    self.what,
-                    step + 1
-                )));
-            }
-            tracing::debug!(target = self.what, path, error = why, "retrying");
-            tokio::time::sleep(self.backoff.jittered(step)).await;
-            step += 1;
-        }
+        let mut tries = 0u32;
+        let outcome = (|| {
+            tries += 1;
+            self.attempt(method.clone(), path, range.clone())
+        })
+        .retry(self.backoff)
+        .when(|f| matches!(f, Failure::Retry(_)))
+        .notify(|f, wait| tracing::debug!(target = self.what, path, error = ?f, ?wait, "retrying"))
+        .await;
+        let e = match outcome {
+            Ok(body) => return Ok(body),
+            Err(Failure::Final(e)) => prefixed(&self.what, e),
+            Err(Failure::Retry(why)) => BackendError::Unavailable(format!(
+                "{}: {why} (gave up after {tries} tries)",
+                self.what
+            )),
+        };
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        Err(e)
     }
 
     async fn attempt(

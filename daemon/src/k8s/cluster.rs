@@ -16,7 +16,7 @@ use kube::{Api, Client};
 use snapfs_control::units::parse_quantity;
 use snapfs_fs::backend::BackendError;
 
-use super::retry;
+use super::errors::retry;
 
 /// Annotation a snapshot's expiry time is read from (RFC 3339), as the retention job sets it.
 pub const EXPIRES_ANNOTATION: &str = "snapfs.io/expires";

@@ -11,7 +11,7 @@ use snapfs_fs::backend::{BackendError, LiveEntry};
 use snapfs_fs::tree::FileKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::retry;
+use super::errors::retry;
 
 /// An exec that has not finished by then is given up (a stalled stream, a hung command).
 const EXEC_LIMIT: Duration = Duration::from_secs(30);

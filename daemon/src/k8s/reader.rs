@@ -13,7 +13,9 @@ use serde_json::json;
 use snapfs_fs::backend::BackendError;
 
 use super::cluster::{Snapshot, is_running};
-use super::retry;
+use super::errors::retry;
+use super::labels::{MANAGED_BY, ROLE, SNAPSHOT};
+use super::watch::Watch;
 
 /// How long a new reader may take to start (restore, schedule, run).
 const START_LIMIT: Duration = Duration::from_secs(120);
@@ -145,12 +147,9 @@ impl Readers {
     async fn start(&self, r: &Reader, snap: &Snapshot) -> Result<(), BackendError> {
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &r.ns);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &r.ns);
-        let labels = json!({
-            "app.kubernetes.io/managed-by": "snapfs",
-            "snapfs.io/role": "reader",
-        });
+        let labels = json!({MANAGED_BY: "snapfs", ROLE: "reader"});
         // A snapshot's name may be longer than a label value can be.
-        let annotations = json!({"snapfs.io/snapshot": snap.name});
+        let annotations = json!({SNAPSHOT: snap.name});
         // The restore must hold at least the snapshot; a claim of unknown size asks for 1Gi.
         let size = if snap.size > 0 {
             snap.size.to_string()
@@ -195,11 +194,19 @@ impl Readers {
             Ok(_) | Err(BackendError::AlreadyExists(_)) => {}
             Err(e) => return Err(e),
         }
-        let deadline = Instant::now() + START_LIMIT;
-        let get = format!("get pod {} in namespace {}", r.name, r.ns);
         let create = format!("create pod {} in namespace {}", r.name, r.ns);
+        let what = format!("watch pod {} in namespace {}", r.name, r.ns);
+        let mut watch = Watch::new(pods.clone(), &r.name, START_LIMIT, what);
         loop {
-            match retry(|| pods.get_opt(&r.name), &get).await? {
+            let state = watch.next().await.map_err(|stop| {
+                stop.error(|| {
+                    format!(
+                        "reader pod {} for snapshot {} did not start in {START_LIMIT:?}",
+                        r.name, snap.name
+                    )
+                })
+            })?;
+            match state {
                 Some(p) if is_running(&p) => return Ok(()),
                 // Starting, or an earlier one still terminating: wait.
                 Some(_) => {}
@@ -208,13 +215,6 @@ impl Readers {
                     Err(e) => return Err(e),
                 },
             }
-            if Instant::now() > deadline {
-                return Err(BackendError::Unavailable(format!(
-                    "reader pod {} for snapshot {} did not start in {START_LIMIT:?}",
-                    r.name, snap.name
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }

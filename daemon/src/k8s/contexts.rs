@@ -1,0 +1,191 @@
+//! The contexts of the user's kubeconfig (DESIGN §6): a client for each, its live tree under
+//! `k8s/<context>/`, and its namespaces as upload targets.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{DynamicObject, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+use snapfs_fs::vfs::LiveMount;
+
+use super::cluster::{self, Namespaces};
+use super::labels::MANAGED_BY;
+use super::namespace::KubeTarget;
+use super::tree::{KubeTree, Scope};
+use crate::config::{K8sSettings, KubeContext, is_dns_label};
+use snapfs_control::paths::Paths;
+
+/// The kubeconfig the user's kubectl would read: `$KUBECONFIG` (its first file) or
+/// `~/.kube/config`; None when there is none.
+fn kubeconfig_path(paths: &Paths) -> Option<PathBuf> {
+    let path = match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        Some(v) => std::env::split_paths(&v).next()?,
+        None => paths.expand("~/.kube/config"),
+    };
+    path.exists().then_some(path)
+}
+
+/// One context of the kubeconfig.
+struct Context {
+    config: KubeContext,
+    client: Client,
+    tree: Arc<KubeTree>,
+}
+
+/// The Kubernetes contexts of the mount: their live trees under `k8s/`, and their namespaces as
+/// upload targets.
+pub struct Kube {
+    contexts: Vec<Context>,
+    settings: Arc<K8sSettings>,
+}
+
+impl Kube {
+    /// Connects the configured contexts (`None`: every context of the kubeconfig). A context
+    /// that cannot be set up is left out with a warning; it never stops the mount.
+    pub async fn connect(
+        configured: Option<&[KubeContext]>,
+        paths: &Paths,
+        list_ttl: Duration,
+        reader_idle: Duration,
+        settings: K8sSettings,
+    ) -> Kube {
+        let mut kube = Kube {
+            contexts: Vec::new(),
+            settings: Arc::new(settings),
+        };
+        let Some(path) = kubeconfig_path(paths) else {
+            if configured.is_some_and(|c| !c.is_empty()) {
+                tracing::warn!("[[kubernetes]] is configured but there is no kubeconfig");
+            }
+            return kube;
+        };
+        let kubeconfig = match Kubeconfig::read_from(&path) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "kubeconfig unreadable; no k8s/");
+                return kube;
+            }
+        };
+        let contexts: Vec<KubeContext> = match configured {
+            Some(c) => c.to_vec(),
+            None => kubeconfig
+                .contexts
+                .iter()
+                .map(|c| KubeContext::all_of(&c.name))
+                .collect(),
+        };
+        for c in contexts {
+            let options = KubeConfigOptions {
+                context: Some(c.context.clone()),
+                ..KubeConfigOptions::default()
+            };
+            let client =
+                match kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options).await {
+                    Ok(config) => Client::try_from(config),
+                    Err(e) => Err(e.into()),
+                };
+            let client = match client {
+                Ok(client) => client,
+                Err(e) => {
+                    tracing::warn!(context = c.context, error = %e, "context left out");
+                    continue;
+                }
+            };
+            let namespaces = if c.namespaces.is_empty() {
+                Scope::All(Namespaces::watch(
+                    client.clone(),
+                    list_ttl,
+                    c.context.clone(),
+                ))
+            } else {
+                Scope::Only(c.namespaces.clone())
+            };
+            let tree = KubeTree::new(client.clone(), namespaces, list_ttl, reader_idle);
+            kube.contexts.push(Context {
+                config: c,
+                client,
+                tree,
+            });
+        }
+        kube
+    }
+
+    pub fn live_mounts(&self) -> Vec<LiveMount> {
+        self.contexts
+            .iter()
+            .map(|c| LiveMount {
+                kind: "k8s",
+                name: c.config.name.clone(),
+                description: format!("Kubernetes context {}", c.config.context),
+                tree: c.tree.clone(),
+            })
+            .collect()
+    }
+
+    /// The namespace at `k8s/<context>/<namespace>` as a target, if it can be one.
+    pub fn target(&self, path: &str) -> Option<KubeTarget> {
+        let rest = path.strip_prefix("k8s/")?;
+        let (dir, ns) = rest.split_once('/')?;
+        let c = self.contexts.iter().find(|c| c.config.name == dir)?;
+        if !is_dns_label(ns) {
+            return None;
+        }
+        if !c.tree.may_hold(ns) {
+            return None;
+        }
+        Some(KubeTarget::new(
+            path.to_string(),
+            c.client.clone(),
+            ns.to_string(),
+            self.settings.clone(),
+            &c.config,
+            c.tree.readers().clone(),
+        ))
+    }
+
+    /// Paths of the namespaces where snapfs made something (snapshots, claims, pods): what
+    /// cleanup must look at. Where the whole cluster cannot be listed, the configured or
+    /// known namespaces stand in.
+    pub async fn namespaces_in_use(&self) -> Vec<String> {
+        let mut out = BTreeSet::new();
+        for c in &self.contexts {
+            let lp = ListParams::default().labels(&format!("{MANAGED_BY}=snapfs"));
+            let pods: Api<Pod> = Api::all(c.client.clone());
+            let claims: Api<PersistentVolumeClaim> = Api::all(c.client.clone());
+            let snaps: Api<DynamicObject> =
+                Api::all_with(c.client.clone(), &cluster::snapshot_resource());
+            let mut found: Vec<Option<String>> = Vec::new();
+            let mut ok = true;
+            match pods.list_metadata(&lp).await {
+                Ok(l) => found.extend(l.items.into_iter().map(|o| o.metadata.namespace)),
+                Err(_) => ok = false,
+            }
+            match claims.list_metadata(&lp).await {
+                Ok(l) => found.extend(l.items.into_iter().map(|o| o.metadata.namespace)),
+                Err(_) => ok = false,
+            }
+            // A cluster without the snapshot API has no snapshots to look at.
+            if let Ok(l) = snaps.list(&lp).await {
+                found.extend(l.items.into_iter().map(|o| o.metadata.namespace));
+            }
+            if !ok && let Ok(names) = c.tree.namespaces().await {
+                found.extend(names.into_iter().map(Some));
+            }
+            for ns in found.into_iter().flatten() {
+                out.insert(format!("k8s/{}/{ns}", c.config.name));
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Removes every reader pod and claim, as the mount goes away.
+    pub async fn shutdown(&self) {
+        for c in &self.contexts {
+            c.tree.readers().remove_all().await;
+        }
+    }
+}

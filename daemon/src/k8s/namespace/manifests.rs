@@ -1,0 +1,146 @@
+//! The objects an upload makes, as manifests (DESIGN §6 steps 1–3 and 6): the claim sized for
+//! the staged tree, the pod fitted to the namespace's Pod Security level, the VolumeSnapshot.
+
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use super::KubeTarget;
+use super::preflight::Preflight;
+use crate::config::K8sSettings;
+use crate::k8s::cluster::EXPIRES_ANNOTATION;
+use crate::k8s::labels::{SNAPSHOT, labels};
+use crate::k8s::tarball;
+
+/// The upload pod's container, where it mounts the claim, and its scratch space.
+pub const CONTAINER: &str = "upload";
+pub const DATA: &str = "/data";
+const SCRATCH: &str = "/snapfs";
+
+/// The claim size for a plan: content plus a block per entry, plus the margin, in MiB, never
+/// below the floor.
+pub fn claim_size(plan: &tarball::Plan, settings: &K8sSettings) -> u64 {
+    let raw = plan.data + 4096 * plan.entries().max(1);
+    let with_margin = raw.saturating_mul(100 + settings.size_margin) / 100;
+    with_margin
+        .div_ceil(1 << 20)
+        .saturating_mul(1 << 20)
+        .max(settings.min_size)
+}
+
+impl KubeTarget {
+    pub(super) fn claim_spec(
+        &self,
+        rname: &str,
+        name: &str,
+        job: &str,
+        p: &Preflight,
+        size: u64,
+    ) -> Value {
+        let mut spec = json!({
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": size.to_string()}},
+        });
+        if let Some(c) = &p.storage_class {
+            spec["storageClassName"] = json!(c);
+        }
+        json!({
+            "metadata": {"name": rname, "labels": labels("upload", name, job),
+                         "annotations": {SNAPSHOT: name}},
+            "spec": spec,
+        })
+    }
+
+    /// The upload pod, fitted to the namespace's Pod Security level (DESIGN §6 step 3).
+    pub(super) fn pod_spec(
+        &self,
+        rname: &str,
+        name: &str,
+        job: &str,
+        p: &Preflight,
+        deadline: u64,
+    ) -> Value {
+        let (pod_security, container_security) = if p.restricted {
+            // SAFETY: getuid/getgid cannot fail.
+            let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+            let (uid, gid) = if uid == 0 { (1000, 1000) } else { (uid, gid) };
+            (
+                json!({"runAsNonRoot": true, "runAsUser": uid, "runAsGroup": gid,
+                       "fsGroup": gid, "fsGroupChangePolicy": "OnRootMismatch",
+                       "seccompProfile": {"type": "RuntimeDefault"}}),
+                json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}),
+            )
+        } else {
+            (
+                json!({"runAsUser": 0, "runAsGroup": 0,
+                       "seccompProfile": {"type": "RuntimeDefault"}}),
+                json!({"allowPrivilegeEscalation": false,
+                       "capabilities": {"drop": ["ALL"],
+                                        "add": ["CHOWN", "FOWNER", "DAC_OVERRIDE"]}}),
+            )
+        };
+        json!({
+            "metadata": {"name": rname, "labels": labels("upload", name, job),
+                         "annotations": {SNAPSHOT: name}},
+            "spec": {
+                "restartPolicy": "Never",
+                "activeDeadlineSeconds": deadline,
+                "automountServiceAccountToken": false,
+                "securityContext": pod_security,
+                "containers": [{
+                    "name": CONTAINER,
+                    "image": self.settings.image,
+                    "command": ["sleep", deadline.to_string()],
+                    "resources": {"requests": {"cpu": "100m", "memory": "64Mi"},
+                                  "limits": {"cpu": "1", "memory": "256Mi"}},
+                    "securityContext": container_security,
+                    "volumeMounts": [{"name": "data", "mountPath": DATA},
+                                     {"name": "scratch", "mountPath": SCRATCH}]
+                }],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": rname}},
+                            {"name": "scratch", "emptyDir": {"sizeLimit": "16Mi"}}]
+            }
+        })
+    }
+
+    pub(super) fn snapshot_spec(&self, name: &str, job: &str, claim: &str, p: &Preflight) -> Value {
+        let mut annotations = json!({SNAPSHOT: name});
+        if let Some(ttl) = self.ttl
+            && let Ok(ttl) = chrono::Duration::from_std(ttl)
+        {
+            let at = (Utc::now() + ttl).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            annotations[EXPIRES_ANNOTATION] = json!(at);
+        }
+        let mut spec = json!({"source": {"persistentVolumeClaimName": claim}});
+        if let Some(c) = &p.snapshot_class {
+            spec["volumeSnapshotClassName"] = json!(c);
+        }
+        json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshot",
+            "metadata": {"name": name, "labels": labels("snapshot", name, job),
+                         "annotations": annotations},
+            "spec": spec,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_get_the_margin_and_the_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), vec![0u8; 10 << 20]).unwrap();
+        let plan = tarball::plan(dir.path(), "x").unwrap();
+        let mut s = K8sSettings {
+            min_size: 1 << 20,
+            ..K8sSettings::default()
+        };
+        let size = claim_size(&plan, &s);
+        assert!((12 << 20..=13 << 20).contains(&size), "{size}");
+        assert_eq!(size % (1 << 20), 0);
+        s.min_size = 1 << 30;
+        assert_eq!(claim_size(&plan, &s), 1 << 30);
+    }
+}

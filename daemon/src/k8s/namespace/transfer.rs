@@ -1,0 +1,189 @@
+//! The data of an upload (DESIGN §6 step 4): the staged tree streamed into the upload pod as
+//! a tar over exec, with exact progress, and checked on arrival file by file.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use snapfs_fs::backend::BackendError;
+
+use super::manifests::{CONTAINER, DATA};
+use super::{KubeTarget, Progress};
+use crate::k8s::errors::cancelled;
+use crate::k8s::{exec, tarball};
+
+/// How often progress and cancellation are looked at while the bytes flow.
+const POLL: Duration = Duration::from_millis(250);
+
+impl KubeTarget {
+    /// Streams the tar into the pod, exactly `plan.total` bytes read by `head -c`, and checks
+    /// what arrived: the stream's MD5 as the pod computed it, and every file's size.
+    pub(super) async fn transfer(
+        &self,
+        pod: &str,
+        plan: tarball::Plan,
+        restricted: bool,
+        progress: &Progress,
+        cancel: &AtomicBool,
+        limit: Duration,
+    ) -> Result<(), BackendError> {
+        // `dd` takes exactly the stream (whole MiB), so the end of stdin never matters; then
+        // every file that arrived is read back for its MD5, several at a time.
+        let script = format!(
+            "set -e\n\
+             dd bs={chunk} count=\"$1\" iflag=fullblock 2>/dev/null | tar -x -f - -C {DATA} \"$2\"\n\
+             cd {DATA} && {{ find . -type f -print0 | xargs -0 -r -P 4 -n 64 md5sum 2>/dev/null || true; }}",
+            chunk = tarball::CHUNK
+        );
+        // As root tar keeps owners by number; as anyone else it cannot, and is told so.
+        let owners = if restricted { "-o" } else { "--numeric-owner" };
+        let total = plan.total;
+        let blocks = (total / tarball::CHUNK as u64).to_string();
+        let command = exec::sh(&script, &[&blocks, owners]);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let stop = Arc::new(AtomicBool::new(false));
+        // Bytes handed to the exec session; the channel holds at most a few pieces of them.
+        let sent = Arc::new(AtomicU64::new(0));
+        let plan = Arc::new(plan);
+        // The files' MD5s are taken beside the stream, on another core where there is one.
+        let hasher = {
+            let plan = plan.clone();
+            tokio::task::spawn_blocking(move || tarball::digests(&plan))
+        };
+        let producer = {
+            let (plan, stop, sent) = (plan.clone(), stop.clone(), sent.clone());
+            let pod_name = pod.to_string();
+            tokio::task::spawn_blocking(move || {
+                tarball::write(&plan, |piece| {
+                    if stop.load(Ordering::Relaxed) {
+                        return Err(std::io::Error::other("cancelled"));
+                    }
+                    let len = piece.len() as u64;
+                    tx.blocking_send(piece).map_err(|_| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::BrokenPipe,
+                            "the exec session ended",
+                        )
+                    })?;
+                    sent.fetch_add(len, Ordering::Relaxed);
+                    Ok(())
+                })
+                .inspect(|_| tracing::info!(pod = pod_name, "stream sent; checking what arrived"))
+            })
+        };
+        let pods = self.pods();
+        let session =
+            exec::run_with_input(&pods, pod, CONTAINER, command, Some((rx, total)), limit);
+        tokio::pin!(session);
+        // Progress and cancellation are looked at while the bytes flow.
+        let out = loop {
+            tokio::select! {
+                out = &mut session => break out,
+                () = tokio::time::sleep(POLL) => {
+                    progress.done.store(sent.load(Ordering::Relaxed), Ordering::Relaxed);
+                    if cancel.load(Ordering::Relaxed) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        };
+        let streamed = producer
+            .await
+            .map_err(|e| BackendError::Other(format!("tar stream: {e}")))?;
+        check_cancel(cancel)?;
+        match streamed {
+            Ok(()) => {}
+            // The session ended before it took the whole stream: it tells why.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                let out = out?;
+                return Err(match &out.failure {
+                    Some(f) => exec::failed(DATA, &out, f),
+                    None => BackendError::Other(format!(
+                        "upload pod {pod} ended before it took the whole stream"
+                    )),
+                });
+            }
+            Err(e) => return Err(BackendError::Other(format!("tar stream: {e}"))),
+        }
+        let digests = hasher
+            .await
+            .map_err(|e| BackendError::Other(format!("checksums: {e}")))?
+            .map_err(|e| BackendError::Other(format!("reading the upload: {e}")))?;
+        let out = out?;
+        progress.done.store(total, Ordering::Relaxed);
+        if let Some(f) = &out.failure {
+            return Err(exec::failed(DATA, &out, f));
+        }
+        check_arrival(&String::from_utf8_lossy(&out.stdout), &plan.files, &digests)
+    }
+}
+
+fn check_cancel(cancel: &AtomicBool) -> Result<(), BackendError> {
+    if cancel.load(Ordering::Relaxed) {
+        Err(cancelled())
+    } else {
+        Ok(())
+    }
+}
+
+/// Compares `md5sum` lines (`HASH  ./path`) with what was sent.
+fn check_arrival(
+    md5sum: &str,
+    files: &[(String, u64)],
+    digests: &[[u8; 16]],
+) -> Result<(), BackendError> {
+    let arrived: BTreeMap<&str, &str> = md5sum
+        .lines()
+        .filter_map(|l| {
+            let (hash, path) = l.split_once("  ")?;
+            Some((path.strip_prefix("./")?, hash))
+        })
+        .collect();
+    for ((path, size), digest) in files.iter().zip(digests) {
+        match arrived.get(path.as_str()) {
+            Some(h) if *h == hex(digest) => {}
+            Some(_) => {
+                return Err(BackendError::Corrupt(format!(
+                    "{path} ({size} bytes) arrived with other content than was sent"
+                )));
+            }
+            None => return Err(BackendError::Corrupt(format!("{path} did not arrive"))),
+        }
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrivals_are_checked_file_by_file() {
+        use md5::{Digest, Md5};
+        let files = vec![("a b/c.txt".to_string(), 5), ("d".to_string(), 0)];
+        let digests: Vec<[u8; 16]> = vec![Md5::digest(b"hello").into(), Md5::digest(b"").into()];
+        let good = format!(
+            "{}  ./a b/c.txt\n{}  ./d\n{}  ./lost+found/x\n",
+            hex(&digests[0]),
+            hex(&digests[1]),
+            hex(&digests[1])
+        );
+        assert!(check_arrival(&good, &files, &digests).is_ok());
+        let missing = format!("{}  ./a b/c.txt\n", hex(&digests[0]));
+        let e = check_arrival(&missing, &files, &digests).unwrap_err();
+        assert!(e.to_string().contains("d did not arrive"), "{e}");
+        let wrong = format!(
+            "{}  ./a b/c.txt\n{}  ./d\n",
+            hex(&digests[1]),
+            hex(&digests[1])
+        );
+        let e = check_arrival(&wrong, &files, &digests).unwrap_err();
+        assert!(e.to_string().contains("a b/c.txt"), "{e}");
+    }
+}

@@ -1,0 +1,207 @@
+//! Upload of `uploads/NAME` (DESIGN §6): VolumeSnapshot NAME through a claim, a short-lived
+//! pod and a tar stream over exec, checked on arrival.
+//!
+//! Everything made here carries `app.kubernetes.io/managed-by=snapfs`, the job's id and a
+//! label naming the upload, so that a run after a crash (or `snapfs gc`) finds it. A run of
+//! upload NAME first looks for VolumeSnapshot NAME: one this daemon made is waited for (the
+//! crash came after step 6); otherwise whatever earlier runs of NAME left is removed and the
+//! upload starts over from its staged files.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{DeleteParams, DynamicObject, PostParams};
+use snapfs_fs::backend::{BackendError, SnapshotInfo};
+
+use super::manifests::claim_size;
+use super::preflight::Preflight;
+use super::{KubeTarget, Progress, lock, to};
+use crate::k8s::cluster::is_running;
+use crate::k8s::errors::retry;
+use crate::k8s::labels::{made_for, resource_name};
+use crate::k8s::tarball;
+use crate::k8s::watch::Watch;
+
+/// How long an upload pod may take to start, and a deleted one to go.
+const POD_LIMIT: Duration = Duration::from_secs(300);
+
+impl KubeTarget {
+    /// Makes VolumeSnapshot `name` from `source` (DESIGN §6 steps 1–8), or finishes the one an
+    /// earlier run made. `size` overrides the claim size.
+    pub async fn commit(
+        &self,
+        name: &str,
+        source: &Path,
+        job: &str,
+        size: Option<u64>,
+        progress: &Progress,
+        cancel: &AtomicBool,
+    ) -> Result<SnapshotInfo, BackendError> {
+        let p = self.preflight(true).await?;
+        if let Some(existing) = self.get_snapshot(name).await? {
+            if !made_for(&existing.metadata, name) {
+                return Err(BackendError::AlreadyExists(format!(
+                    "VolumeSnapshot {name} in namespace {}",
+                    self.ns
+                )));
+            }
+            tracing::info!(
+                target = self.path,
+                snapshot = name,
+                "an earlier run made the snapshot; waiting for it"
+            );
+            let info = self.wait_ready(name, progress, cancel).await;
+            self.remove_leftovers(name).await?;
+            return info;
+        }
+        self.remove_leftovers(name).await?;
+        let plan = {
+            let (source, name) = (source.to_path_buf(), name.to_string());
+            tokio::task::spawn_blocking(move || tarball::plan(&source, &name))
+                .await
+                .map_err(|e| BackendError::Other(format!("planning the upload: {e}")))?
+                .map_err(|e| BackendError::Other(format!("reading the upload: {e}")))?
+        };
+        progress.total.store(plan.total, Ordering::Relaxed);
+        let size = size.unwrap_or_else(|| claim_size(&plan, &self.settings));
+        let rname = resource_name(name, job);
+        let made = self
+            .make(name, job, &rname, &p, plan, size, progress, cancel)
+            .await;
+        if made.is_err() {
+            // Nothing half-made stays: the pod, the claim, and a snapshot that never got ready.
+            if let Ok(Some(s)) = self.get_snapshot(name).await
+                && made_for(&s.metadata, name)
+            {
+                let api = self.snapshots_api();
+                if let Err(e) = api.delete(name, &DeleteParams::default()).await {
+                    tracing::warn!(snapshot = name, error = %e, "VolumeSnapshot of a failed upload not removed");
+                }
+            }
+        }
+        if let Err(e) = self.remove_leftovers(name).await {
+            tracing::warn!(snapshot = name, error = %e, "leftovers of the upload not removed");
+        }
+        made
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn make(
+        &self,
+        name: &str,
+        job: &str,
+        rname: &str,
+        p: &Preflight,
+        plan: tarball::Plan,
+        size: u64,
+        progress: &Progress,
+        cancel: &AtomicBool,
+    ) -> Result<SnapshotInfo, BackendError> {
+        let pp = PostParams::default();
+        // 2. the claim
+        let claim: PersistentVolumeClaim = to(self.claim_spec(rname, name, job, p, size), "claim")?;
+        let claims = self.claims();
+        let what = self.what("create", "persistentvolumeclaim", rname);
+        retry(|| claims.create(&pp, &claim), &what).await?;
+        // 3. the pod; its deadline allows 5 MiB/s after ten minutes to start
+        let deadline = 600 + plan.total / (5 << 20);
+        let pod: Pod = to(self.pod_spec(rname, name, job, p, deadline), "pod")?;
+        let pods = self.pods();
+        let what = self.what("create", "pod", rname);
+        retry(|| pods.create(&pp, &pod), &what).await?;
+        self.wait_running(rname, cancel).await?;
+        tracing::info!(
+            target = self.path,
+            snapshot = name,
+            pod = rname,
+            size,
+            "upload pod running"
+        );
+        // 4. the data
+        let (bytes, start) = (plan.total, Instant::now());
+        if p.restricted {
+            let note = "the namespace enforces the restricted Pod Security level: the upload pod runs as non-root, so file owners are not kept (modes and times are)";
+            tracing::info!(target = self.path, snapshot = name, "{note}");
+            *lock(&progress.note) = Some(note.to_string());
+        }
+        self.transfer(
+            rname,
+            plan,
+            p.restricted,
+            progress,
+            cancel,
+            Duration::from_secs(deadline),
+        )
+        .await?;
+        let seconds = start.elapsed().as_secs_f64();
+        tracing::info!(
+            target = self.path,
+            snapshot = name,
+            bytes,
+            seconds,
+            "data arrived and checked"
+        );
+        // 5. the pod goes, so the volume is unmounted whole before it is snapshotted
+        self.delete_pod(rname).await?;
+        // 6. the snapshot
+        let snap: DynamicObject = to(self.snapshot_spec(name, job, rname, p), "snapshot")?;
+        let snaps = self.snapshots_api();
+        let what = self.what("create", "volumesnapshot", name);
+        retry(|| snaps.create(&pp, &snap), &what).await?;
+        tracing::info!(
+            target = self.path,
+            snapshot = name,
+            "VolumeSnapshot requested"
+        );
+        // 7. ready; 8. the caller removes the claim
+        self.wait_ready(name, progress, cancel).await
+    }
+
+    async fn wait_running(&self, rname: &str, cancel: &AtomicBool) -> Result<(), BackendError> {
+        let what = self.what("watch", "pod", rname);
+        let mut watch = Watch::new(self.pods(), rname, POD_LIMIT, what).cancelled_by(cancel);
+        loop {
+            let pod = watch.next().await.map_err(|stop| {
+                stop.error(|| {
+                    format!(
+                        "upload pod {rname} did not start in {POD_LIMIT:?} (is the claim bound?)"
+                    )
+                })
+            })?;
+            let Some(p) = pod else {
+                return Err(BackendError::Other(format!(
+                    "upload pod {rname} was deleted"
+                )));
+            };
+            if is_running(&p) {
+                return Ok(());
+            }
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            if matches!(phase, Some("Failed" | "Succeeded")) {
+                let why = p.status.as_ref().and_then(|s| s.message.clone());
+                return Err(BackendError::Other(format!(
+                    "upload pod {rname} ended before the data arrived: {}",
+                    why.unwrap_or_else(|| phase.unwrap_or_default().to_string())
+                )));
+            }
+        }
+    }
+
+    /// Deletes pod `rname` and waits until it is gone.
+    pub(super) async fn delete_pod(&self, rname: &str) -> Result<(), BackendError> {
+        let pods = self.pods();
+        self.remove(&pods, "pod", rname).await?;
+        let what = self.what("watch", "pod", rname);
+        let mut watch = Watch::new(pods, rname, POD_LIMIT, what);
+        let still = || format!("upload pod {rname} still terminating after {POD_LIMIT:?}");
+        while watch
+            .next()
+            .await
+            .map_err(|stop| stop.error(still))?
+            .is_some()
+        {}
+        Ok(())
+    }
+}
