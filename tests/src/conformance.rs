@@ -11,7 +11,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use snapfs_fs::backend::{Backend, BackendError, RawObjects};
 use snapfs_fs::cache::{BlockCache, CacheConfig};
 use snapfsd::cloud::{CloudBackend, open_store};
-use snapfsd::powers::{Progress, Run};
+use snapfsd::powers::{Deletes, Progress, Run, TakesLocalData, Verifies};
 
 use crate::sh;
 
@@ -99,14 +99,14 @@ pub fn run(remote: &Remote, powers: Powers) {
             let b = backend.clone();
             let src = src.clone();
             async move {
-                b.commit(
-                    name,
-                    &src,
-                    &Run::new_id(),
-                    &Progress::default(),
-                    &AtomicBool::new(false),
-                )
-                .await
+                let (progress, cancel) = (Progress::default(), AtomicBool::new(false));
+                let run = Run {
+                    id: &Run::new_id(),
+                    size: None,
+                    progress: &progress,
+                    cancel: &cancel,
+                };
+                b.commit(name, &src, &run).await
             }
         };
         // A snapshot is made, listed, opened and reads back whole.
@@ -117,7 +117,9 @@ pub fn run(remote: &Remote, powers: Powers) {
         assert_eq!(list.iter().map(|i| &i.name).collect::<Vec<_>>(), ["first"]);
         let tree = backend.open_snapshot("first").await.expect("open");
         drop(tree);
-        let report = backend.verify("first").await.expect("verify");
+        let report = Verifies::verify(backend.as_ref(), "first")
+            .await
+            .expect("verify");
         let errors = &report.errors;
         assert_eq!((report.files, report.bytes), (3, 9_000_006), "{errors:?}");
         assert!(errors.is_empty(), "{errors:?}");
@@ -128,7 +130,7 @@ pub fn run(remote: &Remote, powers: Powers) {
 
         // The name is taken: refused before work starts, and by the store at commit time.
         assert!(matches!(
-            backend.check_new("first").await,
+            TakesLocalData::check_new(backend.as_ref(), "first").await,
             Err(BackendError::AlreadyExists(_))
         ));
         if powers.conditional_create {
@@ -167,7 +169,9 @@ pub fn run(remote: &Remote, powers: Powers) {
         ));
 
         if powers.delete {
-            backend.delete("first").await.expect("delete");
+            Deletes::delete(backend.as_ref(), "first")
+                .await
+                .expect("delete");
             assert!(backend.list_snapshots().await.expect("list").is_empty());
             let left: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(
                 store.list(Some(&StorePath::from("snapfs"))),

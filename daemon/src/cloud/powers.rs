@@ -8,7 +8,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo};
 
-use super::CloudBackend;
+use std::sync::atomic::Ordering;
+
+use object_store::ObjectStoreExt;
+use object_store::path::Path as StorePath;
+use snapfs_fs::format::{self, EntryKind};
+
+use super::{CloudBackend, lock, store_error};
 use crate::config::Retention;
 use crate::powers::{
     CountsRequests, Deletes, HasLeftovers, InUse, Leftovers, Powers, Run, TakesLocalData, Verifies,
@@ -45,8 +51,28 @@ impl CloudBackend {
 
 #[async_trait]
 impl TakesLocalData for CloudBackend {
+    /// Whether a new snapshot `name` may be made: not taken, not over the limit.
     async fn check_new(&self, name: &str) -> Result<(), BackendError> {
-        CloudBackend::check_new(self, name).await
+        self.check_name(name)?;
+        // Without a limit to count against, one HEAD answers; a listing grows with the remote.
+        if self.max_snapshots.is_none() {
+            let key = StorePath::from(format::manifest_key(name).as_str());
+            return match self.store.head(&key).await {
+                Ok(_) => Err(BackendError::AlreadyExists(format!("snapshot {name}"))),
+                Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(self.failed(store_error(&format!("snapshot {name}"), e))),
+            };
+        }
+        let existing = self.manifest_objects().await?;
+        if existing.iter().any(|(n, _)| n == name) {
+            return Err(BackendError::AlreadyExists(format!("snapshot {name}")));
+        }
+        if let Some(max) = self.max_snapshots
+            && existing.len() as u64 >= max
+        {
+            return Err(BackendError::Quota(max));
+        }
+        Ok(())
     }
 
     async fn commit(
@@ -70,15 +96,62 @@ impl Deletes for CloudBackend {
         self.list_snapshots().await
     }
 
+    /// Deletes a snapshot: its manifest first, so it vanishes at once, then its packs.
     async fn delete(&self, name: &str) -> Result<(), BackendError> {
-        CloudBackend::delete(self, name).await
+        let version = self.version_of(name).await?;
+        let manifest = self.manifest(name, &version).await?;
+        let key = StorePath::from(format::manifest_key(name).as_str());
+        self.store
+            .delete(&key)
+            .await
+            .map_err(|e| self.failed(store_error(&format!("snapshot {name}"), e)))?;
+        lock(&self.versions).remove(name);
+        for pack in &manifest.packs {
+            if let Err(e) = self.store.delete(&StorePath::from(pack.as_str())).await {
+                // The snapshot is gone already; a pack left behind is garbage for `gc`.
+                tracing::warn!(pack, error = %e, "could not delete a pack");
+            }
+        }
+        Ok(())
     }
 }
 
 #[async_trait]
 impl Verifies for CloudBackend {
+    /// Reads every block of a snapshot straight from the store and checks it.
     async fn verify(&self, name: &str) -> Result<VerifyReport, BackendError> {
-        CloudBackend::verify(self, name).await
+        let version = self.version_of(name).await?;
+        let manifest = self.manifest(name, &version).await?;
+        let (mut files, mut bytes, mut errors) = (0u64, 0u64, Vec::new());
+        for e in &manifest.entries {
+            let EntryKind::File { blocks, .. } = &e.kind else {
+                continue;
+            };
+            files += 1;
+            for b in blocks {
+                let Some(pack) = manifest.packs.get(b.pack as usize) else {
+                    errors.push((e.path.clone(), "pack index out of range".into()));
+                    break;
+                };
+                let range = b.offset..b.offset + u64::from(b.clen);
+                let checked = match self.read_range(pack, range).await {
+                    Ok(frame) => format::decode_block(&frame, b).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match checked {
+                    Ok(data) => bytes += data.len() as u64,
+                    Err(why) => {
+                        errors.push((e.path.clone(), why));
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(VerifyReport {
+            files,
+            bytes,
+            errors,
+        })
     }
 }
 
@@ -132,6 +205,15 @@ impl HasLeftovers for CloudBackend {
 
 impl CountsRequests for CloudBackend {
     fn metrics(&self) -> TargetMetrics {
-        CloudBackend::metrics(self)
+        let c = &self.counters;
+        TargetMetrics {
+            target: self.path.clone(),
+            get_requests: c.get_requests.load(Ordering::Relaxed),
+            get_bytes: c.get_bytes.load(Ordering::Relaxed),
+            put_requests: c.put_requests.load(Ordering::Relaxed),
+            put_bytes: c.put_bytes.load(Ordering::Relaxed),
+            list_requests: c.list_requests.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+        }
     }
 }

@@ -24,13 +24,12 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use snapfs_control::units::parse_quantity;
-use snapfs_control::wire::TargetMetrics;
 use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo, SnapshotState};
 use snapfs_fs::tree::SnapshotTree;
 
 use super::cluster::{EXPIRES_ANNOTATION, snapshot_resource};
 use super::errors::{no_snapshot_api, retry};
-use super::labels::{MANAGED_BY, annotation};
+use super::labels::annotation;
 use super::reader::Readers;
 use crate::config::{K8sSettings, Retention, is_dns_subdomain};
 use crate::powers::Progress;
@@ -84,14 +83,7 @@ impl KubeTarget {
         &self.path
     }
 
-    pub fn metrics(&self) -> TargetMetrics {
-        TargetMetrics {
-            target: self.path.clone(),
-            ..TargetMetrics::default()
-        }
-    }
-
-    fn snapshots_api(&self) -> Api<DynamicObject> {
+    pub(super) fn snapshots_api(&self) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), &self.ns, &snapshot_resource())
     }
 
@@ -103,7 +95,7 @@ impl KubeTarget {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
-    fn what(&self, verb: &str, resource: &str, name: &str) -> String {
+    pub(super) fn what(&self, verb: &str, resource: &str, name: &str) -> String {
         format!("{verb} {resource} {name} in namespace {}", self.ns)
     }
 
@@ -112,7 +104,7 @@ impl KubeTarget {
         self.snapshots_matching(&ListParams::default()).await
     }
 
-    async fn snapshots_matching(
+    pub(super) async fn snapshots_matching(
         &self,
         lp: &ListParams,
     ) -> Result<Vec<DynamicObject>, BackendError> {
@@ -167,17 +159,6 @@ impl KubeTarget {
         }
     }
 
-    /// The VolumeSnapshots snapfs made here, the only ones its cleanup may delete: a
-    /// namespace also holds the snapshots of other tools, which keep their own schedules.
-    pub async fn own_snapshots(&self) -> Result<Vec<SnapshotInfo>, BackendError> {
-        let lp = ListParams::default().labels(&format!("{MANAGED_BY}=snapfs"));
-        match self.snapshots_matching(&lp).await {
-            Ok(own) => Ok(own.iter().filter_map(snapshot_info).collect()),
-            Err(BackendError::Unsupported(_)) => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Deletes `name` of `resource` through `api`; one that is gone already is as good.
     async fn remove<K>(&self, api: &Api<K>, resource: &str, name: &str) -> Result<(), BackendError>
     where
@@ -190,17 +171,10 @@ impl KubeTarget {
             Err(e) => Err(e),
         }
     }
-
-    pub async fn delete(&self, name: &str) -> Result<(), BackendError> {
-        let api = self.snapshots_api();
-        let what = self.what("delete", "volumesnapshot", name);
-        let dp = DeleteParams::default();
-        retry(|| api.delete(name, &dp), &what).await.map(|_| ())
-    }
 }
 
 /// A VolumeSnapshot in the terms of every target.
-fn snapshot_info(o: &DynamicObject) -> Option<SnapshotInfo> {
+pub(super) fn snapshot_info(o: &DynamicObject) -> Option<SnapshotInfo> {
     let name = o.metadata.name.clone()?;
     let status = o.data.get("status");
     let ready = status
