@@ -335,3 +335,35 @@ fn scheduled_cleanup_deletes_expired_snapshots() {
     assert!(names(&m).is_empty());
     assert!(m.log().contains("snapshot deleted"));
 }
+
+#[test]
+fn deleting_a_snapshot_keeps_the_packs_another_snapshot_lists() {
+    if !fuse_available() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let m = mount(store.path(), "", "");
+    upload(&m, "real");
+    let packs_before = packs(store.path());
+    // A manifest written by someone else that names the packs of "real".
+    let path = manifest_path(store.path(), "real");
+    let real = Manifest::from_bytes(&std::fs::read(&path).unwrap()).unwrap();
+    let mut v = serde_json::to_value(&real).unwrap();
+    v["name"] = "copy".into();
+    let copy: Manifest = serde_json::from_value(v).unwrap();
+    std::fs::write(manifest_path(store.path(), "copy"), copy.to_bytes()).unwrap();
+    assert_eq!(names(&m), ["copy", "real"]);
+
+    let copy_path = m.target().join("snapshots/copy");
+    ok(&m.snapfs(&["rm", "--yes", copy_path.to_str().unwrap()]));
+    assert_eq!(names(&m), ["real"]);
+    assert_eq!(packs(store.path()), packs_before, "the packs of real stay");
+    assert_eq!(
+        std::fs::read(m.target().join("snapshots/real")).unwrap(),
+        "real".repeat(100).as_bytes()
+    );
+    // Removing the last snapshot that lists them removes them.
+    let real_path = m.target().join("snapshots/real");
+    ok(&m.snapfs(&["rm", "--yes", real_path.to_str().unwrap()]));
+    assert!(packs(store.path()).is_empty());
+}

@@ -59,19 +59,7 @@ impl CloudBackend {
         if uploads.is_empty() {
             return Ok(Vec::new());
         }
-        let mut referenced = HashSet::new();
-        for (name, version) in self.manifest_objects().await? {
-            match self.manifest(&name, &version).await {
-                Ok(m) => referenced.extend(m.packs.iter().cloned()),
-                // Deleted since the listing; whoever deleted it takes its packs too.
-                Err(BackendError::NotFound(_)) => {}
-                Err(e) => {
-                    return Err(BackendError::Other(format!(
-                        "orphan packs not collected: snapshot {name} cannot be read ({e})"
-                    )));
-                }
-            }
-        }
+        let referenced = self.referenced_packs().await?;
         let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
         let idle_since = Utc::now() - grace;
         let mut out = Vec::new();
@@ -88,6 +76,25 @@ impl CloudBackend {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    /// Every pack some snapshot's manifest lists. A manifest that cannot be read fails the
+    /// whole answer, since the packs it lists cannot be told apart.
+    pub(super) async fn referenced_packs(&self) -> Result<HashSet<String>, BackendError> {
+        let mut referenced = HashSet::new();
+        for (name, version) in self.manifest_objects().await? {
+            match self.manifest(&name, &version).await {
+                Ok(m) => referenced.extend(m.packs.iter().cloned()),
+                // Deleted since the listing: its packs are no longer referenced by it.
+                Err(BackendError::NotFound(_)) => {}
+                Err(e) => {
+                    return Err(BackendError::Other(format!(
+                        "snapshot {name} cannot be read ({e})"
+                    )));
+                }
+            }
+        }
+        Ok(referenced)
     }
 
     /// Every object under `snapfs/packs/`, grouped by upload id (the key's next component).

@@ -96,19 +96,38 @@ impl Deletes for CloudBackend {
         self.list_snapshots().await
     }
 
-    /// Deletes a snapshot: its manifest first, so it vanishes at once, then its packs.
+    /// Deletes a snapshot: its manifest first, so it vanishes at once, then the packs it
+    /// listed that no other snapshot lists. A manifest may name packs of another snapshot
+    /// (one written by hand or by another tool can): those stay. Whatever cannot be decided
+    /// now is left to cleanup, which collects only packs no manifest lists.
     async fn delete(&self, name: &str) -> Result<(), BackendError> {
         let version = self.version_of(name).await?;
-        let manifest = self.manifest(name, &version).await?;
+        let packs = match self.manifest(name, &version).await {
+            Ok(m) => m.packs.clone(),
+            Err(e) => {
+                tracing::warn!(snapshot = name, error = %e, "unreadable manifest deleted; its packs are left to cleanup");
+                Vec::new()
+            }
+        };
         let key = StorePath::from(format::manifest_key(name).as_str());
         self.store
             .delete(&key)
             .await
             .map_err(|e| self.failed(store_error(&format!("snapshot {name}"), e)))?;
         lock(&self.versions).remove(name);
-        for pack in &manifest.packs {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let referenced = match self.referenced_packs().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(snapshot = name, error = %e, "packs left to cleanup");
+                return Ok(());
+            }
+        };
+        for pack in packs.iter().filter(|p| !referenced.contains(*p)) {
             if let Err(e) = self.store.delete(&StorePath::from(pack.as_str())).await {
-                // The snapshot is gone already; a pack left behind is garbage for `gc`.
+                // The snapshot is gone already; a pack left behind is garbage for cleanup.
                 tracing::warn!(pack, error = %e, "could not delete a pack");
             }
         }
