@@ -58,6 +58,9 @@ pub struct CloudBackend {
     counters: StoreCounters,
     /// Summaries by (name, version): a manifest never changes once written.
     infos: Mutex<HashMap<(String, String), SnapshotInfo>>,
+    /// Manifests by (name, version) found unreadable: skipped by later listings without being
+    /// fetched, decompressed or warned about again (a version never changes).
+    unreadable: Mutex<std::collections::HashSet<(String, String)>>,
     manifests: Mutex<lru::LruCache<(String, String), Arc<Manifest>>>,
     /// The version of each manifest seen in the last listing.
     versions: Mutex<HashMap<String, String>>,
@@ -124,6 +127,7 @@ impl CloudBackend {
             cache,
             counters: StoreCounters::default(),
             infos: Mutex::new(HashMap::new()),
+            unreadable: Mutex::new(std::collections::HashSet::new()),
             manifests: Mutex::new(lru::LruCache::new(
                 NonZeroUsize::new(32).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -213,6 +217,25 @@ impl CloudBackend {
         Ok(manifest)
     }
 
+    /// The manifest of snapshot `name` as the mount shows it. The object's name is the
+    /// snapshot's: a manifest that calls itself something else was copied or written by hand,
+    /// and showing it under either name would show one snapshot twice. (Its packs still count
+    /// as listed, so cleanup never takes them from the snapshot they belong to.)
+    async fn snapshot_manifest(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Arc<Manifest>, BackendError> {
+        let m = self.manifest(name, version).await?;
+        if m.name != name {
+            return Err(BackendError::Corrupt(format!(
+                "snapshot {name}: its manifest is of snapshot {:?}",
+                m.name
+            )));
+        }
+        Ok(m)
+    }
+
     /// The version of a snapshot's manifest: from the last listing, else asked of the store.
     async fn version_of(&self, name: &str) -> Result<String, BackendError> {
         if let Some(v) = lock(&self.versions).get(name) {
@@ -262,7 +285,10 @@ impl Backend for CloudBackend {
                 if let Some(info) = lock(&self.infos).get(&key) {
                     return Ok(Some(info.clone()));
                 }
-                match self.manifest(&name, &version).await {
+                if lock(&self.unreadable).contains(&key) {
+                    return Ok(None);
+                }
+                match self.snapshot_manifest(&name, &version).await {
                     Ok(m) => {
                         let info = info_of(&m, &format::manifest_key(&name), &version);
                         lock(&self.infos).insert(key, info.clone());
@@ -272,6 +298,7 @@ impl Backend for CloudBackend {
                     Err(BackendError::NotFound(_)) => Ok(None),
                     Err(BackendError::Corrupt(e)) => {
                         tracing::warn!(snapshot = name, error = %e, "skipping an unreadable manifest");
+                        lock(&self.unreadable).insert(key);
                         Ok(None)
                     }
                     Err(e) => Err(e),
@@ -285,7 +312,7 @@ impl Backend for CloudBackend {
 
     async fn open_snapshot(&self, name: &str) -> Result<Arc<SnapshotTree>, BackendError> {
         let version = self.version_of(name).await?;
-        let manifest = self.manifest(name, &version).await?;
+        let manifest = self.snapshot_manifest(name, &version).await?;
         let tree = tokio::task::spawn_blocking(move || format::snapshot_tree(&manifest))
             .await
             .map_err(|e| BackendError::Other(e.to_string()))?

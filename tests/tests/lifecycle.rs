@@ -367,3 +367,26 @@ fn deleting_a_snapshot_keeps_the_packs_another_snapshot_lists() {
     ok(&m.snapfs(&["rm", "--yes", real_path.to_str().unwrap()]));
     assert!(packs(store.path()).is_empty());
 }
+
+#[test]
+fn a_manifest_under_another_name_is_shown_once_and_warned_about_once() {
+    if !fuse_available() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let m = mount(store.path(), "", "");
+    upload(&m, "real");
+    let path = manifest_path(store.path(), "real");
+    std::fs::copy(&path, manifest_path(store.path(), "copy")).unwrap();
+    assert_eq!(names(&m), ["real"]);
+    assert_eq!(names(&m), ["real"]);
+    let warned = m.log().matches("skipping an unreadable manifest").count();
+    assert_eq!(warned, 1, "{}", m.log());
+    // Its packs are still those of "real": cleanup does not take them.
+    let report = json(&m.snapfs(&["gc", "--yes", "--json"]));
+    assert_eq!(report["orphan_packs"], 0, "{report}");
+    assert_eq!(
+        std::fs::read(m.target().join("snapshots/real")).unwrap(),
+        "real".repeat(100).as_bytes()
+    );
+}
