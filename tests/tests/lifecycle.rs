@@ -390,3 +390,18 @@ fn a_manifest_under_another_name_is_shown_once_and_warned_about_once() {
         "real".repeat(100).as_bytes()
     );
 }
+
+#[test]
+fn a_file_whose_pack_is_missing_fails_with_eio_not_enoent() {
+    if !fuse_available() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let m = mount(store.path(), "", "");
+    upload(&m, "lost");
+    for p in packs(store.path()) {
+        std::fs::remove_file(store.path().join("snapfs/packs").join(p)).unwrap();
+    }
+    let err = std::fs::read(m.target().join("snapshots/lost")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+}

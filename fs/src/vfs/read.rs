@@ -101,7 +101,17 @@ pub(super) async fn fetch_block(
             let range = block.offset..block.offset + u64::from(block.stored_len);
             let mut last = None;
             for _ in 0..2 {
-                let stored = backend.read_range(&block.object, range.clone()).await?;
+                let stored = match backend.read_range(&block.object, range.clone()).await {
+                    Ok(stored) => stored,
+                    // A snapshot's data that is gone is damage (EIO), not a file that is not
+                    // there: the snapshot lists it. A raw object may really have gone.
+                    Err(BackendError::NotFound(what)) if version.is_none() => {
+                        return Err(BackendError::Corrupt(format!(
+                            "{what} is missing, though the snapshot lists it"
+                        )));
+                    }
+                    Err(e) => return Err(e),
+                };
                 match decode(stored, block).await {
                     Ok(data) => return Ok(data),
                     Err(e) => {
