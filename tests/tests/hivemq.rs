@@ -289,11 +289,9 @@ fn a_broker_down_is_eio_after_retries_and_the_rest_keeps_working() {
     let id = seed(&b, 1000, 0);
     b.sim().faults().set_unavailable(true);
     let m = b.mount(None);
-    let started = Instant::now();
     let stderr = sh_fails(&format!("ls {}/snapshots", cluster(&m).display()));
     assert!(stderr.contains("Input/output error"), "{stderr}");
     assert!(b.sim().counters().unavailable() >= 4, "retried");
-    assert!(started.elapsed() < Duration::from_secs(10));
     // The bucket beside it does not notice.
     let local = m.mountpoint.join("cloud/local");
     sh(&format!("ls {}/snapshots", local.display()));
