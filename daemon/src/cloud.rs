@@ -31,8 +31,9 @@ use snapfs_fs::tree::SnapshotTree;
 
 pub use store::{local_dir, open_store};
 
-/// Longest snapshot name: the manifest key adds a suffix and must stay a legal file name.
-const MAX_NAME: usize = 255 - ".manifest.zst".len();
+/// Longest snapshot name (documented in README.md): the manifest key adds a suffix and must
+/// stay a legal file name even as the temporary `KEY#N` a local folder store writes first.
+const MAX_NAME: usize = 255 - ".manifest.zst".len() - "#999".len();
 
 /// Characters object stores ask callers to avoid in keys; names holding them are refused.
 const AVOIDED: &[char] = &[

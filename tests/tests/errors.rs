@@ -97,6 +97,24 @@ fn names_are_checked_before_anything_is_staged() {
 }
 
 #[test]
+fn the_longest_name_is_stored_and_one_byte_more_is_refused_at_mkdir() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::start();
+    let up = m.target().join("uploads");
+    let longest = "l".repeat(238);
+    assert_eq!(
+        errno(std::fs::create_dir(up.join("l".repeat(239)))),
+        libc::EINVAL
+    );
+    std::fs::write(up.join(&longest), b"kept").unwrap();
+    m.wait(&longest);
+    let kept = std::fs::read(m.target().join("snapshots").join(&longest)).unwrap();
+    assert_eq!(kept, b"kept");
+}
+
+#[test]
 fn failed_upload_stays_explains_and_can_be_removed() {
     if !fuse_available() {
         return;
