@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use snapfs_control::client::record_paths;
-use snapfs_control::paths::Paths;
+use snapfs_control::paths::{Paths, make_private_dir};
 use snapfs_control::units::format_duration;
 
 use crate::exit::{self, Exit, usage};
@@ -36,6 +36,8 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
         None => paths.expand("~/snapfs"),
     };
     let mountpoint = prepare(&target::absolute(&requested, &cwd))?;
+    // Checked here too, so a planted directory is one clear line rather than a daemon's log.
+    make_private_dir(&paths.runtime_dir())?;
     let (socket, record) = record_paths(paths, &mountpoint);
     if serves(&socket, &mountpoint) {
         writeln!(out, "already mounted {}", mountpoint.display())?;

@@ -148,7 +148,7 @@ fn source(paths: &Paths, arg: &Path, cwd: &Path) -> anyhow::Result<PathBuf> {
     let path = match fs::symlink_metadata(&abs) {
         Ok(_) => abs,
         Err(e) if e.kind() == io::ErrorKind::NotFound && arg.is_relative() => {
-            let mounts = active_mounts(paths);
+            let mounts = active_mounts(paths)?;
             match target::pick_mount(arg, cwd, &mounts) {
                 Ok((m, rel)) if !mounts.is_empty() => m.mountpoint.join(rel),
                 _ => return Err(e).with_context(|| arg.display().to_string()),

@@ -69,7 +69,7 @@ impl Resolved {
 /// Resolves `arg` against the active mounts, asking the chosen daemon for its targets.
 pub fn resolve(paths: &Paths, arg: &Path) -> anyhow::Result<Resolved> {
     let cwd = std::env::current_dir()?;
-    let mounts = active_mounts(paths);
+    let mounts = active_mounts(paths)?;
     let (mount, rel) = match pick_mount(arg, &cwd, &mounts) {
         Ok(found) => found,
         // The path may reach the mount through a symlink (`~/snapfs` with a linked home).

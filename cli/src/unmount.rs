@@ -20,7 +20,7 @@ pub fn run(paths: &Paths, mountpoint: &Path, out: &mut dyn Write) -> anyhow::Res
     let abs = target::absolute(mountpoint, &std::env::current_dir()?);
     // A dead mount cannot be canonicalized; the lexical path is all there is then.
     let canonical = std::fs::canonicalize(&abs).unwrap_or_else(|_| abs.clone());
-    let record = active_mounts(paths)
+    let record = active_mounts(paths)?
         .into_iter()
         .find(|m| m.mountpoint == canonical || m.mountpoint == abs);
 

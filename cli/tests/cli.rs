@@ -229,3 +229,69 @@ fn a_closed_stdout_is_not_an_error() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     assert!(out.stderr.is_empty(), "{}", stderr_of(&out));
 }
+
+/// `snapfs` with XDG_RUNTIME_DIR unset, so the runtime directory is `$TMPDIR/snapfs-UID`.
+fn snapfs_in_tmp(home: &Path, tmp: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("snapfs").unwrap();
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("TMPDIR", tmp)
+        .current_dir(home);
+    cmd
+}
+
+#[test]
+fn a_runtime_dir_someone_else_could_have_made_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let home = tempfile::tempdir().unwrap();
+    let tmp = home.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    // SAFETY: getuid cannot fail.
+    let runtime = tmp.join(format!("snapfs-{}", unsafe { libc::getuid() }));
+
+    // A symlink planted where the directory belongs: refused, and its target left as it was.
+    let victim = home.path().join("victim");
+    fs::create_dir(&victim).unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o755)).unwrap();
+    symlink(&victim, &runtime).unwrap();
+    let out = snapfs_in_tmp(home.path(), &tmp)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("is a symlink") && err.contains("XDG_RUNTIME_DIR"),
+        "{err}"
+    );
+    assert_eq!(fs::metadata(&victim).unwrap().mode() & 0o777, 0o755);
+    fs::remove_file(&runtime).unwrap();
+
+    // A directory open to others.
+    fs::create_dir(&runtime).unwrap();
+    fs::set_permissions(&runtime, fs::Permissions::from_mode(0o777)).unwrap();
+    let out = snapfs_in_tmp(home.path(), &tmp)
+        .args(["list", "cloud/local"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("mode 777"), "{}", stderr_of(&out));
+
+    // Someone else's directory, as root can arrange.
+    fs::set_permissions(&runtime, fs::Permissions::from_mode(0o700)).unwrap();
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(&runtime, Some(65534), Some(65534)).unwrap();
+        let out = snapfs_in_tmp(home.path(), &tmp)
+            .arg("status")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+        assert!(
+            stderr_of(&out).contains("belongs to uid 65534"),
+            "{}",
+            stderr_of(&out)
+        );
+    }
+}

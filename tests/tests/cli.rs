@@ -135,6 +135,53 @@ fn mount_and_unmount_with_the_cli_clearing_a_dead_mount() {
     drop(cleanup);
 }
 
+#[test]
+fn the_daemon_refuses_a_runtime_dir_planted_as_a_symlink() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::start();
+    let tmp = m.root.path().join("tmp");
+    let victim = m.root.path().join("victim");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // SAFETY: getuid cannot fail.
+    let runtime = tmp.join(format!("snapfs-{}", unsafe { libc::getuid() }));
+    std::os::unix::fs::symlink(&victim, &runtime).unwrap();
+    let mp = m.root.path().join("cli-mnt");
+    let cleanup = Unmount(mp.clone());
+    // The CLI checks before it starts a daemon; the daemon checks on its own too.
+    for (bin, args) in [
+        ("snapfs", ["mount", s(&mp)]),
+        ("snapfsd", ["--mountpoint", s(&mp)]),
+    ] {
+        std::fs::create_dir_all(&mp).unwrap();
+        let out = std::process::Command::new(binary(bin))
+            .args(args)
+            .envs(m.env().into_iter().filter(|(k, _)| *k != "XDG_RUNTIME_DIR"))
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("TMPDIR", &tmp)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bin}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is a symlink"), "{bin}: {err}");
+        assert_eq!(
+            std::fs::metadata(&victim).unwrap().mode() & 0o777,
+            0o755,
+            "{bin}: the link's target keeps its mode"
+        );
+        assert_eq!(
+            std::fs::read_dir(&victim).unwrap().count(),
+            0,
+            "{bin}: no socket planted there"
+        );
+    }
+    drop(cleanup);
+}
+
 /// Detaches a mount point when dropped, so a failing test leaves nothing mounted.
 struct Unmount(std::path::PathBuf);
 
