@@ -9,6 +9,7 @@
 //! into its cluster), and followed until that ends.
 
 mod copy;
+mod dest;
 
 use std::ffi::CString;
 use std::fs;
@@ -57,8 +58,10 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
         return in_place(paths, &cfg.snapshot, out);
     };
     let cwd = std::env::current_dir()?;
+    let arg = dest;
+    let dest = target::absolute(arg, &cwd);
+    dest::check(arg, &dest, &cwd, &dest::mount_points()?)?;
     let src = source(paths, &cfg.snapshot, &cwd)?;
-    let dest = target::absolute(dest, &cwd);
     let now = Utc::now();
     if !cfg.force {
         refuse_expired(&src, now)?;
@@ -292,10 +295,7 @@ pub fn restore(
     }
 
     let backup_path = backup.then(|| backup_name(dest, now));
-    if let Err(e) = swap_in(&tmp, dest, backup_path.as_deref()) {
-        let _ = remove_tree(&tmp);
-        return Err(e);
-    }
+    swap_in(&tmp, dest, backup_path.as_deref())?;
     Ok(Outcome {
         copied,
         backup: backup_path,
@@ -305,17 +305,29 @@ pub fn restore(
 
 /// Puts `new` at `dest` and the old `dest` at `backup` (or deletes it). With
 /// RENAME_EXCHANGE, DEST is never missing, not even for an instant; file systems without it
-/// get two renames.
+/// get two renames. The copy at `new` is removed on failure only while DEST is untouched; once
+/// the old DEST has moved, it is put back or the error says where it is.
 fn swap_in(new: &Path, dest: &Path, backup: Option<&Path>) -> anyhow::Result<()> {
+    let left_at = |old: &Path| {
+        format!(
+            "the previous {} is now at {}",
+            dest.display(),
+            old.display()
+        )
+    };
     match exchange(new, dest) {
-        Ok(()) => {
-            // `new` now holds the old DEST.
-            match backup {
-                Some(b) => fs::rename(new, b)
-                    .with_context(|| format!("moving the previous copy to {}", b.display())),
-                None => remove_tree(new).context("removing the previous copy"),
-            }
-        }
+        // `new` now holds the old DEST.
+        Ok(()) => match backup {
+            Some(b) => fs::rename(new, b).with_context(|| {
+                format!(
+                    "moving the previous copy to {}; {}",
+                    b.display(),
+                    left_at(new)
+                )
+            }),
+            None => remove_tree(new)
+                .with_context(|| format!("removing the previous copy; {}", left_at(new))),
+        },
         Err(e)
             if matches!(
                 e.raw_os_error(),
@@ -326,17 +338,33 @@ fn swap_in(new: &Path, dest: &Path, backup: Option<&Path>) -> anyhow::Result<()>
                 Some(b) => b.to_path_buf(),
                 None => new.with_extension("snapfs-old"),
             };
-            fs::rename(dest, &aside).context("moving the previous copy aside")?;
+            if let Err(e) = fs::rename(dest, &aside) {
+                let _ = remove_tree(new);
+                return Err(e).context("moving the previous copy aside");
+            }
             if let Err(e) = fs::rename(new, dest) {
-                let _ = fs::rename(&aside, dest);
-                return Err(e).context("moving the copy into place");
+                if fs::rename(&aside, dest).is_ok() {
+                    let _ = remove_tree(new);
+                    return Err(e).context("moving the copy into place");
+                }
+                return Err(e).with_context(|| {
+                    format!(
+                        "moving the copy at {} into place; {}",
+                        new.display(),
+                        left_at(&aside)
+                    )
+                });
             }
             if backup.is_none() {
-                remove_tree(&aside).context("removing the previous copy")?;
+                remove_tree(&aside)
+                    .with_context(|| format!("removing the previous copy; {}", left_at(&aside)))?;
             }
             Ok(())
         }
-        Err(e) => Err(e).context("swapping the copy into place"),
+        Err(e) => {
+            let _ = remove_tree(new);
+            Err(e).context("swapping the copy into place")
+        }
     }
 }
 

@@ -295,3 +295,35 @@ fn a_runtime_dir_someone_else_could_have_made_is_refused() {
         );
     }
 }
+
+#[test]
+fn restore_refuses_a_dest_that_holds_the_working_directory() {
+    let home = tempfile::tempdir().unwrap();
+    fs::create_dir(home.path().join("snap")).unwrap();
+    fs::write(home.path().join("snap/f"), b"new").unwrap();
+    let sub = home.path().join("p/sub");
+    fs::create_dir_all(&sub).unwrap();
+    fs::write(sub.join("keep"), b"mine").unwrap();
+    let snap = home.path().join("snap");
+    let p = home.path().join("p");
+    for dest in [".", "..", "../..", p.to_str().unwrap()] {
+        let out = snapfs(home.path())
+            .current_dir(&sub)
+            .args(["restore", "--no-backup", snap.to_str().unwrap(), dest])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{dest}: {}", stderr_of(&out));
+        let err = stderr_of(&out);
+        assert!(
+            err.contains("`.` or `..`") || err.contains("current directory"),
+            "{err}"
+        );
+        assert_eq!(fs::read(sub.join("keep")).unwrap(), b"mine", "{dest}");
+    }
+    let mut left: Vec<String> = fs::read_dir(home.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["p", "snap"], "nothing moved aside");
+}

@@ -136,6 +136,39 @@ fn mount_and_unmount_with_the_cli_clearing_a_dead_mount() {
 }
 
 #[test]
+fn restore_refuses_a_dest_holding_a_live_mount() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::start();
+    let src = m.root.path().join("project");
+    sh(&format!(
+        "mkdir -p '{s}' && echo v1 > '{s}/a.txt'",
+        s = src.display()
+    ));
+    ok(&m.snapfs(&["snapshot", s(&m.target()), s(&src), "--name", "p1"]));
+    let snap = format!("{}/snapshots/p1", s(&m.target()));
+    // The mount point is inside DEST: replacing DEST would walk into the mount.
+    let before = sh(&format!("ls -a '{}'", m.root.path().display()));
+    for dest in [m.root.path(), m.mountpoint.as_path()] {
+        let out = m.snapfs(&["restore", "--no-backup", &snap, s(dest)]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("holds the mount point"), "{err}");
+    }
+    assert_eq!(sh(&format!("ls -a '{}'", m.root.path().display())), before);
+    assert!(
+        m.mountpoint.join("README").exists(),
+        "the mount is untouched"
+    );
+}
+
+#[test]
 fn the_daemon_refuses_a_runtime_dir_planted_as_a_symlink() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     if !fuse_available() {

@@ -214,3 +214,71 @@ fn leftover_temporary_copy_is_not_overwritten() {
     assert!(err.to_string().contains("left over"), "{err}");
     assert!(tmp.exists());
 }
+
+#[test]
+fn dest_holding_the_working_directory_or_a_mount_is_refused() {
+    let (dir, _, dest) = setup();
+    fs::create_dir_all(dest.join("sub/deeper")).unwrap();
+    let cwd = dest.join("sub");
+    let refused = |arg: &str, mounts: &[PathBuf]| {
+        let abs = crate::target::absolute(Path::new(arg), &cwd);
+        let err = dest::check(Path::new(arg), &abs, &cwd, mounts).unwrap_err();
+        assert_eq!(classify(&err), Some(Exit::Usage), "{arg}: {err}");
+        err.to_string()
+    };
+    for arg in [".", "..", "./", "deeper/..", "../."] {
+        refused(arg, &[]);
+    }
+    let text = refused(dest.to_str().unwrap(), &[]);
+    assert!(text.contains("current directory"), "{text}");
+    let text = refused(dir.path().to_str().unwrap(), &[]);
+    assert!(text.contains("current directory"), "{text}");
+
+    let elsewhere = dir.path().join("other");
+    let inner_mount = elsewhere.join("mnt/inner");
+    let text = refused(elsewhere.to_str().unwrap(), &[inner_mount.clone()]);
+    assert!(
+        text.contains("mount point") && text.contains("inner"),
+        "{text}"
+    );
+    refused(inner_mount.to_str().unwrap(), &[inner_mount.clone()]);
+    // A sibling whose name only starts like DEST, and a mount above DEST, are fine.
+    let fine = dir.path().join("other2");
+    dest::check(&fine, &fine, &cwd, &[inner_mount, dir.path().to_path_buf()]).unwrap();
+    assert_eq!(names(&dest), ["old.txt", "sub"], "nothing touched");
+}
+
+#[test]
+fn mountinfo_mount_points_are_unescaped() {
+    let text = b"22 27 0:21 / /proc rw - proc proc rw\n\
+                 36 27 0:40 / /home/u/my\\040snaps rw - fuse.snapfs snapfs rw\n";
+    assert_eq!(
+        dest::parse_mountinfo(text),
+        [PathBuf::from("/proc"), PathBuf::from("/home/u/my snaps")]
+    );
+}
+
+#[test]
+fn a_failure_after_the_old_dest_moved_says_where_it_is() {
+    let (dir, src, dest) = setup();
+    let tmp = dir.path().join(".dest.tmp");
+    copy::copy_tree(&src, &tmp).unwrap();
+    // The backup cannot go where it should: its folder does not exist.
+    let backup = dir.path().join("missing/dest.bak");
+    let err = swap_in(&tmp, &dest, Some(&backup)).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains(&format!(
+            "the previous {} is now at {}",
+            dest.display(),
+            tmp.display()
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        fs::read(tmp.join("old.txt")).unwrap(),
+        b"old",
+        "kept, not removed"
+    );
+    assert_eq!(names(&dest), ["a", "link"]);
+}
