@@ -169,6 +169,59 @@ fn restore_refuses_a_dest_holding_a_live_mount() {
 }
 
 #[test]
+fn sigterm_during_a_restore_removes_the_temporary_copy() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::start();
+    let src = m.root.path().join("big");
+    std::fs::create_dir(&src).unwrap();
+    snapfs_tests::random_file(&src.join("data"), 64 << 20);
+    ok(&m.snapfs(&["snapshot", s(&m.target()), s(&src), "--name", "big"]));
+    std::fs::remove_dir_all(&src).unwrap();
+    let dest = m.root.path().join("restored");
+    let child = std::process::Command::new(binary("snapfs"))
+        .args([
+            "restore",
+            &format!("{}/snapshots/big", s(&m.target())),
+            s(&dest),
+        ])
+        .envs(m.env())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tmp = m
+        .root
+        .path()
+        .join(format!(".restored.snapfs-tmp-{}", child.id()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !tmp.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let pid = child.id() as libc::pid_t;
+    // Stopped first, so the copy cannot finish before SIGTERM arrives; it is handled on SIGCONT.
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+        libc::kill(pid, libc::SIGTERM);
+        libc::kill(pid, libc::SIGCONT);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!tmp.exists(), "temporary copy left behind");
+    assert!(!dest.exists());
+}
+
+#[test]
 fn the_daemon_refuses_a_runtime_dir_planted_as_a_symlink() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     if !fuse_available() {

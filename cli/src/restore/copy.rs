@@ -4,7 +4,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File, Metadata, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -17,6 +17,9 @@ use crate::exit;
 /// Where a file's CRC32C is kept on a snapfs mount (DESIGN §2), as 8 hex digits.
 const CRC_XATTR: &[u8] = b"user.snapfs.crc32c\0";
 const BUF: usize = 1 << 20;
+/// Blocks of this size that hold only zeros are skipped rather than written, so a sparse file
+/// stays sparse (its holes read as zeros, and the length is set at the end).
+const HOLE: usize = 4096;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Copied {
@@ -149,7 +152,7 @@ fn copy_file(src: &Path, dst: &Path, meta: &Metadata, copied: &mut Copied) -> an
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e).context("reading"),
         };
-        output.write_all(&buf[..n]).context("writing")?;
+        write_keeping_holes(&mut output, &buf[..n]).context("writing")?;
         crc = crc32c::crc32c_append(crc, &buf[..n]);
         written += n as u64;
     }
@@ -159,6 +162,8 @@ fn copy_file(src: &Path, dst: &Path, meta: &Metadata, copied: &mut Copied) -> an
             meta.len()
         );
     }
+    // A file ending in a hole has not reached its length yet.
+    output.set_len(written).context("writing")?;
     if let Some(want) = stored_crc(&input)? {
         if want != crc {
             bail!("checksum mismatch: crc32c {crc:08x}, the snapshot says {want:08x}");
@@ -167,6 +172,27 @@ fn copy_file(src: &Path, dst: &Path, meta: &Metadata, copied: &mut Copied) -> an
     }
     output.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
     copied.bytes += written;
+    Ok(())
+}
+
+/// Writes `data` at the file's position, seeking over runs of all-zero blocks.
+fn write_keeping_holes(out: &mut File, data: &[u8]) -> io::Result<()> {
+    let zero = |b: &&[u8]| b.iter().all(|x| *x == 0);
+    let mut rest = data;
+    while !rest.is_empty() {
+        let holes: usize = rest.chunks(HOLE).take_while(zero).map(<[u8]>::len).sum();
+        if holes > 0 {
+            out.seek(SeekFrom::Current(i64::try_from(holes).unwrap_or(i64::MAX)))?;
+            rest = &rest[holes..];
+        }
+        let filled: usize = rest
+            .chunks(HOLE)
+            .take_while(|b| !zero(b))
+            .map(<[u8]>::len)
+            .sum();
+        out.write_all(&rest[..filled])?;
+        rest = &rest[filled..];
+    }
     Ok(())
 }
 
@@ -296,6 +322,33 @@ mod tests {
         let dst = dir.path().join("out");
         let copied = copy_tree(&src, &dst).unwrap();
         assert_eq!(copied.bytes, 3 * BUF as u64 + 7);
+        assert_eq!(fs::read(&dst).unwrap(), fs::read(&src).unwrap());
+    }
+
+    #[test]
+    fn sparse_files_keep_their_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("sparse");
+        let f = File::create(&src).unwrap();
+        f.set_len(64 << 20).unwrap();
+        drop(f);
+        let mut f = OpenOptions::new().write(true).open(&src).unwrap();
+        f.seek(SeekFrom::Start(32 << 20)).unwrap();
+        f.write_all(&[7u8; 5000]).unwrap();
+        drop(f);
+        let allocated = |p: &Path| fs::metadata(p).unwrap().blocks() * 512;
+        if allocated(&src) > 1 << 20 {
+            eprintln!("skipped: this file system keeps no holes");
+            return;
+        }
+        let dst = dir.path().join("out");
+        copy_tree(&src, &dst).unwrap();
+        assert_eq!(fs::metadata(&dst).unwrap().len(), 64 << 20);
+        assert!(
+            allocated(&dst) <= allocated(&src) + (64 << 10),
+            "{}",
+            allocated(&dst)
+        );
         assert_eq!(fs::read(&dst).unwrap(), fs::read(&src).unwrap());
     }
 
