@@ -173,11 +173,12 @@ fn restore_copies_a_local_tree_and_keeps_the_old_one() {
 }
 
 #[test]
-fn restore_refuses_an_escaping_symlink_and_leaves_dest_alone() {
+fn restore_keeps_outward_symlinks_as_links() {
     let home = tempfile::tempdir().unwrap();
     let src = home.path().join("snap");
     fs::create_dir(&src).unwrap();
     symlink("../../etc/shadow", src.join("evil")).unwrap();
+    symlink("/etc/hostname", src.join("abs")).unwrap();
     fs::create_dir(home.path().join("dest")).unwrap();
     fs::write(home.path().join("dest/keep"), b"mine").unwrap();
 
@@ -185,11 +186,17 @@ fn restore_refuses_an_escaping_symlink_and_leaves_dest_alone() {
         .args(["restore", "--no-backup", "snap", "dest"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr_of(&out);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("refusing symlink ./evil"), "{err}");
-    assert_eq!(fs::read(home.path().join("dest/keep")).unwrap(), b"mine");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let dest = home.path().join("dest");
+    assert_eq!(
+        fs::read_link(dest.join("evil")).unwrap(),
+        Path::new("../../etc/shadow")
+    );
+    assert_eq!(
+        fs::read_link(dest.join("abs")).unwrap(),
+        Path::new("/etc/hostname")
+    );
+    assert!(!dest.join("keep").exists(), "--no-backup replaced DEST");
     let mut left: Vec<String> = fs::read_dir(home.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
