@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
-use snapfs_control::client::active_mounts;
 use snapfs_control::paths::Paths;
 use snapfs_control::units::format_size_rounded;
 use snapfs_control::wire::{Request, Response, UploadState};
@@ -61,7 +60,7 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
     let arg = dest;
     let dest = target::absolute(arg, &cwd);
     dest::check(arg, &dest, &cwd, &dest::mount_points()?)?;
-    let src = source(paths, &cfg.snapshot, &cwd)?;
+    let src = source(paths, &cfg.snapshot)?;
     let now = Utc::now();
     if !cfg.force {
         refuse_expired(&src, now)?;
@@ -91,7 +90,7 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
 /// Has the snapshot's backend restore it (a HiveMQ backup into its cluster) and follows it.
 fn in_place(paths: &Paths, snapshot: &Path, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let r = target::resolve(paths, snapshot)?;
-    let name = r.snapshot()?.to_owned();
+    let name = r.snapshot()?;
     let req = Request::Restore {
         target: r.target.clone(),
         name: name.clone(),
@@ -126,7 +125,7 @@ fn to_claim(
     out: &mut dyn Write,
 ) -> anyhow::Result<Exit> {
     let r = target::resolve(paths, snapshot)?;
-    let name = r.snapshot()?.to_owned();
+    let name = r.snapshot()?;
     let req = Request::RestoreClaim {
         target: r.target.clone(),
         name: name.clone(),
@@ -144,22 +143,20 @@ fn to_claim(
     }
 }
 
-/// The path to read from: the argument as a path if it exists (inside a mount or not), else
-/// the short form below the only active mount. A `latest` link at the top is followed.
-fn source(paths: &Paths, arg: &Path, cwd: &Path) -> anyhow::Result<PathBuf> {
-    let abs = target::absolute(arg, cwd);
-    let path = match fs::symlink_metadata(&abs) {
-        Ok(_) => abs,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && arg.is_relative() => {
-            let mounts = active_mounts(paths)?;
-            match target::pick_mount(arg, cwd, &mounts) {
-                Ok((m, rel)) if !mounts.is_empty() => m.mountpoint.join(rel),
-                _ => return Err(e).with_context(|| arg.display().to_string()),
-            }
-        }
-        Err(e) => return Err(e).with_context(|| arg.display().to_string()),
-    };
-    let meta = fs::symlink_metadata(&path).with_context(|| path.display().to_string())?;
+/// The path to read from: a snapshot, or something inside one, under a mount's
+/// `snapshots/` (anything else is not a snapshot, and copying it is `cp`'s job). A link at the
+/// argument itself (`snapshots/latest`) is followed.
+fn source(paths: &Paths, arg: &Path) -> anyhow::Result<PathBuf> {
+    let r = target::resolve(paths, arg)?;
+    if !matches!(r.place, target::Place::Snapshot { .. }) {
+        return Err(usage(format!(
+            "{}: not a snapshot; SNAPSHOT is a path under a target's snapshots/ (…/{}/snapshots/NAME)",
+            arg.display(),
+            r.target
+        )));
+    }
+    let path = r.path();
+    let meta = fs::symlink_metadata(&path).with_context(|| arg.display().to_string())?;
     if meta.file_type().is_symlink() {
         return fs::canonicalize(&path).with_context(|| path.display().to_string());
     }

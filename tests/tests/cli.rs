@@ -127,6 +127,15 @@ fn mount_and_unmount_with_the_cli_clearing_a_dead_mount() {
     // A name the kernel never cached must go to the dead daemon.
     let err = std::fs::metadata(mp.join("cloud/local/snapshots/never-looked-up")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    // The CLI says the daemon died instead of pretending no mount was ever there.
+    let out = run(&["list", &format!("{}/cloud/local", s(&mp))]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("the daemon of {} died", s(&mp)))
+            && err.contains(&format!("snapfs unmount {}", s(&mp))),
+        "{err}"
+    );
     // Mounting again clears the dead mount first.
     ok(&run(&["mount", s(&mp)]));
     assert!(mp.join("README").exists());
@@ -219,6 +228,103 @@ fn sigterm_during_a_restore_removes_the_temporary_copy() {
     );
     assert!(!tmp.exists(), "temporary copy left behind");
     assert!(!dest.exists());
+}
+
+#[test]
+fn snapshots_of_ordinary_folders_restore_their_outward_links() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::start();
+    let src = m.root.path().join("folder");
+    sh(&format!(
+        "mkdir -p '{s}/sub' && echo x > '{s}/f' && ln -s /etc/hostname '{s}/host' && ln -s ../../elsewhere '{s}/sub/up'",
+        s = src.display()
+    ));
+    ok(&m.snapfs(&["snapshot", s(&m.target()), s(&src), "--name", "links"]));
+    let dest = m.root.path().join("restored");
+    ok(&m.snapfs(&["restore", "cloud/local/snapshots/latest", s(&dest)]));
+    assert_eq!(
+        std::fs::read_link(dest.join("host")).unwrap(),
+        Path::new("/etc/hostname")
+    );
+    assert_eq!(
+        std::fs::read_link(dest.join("sub/up")).unwrap(),
+        Path::new("../../elsewhere")
+    );
+    assert_eq!(std::fs::read(dest.join("f")).unwrap(), b"x\n");
+}
+
+#[test]
+fn only_snapshots_restore_and_latest_names_its_snapshot() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::start();
+    let src = m.root.path().join("p");
+    sh(&format!(
+        "mkdir -p '{s}' && echo x > '{s}/f'",
+        s = src.display()
+    ));
+    ok(&m.snapfs(&["snapshot", s(&m.target()), s(&src), "--name", "one"]));
+    let dest = m.root.path().join("dest");
+    let target = s(&m.target()).to_owned();
+    for snapshot in ["/etc", &target, &format!("{target}/snapshots")] {
+        let out = m.snapfs(&["restore", snapshot, s(&dest)]);
+        assert_eq!(out.status.code(), Some(2), "{snapshot}");
+        assert!(!dest.exists(), "{snapshot}: nothing copied");
+    }
+    let err =
+        String::from_utf8_lossy(&m.snapfs(&["restore", &target, s(&dest)]).stderr).into_owned();
+    assert!(err.contains("not a snapshot"), "{err}");
+
+    let latest = format!("{target}/snapshots/latest");
+    let out = ok(&m.snapfs(&["verify", &latest]));
+    assert!(out.contains("checked 1 files"), "{out}");
+    let out = ok(&m.snapfs(&["rm", "--yes", &latest]));
+    assert!(out.contains("removed cloud/local/snapshots/one"), "{out}");
+    assert!(!m.target().join("snapshots/one").exists());
+}
+
+#[test]
+fn mount_refuses_a_place_inside_a_mount_and_configuration_errors_exit_2() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::start();
+    let nested = m.target().join("uploads/nested");
+    let out = m.snapfs(&["mount", s(&nested)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("inside the snapfs mount"), "{err}");
+    assert!(!nested.exists(), "nothing made inside the mount");
+
+    let mp = m.root.path().join("cli-mnt");
+    let cleanup = Unmount(mp.clone());
+    let bad = m.root.path().join("bad.toml");
+    std::fs::write(&bad, "[upload\n").unwrap();
+    let out = m.snapfs(&["mount", s(&mp), "--config", s(&bad)]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The default file as a link to nothing is an error naming it, not the defaults.
+    let config = m.root.path().join("config/snapfs/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(m.root.path().join("gone.toml"), &config).unwrap();
+    let out = m.snapfs(&["mount", s(&mp)]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(s(&config)), "{err}");
+    assert!(!mp.join("README").exists());
+    drop(cleanup);
 }
 
 #[test]
