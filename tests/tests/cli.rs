@@ -19,6 +19,18 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// A mount holding snapshot `name` of a folder filled by the shell commands `make`, run in it.
+fn mount_with_snapshot(name: &str, make: &str) -> Mount {
+    let m = Mount::start();
+    let src = m.root.path().join(format!("src-{name}"));
+    sh(&format!(
+        "mkdir '{s}' && cd '{s}' && {make}",
+        s = src.display()
+    ));
+    ok(&m.snapfs(&["snapshot", s(&m.target()), s(&src), "--name", name]));
+    m
+}
+
 #[test]
 fn snapshot_list_wait_verify_restore_rm() {
     if !fuse_available() {
@@ -149,13 +161,7 @@ fn restore_refuses_a_dest_holding_a_live_mount() {
     if !fuse_available() {
         return;
     }
-    let m = Mount::start();
-    let src = m.root.path().join("project");
-    sh(&format!(
-        "mkdir -p '{s}' && echo v1 > '{s}/a.txt'",
-        s = src.display()
-    ));
-    ok(&m.snapfs(&["snapshot", s(&m.target()), s(&src), "--name", "p1"]));
+    let m = mount_with_snapshot("p1", "echo v1 > a.txt");
     let snap = format!("{}/snapshots/p1", s(&m.target()));
     // The mount point is inside DEST: replacing DEST would walk into the mount.
     let before = sh(&format!("ls -a '{}'", m.root.path().display()));
@@ -182,12 +188,7 @@ fn sigterm_during_a_restore_removes_the_temporary_copy() {
     if !fuse_available() {
         return;
     }
-    let m = Mount::start();
-    let src = m.root.path().join("big");
-    std::fs::create_dir(&src).unwrap();
-    snapfs_tests::random_file(&src.join("data"), 64 << 20);
-    ok(&m.snapfs(&["snapshot", s(&m.target()), s(&src), "--name", "big"]));
-    std::fs::remove_dir_all(&src).unwrap();
+    let m = mount_with_snapshot("big", "head -c 67108864 /dev/urandom > data");
     let dest = m.root.path().join("restored");
     let child = std::process::Command::new(binary("snapfs"))
         .args([
@@ -235,13 +236,10 @@ fn snapshots_of_ordinary_folders_restore_their_outward_links() {
     if !fuse_available() {
         return;
     }
-    let m = Mount::start();
-    let src = m.root.path().join("folder");
-    sh(&format!(
-        "mkdir -p '{s}/sub' && echo x > '{s}/f' && ln -s /etc/hostname '{s}/host' && ln -s ../../elsewhere '{s}/sub/up'",
-        s = src.display()
-    ));
-    ok(&m.snapfs(&["snapshot", s(&m.target()), s(&src), "--name", "links"]));
+    let m = mount_with_snapshot(
+        "links",
+        "mkdir sub && echo x > f && ln -s /etc/hostname host && ln -s ../../elsewhere sub/up",
+    );
     let dest = m.root.path().join("restored");
     ok(&m.snapfs(&["restore", "cloud/local/snapshots/latest", s(&dest)]));
     assert_eq!(
@@ -260,13 +258,7 @@ fn only_snapshots_restore_and_latest_names_its_snapshot() {
     if !fuse_available() {
         return;
     }
-    let m = Mount::start();
-    let src = m.root.path().join("p");
-    sh(&format!(
-        "mkdir -p '{s}' && echo x > '{s}/f'",
-        s = src.display()
-    ));
-    ok(&m.snapfs(&["snapshot", s(&m.target()), s(&src), "--name", "one"]));
+    let m = mount_with_snapshot("one", "echo x > f");
     let dest = m.root.path().join("dest");
     let target = s(&m.target()).to_owned();
     for snapshot in ["/etc", &target, &format!("{target}/snapshots")] {

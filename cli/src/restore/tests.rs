@@ -233,12 +233,13 @@ fn dest_holding_the_working_directory_or_a_mount_is_refused() {
 
     let elsewhere = dir.path().join("other");
     let inner_mount = elsewhere.join("mnt/inner");
-    let text = refused(elsewhere.to_str().unwrap(), &[inner_mount.clone()]);
+    let mounts = [inner_mount.clone()];
+    let text = refused(elsewhere.to_str().unwrap(), &mounts);
     assert!(
         text.contains("mount point") && text.contains("inner"),
         "{text}"
     );
-    refused(inner_mount.to_str().unwrap(), &[inner_mount.clone()]);
+    refused(inner_mount.to_str().unwrap(), &mounts);
     // A sibling whose name only starts like DEST, and a mount above DEST, are fine.
     let fine = dir.path().join("other2");
     dest::check(&fine, &fine, &cwd, &[inner_mount, dir.path().to_path_buf()]).unwrap();
