@@ -15,7 +15,7 @@ pub enum Exit {
     Failed,
     /// The command line or an argument was wrong.
     Usage,
-    /// Stopped by SIGINT.
+    /// Stopped by SIGINT (or SIGTERM during a restore, which cleans up first).
     Interrupted,
 }
 
@@ -111,7 +111,7 @@ pub fn message(err: &anyhow::Error) -> String {
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_sigint_flag(_: libc::c_int) {
+extern "C" fn on_stop_flag(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
@@ -134,12 +134,15 @@ pub fn exit_on_interrupt() {
     unsafe { libc::signal(libc::SIGINT, handler as libc::sighandler_t) };
 }
 
-/// For commands that must clean up (restore removes its temporary copy): Ctrl-C only sets a
-/// flag, which the work checks between files.
+/// For commands that must clean up (restore removes its temporary copy): Ctrl-C, and SIGTERM
+/// (what `kill` and service managers send), only set a flag, which the work checks between
+/// blocks.
 pub fn flag_on_interrupt() {
-    let handler: extern "C" fn(libc::c_int) = on_sigint_flag;
-    // SAFETY: the handler only stores to an atomic.
-    unsafe { libc::signal(libc::SIGINT, handler as libc::sighandler_t) };
+    let handler: extern "C" fn(libc::c_int) = on_stop_flag;
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { libc::signal(signal, handler as libc::sighandler_t) };
+    }
 }
 
 /// Fails with [`Interrupted`] once Ctrl-C was pressed under [`flag_on_interrupt`].

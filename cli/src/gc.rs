@@ -55,7 +55,7 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
 
 /// Without a TARGET, gc covers one whole mount, so which one must be clear.
 fn only_mount(paths: &Paths) -> anyhow::Result<MountRecord> {
-    let mut mounts = active_mounts(paths);
+    let mut mounts = active_mounts(paths)?;
     match mounts.len() {
         1 => Ok(mounts.remove(0)),
         0 => Err(usage(

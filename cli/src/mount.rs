@@ -8,9 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use snapfs_control::client::record_paths;
-use snapfs_control::paths::Paths;
+use snapfs_control::client::{active_mounts, record_paths};
+use snapfs_control::paths::{Paths, make_private_dir};
 use snapfs_control::units::format_duration;
+use snapfs_control::wire::MountRecord;
 
 use crate::exit::{self, Exit, usage};
 use crate::{daemon, fuse_mount, target};
@@ -35,7 +36,11 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
         Some(p) => p.clone(),
         None => paths.expand("~/snapfs"),
     };
-    let mountpoint = prepare(&target::absolute(&requested, &cwd))?;
+    let abs = target::absolute(&requested, &cwd);
+    refuse_inside_a_mount(&abs, &active_mounts(paths)?)?;
+    let mountpoint = prepare(&abs)?;
+    // Checked here too, so a planted directory is one clear line rather than a daemon's log.
+    make_private_dir(&paths.runtime_dir())?;
     let (socket, record) = record_paths(paths, &mountpoint);
     if serves(&socket, &mountpoint) {
         writeln!(out, "already mounted {}", mountpoint.display())?;
@@ -102,11 +107,16 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
         }
         if let Some(status) = child.try_wait()? {
             show_tail(&log_path, log_start);
-            bail!(
+            let msg = format!(
                 "mounting {}: snapfsd exited ({status}) before the mount was ready; log: {}",
                 mountpoint.display(),
                 log_path.display()
             );
+            // The daemon exits 2 for a configuration it cannot use, as we do for usage errors.
+            if status.code() == Some(Exit::Usage.code().into()) {
+                return Err(usage(msg));
+            }
+            bail!(msg);
         }
         if Instant::now() >= deadline {
             // A daemon we report as failed should not linger half-started.
@@ -123,6 +133,28 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
             );
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Refuses a mount point inside another snapfs mount: the directory would be made in (and
+/// the mount would shadow) a place that belongs to that mount's daemon.
+fn refuse_inside_a_mount(abs: &Path, mounts: &[MountRecord]) -> anyhow::Result<()> {
+    let lexical = mounts
+        .iter()
+        .find(|m| abs.starts_with(&m.mountpoint))
+        .map(|m| {
+            (
+                m.clone(),
+                abs.strip_prefix(&m.mountpoint).unwrap_or(abs).to_path_buf(),
+            )
+        });
+    match lexical.or_else(|| target::via_canonical_prefix(abs, mounts)) {
+        Some((m, rel)) if !rel.as_os_str().is_empty() => Err(usage(format!(
+            "{}: inside the snapfs mount at {}; mount somewhere else",
+            abs.display(),
+            m.mountpoint.display()
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -204,6 +236,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let want = dir.path().join("a/b");
         let got = prepare(&want).unwrap();
+        let inside = [MountRecord {
+            mountpoint: dir.path().join("a"),
+            socket: dir.path().join("s"),
+            pid: 1,
+        }];
+        let err = refuse_inside_a_mount(&want, &inside).unwrap_err();
+        assert!(err.to_string().contains("inside the snapfs mount"), "{err}");
+        refuse_inside_a_mount(&dir.path().join("a"), &inside).unwrap();
+        refuse_inside_a_mount(&dir.path().join("ab"), &inside).unwrap();
         assert_eq!(got, fs::canonicalize(&want).unwrap());
         let file = dir.path().join("f");
         fs::write(&file, b"x").unwrap();

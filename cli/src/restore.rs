@@ -9,6 +9,7 @@
 //! into its cluster), and followed until that ends.
 
 mod copy;
+mod dest;
 
 use std::ffi::CString;
 use std::fs;
@@ -20,7 +21,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
-use snapfs_control::client::active_mounts;
 use snapfs_control::paths::Paths;
 use snapfs_control::units::format_size_rounded;
 use snapfs_control::wire::{Request, Response, UploadState};
@@ -57,8 +57,10 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
         return in_place(paths, &cfg.snapshot, out);
     };
     let cwd = std::env::current_dir()?;
-    let src = source(paths, &cfg.snapshot, &cwd)?;
-    let dest = target::absolute(dest, &cwd);
+    let arg = dest;
+    let dest = target::absolute(arg, &cwd);
+    dest::check(arg, &dest, &cwd, &dest::mount_points()?)?;
+    let src = source(paths, &cfg.snapshot)?;
     let now = Utc::now();
     if !cfg.force {
         refuse_expired(&src, now)?;
@@ -88,7 +90,7 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
 /// Has the snapshot's backend restore it (a HiveMQ backup into its cluster) and follows it.
 fn in_place(paths: &Paths, snapshot: &Path, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let r = target::resolve(paths, snapshot)?;
-    let name = r.snapshot()?.to_owned();
+    let name = r.snapshot()?;
     let req = Request::Restore {
         target: r.target.clone(),
         name: name.clone(),
@@ -123,7 +125,7 @@ fn to_claim(
     out: &mut dyn Write,
 ) -> anyhow::Result<Exit> {
     let r = target::resolve(paths, snapshot)?;
-    let name = r.snapshot()?.to_owned();
+    let name = r.snapshot()?;
     let req = Request::RestoreClaim {
         target: r.target.clone(),
         name: name.clone(),
@@ -141,22 +143,20 @@ fn to_claim(
     }
 }
 
-/// The path to read from: the argument as a path if it exists (inside a mount or not), else
-/// the short form below the only active mount. A `latest` link at the top is followed.
-fn source(paths: &Paths, arg: &Path, cwd: &Path) -> anyhow::Result<PathBuf> {
-    let abs = target::absolute(arg, cwd);
-    let path = match fs::symlink_metadata(&abs) {
-        Ok(_) => abs,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && arg.is_relative() => {
-            let mounts = active_mounts(paths);
-            match target::pick_mount(arg, cwd, &mounts) {
-                Ok((m, rel)) if !mounts.is_empty() => m.mountpoint.join(rel),
-                _ => return Err(e).with_context(|| arg.display().to_string()),
-            }
-        }
-        Err(e) => return Err(e).with_context(|| arg.display().to_string()),
-    };
-    let meta = fs::symlink_metadata(&path).with_context(|| path.display().to_string())?;
+/// The path to read from: a snapshot, or something inside one, under a mount's
+/// `snapshots/` (anything else is not a snapshot, and copying it is `cp`'s job). A link at the
+/// argument itself (`snapshots/latest`) is followed.
+fn source(paths: &Paths, arg: &Path) -> anyhow::Result<PathBuf> {
+    let r = target::resolve(paths, arg)?;
+    if !matches!(r.place, target::Place::Snapshot { .. }) {
+        return Err(usage(format!(
+            "{}: not a snapshot; SNAPSHOT is a path under a target's snapshots/ (…/{}/snapshots/NAME)",
+            arg.display(),
+            r.target
+        )));
+    }
+    let path = r.path();
+    let meta = fs::symlink_metadata(&path).with_context(|| arg.display().to_string())?;
     if meta.file_type().is_symlink() {
         return fs::canonicalize(&path).with_context(|| path.display().to_string());
     }
@@ -292,10 +292,7 @@ pub fn restore(
     }
 
     let backup_path = backup.then(|| backup_name(dest, now));
-    if let Err(e) = swap_in(&tmp, dest, backup_path.as_deref()) {
-        let _ = remove_tree(&tmp);
-        return Err(e);
-    }
+    swap_in(&tmp, dest, backup_path.as_deref())?;
     Ok(Outcome {
         copied,
         backup: backup_path,
@@ -305,17 +302,29 @@ pub fn restore(
 
 /// Puts `new` at `dest` and the old `dest` at `backup` (or deletes it). With
 /// RENAME_EXCHANGE, DEST is never missing, not even for an instant; file systems without it
-/// get two renames.
+/// get two renames. The copy at `new` is removed on failure only while DEST is untouched; once
+/// the old DEST has moved, it is put back or the error says where it is.
 fn swap_in(new: &Path, dest: &Path, backup: Option<&Path>) -> anyhow::Result<()> {
+    let left_at = |old: &Path| {
+        format!(
+            "the previous {} is now at {}",
+            dest.display(),
+            old.display()
+        )
+    };
     match exchange(new, dest) {
-        Ok(()) => {
-            // `new` now holds the old DEST.
-            match backup {
-                Some(b) => fs::rename(new, b)
-                    .with_context(|| format!("moving the previous copy to {}", b.display())),
-                None => remove_tree(new).context("removing the previous copy"),
-            }
-        }
+        // `new` now holds the old DEST.
+        Ok(()) => match backup {
+            Some(b) => fs::rename(new, b).with_context(|| {
+                format!(
+                    "moving the previous copy to {}; {}",
+                    b.display(),
+                    left_at(new)
+                )
+            }),
+            None => remove_tree(new)
+                .with_context(|| format!("removing the previous copy; {}", left_at(new))),
+        },
         Err(e)
             if matches!(
                 e.raw_os_error(),
@@ -326,17 +335,33 @@ fn swap_in(new: &Path, dest: &Path, backup: Option<&Path>) -> anyhow::Result<()>
                 Some(b) => b.to_path_buf(),
                 None => new.with_extension("snapfs-old"),
             };
-            fs::rename(dest, &aside).context("moving the previous copy aside")?;
+            if let Err(e) = fs::rename(dest, &aside) {
+                let _ = remove_tree(new);
+                return Err(e).context("moving the previous copy aside");
+            }
             if let Err(e) = fs::rename(new, dest) {
-                let _ = fs::rename(&aside, dest);
-                return Err(e).context("moving the copy into place");
+                if fs::rename(&aside, dest).is_ok() {
+                    let _ = remove_tree(new);
+                    return Err(e).context("moving the copy into place");
+                }
+                return Err(e).with_context(|| {
+                    format!(
+                        "moving the copy at {} into place; {}",
+                        new.display(),
+                        left_at(&aside)
+                    )
+                });
             }
             if backup.is_none() {
-                remove_tree(&aside).context("removing the previous copy")?;
+                remove_tree(&aside)
+                    .with_context(|| format!("removing the previous copy; {}", left_at(&aside)))?;
             }
             Ok(())
         }
-        Err(e) => Err(e).context("swapping the copy into place"),
+        Err(e) => {
+            let _ = remove_tree(new);
+            Err(e).context("swapping the copy into place")
+        }
     }
 }
 

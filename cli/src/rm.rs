@@ -11,7 +11,7 @@ use crate::{daemon, target};
 
 pub fn run(paths: &Paths, snapshot: &Path, yes: bool, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let r = target::resolve(paths, snapshot)?;
-    let name = r.snapshot()?.to_owned();
+    let name = r.snapshot()?;
     let shown = format!("{}/snapshots/{name}", r.target);
     if !yes {
         // Nobody can answer without a terminal; a script must say --yes.

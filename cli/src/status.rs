@@ -29,7 +29,7 @@ struct MountStatus {
 
 pub fn run(paths: &Paths, format: Format, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let mut all = Vec::new();
-    for m in active_mounts(paths) {
+    for m in active_mounts(paths)? {
         let status = match daemon::call(&m.socket, &Request::Status)
             .with_context(|| m.mountpoint.display().to_string())?
         {

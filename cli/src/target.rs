@@ -8,7 +8,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use snapfs_control::client::active_mounts;
+use anyhow::Context;
+use snapfs_control::client::{active_mounts, answers, mount_records};
 use snapfs_control::paths::Paths;
 use snapfs_control::wire::MountRecord;
 
@@ -38,13 +39,38 @@ pub struct Resolved {
     pub place: Place,
     /// What the user typed, for messages.
     pub arg: PathBuf,
+    /// The path it names below the mount point.
+    pub rel: PathBuf,
 }
 
 impl Resolved {
-    /// The snapshot name, or a usage error naming what was expected.
-    pub fn snapshot(&self) -> anyhow::Result<&str> {
+    /// Where the argument is, through the mount point.
+    pub fn path(&self) -> PathBuf {
+        self.mount.mountpoint.join(&self.rel)
+    }
+
+    /// The snapshot name, or a usage error naming what was expected. A link such as
+    /// `snapshots/latest` names the snapshot it points at.
+    pub fn snapshot(&self) -> anyhow::Result<String> {
         match &self.place {
-            Place::Snapshot { name, rest } if rest.as_os_str().is_empty() => Ok(name),
+            Place::Snapshot { name, rest } if rest.as_os_str().is_empty() => {
+                let path = self.path();
+                match std::fs::symlink_metadata(&path) {
+                    Ok(m) if m.file_type().is_symlink() => {
+                        let to = std::fs::read_link(&path)
+                            .with_context(|| path.display().to_string())?;
+                        match to.file_name().and_then(|n| n.to_str()) {
+                            Some(n) => Ok(n.to_owned()),
+                            None => Err(usage(format!(
+                                "{}: points at {}, not a snapshot",
+                                self.arg.display(),
+                                to.display()
+                            ))),
+                        }
+                    }
+                    _ => Ok(name.clone()),
+                }
+            }
             _ => Err(usage(format!(
                 "{}: expected a snapshot (…/{}/snapshots/NAME)",
                 self.arg.display(),
@@ -69,11 +95,14 @@ impl Resolved {
 /// Resolves `arg` against the active mounts, asking the chosen daemon for its targets.
 pub fn resolve(paths: &Paths, arg: &Path) -> anyhow::Result<Resolved> {
     let cwd = std::env::current_dir()?;
-    let mounts = active_mounts(paths);
+    let mounts = active_mounts(paths)?;
     let (mount, rel) = match pick_mount(arg, &cwd, &mounts) {
         Ok(found) => found,
         // The path may reach the mount through a symlink (`~/snapfs` with a linked home).
-        Err(e) => via_canonical_prefix(&absolute(arg, &cwd), &mounts).ok_or(e)?,
+        Err(e) => match via_canonical_prefix(&absolute(arg, &cwd), &mounts) {
+            Some(found) => found,
+            None => return Err(died(paths, arg, &cwd, &mounts).unwrap_or(e)),
+        },
     };
     let info = daemon::info(&mount.socket)?;
     let (target, place) = split_target(&rel, &info.targets).map_err(|msg| {
@@ -88,7 +117,30 @@ pub fn resolve(paths: &Paths, arg: &Path) -> anyhow::Result<Resolved> {
         target,
         place,
         arg: arg.to_path_buf(),
+        rel,
     })
+}
+
+/// The error for an argument that would be in a mount whose daemon is gone (killed, crashed):
+/// its record is still there but nobody answers on its socket.
+fn died(paths: &Paths, arg: &Path, cwd: &Path, active: &[MountRecord]) -> Option<anyhow::Error> {
+    let dead: Vec<MountRecord> = mount_records(paths)
+        .ok()?
+        .into_iter()
+        .filter(|r| !answers(r))
+        .collect();
+    let abs = absolute(arg, cwd);
+    let short = arg.is_relative() && active.is_empty();
+    let m = match dead.iter().find(|m| abs.starts_with(&m.mountpoint)) {
+        Some(m) => m,
+        None if short && dead.len() == 1 => &dead[0],
+        None => return None,
+    };
+    Some(anyhow::anyhow!(
+        "{}: the daemon of {mp} died; run `snapfs unmount {mp}`, then mount again",
+        arg.display(),
+        mp = m.mountpoint.display()
+    ))
 }
 
 /// `path` made absolute against `cwd`, with `.` and `..` resolved lexically.
@@ -167,7 +219,7 @@ fn list(mounts: &[MountRecord]) -> String {
 /// Finds a mount whose mount point is an ancestor of `abs` once the ancestors are
 /// canonicalized. Walks down from `/` and stops at the first match, so nothing below a mount
 /// point is ever looked at.
-fn via_canonical_prefix(abs: &Path, mounts: &[MountRecord]) -> Option<(MountRecord, PathBuf)> {
+pub fn via_canonical_prefix(abs: &Path, mounts: &[MountRecord]) -> Option<(MountRecord, PathBuf)> {
     if mounts.is_empty() {
         return None;
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use snapfs_control::client::active_mounts;
+use snapfs_control::client::{active_mounts, record_paths};
 use snapfs_control::paths::Paths;
 use snapfs_control::units::format_duration;
 use snapfs_control::wire::{Request, Response};
@@ -20,13 +20,23 @@ pub fn run(paths: &Paths, mountpoint: &Path, out: &mut dyn Write) -> anyhow::Res
     let abs = target::absolute(mountpoint, &std::env::current_dir()?);
     // A dead mount cannot be canonicalized; the lexical path is all there is then.
     let canonical = std::fs::canonicalize(&abs).unwrap_or_else(|_| abs.clone());
-    let record = active_mounts(paths)
+    let record = active_mounts(paths)?
         .into_iter()
         .find(|m| m.mountpoint == canonical || m.mountpoint == abs);
 
     let Some(record) = record else {
-        if fuse_mount::is_dead(&abs) {
+        let dead = fuse_mount::is_dead(&abs);
+        if dead {
             fuse_mount::detach(&abs)?;
+        }
+        // A daemon that was killed left its record and socket; no daemon answers on them.
+        let mut stale = false;
+        for mp in [&abs, &canonical] {
+            let (socket, record) = record_paths(paths, mp);
+            stale |= std::fs::remove_file(record).is_ok();
+            let _ = std::fs::remove_file(socket);
+        }
+        if dead || stale {
             writeln!(out, "cleared dead mount {}", abs.display())?;
             return Ok(Exit::Success);
         }

@@ -14,7 +14,7 @@ pub fn run(paths: &Paths, snapshot: &Path, out: &mut dyn Write) -> anyhow::Resul
     let r = target::resolve(paths, snapshot)?;
     let req = Request::Verify {
         target: r.target.clone(),
-        name: r.snapshot()?.to_owned(),
+        name: r.snapshot()?,
     };
     let report = match daemon::call(&r.mount.socket, &req)? {
         Response::Verified(report) => report,

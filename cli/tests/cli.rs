@@ -138,64 +138,24 @@ fn unmount_of_a_plain_directory_fails() {
 }
 
 #[test]
-fn restore_copies_a_local_tree_and_keeps_the_old_one() {
+fn restore_refuses_a_path_that_is_not_a_snapshot() {
     let home = tempfile::tempdir().unwrap();
     let src = home.path().join("snap");
     fs::create_dir_all(src.join("sub")).unwrap();
     fs::write(src.join("sub/file"), b"data").unwrap();
-    symlink("sub/file", src.join("link")).unwrap();
-
-    let out = snapfs(home.path())
-        .args(["restore", "snap", "dest"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("restored "));
-    assert_eq!(fs::read(home.path().join("dest/link")).unwrap(), b"data");
-
-    let out = snapfs(home.path())
-        .args(["restore", "snap", "dest"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("snapfs-backup-"));
-    let backups = fs::read_dir(home.path())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("dest.snapfs-backup-")
-        })
-        .count();
-    assert_eq!(backups, 1);
-}
-
-#[test]
-fn restore_refuses_an_escaping_symlink_and_leaves_dest_alone() {
-    let home = tempfile::tempdir().unwrap();
-    let src = home.path().join("snap");
-    fs::create_dir(&src).unwrap();
-    symlink("../../etc/shadow", src.join("evil")).unwrap();
-    fs::create_dir(home.path().join("dest")).unwrap();
-    fs::write(home.path().join("dest/keep"), b"mine").unwrap();
-
-    let out = snapfs(home.path())
-        .args(["restore", "--no-backup", "snap", "dest"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr_of(&out);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("refusing symlink ./evil"), "{err}");
-    assert_eq!(fs::read(home.path().join("dest/keep")).unwrap(), b"mine");
-    let mut left: Vec<String> = fs::read_dir(home.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    left.sort();
-    assert_eq!(left, ["dest", "snap"]);
+    for snapshot in ["snap", "/etc"] {
+        let out = snapfs(home.path())
+            .args(["restore", snapshot, "dest"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+        assert!(
+            stderr_of(&out).contains("no snapfs mount"),
+            "{}",
+            stderr_of(&out)
+        );
+        assert!(!home.path().join("dest").exists(), "nothing copied");
+    }
 }
 
 #[test]
@@ -211,7 +171,8 @@ fn restore_needs_an_existing_parent_and_source() {
         .args(["restore", "/no/such/snapshot", "dest"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    // Not under a mount's snapshots/, so not a snapshot: a usage error.
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
 }
 
 #[test]
@@ -228,4 +189,102 @@ fn a_closed_stdout_is_not_an_error() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     assert!(out.stderr.is_empty(), "{}", stderr_of(&out));
+}
+
+/// `snapfs` with XDG_RUNTIME_DIR unset, so the runtime directory is `$TMPDIR/snapfs-UID`.
+fn snapfs_in_tmp(home: &Path, tmp: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("snapfs").unwrap();
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("TMPDIR", tmp)
+        .current_dir(home);
+    cmd
+}
+
+#[test]
+fn a_runtime_dir_someone_else_could_have_made_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let home = tempfile::tempdir().unwrap();
+    let tmp = home.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    // SAFETY: getuid cannot fail.
+    let runtime = tmp.join(format!("snapfs-{}", unsafe { libc::getuid() }));
+
+    // A symlink planted where the directory belongs: refused, and its target left as it was.
+    let victim = home.path().join("victim");
+    fs::create_dir(&victim).unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o755)).unwrap();
+    symlink(&victim, &runtime).unwrap();
+    let out = snapfs_in_tmp(home.path(), &tmp)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("is a symlink") && err.contains("XDG_RUNTIME_DIR"),
+        "{err}"
+    );
+    assert_eq!(fs::metadata(&victim).unwrap().mode() & 0o777, 0o755);
+    fs::remove_file(&runtime).unwrap();
+
+    // A directory open to others.
+    fs::create_dir(&runtime).unwrap();
+    fs::set_permissions(&runtime, fs::Permissions::from_mode(0o777)).unwrap();
+    let out = snapfs_in_tmp(home.path(), &tmp)
+        .args(["list", "cloud/local"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("mode 777"), "{}", stderr_of(&out));
+
+    // Someone else's directory, as root can arrange.
+    fs::set_permissions(&runtime, fs::Permissions::from_mode(0o700)).unwrap();
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(&runtime, Some(65534), Some(65534)).unwrap();
+        let out = snapfs_in_tmp(home.path(), &tmp)
+            .arg("status")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+        assert!(
+            stderr_of(&out).contains("belongs to uid 65534"),
+            "{}",
+            stderr_of(&out)
+        );
+    }
+}
+
+#[test]
+fn restore_refuses_a_dest_that_holds_the_working_directory() {
+    let home = tempfile::tempdir().unwrap();
+    fs::create_dir(home.path().join("snap")).unwrap();
+    fs::write(home.path().join("snap/f"), b"new").unwrap();
+    let sub = home.path().join("p/sub");
+    fs::create_dir_all(&sub).unwrap();
+    fs::write(sub.join("keep"), b"mine").unwrap();
+    let snap = home.path().join("snap");
+    let p = home.path().join("p");
+    for dest in [".", "..", "../..", p.to_str().unwrap()] {
+        let out = snapfs(home.path())
+            .current_dir(&sub)
+            .args(["restore", "--no-backup", snap.to_str().unwrap(), dest])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{dest}: {}", stderr_of(&out));
+        let err = stderr_of(&out);
+        assert!(
+            err.contains("`.` or `..`") || err.contains("current directory"),
+            "{err}"
+        );
+        assert_eq!(fs::read(sub.join("keep")).unwrap(), b"mine", "{dest}");
+    }
+    let mut left: Vec<String> = fs::read_dir(home.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["p", "snap"], "nothing moved aside");
 }

@@ -83,20 +83,33 @@ impl Client {
     }
 }
 
-/// The records of daemons that answer, from the runtime directory.
-pub fn active_mounts(paths: &Paths) -> Vec<MountRecord> {
-    let Ok(dir) = std::fs::read_dir(paths.runtime_dir()) else {
-        return Vec::new();
-    };
-    let mut out: Vec<MountRecord> = dir
+/// Every mount record in the runtime directory, answering or not, sorted by mount point. A
+/// missing directory holds none; one that another user could have planted is an error.
+pub fn mount_records(paths: &Paths) -> io::Result<Vec<MountRecord>> {
+    let dir = paths.runtime_dir();
+    match crate::paths::check_private_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    }
+    let mut out: Vec<MountRecord> = std::fs::read_dir(&dir)?
         .filter_map(|e| e.ok())
         .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
         .filter_map(|e| std::fs::read(e.path()).ok())
         .filter_map(|b| serde_json::from_slice::<MountRecord>(&b).ok())
-        .filter(|r| UnixStream::connect(&r.socket).is_ok())
         .collect();
     out.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
-    out
+    Ok(out)
+}
+
+/// The records of daemons that answer, from the runtime directory.
+pub fn active_mounts(paths: &Paths) -> io::Result<Vec<MountRecord>> {
+    Ok(mount_records(paths)?.into_iter().filter(answers).collect())
+}
+
+/// Whether the daemon of a record still listens on its socket.
+pub fn answers(record: &MountRecord) -> bool {
+    UnixStream::connect(&record.socket).is_ok()
 }
 
 /// The socket and record file names for a mount point.
@@ -167,7 +180,7 @@ mod tests {
         let (live_socket, live_record) = record_paths(&paths, Path::new("/mnt/a"));
         let (dead_socket, dead_record) = record_paths(&paths, Path::new("/mnt/b"));
         assert_ne!(live_socket, dead_socket);
-        std::fs::create_dir_all(paths.runtime_dir()).unwrap();
+        crate::paths::make_private_dir(&paths.runtime_dir()).unwrap();
         let _listener = UnixListener::bind(&live_socket).unwrap();
         for (mountpoint, socket, record) in [
             ("/mnt/a", &live_socket, &live_record),
@@ -180,8 +193,26 @@ mod tests {
             };
             std::fs::write(record, serde_json::to_vec(&r).unwrap()).unwrap();
         }
-        let mounts = active_mounts(&paths);
+        let mounts = active_mounts(&paths).unwrap();
         assert_eq!(mounts.len(), 1);
         assert_eq!(mounts[0].mountpoint, Path::new("/mnt/a"));
+        assert_eq!(
+            mount_records(&paths).unwrap().len(),
+            2,
+            "the dead one is still recorded"
+        );
+    }
+
+    #[test]
+    fn a_runtime_dir_open_to_others_is_refused_and_a_missing_one_is_empty() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::from_vars(|v| (v == "XDG_RUNTIME_DIR").then(|| dir.path().into()));
+        assert!(active_mounts(&paths).unwrap().is_empty());
+        std::fs::create_dir(paths.runtime_dir()).unwrap();
+        std::fs::set_permissions(paths.runtime_dir(), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+        let err = active_mounts(&paths).unwrap_err();
+        assert!(err.to_string().contains("cannot be trusted"), "{err}");
     }
 }

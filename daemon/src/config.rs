@@ -183,7 +183,14 @@ impl Config {
         };
         let text = match std::fs::read_to_string(&file) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => String::new(),
+            // Absent, not a link to nothing: a dangling link is a mistake to report.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && !explicit
+                    && std::fs::symlink_metadata(&file).is_err() =>
+            {
+                String::new()
+            }
             Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
         };
         Self::parse(&text, paths).with_context(|| format!("in {}", file.display()))

@@ -31,6 +31,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // A configuration that cannot be used is a usage error, status 2 as snapfs(1) says, checked
+    // before anything is mounted; `snapfs mount` passes that status on.
+    let paths = snapfs_control::paths::Paths::from_env();
+    if let Err(e) = snapfsd::config::Config::load(args.config.as_deref(), &paths) {
+        eprintln!("snapfsd: {e:#}");
+        return ExitCode::from(2);
+    }
     let opts = snapfsd::service::Options {
         mountpoint: args.mountpoint,
         config: args.config,

@@ -29,8 +29,7 @@ pub struct Server {
 /// Binds the socket (mode 0600) and serves until the task is dropped.
 pub fn listen(socket: &Path) -> std::io::Result<UnixListener> {
     if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        snapfs_control::paths::make_private_dir(dir)?;
     }
     // A socket file left by a daemon that died is in the way.
     let _ = std::fs::remove_file(socket);
