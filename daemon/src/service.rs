@@ -158,7 +158,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         move || exited.notify_one(),
     )
     .with_context(|| format!("mounting {}", mountpoint.display()))?;
-    fuse::connect_invalidation(&vfs, &session);
+    fuse::connect_invalidation(&vfs, &session).context("starting the invalidation thread")?;
     raise_read_ahead(&mountpoint);
 
     let (socket, record) = record_paths(&paths, &mountpoint);

@@ -1,5 +1,6 @@
 //! Mounting: the options the kernel is given and the session that serves the file system.
 
+use std::ffi::OsString;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -67,10 +68,28 @@ pub fn mount(
 }
 
 /// Lets the VFS drop the kernel's cached names when snapshots or uploads change on their own.
-pub fn connect_invalidation(vfs: &Vfs, session: &fuser::BackgroundSession) {
+///
+/// The kernel carries out an entry invalidation under the parent directory's lock, which a
+/// request on that directory holds while it waits for the daemon. Sent from a path such a
+/// request can block (a FUSE request thread, or anyone holding a lock a request may need, like
+/// the job engine's), the two wait on each other for good. So the VFS only queues the notices,
+/// and one thread of their own sends them, holding nothing a request could need.
+pub fn connect_invalidation(vfs: &Vfs, session: &fuser::BackgroundSession) -> io::Result<()> {
     let notifier = session.notifier();
+    let (queue, notices) = std::sync::mpsc::channel::<(u64, OsString)>();
+    std::thread::Builder::new()
+        .name("snapfs-inval".into())
+        .spawn(move || {
+            // Ends when the VFS is dropped, which closes the queue.
+            for (parent, name) in notices {
+                // ENOENT only means the kernel had nothing cached; after unmount every notice
+                // fails, harmlessly.
+                let _ = notifier.inval_entry(INodeNo(parent), &name);
+            }
+        })?;
     vfs.set_invalidator(Box::new(move |parent, name| {
-        // ENOENT only means the kernel had nothing cached.
-        let _ = notifier.inval_entry(INodeNo(parent), name);
+        // Sending never blocks; it fails only once the thread is gone.
+        let _ = queue.send((parent, name.to_owned()));
     }));
+    Ok(())
 }
