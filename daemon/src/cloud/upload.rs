@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use object_store::path::Path as StorePath;
@@ -36,6 +36,14 @@ struct Item {
     rel: String,
     path: PathBuf,
     meta: std::fs::Metadata,
+}
+
+/// When a snapshot made at `created` expires after `ttl`; none when that lies beyond what a
+/// date can hold, which is as good as never.
+fn expiry(created: DateTime<Utc>, ttl: std::time::Duration) -> Option<DateTime<Utc>> {
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|d| created.checked_add_signed(d))
 }
 
 fn invalid(msg: String) -> BackendError {
@@ -301,9 +309,7 @@ impl CloudBackend {
             format: MANIFEST_FORMAT.to_string(),
             name: name.to_string(),
             created,
-            expires: self
-                .ttl
-                .and_then(|ttl| chrono::Duration::from_std(ttl).ok().map(|d| created + d)),
+            expires: self.ttl.and_then(|ttl| expiry(created, ttl)),
             packs,
             entries,
         };
@@ -352,5 +358,27 @@ impl CloudBackend {
         let this = self.clone();
         uploads.spawn(async move { this.put_pack(key, data).await });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn an_expiry_past_the_calendar_is_never() {
+        let now = Utc::now();
+        assert_eq!(
+            expiry(now, Duration::from_secs(60)),
+            Some(now + chrono::Duration::seconds(60))
+        );
+        // 99999999999 days: fits a Duration, not a date.
+        assert_eq!(
+            expiry(now, Duration::from_secs(99_999_999_999 * 86_400)),
+            None
+        );
+        assert_eq!(expiry(now, Duration::MAX), None);
     }
 }
