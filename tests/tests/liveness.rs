@@ -1,8 +1,11 @@
 //! The mount never hangs: uploads made by several writers at once all end, and each snapshot is
-//! there the moment `snapfs wait` returns. A hang fails the test instead of hanging it: the
+//! there the moment `snapfs wait` returns; `snapfs unmount` with a request stuck on a server
+//! that never answers ends it and really unmounts. A hang fails the test instead of hanging it: the
 //! writers are child processes with a deadline, and on timeout the FUSE connection is aborted
 //! so that nothing stays stuck in the kernel.
 
+use std::io::Read;
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -33,7 +36,14 @@ impl Rng {
 
 /// Frees a mount whose daemon no longer answers: every request waiting on it fails at once.
 fn abort_connection(mountpoint: &Path) {
-    let dev = sh(&format!("mountpoint -d '{}'", mountpoint.display()));
+    let Ok(out) = Command::new("mountpoint")
+        .arg("-d")
+        .arg(mountpoint)
+        .output()
+    else {
+        return;
+    };
+    let dev = String::from_utf8_lossy(&out.stdout);
     let minor = dev
         .trim()
         .rsplit(':')
@@ -156,4 +166,81 @@ fn concurrent_uploads_never_hang() {
         .filter(|e| e.file_name() != "latest")
         .count();
     assert_eq!(listed, WRITERS * ROUNDS, "every upload became a snapshot");
+}
+
+#[test]
+fn unmount_ends_a_request_stuck_on_a_silent_server() {
+    if !fuse_available() {
+        return;
+    }
+    // Takes connections and reads what comes, but never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("address").port();
+    let (asked, requests) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut conn in silent.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            if conn.read(&mut buf).is_ok_and(|n| n > 0) {
+                let _ = asked.send(());
+            }
+            held.push(conn);
+        }
+    });
+    let mut m = Mount::start_with(&format!(
+        "[upload]\nsettle = \"300ms\"\n\
+         [[hivemq]]\nname = \"silent\"\nurl = \"http://127.0.0.1:{port}\"\n"
+    ));
+    let mut reader = Command::new("ls")
+        .arg(m.mountpoint.join("hivemq/silent/snapshots"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ls");
+    requests
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the listing reached the server");
+    let mut unmount = Command::new(binary("snapfs"))
+        .arg("unmount")
+        .arg(&m.mountpoint)
+        .envs(m.env())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start snapfs unmount");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ended = join_by(&m, std::slice::from_mut(&mut unmount), deadline);
+    let out = unmount.wait_with_output().expect("unmount output");
+    let mounted = Command::new("mountpoint")
+        .arg("-q")
+        .arg(&m.mountpoint)
+        .status()
+        .is_ok_and(|s| s.success());
+    if mounted {
+        abort_connection(&m.mountpoint);
+    }
+    let reader_ended = join_by(
+        &m,
+        std::slice::from_mut(&mut reader),
+        Instant::now() + Duration::from_secs(10),
+    );
+    m.kill9();
+    let log = m.log();
+    assert!(ended.is_ok(), "snapfs unmount: {ended:?}\n{log}");
+    assert!(!log.contains("panicked"), "the daemon panicked:\n{log}");
+    assert!(
+        !mounted,
+        "still mounted after `snapfs unmount` said {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("unmounted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The stuck listing failed rather than waiting for the server.
+    assert!(
+        reader_ended.is_err(),
+        "ls ended with an error, as it got none: {reader_ended:?}"
+    );
 }
