@@ -145,8 +145,31 @@ fn concurrent_uploads_never_hang() {
                 .expect("start a writer"),
         );
     }
+    // Meanwhile the status files are read over and over: lookups under uploads/ that ask the
+    // job engine, while finished uploads make the kernel forget names in the same folder.
+    let stop = m.root.path().join("stop");
+    let mut poller = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "while [ ! -e '{stop}' ]; do cat '{up}'/*.status > /dev/null 2>&1; done; exit 0",
+            stop = stop.display(),
+            up = uploads.display()
+        ))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start the status reader");
     let deadline = Instant::now() + Duration::from_secs(120);
-    if let Err(e) = join_by(&m, &mut children, deadline) {
+    let ended = join_by(&m, &mut children, deadline).and_then(|()| {
+        std::fs::write(&stop, b"").expect("stop the status reader");
+        join_by(
+            &m,
+            std::slice::from_mut(&mut poller),
+            Instant::now() + Duration::from_secs(10),
+        )
+    });
+    let _ = poller.kill();
+    let _ = poller.wait();
+    if let Err(e) = ended {
         let writers: String = (0..WRITERS)
             .map(|w| std::fs::read_to_string(m.root.path().join(format!("writer{w}.log"))))
             .filter_map(Result::ok)
