@@ -358,7 +358,8 @@ impl Jobs {
                         self.staging.forget(target, name);
                     }
                     // Told while the lock is held, so no one sees the job done before the
-                    // mount shows the snapshot.
+                    // mount shows the snapshot; the mount never waits on the kernel for it
+                    // (`Registry::changed`).
                     self.registry.changed(target, name);
                     Some(self.store.record(&path, name, None))
                 }

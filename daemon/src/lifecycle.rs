@@ -10,7 +10,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use snapfs_control::wire::{GcDeletion, GcError, GcReason, GcReport};
 use snapfs_fs::backend::BackendError;
 
@@ -153,6 +153,14 @@ impl Lifecycle {
             );
         }
     }
+}
+
+/// When a snapshot made at `created` expires after `ttl`; none when that lies beyond what a
+/// date can hold, which is as good as never.
+pub fn expiry(created: DateTime<Utc>, ttl: std::time::Duration) -> Option<DateTime<Utc>> {
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|d| created.checked_add_signed(d))
 }
 
 /// The reason in words, for logs.

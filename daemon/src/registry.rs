@@ -185,7 +185,9 @@ impl Registry {
         let _ = self.on_change.set(Box::new(f));
     }
 
-    /// Snapshot `name` of target `id` appeared or went.
+    /// Snapshot `name` of target `id` appeared or went. Callers may hold locks (the job engine
+    /// tells while holding its own), so whoever is told must not wait on anything, above all
+    /// not on the kernel (see `Vfs::entry_changed`).
     pub fn changed(&self, id: TargetId, name: &str) {
         if let Some(f) = self.on_change.get() {
             f(id, name);

@@ -146,7 +146,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 
     let stop = Arc::new(tokio::sync::Notify::new());
     let exited = stop.clone();
-    let session = fuse::mount(
+    let mounted = fuse::mount(
         vfs.clone(),
         rt.handle().clone(),
         &mountpoint,
@@ -158,7 +158,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         move || exited.notify_one(),
     )
     .with_context(|| format!("mounting {}", mountpoint.display()))?;
-    fuse::connect_invalidation(&vfs, &session);
+    fuse::connect_invalidation(&vfs, &mounted).context("starting the invalidation thread")?;
     raise_read_ahead(&mountpoint);
 
     let (socket, record) = record_paths(&paths, &mountpoint);
@@ -199,10 +199,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     rt.block_on(kube.shutdown());
     let _ = std::fs::remove_file(&record);
     let _ = std::fs::remove_file(&socket);
-    // Fails harmlessly when the mount was already taken away (umount, fusermount3 -u).
-    if let Err(e) = session.umount_and_join() {
-        tracing::debug!(error = %e, "unmount");
-    }
+    // Before the runtime goes: no request may be left inside it.
+    let unmounted = mounted.unmount();
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
-    Ok(())
+    unmounted.with_context(|| format!("unmounting {}", mountpoint.display()))
 }

@@ -19,9 +19,10 @@ use fuser::{
 use crate::tree::FileKind;
 use crate::vfs::{Attr, Entry, Opened, SetAttr, TimeSet, Vfs, VfsError};
 
+mod gate;
 mod mount;
 
-pub use mount::{MountConfig, connect_invalidation, mount};
+pub use mount::{MountConfig, Mounted, connect_invalidation, mount};
 
 /// Largest read and write request the kernel is offered.
 const MAX_IO: u32 = 1 << 20;
@@ -40,6 +41,7 @@ macro_rules! op_span {
 pub struct FuseFs {
     vfs: Arc<Vfs>,
     rt: tokio::runtime::Handle,
+    gate: Arc<gate::Gate>,
     read_only: bool,
     on_exit: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
@@ -106,7 +108,7 @@ impl FuseFs {
         &self,
         f: impl std::future::Future<Output = Result<T, VfsError>>,
     ) -> Result<T, VfsError> {
-        self.rt.block_on(f)
+        self.gate.run(&self.rt, f)
     }
 
     fn refuse_if_read_only(&self) -> Result<(), VfsError> {

@@ -62,7 +62,10 @@ const TTL_FIXED: Duration = Duration::from_secs(60);
 const TTL_IMMUTABLE: Duration = Duration::from_secs(3600);
 const TTL_CHANGING: Duration = Duration::from_secs(1);
 
-/// Tells the kernel to forget a cached name (parent inode, name).
+/// Tells the kernel to forget a cached name (parent inode, name). It must only queue the notice
+/// and return: the kernel takes the parent directory's lock to carry it out, and a request on
+/// that directory may hold the lock while it waits for the daemon, perhaps on a lock the caller
+/// holds (`fuse::connect_invalidation` sends them from a thread of their own).
 pub type Invalidator = Box<dyn Fn(u64, &OsStr) + Send + Sync>;
 
 pub struct Vfs {
@@ -140,7 +143,10 @@ impl Vfs {
     }
 
     /// Snapshot or upload `name` of a target appeared, finished or vanished outside a request:
-    /// the listing is refreshed and the kernel forgets the names it may have cached.
+    /// the listing is refreshed and the names are forgotten here at once, so the next request
+    /// sees the change; the kernel is told to forget them later, as it may be waiting on a
+    /// request of the same directory (its cache lifetimes bound how long it can lag). Callers
+    /// may hold their own locks: nothing here waits on the kernel or on a request.
     pub fn entry_changed(&self, target: TargetId, name: &str) {
         self.invalidate(target);
         let Ok(t) = self.target(target) else {

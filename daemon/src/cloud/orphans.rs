@@ -59,9 +59,13 @@ impl CloudBackend {
         if uploads.is_empty() {
             return Ok(Vec::new());
         }
-        let referenced = self.referenced_packs().await?;
-        let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
-        let idle_since = Utc::now() - grace;
+        let referenced = self
+            .referenced_packs()
+            .await
+            .map_err(|e| BackendError::Other(format!("orphan packs not collected: {e}")))?;
+        let Some(idle_since) = idle_since(Utc::now(), grace) else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
         for (id, upload) in uploads {
             if running.contains(&id) || upload.newest.is_some_and(|t| t > idle_since) {
@@ -134,6 +138,14 @@ impl CloudBackend {
     }
 }
 
+/// The time before which an upload that wrote nothing counts as abandoned; none when `grace`
+/// reaches back past the first date there is, so that nothing is abandoned yet.
+fn idle_since(now: DateTime<Utc>, grace: Duration) -> Option<DateTime<Utc>> {
+    chrono::Duration::from_std(grace)
+        .ok()
+        .and_then(|g| now.checked_sub_signed(g))
+}
+
 /// Whether a file name is a local store's temporary name for a pack or manifest: the key's
 /// name, '#', a number.
 fn is_partial_write(name: &str) -> bool {
@@ -169,6 +181,21 @@ fn partial_writes_in(dir: &Path, grace: Duration, out: &mut Vec<(PathBuf, u64)>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grace_past_the_calendar_leaves_everything() {
+        let now = Utc::now();
+        assert_eq!(
+            idle_since(now, Duration::from_secs(60)),
+            Some(now - chrono::Duration::seconds(60))
+        );
+        // 99999999999 days: fits a Duration, not a date.
+        assert_eq!(
+            idle_since(now, Duration::from_secs(99_999_999_999 * 86_400)),
+            None
+        );
+        assert_eq!(idle_since(now, Duration::MAX), None);
+    }
 
     #[test]
     fn only_temporary_files_of_packs_and_manifests_count() {

@@ -22,6 +22,7 @@ use snapfs_fs::format::{
 use tokio::task::JoinSet;
 
 use super::{CloudBackend, info_of, store_error};
+use crate::lifecycle::expiry;
 use crate::powers::Progress;
 
 /// Compression level: fast enough to keep up with a disk, still a good ratio.
@@ -301,9 +302,7 @@ impl CloudBackend {
             format: MANIFEST_FORMAT.to_string(),
             name: name.to_string(),
             created,
-            expires: self
-                .ttl
-                .and_then(|ttl| chrono::Duration::from_std(ttl).ok().map(|d| created + d)),
+            expires: self.ttl.and_then(|ttl| expiry(created, ttl)),
             packs,
             entries,
         };
@@ -352,5 +351,27 @@ impl CloudBackend {
         let this = self.clone();
         uploads.spawn(async move { this.put_pack(key, data).await });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn an_expiry_past_the_calendar_is_never() {
+        let now = Utc::now();
+        assert_eq!(
+            expiry(now, Duration::from_secs(60)),
+            Some(now + chrono::Duration::seconds(60))
+        );
+        // 99999999999 days: fits a Duration, not a date.
+        assert_eq!(
+            expiry(now, Duration::from_secs(99_999_999_999 * 86_400)),
+            None
+        );
+        assert_eq!(expiry(now, Duration::MAX), None);
     }
 }

@@ -1,12 +1,14 @@
 //! Mounting: the options the kernel is given and the session that serves the file system.
 
+use std::ffi::OsString;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fuser::{Config, INodeNo, MountOption, SessionACL};
 
 use super::FuseFs;
+use super::gate::Gate;
 use crate::vfs::Vfs;
 
 /// How the file system is mounted.
@@ -28,15 +30,21 @@ impl Default for MountConfig {
     }
 }
 
-/// Mounts `vfs` at `mountpoint`; the file system is served until the session is dropped or
-/// unmounted. `on_exit` runs when the session ends, whoever unmounted it.
+/// A mounted file system, served until [`Mounted::unmount`] (or until it is dropped).
+pub struct Mounted {
+    session: fuser::BackgroundSession,
+    gate: Arc<Gate>,
+    mountpoint: PathBuf,
+}
+
+/// Mounts `vfs` at `mountpoint`. `on_exit` runs when the session ends, whoever unmounted it.
 pub fn mount(
     vfs: Arc<Vfs>,
     rt: tokio::runtime::Handle,
     mountpoint: &Path,
     config: &MountConfig,
     on_exit: impl FnOnce() + Send + Sync + 'static,
-) -> io::Result<fuser::BackgroundSession> {
+) -> io::Result<Mounted> {
     let mut options = vec![
         MountOption::FSName("snapfs".into()),
         MountOption::Subtype("snapfs".into()),
@@ -57,20 +65,87 @@ pub fn mount(
     };
     fuse_config.n_threads = Some(config.threads.max(1));
     fuse_config.clone_fd = true;
+    let gate = Arc::new(Gate::new());
     let fs = FuseFs {
         vfs,
         rt,
+        gate: gate.clone(),
         read_only: config.read_only,
         on_exit: Some(Box::new(on_exit)),
     };
-    fuser::spawn_mount(fs, mountpoint, &fuse_config)
+    Ok(Mounted {
+        session: fuser::spawn_mount(fs, mountpoint, &fuse_config)?,
+        gate,
+        mountpoint: mountpoint.to_path_buf(),
+    })
+}
+
+impl Mounted {
+    /// Stops serving and unmounts. Requests in flight get a moment to finish and are then
+    /// cancelled (failing with EIO), as is every later one, so that none is left inside the
+    /// runtime when it shuts down. A mount still in use (a process has a file open or its
+    /// working folder inside) is detached: it is gone from the mount point at once, and its
+    /// users see errors once the daemon exits. Answers an error when the mount is still there.
+    pub fn unmount(self) -> io::Result<()> {
+        if !self.gate.stop() {
+            tracing::warn!("requests still in flight after they were cancelled");
+        }
+        let Mounted {
+            session,
+            mountpoint,
+            ..
+        } = self;
+        match session.umount_and_join() {
+            Ok(()) => Ok(()),
+            // Already unmounted (umount, fusermount3 -u): nothing is left to do.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                tracing::warn!(
+                    mountpoint = %mountpoint.display(),
+                    "the mount is still in use; detaching it"
+                );
+                detach(&mountpoint)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Takes a busy mount off its mount point (only root gets here: for other users fuser already
+/// unmounts lazily through fusermount3).
+fn detach(mountpoint: &Path) -> io::Result<()> {
+    let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
+        .map_err(io::Error::other)?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Lets the VFS drop the kernel's cached names when snapshots or uploads change on their own.
-pub fn connect_invalidation(vfs: &Vfs, session: &fuser::BackgroundSession) {
-    let notifier = session.notifier();
+///
+/// The kernel carries out an entry invalidation under the parent directory's lock, which a
+/// request on that directory holds while it waits for the daemon. Sent from a path such a
+/// request can block (a FUSE request thread, or anyone holding a lock a request may need, like
+/// the job engine's), the two wait on each other for good. So the VFS only queues the notices,
+/// and one thread of their own sends them, holding nothing a request could need.
+pub fn connect_invalidation(vfs: &Vfs, mounted: &Mounted) -> io::Result<()> {
+    let notifier = mounted.session.notifier();
+    let (queue, notices) = std::sync::mpsc::channel::<(u64, OsString)>();
+    std::thread::Builder::new()
+        .name("snapfs-inval".into())
+        .spawn(move || {
+            // Ends when the VFS is dropped, which closes the queue.
+            for (parent, name) in notices {
+                // ENOENT only means the kernel had nothing cached; after unmount every notice
+                // fails, harmlessly.
+                let _ = notifier.inval_entry(INodeNo(parent), &name);
+            }
+        })?;
     vfs.set_invalidator(Box::new(move |parent, name| {
-        // ENOENT only means the kernel had nothing cached.
-        let _ = notifier.inval_entry(INodeNo(parent), name);
+        // Sending never blocks; it fails only once the thread is gone.
+        let _ = queue.send((parent, name.to_owned()));
     }));
+    Ok(())
 }

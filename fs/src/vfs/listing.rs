@@ -2,6 +2,7 @@
 //! refresh serves the last good list (and logs) rather than emptying the directory.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,9 @@ struct Cached<T> {
 #[derive(Default)]
 struct Slot {
     list: Mutex<Option<Cached<Vec<SnapshotInfo>>>>,
+    /// Bumped by every invalidation (under `list`'s lock): a list fetched across one may miss
+    /// the change and is not kept.
+    changes: AtomicU64,
     /// One refresh at a time; others wait for it rather than list again.
     refreshing: AsyncMutex<()>,
 }
@@ -53,11 +57,11 @@ impl Listings {
     }
 
     pub fn invalidate(&self, target: TargetId) {
-        *self
-            .slot(target)
-            .list
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = None;
+        let slot = self.slot(target);
+        let mut list = slot.list.lock().unwrap_or_else(|e| e.into_inner());
+        *list = None;
+        slot.changes.fetch_add(1, Ordering::Relaxed);
+        drop(list);
         self.raw
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -77,13 +81,17 @@ impl Listings {
         if let Some(list) = self.fresh(&slot) {
             return Ok(list);
         }
+        let seen = slot.changes.load(Ordering::Relaxed);
         match backend.list_snapshots().await {
             Ok(list) => {
                 let list = Arc::new(list);
-                *slot.list.lock().unwrap_or_else(|e| e.into_inner()) = Some(Cached {
-                    at: Instant::now(),
-                    value: list.clone(),
-                });
+                let mut cached = slot.list.lock().unwrap_or_else(|e| e.into_inner());
+                if slot.changes.load(Ordering::Relaxed) == seen {
+                    *cached = Some(Cached {
+                        at: Instant::now(),
+                        value: list.clone(),
+                    });
+                }
                 Ok(list)
             }
             Err(e) => {

@@ -10,6 +10,7 @@ use crate::config::K8sSettings;
 use crate::k8s::cluster::EXPIRES_ANNOTATION;
 use crate::k8s::labels::{SNAPSHOT, labels};
 use crate::k8s::tarball;
+use crate::lifecycle::expiry;
 
 /// The upload pod's container, where it mounts the claim, and its scratch space.
 pub const CONTAINER: &str = "upload";
@@ -104,10 +105,9 @@ impl KubeTarget {
 
     pub(super) fn snapshot_spec(&self, name: &str, job: &str, claim: &str, p: &Preflight) -> Value {
         let mut annotations = json!({SNAPSHOT: name});
-        if let Some(ttl) = self.ttl
-            && let Ok(ttl) = chrono::Duration::from_std(ttl)
-        {
-            let at = (Utc::now() + ttl).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        // A TTL past what a date can hold means the snapshot never expires.
+        if let Some(at) = self.ttl.and_then(|ttl| expiry(Utc::now(), ttl)) {
+            let at = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             annotations[EXPIRES_ANNOTATION] = json!(at);
         }
         let mut spec = json!({"source": {"persistentVolumeClaimName": claim}});
