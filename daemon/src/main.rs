@@ -34,17 +34,19 @@ fn main() -> ExitCode {
     // A configuration that cannot be used is a usage error, status 2 as snapfs(1) says, checked
     // before anything is mounted; `snapfs mount` passes that status on.
     let paths = snapfs_control::paths::Paths::from_env();
-    if let Err(e) = snapfsd::config::Config::load(args.config.as_deref(), &paths) {
-        eprintln!("snapfsd: {e:#}");
-        return ExitCode::from(2);
-    }
+    let config = match snapfsd::config::Config::load(args.config.as_deref(), &paths) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("snapfsd: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let opts = snapfsd::service::Options {
         mountpoint: args.mountpoint,
-        config: args.config,
         read_only: args.read_only,
         allow_other: args.allow_other,
     };
-    match snapfsd::service::run(opts) {
+    match snapfsd::service::run(opts, config, paths) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("snapfsd: {e:#}");

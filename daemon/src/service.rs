@@ -25,7 +25,6 @@ use crate::registry::Registry;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub mountpoint: PathBuf,
-    pub config: Option<PathBuf>,
     pub read_only: bool,
     pub allow_other: bool,
 }
@@ -44,7 +43,8 @@ fn raise_read_ahead(mountpoint: &std::path::Path) {
     }
 }
 
-pub fn run(opts: Options) -> anyhow::Result<()> {
+/// Mounts and serves with `config` (loaded, and so checked, by the caller) until stopped.
+pub fn run(opts: Options, config: Config, paths: Paths) -> anyhow::Result<()> {
     // Blocks are megabytes each and come and go all the time, freed by other threads than the
     // ones that made them. With glibc's default of many per-thread heaps the freed space piles up
     // in each and the resident size drifts far above the cache's memory limit; two heaps keep it
@@ -54,8 +54,6 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-    let paths = Paths::from_env();
-    let config = Config::load(opts.config.as_deref(), &paths)?;
     let mountpoint = std::fs::canonicalize(&opts.mountpoint)
         .with_context(|| format!("mount point {}", opts.mountpoint.display()))?;
 
