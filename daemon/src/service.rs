@@ -168,6 +168,7 @@ pub fn run(opts: Options, config: Config, paths: Paths) -> anyhow::Result<()> {
         jobs: jobs.clone(),
         cache: vfs.cache().clone(),
         lifecycle,
+        vfs: Arc::downgrade(&vfs),
         stop: stop.clone(),
     });
     rt.spawn(server.serve(listener));

@@ -14,7 +14,7 @@ mod targets;
 mod write;
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -62,11 +62,19 @@ const TTL_FIXED: Duration = Duration::from_secs(60);
 const TTL_IMMUTABLE: Duration = Duration::from_secs(3600);
 const TTL_CHANGING: Duration = Duration::from_secs(1);
 
-/// Tells the kernel to forget a cached name (parent inode, name). It must only queue the notice
-/// and return: the kernel takes the parent directory's lock to carry it out, and a request on
-/// that directory may hold the lock while it waits for the daemon, perhaps on a lock the caller
-/// holds (`fuse::connect_invalidation` sends them from a thread of their own).
-pub type Invalidator = Box<dyn Fn(u64, &OsStr) + Send + Sync>;
+/// What the kernel is told about names that changed outside its requests.
+pub enum Notice {
+    /// Forget a cached name (parent inode, name).
+    Forget(u64, OsString),
+    /// Answer once every notice queued before this one was carried out.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Passes notices to the kernel. It must only queue them and return: the kernel takes the parent
+/// directory's lock to forget a name, and a request on that directory may hold the lock while it
+/// waits for the daemon, perhaps on a lock the caller holds (`fuse::connect_invalidation` sends
+/// them from a thread of their own).
+pub type Invalidator = Box<dyn Fn(Notice) + Send + Sync>;
 
 pub struct Vfs {
     targets: Arc<dyn TargetSet>,
@@ -177,9 +185,23 @@ impl Vfs {
             }
             self.inodes.unlink(parent, OsStr::new(entry));
             if let Some(f) = self.invalidator.get() {
-                f(parent, OsStr::new(entry));
+                f(Notice::Forget(parent, entry.into()));
             }
         }
+    }
+
+    /// Resolves once the kernel was told of every change noticed before the call, so an answer
+    /// given after it (a removal, the end of a wait) is never contradicted by a name the kernel
+    /// still holds. At once when no mount is told. Must not be awaited by a FUSE request or under
+    /// a lock a request may need: the kernel may wait on such a request to carry out a notice.
+    pub async fn kernel_told(&self) {
+        let Some(f) = self.invalidator.get() else {
+            return;
+        };
+        let (done, told) = tokio::sync::oneshot::channel();
+        f(Notice::Flush(done));
+        // An error means the thread is gone (unmounted): nothing is left to tell.
+        let _ = told.await;
     }
 
     /// Snapshots of a target, from the listing cache.

@@ -1,12 +1,13 @@
 //! The daemon's side of the control socket.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use snapfs_control::wire::{ErrorCode, Info, Metrics, PROTOCOL, Request, Response, StatusReport};
 use snapfs_fs::backend::BackendError;
 use snapfs_fs::cache::BlockCache;
-use snapfs_fs::vfs::VfsError;
+use snapfs_fs::vfs::{Vfs, VfsError};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::Instrument;
@@ -22,6 +23,8 @@ pub struct Server {
     pub jobs: Arc<Jobs>,
     pub cache: Arc<BlockCache>,
     pub lifecycle: Arc<Lifecycle>,
+    /// The mount, to have the kernel told of a change before answering that it happened.
+    pub vfs: Weak<Vfs>,
     /// Told when a client asks the daemon to stop.
     pub stop: Arc<tokio::sync::Notify>,
 }
@@ -91,6 +94,9 @@ fn request_span(req: &Request) -> tracing::Span {
     )
 }
 
+/// How long an answer waits for the kernel to forget changed names.
+const KERNEL_TOLD_BOUND: Duration = Duration::from_secs(10);
+
 impl Server {
     pub async fn serve(self: Arc<Self>, listener: UnixListener) {
         loop {
@@ -134,8 +140,40 @@ impl Server {
 
     async fn handle(&self, req: Request) -> Response {
         let span = request_span(&req);
-        match self.dispatch(req).instrument(span).await {
+        // After these, the client looks at the mount and must see what it was told.
+        let changes = matches!(
+            req,
+            Request::Snapshot { .. }
+                | Request::Backup { .. }
+                | Request::Wait { .. }
+                | Request::Remove { .. }
+                | Request::Gc { .. }
+        );
+        let response = match self.dispatch(req).instrument(span.clone()).await {
             Ok(r) | Err(r) => r,
+        };
+        if changes {
+            self.kernel_told().instrument(span).await;
+        }
+        response
+    }
+
+    /// Waits until the kernel forgot the names that changed so far. A request on the same
+    /// directory that is stuck on a backend holds the kernel up; past a bound the answer goes
+    /// anyway and the kernel's cache lifetimes end the stale view.
+    async fn kernel_told(&self) {
+        let Some(vfs) = self.vfs.upgrade() else {
+            return;
+        };
+        if tokio::time::timeout(KERNEL_TOLD_BOUND, vfs.kernel_told())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the kernel did not take a cache notice within {}s; the mount may show the old \
+                 entry until its cache lifetime ends",
+                KERNEL_TOLD_BOUND.as_secs()
+            );
         }
     }
 

@@ -1,6 +1,5 @@
 //! Mounting: the options the kernel is given and the session that serves the file system.
 
-use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,7 +8,7 @@ use fuser::{Config, INodeNo, MountOption, SessionACL};
 
 use super::FuseFs;
 use super::gate::Gate;
-use crate::vfs::Vfs;
+use crate::vfs::{Notice, Vfs};
 
 /// How the file system is mounted.
 #[derive(Debug, Clone)]
@@ -132,20 +131,28 @@ fn detach(mountpoint: &Path) -> io::Result<()> {
 /// and one thread of their own sends them, holding nothing a request could need.
 pub fn connect_invalidation(vfs: &Vfs, mounted: &Mounted) -> io::Result<()> {
     let notifier = mounted.session.notifier();
-    let (queue, notices) = std::sync::mpsc::channel::<(u64, OsString)>();
+    let (queue, notices) = std::sync::mpsc::channel::<Notice>();
     std::thread::Builder::new()
         .name("snapfs-inval".into())
         .spawn(move || {
             // Ends when the VFS is dropped, which closes the queue.
-            for (parent, name) in notices {
-                // ENOENT only means the kernel had nothing cached; after unmount every notice
-                // fails, harmlessly.
-                let _ = notifier.inval_entry(INodeNo(parent), &name);
+            for notice in notices {
+                match notice {
+                    // ENOENT only means the kernel had nothing cached; after unmount every
+                    // notice fails, harmlessly.
+                    Notice::Forget(parent, name) => {
+                        let _ = notifier.inval_entry(INodeNo(parent), &name);
+                    }
+                    // The one waiting may have given up.
+                    Notice::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
             }
         })?;
-    vfs.set_invalidator(Box::new(move |parent, name| {
+    vfs.set_invalidator(Box::new(move |notice| {
         // Sending never blocks; it fails only once the thread is gone.
-        let _ = queue.send((parent, name.to_owned()));
+        let _ = queue.send(notice);
     }));
     Ok(())
 }
