@@ -304,15 +304,11 @@ impl Vfs {
     /// A hard link inside one upload. Staging is a real folder, so it is a real hard link:
     /// both names are kept with their bytes, and the snapshot holds them as two files.
     pub async fn link(&self, ino: u64, new_parent: u64, new_name: &OsStr) -> VfsResult<Entry> {
+        let (t2, up2, dir) = self.writable_dir(new_parent)?;
         if !matches!(self.inode(ino)?.node, Node::Staged(_)) {
             return Err(VfsError::CrossDevice);
         }
         let (t, upload, from) = self.staged_path(ino)?;
-        let (t2, up2, dir) = match self.writable_dir(new_parent) {
-            Ok(x) => x,
-            Err(VfsError::ReadOnly(_)) => return Err(VfsError::CrossDevice),
-            Err(e) => return Err(e),
-        };
         // Across uploads the two names would end in different snapshots, each written through
         // the other until then: refused as a link across devices.
         if t2 != t || up2.as_deref() != Some(upload.as_str()) {
