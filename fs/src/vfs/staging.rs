@@ -140,10 +140,10 @@ impl Staging {
         self.root.join(COMPLETE_MARKS).join(target_path).join(name)
     }
 
-    /// Marks on disk an upload with no open handle that has been quiet for `quiet`: its copy
-    /// is complete, so a daemon killed before it settles resumes it rather than failing it.
-    /// Far longer than the gaps between the files of a copy, far shorter than the settle time.
-    /// The next change removes the mark before anything else is done.
+    /// Marks on disk an upload with no open handle that has been quiet for `quiet` (far longer
+    /// than a copy pauses between two files, far shorter than the settle time): its copy is
+    /// complete, so a daemon killed before it settles resumes it rather than failing it. The
+    /// next change to the upload removes the mark.
     pub fn mark_complete(
         &self,
         target: TargetId,
@@ -182,16 +182,14 @@ impl Staging {
     /// not as a previous run of the daemon found it.
     pub fn adopt(&self, target: TargetId, target_path: &str, name: &str, complete: bool) {
         let mark = self.mark_path(target_path, name);
-        let marked = complete && {
-            let made = make_mark(&mark);
-            if let Err(e) = &made {
-                tracing::warn!(path = %mark.display(), error = %e, "could not mark an upload complete");
-            }
-            made.is_ok()
-        };
-        if !complete {
+        let marked = if complete {
+            make_mark(&mark)
+                .inspect_err(|e| tracing::warn!(path = %mark.display(), error = %e, "could not mark an upload complete"))
+                .is_ok()
+        } else {
             remove_mark(&mark);
-        }
+            false
+        };
         self.with(|map| {
             let u = map
                 .entry((target, name.to_string()))
