@@ -89,6 +89,15 @@ fn a_fifo_a_socket_and_a_device_are_refused_and_the_upload_fails_naming_them() {
         .output()
         .unwrap();
     assert!(!dev.status.success());
+    // A name taken stays taken, whatever kind is asked for.
+    let taken = Command::new("mkfifo")
+        .arg(up.join("kept.txt"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&taken.stderr).contains("File exists"),
+        "{taken:?}"
+    );
 
     let wait = m.snapfs(&["wait", up.to_str().unwrap()]);
     let said = String::from_utf8_lossy(&wait.stderr);
@@ -100,7 +109,10 @@ fn a_fifo_a_socket_and_a_device_are_refused_and_the_upload_fails_naming_them() {
     let s = status(&m, "special");
     assert_eq!(s["state"], "failed", "{s}");
     assert!(
-        s["error"].as_str().unwrap_or_default().contains("deep/pipe"),
+        s["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deep/pipe"),
         "{s}"
     );
     assert!(!m.target().join("snapshots/special").exists());

@@ -189,7 +189,10 @@ mod tests {
         assert_eq!(r.error(), None);
         r.add(Path::new("deep/pipe"), "a FIFO");
         let one = r.error().unwrap();
-        assert!(one.starts_with("could not keep deep/pipe (a FIFO): "), "{one}");
+        assert!(
+            one.starts_with("could not keep deep/pipe (a FIFO): "),
+            "{one}"
+        );
         for i in 0..REFUSED_NAMED {
             r.add(Path::new(&format!("s{i}")), "a socket");
         }

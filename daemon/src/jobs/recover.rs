@@ -45,8 +45,8 @@ impl Jobs {
                 job.run = self.runs.fetch_add(1, Ordering::Relaxed);
                 // A staged upload with no record is resumed, as one whose copy was complete:
                 // every file closed and quiet for a while when the daemon went away.
-                let mut complete =
-                    p.is_none_or(|p| p.settled) || self.staging.marked_complete(entry.path(), &name);
+                let mut complete = p.is_none_or(|p| p.settled)
+                    || self.staging.marked_complete(entry.path(), &name);
                 if let Some(p) = p {
                     job.size = p.size;
                     job.refused = p.refused.clone();

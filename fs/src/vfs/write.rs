@@ -286,6 +286,9 @@ impl Vfs {
             _ => "a special file",
         };
         let (t, upload, dir) = self.writable_dir(parent)?;
+        if fs::symlink_metadata(dir.join(name)).is_ok() {
+            return Err(VfsError::Exists(format!("{}: exists", name.display())));
+        }
         // Made at the top of uploads/, it never becomes an upload: the error says it all.
         if let Some(upload) = upload {
             let in_upload = self
