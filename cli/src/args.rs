@@ -56,6 +56,11 @@ pub enum Command {
     /// Mount snapfs (starts snapfsd in the background and returns once the mount is ready)
     Mount(MountArgs),
     /// Unmount a snapfs mount and stop its daemon
+    ///
+    /// Succeeds only when no snapfs mount is left at MOUNTPOINT afterwards: a dead mount left
+    /// there ("Transport endpoint is not connected") is cleared, and a snapfs mount still there
+    /// (the path was mounted more than once) fails it with status 1. Refuses, touching nothing,
+    /// when another file system is mounted over the snapfs mount.
     #[command(visible_alias = "umount")]
     Unmount {
         /// The mount point

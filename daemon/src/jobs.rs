@@ -23,10 +23,14 @@ use tracing::Instrument;
 
 use crate::powers::{InUse, Power, Progress, Run};
 use crate::registry::{Entry, Registry};
-use record::{Persisted, Record, Source, Store};
+use record::{Persisted, Record, Refused, Source, Store};
 
 /// How often settled uploads are looked for.
 const TICK: Duration = Duration::from_millis(200);
+
+/// How long a staged upload with every file closed must stay quiet to be marked complete
+/// (`Staging::mark_complete`): a tick, far longer than a copy takes between two files.
+const COMPLETE_QUIET: Duration = TICK;
 
 struct Job {
     /// Tells this run apart from a later one of the same name.
@@ -42,6 +46,8 @@ struct Job {
     cancel: Arc<AtomicBool>,
     /// Claim size asked for (`snapfs snapshot --size`), where the target has one.
     size: Option<u64>,
+    /// Entries of a staged upload that could not be kept; it fails instead of starting.
+    refused: Refused,
 }
 
 impl Job {
@@ -65,6 +71,7 @@ impl Job {
             progress: Arc::new(Progress::default()),
             cancel: Arc::new(AtomicBool::new(false)),
             size: None,
+            refused: Refused::default(),
         }
     }
 
@@ -174,6 +181,7 @@ impl Jobs {
             upload_id: job.upload_id.clone(),
             settled,
             size: job.size,
+            refused: job.refused.clone(),
         };
         Some(self.store.record(&self.path_of(target), name, Some(p)))
     }
@@ -217,6 +225,35 @@ impl Jobs {
             for (t, name) in self.due() {
                 self.start(t, name);
             }
+            self.mark_complete().await;
+        }
+    }
+
+    /// Marks on disk the staged uploads whose copy is complete, so that a daemon killed
+    /// before they settle resumes them (`recover`). Off the runtime's threads.
+    async fn mark_complete(&self) {
+        let waiting: Vec<(TargetId, String, String)> = lock(&self.jobs)
+            .iter()
+            .filter(|(_, job)| {
+                job.source == Source::Staged
+                    && matches!(job.status.state, UploadState::Staging | UploadState::Queued)
+            })
+            .map(|((t, name), _)| (*t, self.path_of(*t), name.clone()))
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let staging = self.staging.clone();
+        let marked = tokio::task::spawn_blocking(move || {
+            for (t, path, name) in waiting {
+                if let Err(e) = staging.mark_complete(t, &path, &name, COMPLETE_QUIET) {
+                    tracing::warn!(target = path, snapshot = name, error = %e, "could not mark an upload complete");
+                }
+            }
+        })
+        .await;
+        if let Err(e) = marked {
+            tracing::warn!(error = %e, "marking uploads complete did not finish");
         }
     }
 
@@ -271,6 +308,14 @@ impl Jobs {
             let Some(job) = jobs.get_mut(&key(target, &name)) else {
                 return;
             };
+            if let Some(error) = job.refused.error() {
+                let record = self.failed(target, &name, job, error);
+                drop(jobs);
+                self.notify();
+                let this = self.clone();
+                tokio::spawn(async move { this.persist(record).await });
+                return;
+            }
             job.run = self.runs.fetch_add(1, Ordering::Relaxed);
             job.status.state = UploadState::Uploading;
             job.status.error = None;
@@ -368,17 +413,21 @@ impl Jobs {
                     job.status.state = UploadState::Staging;
                     self.record(target, name, job, false)
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "upload failed");
-                    job.status.state = UploadState::Failed;
-                    job.status.error = Some(e.to_string());
-                    job.failed_gen = job.started_gen;
-                    self.record(target, name, job, true)
-                }
+                Err(e) => self.failed(target, name, job, e.to_string()),
             }
         };
         self.persist(record).await;
         self.notify();
+    }
+
+    /// Ends a job as failed with `error`; it is tried again only after new writes. Answers the
+    /// record to write.
+    fn failed(&self, target: TargetId, name: &str, job: &mut Job, error: String) -> Option<Record> {
+        tracing::warn!(snapshot = name, error, "upload failed");
+        job.status.state = UploadState::Failed;
+        job.status.error = Some(error);
+        job.failed_gen = job.started_gen;
+        self.record(target, name, job, true)
     }
 
     /// Deletes the staged copy of an upload that became a snapshot, off the runtime's threads.
@@ -498,6 +547,7 @@ impl UploadHooks for Jobs {
             tracing::info!(target = entry.path(), snapshot = name, error = %e, "upload refused");
             return Err(e.into());
         }
+        self.staging.clear_mark(entry.path(), name);
         let job = Job::new(entry.path(), name, Source::Staged, UploadState::Staging);
         let record = self.record(target, name, &job, false);
         lock(&self.jobs).insert(key(target, name), job);
@@ -518,6 +568,20 @@ impl UploadHooks for Jobs {
             job.cancel.store(true, Ordering::Relaxed);
         }
         self.write(Some(self.store.record(&self.path_of(target), name, None)));
+        self.notify();
+    }
+
+    fn refused(&self, target: TargetId, name: &str, path: &std::path::Path, what: &str) {
+        let record = {
+            let mut jobs = lock(&self.jobs);
+            let Some(job) = jobs.get_mut(&key(target, name)) else {
+                return;
+            };
+            job.refused.add(path, what);
+            self.record(target, name, job, false)
+        };
+        // On disk before the refusal is answered, so that a restart still fails the upload.
+        self.write(record);
         self.notify();
     }
 }

@@ -219,6 +219,23 @@ impl Filesystem for FuseFs {
         self.reply_entry(reply, r);
     }
 
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let _op = op_span!("mknod", parent = parent.0, name = ?name);
+        let r = self
+            .refuse_if_read_only()
+            .and_then(|()| self.run(self.vfs.mknod(parent.0, name, mode, umask)));
+        self.reply_entry(reply, r);
+    }
+
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _op = op_span!("unlink", parent = parent.0, name = ?name);
         let r = self
@@ -290,12 +307,16 @@ impl Filesystem for FuseFs {
     fn link(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::from_i32(libc::ENOTSUP));
+        let _op = op_span!("link", ino = ino.0, parent = newparent.0, name = ?newname);
+        let r = self
+            .refuse_if_read_only()
+            .and_then(|()| self.run(self.vfs.link(ino.0, newparent.0, newname)));
+        self.reply_entry(reply, r);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {

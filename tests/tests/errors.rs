@@ -123,10 +123,15 @@ fn failed_upload_stays_explains_and_can_be_removed() {
     let up = m.target().join("uploads/bad-names");
     std::fs::create_dir(&up).unwrap();
     std::fs::write(up.join("ok.txt"), b"fine").unwrap();
-    // A hard link is refused at once; a name that is not UTF-8 fails the upload later.
+    // A hard link inside the upload is kept; one out of it is refused at once; a name that is
+    // not UTF-8 fails the upload later.
+    std::fs::hard_link(up.join("ok.txt"), up.join("hard")).unwrap();
     assert_eq!(
-        errno(std::fs::hard_link(up.join("ok.txt"), up.join("hard"))),
-        libc::ENOTSUP
+        errno(std::fs::hard_link(
+            up.join("ok.txt"),
+            m.target().join("uploads/elsewhere")
+        )),
+        libc::EXDEV
     );
     sh(&format!(
         "touch '{}'/$(printf 'bad\\377name')",

@@ -33,6 +33,50 @@ pub struct Persisted {
     /// Claim size asked for, where the target has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// Entries written under `uploads/NAME` that could not be kept.
+    #[serde(default, skip_serializing_if = "Refused::is_empty")]
+    pub refused: Refused,
+}
+
+/// Entries of an upload that could not be kept (a FIFO, a socket, a device node): the upload
+/// fails naming them rather than becoming a snapshot without them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    pub count: u64,
+    /// The first few, as `path (what)`; enough to say what went wrong.
+    pub first: Vec<String>,
+}
+
+/// How many refused entries an error names.
+const REFUSED_NAMED: usize = 5;
+
+impl Refused {
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn add(&mut self, path: &Path, what: &str) {
+        self.count += 1;
+        if self.first.len() < REFUSED_NAMED {
+            self.first.push(format!("{} ({what})", path.display()));
+        }
+    }
+
+    /// The error the upload fails with, if anything was refused.
+    pub fn error(&self) -> Option<String> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut named = self.first.join(", ");
+        let more = self.count - self.first.len() as u64;
+        if more > 0 {
+            named.push_str(&format!(" and {more} more"));
+        }
+        Some(format!(
+            "could not keep {named}: a snapshot holds only files, folders and symlinks; \
+             remove the upload (rm -r) and copy again without them"
+        ))
+    }
 }
 
 /// A change to the store, made under the jobs lock and applied after it.
@@ -132,5 +176,28 @@ impl Store {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_entries_are_named_up_to_a_few() {
+        let mut r = Refused::default();
+        assert_eq!(r.error(), None);
+        r.add(Path::new("deep/pipe"), "a FIFO");
+        let one = r.error().unwrap();
+        assert!(
+            one.starts_with("could not keep deep/pipe (a FIFO): "),
+            "{one}"
+        );
+        for i in 0..REFUSED_NAMED {
+            r.add(Path::new(&format!("s{i}")), "a socket");
+        }
+        let many = r.error().unwrap();
+        assert!(many.contains("s3 (a socket) and 1 more:"), "{many}");
+        assert!(!many.contains("s4"), "{many}");
     }
 }

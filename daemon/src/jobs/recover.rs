@@ -43,8 +43,13 @@ impl Jobs {
                 let source = p.map_or(Source::Staged, |p| p.source.clone());
                 let mut job = Job::new(entry.path(), &name, source.clone(), UploadState::Queued);
                 job.run = self.runs.fetch_add(1, Ordering::Relaxed);
+                // A staged upload with no record is resumed, as one whose copy was complete:
+                // every file closed and quiet for a while when the daemon went away.
+                let mut complete = p.is_none_or(|p| p.settled)
+                    || self.staging.marked_complete(entry.path(), &name);
                 if let Some(p) = p {
                     job.size = p.size;
+                    job.refused = p.refused.clone();
                     if let Some(id) = &p.upload_id
                         && p.status.state == UploadState::Uploading
                     {
@@ -61,8 +66,9 @@ impl Jobs {
                         UploadState::Failed => {
                             job.status = p.status.clone();
                             job.failed_gen = Some(0);
+                            complete = false;
                         }
-                        UploadState::Staging if !p.settled => {
+                        UploadState::Staging if !complete => {
                             job.status.state = UploadState::Failed;
                             job.status.error = Some(
                                 "snapfsd stopped while files were still being written; check the copy and write again, or remove it"
@@ -74,10 +80,12 @@ impl Jobs {
                     }
                 }
                 if source == Source::Staged {
-                    self.staging.adopt(t, &name);
+                    self.staging.adopt(t, entry.path(), &name, complete);
                 }
                 tracing::info!(target = entry.path(), snapshot = name, state = ?job.status.state, "resuming upload");
-                let record = self.record(t, &name, &job, true);
+                // For a staged upload the mark says it is complete, and the next write takes
+                // it away; a record saying so would outlive that write.
+                let record = self.record(t, &name, &job, source != Source::Staged);
                 lock(&self.jobs).insert(key(t, &name), job);
                 self.write(record);
             }

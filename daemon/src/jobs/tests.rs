@@ -262,3 +262,51 @@ async fn names_the_target_refuses_are_refused_before_staging() {
     assert!(e.jobs.admit(e.t, "bad_name").await.is_err());
     assert!(e.jobs.all().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_resumes_a_copy_marked_complete_but_not_one_written_since() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = Engine::new(dir.path());
+        for name in ["copied", "rewritten"] {
+            e.stage(name, "a.txt", b"one").await;
+            e.close(name);
+            e.staging
+                .mark_complete(e.t, "test/box", name, Duration::ZERO)
+                .unwrap();
+        }
+        // A write after the mark takes it away at once.
+        e.rewrite("rewritten", "a.txt", b"two");
+    }
+    let e = Engine::new(dir.path());
+    e.jobs.recover();
+    assert_eq!(e.state("copied"), Some(UploadState::Queued));
+    let rewritten = e.jobs.all().into_iter().find(|s| s.snapshot == "rewritten");
+    let rewritten = rewritten.unwrap();
+    assert_eq!(rewritten.state, UploadState::Failed);
+    assert!(rewritten.error.unwrap().contains("still being written"));
+    assert_eq!(e.step(), ["copied"]);
+    assert_eq!(e.ended("copied").await.state, UploadState::Done);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_that_lost_an_entry_fails_naming_it_when_it_settles() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = Engine::new(dir.path());
+    e.stage("piped", "a.txt", b"one").await;
+    e.jobs
+        .refused(e.t, "piped", Path::new("deep/pipe"), "a FIFO");
+    e.close("piped");
+    // Nothing starts while it is written; once settled it fails instead of starting.
+    assert_eq!(e.step(), ["piped"]);
+    let s = e.ended("piped").await;
+    assert_eq!(s.state, UploadState::Failed);
+    assert!(s.error.unwrap().contains("deep/pipe (a FIFO)"));
+    assert!(e.began.try_recv().is_err(), "no run began");
+    // Written again, it settles again and fails again: the entry is still lost.
+    e.rewrite("piped", "b.txt", b"two");
+    assert_eq!(e.state("piped"), Some(UploadState::Staging));
+    assert_eq!(e.step(), ["piped"]);
+    assert_eq!(e.ended("piped").await.state, UploadState::Failed);
+    assert!(e.began.try_recv().is_err(), "no run began");
+}

@@ -24,17 +24,65 @@ pub struct Activity {
     pub generation: u64,
 }
 
+/// An upload as the staging area tracks it.
+#[derive(Debug)]
+struct Upload {
+    activity: Activity,
+    /// The mark saying the upload was seen complete, while it lies on disk.
+    complete_mark: Option<PathBuf>,
+}
+
+impl Upload {
+    fn new() -> Upload {
+        Upload {
+            activity: Activity {
+                open: 0,
+                last_change: Instant::now(),
+                generation: 0,
+            },
+            complete_mark: None,
+        }
+    }
+
+    /// Removes the mark, so that a daemon killed from now on does not take the upload for
+    /// complete.
+    fn unmark(&mut self) {
+        if let Some(mark) = self.complete_mark.take() {
+            remove_mark(&mark);
+        }
+    }
+}
+
+fn make_mark(mark: &Path) -> std::io::Result<()> {
+    if let Some(dir) = mark.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::File::create(mark).map(drop)
+}
+
+fn remove_mark(mark: &Path) {
+    if let Err(e) = std::fs::remove_file(mark)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %mark.display(), error = %e, "could not remove the mark of a complete upload");
+    }
+}
+
+/// Folder of the marks of complete uploads, beside the targets' folders (which never start
+/// with a dot).
+const COMPLETE_MARKS: &str = ".complete";
+
 #[derive(Debug)]
 pub struct Staging {
     root: PathBuf,
-    activity: Mutex<HashMap<(TargetId, String), Activity>>,
+    uploads: Mutex<HashMap<(TargetId, String), Upload>>,
 }
 
 impl Staging {
     pub fn new(root: PathBuf) -> Self {
         Staging {
             root,
-            activity: Mutex::new(HashMap::new()),
+            uploads: Mutex::new(HashMap::new()),
         }
     }
 
@@ -47,18 +95,18 @@ impl Staging {
         &self.root
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<(TargetId, String), Activity>) -> R) -> R {
-        let mut map = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<(TargetId, String), Upload>) -> R) -> R {
+        let mut map = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut map)
     }
 
     fn touch_with(&self, target: TargetId, name: &str, open_delta: i32) {
         self.with(|map| {
-            let a = map.entry((target, name.to_string())).or_insert(Activity {
-                open: 0,
-                last_change: Instant::now(),
-                generation: 0,
-            });
+            let u = map
+                .entry((target, name.to_string()))
+                .or_insert_with(Upload::new);
+            u.unmark();
+            let a = &mut u.activity;
             a.open = a.open.saturating_add_signed(open_delta);
             a.last_change = Instant::now();
             a.generation += 1;
@@ -79,7 +127,7 @@ impl Staging {
     }
 
     pub fn activity(&self, target: TargetId, name: &str) -> Option<Activity> {
-        self.with(|map| map.get(&(target, name.to_string())).copied())
+        self.with(|map| map.get(&(target, name.to_string())).map(|u| u.activity))
     }
 
     /// The generation of an upload that has no open handle and has been quiet for `settle`.
@@ -88,19 +136,76 @@ impl Staging {
         (a.open == 0 && a.last_change.elapsed() >= settle).then_some(a.generation)
     }
 
-    /// Registers an upload found on disk at start-up as quiet since now.
-    pub fn adopt(&self, target: TargetId, name: &str) {
+    fn mark_path(&self, target_path: &str, name: &str) -> PathBuf {
+        self.root.join(COMPLETE_MARKS).join(target_path).join(name)
+    }
+
+    /// Marks on disk an upload with no open handle that has been quiet for `quiet` (far longer
+    /// than a copy pauses between two files, far shorter than the settle time): its copy is
+    /// complete, so a daemon killed before it settles resumes it rather than failing it. The
+    /// next change to the upload removes the mark.
+    pub fn mark_complete(
+        &self,
+        target: TargetId,
+        target_path: &str,
+        name: &str,
+        quiet: Duration,
+    ) -> std::io::Result<()> {
+        let mark = self.mark_path(target_path, name);
         self.with(|map| {
-            map.entry((target, name.to_string())).or_insert(Activity {
-                open: 0,
-                last_change: Instant::now(),
-                generation: 0,
-            });
+            let Some(u) = map.get_mut(&(target, name.to_string())) else {
+                return Ok(());
+            };
+            let a = u.activity;
+            if u.complete_mark.is_some() || a.open > 0 || a.last_change.elapsed() < quiet {
+                return Ok(());
+            }
+            // Made under the lock, so that no change slips in between the look and the mark.
+            make_mark(&mark)?;
+            u.complete_mark = Some(mark);
+            Ok(())
+        })
+    }
+
+    /// Whether a previous run of the daemon saw the upload complete.
+    pub fn marked_complete(&self, target_path: &str, name: &str) -> bool {
+        self.mark_path(target_path, name).exists()
+    }
+
+    /// A new upload of this name starts: a mark left by an earlier one of the same name (the
+    /// daemon stopped between removing it and forgetting it) is not about this one.
+    pub fn clear_mark(&self, target_path: &str, name: &str) {
+        remove_mark(&self.mark_path(target_path, name));
+    }
+
+    /// Registers an upload found on disk at start-up as quiet since now, marked complete or
+    /// not as a previous run of the daemon found it.
+    pub fn adopt(&self, target: TargetId, target_path: &str, name: &str, complete: bool) {
+        let mark = self.mark_path(target_path, name);
+        let marked = if complete {
+            make_mark(&mark)
+                .inspect_err(|e| tracing::warn!(path = %mark.display(), error = %e, "could not mark an upload complete"))
+                .is_ok()
+        } else {
+            remove_mark(&mark);
+            false
+        };
+        self.with(|map| {
+            let u = map
+                .entry((target, name.to_string()))
+                .or_insert_with(Upload::new);
+            if marked {
+                u.complete_mark = Some(mark);
+            }
         });
     }
 
     pub fn forget(&self, target: TargetId, name: &str) {
-        self.with(|map| map.remove(&(target, name.to_string())));
+        self.with(|map| {
+            if let Some(mut u) = map.remove(&(target, name.to_string())) {
+                u.unmark();
+            }
+        });
     }
 }
 
@@ -116,4 +221,7 @@ pub trait UploadHooks: Send + Sync + 'static {
     fn status(&self, target: TargetId, name: &str) -> Option<UploadStatus>;
     /// The user removed `uploads/NAME`: stop and forget its job.
     fn discarded(&self, target: TargetId, name: &str);
+    /// An entry at `path` (relative to `uploads/NAME`), `what` it is, could not be kept: the
+    /// upload must fail when it settles instead of becoming a snapshot without it.
+    fn refused(&self, target: TargetId, name: &str, path: &Path, what: &str);
 }

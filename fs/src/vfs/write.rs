@@ -146,6 +146,19 @@ fn set_times(path: &Path, atime: Option<TimeSet>, mtime: Option<TimeSet>) -> Vfs
     Ok(())
 }
 
+/// Creates a file that must not exist yet, with exactly `mode` (the daemon's own umask
+/// applied too; the writer's mode is what counts).
+fn new_file(path: &Path, mode: u32) -> std::io::Result<fs::File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    Ok(file)
+}
+
 impl Vfs {
     /// The staging folder behind a directory of `uploads/`, with its target and, below the
     /// top level, its upload's name. Anything else is read-only.
@@ -228,14 +241,7 @@ impl Vfs {
         umask: u32,
     ) -> VfsResult<(Entry, Opened)> {
         let (t, upload, path) = self.new_entry(parent, name).await?;
-        let mode = mode & !umask & 0o7777;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&path)?;
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        let file = new_file(&path, mode & !umask & 0o7777)?;
         let entry = self.entry_for(parent, name, t, &path)?;
         let fh = self.new_staged_handle(t, entry.attr.ino, upload, file);
         Ok((
@@ -253,6 +259,68 @@ impl Vfs {
         std::os::unix::fs::symlink(target, &path)?;
         self.staging.touch(t, &upload);
         self.entry_for(parent, name, t, &path)
+    }
+
+    /// `mknod`: a plain file is made empty. FIFOs, sockets and device nodes cannot be kept
+    /// by a snapshot (it holds files, folders and symlinks), so they are refused, and their
+    /// upload is told it lost them, so that it fails rather than becoming a snapshot without
+    /// them.
+    pub async fn mknod(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+    ) -> VfsResult<Entry> {
+        let what = match mode & libc::S_IFMT {
+            0 | libc::S_IFREG => {
+                let (t, upload, path) = self.new_entry(parent, name).await?;
+                new_file(&path, mode & !umask & 0o7777)?;
+                self.staging.touch(t, &upload);
+                return self.entry_for(parent, name, t, &path);
+            }
+            libc::S_IFIFO => "a FIFO",
+            libc::S_IFSOCK => "a socket",
+            libc::S_IFCHR => "a character device",
+            libc::S_IFBLK => "a block device",
+            _ => "a special file",
+        };
+        let (t, upload, dir) = self.writable_dir(parent)?;
+        if fs::symlink_metadata(dir.join(name)).is_ok() {
+            return Err(VfsError::Exists(format!("{}: exists", name.display())));
+        }
+        // Made at the top of uploads/, it never becomes an upload: the error says it all.
+        if let Some(upload) = upload {
+            let in_upload = self
+                .staging
+                .target_dir(&self.target(t)?.path())
+                .join(&upload);
+            let path = dir.join(name);
+            let rel = path.strip_prefix(&in_upload).unwrap_or(Path::new(name));
+            tracing::info!(snapshot = upload, path = %rel.display(), what, "refused a file a snapshot cannot hold");
+            self.hooks.refused(t, &upload, rel, what);
+            self.staging.touch(t, &upload);
+        }
+        Err(VfsError::NotSupported)
+    }
+
+    /// A hard link inside one upload. Staging is a real folder, so it is a real hard link:
+    /// both names are kept with their bytes, and the snapshot holds them as two files.
+    pub async fn link(&self, ino: u64, new_parent: u64, new_name: &OsStr) -> VfsResult<Entry> {
+        let (t2, up2, dir) = self.writable_dir(new_parent)?;
+        if !matches!(self.inode(ino)?.node, Node::Staged(_)) {
+            return Err(VfsError::CrossDevice);
+        }
+        let (t, upload, from) = self.staged_path(ino)?;
+        // Across uploads the two names would end in different snapshots, each written through
+        // the other until then: refused as a link across devices.
+        if t2 != t || up2.as_deref() != Some(upload.as_str()) {
+            return Err(VfsError::CrossDevice);
+        }
+        let path = dir.join(new_name);
+        fs::hard_link(&from, &path)?;
+        self.staging.touch(t, &upload);
+        self.entry_for(new_parent, new_name, t, &path)
     }
 
     pub(super) fn open_staged(&self, ino: u64, write: bool, truncate: bool) -> VfsResult<Opened> {

@@ -272,6 +272,9 @@ impl UploadHooks for FakeHooks {
     fn discarded(&self, _target: TargetId, name: &str) {
         lock(&self.discarded).push(name.to_string());
     }
+
+    // What a refusal does to an upload is the job engine's; the end-to-end tests check it.
+    fn refused(&self, _target: TargetId, _name: &str, _path: &std::path::Path, _what: &str) {}
 }
 
 /// The targets of a test's mount: the ones it starts with and those it adds later, as the
