@@ -13,11 +13,12 @@
 #   reads   cold (fresh daemon, empty snapfs cache, page cache dropped once the mount is up)
 #           sequential read (dd bs=1M) of the tree's largest file and 300 random 4 KiB preads of
 #           its 2nd largest, from the 1st tree snapshot: snapfs vs a baseline snapfs (old storage
-#           format, BASELINE_BIN) and vs `restic mount` (a fresh restic process per read).
+#           format, BASELINE_BIN) and vs `restic mount` (a fresh restic process per read);
+#           each the median of READ_RUNS (3) reads.
 #
 # Stored bytes are `du -sb` of the remote's directory (snapfs) and of the repository (restic,
-# format 2, compression auto, cache inside the work dir). Each figure is measured once: times
-# vary from run to run by a few percent.
+# format 2, compression auto, cache inside the work dir). Snapshot figures are measured once:
+# their times vary from run to run, more so while other work shares the machine.
 #
 # Run as root (drops page caches; needs restic, zstd, FUSE):
 #   bash bench/incremental.sh
@@ -35,6 +36,7 @@ TREE_FILES=${TREE_FILES:-$((20000 * TREE_MB / 1024))}
 DB_ROWS=${DB_ROWS:-1000000}
 TREE_SOURCES=${TREE_SOURCES:-/usr/lib /usr/share $HOME/.cargo/registry/src}
 READS=300
+READ_RUNS=${READ_RUNS:-3}
 READ_SEED=7
 
 [ "$(id -u)" = 0 ] || { echo "run as root: the cold reads drop the page cache" >&2; exit 2; }
@@ -49,6 +51,9 @@ if [ -z "${BIN:-}" ]; then
 fi
 BIN=$(realpath "$BIN")
 BASELINE_BIN=${BASELINE_BIN:+$(realpath "$BASELINE_BIN")}
+for dir in "$BIN" ${BASELINE_BIN:+"$BASELINE_BIN"}; do
+  [ -x "$dir/snapfs" ] && [ -x "$dir/snapfsd" ] || { echo "$dir: no snapfs and snapfsd" >&2; exit 2; }
+done
 
 W=$(mktemp -d /var/tmp/snapfs-incremental.XXXXXX)
 unset XDG_CONFIG_HOME XDG_DATA_HOME XDG_CACHE_HOME XDG_STATE_HOME
@@ -250,18 +255,31 @@ cold_read() {
     secs=$("$PY" "$BENCH/tree_workload.py" pread "$1/$rand_file" "$READS" "$READ_SEED")
   fi
 }
-# cold_snapfs SIDE seq|rand: a fresh daemon with an empty cache reads the 1st tree snapshot.
+# median of the arguments
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# cold_snapfs SIDE seq|rand: sets secs to the median of READ_RUNS reads of the 1st tree
+# snapshot, each by a fresh daemon with an empty cache.
 cold_snapfs() {
-  if mountpoint -q "$(mnt "$1")"; then unmount_sf "$1"; fi
-  rm -rf "$W/$1/home/.cache/snapfs"
-  mount_sf "$1"
-  cold_read "$(mnt "$1")/cloud/local/snapshots/tree-1" "$2"
+  local runs=() _
+  for _ in $(seq "$READ_RUNS"); do
+    if mountpoint -q "$(mnt "$1")"; then unmount_sf "$1"; fi
+    rm -rf "$W/$1/home/.cache/snapfs"
+    mount_sf "$1"
+    cold_read "$(mnt "$1")/cloud/local/snapshots/tree-1" "$2"
+    runs+=("$secs")
+  done
+  secs=$(median "${runs[@]}")
 }
-# cold_restic seq|rand: a fresh `restic mount` reads restic's 1st tree snapshot.
+# cold_restic seq|rand: the same through a fresh `restic mount` of restic's 1st tree snapshot.
 cold_restic() {
-  restic_mount tree "$restic_tree_1"
-  cold_read "$W/restic/mnt/ids/$restic_tree_1" "$1"
-  restic_unmount
+  local runs=() _
+  for _ in $(seq "$READ_RUNS"); do
+    restic_mount tree "$restic_tree_1"
+    cold_read "$W/restic/mnt/ids/$restic_tree_1" "$1"
+    restic_unmount
+    runs+=("$secs")
+  done
+  secs=$(median "${runs[@]}")
 }
 log "reads: snapfs"
 cold_snapfs new seq; n_seq=$secs
@@ -277,7 +295,7 @@ log "reads: restic mount"
 cold_restic seq; r_seq=$secs
 cold_restic rand; r_rand=$secs
 
-section "reads, cold: dd bs=1M of $seq_mib; $READS x 4 KiB preads of $rand_mib"
+section "reads, cold, median of $READ_RUNS: dd bs=1M of $seq_mib; $READS x 4 KiB preads of $rand_mib"
 for kind in seq rand; do
   if [ "$kind" = seq ]; then n=$n_seq b=${b_seq:-} r=$r_seq what="sequential read"
   else n=$n_rand b=${b_rand:-} r=$r_rand what="$READS random 4 KiB reads"; fi
