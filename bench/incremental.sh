@@ -14,7 +14,7 @@
 #           sequential read (dd bs=1M) of the tree's largest file and 300 random 4 KiB preads of
 #           its 2nd largest, from the 1st tree snapshot: snapfs vs a baseline snapfs (old storage
 #           format, BASELINE_BIN) and vs `restic mount` (a fresh restic process per read);
-#           each the median of READ_RUNS (3) reads.
+#           each the median of READ_RUNS (5) reads, the sides taking turns.
 #
 # Stored bytes are `du -sb` of the remote's directory (snapfs) and of the repository (restic,
 # format 2, compression auto, cache inside the work dir). Snapshot figures are measured once:
@@ -36,7 +36,7 @@ TREE_FILES=${TREE_FILES:-$((20000 * TREE_MB / 1024))}
 DB_ROWS=${DB_ROWS:-1000000}
 TREE_SOURCES=${TREE_SOURCES:-/usr/lib /usr/share $HOME/.cargo/registry/src}
 READS=300
-READ_RUNS=${READ_RUNS:-3}
+READ_RUNS=${READ_RUNS:-5}
 READ_SEED=7
 
 [ "$(id -u)" = 0 ] || { echo "run as root: the cold reads drop the page cache" >&2; exit 2; }
@@ -257,50 +257,45 @@ cold_read() {
 }
 # median of the arguments
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-# cold_snapfs SIDE seq|rand: sets secs to the median of READ_RUNS reads of the 1st tree
-# snapshot, each by a fresh daemon with an empty cache.
+# cold_snapfs SIDE seq|rand: a fresh daemon with an empty cache reads the 1st tree snapshot.
 cold_snapfs() {
-  local runs=() _
-  for _ in $(seq "$READ_RUNS"); do
-    if mountpoint -q "$(mnt "$1")"; then unmount_sf "$1"; fi
-    rm -rf "$W/$1/home/.cache/snapfs"
-    mount_sf "$1"
-    cold_read "$(mnt "$1")/cloud/local/snapshots/tree-1" "$2"
-    runs+=("$secs")
-  done
-  secs=$(median "${runs[@]}")
+  if mountpoint -q "$(mnt "$1")"; then unmount_sf "$1"; fi
+  rm -rf "$W/$1/home/.cache/snapfs"
+  mount_sf "$1"
+  cold_read "$(mnt "$1")/cloud/local/snapshots/tree-1" "$2"
 }
 # cold_restic seq|rand: the same through a fresh `restic mount` of restic's 1st tree snapshot.
 cold_restic() {
-  local runs=() _
-  for _ in $(seq "$READ_RUNS"); do
-    restic_mount tree "$restic_tree_1"
-    cold_read "$W/restic/mnt/ids/$restic_tree_1" "$1"
-    restic_unmount
-    runs+=("$secs")
-  done
-  secs=$(median "${runs[@]}")
+  restic_mount tree "$restic_tree_1"
+  cold_read "$W/restic/mnt/ids/$restic_tree_1" "$1"
+  restic_unmount
 }
-log "reads: snapfs"
-cold_snapfs new seq; n_seq=$secs
-cold_snapfs new rand; n_rand=$secs
+# The sides take turns, in an order that rotates every round, so that other load on the
+# machine and any effect of going first fall on all of them alike.
+log "reads: snapfs${BASELINE_BIN:+, baseline} and restic mount, $READ_RUNS rounds"
+declare -A runs=()
+order=(new ${BASELINE_BIN:+base} restic)
+for _ in $(seq "$READ_RUNS"); do
+  for kind in seq rand; do
+    for side in "${order[@]}"; do
+      if [ "$side" = restic ]; then cold_restic "$kind"; else cold_snapfs "$side" "$kind"; fi
+      runs[$side.$kind]+=" $secs"
+    done
+  done
+  order=("${order[@]:1}" "${order[0]}")
+done
 unmount_sf new
-if [ -n "$BASELINE_BIN" ]; then
-  log "reads: baseline"
-  cold_snapfs base seq; b_seq=$secs
-  cold_snapfs base rand; b_rand=$secs
-  unmount_sf base
-fi
-log "reads: restic mount"
-cold_restic seq; r_seq=$secs
-cold_restic rand; r_rand=$secs
+if [ -n "$BASELINE_BIN" ]; then unmount_sf base; fi
+for key in "${!runs[@]}"; do echo "# read seconds, $key:${runs[$key]}"; done | sort
+# shellcheck disable=SC2086 # a list of times
+med() { median ${runs[$1]}; }
 
 section "reads, cold, median of $READ_RUNS: dd bs=1M of $seq_mib; $READS x 4 KiB preads of $rand_mib"
 for kind in seq rand; do
-  if [ "$kind" = seq ]; then n=$n_seq b=${b_seq:-} r=$r_seq what="sequential read"
-  else n=$n_rand b=${b_rand:-} r=$r_rand what="$READS random 4 KiB reads"; fi
+  if [ "$kind" = seq ]; then what="sequential read"; else what="$READS random 4 KiB reads"; fi
+  n=$(med new.$kind) r=$(med restic.$kind)
   if [ -n "$BASELINE_BIN" ]; then
-    x=$(ratio "$n" "$b")
+    b=$(med base.$kind) x=$(ratio "$n" "$b")
     row "$what / baseline" "$(sec "$n")" "$(sec "$b")" "$x" "<= 1.10" "$(met "$x" 1.1)"
   else
     row "$what / baseline" "$(sec "$n")" "-" "-" "<= 1.10" "skipped: no BASELINE_BIN"
