@@ -14,7 +14,7 @@
 #           sequential read (dd bs=1M) of the tree's largest file and 300 random 4 KiB preads of
 #           its 2nd largest, from the 1st tree snapshot: snapfs vs a baseline snapfs (old storage
 #           format, BASELINE_BIN) and vs `restic mount` (a fresh restic process per read);
-#           each the median of READ_RUNS (5) reads, the sides taking turns.
+#           each the best of READ_RUNS (5) reads, the sides taking turns.
 #
 # Stored bytes are `du -sb` of the remote's directory (snapfs) and of the repository (restic,
 # format 2, compression auto, cache inside the work dir). Snapshot figures are measured once:
@@ -149,6 +149,7 @@ restic_mount() {
 }
 
 echo "# $(date -u +%FT%TZ) $(uname -r), $(nproc) cores, $(restic version | cut -d' ' -f1-2)"
+echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (times are only comparable on an idle machine)"
 echo "# snapfs $BIN; baseline ${BASELINE_BIN:-(none)}; TREE_MB=$TREE_MB TREE_FILES=$TREE_FILES DB_ROWS=$DB_ROWS"
 
 # ---- tree ---------------------------------------------------------------------------------
@@ -255,8 +256,8 @@ cold_read() {
     secs=$("$PY" "$BENCH/tree_workload.py" pread "$1/$rand_file" "$READS" "$READ_SEED")
   fi
 }
-# median of the arguments
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# the least of the arguments: other load on the machine only ever adds time
+least() { printf '%s\n' "$@" | awk 'NR == 1 || $1 < m { m = $1 } END { print m }'; }
 # cold_snapfs SIDE seq|rand: a fresh daemon with an empty cache reads the 1st tree snapshot.
 cold_snapfs() {
   if mountpoint -q "$(mnt "$1")"; then unmount_sf "$1"; fi
@@ -287,15 +288,16 @@ done
 unmount_sf new
 if [ -n "$BASELINE_BIN" ]; then unmount_sf base; fi
 for key in "${!runs[@]}"; do echo "# read seconds, $key:${runs[$key]}"; done | sort
+echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 # shellcheck disable=SC2086 # a list of times
-med() { median ${runs[$1]}; }
+best() { least ${runs[$1]}; }
 
-section "reads, cold, median of $READ_RUNS: dd bs=1M of $seq_mib; $READS x 4 KiB preads of $rand_mib"
+section "reads, cold, best of $READ_RUNS: dd bs=1M of $seq_mib; $READS x 4 KiB preads of $rand_mib"
 for kind in seq rand; do
   if [ "$kind" = seq ]; then what="sequential read"; else what="$READS random 4 KiB reads"; fi
-  n=$(med new.$kind) r=$(med restic.$kind)
+  n=$(best new.$kind) r=$(best restic.$kind)
   if [ -n "$BASELINE_BIN" ]; then
-    b=$(med base.$kind) x=$(ratio "$n" "$b")
+    b=$(best base.$kind) x=$(ratio "$n" "$b")
     row "$what / baseline" "$(sec "$n")" "$(sec "$b")" "$x" "<= 1.10" "$(met "$x" 1.1)"
   else
     row "$what / baseline" "$(sec "$n")" "-" "-" "<= 1.10" "skipped: no BASELINE_BIN"
