@@ -76,6 +76,16 @@ mount_sf() {
   sf "$1" mount "$(mnt "$1")" >/dev/null
 }
 unmount_sf() { sf "$1" unmount "$(mnt "$1")" >/dev/null; }
+# snap NAME SRC: a snapshot by the snapfs under test, its wall time in snap_secs; then the same
+# by the baseline (untimed), so both remotes hold the same snapshots when the reads compare them.
+snap() {
+  local t; t=$(now)
+  sf new snapshot "$(mnt new)/cloud/local" "$2" --name "$1" >/dev/null
+  snap_secs=$(since "$t")
+  if [ -n "$BASELINE_BIN" ]; then
+    sf base snapshot "$(mnt base)/cloud/local" "$2" --name "$1" >/dev/null
+  fi
+}
 
 restic_unmount() {
   [ -n "$RESTIC_MOUNT_PID" ] || return 0
@@ -164,31 +174,26 @@ tar_zstd=$(tar -C "$W/tree" -cf - . | zstd -3 -q -c | wc -c)
 
 log "tree: snapshot 1"
 mount_sf new
+if [ -n "$BASELINE_BIN" ]; then mount_sf base; fi
 s0=$(stored "$(remote new)")
-sf new snapshot "$(mnt new)/cloud/local" "$W/tree" --name tree-1 >/dev/null
+snap tree-1 "$W/tree"
 s1=$(stored "$(remote new)")
 restic_init tree
 r0=$(stored "$W/restic/tree")
 restic_tree_1=$(restic_backup tree "$W/tree")
 restic_tree_1=${restic_tree_1:0:8}  # `restic mount` names snapshots by their short id
 r1=$(stored "$W/restic/tree")
-if [ -n "$BASELINE_BIN" ]; then
-  log "tree: snapshot 1 with the baseline"
-  mount_sf base
-  sf base snapshot "$(mnt base)/cloud/local" "$W/tree" --name tree-1 >/dev/null
-  unmount_sf base
-fi
 
 log "tree: change ~1 %, snapshot 2"
 "$PY" "$BENCH/tree_workload.py" change "$W/tree" >/dev/null
-t=$(now); sf new snapshot "$(mnt new)/cloud/local" "$W/tree" --name tree-2 >/dev/null
-s_time2=$(since "$t"); s2=$(stored "$(remote new)")
+snap tree-2 "$W/tree"
+s_time2=$snap_secs s2=$(stored "$(remote new)")
 t=$(now); restic_backup tree "$W/tree" >/dev/null
 r_time2=$(since "$t"); r2=$(stored "$W/restic/tree")
 
 log "tree: snapshot 3, nothing changed"
-t=$(now); sf new snapshot "$(mnt new)/cloud/local" "$W/tree" --name tree-3 >/dev/null
-s_time3=$(since "$t")
+snap tree-3 "$W/tree"
+s_time3=$snap_secs
 t=$(now); restic_backup tree "$W/tree" >/dev/null
 r_time3=$(since "$t")
 
@@ -214,7 +219,7 @@ db=$W/db/orders.sqlite
 cp "$db" "$W/orders-before.sqlite"
 log "sqlite: snapshot 1"
 d0=$(stored "$(remote new)")
-sf new snapshot "$(mnt new)/cloud/local" "$W/db" --name db-1 >/dev/null
+snap db-1 "$W/db"
 d1=$(stored "$(remote new)")
 restic_init db
 e0=$(stored "$W/restic/db")
@@ -222,7 +227,7 @@ restic_backup db "$W/db" >/dev/null
 e1=$(stored "$W/restic/db")
 log "sqlite: update 1 %, insert 1 %, snapshot 2"
 "$PY" "$BENCH/sqlite_workload.py" update "$db"
-sf new snapshot "$(mnt new)/cloud/local" "$W/db" --name db-2 >/dev/null
+snap db-2 "$W/db"
 d2=$(stored "$(remote new)")
 restic_backup db "$W/db" >/dev/null
 e2=$(stored "$W/restic/db")
