@@ -165,9 +165,10 @@ echo "# snapfs $BIN; baseline ${BASELINE_BIN:-(none)}; TREE_MB=$TREE_MB TREE_FIL
 # ---- tree ---------------------------------------------------------------------------------
 log "copying the tree ($TREE_MB MiB, ~$TREE_FILES files from $TREE_SOURCES)"
 # shellcheck disable=SC2086 # TREE_SOURCES is a list
-read -r tree_files tree_bytes < <("$PY" "$BENCH/tree_workload.py" build "$W/tree" "$TREE_MB" \
-  "$TREE_FILES" $TREE_SOURCES)
-mapfile -t big < <("$PY" "$BENCH/tree_workload.py" largest "$W/tree" 2)
+built=$("$PY" "$BENCH/tree_workload.py" build "$W/tree" "$TREE_MB" "$TREE_FILES" $TREE_SOURCES)
+read -r tree_files tree_bytes <<<"$built"
+largest=$("$PY" "$BENCH/tree_workload.py" largest "$W/tree" 2)
+mapfile -t big <<<"$largest"
 seq_file=${big[0]#"$W/tree/"} rand_file=${big[1]#"$W/tree/"}
 echo "# tree: $tree_files files, $tree_bytes bytes; sequential read of $seq_file, random of $rand_file"
 tar_zstd=$(tar -C "$W/tree" -cf - . | zstd -3 -q -c | wc -c)
@@ -231,8 +232,8 @@ snap db-2 "$W/db"
 d2=$(stored "$(remote new)")
 restic_backup db "$W/db" >/dev/null
 e2=$(stored "$W/restic/db")
-read -r pages_changed pages_total pages_frac < <("$PY" "$BENCH/sqlite_workload.py" pages \
-  "$W/orders-before.sqlite" "$db")
+pages=$("$PY" "$BENCH/sqlite_workload.py" pages "$W/orders-before.sqlite" "$db")
+read -r pages_changed pages_total pages_frac <<<"$pages"
 db_bytes=$(stat -c %s "$db")
 db_zstd=$(zstd -3 -q -c "$db" | wc -c)
 
