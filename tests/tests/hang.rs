@@ -162,7 +162,10 @@ fn a_reader_killed_while_a_broker_is_silent_is_let_go() {
         let status = child.wait().expect("reap the reader");
         assert_eq!(status.signal(), Some(signal), "{tool}: {status}");
         until("the daemon to log the ended request", || {
-            m.log().matches("the caller was killed; request ended").count() > round
+            m.log()
+                .matches("the caller was killed; request ended")
+                .count()
+                > round
         });
         // The request's call to the broker was dropped with it.
         until("the daemon to close its connection", || {

@@ -50,7 +50,7 @@ impl std::fmt::Debug for Secret {
 /// count, and the longest wait between two polls of a running backup.
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_RETRY_START: Duration = Duration::from_secs(10);
-const MAX_RETRIES: u32 = 100;
+const MAX_RETRIES: u32 = 20;
 const MAX_POLL: Duration = Duration::from_secs(600);
 
 /// One configured HiveMQ cluster.
@@ -141,7 +141,9 @@ pub(super) fn cluster(s: Section, paths: &Paths) -> anyhow::Result<Cluster> {
     )?;
     let retry_max = s.retry_max.unwrap_or(4);
     if retry_max > MAX_RETRIES {
-        bail!("hivemq {name:?}: retry_max = {retry_max} is above the largest allowed, {MAX_RETRIES}");
+        bail!(
+            "hivemq {name:?}: retry_max = {retry_max} is above the largest allowed, {MAX_RETRIES}"
+        );
     }
     let poll_start = dur(s.poll_start, Duration::from_secs(2), "poll_start", MAX_POLL)?;
     let poll_max = dur(s.poll_max, Duration::from_secs(30), "poll_max", MAX_POLL)?;
@@ -258,10 +260,10 @@ mod tests {
         assert!(err("timeout = \"0\"").contains("timeout must be above zero"));
         assert_eq!(
             err("retry_max = 4000000000"),
-            "hivemq \"b\": retry_max = 4000000000 is above the largest allowed, 100"
+            "hivemq \"b\": retry_max = 4000000000 is above the largest allowed, 20"
         );
         assert!(err("poll_max = \"2w\"").contains("poll_max = 14d is above"));
-        let edge = "[[hivemq]]\nname = \"b\"\nurl = \"http://x\"\ntimeout = \"60s\"\nretry_start = \"10s\"\nretry_max = 100\npoll_max = \"10m\"";
+        let edge = "[[hivemq]]\nname = \"b\"\nurl = \"http://x\"\ntimeout = \"60s\"\nretry_start = \"10s\"\nretry_max = 20\npoll_max = \"10m\"";
         let c = Config::parse(edge, &paths()).unwrap();
         assert_eq!(c.hivemq[0].timeout, Duration::from_secs(60));
     }

@@ -5,8 +5,9 @@
 //! No request waits on the broker for long: a try gives up after the cluster's `timeout`
 //! without a byte (to connect, for the answer, or for the next byte of its body), and tries
 //! start only within `timeout` of the first, so a broker that accepts connections and never
-//! answers fails a listing within about twice `timeout`. There is no total limit on a try
-//! that keeps receiving: a long download is never cut while its bytes flow.
+//! answers fails a listing within twice `timeout`. There is no total limit on a try that
+//! keeps receiving: a long download is never cut while its bytes flow, and one cut short after
+//! bytes flowed opens a new window of `timeout` for its retries.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,7 +65,37 @@ pub struct Counters {
 enum Failure {
     /// Worth another try; the reason in words.
     Retry(String),
+    /// An answer that began and then broke off (not by silence): worth another try, and a sign
+    /// that the broker is alive, so it opens a new window for tries.
+    CutOff(String),
     Final(BackendError),
+}
+
+/// When the next try of a request may start: within a length of time after the first try, or
+/// after the last answer that was cut off, and never later.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    opened: Instant,
+    length: Duration,
+}
+
+impl Window {
+    fn open(length: Duration, now: Instant) -> Window {
+        Window {
+            opened: now,
+            length,
+        }
+    }
+
+    /// The wait before the next try after `f` at `now`, or None when that try would start
+    /// after the window closes.
+    fn admit(&mut self, f: &Failure, wait: Option<Duration>, now: Instant) -> Option<Duration> {
+        if matches!(f, Failure::CutOff(_)) {
+            self.opened = now;
+        }
+        let spent = now.saturating_duration_since(self.opened);
+        wait.filter(|w| spent + *w < self.length)
+    }
 }
 
 pub struct Client {
@@ -159,7 +190,8 @@ impl Client {
     }
 
     /// One request, tried again while it fails in a way that can pass, within the budget: at
-    /// most `retry_max` more tries, none starting later than `timeout` after the first.
+    /// most `retry_max` more tries, none starting later than `timeout` after the first (or
+    /// after the last answer that was cut off).
     async fn call(
         &self,
         method: Method,
@@ -167,20 +199,20 @@ impl Client {
         range: Option<Range<u64>>,
     ) -> Result<Bytes, BackendError> {
         let mut tries = 0u32;
-        let started = Instant::now();
+        let mut window = Window::open(self.timeout, Instant::now());
         let outcome = (|| {
             tries += 1;
             self.attempt(method.clone(), path, range.clone())
         })
         .retry(self.backoff)
-        .when(|f| matches!(f, Failure::Retry(_)))
-        .adjust(|_, wait| wait.filter(|w| started.elapsed() + *w < self.timeout))
+        .when(|f| !matches!(f, Failure::Final(_)))
+        .adjust(|f, wait| window.admit(f, wait, Instant::now()))
         .notify(|f, wait| tracing::debug!(target = self.what, path, error = ?f, ?wait, "retrying"))
         .await;
         let e = match outcome {
             Ok(body) => return Ok(body),
             Err(Failure::Final(e)) => prefixed(&self.what, e),
-            Err(Failure::Retry(why)) => BackendError::Unavailable(format!(
+            Err(Failure::Retry(why) | Failure::CutOff(why)) => BackendError::Unavailable(format!(
                 "{}: {why} (gave up after {tries} tries)",
                 self.what
             )),
@@ -256,7 +288,7 @@ async fn skip_to(
     let mut pos = 0u64;
     while pos < r.end {
         let Some(chunk) = resp.chunk().await.map_err(|e| cut_off(&e, timeout))? else {
-            return Err(Failure::Retry(format!(
+            return Err(Failure::CutOff(format!(
                 "the download ended at byte {pos}, before byte {}",
                 r.end
             )));
@@ -276,15 +308,21 @@ async fn skip_to(
 fn exact(body: Bytes, want: u64, content_length: Option<u64>) -> Result<Bytes, Failure> {
     let len = body.len() as u64;
     if len != want || content_length.is_some_and(|n| n != len) {
-        return Err(Failure::Retry(format!(
+        return Err(Failure::CutOff(format!(
             "expected {want} bytes, got {len} (Content-Length {content_length:?})"
         )));
     }
     Ok(body)
 }
 
+/// A body that broke off: by silence (nothing new from the broker), or otherwise.
 fn cut_off(e: &reqwest::Error, timeout: Duration) -> Failure {
-    Failure::Retry(format!("download cut off: {}", why(e, timeout)))
+    let why = format!("download cut off: {}", why(e, timeout));
+    if e.is_timeout() {
+        Failure::Retry(why)
+    } else {
+        Failure::CutOff(why)
+    }
 }
 
 /// Why a request got no (more) answer, in words a user reads.
@@ -392,7 +430,7 @@ mod tests {
     fn final_of(status: u16, body: &str) -> BackendError {
         match classify(StatusCode::from_u16(status).unwrap(), body.as_bytes()) {
             Failure::Final(e) => e,
-            Failure::Retry(why) => panic!("{status} retried: {why}"),
+            Failure::Retry(why) | Failure::CutOff(why) => panic!("{status} retried: {why}"),
         }
     }
 
@@ -436,6 +474,25 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "a b", "a?b", "%2e"] {
             assert!(checked(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn tries_start_within_the_window_which_a_cut_off_answer_opens_again() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let silent = Failure::Retry("no answer within 10s".into());
+        let cut = Failure::CutOff("download cut off".into());
+        let mut w = Window::open(s(10), t0);
+        assert_eq!(w.admit(&silent, Some(s(1)), t0 + s(2)), Some(s(1)));
+        // The first try's window has no room left for a try after silence.
+        assert_eq!(w.admit(&silent, Some(s(1)), t0 + s(10)), None);
+        assert_eq!(w.admit(&silent, Some(s(3)), t0 + s(8)), None);
+        // A download cut off after a long flow of bytes is tried again.
+        assert_eq!(w.admit(&cut, Some(s(1)), t0 + s(300)), Some(s(1)));
+        assert_eq!(w.admit(&silent, Some(s(1)), t0 + s(305)), Some(s(1)));
+        assert_eq!(w.admit(&silent, Some(s(1)), t0 + s(311)), None);
+        // The retry count runs out whatever the window says.
+        assert_eq!(w.admit(&cut, None, t0 + s(400)), None);
     }
 
     #[test]

@@ -50,12 +50,13 @@ mod tests {
 
     #[test]
     fn sigkill_is_read_from_either_pending_mask() {
-        let status = |sig: &str, shd: &str| format!("Name:\tls\nSigPnd:\t{sig}\nShdPnd:\t{shd}\n");
-        assert!(!sigkill_pending(&status("0000000000000000", "0000000000000000")));
-        assert!(sigkill_pending(&status("0000000000000100", "0000000000000000")));
-        assert!(sigkill_pending(&status("0000000000000000", "0000000000000102")));
+        let status =
+            |sig: u64, shd: u64| format!("Name:\tls\nSigPnd:\t{sig:016x}\nShdPnd:\t{shd:016x}\n");
+        assert!(!sigkill_pending(&status(0, 0)));
+        assert!(sigkill_pending(&status(0x100, 0)));
+        assert!(sigkill_pending(&status(0, 0x102)));
         // SIGINT (2) alone, caught by a handler, leaves the caller waiting.
-        assert!(!sigkill_pending(&status("0000000000000002", "0000000000000000")));
+        assert!(!sigkill_pending(&status(0x2, 0)));
         assert!(!sigkill_pending("Name:\tls\n"));
     }
 
