@@ -96,7 +96,7 @@ fn until(what: &str, mut cond: impl FnMut() -> bool) {
     let mut rounds = 0u64;
     while !cond() {
         rounds += 1;
-        if rounds % 500 == 0 {
+        if rounds.is_multiple_of(500) {
             eprintln!("still waiting for {what}");
         }
         std::thread::sleep(Duration::from_millis(20));
