@@ -1,6 +1,7 @@
 //! Nothing a remote does hangs a reader: a HiveMQ broker that accepts connections and never
 //! answers fails a listing with EIO, and every later listing tries it again; a reader killed
-//! while it waits on such a broker is let go at once, not when the broker's timeout runs out.
+//! while it waits on such a broker is let go at once, not when the broker's timeout runs out;
+//! and a configuration cannot make a wait longer than its documented limits.
 //! No test here measures time: waits end when what they wait for happens, and the test
 //! harness's own timeout is the only bound.
 
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use snapfs_tests::{Mount, fuse_available};
+use snapfs_tests::{Mount, binary, fuse_available};
 
 /// A "broker" that accepts TCP connections and never says a word; it holds each connection
 /// until the other side closes it, counting those it accepted and those that were closed.
@@ -174,4 +175,36 @@ fn a_reader_killed_while_a_broker_is_silent_is_let_go() {
     }
     // The rest of the mount goes on answering.
     assert!(std::fs::read_dir(m.mountpoint.join("hivemq")).is_ok());
+}
+
+#[test]
+fn a_huge_retry_start_is_refused_at_start_naming_its_key() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let r = root.path();
+    let config = r.join("config.toml");
+    std::fs::write(
+        &config,
+        "[[hivemq]]\nname = \"b\"\nurl = \"http://127.0.0.1:9\"\nretry_start = \"100000d\"\n",
+    )
+    .expect("config");
+    // Refused before anything is mounted: the mount point need not exist.
+    let out = Command::new(binary("snapfsd"))
+        .arg("--mountpoint")
+        .arg(r.join("mnt"))
+        .arg("--config")
+        .arg(&config)
+        .env("HOME", r)
+        .env("XDG_CONFIG_HOME", r.join("config"))
+        .env("XDG_DATA_HOME", r.join("data"))
+        .env("XDG_CACHE_HOME", r.join("cache"))
+        .env("XDG_STATE_HOME", r.join("state"))
+        .env("XDG_RUNTIME_DIR", r.join("run"))
+        .output()
+        .expect("run snapfsd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("retry_start = 100000d is above the largest allowed, 10s"),
+        "{stderr}"
+    );
 }
