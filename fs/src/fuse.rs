@@ -19,6 +19,7 @@ use fuser::{
 use crate::tree::FileKind;
 use crate::vfs::{Attr, Entry, Opened, SetAttr, TimeSet, Vfs, VfsError};
 
+mod caller;
 mod gate;
 mod mount;
 
@@ -108,7 +109,18 @@ impl FuseFs {
         &self,
         f: impl std::future::Future<Output = Result<T, VfsError>>,
     ) -> Result<T, VfsError> {
-        self.gate.run(&self.rt, f)
+        self.gate.run(&self.rt, None, f)
+    }
+
+    /// Like `run`, for a request that only reads and so may be dropped halfway: it ends with
+    /// EINTR once the process that sent it is killed, instead of holding that process in the
+    /// kernel until a remote answers.
+    fn run_for<T>(
+        &self,
+        req: &Request,
+        f: impl std::future::Future<Output = Result<T, VfsError>>,
+    ) -> Result<T, VfsError> {
+        self.gate.run(&self.rt, Some(req.pid()), f)
     }
 
     fn refuse_if_read_only(&self) -> Result<(), VfsError> {
@@ -146,14 +158,14 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _op = op_span!("lookup", parent = parent.0, name = ?name);
-        self.reply_entry(reply, self.run(self.vfs.lookup(parent.0, name)));
+        self.reply_entry(reply, self.run_for(req, self.vfs.lookup(parent.0, name)));
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let _op = op_span!("getattr", ino = ino.0, fh = fh.map(|f| f.0));
-        match self.run(self.vfs.getattr(ino.0)) {
+        match self.run_for(req, self.vfs.getattr(ino.0)) {
             Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -195,9 +207,9 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let _op = op_span!("readlink", ino = ino.0);
-        match self.run(self.vfs.readlink(ino.0)) {
+        match self.run_for(req, self.vfs.readlink(ino.0)) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno(&e)),
         }
@@ -337,7 +349,7 @@ impl Filesystem for FuseFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -347,7 +359,7 @@ impl Filesystem for FuseFs {
         reply: ReplyData,
     ) {
         let _op = op_span!("read", ino = ino.0, fh = fh.0);
-        match self.run(self.vfs.read(fh.0, offset, size)) {
+        match self.run_for(req, self.vfs.read(fh.0, offset, size)) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(&e)),
         }
@@ -413,9 +425,9 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let _op = op_span!("opendir", ino = ino.0);
-        match self.run(self.vfs.opendir(ino.0)) {
+        match self.run_for(req, self.vfs.opendir(ino.0)) {
             Ok(o) => {
                 let flags = if o.keep_cache {
                     FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
@@ -430,14 +442,14 @@ impl Filesystem for FuseFs {
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         let _op = op_span!("readdirplus", ino = ino.0, fh = fh.0);
-        match self.run(self.vfs.readdir_plus_at(ino.0, fh.0, offset, 256)) {
+        match self.run_for(req, self.vfs.readdir_plus_at(ino.0, fh.0, offset, 256)) {
             Ok(entries) => {
                 for (i, (d, e)) in entries.iter().enumerate() {
                     let attr = file_attr(&e.attr);
@@ -517,14 +529,14 @@ impl Filesystem for FuseFs {
         reply.error(Errno::from_i32(libc::ENOTSUP));
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         // `ls -l` asks every file for security.selinux and ACLs: answer without any work.
         if !name.as_encoded_bytes().starts_with(b"user.snapfs.") {
             reply.error(Errno::from_i32(libc::ENODATA));
             return;
         }
         let _op = op_span!("getxattr", ino = ino.0, name = ?name);
-        let r = self.run(self.vfs.xattrs(ino.0)).and_then(|all| {
+        let r = self.run_for(req, self.vfs.xattrs(ino.0)).and_then(|all| {
             all.into_iter()
                 .find(|(k, _)| OsStr::new(k) == name)
                 .map(|(_, v)| v)
@@ -533,9 +545,9 @@ impl Filesystem for FuseFs {
         reply_xattr(reply, r, size);
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let _op = op_span!("listxattr", ino = ino.0);
-        let r = self.run(self.vfs.xattrs(ino.0)).map(|all| {
+        let r = self.run_for(req, self.vfs.xattrs(ino.0)).map(|all| {
             let mut names = Vec::new();
             for (k, _) in all {
                 names.extend_from_slice(k.as_bytes());

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use snapfs_control::paths::Paths;
-use snapfs_control::units::parse_duration;
+use snapfs_control::units::{format_duration, parse_duration};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,6 +17,7 @@ pub(super) struct Section {
     username: Option<String>,
     password_env: Option<String>,
     password_file: Option<String>,
+    timeout: Option<String>,
     retry_max: Option<u32>,
     retry_start: Option<String>,
     poll_start: Option<String>,
@@ -44,6 +45,14 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The largest values accepted, so that no setting makes a reader wait for minutes on a broker
+/// that does not answer (DESIGN §7): a try's `timeout`, the first wait between tries, their
+/// count, and the longest wait between two polls of a running backup.
+const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_RETRY_START: Duration = Duration::from_secs(10);
+const MAX_RETRIES: u32 = 20;
+const MAX_POLL: Duration = Duration::from_secs(600);
+
 /// One configured HiveMQ cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
@@ -52,6 +61,9 @@ pub struct Cluster {
     pub url: String,
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// How long one try waits to connect, for the answer's first byte, and for each next byte
+    /// of its body; tries of one request start only within this long of the first.
+    pub timeout: Duration,
     /// Retries of a request that failed in a way that can pass (5xx, connection, cut off).
     pub retry_max: u32,
     /// The first wait between those retries; it doubles, up to 16 times this.
@@ -104,19 +116,44 @@ pub(super) fn cluster(s: Section, paths: &Paths) -> anyhow::Result<Cluster> {
     if password.is_some() && s.username.is_none() {
         bail!("hivemq {name:?}: a password is given but no username");
     }
-    let dur = |v: Option<String>, default: Duration, key: &str| -> anyhow::Result<Duration> {
-        v.map_or(Ok(default), |t| {
+    let dur = |v: Option<String>, default: Duration, key: &str, max: Duration| {
+        let d = v.map_or(Ok(default), |t| {
             parse_duration(&t).with_context(|| format!("hivemq {name:?}: {key}"))
-        })
+        })?;
+        if d > max {
+            bail!(
+                "hivemq {name:?}: {key} = {} is above the largest allowed, {}",
+                format_duration(d),
+                format_duration(max)
+            );
+        }
+        Ok(d)
     };
-    let poll_start = dur(s.poll_start, Duration::from_secs(2), "poll_start")?;
-    let poll_max = dur(s.poll_max, Duration::from_secs(30), "poll_max")?;
+    let timeout = dur(s.timeout, Duration::from_secs(10), "timeout", MAX_TIMEOUT)?;
+    if timeout.is_zero() {
+        bail!("hivemq {name:?}: timeout must be above zero");
+    }
+    let retry_start = dur(
+        s.retry_start,
+        Duration::from_millis(200),
+        "retry_start",
+        MAX_RETRY_START,
+    )?;
+    let retry_max = s.retry_max.unwrap_or(4);
+    if retry_max > MAX_RETRIES {
+        bail!(
+            "hivemq {name:?}: retry_max = {retry_max} is above the largest allowed, {MAX_RETRIES}"
+        );
+    }
+    let poll_start = dur(s.poll_start, Duration::from_secs(2), "poll_start", MAX_POLL)?;
+    let poll_max = dur(s.poll_max, Duration::from_secs(30), "poll_max", MAX_POLL)?;
     if poll_start.is_zero() || poll_max < poll_start {
         bail!("hivemq {name:?}: poll_start must be above zero and at most poll_max");
     }
     Ok(Cluster {
-        retry_max: s.retry_max.unwrap_or(4),
-        retry_start: dur(s.retry_start, Duration::from_millis(200), "retry_start")?,
+        timeout,
+        retry_max,
+        retry_start,
         poll_start,
         poll_max,
         name,
@@ -169,6 +206,9 @@ mod tests {
         assert_eq!(c.hivemq[0].poll_start, Duration::from_secs(2));
         assert_eq!(c.hivemq[0].poll_max, Duration::from_secs(30));
         assert_eq!(c.hivemq[0].password, None);
+        assert_eq!(c.hivemq[0].timeout, Duration::from_secs(10));
+        assert_eq!(c.hivemq[0].retry_start, Duration::from_millis(200));
+        assert_eq!(c.hivemq[0].retry_max, 4);
         // A HiveMQ cluster does not stand in for the default remote.
         assert_eq!(c.remotes[0].name, "local");
     }
@@ -201,5 +241,30 @@ mod tests {
         assert!(err("url = \"http://x\"\npasword = \"x\"").contains("unknown field"));
         let twice = "[[hivemq]]\nname = \"b\"\nurl = \"http://x\"\n[[hivemq]]\nname = \"b\"\nurl = \"http://y\"";
         assert!(Config::parse(twice, &paths()).is_err());
+    }
+
+    #[test]
+    fn waits_past_their_limit_are_refused_by_name() {
+        let err = |extra: &str| {
+            let text = format!("[[hivemq]]\nname = \"b\"\nurl = \"http://x\"\n{extra}");
+            format!("{:#}", Config::parse(&text, &paths()).unwrap_err())
+        };
+        assert_eq!(
+            err("retry_start = \"100000d\""),
+            "hivemq \"b\": retry_start = 100000d is above the largest allowed, 10s"
+        );
+        assert_eq!(
+            err("timeout = \"1h\""),
+            "hivemq \"b\": timeout = 1h is above the largest allowed, 1m"
+        );
+        assert!(err("timeout = \"0\"").contains("timeout must be above zero"));
+        assert_eq!(
+            err("retry_max = 4000000000"),
+            "hivemq \"b\": retry_max = 4000000000 is above the largest allowed, 20"
+        );
+        assert!(err("poll_max = \"2w\"").contains("poll_max = 14d is above"));
+        let edge = "[[hivemq]]\nname = \"b\"\nurl = \"http://x\"\ntimeout = \"60s\"\nretry_start = \"10s\"\nretry_max = 20\npoll_max = \"10m\"";
+        let c = Config::parse(edge, &paths()).unwrap();
+        assert_eq!(c.hivemq[0].timeout, Duration::from_secs(60));
     }
 }

@@ -1,20 +1,32 @@
 //! The HiveMQ REST client: the backup endpoints of DESIGN §7 over HTTP with basic auth,
-//! retries of what can pass (connection failures, 5xx, cut-off bodies) with jittered backoff,
-//! and every other answer classified by what the caller can do.
+//! retries of what can pass (connection failures, 5xx, cut-off bodies, silence) with jittered
+//! backoff, and every other answer classified by what the caller can do.
+//!
+//! No request waits on the broker for long: a try gives up after the cluster's `timeout`
+//! without a byte (to connect, for the answer, or for the next byte of its body), and tries
+//! start only within `timeout` of the first, so a broker that accepts connections and never
+//! answers fails a listing within twice `timeout`. There is no total limit on a try that
+//! keeps receiving: a long download is never cut while its bytes flow, and one cut short after
+//! bytes flowed opens a new window of `timeout` for its retries.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::Retryable;
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
+use snapfs_control::units::format_duration;
 use snapfs_fs::backend::BackendError;
 
 use crate::backoff::Backoff;
 use crate::config::{Cluster, Secret};
+
+/// The longest a try waits for a TCP connection, when the cluster's `timeout` is longer: a
+/// broker that is up accepts at once, and one that is down is worth another try sooner.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One backup as the API describes it; every field is optional there.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -53,7 +65,37 @@ pub struct Counters {
 enum Failure {
     /// Worth another try; the reason in words.
     Retry(String),
+    /// An answer that began and then broke off (not by silence): worth another try, and a sign
+    /// that the broker is alive, so it opens a new window for tries.
+    CutOff(String),
     Final(BackendError),
+}
+
+/// When the next try of a request may start: within a length of time after the first try, or
+/// after the last answer that was cut off, and never later.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    opened: Instant,
+    length: Duration,
+}
+
+impl Window {
+    fn open(length: Duration, now: Instant) -> Window {
+        Window {
+            opened: now,
+            length,
+        }
+    }
+
+    /// The wait before the next try after `f` at `now`, or None when that try would start
+    /// after the window closes.
+    fn admit(&mut self, f: &Failure, wait: Option<Duration>, now: Instant) -> Option<Duration> {
+        if matches!(f, Failure::CutOff(_)) {
+            self.opened = now;
+        }
+        let spent = now.saturating_duration_since(self.opened);
+        wait.filter(|w| spent + *w < self.length)
+    }
 }
 
 pub struct Client {
@@ -62,6 +104,8 @@ pub struct Client {
     base: String,
     auth: Option<(String, Secret)>,
     backoff: Backoff,
+    /// Silence that ends a try; also how long after a request's first try others may start.
+    timeout: Duration,
     /// The target path, for messages (`hivemq/broker`).
     what: String,
     pub counters: Counters,
@@ -72,9 +116,11 @@ impl Client {
         // reqwest is built without a TLS provider of its own; ring is the one the workspace
         // uses. Installing fails harmlessly when a provider is there already.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // A read timeout, not a total one: it covers the wait for the answer and each read of
+        // the body, and a download that keeps receiving goes on for as long as it takes.
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(120))
+            .connect_timeout(cluster.timeout.min(CONNECT_TIMEOUT))
+            .read_timeout(cluster.timeout)
             .build()?;
         Ok(Client {
             http,
@@ -89,6 +135,7 @@ impl Client {
                 retries: Some(cluster.retry_max),
                 jitter: true,
             },
+            timeout: cluster.timeout,
             what,
             counters: Counters::default(),
         })
@@ -142,7 +189,9 @@ impl Client {
         })
     }
 
-    /// One request, tried again while it fails in a way that can pass, within the budget.
+    /// One request, tried again while it fails in a way that can pass, within the budget: at
+    /// most `retry_max` more tries, none starting later than `timeout` after the first (or
+    /// after the last answer that was cut off).
     async fn call(
         &self,
         method: Method,
@@ -150,18 +199,20 @@ impl Client {
         range: Option<Range<u64>>,
     ) -> Result<Bytes, BackendError> {
         let mut tries = 0u32;
+        let mut window = Window::open(self.timeout, Instant::now());
         let outcome = (|| {
             tries += 1;
             self.attempt(method.clone(), path, range.clone())
         })
         .retry(self.backoff)
-        .when(|f| matches!(f, Failure::Retry(_)))
+        .when(|f| !matches!(f, Failure::Final(_)))
+        .adjust(|f, wait| window.admit(f, wait, Instant::now()))
         .notify(|f, wait| tracing::debug!(target = self.what, path, error = ?f, ?wait, "retrying"))
         .await;
         let e = match outcome {
             Ok(body) => return Ok(body),
             Err(Failure::Final(e)) => prefixed(&self.what, e),
-            Err(Failure::Retry(why)) => BackendError::Unavailable(format!(
+            Err(Failure::Retry(why) | Failure::CutOff(why)) => BackendError::Unavailable(format!(
                 "{}: {why} (gave up after {tries} tries)",
                 self.what
             )),
@@ -186,7 +237,11 @@ impl Client {
             }
             req = req.header(header::RANGE, format!("bytes={}-{}", r.start, r.end - 1));
         }
-        let resp = req.send().await.map_err(|e| Failure::Retry(chain(&e)))?;
+        let timeout = self.timeout;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Failure::Retry(why(&e, timeout)))?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.bytes().await.unwrap_or_default();
@@ -206,13 +261,13 @@ impl Client {
                         "asked for {want}…, the answer holds {got:?}"
                     )));
                 }
-                let body = resp.bytes().await.map_err(|e| cut_off(&e))?;
+                let body = resp.bytes().await.map_err(|e| cut_off(&e, timeout))?;
                 exact(body, r.end - r.start, expected)
             }
             // The whole file although a range was asked for: skip to the range and take it.
-            Some(r) => skip_to(resp, r).await,
+            Some(r) => skip_to(resp, r, timeout).await,
             None => {
-                let body = resp.bytes().await.map_err(|e| cut_off(&e))?;
+                let body = resp.bytes().await.map_err(|e| cut_off(&e, timeout))?;
                 match expected {
                     Some(n) => exact(body, n, expected),
                     None => Ok(body),
@@ -223,12 +278,17 @@ impl Client {
 }
 
 /// The range `r` out of a response carrying the whole file, read as a stream.
-async fn skip_to(mut resp: reqwest::Response, r: Range<u64>) -> Result<Bytes, Failure> {
+/// `timeout` is the client's, for messages.
+async fn skip_to(
+    mut resp: reqwest::Response,
+    r: Range<u64>,
+    timeout: Duration,
+) -> Result<Bytes, Failure> {
     let mut out = BytesMut::with_capacity((r.end - r.start) as usize);
     let mut pos = 0u64;
     while pos < r.end {
-        let Some(chunk) = resp.chunk().await.map_err(|e| cut_off(&e))? else {
-            return Err(Failure::Retry(format!(
+        let Some(chunk) = resp.chunk().await.map_err(|e| cut_off(&e, timeout))? else {
+            return Err(Failure::CutOff(format!(
                 "the download ended at byte {pos}, before byte {}",
                 r.end
             )));
@@ -248,15 +308,30 @@ async fn skip_to(mut resp: reqwest::Response, r: Range<u64>) -> Result<Bytes, Fa
 fn exact(body: Bytes, want: u64, content_length: Option<u64>) -> Result<Bytes, Failure> {
     let len = body.len() as u64;
     if len != want || content_length.is_some_and(|n| n != len) {
-        return Err(Failure::Retry(format!(
+        return Err(Failure::CutOff(format!(
             "expected {want} bytes, got {len} (Content-Length {content_length:?})"
         )));
     }
     Ok(body)
 }
 
-fn cut_off(e: &reqwest::Error) -> Failure {
-    Failure::Retry(format!("download cut off: {}", chain(e)))
+/// A body that broke off: by silence (nothing new from the broker), or otherwise.
+fn cut_off(e: &reqwest::Error, timeout: Duration) -> Failure {
+    let why = format!("download cut off: {}", why(e, timeout));
+    if e.is_timeout() {
+        Failure::Retry(why)
+    } else {
+        Failure::CutOff(why)
+    }
+}
+
+/// Why a request got no (more) answer, in words a user reads.
+fn why(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        format!("no answer within {}", format_duration(timeout))
+    } else {
+        chain(e)
+    }
 }
 
 /// An id as it may go into a URL path: what HiveMQ ids look like, nothing to escape.
@@ -355,7 +430,7 @@ mod tests {
     fn final_of(status: u16, body: &str) -> BackendError {
         match classify(StatusCode::from_u16(status).unwrap(), body.as_bytes()) {
             Failure::Final(e) => e,
-            Failure::Retry(why) => panic!("{status} retried: {why}"),
+            Failure::Retry(why) | Failure::CutOff(why) => panic!("{status} retried: {why}"),
         }
     }
 
@@ -399,6 +474,25 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "a b", "a?b", "%2e"] {
             assert!(checked(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn tries_start_within_the_window_which_a_cut_off_answer_opens_again() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let silent = Failure::Retry("no answer within 10s".into());
+        let cut = Failure::CutOff("download cut off".into());
+        let mut w = Window::open(s(10), t0);
+        assert_eq!(w.admit(&silent, Some(s(1)), t0 + s(2)), Some(s(1)));
+        // The first try's window has no room left for a try after silence.
+        assert_eq!(w.admit(&silent, Some(s(1)), t0 + s(10)), None);
+        assert_eq!(w.admit(&silent, Some(s(3)), t0 + s(8)), None);
+        // A download cut off after a long flow of bytes is tried again.
+        assert_eq!(w.admit(&cut, Some(s(1)), t0 + s(300)), Some(s(1)));
+        assert_eq!(w.admit(&silent, Some(s(1)), t0 + s(305)), Some(s(1)));
+        assert_eq!(w.admit(&silent, Some(s(1)), t0 + s(311)), None);
+        // The retry count runs out whatever the window says.
+        assert_eq!(w.admit(&cut, None, t0 + s(400)), None);
     }
 
     #[test]

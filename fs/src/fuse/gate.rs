@@ -1,11 +1,13 @@
-//! The requests in flight, and how they are ended when the mount stops: a request still inside
-//! the runtime when it shuts down would panic its thread and leave the caller hanging.
+//! The requests in flight, and how they are ended early: when the mount stops (a request still
+//! inside the runtime when it shuts down would panic its thread and leave the caller hanging),
+//! and when the process waiting for one is killed (it stays in the kernel until the answer).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::caller;
 use crate::vfs::VfsError;
 
 /// How long requests in flight may go on once the mount stops, before they are cancelled.
@@ -34,10 +36,12 @@ impl Gate {
     }
 
     /// Runs `f` on `rt` unless the mount is stopping; a request cancelled meanwhile fails with
-    /// EIO.
+    /// EIO. With a `caller` (the pid of a request that is safe to drop halfway), the request
+    /// ends with EINTR as soon as that caller is seen killed.
     pub(super) fn run<T>(
         &self,
         rt: &tokio::runtime::Handle,
+        caller: Option<u32>,
         f: impl std::future::Future<Output = Result<T, VfsError>>,
     ) -> Result<T, VfsError> {
         // Counted before the flag is read, so `stop` either sees this request or it sees the flag.
@@ -50,6 +54,10 @@ impl Gate {
                 tokio::select! {
                     r = f => r,
                     _ = cancelled.wait_for(|c| *c) => Err(stopping_error()),
+                    () = caller::killed(caller.unwrap_or(0)) => {
+                        tracing::info!(pid = caller, "the caller was killed; request ended");
+                        Err(VfsError::Interrupted)
+                    }
                 }
             })
         };

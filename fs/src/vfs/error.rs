@@ -38,6 +38,9 @@ pub enum VfsError {
     Range,
     #[error("name too long")]
     NameTooLong,
+    /// The process waiting for the answer was killed; nobody reads it.
+    #[error("interrupted: the caller was killed")]
+    Interrupted,
 }
 
 impl VfsError {
@@ -61,6 +64,7 @@ impl VfsError {
             VfsError::NoAttr => libc::ENODATA,
             VfsError::Range => libc::ERANGE,
             VfsError::NameTooLong => libc::ENAMETOOLONG,
+            VfsError::Interrupted => libc::EINTR,
         }
     }
 
@@ -77,6 +81,7 @@ impl VfsError {
                 | VfsError::NotEmpty
                 | VfsError::Exists(_)
                 | VfsError::NameTooLong
+                | VfsError::Interrupted
         )
     }
 }
