@@ -5,6 +5,7 @@ mod credentials;
 mod orphans;
 mod powers;
 mod retry;
+mod shared;
 mod store;
 mod upload;
 
@@ -65,6 +66,8 @@ pub struct CloudBackend {
     manifests: Mutex<lru::LruCache<(String, String), Arc<Manifest>>>,
     /// The version of each manifest seen in the last listing.
     versions: Mutex<HashMap<String, String>>,
+    /// What uploads need of each manifest, by (name, version) (see `shared`).
+    digests: Mutex<HashMap<(String, String), Arc<shared::Digest>>>,
     pub ttl: Option<Duration>,
     pub max_snapshots: Option<u64>,
     /// The folder of a `file://` remote, where a write killed half-way leaves its temporary
@@ -133,6 +136,7 @@ impl CloudBackend {
                 NonZeroUsize::new(32).unwrap_or(NonZeroUsize::MIN),
             )),
             versions: Mutex::new(HashMap::new()),
+            digests: Mutex::new(HashMap::new()),
             ttl,
             max_snapshots,
             local_root: None,
@@ -154,16 +158,26 @@ impl CloudBackend {
         e
     }
 
-    /// Manifest object names and versions.
-    async fn manifest_objects(&self) -> Result<Vec<(String, String)>, BackendError> {
+    /// Every object under `prefix` (one of the format's prefixes); `what` names them in errors.
+    async fn list_under(
+        &self,
+        prefix: &str,
+        what: &str,
+    ) -> Result<Vec<object_store::ObjectMeta>, BackendError> {
         self.counters.list_requests.fetch_add(1, Ordering::Relaxed);
-        let prefix = StorePath::from(format::MANIFEST_PREFIX.trim_end_matches('/'));
-        let metas: Vec<_> = self
-            .store
+        let prefix = StorePath::from(prefix.trim_end_matches('/'));
+        self.store
             .list(Some(&prefix))
             .try_collect()
             .await
-            .map_err(|e| self.failed(store_error("listing snapshots", e)))?;
+            .map_err(|e| self.failed(store_error(&format!("listing {what}"), e)))
+    }
+
+    /// Manifest object names and versions.
+    async fn manifest_objects(&self) -> Result<Vec<(String, String)>, BackendError> {
+        let metas = self
+            .list_under(format::MANIFEST_PREFIX, "snapshots")
+            .await?;
         Ok(metas
             .into_iter()
             .filter_map(|m| {

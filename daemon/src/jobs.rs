@@ -354,6 +354,7 @@ impl Jobs {
                         size,
                         progress: &progress,
                         cancel: &cancel,
+                        in_place: matches!(source, Source::Local(_)),
                     };
                     local.commit(&name, &path, &run).await
                 }

@@ -37,6 +37,10 @@ pub struct Run<'a> {
     pub progress: &'a Progress,
     /// Set when new writes overtook the run: it stops and removes what it made.
     pub cancel: &'a AtomicBool,
+    /// The source is the user's own folder read where it is (`snapfs snapshot`), not a staged
+    /// copy: its files keep their identity from one run to the next, so an unchanged file can
+    /// be taken from the snapshot before without being read.
+    pub in_place: bool,
 }
 
 impl Run<'_> {

@@ -4,18 +4,21 @@
 //! Pure encoding and decoding; the daemon does the object-store I/O. The layout is documented for
 //! people recovering data without snapfs in `man/snapfs-format.5`; keep the two in step.
 //!
-//! Inside, `pack` (frames, block references) ← `manifest` (the document) ← `validation` (reading
-//! one back) and ← `snapshot` (the tree of one); none uses a module after it.
+//! Inside, `chunker` (where files are cut) stands alone; `pack` (chunk ids, frames) ←
+//! `manifest` (the document) ← `validation` (reading one back) and ← `snapshot` (the tree of
+//! one); none uses a module after it.
 
+mod chunker;
 mod manifest;
 mod pack;
 mod snapshot;
 mod validation;
 
-/// A file is cut into blocks of this size; each block is one zstd frame.
+/// No chunk is longer; a frame claiming more is refused.
 pub use crate::tree::BLOCK_SIZE;
-pub use manifest::{Entry, EntryKind, MANIFEST_FORMAT, Manifest};
-pub use pack::{BlockRef, PackBuilder, blocks_in_range, compress_block, decode_block};
+pub use chunker::{Cutting, MAX_CHUNK};
+pub use manifest::{Entry, EntryKind, MANIFEST_FORMAT, Manifest, Seen, Source};
+pub use pack::{ChunkId, ChunkRef, PackBuilder, compress_chunk, decode_chunk};
 pub use snapshot::{decode_stored, snapshot_tree};
 pub use validation::MAX_MANIFEST_BYTES;
 
@@ -28,6 +31,9 @@ pub const MANIFEST_PREFIX: &str = "snapfs/snapshots/";
 pub const PACK_PREFIX: &str = "snapfs/packs/";
 
 pub const MANIFEST_SUFFIX: &str = ".manifest.zst";
+
+/// Where uploads in flight leave their leases, relative to the remote's root.
+pub const LEASE_PREFIX: &str = "snapfs/leases/";
 
 /// Why stored snapshot data cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +56,12 @@ pub fn pack_key(upload_id: &str, seq: u32) -> String {
     format!("{PACK_PREFIX}{upload_id}/{seq:08}.pack")
 }
 
+/// The object key of the lease of upload `upload_id`: there while the upload may refer to
+/// chunks that only other snapshots' manifests hold.
+pub fn lease_key(upload_id: &str) -> String {
+    format!("{LEASE_PREFIX}{upload_id}.lease")
+}
+
 /// The snapshot name in a manifest key's last component (`<name>.manifest.zst`), or `None` for
 /// any other object, including ones whose name snapfs would refuse.
 pub fn snapshot_name_from_manifest_key(key_tail: &str) -> Option<&str> {
@@ -66,6 +78,7 @@ mod tests {
         assert_eq!(manifest_key("db-1"), "snapfs/snapshots/db-1.manifest.zst");
         assert_eq!(pack_key("u1", 7), "snapfs/packs/u1/00000007.pack");
         assert_eq!(pack_key("u1", u32::MAX), "snapfs/packs/u1/4294967295.pack");
+        assert_eq!(lease_key("u1"), "snapfs/leases/u1.lease");
     }
 
     #[test]

@@ -20,8 +20,8 @@ pub enum FileKind {
 /// How a block's stored bytes become file bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
-    /// One zstd frame whose output has this CRC32C (the snapshot format).
-    Zstd { crc32c: u32 },
+    /// One zstd frame whose output has this BLAKE3 hash: a chunk of the snapshot format.
+    Chunk { id: [u8; 32] },
     /// Stored as is; checked when a checksum is known.
     Raw { crc32c: Option<u32> },
 }

@@ -102,7 +102,7 @@ impl Vfs {
         staging: Arc<Staging>,
         hooks: Arc<dyn UploadHooks>,
     ) -> Self {
-        let permits = (config.readahead_budget / crate::format::BLOCK_SIZE).max(1);
+        let permits = (config.readahead_budget / read::BUDGET_UNIT).max(1);
         Vfs {
             invalidator: std::sync::OnceLock::new(),
             listings: Listings::new(config.list_ttl),

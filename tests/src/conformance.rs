@@ -82,6 +82,25 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// Makes snapshot `name` of `src` as a new upload straight through `backend`, read in place
+/// (as `snapfs snapshot` does) or as a staged copy.
+pub async fn commit(
+    backend: Arc<CloudBackend>,
+    name: &str,
+    src: &std::path::Path,
+    in_place: bool,
+) -> Result<snapfs_fs::backend::SnapshotInfo, BackendError> {
+    let (progress, cancel) = (Progress::default(), AtomicBool::new(false));
+    let run = Run {
+        id: &Run::new_id(),
+        size: None,
+        progress: &progress,
+        cancel: &cancel,
+        in_place,
+    };
+    backend.commit(name, src, &run).await
+}
+
 /// Runs the suite on `remote`.
 pub fn run(remote: &Remote, powers: Powers) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -95,20 +114,7 @@ pub fn run(remote: &Remote, powers: Powers) {
     let backend = remote.backend(dir.path());
     let store = remote.store();
     rt.block_on(async {
-        let commit = |name: &'static str| {
-            let b = backend.clone();
-            let src = src.clone();
-            async move {
-                let (progress, cancel) = (Progress::default(), AtomicBool::new(false));
-                let run = Run {
-                    id: &Run::new_id(),
-                    size: None,
-                    progress: &progress,
-                    cancel: &cancel,
-                };
-                b.commit(name, &src, &run).await
-            }
-        };
+        let commit = |name: &'static str| commit(backend.clone(), name, &src, true);
         // A snapshot is made, listed, opened and reads back whole.
         let info = commit("first").await.expect("make a snapshot");
         assert_eq!(info.files, 3);

@@ -17,7 +17,9 @@ fn hostile_manifest(name: &str, bad_path: &str) -> Vec<u8> {
         name: name.into(),
         created: "2026-01-01T00:00:00Z".parse().unwrap(),
         expires: None,
+        source: None,
         packs: vec![],
+        chunks: vec![],
         entries: vec![
             entry("", EntryKind::Dir),
             entry(bad_path, EntryKind::Symlink { target: "x".into() }),

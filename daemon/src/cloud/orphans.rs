@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStoreExt;
 use snapfs_fs::backend::BackendError;
 use snapfs_fs::format;
 
+use super::shared::Kept;
 use super::{CloudBackend, store_error};
 
 /// One pack object found by [`CloudBackend::orphan_packs`].
@@ -44,7 +44,7 @@ impl CloudBackend {
     }
 
     /// Packs no manifest lists, of uploads that wrote nothing for `grace` and are not in
-    /// `running` (upload ids this daemon is writing now).
+    /// `running` (upload ids this daemon is writing now); none while any upload holds a lease.
     ///
     /// Packs are listed before manifests: an upload that commits in between is then seen with
     /// its manifest, never as packs alone. An upload still writing keeps its newest pack
@@ -59,10 +59,18 @@ impl CloudBackend {
         if uploads.is_empty() {
             return Ok(Vec::new());
         }
-        let referenced = self
-            .referenced_packs()
-            .await
-            .map_err(|e| BackendError::Other(format!("orphan packs not collected: {e}")))?;
+        let referenced = match self.kept_packs().await {
+            Ok(Kept::Listed(referenced)) => referenced,
+            Ok(Kept::All { lease }) => {
+                tracing::info!(lease, "orphan packs left for later: an upload is in flight");
+                return Ok(Vec::new());
+            }
+            Err(e) => {
+                return Err(BackendError::Other(format!(
+                    "orphan packs not collected: {e}"
+                )));
+            }
+        };
         let Some(idle_since) = idle_since(Utc::now(), grace) else {
             return Ok(Vec::new());
         };
@@ -103,16 +111,7 @@ impl CloudBackend {
 
     /// Every object under `snapfs/packs/`, grouped by upload id (the key's next component).
     async fn packs_by_upload(&self) -> Result<HashMap<String, Upload>, BackendError> {
-        self.counters
-            .list_requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let prefix = StorePath::from(format::PACK_PREFIX.trim_end_matches('/'));
-        let metas: Vec<_> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| self.failed(store_error("listing packs", e)))?;
+        let metas = self.list_under(format::PACK_PREFIX, "packs").await?;
         let mut uploads: HashMap<String, Upload> = HashMap::new();
         for m in metas {
             let key = m.location.to_string();
@@ -129,8 +128,18 @@ impl CloudBackend {
         Ok(uploads)
     }
 
-    /// Deletes one pack found by [`CloudBackend::orphan_packs`]; one already gone is fine.
-    pub async fn delete_pack(&self, key: &str) -> Result<(), BackendError> {
+    /// Leases of uploads that died: not written for a lease's lifetime.
+    pub async fn stale_leases(&self) -> Result<Vec<String>, BackendError> {
+        Ok(self
+            .leases()
+            .await?
+            .into_iter()
+            .filter_map(|(key, live)| (!live).then_some(key))
+            .collect())
+    }
+
+    /// Deletes one object of snapfs's own (an orphan pack, a lease); one already gone is fine.
+    pub async fn delete_object(&self, key: &str) -> Result<(), BackendError> {
         match self.store.delete(&StorePath::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.failed(store_error(key, e))),

@@ -1,6 +1,7 @@
 //! What a bucket can do: take local data, delete and verify its snapshots, and collect the
 //! packs that interrupted uploads left.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +11,12 @@ use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo};
 
 use std::sync::atomic::Ordering;
 
+use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as StorePath;
 use snapfs_fs::format::{self, EntryKind};
 
+use super::shared::Kept;
 use super::{CloudBackend, lock, store_error};
 use crate::config::Retention;
 use crate::powers::{
@@ -81,12 +84,14 @@ impl TakesLocalData for CloudBackend {
         source: &Path,
         run: &Run<'_>,
     ) -> Result<SnapshotInfo, BackendError> {
-        CloudBackend::commit(&self, name, source, run.id, run.progress, run.cancel).await
+        CloudBackend::commit(&self, name, source, run).await
     }
 
-    /// An interrupted upload's packs are removed and it starts over.
+    /// An interrupted upload's packs and lease are removed and it starts over.
     async fn abandon(&self, id: &str) -> Result<(), BackendError> {
-        self.delete_upload(id).await
+        self.delete_upload(id).await?;
+        self.drop_lease(id).await;
+        Ok(())
     }
 }
 
@@ -118,8 +123,16 @@ impl Deletes for CloudBackend {
         if packs.is_empty() {
             return Ok(());
         }
-        let referenced = match self.referenced_packs().await {
-            Ok(r) => r,
+        let referenced = match self.kept_packs().await {
+            Ok(Kept::Listed(referenced)) => referenced,
+            Ok(Kept::All { lease }) => {
+                tracing::info!(
+                    snapshot = name,
+                    lease,
+                    "packs left to cleanup: an upload is in flight"
+                );
+                return Ok(());
+            }
             Err(e) => {
                 tracing::warn!(snapshot = name, error = %e, "packs left to cleanup");
                 return Ok(());
@@ -137,33 +150,27 @@ impl Deletes for CloudBackend {
 
 #[async_trait]
 impl Verifies for CloudBackend {
-    /// Reads every block of a snapshot straight from the store and checks it.
+    /// Reads every chunk of a snapshot straight from the store and checks it: each chunk once,
+    /// chunks stored back to back in one read. A damaged chunk is reported for every file that
+    /// uses it.
     async fn verify(&self, name: &str) -> Result<VerifyReport, BackendError> {
         let version = self.version_of(name).await?;
         let manifest = self.manifest(name, &version).await?;
+        let damage: HashMap<u32, String> = futures::stream::iter(runs(&manifest))
+            .map(|run| self.check_run(&manifest, run))
+            .buffer_unordered(4)
+            .flat_map(futures::stream::iter)
+            .collect()
+            .await;
         let (mut files, mut bytes, mut errors) = (0u64, 0u64, Vec::new());
         for e in &manifest.entries {
-            let EntryKind::File { blocks, .. } = &e.kind else {
+            let EntryKind::File { size, data, .. } = &e.kind else {
                 continue;
             };
             files += 1;
-            for b in blocks {
-                let Some(pack) = manifest.packs.get(b.pack as usize) else {
-                    errors.push((e.path.clone(), "pack index out of range".into()));
-                    break;
-                };
-                let range = b.offset..b.offset + u64::from(b.clen);
-                let checked = match self.read_range(pack, range).await {
-                    Ok(frame) => format::decode_block(&frame, b).map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                match checked {
-                    Ok(data) => bytes += data.len() as u64,
-                    Err(why) => {
-                        errors.push((e.path.clone(), why));
-                        break;
-                    }
-                }
+            match data.iter().find_map(|c| damage.get(c)) {
+                Some(why) => errors.push((e.path.clone(), why.clone())),
+                None => bytes += size,
             }
         }
         Ok(VerifyReport {
@@ -171,6 +178,84 @@ impl Verifies for CloudBackend {
             bytes,
             errors,
         })
+    }
+}
+
+/// Most stored bytes `verify` reads at once.
+const VERIFY_RUN: u64 = 32 << 20;
+
+/// The chunks files use, each once, in runs of chunks stored back to back in one pack.
+fn runs(m: &format::Manifest) -> Vec<Vec<u32>> {
+    let mut used: Vec<u32> = m
+        .entries
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EntryKind::File { data, .. } => Some(data.iter().copied()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    used.sort_unstable_by_key(|&c| m.chunks.get(c as usize).map(|c| (c.pack, c.offset)));
+    used.dedup();
+    let mut runs: Vec<Vec<u32>> = Vec::new();
+    let mut end = None;
+    for c in used {
+        let Some(chunk) = m.chunks.get(c as usize) else {
+            continue;
+        };
+        let follows = runs.last().is_some_and(|run| {
+            let first = run.first().and_then(|&f| m.chunks.get(f as usize));
+            end == Some((chunk.pack, chunk.offset))
+                && first
+                    .is_some_and(|f| chunk.offset + u64::from(chunk.clen) - f.offset <= VERIFY_RUN)
+        });
+        match runs.last_mut() {
+            Some(run) if follows => run.push(c),
+            _ => runs.push(vec![c]),
+        }
+        end = Some((chunk.pack, chunk.offset + u64::from(chunk.clen)));
+    }
+    runs
+}
+
+impl CloudBackend {
+    /// Reads one run of chunks and checks each; returns the damaged ones with why.
+    async fn check_run(&self, m: &format::Manifest, run: Vec<u32>) -> Vec<(u32, String)> {
+        let chunk = |c: u32| m.chunks.get(c as usize);
+        let (Some(first), Some(last)) = (
+            run.first().copied().and_then(chunk),
+            run.last().copied().and_then(chunk),
+        ) else {
+            return Vec::new();
+        };
+        let Some(pack) = m.packs.get(first.pack as usize) else {
+            return run
+                .into_iter()
+                .map(|c| (c, "pack index out of range".into()))
+                .collect();
+        };
+        let start = first.offset;
+        let stored = match self
+            .read_range(pack, start..last.offset + u64::from(last.clen))
+            .await
+        {
+            Ok(stored) => stored,
+            Err(e) => return run.into_iter().map(|c| (c, e.to_string())).collect(),
+        };
+        run.into_iter()
+            .filter_map(|c| {
+                let r = chunk(c)?;
+                let from = (r.offset - start) as usize;
+                let frame = stored.get(from..from + r.clen as usize);
+                let checked = match frame {
+                    Some(frame) => format::decode_chunk(frame, r)
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
+                    None => Err(format!("{pack} ends before chunk {}", r.id)),
+                };
+                checked.err().map(|why| (c, why))
+            })
+            .collect()
     }
 }
 
@@ -188,12 +273,17 @@ impl HasLeftovers for CloudBackend {
         let mut done = Leftovers::default();
         let mut first_error = None;
         for p in self.orphan_packs(grace, &running).await? {
-            if !dry_run && let Err(e) = self.delete_pack(&p.key).await {
+            if !dry_run && let Err(e) = self.delete_object(&p.key).await {
                 first_error.get_or_insert(e);
                 continue;
             }
             done.packs += 1;
             done.bytes += p.size;
+        }
+        for key in self.stale_leases().await? {
+            if !dry_run && let Err(e) = self.delete_object(&key).await {
+                first_error.get_or_insert(e);
+            }
         }
         for (file, size) in self.partial_writes(grace) {
             if !dry_run && let Err(e) = tokio::fs::remove_file(&file).await {

@@ -1,21 +1,22 @@
-//! The manifest: one compressed JSON document per snapshot listing every entry and where its bytes
-//! live. It is written last, so a snapshot exists exactly when its manifest does. Reading one
-//! back ([`Manifest::from_bytes`]) is `validation`'s job: a manifest from a bucket is checked
-//! before anything is read through it.
+//! The manifest: one compressed JSON document per snapshot listing every entry, the chunks its
+//! files are made of and where each chunk is stored. It is written last, so a snapshot exists
+//! exactly when its manifest does. Reading one back ([`Manifest::from_bytes`]) is
+//! `validation`'s job: a manifest from a bucket is checked before anything is read through it.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::pack::{BlockRef, encode_frame};
+use super::pack::{ChunkRef, encode_frame};
 
 /// The value of [`Manifest::format`]; a reader refuses any other.
-pub const MANIFEST_FORMAT: &str = "snapfs-manifest/1";
+pub const MANIFEST_FORMAT: &str = "snapfs-manifest/2";
 
 /// zstd's default: repetitive JSON shrinks well at any level, and a large tree's upload should not
 /// wait on its manifest.
 const MANIFEST_LEVEL: i32 = 3;
 
-/// One snapshot: its name, times, the packs holding its data, and its entries.
+/// One snapshot: its name, times, where it was made from, the packs and chunks holding its
+/// data, and its entries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Always [`MANIFEST_FORMAT`].
@@ -27,10 +28,35 @@ pub struct Manifest {
     /// When the snapshot may be collected, if it has a TTL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<DateTime<Utc>>,
-    /// Object keys of the packs, relative to the remote's root; [`BlockRef::pack`] indexes this.
+    /// The folder or file the snapshot was read from in place (`snapfs snapshot`), so the next
+    /// snapshot of it can take unchanged files from this one without reading them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// Object keys of the packs, relative to the remote's root; [`ChunkRef::pack`] indexes
+    /// this. A pack may belong to an earlier snapshot: chunks are shared.
     pub packs: Vec<String>,
+    /// Every chunk a file of the snapshot uses, once; files index this.
+    pub chunks: Vec<ChunkRef>,
     /// `entries[0]` is the root (path ""); every parent appears before its children.
     pub entries: Vec<Entry>,
+}
+
+/// Where a snapshot was read from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// The machine's host name.
+    pub host: String,
+    /// The absolute path read.
+    pub path: String,
+}
+
+/// What identifies a file's content without reading it, as it was when read: a file whose
+/// size, mtime, ctime and inode are all unchanged is taken as unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    pub ino: u64,
+    pub ctime: i64,
+    pub ctime_nsec: u32,
 }
 
 /// One file, directory or symlink of a snapshot.
@@ -55,14 +81,17 @@ pub struct Entry {
 pub enum EntryKind {
     /// A directory; its children are the entries whose parent path is its path.
     Dir,
-    /// A regular file cut into blocks, in file order.
+    /// A regular file cut into chunks, in file order.
     File {
-        /// Length in bytes; the sum of the blocks' `len`.
+        /// Length in bytes; the sum of its chunks' `len`.
         size: u64,
         /// CRC32C (Castagnoli) of the whole file's bytes.
         crc32c: u32,
-        /// The blocks, consecutive in file order.
-        blocks: Vec<BlockRef>,
+        /// Indexes into [`Manifest::chunks`], in file order.
+        data: Vec<u32>,
+        /// The file's identity when it was read in place.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seen: Option<Seen>,
     },
     /// A symbolic link, stored as written (it may be absolute or point outside the snapshot).
     Symlink {
@@ -122,7 +151,7 @@ pub(super) mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::format::BLOCK_SIZE;
+    use crate::format::{BLOCK_SIZE, ChunkId};
 
     pub(in crate::format) fn at(secs: i64, nsec: u32) -> DateTime<Utc> {
         DateTime::from_timestamp(secs, nsec).unwrap()
@@ -142,24 +171,25 @@ pub(super) mod tests {
         entry(path, EntryKind::Dir)
     }
 
-    pub(in crate::format) fn block(pack: u32, offset: u64, len: u32) -> BlockRef {
-        BlockRef {
+    /// A chunk whose id is made from `len` (tests never decode these).
+    pub(in crate::format) fn chunk(pack: u32, offset: u64, len: u32) -> ChunkRef {
+        ChunkRef {
+            id: ChunkId::of(&len.to_le_bytes()),
             pack,
             offset,
             clen: 100,
             len,
-            crc32c: 7,
         }
     }
 
-    pub(in crate::format) fn file(path: &str, blocks: Vec<BlockRef>) -> Entry {
-        let size = blocks.iter().map(|b| u64::from(b.len)).sum();
+    pub(in crate::format) fn file(path: &str, data: Vec<u32>, size: u64) -> Entry {
         entry(
             path,
             EntryKind::File {
                 size,
                 crc32c: 1,
-                blocks,
+                data,
+                seen: None,
             },
         )
     }
@@ -179,16 +209,22 @@ pub(super) mod tests {
             name: "db-2026-11-20".to_owned(),
             created: at(1_763_600_000, 123_456_789),
             expires: Some(at(1_764_800_000, 0)),
+            source: Some(Source {
+                host: "laptop".to_owned(),
+                path: "/srv/db".to_owned(),
+            }),
             packs: vec![
                 "snapfs/packs/up1/00000000.pack".to_owned(),
                 "snapfs/packs/up1/00000001.pack".to_owned(),
             ],
+            chunks: vec![chunk(0, 0, BLOCK_SIZE as u32), chunk(1, 0, 10)],
             entries: vec![
                 dir(""),
                 dir("a"),
-                file("a/f", vec![block(0, 0, BLOCK_SIZE as u32), block(1, 0, 10)]),
+                file("a/f", vec![0, 1], BLOCK_SIZE as u64 + 10),
                 symlink("a/l", "../etc/hosts"),
-                file("empty", vec![]),
+                file("empty", vec![], 0),
+                file("again", vec![1, 1], 20),
             ],
         }
     }
@@ -198,59 +234,63 @@ pub(super) mod tests {
         let manifest = sample();
         manifest.validate().unwrap();
         assert_eq!(manifest.root().path, "");
-        assert_eq!(manifest.file_count(), 2);
-        assert_eq!(manifest.total_size(), BLOCK_SIZE as u64 + 10);
+        assert_eq!(manifest.file_count(), 3);
+        assert_eq!(manifest.total_size(), BLOCK_SIZE as u64 + 30);
     }
 
     #[test]
     fn bytes_round_trip_and_read_as_plain_zstd_json() {
-        let manifest = sample();
+        let mut manifest = sample();
+        if let EntryKind::File { seen, .. } = &mut manifest.entries[2].kind {
+            *seen = Some(Seen {
+                ino: 12,
+                ctime: 1_700_000_001,
+                ctime_nsec: 9,
+            });
+        }
         let bytes = manifest.to_bytes();
         assert_eq!(Manifest::from_bytes(&bytes).unwrap(), manifest);
         let json: serde_json::Value =
             serde_json::from_slice(&zstd::decode_all(&bytes[..]).unwrap()).unwrap();
         assert_eq!(json["format"], MANIFEST_FORMAT);
         assert_eq!(json["created"], "2025-11-20T00:53:20.123456789Z");
+        assert_eq!(json["source"]["path"], "/srv/db");
+        assert_eq!(json["chunks"][1]["pack"], 1);
+        assert_eq!(json["chunks"][1]["id"], manifest.chunks[1].id.to_string());
         assert_eq!(json["entries"][0]["type"], "dir");
         assert_eq!(json["entries"][2]["type"], "file");
-        assert_eq!(json["entries"][2]["blocks"][1]["pack"], 1);
+        assert_eq!(json["entries"][2]["data"], serde_json::json!([0, 1]));
+        assert_eq!(json["entries"][2]["seen"]["ino"], 12);
         assert_eq!(json["entries"][3]["target"], "../etc/hosts");
     }
 
     #[test]
-    fn expires_is_left_out_when_absent() {
+    fn optional_fields_are_left_out_when_absent() {
         let mut manifest = sample();
         manifest.expires = None;
-        let json = zstd::decode_all(&manifest.to_bytes()[..]).unwrap();
-        assert!(!String::from_utf8(json).unwrap().contains("expires"));
+        manifest.source = None;
+        let json = String::from_utf8(zstd::decode_all(&manifest.to_bytes()[..]).unwrap()).unwrap();
+        for field in ["expires", "source", "seen"] {
+            assert!(!json.contains(field), "{field} in {json}");
+        }
     }
 
     /// Arbitrary valid manifests: each node hangs under an earlier directory (picked by index).
     fn arb_manifest() -> impl Strategy<Value = Manifest> {
-        let arb_block = (
-            any::<u32>(),
+        let arb_chunk = (
             0u64..1 << 40,
             1u32..,
             1u32..=BLOCK_SIZE as u32,
-            any::<u32>(),
+            any::<u64>(),
         );
         let arb_kind = prop_oneof![
             Just(EntryKind::Dir),
-            (any::<u32>(), prop::collection::vec(arb_block, 0..4)).prop_map(|(crc32c, blocks)| {
-                let blocks: Vec<BlockRef> = blocks
-                    .into_iter()
-                    .map(|(pack, offset, clen, len, crc32c)| BlockRef {
-                        pack,
-                        offset,
-                        clen,
-                        len,
-                        crc32c,
-                    })
-                    .collect();
+            (any::<u32>(), prop::collection::vec(any::<u32>(), 0..4)).prop_map(|(crc32c, data)| {
                 EntryKind::File {
-                    size: blocks.iter().map(|b| u64::from(b.len)).sum(),
+                    size: 0,
                     crc32c,
-                    blocks,
+                    data,
+                    seen: None,
                 }
             }),
             "[^\\x00]{1,16}".prop_map(|target| EntryKind::Symlink { target }),
@@ -266,6 +306,7 @@ pub(super) mod tests {
         (
             "[^/\\x00]{1,20}",
             1usize..4,
+            prop::collection::vec(arb_chunk, 1..6),
             0i64..4_102_444_800,
             0u32..1_000_000_000,
             prop::option::of(0i64..4_102_444_800),
@@ -274,49 +315,68 @@ pub(super) mod tests {
             .prop_filter("names . and .. are refused", |(name, ..)| {
                 name != "." && name != ".."
             })
-            .prop_map(|(name, pack_count, created, nsec, expires, nodes)| {
-                let mut entries = vec![dir("")];
-                let mut dirs = vec![String::new()];
-                for (pick, component, mut kind, mode, mtime, mtime_nsec) in nodes {
-                    if component == "." || component == ".." {
-                        continue;
-                    }
-                    let parent = &dirs[pick % dirs.len()];
-                    let path = if parent.is_empty() {
-                        component
-                    } else {
-                        format!("{parent}/{component}")
-                    };
-                    if entries.iter().any(|e: &Entry| e.path == path) {
-                        continue;
-                    }
-                    if let EntryKind::File { blocks, .. } = &mut kind {
-                        for block in blocks {
-                            block.pack %= pack_count as u32;
+            .prop_map(
+                |(name, pack_count, chunks, created, nsec, expires, nodes)| {
+                    let chunks: Vec<ChunkRef> = chunks
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (offset, clen, len, seed))| ChunkRef {
+                            id: ChunkId::of(&seed.to_le_bytes()),
+                            pack: (i % pack_count) as u32,
+                            offset,
+                            clen,
+                            len,
+                        })
+                        .collect();
+                    let mut entries = vec![dir("")];
+                    let mut dirs = vec![String::new()];
+                    for (pick, component, mut kind, mode, mtime, mtime_nsec) in nodes {
+                        if component == "." || component == ".." {
+                            continue;
                         }
+                        let parent = &dirs[pick % dirs.len()];
+                        let path = if parent.is_empty() {
+                            component
+                        } else {
+                            format!("{parent}/{component}")
+                        };
+                        if entries.iter().any(|e: &Entry| e.path == path) {
+                            continue;
+                        }
+                        if let EntryKind::File { data, size, .. } = &mut kind {
+                            for c in data.iter_mut() {
+                                *c %= chunks.len() as u32;
+                            }
+                            *size = data
+                                .iter()
+                                .map(|&c| u64::from(chunks[c as usize].len))
+                                .sum();
+                        }
+                        if kind == EntryKind::Dir {
+                            dirs.push(path.clone());
+                        }
+                        entries.push(Entry {
+                            path,
+                            mode,
+                            mtime,
+                            mtime_nsec,
+                            kind,
+                        });
                     }
-                    if kind == EntryKind::Dir {
-                        dirs.push(path.clone());
+                    Manifest {
+                        format: MANIFEST_FORMAT.to_owned(),
+                        name,
+                        created: at(created, nsec),
+                        expires: expires.map(|secs| at(secs, 0)),
+                        source: None,
+                        packs: (0..pack_count as u32)
+                            .map(|seq| super::super::pack_key("up", seq))
+                            .collect(),
+                        chunks,
+                        entries,
                     }
-                    entries.push(Entry {
-                        path,
-                        mode,
-                        mtime,
-                        mtime_nsec,
-                        kind,
-                    });
-                }
-                Manifest {
-                    format: MANIFEST_FORMAT.to_owned(),
-                    name,
-                    created: at(created, nsec),
-                    expires: expires.map(|secs| at(secs, 0)),
-                    packs: (0..pack_count as u32)
-                        .map(|seq| super::super::pack_key("up", seq))
-                        .collect(),
-                    entries,
-                }
-            })
+                },
+            )
     }
 
     proptest! {

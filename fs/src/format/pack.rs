@@ -1,8 +1,12 @@
-//! Packs: objects made of independent zstd frames, one per block, so any block can be fetched with
-//! one ranged GET and decompressed on its own.
+//! Packs: objects made of independent zstd frames, one per chunk, so any chunk can be fetched
+//! with one ranged GET and decompressed on its own. A chunk is named by the BLAKE3 hash of its
+//! bytes, which is also what every read checks.
+
+use std::fmt;
+use std::str::FromStr;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zstd::zstd_safe::CParameter;
 
 use super::{BLOCK_SIZE, FormatError, PACK_TARGET};
@@ -11,9 +15,74 @@ const ZSTD_MAGIC: u32 = 0xFD2F_B528;
 /// The largest raw block a zstd frame may hold.
 const RAW_BLOCK_MAX: usize = 128 << 10;
 
-/// Where one block of a file lives: one zstd frame inside one pack object.
+/// A chunk's name: the BLAKE3 hash of its bytes, written as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChunkId(pub [u8; 32]);
+
+impl ChunkId {
+    /// The id of `data`.
+    pub fn of(data: &[u8]) -> ChunkId {
+        ChunkId(*blake3::hash(data).as_bytes())
+    }
+}
+
+impl fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for ChunkId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ChunkId, String> {
+        let bytes = s.as_bytes();
+        if bytes.len() != 64 {
+            return Err(format!(
+                "chunk id of {} characters, expected 64",
+                bytes.len()
+            ));
+        }
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            _ => Err(format!(
+                "chunk id holds {:?}, not a lowercase hex digit",
+                c as char
+            )),
+        };
+        let mut id = [0u8; 32];
+        for (out, pair) in id.iter_mut().zip(bytes.chunks_exact(2)) {
+            *out = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        Ok(ChunkId(id))
+    }
+}
+
+impl Serialize for ChunkId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ChunkId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ChunkId, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where one chunk is stored: one zstd frame inside one pack object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlockRef {
+pub struct ChunkRef {
+    /// BLAKE3 of the decompressed bytes.
+    pub id: ChunkId,
     /// Index into [`Manifest::packs`](super::Manifest::packs).
     pub pack: u32,
     /// Byte offset of the frame inside the pack.
@@ -22,13 +91,11 @@ pub struct BlockRef {
     pub clen: u32,
     /// Decompressed length.
     pub len: u32,
-    /// CRC32C (Castagnoli) of the decompressed bytes.
-    pub crc32c: u32,
 }
 
-/// Compresses one block into one zstd frame; returns the frame and the CRC32C of `raw`.
-pub fn compress_block(raw: &[u8], level: i32) -> (Vec<u8>, u32) {
-    (encode_frame(raw, level), crc32c::crc32c(raw))
+/// Compresses one chunk into one zstd frame.
+pub fn compress_chunk(raw: &[u8], level: i32) -> Vec<u8> {
+    encode_frame(raw, level)
 }
 
 /// One standalone zstd frame holding `raw`, recording its size and a zstd checksum so that
@@ -40,7 +107,7 @@ pub(super) fn encode_frame(raw: &[u8], level: i32) -> Vec<u8> {
     });
     compressed.unwrap_or_else(|err| {
         // zstd clamps levels, so this is an allocation failure; a stored frame is still valid.
-        tracing::warn!(%err, "zstd compression failed, storing the block uncompressed");
+        tracing::warn!(%err, "zstd compression failed, storing the chunk uncompressed");
         stored_frame(raw)
     })
 }
@@ -55,16 +122,16 @@ fn stored_frame(raw: &[u8]) -> Vec<u8> {
     frame.push(0b1100_0000);
     frame.push(7 << 3);
     frame.extend_from_slice(&(raw.len() as u64).to_le_bytes());
-    let mut chunks: Vec<&[u8]> = raw.chunks(RAW_BLOCK_MAX).collect();
-    if chunks.is_empty() {
-        chunks.push(&[]);
+    let mut pieces: Vec<&[u8]> = raw.chunks(RAW_BLOCK_MAX).collect();
+    if pieces.is_empty() {
+        pieces.push(&[]);
     }
-    for (i, chunk) in chunks.iter().enumerate() {
+    for (i, piece) in pieces.iter().enumerate() {
         // Block header, 3 bytes little-endian: size << 3 | type (0 = raw) << 1 | last.
-        let last = u32::from(i + 1 == chunks.len());
-        let header = ((chunk.len() as u32) << 3) | last;
+        let last = u32::from(i + 1 == pieces.len());
+        let header = ((piece.len() as u32) << 3) | last;
         frame.extend_from_slice(&header.to_le_bytes()[..3]);
-        frame.extend_from_slice(chunk);
+        frame.extend_from_slice(piece);
     }
     frame
 }
@@ -81,9 +148,9 @@ impl PackBuilder {
         Self::default()
     }
 
-    /// Appends a frame made by [`compress_block`] (so under 4 GiB); returns its [`BlockRef`] with
-    /// `pack` set to `pack_index`.
-    pub fn push_frame(&mut self, pack_index: u32, frame: &[u8], len: u32, crc32c: u32) -> BlockRef {
+    /// Appends a frame made by [`compress_chunk`] (so under 4 GiB) of the chunk `id` of `len`
+    /// bytes; returns its [`ChunkRef`] with `pack` set to `pack_index`.
+    pub fn push_frame(&mut self, pack_index: u32, frame: &[u8], id: ChunkId, len: u32) -> ChunkRef {
         debug_assert!(
             u32::try_from(frame.len()).is_ok(),
             "frame of {} bytes",
@@ -91,13 +158,13 @@ impl PackBuilder {
         );
         let offset = self.buf.len() as u64;
         self.buf.extend_from_slice(frame);
-        BlockRef {
+        ChunkRef {
+            id,
             pack: pack_index,
             offset,
             // Saturating keeps an impossible oversized frame detectable: reading it fails its check.
             clen: u32::try_from(frame.len()).unwrap_or(u32::MAX),
             len,
-            crc32c,
         }
     }
 
@@ -122,33 +189,33 @@ impl PackBuilder {
     }
 }
 
-/// Decompresses the frame a [`BlockRef`] names (`frame` = exactly the `clen` bytes at `offset`),
-/// checking length and CRC32C. Never allocates more than `expect.len` bytes of output, whatever
-/// the frame claims.
-pub fn decode_block(frame: &[u8], expect: &BlockRef) -> Result<Bytes, FormatError> {
-    decode_frame(frame, expect.clen, expect.len, expect.crc32c).map_err(|why| {
+/// Decompresses the frame a [`ChunkRef`] names (`frame` = exactly the `clen` bytes at
+/// `offset`), checking length and BLAKE3. Never allocates more than `expect.len` bytes of
+/// output, whatever the frame claims.
+pub fn decode_chunk(frame: &[u8], expect: &ChunkRef) -> Result<Bytes, FormatError> {
+    decode_frame(frame, expect.clen, expect.len, &expect.id).map_err(|why| {
         FormatError::CorruptBlock(format!(
-            "frame at offset {} of pack {}: {why}",
-            expect.offset, expect.pack
+            "chunk {} at offset {}: {why}",
+            expect.id, expect.offset
         ))
     })
 }
 
-/// Decompresses one frame of `clen` bytes into `len` bytes with CRC32C `crc32c`; the error says
+/// Decompresses one frame of `clen` bytes into `len` bytes whose BLAKE3 is `id`; the error says
 /// what is wrong, the caller says where. The output buffer's capacity bounds what zstd may
 /// write, so a lying header fails here instead of allocating.
 pub(super) fn decode_frame(
     frame: &[u8],
     clen: u32,
     len: u32,
-    crc32c: u32,
+    id: &ChunkId,
 ) -> Result<Bytes, String> {
     if frame.len() as u64 != u64::from(clen) {
         return Err(format!("{} bytes, expected {clen}", frame.len()));
     }
     let len = len as usize;
     if len > BLOCK_SIZE {
-        return Err(format!("claims {len} bytes, more than a block"));
+        return Err(format!("claims {len} bytes, more than a chunk may hold"));
     }
     let mut out = Vec::with_capacity(len);
     zstd::bulk::Decompressor::new()
@@ -160,33 +227,11 @@ pub(super) fn decode_frame(
             out.len()
         ));
     }
-    let crc = crc32c::crc32c(&out);
-    if crc != crc32c {
-        return Err(format!("CRC32C {crc:08x}, expected {crc32c:08x}"));
+    let got = ChunkId::of(&out);
+    if got != *id {
+        return Err(format!("BLAKE3 {got}, expected {id}"));
     }
     Ok(Bytes::from(out))
-}
-
-/// Which blocks of a file cover `[offset, offset + len)`: yields (block index, offset of that
-/// block's first byte within the file), in file order. Nothing past the file's end is yielded.
-pub fn blocks_in_range(
-    blocks: &[BlockRef],
-    offset: u64,
-    len: u64,
-) -> impl Iterator<Item = (usize, u64)> + '_ {
-    let end = offset.saturating_add(len);
-    blocks
-        .iter()
-        .scan(0u64, |next, block| {
-            let start = *next;
-            *next = start.saturating_add(u64::from(block.len));
-            Some((start, *next))
-        })
-        .enumerate()
-        .skip_while(move |&(_, (_, block_end))| block_end <= offset)
-        // `offset < end` keeps an empty range from yielding the block it falls in.
-        .take_while(move |&(_, (start, _))| offset < end && start < end)
-        .map(|(index, (start, _))| (index, start))
 }
 
 #[cfg(test)]
@@ -194,11 +239,6 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::format::{Entry, EntryKind, MANIFEST_FORMAT, Manifest, pack_key};
-
-    /// Small sizes keep the property tests fast; the code does not depend on the real ones.
-    const TEST_BLOCK: usize = 8 << 10;
-    const TEST_PACK: usize = 20 << 10;
 
     /// Deterministic bytes mixing runs (compressible) with noise (not).
     fn content(seed: u64, len: usize) -> Vec<u8> {
@@ -217,8 +257,10 @@ mod tests {
             .collect()
     }
 
-    fn frame_of(pack: &[u8], block: &BlockRef) -> Vec<u8> {
-        pack[block.offset as usize..][..block.clen as usize].to_vec()
+    fn chunk(raw: &[u8]) -> (Vec<u8>, ChunkRef) {
+        let frame = compress_chunk(raw, 3);
+        let r = PackBuilder::new().push_frame(0, &frame, ChunkId::of(raw), raw.len() as u32);
+        (frame, r)
     }
 
     fn is_corrupt(result: Result<Bytes, FormatError>) -> bool {
@@ -226,66 +268,76 @@ mod tests {
     }
 
     #[test]
-    fn a_block_round_trips_and_reads_as_plain_zstd() {
+    fn chunk_ids_are_blake3_in_hex() {
+        let id = ChunkId::of(b"abc");
+        assert_eq!(
+            id.to_string(),
+            "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+        );
+        assert_eq!(id.to_string().parse::<ChunkId>().unwrap(), id);
+        assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{id}\""));
+        for bad in [
+            "",
+            "6437",
+            &"G".repeat(64),
+            &"A".repeat(64),
+            &"0".repeat(65),
+        ] {
+            assert!(bad.parse::<ChunkId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_chunk_round_trips_and_reads_as_plain_zstd() {
         let raw = content(3, 100_000);
-        let (frame, crc) = compress_block(&raw, 3);
+        let frame = compress_chunk(&raw, 3);
         assert!(frame.len() < raw.len());
-        assert_eq!(crc, crc32c::crc32c(&raw));
         assert_eq!(zstd::decode_all(&frame[..]).unwrap(), raw);
         let mut pack = PackBuilder::new();
         assert!(pack.is_empty());
-        let block = pack.push_frame(4, &frame, raw.len() as u32, crc);
-        assert_eq!(
-            (block.pack, block.offset, block.clen as usize),
-            (4, 0, frame.len())
-        );
-        assert_eq!(decode_block(&frame, &block).unwrap(), raw);
+        let r = pack.push_frame(4, &frame, ChunkId::of(&raw), raw.len() as u32);
+        assert_eq!((r.pack, r.offset, r.clen as usize), (4, 0, frame.len()));
+        assert_eq!(decode_chunk(&frame, &r).unwrap(), raw);
     }
 
     #[test]
     fn a_flipped_byte_is_caught() {
-        let raw = content(5, 50_000);
-        let (frame, crc) = compress_block(&raw, 3);
-        let block = PackBuilder::new().push_frame(0, &frame, raw.len() as u32, crc);
+        let (frame, r) = chunk(&content(5, 50_000));
         for at in [0, 5, frame.len() / 2, frame.len() - 1] {
             let mut bad = frame.clone();
             bad[at] ^= 0x10;
-            assert!(is_corrupt(decode_block(&bad, &block)), "flip at {at}");
+            assert!(is_corrupt(decode_chunk(&bad, &r)), "flip at {at}");
         }
     }
 
     #[test]
     fn wrong_expectations_are_caught() {
-        let raw = content(6, 10_000);
-        let (frame, crc) = compress_block(&raw, 3);
-        let block = PackBuilder::new().push_frame(0, &frame, raw.len() as u32, crc);
-        assert!(is_corrupt(decode_block(&frame[1..], &block)), "short frame");
-        assert!(is_corrupt(decode_block(
+        let (frame, r) = chunk(&content(6, 10_000));
+        assert!(is_corrupt(decode_chunk(&frame[1..], &r)), "short frame");
+        let other = ChunkId::of(b"other");
+        assert!(is_corrupt(decode_chunk(
             &frame,
-            &BlockRef {
-                crc32c: crc ^ 1,
-                ..block
+            &ChunkRef { id: other, ..r }
+        )));
+        assert!(is_corrupt(decode_chunk(
+            &frame,
+            &ChunkRef {
+                len: r.len + 1,
+                ..r
             }
         )));
-        assert!(is_corrupt(decode_block(
+        assert!(is_corrupt(decode_chunk(
             &frame,
-            &BlockRef {
-                len: block.len + 1,
-                ..block
+            &ChunkRef {
+                len: r.len - 1,
+                ..r
             }
         )));
-        assert!(is_corrupt(decode_block(
-            &frame,
-            &BlockRef {
-                len: block.len - 1,
-                ..block
-            }
-        )));
-        let huge = BlockRef {
+        let huge = ChunkRef {
             len: BLOCK_SIZE as u32 + 1,
-            ..block
+            ..r
         };
-        assert!(is_corrupt(decode_block(&frame, &huge)));
+        assert!(is_corrupt(decode_chunk(&frame, &huge)));
     }
 
     #[test]
@@ -296,25 +348,25 @@ mod tests {
         frame.extend_from_slice(&(1u64 << 40).to_le_bytes());
         frame.extend_from_slice(&((10u32 << 3) | 1).to_le_bytes()[..3]);
         frame.extend_from_slice(b"0123456789");
-        let block = BlockRef {
+        let r = ChunkRef {
+            id: ChunkId::of(b"0123456789"),
             pack: 0,
             offset: 0,
             clen: frame.len() as u32,
             len: 10,
-            crc32c: crc32c::crc32c(b"0123456789"),
         };
-        assert!(is_corrupt(decode_block(&frame, &block)));
+        assert!(is_corrupt(decode_chunk(&frame, &r)));
 
         // A real frame holding more than the manifest says.
-        let (frame, _) = compress_block(&vec![0; 4 << 20], 3);
-        let block = BlockRef {
+        let frame = compress_chunk(&vec![0; 4 << 20], 3);
+        let r = ChunkRef {
+            id: ChunkId::of(&[0; 4096]),
             pack: 0,
             offset: 0,
             clen: frame.len() as u32,
             len: 4096,
-            crc32c: 0,
         };
-        assert!(is_corrupt(decode_block(&frame, &block)));
+        assert!(is_corrupt(decode_chunk(&frame, &r)));
     }
 
     #[test]
@@ -329,153 +381,48 @@ mod tests {
             let raw = content(len as u64, len);
             let frame = stored_frame(&raw);
             assert_eq!(zstd::decode_all(&frame[..]).unwrap(), raw, "len {len}");
-            let block = BlockRef {
+            let r = ChunkRef {
+                id: ChunkId::of(&raw),
                 pack: 0,
                 offset: 0,
                 clen: frame.len() as u32,
                 len: len as u32,
-                crc32c: crc32c::crc32c(&raw),
             };
-            assert_eq!(decode_block(&frame, &block).unwrap(), raw, "len {len}");
+            assert_eq!(decode_chunk(&frame, &r).unwrap(), raw, "len {len}");
         }
     }
 
     #[test]
     fn a_pack_is_full_at_the_target() {
+        let id = ChunkId::of(b"");
         let mut pack = PackBuilder::new();
-        let first = pack.push_frame(0, &vec![1; PACK_TARGET - 1], 1, 0);
+        let first = pack.push_frame(0, &vec![1; PACK_TARGET - 1], id, 1);
         assert!(!pack.is_full());
-        let second = pack.push_frame(0, &[2], 1, 0);
+        let second = pack.push_frame(0, &[2], id, 1);
         assert!(pack.is_full());
         assert_eq!((first.offset, second.offset), (0, PACK_TARGET as u64 - 1));
         assert_eq!(pack.finish().len(), PACK_TARGET);
     }
 
-    #[test]
-    fn blocks_in_range_examples() {
-        let blocks: Vec<BlockRef> = [4, 4, 2]
-            .map(|len| BlockRef {
-                pack: 0,
-                offset: 0,
-                clen: 1,
-                len,
-                crc32c: 0,
-            })
-            .to_vec();
-        let got = |offset, len| blocks_in_range(&blocks, offset, len).collect::<Vec<_>>();
-        assert_eq!(got(0, 10), [(0, 0), (1, 4), (2, 8)]);
-        assert_eq!(got(4, 4), [(1, 4)]);
-        assert_eq!(got(3, 2), [(0, 0), (1, 4)]);
-        assert_eq!(got(9, 100), [(2, 8)]);
-        assert_eq!(got(10, 5), []);
-        assert_eq!(got(5, 0), []);
-        assert_eq!(got(u64::MAX, u64::MAX), []);
-    }
-
-    /// Packs `files` the way an upload does: blocks in file order, frames appended to the current
-    /// pack, a new pack once it is full, small files sharing packs.
-    fn pack_files(files: &[Vec<u8>]) -> (Vec<Bytes>, Vec<Vec<BlockRef>>) {
-        let (mut packs, mut refs, mut builder) = (Vec::new(), Vec::new(), PackBuilder::new());
-        for data in files {
-            let mut blocks = Vec::new();
-            for chunk in data.chunks(TEST_BLOCK) {
-                let (frame, crc) = compress_block(chunk, 1);
-                blocks.push(builder.push_frame(
-                    packs.len() as u32,
-                    &frame,
-                    chunk.len() as u32,
-                    crc,
-                ));
-                if builder.len() >= TEST_PACK {
-                    packs.push(std::mem::take(&mut builder).finish());
-                }
-            }
-            refs.push(blocks);
-        }
-        if !builder.is_empty() {
-            packs.push(builder.finish());
-        }
-        (packs, refs)
-    }
-
-    /// Reads `[offset, offset + len)` of a file the way the file system does.
-    fn read_range(packs: &[Bytes], blocks: &[BlockRef], offset: u64, len: u64) -> Vec<u8> {
-        let end = offset + len;
-        let mut out = Vec::new();
-        for (index, start) in blocks_in_range(blocks, offset, len) {
-            let block = &blocks[index];
-            let data = decode_block(&frame_of(&packs[block.pack as usize], block), block).unwrap();
-            let from = offset.saturating_sub(start) as usize;
-            let to = (end.min(start + u64::from(block.len)) - start) as usize;
-            out.extend_from_slice(&data[from..to]);
-        }
-        out
-    }
-
     proptest! {
         #[test]
-        fn any_range_reads_back_exactly(
-            files in prop::collection::vec((any::<u64>(), 0..3 * TEST_BLOCK + 700), 1..6),
-            ranges in prop::collection::vec((any::<usize>(), any::<u64>(), 0..3 * TEST_BLOCK as u64), 1..10),
+        fn chunks_pushed_into_a_pack_read_back_from_it(
+            sizes in prop::collection::vec((any::<u64>(), 0usize..20_000), 1..8),
         ) {
-            let files: Vec<Vec<u8>> = files.into_iter().map(|(seed, len)| content(seed, len)).collect();
-            let (packs, refs) = pack_files(&files);
-
-            let mut entries = vec![Entry { path: String::new(), mode: 0o755, mtime: 0, mtime_nsec: 0, kind: EntryKind::Dir }];
-            for (i, (data, blocks)) in files.iter().zip(&refs).enumerate() {
-                let kind = EntryKind::File { size: data.len() as u64, crc32c: crc32c::crc32c(data), blocks: blocks.clone() };
-                entries.push(Entry { path: format!("f{i}"), mode: 0o644, mtime: 0, mtime_nsec: 0, kind });
-            }
-            let manifest = Manifest {
-                format: MANIFEST_FORMAT.to_owned(),
-                name: "prop".to_owned(),
-                created: chrono::DateTime::UNIX_EPOCH,
-                expires: None,
-                packs: (0..packs.len() as u32).map(|seq| pack_key("up", seq)).collect(),
-                entries,
-            };
-            prop_assert!(manifest.validate().is_ok(), "{:?}", manifest.validate());
-
-            for (pick, offset, len) in ranges {
-                let file = pick % files.len();
-                let data = &files[file];
-                let offset = offset % (data.len() as u64 + 10);
-                let got = read_range(&packs, &refs[file], offset, len);
-                let from = (offset as usize).min(data.len());
-                let to = ((offset + len) as usize).min(data.len());
-                prop_assert_eq!(&got[..], &data[from..to], "file {} range {}+{}", file, offset, len);
-            }
-            for (data, blocks) in files.iter().zip(&refs) {
-                prop_assert_eq!(&read_range(&packs, blocks, 0, data.len() as u64), data);
-            }
-        }
-
-        #[test]
-        fn blocks_in_range_covers_exactly_the_range(
-            lens in prop::collection::vec(1u32..100, 0..20),
-            offset in 0u64..2200,
-            len in 0u64..2200,
-        ) {
-            let blocks: Vec<BlockRef> = lens.iter().map(|&len| BlockRef { pack: 0, offset: 0, clen: 1, len, crc32c: 0 }).collect();
-            let starts: Vec<u64> = lens.iter().scan(0, |at, &l| { let s = *at; *at += u64::from(l); Some(s) }).collect();
-            let size: u64 = lens.iter().map(|&l| u64::from(l)).sum();
-            let end = (offset + len).min(size);
-            let got: Vec<(usize, u64)> = blocks_in_range(&blocks, offset, len).collect();
-            if offset >= end {
-                prop_assert!(got.is_empty(), "{:?}", got);
-            } else {
-                prop_assert!(!got.is_empty());
-                for (k, &(index, start)) in got.iter().enumerate() {
-                    prop_assert!(index < blocks.len());
-                    prop_assert_eq!(start, starts[index]);
-                    prop_assert_eq!(index, got[0].0 + k, "consecutive");
-                    // Every yielded block overlaps the range.
-                    prop_assert!(start < end && start + u64::from(lens[index]) > offset);
-                }
-                let (first, first_start) = got[0];
-                let (last, last_start) = got[got.len() - 1];
-                prop_assert!(first_start <= offset && offset < first_start + u64::from(lens[first]));
-                prop_assert!(last_start + u64::from(lens[last]) >= end);
+            let mut pack = PackBuilder::new();
+            let chunks: Vec<(Vec<u8>, ChunkRef)> = sizes
+                .into_iter()
+                .map(|(seed, len)| {
+                    let raw = content(seed, len);
+                    let frame = compress_chunk(&raw, 1);
+                    let r = pack.push_frame(0, &frame, ChunkId::of(&raw), len as u32);
+                    (raw, r)
+                })
+                .collect();
+            let bytes = pack.finish();
+            for (raw, r) in &chunks {
+                let frame = &bytes[r.offset as usize..][..r.clen as usize];
+                prop_assert_eq!(&decode_chunk(frame, r).unwrap()[..], &raw[..]);
             }
         }
     }

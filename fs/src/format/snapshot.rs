@@ -1,5 +1,5 @@
-//! A manifest as the VFS reads it: a snapshot tree whose file blocks point into the packs, and
-//! the check that turns a block's stored bytes back into file bytes.
+//! A manifest as the VFS reads it: a snapshot tree whose file blocks are chunks in the packs,
+//! and the check that turns a block's stored bytes back into file bytes.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -8,11 +8,11 @@ use bytes::Bytes;
 
 use super::FormatError;
 use super::manifest::{EntryKind, Manifest};
-use super::pack::decode_frame;
+use super::pack::{ChunkId, decode_frame};
 use crate::tree::{Block, Encoding, FileKind, SnapshotTree, TreeNode};
 
-/// The tree of a manifest (one that passed validation): every file's blocks point into the
-/// manifest's packs.
+/// The tree of a manifest (one that passed validation): every file's blocks are its chunks, in
+/// the manifest's packs.
 pub fn snapshot_tree(manifest: &Manifest) -> Result<SnapshotTree, FormatError> {
     let invalid = |why: String| FormatError::InvalidManifest(why);
     let packs: Vec<Arc<str>> = manifest
@@ -33,29 +33,29 @@ pub fn snapshot_tree(manifest: &Manifest) -> Result<SnapshotTree, FormatError> {
                 n
             }
             EntryKind::File {
-                size,
-                crc32c,
-                blocks,
+                size, crc32c, data, ..
             } => {
                 let mut n = TreeNode::new(FileKind::File, perm, t);
                 n.size = *size;
                 n.crc32c = Some(*crc32c);
-                n.blocks.reserve_exact(blocks.len());
+                n.blocks.reserve_exact(data.len());
                 let mut start = 0u64;
-                for b in blocks {
+                for &c in data {
+                    let out_of_range = || invalid(format!("{}: chunk index out of range", e.path));
+                    let chunk = manifest.chunks.get(c as usize).ok_or_else(out_of_range)?;
                     let object = packs
-                        .get(b.pack as usize)
+                        .get(chunk.pack as usize)
                         .cloned()
-                        .ok_or_else(|| invalid(format!("{}: pack index out of range", e.path)))?;
+                        .ok_or_else(out_of_range)?;
                     n.blocks.push(Block {
                         start,
-                        len: b.len,
+                        len: chunk.len,
                         object,
-                        offset: b.offset,
-                        stored_len: b.clen,
-                        encoding: Encoding::Zstd { crc32c: b.crc32c },
+                        offset: chunk.offset,
+                        stored_len: chunk.clen,
+                        encoding: Encoding::Chunk { id: chunk.id.0 },
                     });
-                    start += u64::from(b.len);
+                    start += u64::from(chunk.len);
                 }
                 n
             }
@@ -70,7 +70,7 @@ pub fn snapshot_tree(manifest: &Manifest) -> Result<SnapshotTree, FormatError> {
 /// and any known checksum match.
 pub fn decode_stored(stored: Bytes, block: &Block) -> Result<Bytes, FormatError> {
     let checked = match block.encoding {
-        Encoding::Zstd { crc32c } => decode_frame(&stored, block.stored_len, block.len, crc32c),
+        Encoding::Chunk { id } => decode_frame(&stored, block.stored_len, block.len, &ChunkId(id)),
         Encoding::Raw { crc32c } => {
             if stored.len() != block.len as usize {
                 Err(format!("{} bytes, expected {}", stored.len(), block.len))
@@ -99,8 +99,8 @@ fn mtime(secs: i64, nsec: u32) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::manifest::tests::{block, dir, file, sample, symlink};
-    use crate::format::{BLOCK_SIZE, compress_block};
+    use crate::format::manifest::tests::{dir, file, sample, symlink};
+    use crate::format::{BLOCK_SIZE, compress_chunk};
 
     #[test]
     fn a_manifest_becomes_its_tree() {
@@ -132,7 +132,13 @@ mod tests {
                 f.blocks[1].stored_len,
                 f.blocks[1].encoding
             ),
-            (0, 100, Encoding::Zstd { crc32c: 7 })
+            (
+                0,
+                100,
+                Encoding::Chunk {
+                    id: manifest.chunks[1].id.0
+                }
+            )
         );
         let l = tree.node(tree.child(a, "l").unwrap()).unwrap();
         assert_eq!((l.kind, l.size), (FileKind::Symlink, 12));
@@ -142,10 +148,10 @@ mod tests {
     #[test]
     fn a_tree_is_refused_where_the_manifest_is_broken() {
         let mut bad_pack = sample();
-        bad_pack.entries.push(file("x", vec![block(9, 0, 1)]));
+        bad_pack.entries.push(file("x", vec![9], 1));
         assert!(matches!(
             snapshot_tree(&bad_pack),
-            Err(FormatError::InvalidManifest(why)) if why.contains("x: pack index out of range")
+            Err(FormatError::InvalidManifest(why)) if why.contains("x: chunk index out of range")
         ));
         let mut orphan = sample();
         orphan.entries.push(dir("missing/child"));
@@ -178,15 +184,17 @@ mod tests {
     #[test]
     fn stored_bytes_decode_only_when_they_check_out() {
         let raw = b"file bytes".repeat(100);
-        let (frame, crc) = compress_block(&raw, 3);
-        let zstd = stored_block(Encoding::Zstd { crc32c: crc }, &frame, raw.len() as u32);
+        let frame = compress_chunk(&raw, 3);
+        let id = ChunkId::of(&raw).0;
+        let zstd = stored_block(Encoding::Chunk { id }, &frame, raw.len() as u32);
         let got = decode_stored(Bytes::from(frame.clone()), &zstd).unwrap();
         assert_eq!(got, raw);
-        let wrong_crc = stored_block(Encoding::Zstd { crc32c: !crc }, &frame, raw.len() as u32);
-        let err = decode_stored(Bytes::from(frame.clone()), &wrong_crc).unwrap_err();
+        let wrong_id = ChunkId::of(b"other").0;
+        let wrong = stored_block(Encoding::Chunk { id: wrong_id }, &frame, raw.len() as u32);
+        let err = decode_stored(Bytes::from(frame.clone()), &wrong).unwrap_err();
         assert!(
             err.to_string()
-                .contains("snapfs/packs/u/00000000.pack at 40: CRC32C"),
+                .contains("snapfs/packs/u/00000000.pack at 40: BLAKE3"),
             "{err}"
         );
         let short = decode_stored(Bytes::copy_from_slice(&frame[1..]), &zstd);

@@ -1,16 +1,17 @@
 //! Reading a manifest back, and the rules it must follow before anything is read through it:
 //! manifests come from buckets others can write, so decompression is capped and every name,
-//! path, parent and block reference is checked.
+//! path, parent and chunk reference is checked.
 
 use std::collections::HashMap;
 use std::io::Read;
 
 use super::manifest::{Entry, EntryKind, MANIFEST_FORMAT, Manifest};
-use super::pack::BlockRef;
+use super::pack::ChunkRef;
 use super::{BLOCK_SIZE, FormatError, PACK_PREFIX};
 
-/// The most decompressed bytes a manifest may have.
-pub const MAX_MANIFEST_BYTES: usize = 1 << 30;
+/// The most decompressed bytes a manifest may have: room for a million chunks and as many
+/// entries, far from what a hostile few kilobytes could make the daemon hold.
+pub const MAX_MANIFEST_BYTES: usize = 256 << 20;
 
 /// Longest file name a Unix kernel accepts (NAME_MAX); longer ones could never be shown.
 const NAME_MAX: usize = 255;
@@ -57,7 +58,7 @@ fn invalid(why: String) -> FormatError {
 fn check(manifest: &Manifest) -> Result<(), FormatError> {
     if manifest.format != MANIFEST_FORMAT {
         return Err(invalid(format!(
-            "format {:?}, expected {MANIFEST_FORMAT:?}",
+            "format {:?}, which this version does not read (it reads {MANIFEST_FORMAT:?})",
             manifest.format
         )));
     }
@@ -65,6 +66,10 @@ fn check(manifest: &Manifest) -> Result<(), FormatError> {
         .map_err(|why| invalid(format!("snapshot name {:?}: {why}", manifest.name)))?;
     for key in &manifest.packs {
         check_pack_key(key).map_err(|why| invalid(format!("pack {key:?}: {why}")))?;
+    }
+    for (i, chunk) in manifest.chunks.iter().enumerate() {
+        check_chunk(chunk, manifest.packs.len())
+            .map_err(|why| invalid(format!("chunk {i}: {why}")))?;
     }
     let Some(root) = manifest.entries.first() else {
         return Err(invalid("no entries (not even the root)".to_owned()));
@@ -95,7 +100,7 @@ fn check(manifest: &Manifest) -> Result<(), FormatError> {
                 }
             }
         }
-        check_entry(entry, manifest.packs.len()).map_err(fail)?;
+        check_entry(entry, &manifest.chunks).map_err(fail)?;
         let is_dir = matches!(entry.kind, EntryKind::Dir);
         if seen.insert(&entry.path, is_dir).is_some() {
             return Err(fail("duplicate path".to_owned()));
@@ -153,7 +158,7 @@ fn check_pack_key(key: &str) -> Result<(), String> {
     }
 }
 
-fn check_entry(entry: &Entry, pack_count: usize) -> Result<(), String> {
+fn check_entry(entry: &Entry, chunks: &[ChunkRef]) -> Result<(), String> {
     if entry.mode & !0o7777 != 0 {
         return Err(format!("mode {:o} has bits beyond 0o7777", entry.mode));
     }
@@ -169,36 +174,38 @@ fn check_entry(entry: &Entry, pack_count: usize) -> Result<(), String> {
             Err("symlink target contains NUL".to_owned())
         }
         EntryKind::Symlink { .. } => Ok(()),
-        EntryKind::File { size, blocks, .. } => {
+        EntryKind::File { size, data, .. } => {
             let mut sum: u64 = 0;
-            for (i, block) in blocks.iter().enumerate() {
-                check_block(block, pack_count).map_err(|why| format!("block {i}: {why}"))?;
+            for &c in data {
+                let chunk = chunks
+                    .get(c as usize)
+                    .ok_or_else(|| format!("chunk {c} out of range ({} chunks)", chunks.len()))?;
                 sum = sum
-                    .checked_add(u64::from(block.len))
-                    .ok_or_else(|| "block lengths overflow".to_owned())?;
+                    .checked_add(u64::from(chunk.len))
+                    .ok_or_else(|| "chunk lengths overflow".to_owned())?;
             }
             if sum != *size {
-                return Err(format!("blocks hold {sum} bytes but size is {size}"));
+                return Err(format!("chunks hold {sum} bytes but size is {size}"));
             }
             Ok(())
         }
     }
 }
 
-fn check_block(block: &BlockRef, pack_count: usize) -> Result<(), String> {
-    if usize::try_from(block.pack).map_or(true, |pack| pack >= pack_count) {
+fn check_chunk(chunk: &ChunkRef, pack_count: usize) -> Result<(), String> {
+    if usize::try_from(chunk.pack).map_or(true, |pack| pack >= pack_count) {
         return Err(format!(
             "pack {} out of range ({pack_count} packs)",
-            block.pack
+            chunk.pack
         ));
     }
-    if block.len == 0 || block.len as usize > BLOCK_SIZE {
-        return Err(format!("len {} not in 1..={BLOCK_SIZE}", block.len));
+    if chunk.len == 0 || chunk.len as usize > BLOCK_SIZE {
+        return Err(format!("len {} not in 1..={BLOCK_SIZE}", chunk.len));
     }
-    if block.clen == 0 {
+    if chunk.clen == 0 {
         return Err("empty frame".to_owned());
     }
-    if block.offset.checked_add(u64::from(block.clen)).is_none() {
+    if chunk.offset.checked_add(u64::from(chunk.clen)).is_none() {
         return Err("frame range overflows".to_owned());
     }
     Ok(())
@@ -207,7 +214,7 @@ fn check_block(block: &BlockRef, pack_count: usize) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::manifest::tests::{block, dir, file, sample, symlink};
+    use crate::format::manifest::tests::{chunk, dir, file, sample, symlink};
 
     #[test]
     fn from_bytes_refuses_garbage_and_invalid_content() {
@@ -262,7 +269,7 @@ mod tests {
     #[test]
     fn a_single_file_snapshot_has_a_file_root() {
         let mut manifest = sample();
-        manifest.entries = vec![file("", vec![block(0, 0, 3)])];
+        manifest.entries = vec![file("", vec![1], 10)];
         manifest.validate().unwrap();
         manifest.entries.push(dir("x"));
         refused(&manifest, "\"\" is not a directory");
@@ -284,7 +291,7 @@ mod tests {
             "",
             "a/b\0c",
         ] {
-            refused(&with_entry(file(path, vec![])), &format!("{path:?}"));
+            refused(&with_entry(file(path, vec![], 0)), &format!("{path:?}"));
         }
         refused(&with_entry(dir(&"n".repeat(256))), "longer than 255");
         with_entry(dir(&"n".repeat(255))).validate().unwrap();
@@ -295,13 +302,16 @@ mod tests {
     #[test]
     fn refuses_bad_tree_shapes() {
         refused(&with_entry(dir("a")), "duplicate path");
-        refused(&with_entry(file("b/c", vec![])), "parent \"b\" is missing");
         refused(
-            &with_entry(file("a/l/x", vec![])),
+            &with_entry(file("b/c", vec![], 0)),
+            "parent \"b\" is missing",
+        );
+        refused(
+            &with_entry(file("a/l/x", vec![], 0)),
             "parent \"a/l\" is not a directory",
         );
         refused(
-            &with_entry(file("a/f/x", vec![])),
+            &with_entry(file("a/f/x", vec![], 0)),
             "parent \"a/f\" is not a directory",
         );
 
@@ -323,30 +333,30 @@ mod tests {
         refused(&symlink_root, "root is a symlink");
     }
 
+    fn with_chunk(extra: ChunkRef) -> Manifest {
+        let mut manifest = sample();
+        manifest.chunks.push(extra);
+        manifest
+    }
+
     #[test]
-    fn refuses_bad_blocks() {
+    fn refuses_bad_chunks() {
+        refused(&with_chunk(chunk(2, 0, 1)), "chunk 2: pack 2 out of range");
+        refused(&with_chunk(chunk(0, 0, 0)), "len 0");
         refused(
-            &with_entry(file("x", vec![block(2, 0, 1)])),
-            "pack 2 out of range",
-        );
-        refused(&with_entry(file("x", vec![block(0, 0, 0)])), "len 0");
-        refused(
-            &with_entry(file("x", vec![block(0, 0, BLOCK_SIZE as u32 + 1)])),
+            &with_chunk(chunk(0, 0, BLOCK_SIZE as u32 + 1)),
             "not in 1..=",
         );
-        refused(
-            &with_entry(file("x", vec![block(0, u64::MAX, 1)])),
-            "overflows",
-        );
-        let mut empty_frame = block(0, 0, 1);
+        refused(&with_chunk(chunk(0, u64::MAX, 1)), "overflows");
+        let mut empty_frame = chunk(0, 0, 1);
         empty_frame.clen = 0;
-        refused(&with_entry(file("x", vec![empty_frame])), "empty frame");
+        refused(&with_chunk(empty_frame), "empty frame");
 
-        let mut wrong_sum = file("x", vec![block(0, 0, 4), block(1, 8, 4)]);
-        if let EntryKind::File { size, .. } = &mut wrong_sum.kind {
-            *size = 9;
-        }
-        refused(&with_entry(wrong_sum), "blocks hold 8 bytes but size is 9");
+        refused(&with_entry(file("x", vec![2], 10)), "chunk 2 out of range");
+        refused(
+            &with_entry(file("x", vec![1, 1], 21)),
+            "chunks hold 20 bytes but size is 21",
+        );
     }
 
     #[test]
@@ -370,9 +380,12 @@ mod tests {
             manifest.name = name.to_owned();
             refused(&manifest, &format!("snapshot name {name:?}"));
         }
-        let mut other = sample();
-        other.format = "snapfs-manifest/2".to_owned();
-        refused(&other, "snapfs-manifest/2");
+        let mut old = sample();
+        old.format = "snapfs-manifest/1".to_owned();
+        refused(
+            &old,
+            "format \"snapfs-manifest/1\", which this version does not read",
+        );
         // Deleting a snapshot deletes its packs: a manifest must not name other objects.
         for key in [
             "snapfs/snapshots/x.manifest.zst",

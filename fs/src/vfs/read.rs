@@ -20,10 +20,17 @@ use crate::tree::{
     BLOCK_SIZE, Block, Encoding, FileKind, SnapshotTree, blocks_covering, raw_blocks,
 };
 
-/// Read-ahead grows to this many blocks ahead of a sequential reader.
-const MAX_WINDOW: usize = 16;
-/// Most blocks fetched with one read when they sit back to back in an object.
-const MAX_RUN: usize = 8;
+/// Read-ahead starts this many bytes ahead of a sequential reader and doubles from there.
+const FIRST_WINDOW: u64 = BLOCK_SIZE as u64;
+/// Read-ahead grows to this many bytes ahead of a sequential reader.
+const MAX_WINDOW: u64 = 16 * BLOCK_SIZE as u64;
+/// Most stored bytes fetched with one read when blocks sit back to back in an object. Counted
+/// in bytes, not blocks: a database's blocks are single pages, a large file's are megabytes.
+const MAX_RUN: u64 = 8 * BLOCK_SIZE as u64;
+/// Blocks stored in fewer bytes than this are fetched together with their neighbours.
+const SMALL_BLOCK: usize = 256 << 10;
+/// The read-ahead budget is counted in units of this many stored bytes.
+pub(super) const BUDGET_UNIT: usize = 64 << 10;
 
 /// The bytes of a file as a list of blocks.
 pub(super) enum FileData {
@@ -44,8 +51,8 @@ impl FileData {
 pub(super) struct ReadAhead {
     /// Where a sequential reader reads next.
     next: u64,
-    /// Blocks to keep fetched ahead; 0 while reads look random.
-    window: usize,
+    /// Bytes to keep fetched ahead; 0 while reads look random.
+    window: u64,
     /// Blocks below this index have been asked for already.
     issued: usize,
 }
@@ -187,7 +194,7 @@ async fn prefetch_run(
 async fn decode(stored: Bytes, block: &Block) -> Result<Bytes, BackendError> {
     let decoded = match block.encoding {
         // Decompression is CPU work: off the async workers.
-        Encoding::Zstd { .. } => {
+        Encoding::Chunk { .. } => {
             let block = block.clone();
             tokio::task::spawn_blocking(move || format::decode_stored(stored, &block))
                 .await
@@ -384,6 +391,25 @@ impl Vfs {
             let data = fetch_block(&self.cache, t.backend.clone(), &path, version, b).await?;
             return slice(b, &data);
         }
+        // Small blocks stored back to back (a database's pages) come in one read, not one
+        // each; each is then served from the cache, or fetched alone if its check failed.
+        // Large blocks are worth a request of their own, which concurrent readers share.
+        let mut rest = covering;
+        while !rest.is_empty() {
+            let small = |b: &Block| (b.stored_len as usize) < SMALL_BLOCK;
+            let mut n = 1;
+            while n < rest.len()
+                && small(&rest[n - 1])
+                && small(&rest[n])
+                && adjacent(&rest[n - 1], &rest[n])
+            {
+                n += 1;
+            }
+            if n > 1 {
+                prefetch_run(&self.cache, t.backend.clone(), &path, version, &rest[..n]).await;
+            }
+            rest = &rest[n..];
+        }
         let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
         for b in covering {
             let data = fetch_block(&self.cache, t.backend.clone(), &path, version, b).await?;
@@ -414,20 +440,24 @@ impl Vfs {
                 ra.window = 0;
                 return;
             }
+            // Where the window ends now: the first block starting past it is not fetched yet.
+            let reach = |window: u64| {
+                let limit = range.end.saturating_add(window);
+                blocks.partition_point(|b| b.start < limit)
+            };
             if ra.window == 0 {
-                ra.window = 1;
+                ra.window = FIRST_WINDOW;
                 ra.issued = current + 1;
-            } else if ra.issued <= current + ra.window {
+            } else if ra.issued <= reach(ra.window / 2) {
                 ra.window = (ra.window * 2).min(MAX_WINDOW);
             }
             // Top up in batches once half the window is used, so blocks stored back to back
             // go out as one larger read rather than one request each.
-            let ahead = ra.issued.saturating_sub(current + 1);
-            if ahead > ra.window / 2 {
+            if ra.issued > reach(ra.window / 2) {
                 return;
             }
             let from = ra.issued.max(current + 1);
-            let to = (current + 1 + ra.window).min(blocks.len());
+            let to = reach(ra.window).min(blocks.len());
             if from >= to {
                 return;
             }
@@ -441,10 +471,17 @@ impl Vfs {
         let mut i = 0;
         while i < todo.len() {
             let mut n = 1;
-            while i + n < todo.len() && n < MAX_RUN && adjacent(&todo[i + n - 1], &todo[i + n]) {
+            let mut stored = u64::from(todo[i].stored_len);
+            while i + n < todo.len()
+                && stored + u64::from(todo[i + n].stored_len) <= MAX_RUN
+                && adjacent(&todo[i + n - 1], &todo[i + n])
+            {
+                stored += u64::from(todo[i + n].stored_len);
                 n += 1;
             }
-            let Ok(permit) = self.readahead.clone().try_acquire_many_owned(n as u32) else {
+            let units = stored.div_ceil(BUDGET_UNIT as u64).max(1);
+            let units = u32::try_from(units).unwrap_or(u32::MAX);
+            let Ok(permit) = self.readahead.clone().try_acquire_many_owned(units) else {
                 break;
             };
             let (cache, backend, path, version) = (

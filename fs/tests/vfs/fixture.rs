@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use snapfs_fs::backend::{SnapshotInfo, SnapshotState};
 use snapfs_fs::cache::{BlockCache, CacheConfig};
 use snapfs_fs::format::{
-    self, BLOCK_SIZE, EntryKind, MANIFEST_FORMAT, Manifest, PackBuilder, compress_block,
-    manifest_key, pack_key,
+    self, BLOCK_SIZE, ChunkId, ChunkRef, EntryKind, MANIFEST_FORMAT, Manifest, PackBuilder,
+    compress_chunk, manifest_key, pack_key,
 };
 use snapfs_fs::tree::SnapshotTree;
 use snapfs_fs::vfs::{Entry, ROOT_INO, Staging, Vfs, VfsConfig, VfsError, VfsResult};
@@ -52,6 +52,7 @@ pub struct SnapshotBuilder {
     name: String,
     pack_key: String,
     pack: PackBuilder,
+    chunks: Vec<ChunkRef>,
     entries: Vec<format::Entry>,
 }
 
@@ -85,6 +86,7 @@ impl SnapshotBuilder {
             name: name.to_string(),
             pack_key: pack_key(&format!("upload-{name}"), 0),
             pack: PackBuilder::new(),
+            chunks: Vec::new(),
             entries: Vec::new(),
         }
     }
@@ -95,17 +97,20 @@ impl SnapshotBuilder {
     }
 
     pub fn add_file(mut self, path: &str, data: &[u8], perm: u16, mtime: SystemTime) -> Self {
-        let blocks = data
-            .chunks(BLOCK_SIZE)
-            .map(|chunk| {
-                let (frame, crc) = compress_block(chunk, 1);
-                self.pack.push_frame(0, &frame, chunk.len() as u32, crc)
-            })
-            .collect();
+        let mut indexes = Vec::new();
+        for chunk in data.chunks(BLOCK_SIZE) {
+            let frame = compress_chunk(chunk, 1);
+            let c = self
+                .pack
+                .push_frame(0, &frame, ChunkId::of(chunk), chunk.len() as u32);
+            indexes.push(self.chunks.len() as u32);
+            self.chunks.push(c);
+        }
         let kind = EntryKind::File {
             size: data.len() as u64,
             crc32c: crc32c::crc32c(data),
-            blocks,
+            data: indexes,
+            seen: None,
         };
         self.entries.push(entry(path, perm, mtime, kind));
         self
@@ -135,7 +140,9 @@ impl SnapshotBuilder {
             name: self.name,
             created,
             expires: None,
+            source: None,
             packs: vec![self.pack_key],
+            chunks: self.chunks,
             entries: self.entries,
         };
         manifest.validate().expect("a valid manifest");
