@@ -19,7 +19,7 @@ pub use crate::tree::BLOCK_SIZE;
 pub use chunker::{Cutting, MAX_CHUNK};
 pub use manifest::{Entry, EntryKind, MANIFEST_FORMAT, Manifest, Seen, Source};
 pub use pack::{ChunkId, ChunkRef, PackBuilder, compress_chunk, decode_chunk};
-pub use snapshot::{decode_stored, snapshot_tree};
+pub use snapshot::{block_bytes, decode_stored, snapshot_tree};
 pub use validation::MAX_MANIFEST_BYTES;
 
 /// A pack is closed once it holds about this many compressed bytes.

@@ -20,8 +20,9 @@ pub enum FileKind {
 /// How a block's stored bytes become file bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
-    /// One zstd frame whose output has this BLAKE3 hash: a chunk of the snapshot format.
-    Chunk { id: [u8; 32] },
+    /// A chunk of the snapshot format with this BLAKE3 hash: `at` bytes into one zstd frame
+    /// that decompresses to `frame` bytes (the chunk alone when `frame` is its length).
+    Chunk { id: [u8; 32], at: u32, frame: u32 },
     /// Stored as is; checked when a checksum is known.
     Raw { crc32c: Option<u32> },
 }

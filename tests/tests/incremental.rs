@@ -259,7 +259,7 @@ fn the_recovery_in_the_format_page_works_with_standard_tools() {
     let size = std::fs::metadata(&recovered).unwrap().len().to_string();
     assert!(stdout.contains("file 644"), "{stdout}");
     assert_eq!(stdout.lines().filter(|l| *l == size).count(), 2, "{stdout}");
-    for f in ["manifest.json", "chunks", "chunk", "app.db"] {
+    for f in ["manifest.json", "chunks", "frame", "chunk", "app.db"] {
         let _ = std::fs::remove_file(m.store_dir().join(f));
     }
 }

@@ -195,17 +195,19 @@ fn runs(m: &format::Manifest) -> Vec<Vec<u32>> {
         })
         .flatten()
         .collect();
-    used.sort_unstable_by_key(|&c| m.chunks.get(c as usize).map(|c| (c.pack, c.offset)));
+    used.sort_unstable_by_key(|&c| (m.chunks.get(c as usize).map(|c| (c.pack, c.offset, c.at)), c));
     used.dedup();
     let mut runs: Vec<Vec<u32>> = Vec::new();
-    let mut end = None;
+    // The frame before: where it starts and where it ends.
+    let mut prev = None;
     for c in used {
         let Some(chunk) = m.chunks.get(c as usize) else {
             continue;
         };
+        let here = (chunk.pack, chunk.offset);
         let follows = runs.last().is_some_and(|run| {
             let first = run.first().and_then(|&f| m.chunks.get(f as usize));
-            end == Some((chunk.pack, chunk.offset))
+            prev.is_some_and(|(start, end)| start == here || end == here)
                 && first
                     .is_some_and(|f| chunk.offset + u64::from(chunk.clen) - f.offset <= VERIFY_RUN)
         });
@@ -213,7 +215,7 @@ fn runs(m: &format::Manifest) -> Vec<Vec<u32>> {
             Some(run) if follows => run.push(c),
             _ => runs.push(vec![c]),
         }
-        end = Some((chunk.pack, chunk.offset + u64::from(chunk.clen)));
+        prev = Some((here, (chunk.pack, chunk.offset + u64::from(chunk.clen))));
     }
     runs
 }

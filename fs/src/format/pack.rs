@@ -78,10 +78,11 @@ impl<'de> Deserialize<'de> for ChunkId {
     }
 }
 
-/// Where one chunk is stored: one zstd frame inside one pack object.
+/// Where one chunk is stored: one zstd frame inside one pack object, which holds this chunk
+/// alone or, for small chunks, a run of them stored together (they compress far better as one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef {
-    /// BLAKE3 of the decompressed bytes.
+    /// BLAKE3 of the chunk's bytes.
     pub id: ChunkId,
     /// Index into [`Manifest::packs`](super::Manifest::packs).
     pub pack: u32,
@@ -89,8 +90,25 @@ pub struct ChunkRef {
     pub offset: u64,
     /// Length of the frame in bytes.
     pub clen: u32,
-    /// Decompressed length.
+    /// Length of the chunk.
     pub len: u32,
+    /// Where the chunk starts in the frame's decompressed bytes; 0 for a frame of its own.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub at: u32,
+    /// Decompressed length of the whole frame when it holds more than this chunk, else 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub flen: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl ChunkRef {
+    /// Decompressed length of the frame holding the chunk.
+    pub fn frame_len(&self) -> u32 {
+        if self.flen == 0 { self.len } else { self.flen }
+    }
 }
 
 /// Compresses one chunk into one zstd frame.
@@ -165,7 +183,36 @@ impl PackBuilder {
             // Saturating keeps an impossible oversized frame detectable: reading it fails its check.
             clen: u32::try_from(frame.len()).unwrap_or(u32::MAX),
             len,
+            at: 0,
+            flen: 0,
         }
+    }
+
+    /// Appends a frame holding several chunks back to back (`members`: id and length, in
+    /// order; `flen` bytes in all); returns their [`ChunkRef`]s.
+    pub fn push_group(
+        &mut self,
+        pack_index: u32,
+        frame: &[u8],
+        flen: u32,
+        members: &[(ChunkId, u32)],
+    ) -> Vec<ChunkRef> {
+        let first = self.push_frame(pack_index, frame, ChunkId([0; 32]), 0);
+        let mut at = 0u32;
+        members
+            .iter()
+            .map(|&(id, len)| {
+                let c = ChunkRef {
+                    id,
+                    len,
+                    at,
+                    flen,
+                    ..first
+                };
+                at += len;
+                c
+            })
+            .collect()
     }
 
     /// Bytes in the pack so far.
@@ -189,33 +236,30 @@ impl PackBuilder {
     }
 }
 
-/// Decompresses the frame a [`ChunkRef`] names (`frame` = exactly the `clen` bytes at
-/// `offset`), checking length and BLAKE3. Never allocates more than `expect.len` bytes of
-/// output, whatever the frame claims.
+/// The bytes of the chunk a [`ChunkRef`] names, from its frame (`frame` = exactly the `clen`
+/// bytes at `offset`), checked: length and BLAKE3. Never allocates more than the frame's
+/// recorded length, whatever the frame claims.
 pub fn decode_chunk(frame: &[u8], expect: &ChunkRef) -> Result<Bytes, FormatError> {
-    decode_frame(frame, expect.clen, expect.len, &expect.id).map_err(|why| {
-        FormatError::CorruptBlock(format!(
-            "chunk {} at offset {}: {why}",
-            expect.id, expect.offset
-        ))
-    })
+    inflate(frame, expect.clen, expect.frame_len())
+        .and_then(|decoded| member(&decoded, expect.at, expect.len, &expect.id))
+        .map_err(|why| {
+            FormatError::CorruptBlock(format!(
+                "chunk {} at offset {}: {why}",
+                expect.id, expect.offset
+            ))
+        })
 }
 
-/// Decompresses one frame of `clen` bytes into `len` bytes whose BLAKE3 is `id`; the error says
-/// what is wrong, the caller says where. The output buffer's capacity bounds what zstd may
-/// write, so a lying header fails here instead of allocating.
-pub(super) fn decode_frame(
-    frame: &[u8],
-    clen: u32,
-    len: u32,
-    id: &ChunkId,
-) -> Result<Bytes, String> {
+/// Decompresses one frame of `clen` bytes into exactly `len` bytes; the error says what is
+/// wrong, the caller says where. The output buffer's capacity bounds what zstd may write, so a
+/// lying header fails here instead of allocating.
+pub(super) fn inflate(frame: &[u8], clen: u32, len: u32) -> Result<Bytes, String> {
     if frame.len() as u64 != u64::from(clen) {
         return Err(format!("{} bytes, expected {clen}", frame.len()));
     }
     let len = len as usize;
     if len > BLOCK_SIZE {
-        return Err(format!("claims {len} bytes, more than a chunk may hold"));
+        return Err(format!("claims {len} bytes, more than a frame may hold"));
     }
     let mut out = Vec::with_capacity(len);
     zstd::bulk::Decompressor::new()
@@ -227,11 +271,23 @@ pub(super) fn decode_frame(
             out.len()
         ));
     }
-    let got = ChunkId::of(&out);
+    Ok(Bytes::from(out))
+}
+
+/// The chunk of `len` bytes at `at` in a decompressed frame, if its BLAKE3 is `id`.
+pub(super) fn member(decoded: &Bytes, at: u32, len: u32, id: &ChunkId) -> Result<Bytes, String> {
+    let (at, len) = (at as usize, len as usize);
+    let Some(bytes) = decoded.get(at..at + len) else {
+        return Err(format!(
+            "frame of {} bytes holds no chunk at {at}+{len}",
+            decoded.len()
+        ));
+    };
+    let got = ChunkId::of(bytes);
     if got != *id {
         return Err(format!("BLAKE3 {got}, expected {id}"));
     }
-    Ok(Bytes::from(out))
+    Ok(decoded.slice(at..at + len))
 }
 
 #[cfg(test)]
@@ -354,6 +410,8 @@ mod tests {
             offset: 0,
             clen: frame.len() as u32,
             len: 10,
+            at: 0,
+            flen: 0,
         };
         assert!(is_corrupt(decode_chunk(&frame, &r)));
 
@@ -365,6 +423,8 @@ mod tests {
             offset: 0,
             clen: frame.len() as u32,
             len: 4096,
+            at: 0,
+            flen: 0,
         };
         assert!(is_corrupt(decode_chunk(&frame, &r)));
     }
@@ -387,6 +447,8 @@ mod tests {
                 offset: 0,
                 clen: frame.len() as u32,
                 len: len as u32,
+                at: 0,
+                flen: 0,
             };
             assert_eq!(decode_chunk(&frame, &r).unwrap(), raw, "len {len}");
         }
@@ -402,6 +464,28 @@ mod tests {
         assert!(pack.is_full());
         assert_eq!((first.offset, second.offset), (0, PACK_TARGET as u64 - 1));
         assert_eq!(pack.finish().len(), PACK_TARGET);
+    }
+
+    #[test]
+    fn chunks_grouped_in_one_frame_read_back_one_by_one() {
+        let parts: Vec<Vec<u8>> = (0..5).map(|i| content(2 * i + 1, 4096)).collect();
+        let all = parts.concat();
+        let frame = compress_chunk(&all, 3);
+        let members: Vec<(ChunkId, u32)> = parts.iter().map(|p| (ChunkId::of(p), 4096)).collect();
+        let mut pack = PackBuilder::new();
+        pack.push_frame(0, b"padding!", ChunkId::of(b""), 8);
+        let refs = pack.push_group(0, &frame, all.len() as u32, &members);
+        let bytes = pack.finish();
+        for (r, part) in refs.iter().zip(&parts) {
+            assert_eq!((r.offset, r.flen, r.frame_len()), (8, 5 * 4096, 5 * 4096));
+            let stored = &bytes[r.offset as usize..][..r.clen as usize];
+            assert_eq!(decode_chunk(stored, r).unwrap(), &part[..]);
+        }
+        assert_eq!(refs[3].at, 3 * 4096);
+        // A member claimed past the frame's end, or with another id, is refused.
+        assert!(is_corrupt(decode_chunk(&frame, &ChunkRef { at: 5 * 4096, ..refs[0] })));
+        assert!(is_corrupt(decode_chunk(&frame, &ChunkRef { id: refs[1].id, ..refs[0] })));
+        assert!(is_corrupt(decode_chunk(&frame, &ChunkRef { flen: 4096, ..refs[0] })));
     }
 
     proptest! {

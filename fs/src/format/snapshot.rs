@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::FormatError;
 use super::manifest::{EntryKind, Manifest};
-use super::pack::{ChunkId, decode_frame};
+use super::pack::{ChunkId, inflate, member};
 use crate::tree::{Block, Encoding, FileKind, SnapshotTree, TreeNode};
 
 /// The tree of a manifest (one that passed validation): every file's blocks are its chunks, in
@@ -53,7 +53,11 @@ pub fn snapshot_tree(manifest: &Manifest) -> Result<SnapshotTree, FormatError> {
                         object,
                         offset: chunk.offset,
                         stored_len: chunk.clen,
-                        encoding: Encoding::Chunk { id: chunk.id.0 },
+                        encoding: Encoding::Chunk {
+                            id: chunk.id.0,
+                            at: chunk.at,
+                            frame: chunk.frame_len(),
+                        },
                     });
                     start += u64::from(chunk.len);
                 }
@@ -65,12 +69,21 @@ pub fn snapshot_tree(manifest: &Manifest) -> Result<SnapshotTree, FormatError> {
     SnapshotTree::build(nodes).map_err(|e| invalid(e.to_string()))
 }
 
-/// The file bytes of `block` from its `stored` bytes, checked: a zstd frame is decompressed
-/// (CPU work: call it off the async workers), a raw block is returned as is once its length
-/// and any known checksum match.
+/// What the cache keeps of `block` from its `stored` bytes, checked: a zstd frame is
+/// decompressed (CPU work: call it off the async workers), a raw block is returned as is once
+/// its length and any known checksum match. A chunk alone in its frame is checked here; a frame
+/// of several chunks is kept whole (zstd's own checksum covers it) and each chunk is checked
+/// when [`block_bytes`] takes it out.
 pub fn decode_stored(stored: Bytes, block: &Block) -> Result<Bytes, FormatError> {
     let checked = match block.encoding {
-        Encoding::Chunk { id } => decode_frame(&stored, block.stored_len, block.len, &ChunkId(id)),
+        Encoding::Chunk { id, at, frame } => inflate(&stored, block.stored_len, frame)
+            .and_then(|decoded| {
+                if frame == block.len {
+                    member(&decoded, at, block.len, &ChunkId(id))
+                } else {
+                    Ok(decoded)
+                }
+            }),
         Encoding::Raw { crc32c } => {
             if stored.len() != block.len as usize {
                 Err(format!("{} bytes, expected {}", stored.len(), block.len))
@@ -81,9 +94,22 @@ pub fn decode_stored(stored: Bytes, block: &Block) -> Result<Bytes, FormatError>
             }
         }
     };
-    checked.map_err(|why| {
-        FormatError::CorruptBlock(format!("{} at {}: {why}", block.object, block.offset))
-    })
+    checked.map_err(|why| corrupt(block, why))
+}
+
+/// The file bytes of `block` from what [`decode_stored`] made of it: the same bytes, or the
+/// block's chunk out of a frame of several, checked.
+pub fn block_bytes(decoded: &Bytes, block: &Block) -> Result<Bytes, FormatError> {
+    match block.encoding {
+        Encoding::Chunk { id, at, frame } if frame != block.len => {
+            member(decoded, at, block.len, &ChunkId(id)).map_err(|why| corrupt(block, why))
+        }
+        _ => Ok(decoded.clone()),
+    }
+}
+
+fn corrupt(block: &Block, why: String) -> FormatError {
+    FormatError::CorruptBlock(format!("{} at {}: {why}", block.object, block.offset))
 }
 
 /// A manifest's mtime (seconds, which may be negative, and nanoseconds) as a `SystemTime`.
@@ -136,7 +162,9 @@ mod tests {
                 0,
                 100,
                 Encoding::Chunk {
-                    id: manifest.chunks[1].id.0
+                    id: manifest.chunks[1].id.0,
+                    at: 0,
+                    frame: 10
                 }
             )
         );
@@ -186,11 +214,17 @@ mod tests {
         let raw = b"file bytes".repeat(100);
         let frame = compress_chunk(&raw, 3);
         let id = ChunkId::of(&raw).0;
-        let zstd = stored_block(Encoding::Chunk { id }, &frame, raw.len() as u32);
+        let len = raw.len() as u32;
+        let zstd = stored_block(Encoding::Chunk { id, at: 0, frame: len }, &frame, len);
         let got = decode_stored(Bytes::from(frame.clone()), &zstd).unwrap();
         assert_eq!(got, raw);
         let wrong_id = ChunkId::of(b"other").0;
-        let wrong = stored_block(Encoding::Chunk { id: wrong_id }, &frame, raw.len() as u32);
+        let wrong_encoding = Encoding::Chunk {
+            id: wrong_id,
+            at: 0,
+            frame: len,
+        };
+        let wrong = stored_block(wrong_encoding, &frame, len);
         let err = decode_stored(Bytes::from(frame.clone()), &wrong).unwrap_err();
         assert!(
             err.to_string()

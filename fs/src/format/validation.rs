@@ -205,6 +205,16 @@ fn check_chunk(chunk: &ChunkRef, pack_count: usize) -> Result<(), String> {
     if chunk.clen == 0 {
         return Err("empty frame".to_owned());
     }
+    if chunk.flen == 0 && chunk.at != 0 {
+        return Err(format!("at {} in a frame of its own", chunk.at));
+    }
+    let end = u64::from(chunk.at) + u64::from(chunk.len);
+    if chunk.flen != 0 && (end > u64::from(chunk.flen) || chunk.flen as usize > BLOCK_SIZE) {
+        return Err(format!(
+            "at {} + len {} does not fit a frame of {} (at most {BLOCK_SIZE})",
+            chunk.at, chunk.len, chunk.flen
+        ));
+    }
     if chunk.offset.checked_add(u64::from(chunk.clen)).is_none() {
         return Err("frame range overflows".to_owned());
     }
@@ -351,6 +361,13 @@ mod tests {
         let mut empty_frame = chunk(0, 0, 1);
         empty_frame.clen = 0;
         refused(&with_chunk(empty_frame), "empty frame");
+        let mut stray = chunk(0, 0, 10);
+        stray.at = 4;
+        refused(&with_chunk(stray), "at 4 in a frame of its own");
+        stray.flen = 12;
+        refused(&with_chunk(stray), "does not fit a frame of 12");
+        stray.flen = 14;
+        with_chunk(stray).validate().unwrap();
 
         refused(&with_entry(file("x", vec![2], 10)), "chunk 2 out of range");
         refused(

@@ -142,9 +142,11 @@ fn cache_key<'a>(target: &'a str, version: Option<&'a str>, block: &'a Block) ->
     }
 }
 
-/// Whether `next` is stored right after `prev` in the same object, so both come in one read.
+/// Whether `next` is stored right after `prev` in the same object (or in the same frame), so
+/// both come in one read.
 fn adjacent(prev: &Block, next: &Block) -> bool {
-    prev.object == next.object && prev.offset + u64::from(prev.stored_len) == next.offset
+    prev.object == next.object
+        && (prev.offset + u64::from(prev.stored_len) == next.offset || prev.offset == next.offset)
 }
 
 /// Fetches blocks stored back to back in one object with a single ranged read and keeps each
@@ -176,7 +178,12 @@ async fn prefetch_run(
     let Ok(stored) = backend.read_range(&first.object, start..end).await else {
         return;
     };
+    let mut last = None;
     for b in run.iter().filter(|b| b.offset >= start && b.offset < end) {
+        // Chunks of one frame share what the cache keeps: it is decoded once.
+        if last.replace(b.offset) == Some(b.offset) {
+            continue;
+        }
         let from = (b.offset - start) as usize;
         let to = from + b.stored_len as usize;
         if to > stored.len() {
@@ -379,7 +386,9 @@ impl Vfs {
         let covering = blocks_covering(blocks, range.start, range.end);
         let t = self.target(target)?;
         let path = t.path();
-        let slice = |b: &Block, data: &Bytes| -> VfsResult<Bytes> {
+        let slice = |b: &Block, decoded: &Bytes| -> VfsResult<Bytes> {
+            let data = format::block_bytes(decoded, b)
+                .map_err(|e| VfsError::from(BackendError::Corrupt(e.to_string())))?;
             let from = range.start.max(b.start) - b.start;
             let to = range.end.min(b.start + u64::from(b.len)) - b.start;
             if to as usize > data.len() {
