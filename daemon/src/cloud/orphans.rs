@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
-use object_store::path::Path as StorePath;
 use object_store::ObjectStoreExt;
+use object_store::path::Path as StorePath;
 use snapfs_fs::backend::BackendError;
 use snapfs_fs::format;
 

@@ -195,7 +195,12 @@ fn runs(m: &format::Manifest) -> Vec<Vec<u32>> {
         })
         .flatten()
         .collect();
-    used.sort_unstable_by_key(|&c| (m.chunks.get(c as usize).map(|c| (c.pack, c.offset, c.at)), c));
+    used.sort_unstable_by_key(|&c| {
+        (
+            m.chunks.get(c as usize).map(|c| (c.pack, c.offset, c.at)),
+            c,
+        )
+    });
     used.dedup();
     let mut runs: Vec<Vec<u32>> = Vec::new();
     // The frame before: where it starts and where it ends.

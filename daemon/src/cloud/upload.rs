@@ -470,7 +470,8 @@ impl CloudBackend {
                     group.raw.extend_from_slice(&raw);
                     group.members.push((i, h.id, h.len));
                     if group.raw.len() >= GROUP_TARGET {
-                        self.append_group(&mut packing, &mut table, &mut group).await?;
+                        self.append_group(&mut packing, &mut table, &mut group)
+                            .await?;
                     }
                     i
                 }
@@ -491,7 +492,8 @@ impl CloudBackend {
             }
         }
         reader.await.map_err(join_error)?;
-        self.append_group(&mut packing, &mut table, &mut group).await?;
+        self.append_group(&mut packing, &mut table, &mut group)
+            .await?;
         self.close_pack(&mut packing).await?;
         while let Some(r) = packing.uploads.join_next().await {
             r.map_err(join_error)??;

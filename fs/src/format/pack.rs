@@ -483,9 +483,27 @@ mod tests {
         }
         assert_eq!(refs[3].at, 3 * 4096);
         // A member claimed past the frame's end, or with another id, is refused.
-        assert!(is_corrupt(decode_chunk(&frame, &ChunkRef { at: 5 * 4096, ..refs[0] })));
-        assert!(is_corrupt(decode_chunk(&frame, &ChunkRef { id: refs[1].id, ..refs[0] })));
-        assert!(is_corrupt(decode_chunk(&frame, &ChunkRef { flen: 4096, ..refs[0] })));
+        assert!(is_corrupt(decode_chunk(
+            &frame,
+            &ChunkRef {
+                at: 5 * 4096,
+                ..refs[0]
+            }
+        )));
+        assert!(is_corrupt(decode_chunk(
+            &frame,
+            &ChunkRef {
+                id: refs[1].id,
+                ..refs[0]
+            }
+        )));
+        assert!(is_corrupt(decode_chunk(
+            &frame,
+            &ChunkRef {
+                flen: 4096,
+                ..refs[0]
+            }
+        )));
     }
 
     proptest! {

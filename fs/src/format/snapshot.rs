@@ -76,14 +76,15 @@ pub fn snapshot_tree(manifest: &Manifest) -> Result<SnapshotTree, FormatError> {
 /// when [`block_bytes`] takes it out.
 pub fn decode_stored(stored: Bytes, block: &Block) -> Result<Bytes, FormatError> {
     let checked = match block.encoding {
-        Encoding::Chunk { id, at, frame } => inflate(&stored, block.stored_len, frame)
-            .and_then(|decoded| {
+        Encoding::Chunk { id, at, frame } => {
+            inflate(&stored, block.stored_len, frame).and_then(|decoded| {
                 if frame == block.len {
                     member(&decoded, at, block.len, &ChunkId(id))
                 } else {
                     Ok(decoded)
                 }
-            }),
+            })
+        }
         Encoding::Raw { crc32c } => {
             if stored.len() != block.len as usize {
                 Err(format!("{} bytes, expected {}", stored.len(), block.len))
@@ -215,7 +216,15 @@ mod tests {
         let frame = compress_chunk(&raw, 3);
         let id = ChunkId::of(&raw).0;
         let len = raw.len() as u32;
-        let zstd = stored_block(Encoding::Chunk { id, at: 0, frame: len }, &frame, len);
+        let zstd = stored_block(
+            Encoding::Chunk {
+                id,
+                at: 0,
+                frame: len,
+            },
+            &frame,
+            len,
+        );
         let got = decode_stored(Bytes::from(frame.clone()), &zstd).unwrap();
         assert_eq!(got, raw);
         let wrong_id = ChunkId::of(b"other").0;
