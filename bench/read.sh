@@ -23,7 +23,8 @@ T=$MNT/cloud/local
 cleanup() {
   "$BIN/snapfs" unmount "$MNT" >/dev/null 2>&1 || umount -l "$MNT" 2>/dev/null || true
   fusermount3 -u "$RMNT" 2>/dev/null || umount -l "$RMNT" 2>/dev/null || true
-  pkill -f "rclone mount $W" 2>/dev/null || true
+  # Stopped by the pid it was started with.
+  [ -z "${RCLONE_PID:-}" ] || kill "$RCLONE_PID" 2>/dev/null || true
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -68,7 +69,8 @@ direct=$(timed sh -c "find $CACHE -type f -exec cat {} + > /dev/null")
 echo "disk-cache read      $(rate "$disk") GiB/s   cache files read directly $(rate "$direct") GiB/s   ratio $(ratio "$direct" "$disk") (target >= 0.8)"
 
 if command -v rclone >/dev/null; then
-  rclone mount "$W/src" "$RMNT" --daemon --read-only >/dev/null 2>&1 || true
+  rclone mount "$W/src" "$RMNT" --read-only >/dev/null 2>&1 &
+  RCLONE_PID=$!
   for _ in $(seq 50); do [ -e "$RMNT/big.bin" ] && break; sleep 0.1; done
   if [ -e "$RMNT/big.bin" ]; then
     unmount_snapfs; drop; mount_snapfs
