@@ -5,31 +5,30 @@
 //! A file read in place whose size, times and inode match the newest snapshot of the same
 //! source is not read at all: its chunks are the ones that snapshot lists.
 
-use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo};
-use snapfs_fs::format::{
-    self, ChunkId, ChunkRef, Cutting, Entry, EntryKind, MANIFEST_FORMAT, MAX_CHUNK, Manifest,
-    PackBuilder, Seen, Source,
-};
+use snapfs_fs::format::{self, ChunkId, ChunkRef, EntryKind, MANIFEST_FORMAT, Manifest, Source};
 use tokio::task::JoinSet;
 
-use super::shared::{LEASE_LIFETIME, LEASE_REFRESH, Stored, host_name};
+use super::shared::{LEASE_LIFETIME, LEASE_REFRESH, host_name};
 use super::{CloudBackend, info_of, store_error};
 use crate::lifecycle::expiry;
+
+mod packing;
+mod source;
+
+use packing::{Group, Packing, Table};
+use source::{Piece, entries_of, files_by_path, read_files, scan, seen_of, unchanged};
 
 /// Compression level: fast enough to keep up with a disk, still a good ratio.
 const LEVEL: i32 = 3;
@@ -43,11 +42,21 @@ const UPLOADING: usize = 3;
 const SMALL_CHUNK: usize = 64 << 10;
 const GROUP_TARGET: usize = 64 << 10;
 
-/// One entry of the source tree.
-struct Item {
-    rel: String,
-    path: PathBuf,
-    meta: std::fs::Metadata,
+/// A chunk after hashing: known to the remote already, or new with its frame.
+struct Hashed {
+    file: usize,
+    id: ChunkId,
+    len: u32,
+    crc32c: u32,
+    /// How a chunk the remote does not hold yet is stored; None when it does.
+    new: Option<New>,
+}
+
+enum New {
+    /// In a frame of its own.
+    Frame(Vec<u8>),
+    /// Small: its bytes, to go into a frame with its neighbours.
+    Small(Vec<u8>),
 }
 
 fn invalid(msg: String) -> BackendError {
@@ -69,234 +78,7 @@ fn join_error(e: tokio::task::JoinError) -> BackendError {
     BackendError::Other(e.to_string())
 }
 
-/// The source tree, root first, each folder's entries sorted and before their children.
-fn scan(source: &Path) -> Result<Vec<Item>, BackendError> {
-    let meta = std::fs::symlink_metadata(source).map_err(|e| io_error(source, e))?;
-    let mut out = vec![Item {
-        rel: String::new(),
-        path: source.to_path_buf(),
-        meta,
-    }];
-    let mut i = 0;
-    while i < out.len() {
-        if out[i].meta.is_dir() {
-            let dir = out[i].path.clone();
-            let mut children: Vec<_> = std::fs::read_dir(&dir)
-                .map_err(|e| io_error(&dir, e))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| io_error(&dir, e))?;
-            children.sort_by_key(|c| c.file_name());
-            for c in children {
-                let name = c.file_name();
-                let name = name.to_str().ok_or_else(|| {
-                    invalid(format!("{}: file name is not UTF-8", c.path().display()))
-                })?;
-                let path = c.path();
-                let meta = std::fs::symlink_metadata(&path).map_err(|e| io_error(&path, e))?;
-                let ft = meta.file_type();
-                if !(ft.is_dir() || ft.is_file() || ft.is_symlink()) {
-                    return Err(invalid(format!(
-                        "{}: only files, folders and symlinks can be kept",
-                        path.display()
-                    )));
-                }
-                let rel = if out[i].rel.is_empty() {
-                    name.to_string()
-                } else {
-                    format!("{}/{name}", out[i].rel)
-                };
-                out.push(Item { rel, path, meta });
-            }
-        }
-        i += 1;
-    }
-    Ok(out)
-}
-
-/// What the reader hands on: the next chunk of file `n`.
-struct Piece(usize, Vec<u8>);
-
-/// A chunk after hashing: known to the remote already, or new with its frame.
-struct Hashed {
-    file: usize,
-    id: ChunkId,
-    len: u32,
-    crc32c: u32,
-    /// How a chunk the remote does not hold yet is stored; None when it does.
-    new: Option<New>,
-}
-
-enum New {
-    /// In a frame of its own.
-    Frame(Vec<u8>),
-    /// Small: its bytes, to go into a frame with its neighbours.
-    Small(Vec<u8>),
-}
-
-/// Small new chunks waiting for their frame: their bytes back to back, and for each its index
-/// in the chunk table, id and length.
-#[derive(Default)]
-struct Group {
-    raw: Vec<u8>,
-    members: Vec<(u32, ChunkId, u32)>,
-}
-
-/// Reads the files in order and cuts each into chunks, sending them on; stops at the first
-/// error, which it sends too.
-fn read_files(
-    files: Vec<(usize, PathBuf, u64)>,
-    tx: tokio::sync::mpsc::Sender<Result<Piece, BackendError>>,
-) {
-    let send = |m| tx.blocking_send(m).is_ok();
-    let mut buf: Vec<u8> = Vec::with_capacity(2 * MAX_CHUNK);
-    for (n, path, size) in files {
-        match read_file(n, &path, size, &mut buf, &send) {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => {
-                send(Err(e));
-                return;
-            }
-        }
-    }
-}
-
-/// Cuts one file into chunks; false once the receiver is gone.
-fn read_file(
-    n: usize,
-    path: &Path,
-    size: u64,
-    buf: &mut Vec<u8>,
-    send: &dyn Fn(Result<Piece, BackendError>) -> bool,
-) -> Result<bool, BackendError> {
-    let mut f = File::open(path).map_err(|e| io_error(path, e))?;
-    buf.clear();
-    let (mut start, mut total, mut eof) = (0, 0u64, false);
-    let mut cutting = None;
-    loop {
-        // A whole chunk's worth stays ahead of the cut, unless the file ends first.
-        while !eof && buf.len() - start < MAX_CHUNK {
-            buf.drain(..start);
-            start = 0;
-            // Room for the rest of the file and one byte more (to see it grew), at most two
-            // chunks' worth: a small file costs no more than its size.
-            let have = buf.len();
-            let left = size.saturating_sub(total).saturating_add(1);
-            let room = left.min((2 * MAX_CHUNK - have) as u64) as usize;
-            buf.resize(have + room, 0);
-            let got = f.read(&mut buf[have..]);
-            buf.truncate(have + got.as_ref().map_or(0, |&k| k));
-            match got.map_err(|e| io_error(path, e))? {
-                0 => eof = true,
-                k => total += k as u64,
-            }
-        }
-        if total > size {
-            break;
-        }
-        let rest = &buf[start..];
-        let len = cutting
-            .get_or_insert_with(|| Cutting::of(rest, size))
-            .first(rest);
-        if len == 0 {
-            break;
-        }
-        if !send(Ok(Piece(n, rest[..len].to_vec()))) {
-            return Ok(false);
-        }
-        start += len;
-    }
-    if total != size {
-        return Err(invalid(format!(
-            "{}: changed while being read ({size} bytes when listed, {total} read)",
-            path.display()
-        )));
-    }
-    Ok(true)
-}
-
-/// The chunk table of the manifest being written, and its packs.
-#[derive(Default)]
-struct Table {
-    packs: Vec<String>,
-    pack_index: HashMap<Arc<str>, u32>,
-    chunks: Vec<ChunkRef>,
-    by_id: HashMap<ChunkId, u32>,
-    /// Packs of earlier snapshots this one refers to.
-    reused: HashSet<Arc<str>>,
-}
-
-impl Table {
-    fn pack(&mut self, key: &Arc<str>) -> u32 {
-        if let Some(&i) = self.pack_index.get(key) {
-            return i;
-        }
-        let i = self.packs.len() as u32;
-        self.packs.push(key.to_string());
-        self.pack_index.insert(key.clone(), i);
-        i
-    }
-
-    /// The index of a chunk stored before (by this upload or an earlier one).
-    fn stored(&mut self, id: ChunkId, at: &Stored, own: bool) -> u32 {
-        if let Some(&i) = self.by_id.get(&id) {
-            return i;
-        }
-        if !own {
-            self.reused.insert(at.pack.clone());
-        }
-        let pack = self.pack(&at.pack);
-        self.add(ChunkRef {
-            id,
-            pack,
-            offset: at.offset,
-            clen: at.clen,
-            len: at.len,
-            at: at.at,
-            flen: at.flen,
-        })
-    }
-
-    fn add(&mut self, c: ChunkRef) -> u32 {
-        let i = self.chunks.len() as u32;
-        self.by_id.insert(c.id, i);
-        self.chunks.push(c);
-        i
-    }
-}
-
-/// The pack being filled and the packs on their way to the store.
-struct Packing<'a> {
-    upload_id: &'a str,
-    seq: u32,
-    current: Option<(Arc<str>, PackBuilder)>,
-    uploads: &'a mut JoinSet<Result<(), BackendError>>,
-}
-
-impl Packing<'_> {
-    /// The pack being filled (a new one if none is), with its index in the chunk table's packs.
-    fn pack(&mut self, table: &mut Table) -> (u32, &mut PackBuilder) {
-        let (key, pack) = self.current.get_or_insert_with(|| {
-            let key: Arc<str> = Arc::from(format::pack_key(self.upload_id, self.seq));
-            self.seq += 1;
-            (key, PackBuilder::new())
-        });
-        (table.pack(key), pack)
-    }
-}
-
 impl CloudBackend {
-    async fn put_pack(&self, key: Arc<str>, data: Bytes) -> Result<(), BackendError> {
-        let len = data.len() as u64;
-        self.store
-            .put(&StorePath::from(&*key), PutPayload::from(data))
-            .await
-            .map_err(|e| self.failed(store_error(&key, e)))?;
-        self.counters.put_requests.fetch_add(1, Ordering::Relaxed);
-        self.counters.put_bytes.fetch_add(len, Ordering::Relaxed);
-        Ok(())
-    }
-
     /// Makes snapshot `name` from `source` under upload id `upload_id`. On any failure the packs
     /// written so far are deleted; the caller may also delete them by id after a crash.
     pub async fn commit(
@@ -363,22 +145,26 @@ impl CloudBackend {
             let before = parent_files
                 .get(item.rel.as_str())
                 .filter(|before| unchanged(before, &entries[n], item.meta.len(), seen));
-            if let (Some(parent), Some(before)) = (parent, before)
-                && let EntryKind::File {
-                    size, crc32c, data, ..
-                } = &before.kind
+            // Where each of its chunks is stored; a chunk the remote's listing does not show
+            // (its manifest could not be read) means the file is read again.
+            let stored: Option<Vec<_>> = parent.zip(before).and_then(|(parent, before)| {
+                let EntryKind::File { data, .. } = &before.kind else {
+                    return None;
+                };
+                data.iter()
+                    .map(|&c| {
+                        let c = parent.chunks.get(c as usize)?;
+                        Some((c.id, known.chunks.get(&c.id)?))
+                    })
+                    .collect()
+            });
+            if let (Some(stored), Some(before)) = (stored, before)
+                && let EntryKind::File { size, crc32c, .. } = &before.kind
             {
-                let mut mine = Vec::with_capacity(data.len());
-                for &c in data {
-                    let at = parent
-                        .chunks
-                        .get(c as usize)
-                        .and_then(|c| Some((c.id, known.chunks.get(&c.id)?)));
-                    let Some((id, at)) = at else {
-                        return Err(invalid("the snapshot before is inconsistent".into()));
-                    };
-                    mine.push(table.stored(id, at, false));
-                }
+                let mine = stored
+                    .into_iter()
+                    .map(|(id, at)| table.stored(id, at))
+                    .collect();
                 entries[n].kind = EntryKind::File {
                     size: *size,
                     crc32c: *crc32c,
@@ -447,7 +233,7 @@ impl CloudBackend {
             };
             let h = done.map_err(join_error)?;
             let index = match (h.new, known.chunks.get(&h.id)) {
-                (_, Some(at)) => table.stored(h.id, at, false),
+                (_, Some(at)) => table.stored(h.id, at),
                 // Twice in this upload: stored once.
                 (Some(_), None) if table.by_id.contains_key(&h.id) => table.by_id[&h.id],
                 (Some(New::Frame(frame)), None) => {
@@ -523,72 +309,6 @@ impl CloudBackend {
         self.put_manifest(manifest).await
     }
 
-    /// Appends a new chunk's frame to the current pack, starting a new pack if needed and
-    /// sending the full one off.
-    async fn append(
-        self: &Arc<Self>,
-        packing: &mut Packing<'_>,
-        table: &mut Table,
-        frame: &[u8],
-        id: ChunkId,
-        len: u32,
-    ) -> Result<ChunkRef, BackendError> {
-        let (index, pack) = packing.pack(table);
-        let c = pack.push_frame(index, frame, id, len);
-        if pack.is_full() {
-            self.close_pack(packing).await?;
-        }
-        Ok(c)
-    }
-
-    /// Stores the waiting small chunks as one frame in the current pack and fills in where
-    /// each is.
-    async fn append_group(
-        self: &Arc<Self>,
-        packing: &mut Packing<'_>,
-        table: &mut Table,
-        group: &mut Group,
-    ) -> Result<(), BackendError> {
-        let Group { raw, members } = std::mem::take(group);
-        if members.is_empty() {
-            return Ok(());
-        }
-        let flen = raw.len() as u32;
-        let frame = tokio::task::spawn_blocking(move || format::compress_chunk(&raw, LEVEL))
-            .await
-            .map_err(join_error)?;
-        let (index, pack) = packing.pack(table);
-        let ids: Vec<(ChunkId, u32)> = members.iter().map(|&(_, id, len)| (id, len)).collect();
-        let refs = pack.push_group(index, &frame, flen, &ids);
-        for (&(i, ..), c) in members.iter().zip(refs) {
-            if let Some(slot) = table.chunks.get_mut(i as usize) {
-                *slot = c;
-            }
-        }
-        if pack.is_full() {
-            self.close_pack(packing).await?;
-        }
-        Ok(())
-    }
-
-    /// Sends the current pack to the store, waiting while too many are on their way.
-    async fn close_pack(self: &Arc<Self>, packing: &mut Packing<'_>) -> Result<(), BackendError> {
-        let Some((key, pack)) = packing.current.take() else {
-            return Ok(());
-        };
-        while packing.uploads.len() >= UPLOADING {
-            if let Some(r) = packing.uploads.join_next().await {
-                r.map_err(join_error)??;
-            }
-        }
-        let this = self.clone();
-        let data = pack.finish();
-        packing
-            .uploads
-            .spawn(async move { this.put_pack(key, data).await });
-        Ok(())
-    }
-
     /// Fails unless every pack in `packs` is still in the store.
     async fn check_reused(&self, packs: &HashSet<Arc<str>>) -> Result<(), BackendError> {
         for key in packs {
@@ -635,67 +355,6 @@ impl CloudBackend {
             Err(e) => Err(self.failed(store_error(&format!("snapshot {name}"), e))),
         }
     }
-}
-
-/// The entries of the scanned tree: folders and links complete, files still without data.
-fn entries_of(items: &[Item]) -> Result<Vec<Entry>, BackendError> {
-    items
-        .iter()
-        .map(|i| {
-            let kind = if i.meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&i.path).map_err(|e| io_error(&i.path, e))?;
-                let target = target.to_str().ok_or_else(|| {
-                    invalid(format!("{}: link target is not UTF-8", i.path.display()))
-                })?;
-                EntryKind::Symlink {
-                    target: target.to_string(),
-                }
-            } else {
-                EntryKind::Dir
-            };
-            Ok(Entry {
-                path: i.rel.clone(),
-                mode: i.meta.mode() & 0o7777,
-                mtime: i.meta.mtime(),
-                mtime_nsec: i.meta.mtime_nsec() as u32,
-                kind,
-            })
-        })
-        .collect()
-}
-
-/// The files of a manifest by path.
-fn files_by_path(m: &Manifest) -> HashMap<&str, &Entry> {
-    m.entries
-        .iter()
-        .filter(|e| matches!(e.kind, EntryKind::File { .. }))
-        .map(|e| (e.path.as_str(), e))
-        .collect()
-}
-
-fn seen_of(meta: &std::fs::Metadata) -> Seen {
-    Seen {
-        ino: meta.ino(),
-        ctime: meta.ctime(),
-        ctime_nsec: meta.ctime_nsec() as u32,
-    }
-}
-
-/// Whether a file read in place is the one the parent snapshot holds at its path: same size,
-/// mtime, ctime and inode. Without an identity (a staged copy) a file is always read.
-fn unchanged(before: &Entry, now: &Entry, size: u64, seen: Option<Seen>) -> bool {
-    let EntryKind::File {
-        size: old_size,
-        seen: old_seen,
-        ..
-    } = &before.kind
-    else {
-        return false;
-    };
-    seen.is_some()
-        && *old_seen == seen
-        && *old_size == size
-        && (before.mtime, before.mtime_nsec) == (now.mtime, now.mtime_nsec)
 }
 
 #[cfg(test)]
