@@ -17,9 +17,10 @@ use backon::BackoffBuilder;
 use bytes::Bytes;
 use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo, SnapshotState};
 use snapfs_fs::format::BLOCK_SIZE;
-use snapfs_fs::tree::{FileKind, SnapshotTree, TreeNode, raw_blocks};
+use snapfs_fs::tree::{FileKind, NAME_MAX, SnapshotTree, TreeNode, raw_blocks};
 
-use client::{Backup, Client};
+use client::Client;
+pub use client::{Backup, backups_of};
 use snapfs_control::wire::{TargetMetrics, VerifyReport};
 
 use crate::backoff::Backoff;
@@ -57,10 +58,13 @@ fn downloadable(state: &str) -> bool {
     state == "COMPLETED" || state.starts_with("RESTORE_")
 }
 
-/// How a listing shows a backup; None for one it cannot show (no id, unknown state, or
-/// downloadable with no size, whose bytes could not be told from a short read).
-fn info_of(b: &Backup) -> Option<SnapshotInfo> {
-    let id = b.id.as_deref()?;
+/// How a listing shows a backup; None for one it cannot show (no id, or one that could not be
+/// a file name or be asked for again; unknown state; downloadable with no size, whose bytes
+/// could not be told from a short read).
+pub fn info_of(b: &Backup) -> Option<SnapshotInfo> {
+    let id =
+        b.id.as_deref()
+            .filter(|id| client::checked(id).is_ok() && id.len() + SUFFIX.len() <= NAME_MAX)?;
     let state = match b.state.as_deref()? {
         "IN_PROGRESS" => SnapshotState::Creating,
         "FAILED" => SnapshotState::Failed,
@@ -282,6 +286,19 @@ mod tests {
         assert_eq!(id_of(&i.name), Some("20261122-101500"));
         assert_eq!(id_of(".backup"), None);
         assert_eq!(id_of("x.zip"), None);
+    }
+
+    #[test]
+    fn ids_that_cannot_be_file_names_are_not_shown() {
+        let shown = |id: &str| {
+            let mut b = backup("COMPLETED", Some(1));
+            b.id = Some(id.to_owned());
+            info_of(&b).map(|i| i.name)
+        };
+        for id in ["a/b", "..", "", "a\0b", "caf\u{e9}", &"x".repeat(249)] {
+            assert_eq!(shown(id), None, "{id:?}");
+        }
+        assert_eq!(shown(&"x".repeat(248)).map(|n| n.len()), Some(255));
     }
 
     #[test]

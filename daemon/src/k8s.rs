@@ -4,12 +4,12 @@
 mod cluster;
 mod contexts;
 mod errors;
-mod exec;
+pub mod exec;
 mod labels;
 mod namespace;
 mod powers;
 mod reader;
-mod tarball;
+pub mod tarball;
 mod tree;
 mod watch;
 

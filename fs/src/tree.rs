@@ -6,6 +6,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+/// Longest file name a Linux call accepts (NAME_MAX).
+pub const NAME_MAX: usize = 255;
+
+/// Whether `name` can be one entry of a directory listing: the kernel refuses a whole listing
+/// that holds a name with '/' or NUL, and "." and ".." name other directories.
+pub fn is_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.len() <= NAME_MAX
+        && !name.contains(['/', '\0'])
+}
+
 /// A file is cut into blocks of at most this size: the snapshot format's frames, and the ranged
 /// reads of a raw object.
 pub const BLOCK_SIZE: usize = 4 << 20;

@@ -50,6 +50,11 @@ struct One {
     backup: Backup,
 }
 
+/// The backups of a listing's answer (`{"items": [...]}`).
+pub fn backups_of(body: &[u8]) -> Result<Vec<Backup>, serde_json::Error> {
+    serde_json::from_slice::<Items>(body).map(|i| i.items)
+}
+
 /// Counters of what went to the broker.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -144,7 +149,7 @@ impl Client {
     pub async fn list(&self) -> Result<Vec<Backup>, BackendError> {
         self.counters.list_requests.fetch_add(1, Ordering::Relaxed);
         let body = self.call(Method::GET, "backups", None).await?;
-        Ok(self.parse::<Items>(&body)?.items)
+        backups_of(&body).map_err(|e| self.unreadable(e))
     }
 
     pub async fn get(&self, id: &str) -> Result<Backup, BackendError> {
@@ -183,10 +188,12 @@ impl Client {
     }
 
     fn parse<T: serde::de::DeserializeOwned>(&self, body: &[u8]) -> Result<T, BackendError> {
-        serde_json::from_slice(body).map_err(|e| {
-            self.counters.errors.fetch_add(1, Ordering::Relaxed);
-            BackendError::Other(format!("{}: unreadable answer: {e}", self.what))
-        })
+        serde_json::from_slice(body).map_err(|e| self.unreadable(e))
+    }
+
+    fn unreadable(&self, e: serde_json::Error) -> BackendError {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        BackendError::Other(format!("{}: unreadable answer: {e}", self.what))
     }
 
     /// One request, tried again while it fails in a way that can pass, within the budget: at
@@ -335,7 +342,7 @@ fn why(e: &reqwest::Error, timeout: Duration) -> String {
 }
 
 /// An id as it may go into a URL path: what HiveMQ ids look like, nothing to escape.
-fn checked(id: &str) -> Result<&str, BackendError> {
+pub(super) fn checked(id: &str) -> Result<&str, BackendError> {
     let ok = !id.is_empty()
         && id != "."
         && id != ".."

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::AttachParams;
 use snapfs_fs::backend::{BackendError, LiveEntry};
-use snapfs_fs::tree::FileKind;
+use snapfs_fs::tree::{FileKind, is_file_name};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::errors::retry;
@@ -168,13 +168,22 @@ pub async fn list(
     if let Some(f) = &out.failure {
         return Err(failed(dir, &out, f));
     }
-    Ok(parse_stat_lines(&out.stdout)
+    Ok(listed(&out.stdout))
+}
+
+/// The entries of `find . -mindepth 1 -maxdepth 1 -exec stat …` output, named without their
+/// `./`. A line naming anything but one entry of the folder (find never prints one, but a
+/// container's tools are its own) is left out: one such name would make the kernel refuse the
+/// whole listing.
+pub fn listed(out: &[u8]) -> Vec<LiveEntry> {
+    parse_stat_lines(out)
         .into_iter()
         .filter_map(|mut e| {
-            e.name = e.name.strip_prefix("./")?.to_string();
+            let name = e.name.strip_prefix("./").filter(|n| is_file_name(n))?;
+            e.name = name.to_string();
             Some(e)
         })
-        .collect())
+        .collect()
 }
 
 /// One entry of the container; a symlink comes with its target.
@@ -264,7 +273,10 @@ pub fn parse_stat(line: &str) -> Option<LiveEntry> {
         size,
         // Read-only whatever the container says: nothing can be written through this view.
         perm: perm & 0o555,
-        mtime: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+        // A time no SystemTime can hold (only a tool that lies prints one) shows as the epoch.
+        mtime: SystemTime::UNIX_EPOCH
+            .checked_add(Duration::from_secs(secs))
+            .unwrap_or(SystemTime::UNIX_EPOCH),
         symlink: None,
         xattrs: Vec::new(),
         uploads: false,
@@ -274,6 +286,24 @@ pub fn parse_stat(line: &str) -> Option<LiveEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listings_show_only_names_of_one_entry() {
+        let out = b"regular file|1|644|1|./ok\n\
+regular file|1|644|1|./a/b\n\
+directory|1|755|1|./..\n\
+directory|1|755|1|./.\n\
+directory|1|755|1|./\n\
+regular file|1|644|1|no-prefix\n";
+        let names: Vec<_> = listed(out).into_iter().map(|e| e.name).collect();
+        assert_eq!(names, ["ok"]);
+    }
+
+    #[test]
+    fn a_time_beyond_what_the_clock_holds_shows_as_the_epoch() {
+        let e = parse_stat("regular file|1|644|18446744073709551615|./far").unwrap();
+        assert_eq!(e.mtime, SystemTime::UNIX_EPOCH);
+    }
 
     #[test]
     fn stat_lines_parse_kinds_sizes_modes_and_odd_names() {

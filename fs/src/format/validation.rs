@@ -8,13 +8,11 @@ use std::io::Read;
 use super::manifest::{Entry, EntryKind, MANIFEST_FORMAT, Manifest};
 use super::pack::ChunkRef;
 use super::{BLOCK_SIZE, FormatError, PACK_PREFIX};
+use crate::tree::NAME_MAX;
 
 /// The most decompressed bytes a manifest may have: room for a million chunks and as many
 /// entries, far from what a hostile few kilobytes could make the daemon hold.
 pub const MAX_MANIFEST_BYTES: usize = 256 << 20;
-
-/// Longest file name a Unix kernel accepts (NAME_MAX); longer ones could never be shown.
-const NAME_MAX: usize = 255;
 
 impl Manifest {
     /// Decodes and validates a manifest read from a bucket.
