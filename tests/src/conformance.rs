@@ -57,6 +57,16 @@ impl Remote {
     }
 
     pub fn backend(&self, cache_dir: &std::path::Path) -> Arc<CloudBackend> {
+        self.backend_over(self.store(), cache_dir)
+    }
+
+    /// A backend of this remote that reaches the bucket through `store` (one that wraps
+    /// [`Remote::store`]).
+    pub fn backend_over(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        cache_dir: &std::path::Path,
+    ) -> Arc<CloudBackend> {
         let cache = BlockCache::open(CacheConfig {
             dir: cache_dir.join("blocks"),
             max_disk_bytes: 1 << 30,
@@ -66,7 +76,7 @@ impl Remote {
         .expect("cache");
         Arc::new(CloudBackend::new(
             "cloud/test".into(),
-            self.store(),
+            store,
             cache,
             None,
             None,

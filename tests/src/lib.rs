@@ -3,6 +3,7 @@
 //! harness is dropped, also when the test fails.
 
 pub mod conformance;
+pub mod dying;
 pub mod emulators;
 pub mod proxy;
 

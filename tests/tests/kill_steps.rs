@@ -1,0 +1,272 @@
+//! A process killed at any step of an upload, or of a delete and the cleanup after it, leaves
+//! a bucket that another process reads and repairs: every snapshot listed reads back whole
+//! (the one being made is there complete or not at all), cleanup never takes what a snapshot
+//! needs, and once the dead process's lease has run out, cleanup leaves exactly the packs that
+//! manifests list. Then the same upload, made again, succeeds.
+//!
+//! "Killed at a step" is a store that refuses the write after the first k and everything after
+//! it (tests/src/dying.rs): only writes change a bucket, so stopping before each of them in turn
+//! covers every state a kill can leave.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::ObjectStore;
+use snapfs_fs::backend::Backend;
+use snapfs_fs::format::{LEASE_PREFIX, MANIFEST_PREFIX, Manifest, PACK_PREFIX};
+use snapfs_tests::conformance::{Remote, commit, runtime};
+use snapfs_tests::dying::Dying;
+use snapfs_tests::{random_file, sh};
+use snapfsd::cloud::CloudBackend;
+use snapfsd::powers::{Deletes, HasLeftovers, InUse, Verifies};
+
+/// A folder of two packs' worth of random bytes, small files that share frames, and text.
+fn make_tree(src: &Path) {
+    std::fs::create_dir_all(src.join("small")).unwrap();
+    random_file(&src.join("big.bin"), 12 << 20);
+    for i in 0..30 {
+        random_file(&src.join(format!("small/{i}")), 1_000 + i * 700);
+    }
+    let text: String = (0..20_000).map(|i| format!("row {i}\n")).collect();
+    std::fs::write(src.join("rows.txt"), text).unwrap();
+}
+
+/// Changes a part of the big file and one small file, and adds one.
+fn change_tree(src: &Path) {
+    sh(&format!(
+        "set -e; cd '{s}'; head -c 1000000 /dev/urandom | dd of=big.bin bs=1M seek=5 conv=notrunc status=none
+         head -c 5000 /dev/urandom > small/3; head -c 20000 /dev/urandom > small/new",
+        s = src.display()
+    ));
+}
+
+fn tree_bytes(src: &Path) -> u64 {
+    sh(&format!("find '{}' -type f -printf '%s\\n'", src.display()))
+        .lines()
+        .map(|l| l.parse::<u64>().unwrap())
+        .sum()
+}
+
+fn files_under(bucket: &Path, prefix: &str) -> BTreeSet<PathBuf> {
+    let dir = bucket.join(prefix);
+    if !dir.exists() {
+        return BTreeSet::new();
+    }
+    sh(&format!("find '{}' -type f", dir.display()))
+        .lines()
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// A copy of `from` at `to`, as the bucket a trial starts from.
+fn copy_bucket(from: &Path, to: &Path) {
+    sh(&format!("cp -a '{}' '{}'", from.display(), to.display()));
+}
+
+fn remote_at(bucket: &Path) -> Remote {
+    Remote::new(&format!("file://{}", bucket.display()), &[])
+}
+
+fn idle() -> InUse {
+    InUse::default()
+}
+
+/// Reads every snapshot of `backend` back whole; `sizes` gives the bytes each must hold. Answers
+/// the names listed.
+async fn every_snapshot_reads(
+    backend: &CloudBackend,
+    sizes: &[(&str, u64)],
+    what: &str,
+) -> BTreeSet<String> {
+    let names: BTreeSet<String> = backend
+        .list_snapshots()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: listing: {e}"))
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    for name in &names {
+        let report = Verifies::verify(backend, name)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: verifying {name}: {e}"));
+        assert!(
+            report.errors.is_empty(),
+            "{what}: {name}: {:?}",
+            report.errors
+        );
+        let want = sizes.iter().find(|(n, _)| n == name).map(|(_, s)| *s);
+        assert_eq!(Some(report.bytes), want, "{what}: {name} holds other bytes");
+    }
+    names
+}
+
+/// What another process finds after the kill, and what it repairs.
+async fn another_process_repairs(bucket: &Path, cache: &Path, sizes: &[(&str, u64)], what: &str) {
+    let backend = remote_at(bucket).backend(cache);
+    every_snapshot_reads(&backend, sizes, what).await;
+    // Cleanup at once, with no grace: the dead process's lease still protects its packs.
+    backend
+        .collect_leftovers(&idle, Duration::ZERO, false)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: cleanup: {e}"));
+    let names = every_snapshot_reads(&backend, sizes, &format!("{what}, after cleanup")).await;
+    // Once the lease has run out, cleanup takes every pack no manifest lists.
+    sh(&format!(
+        "d='{}'; [ ! -d \"$d\" ] || find \"$d\" -type f -exec touch -d '3 hours ago' {{}} +",
+        bucket.join(LEASE_PREFIX).display()
+    ));
+    backend
+        .collect_leftovers(&idle, Duration::ZERO, false)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: cleanup after the lease ran out: {e}"));
+    assert_eq!(
+        every_snapshot_reads(&backend, sizes, &format!("{what}, after the lease ran out")).await,
+        names
+    );
+    let mut listed = BTreeSet::new();
+    for manifest in files_under(bucket, MANIFEST_PREFIX) {
+        let m = Manifest::from_bytes(&std::fs::read(&manifest).unwrap()).unwrap();
+        listed.extend(m.packs.iter().map(|p| bucket.join(p)));
+    }
+    assert_eq!(
+        files_under(bucket, PACK_PREFIX),
+        listed,
+        "{what}: packs left that no manifest lists, or listed packs missing"
+    );
+    assert!(
+        files_under(bucket, LEASE_PREFIX).is_empty(),
+        "{what}: leases left"
+    );
+}
+
+/// Writes `work` makes on a healthy store over a copy of `bucket`.
+async fn writes_of<F, Fut>(bucket: &Path, scratch: &Path, work: F) -> u64
+where
+    F: FnOnce(Arc<CloudBackend>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let copy = scratch.join("counted");
+    copy_bucket(bucket, &copy);
+    let remote = remote_at(&copy);
+    let store = Dying::after(remote.store(), u64::MAX);
+    work(remote.backend_over(
+        store.clone() as Arc<dyn ObjectStore>,
+        &scratch.join("counting"),
+    ))
+    .await;
+    store.made()
+}
+
+#[test]
+fn an_upload_killed_at_any_step_leaves_a_bucket_another_process_repairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pristine, src) = (dir.path().join("pristine"), dir.path().join("src"));
+    std::fs::create_dir_all(&pristine).unwrap();
+    make_tree(&src);
+    let base = tree_bytes(&src);
+    let rt = runtime();
+    rt.block_on(async {
+        let backend = remote_at(&pristine).backend(&dir.path().join("first"));
+        commit(backend, "base", &src, true).await.unwrap();
+    });
+    change_tree(&src);
+    let next = tree_bytes(&src);
+    let sizes = [("base", base), ("next", next)];
+    rt.block_on(async {
+        let from = src.clone();
+        let writes = writes_of(&pristine, dir.path(), |backend| async move {
+            commit(backend, "next", &from, true).await.unwrap();
+        })
+        .await;
+        assert!(
+            writes >= 4,
+            "an upload writes a lease, packs and a manifest: {writes}"
+        );
+        println!("an upload of {next} bytes makes {writes} writes; killed before each in turn");
+        for k in 0..writes {
+            let what = format!("upload killed before write {} of {writes}", k + 1);
+            let trial = dir.path().join(format!("upload-{k}"));
+            copy_bucket(&pristine, &trial);
+            let remote = remote_at(&trial);
+            let store = Dying::after(remote.store(), k);
+            let dying = remote.backend_over(
+                store.clone() as Arc<dyn ObjectStore>,
+                &trial.with_extension("dying"),
+            );
+            let _ = commit(dying, "next", &src, true).await;
+            assert!(store.died(), "{what}: the store never refused a write");
+            another_process_repairs(&trial, &trial.with_extension("repair"), &sizes, &what).await;
+            // The upload made again from the start succeeds.
+            let again = remote.backend(&trial.with_extension("again"));
+            if !again
+                .list_snapshots()
+                .await
+                .unwrap()
+                .iter()
+                .any(|s| s.name == "next")
+            {
+                commit(again.clone(), "next", &src, true)
+                    .await
+                    .unwrap_or_else(|e| panic!("{what}: made again: {e}"));
+            }
+            let names = every_snapshot_reads(&again, &sizes, &what).await;
+            assert_eq!(names.len(), 2, "{what}: {names:?}");
+            std::fs::remove_dir_all(&trial).unwrap();
+        }
+    });
+}
+
+#[test]
+fn a_delete_and_cleanup_killed_at_any_step_never_take_what_a_snapshot_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pristine, src) = (dir.path().join("pristine"), dir.path().join("src"));
+    std::fs::create_dir_all(&pristine).unwrap();
+    make_tree(&src);
+    let base = tree_bytes(&src);
+    let rt = runtime();
+    rt.block_on(async {
+        let backend = remote_at(&pristine).backend(&dir.path().join("first"));
+        commit(backend.clone(), "base", &src, true).await.unwrap();
+        change_tree(&src);
+        commit(backend, "next", &src, true).await.unwrap();
+    });
+    let sizes = [("base", base), ("next", tree_bytes(&src))];
+    let delete_then_clean = |backend: Arc<CloudBackend>| async move {
+        let _ = Deletes::delete(backend.as_ref(), "next").await;
+        let _ = backend
+            .collect_leftovers(&idle, Duration::ZERO, false)
+            .await;
+    };
+    rt.block_on(async {
+        let writes = writes_of(&pristine, dir.path(), delete_then_clean).await;
+        assert!(
+            writes >= 2,
+            "a delete removes a manifest and packs: {writes}"
+        );
+        println!("a delete and cleanup make {writes} writes; killed before each in turn");
+        for k in 0..writes {
+            let what = format!("delete killed before write {} of {writes}", k + 1);
+            let trial = dir.path().join(format!("delete-{k}"));
+            copy_bucket(&pristine, &trial);
+            let remote = remote_at(&trial);
+            let store = Dying::after(remote.store(), k);
+            delete_then_clean(remote.backend_over(
+                store.clone() as Arc<dyn ObjectStore>,
+                &trial.with_extension("dying"),
+            ))
+            .await;
+            assert!(store.died(), "{what}: the store never refused a write");
+            another_process_repairs(&trial, &trial.with_extension("repair"), &sizes, &what).await;
+            let names = every_snapshot_reads(
+                &remote.backend(&trial.with_extension("after")),
+                &sizes,
+                &what,
+            )
+            .await;
+            assert!(names.contains("base"), "{what}: the snapshot kept is gone");
+            std::fs::remove_dir_all(&trial).unwrap();
+        }
+    });
+}
