@@ -5,6 +5,7 @@ mod cluster;
 mod contexts;
 mod errors;
 mod exec;
+mod kubeconfig;
 mod labels;
 mod namespace;
 mod powers;

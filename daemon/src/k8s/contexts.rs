@@ -2,50 +2,42 @@
 //! `k8s/<context>/`, and its namespaces as upload targets.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DynamicObject, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::KubeConfigOptions;
 use kube::{Api, Client};
 use snapfs_fs::vfs::LiveMount;
 
 use super::cluster::{self, Namespaces};
+use super::kubeconfig;
 use super::labels::MANAGED_BY;
 use super::namespace::KubeTarget;
+use super::reader::Readers;
 use super::tree::{KubeTree, Scope};
 use crate::config::{K8sSettings, KubeContext, is_dns_label};
 use snapfs_control::paths::Paths;
-
-/// The kubeconfig the user's kubectl would read: `$KUBECONFIG` (its first file) or
-/// `~/.kube/config`; None when there is none.
-fn kubeconfig_path(paths: &Paths) -> Option<PathBuf> {
-    let path = match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
-        Some(v) => std::env::split_paths(&v).next()?,
-        None => paths.expand("~/.kube/config"),
-    };
-    path.exists().then_some(path)
-}
 
 /// One context of the kubeconfig.
 struct Context {
     config: KubeContext,
     client: Client,
     tree: Arc<KubeTree>,
+    settings: Arc<K8sSettings>,
 }
 
 /// The Kubernetes contexts of the mount: their live trees under `k8s/`, and their namespaces as
 /// upload targets.
 pub struct Kube {
     contexts: Vec<Context>,
-    settings: Arc<K8sSettings>,
 }
 
 impl Kube {
-    /// Connects the configured contexts (`None`: every context of the kubeconfig). A context
-    /// that cannot be set up is left out with a warning; it never stops the mount.
+    /// Connects the configured contexts (`None`: the current context, or every context with
+    /// `settings.all_contexts`). A context that cannot be set up is left out with a warning;
+    /// it never stops the mount.
     pub async fn connect(
         configured: Option<&[KubeContext]>,
         paths: &Paths,
@@ -55,30 +47,21 @@ impl Kube {
     ) -> Kube {
         let mut kube = Kube {
             contexts: Vec::new(),
-            settings: Arc::new(settings),
         };
-        let Some(path) = kubeconfig_path(paths) else {
-            if configured.is_some_and(|c| !c.is_empty()) {
-                tracing::warn!("[[kubernetes]] is configured but there is no kubeconfig");
+        let kubeconfig = match kubeconfig::load(std::env::var_os("KUBECONFIG").as_deref(), paths) {
+            Ok(Some(k)) => k,
+            Ok(None) => {
+                if configured.is_some_and(|c| !c.is_empty()) {
+                    tracing::warn!("[[kubernetes]] is configured but there is no kubeconfig");
+                }
+                return kube;
             }
-            return kube;
-        };
-        let kubeconfig = match Kubeconfig::read_from(&path) {
-            Ok(k) => k,
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "kubeconfig unreadable; no k8s/");
+                tracing::warn!(error = %e, "kubeconfig unreadable; no k8s/");
                 return kube;
             }
         };
-        let contexts: Vec<KubeContext> = match configured {
-            Some(c) => c.to_vec(),
-            None => kubeconfig
-                .contexts
-                .iter()
-                .map(|c| KubeContext::all_of(&c.name))
-                .collect(),
-        };
-        for c in contexts {
+        for c in kubeconfig::chosen(configured, settings.all_contexts, &kubeconfig) {
             let options = KubeConfigOptions {
                 context: Some(c.context.clone()),
                 ..KubeConfigOptions::default()
@@ -104,8 +87,11 @@ impl Kube {
             } else {
                 Scope::Only(c.namespaces.clone())
             };
-            let tree = KubeTree::new(client.clone(), namespaces, list_ttl, reader_idle);
+            let settings = Arc::new(settings.for_context(&c.pods));
+            let readers = Readers::new(client.clone(), reader_idle, settings.image.clone());
+            let tree = KubeTree::new(client.clone(), namespaces, list_ttl, readers);
             kube.contexts.push(Context {
+                settings,
                 config: c,
                 client,
                 tree,
@@ -141,7 +127,7 @@ impl Kube {
             path.to_string(),
             c.client.clone(),
             ns.to_string(),
-            self.settings.clone(),
+            c.settings.clone(),
             &c.config,
             c.tree.readers().clone(),
         ))

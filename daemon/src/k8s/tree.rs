@@ -62,10 +62,10 @@ impl KubeTree {
         client: Client,
         namespaces: Scope,
         list_ttl: Duration,
-        reader_idle: Duration,
+        readers: Arc<Readers>,
     ) -> Arc<KubeTree> {
         Arc::new(KubeTree {
-            readers: Readers::new(client.clone(), reader_idle),
+            readers,
             contents: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(CONTENT_LISTINGS)
                     .unwrap_or(std::num::NonZeroUsize::MIN),
