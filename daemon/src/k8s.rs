@@ -3,6 +3,7 @@
 
 mod cluster;
 mod contexts;
+mod credentials;
 mod errors;
 mod exec;
 mod kubeconfig;
@@ -12,6 +13,7 @@ mod powers;
 mod reader;
 mod tarball;
 mod tree;
+mod unavailable;
 mod watch;
 
 pub use contexts::Kube;

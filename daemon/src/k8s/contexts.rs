@@ -7,16 +7,18 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DynamicObject, ListParams};
-use kube::config::KubeConfigOptions;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use snapfs_fs::vfs::LiveMount;
 
 use super::cluster::{self, Namespaces};
+use super::credentials;
 use super::kubeconfig;
 use super::labels::MANAGED_BY;
 use super::namespace::KubeTarget;
 use super::reader::Readers;
 use super::tree::{KubeTree, Scope};
+use super::unavailable::Unavailable;
 use crate::config::{K8sSettings, KubeContext, is_dns_label};
 use snapfs_control::paths::Paths;
 
@@ -32,6 +34,24 @@ struct Context {
 /// upload targets.
 pub struct Kube {
     contexts: Vec<Context>,
+    /// Contexts whose client could not be made, shown with the reason.
+    unavailable: Vec<(KubeContext, Arc<Unavailable>)>,
+}
+
+/// A client for `context`, or one line saying why there is none.
+async fn connect(kubeconfig: &Kubeconfig, context: &str) -> Result<Client, String> {
+    let plugin = credentials::plugin_of(kubeconfig, context);
+    if let Some(why) = plugin.and_then(|p| credentials::refuse(context, p)) {
+        return Err(why);
+    }
+    let options = KubeConfigOptions {
+        context: Some(context.to_string()),
+        ..KubeConfigOptions::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options)
+        .await
+        .map_err(|e| format!("context {context}: {e}"))?;
+    Client::try_from(config).map_err(|e| credentials::explain(context, plugin, &e))
 }
 
 impl Kube {
@@ -47,6 +67,7 @@ impl Kube {
     ) -> Kube {
         let mut kube = Kube {
             contexts: Vec::new(),
+            unavailable: Vec::new(),
         };
         let kubeconfig = match kubeconfig::load(std::env::var_os("KUBECONFIG").as_deref(), paths) {
             Ok(Some(k)) => k,
@@ -62,27 +83,21 @@ impl Kube {
             }
         };
         for c in kubeconfig::chosen(configured, settings.all_contexts, &kubeconfig) {
-            let options = KubeConfigOptions {
-                context: Some(c.context.clone()),
-                ..KubeConfigOptions::default()
-            };
-            let client =
-                match kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options).await {
-                    Ok(config) => Client::try_from(config),
-                    Err(e) => Err(e.into()),
-                };
-            let client = match client {
+            let client = match connect(&kubeconfig, &c.context).await {
                 Ok(client) => client,
-                Err(e) => {
-                    tracing::warn!(context = c.context, error = %e, "context left out");
+                Err(why) => {
+                    tracing::warn!(context = c.context, "{why}");
+                    kube.unavailable.push((c, Arc::new(Unavailable { why })));
                     continue;
                 }
             };
+            let home = client.default_namespace().to_string();
             let namespaces = if c.namespaces.is_empty() {
                 Scope::All(Namespaces::watch(
                     client.clone(),
                     list_ttl,
                     c.context.clone(),
+                    home,
                 ))
             } else {
                 Scope::Only(c.namespaces.clone())
@@ -101,15 +116,19 @@ impl Kube {
     }
 
     pub fn live_mounts(&self) -> Vec<LiveMount> {
-        self.contexts
-            .iter()
-            .map(|c| LiveMount {
-                kind: "k8s",
-                name: c.config.name.clone(),
-                description: format!("Kubernetes context {}", c.config.context),
-                tree: c.tree.clone(),
-            })
-            .collect()
+        let working = self.contexts.iter().map(|c| LiveMount {
+            kind: "k8s",
+            name: c.config.name.clone(),
+            description: format!("Kubernetes context {}", c.config.context),
+            tree: c.tree.clone(),
+        });
+        let unavailable = self.unavailable.iter().map(|(c, tree)| LiveMount {
+            kind: "k8s",
+            name: c.name.clone(),
+            description: format!("unavailable Kubernetes {}", tree.why),
+            tree: tree.clone(),
+        });
+        working.chain(unavailable).collect()
     }
 
     /// The namespace at `k8s/<context>/<namespace>` as a target, if it can be one.

@@ -53,7 +53,7 @@ const CONTENT_LISTINGS: usize = 4096;
 pub enum Scope {
     /// The configured ones.
     Only(Vec<String>),
-    /// Every namespace, as a watch sees it.
+    /// Every namespace, as a watch sees it, and the context's own.
     All(Arc<Namespaces>),
 }
 
@@ -98,6 +98,11 @@ impl KubeTree {
     }
 
     async fn check_namespace(&self, ns: &str) -> Result<(), BackendError> {
+        if let Scope::All(watched) = &self.namespaces
+            && watched.home() == ns
+        {
+            return Ok(());
+        }
         if !is_dns_label(ns) || !self.namespaces().await?.iter().any(|n| n == ns) {
             return Err(not_found(ns));
         }
