@@ -1,6 +1,8 @@
 //! Configuration: `~/.config/snapfs/config.toml` (XDG) merged with defaults, so that no file is
 //! needed. Every key is documented in snapfs.toml(5).
 
+#[cfg(test)]
+mod documented;
 mod hivemq;
 mod kubernetes;
 
