@@ -4,6 +4,10 @@
 #[cfg(test)]
 mod documented;
 mod hivemq;
+#[cfg(test)]
+mod hostile;
+#[cfg(test)]
+mod keys;
 mod kubernetes;
 
 use std::collections::BTreeMap;

@@ -6,9 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use snapfs_control::paths::Paths;
-
-use super::Config;
+use super::keys::{accepted, parse_error};
 
 /// Keys the parser knows only to refuse them with a message: documented under NOT YET
 /// SUPPORTED, not in the example.
@@ -19,49 +17,6 @@ const SCHEMES: &[&str] = &[
     "file", "memory", "s3", "s3a", "gs", "gcs", "az", "azure", "adl", "abfs", "abfss", "http",
     "https", "ftp", "sftp", "hdfs", "webdav", "r2", "oss", "cos", "b2", "swift",
 ];
-
-fn parse_error(text: &str) -> String {
-    let paths = Paths::for_home(Path::new("/home/u"));
-    match Config::parse(text, &paths) {
-        Ok(_) => String::new(),
-        Err(e) => format!("{e:#}"),
-    }
-}
-
-/// The fields serde lists when `text` holds the unknown key `__probe__`; None when the error
-/// is another one (the place is not a table of known fields).
-fn fields(text: &str) -> Option<Vec<String>> {
-    let e = parse_error(text);
-    let (_, expected) = e.split_once("unknown field `__probe__`, expected ")?;
-    Some(
-        expected
-            .split('`')
-            .skip(1)
-            .step_by(2)
-            .map(str::to_string)
-            .collect(),
-    )
-}
-
-/// Each section (`cache`, `remote`, …) with its keys and, below a key that is itself a table
-/// of known fields (`retention`), that table's keys.
-fn accepted() -> BTreeMap<String, (String, BTreeSet<String>)> {
-    let mut out = BTreeMap::new();
-    for section in fields("__probe__ = 1").expect("top-level keys") {
-        let (header, keys) = [format!("[{section}]"), format!("[[{section}]]")]
-            .into_iter()
-            .find_map(|h| fields(&format!("{h}\n__probe__ = 1")).map(|k| (h, k)))
-            .unwrap_or_else(|| panic!("section {section} is neither a table nor an array"));
-        let mut all: BTreeSet<String> = keys.iter().cloned().collect();
-        for key in &keys {
-            if let Some(nested) = fields(&format!("{header}\n{key} = {{ __probe__ = 1 }}")) {
-                all.extend(nested);
-            }
-        }
-        out.insert(section, (header, all));
-    }
-    out
-}
 
 fn refused(section: &str) -> &'static [&'static str] {
     REFUSED
@@ -188,10 +143,10 @@ fn example_keys(text: &str) -> BTreeSet<String> {
 #[test]
 fn the_parser_is_probed_for_its_keys() {
     let a = accepted();
-    assert_eq!(a["cache"].0, "[cache]");
-    assert_eq!(a["remote"].0, "[[remote]]");
-    assert!(a["remote"].1.contains("min_count"), "{:?}", a["remote"]);
-    assert!(a["kubernetes"].1.contains("pod_uid"));
+    assert_eq!(a["cache"].header, "[cache]");
+    assert_eq!(a["remote"].header, "[[remote]]");
+    assert!(a["remote"].all().contains("min_count"), "{:?}", a["remote"]);
+    assert!(a["kubernetes"].all().contains("pod_uid"));
     assert!(scheme_accepted("s3") && scheme_accepted("memory") && !scheme_accepted("ftp"));
 }
 
@@ -200,7 +155,7 @@ fn the_keys_refused_on_purpose_are_refused() {
     let e = parse_error("[[hivemq]]\nname = \"b\"\nurl = \"http://127.0.0.1:1\"\ncontext = \"c\"");
     assert!(e.contains("not supported"), "{e}");
     for (section, keys) in REFUSED {
-        let all = &accepted()[*section].1;
+        let all = accepted()[*section].all();
         for k in *keys {
             assert!(
                 all.contains(*k),
@@ -218,13 +173,14 @@ fn the_man_page_documents_every_key_and_scheme_and_no_other() {
     let mut missing = Vec::new();
     let mut unknown = Vec::new();
     let accepted = accepted();
-    for (section, (header, keys)) in &accepted {
+    for (section, s) in &accepted {
+        let (header, keys) = (&s.header, s.all());
         let Some(text) = sections.get(header.as_str()) else {
             missing.push(format!("section {header}"));
             continue;
         };
         let bold = bold_words(text);
-        for k in keys {
+        for k in &keys {
             if refused(section).contains(&k.as_str()) {
                 if !not_yet.contains(k) {
                     missing.push(format!("{section}.{k} under NOT YET SUPPORTED"));
@@ -241,7 +197,7 @@ fn the_man_page_documents_every_key_and_scheme_and_no_other() {
     }
     for title in sections.keys().filter(|t| t.starts_with('[')) {
         let name = title.trim_matches(['[', ']']);
-        if accepted.get(name).is_none_or(|(h, _)| h != title) {
+        if accepted.get(name).is_none_or(|s| &s.header != title) {
             unknown.push(format!("section {title}"));
         }
     }
@@ -274,7 +230,8 @@ fn the_example_shows_every_key_and_scheme() {
     let example = read("packaging/config.toml.example");
     let sections = example_sections(&example);
     let mut missing = Vec::new();
-    for (section, (_, keys)) in accepted() {
+    for (section, s) in accepted() {
+        let keys = s.all();
         let Some(text) = sections.get(&section) else {
             missing.push(format!("section {section}"));
             continue;
@@ -297,7 +254,8 @@ fn the_example_shows_every_key_and_scheme() {
 
 #[test]
 fn the_helpers_read_what_they_should() {
-    let man = "x\n.SH [a]\n.BI key \" = X\"\n.B other\n.RB ( third ,\nsee \\fBfourth\\fP.\n.SH B\nx\n";
+    let man =
+        "x\n.SH [a]\n.BI key \" = X\"\n.B other\n.RB ( third ,\nsee \\fBfourth\\fP.\n.SH B\nx\n";
     let s = man_sections(man);
     assert_eq!(man_keys(&s["[a]"]), BTreeSet::from(["key".to_string()]));
     let bold = bold_words(&s["[a]"]);
