@@ -17,4 +17,5 @@ mod unavailable;
 mod watch;
 
 pub use contexts::Kube;
+pub use kubeconfig::describe;
 pub use namespace::KubeTarget;

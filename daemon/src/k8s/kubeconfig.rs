@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use kube::config::{Kubeconfig, KubeconfigError};
 use snapfs_control::paths::Paths;
 
-use crate::config::KubeContext;
+use crate::config::{K8sSettings, KubeContext, PodUid};
 
 /// A kubeconfig file that exists but cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +93,98 @@ pub fn chosen(
             ),
             None => {}
         }
+    }
+    out
+}
+
+/// One line per context the mount would show: its directory, server, namespace, where its
+/// credentials come from (never the credentials) and its pod settings. For `snapfs config check`.
+pub fn describe(
+    configured: Option<&[KubeContext]>,
+    settings: &K8sSettings,
+    paths: &Paths,
+) -> Vec<String> {
+    let kubeconfig = match load(std::env::var_os("KUBECONFIG").as_deref(), paths) {
+        Ok(Some(k)) => k,
+        Ok(None) => {
+            return vec![
+                "k8s: no kubeconfig ($KUBECONFIG, ~/.kube/config): no k8s/ directory".into(),
+            ];
+        }
+        Err(e) => return vec![format!("k8s: {e}")],
+    };
+    let mut out = Vec::new();
+    for c in chosen(configured, settings.all_contexts, &kubeconfig) {
+        let context = kubeconfig
+            .contexts
+            .iter()
+            .find(|n| n.name == c.context)
+            .and_then(|n| n.context.as_ref());
+        let Some(context) = context else {
+            out.push(format!(
+                "k8s/{}: context {:?} is not in the kubeconfig",
+                c.name, c.context
+            ));
+            continue;
+        };
+        let server = kubeconfig
+            .clusters
+            .iter()
+            .find(|n| n.name == context.cluster)
+            .and_then(|n| n.cluster.as_ref())
+            .and_then(|c| c.server.clone())
+            .unwrap_or_else(|| "(no server)".into());
+        let user = context.user.as_deref().unwrap_or("");
+        let auth = kubeconfig
+            .auth_infos
+            .iter()
+            .find(|a| a.name == user)
+            .and_then(|a| a.auth_info.as_ref());
+        let credentials = match auth {
+            None => "none".to_string(),
+            Some(a) if a.exec.is_some() => format!(
+                "exec plugin {}",
+                a.exec
+                    .as_ref()
+                    .and_then(|e| e.command.as_deref())
+                    .unwrap_or("(no command)")
+            ),
+            Some(a) if a.auth_provider.is_some() => format!(
+                "auth provider {}",
+                a.auth_provider.as_ref().map_or("", |p| p.name.as_str())
+            ),
+            Some(a) if a.token.is_some() => "a bearer token in the kubeconfig".into(),
+            Some(a) if a.token_file.is_some() => {
+                format!("the token file {}", a.token_file.as_deref().unwrap_or(""))
+            }
+            Some(a) if a.client_certificate.is_some() || a.client_certificate_data.is_some() => {
+                "a client certificate".into()
+            }
+            Some(a) if a.username.is_some() => "a username and password".into(),
+            Some(_) => "none".into(),
+        };
+        let s = settings.for_context(&c.pods);
+        let namespaces = if c.namespaces.is_empty() {
+            format!(
+                "every namespace and {}",
+                context.namespace.as_deref().unwrap_or("default")
+            )
+        } else {
+            c.namespaces.join(", ")
+        };
+        out.push(format!(
+            "k8s/{}: context {}, server {server}, user {user} ({credentials}); namespaces: {namespaces}; image {}, storage class {}, snapshot class {}, pod uid {}",
+            c.name,
+            c.context,
+            s.image,
+            s.storage_class.as_deref().unwrap_or("(cluster default)"),
+            s.snapshot_class.as_deref().unwrap_or("(default for the driver)"),
+            match s.pod_uid {
+                PodUid::Auto => "root, or 1000 under restricted".to_string(),
+                PodUid::Fixed(uid) => uid.to_string(),
+                PodUid::Namespace => "assigned by the namespace".to_string(),
+            },
+        ));
     }
     out
 }
@@ -181,6 +273,25 @@ mod tests {
         std::fs::write(&bad, "contexts: [[[").unwrap();
         let e = load(Some(bad.as_os_str()), &Paths::for_home(dir.path())).unwrap_err();
         assert!(e.to_string().contains(&bad.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn contexts_are_described_without_their_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".kube")).unwrap();
+        std::fs::write(
+            dir.path().join(".kube/config"),
+            "clusters:\n- name: k\n  cluster: {server: https://k.example}\ncontexts:\n- name: dev\n  context: {cluster: k, user: u, namespace: shop}\ncurrent-context: dev\nusers:\n- name: u\n  user: {token: s3cr3t}\n",
+        )
+        .unwrap();
+        // describe() reads $KUBECONFIG as the daemon does; the tests leave it to the home.
+        if std::env::var_os("KUBECONFIG").is_some() {
+            return;
+        }
+        let lines = describe(None, &K8sSettings::default(), &Paths::for_home(dir.path()));
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("k8s/dev: context dev, server https://k.example, user u (a bearer token in the kubeconfig); namespaces: every namespace and shop"), "{}", lines[0]);
+        assert!(!lines[0].contains("s3cr3t"));
     }
 
     #[test]
