@@ -50,16 +50,17 @@ fn help_lists_every_subcommand_and_the_exit_statuses() {
 fn config_check_reports_targets_or_the_line_of_a_problem() {
     let home = tempfile::tempdir().unwrap();
     let file = home.path().join("c.toml");
-    fs::write(
-        &file,
+    let check = |text: &str| {
+        fs::write(&file, text).unwrap();
+        snapfs(home.path())
+            .args(["config", "check", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let out = check(
         "[[remote]]\nname = \"prod\"\nurl = \"s3://bucket/team\"\noptions = { region = \"eu-west-1\", secret_access_key = \"S3CR3T\" }\n",
-    )
-    .unwrap();
-    let out = snapfs(home.path())
-        .args(["config", "check", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("cloud/prod: s3://bucket/team"), "{text}");
@@ -68,16 +69,7 @@ fn config_check_reports_targets_or_the_line_of_a_problem() {
         "{text}"
     );
 
-    fs::write(
-        &file,
-        "[cache]\nmax_size = \"1G\"\n\n[upload]\nsettle = \"soon\"\n",
-    )
-    .unwrap();
-    let out = snapfs(home.path())
-        .args(["config", "check", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = check("[cache]\nmax_size = \"1G\"\n\n[upload]\nsettle = \"soon\"\n");
     assert_eq!(out.status.code(), Some(2));
     let err = stderr_of(&out);
     assert!(
