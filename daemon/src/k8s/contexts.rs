@@ -56,8 +56,8 @@ async fn connect(kubeconfig: &Kubeconfig, context: &str) -> Result<Client, Strin
 
 impl Kube {
     /// Connects the configured contexts (`None`: the current context, or every context with
-    /// `settings.all_contexts`). A context that cannot be set up is left out with a warning;
-    /// it never stops the mount.
+    /// `settings.all_contexts`). A context that cannot be set up stays as a directory that
+    /// answers with the reason, logged once; it never stops the mount.
     pub async fn connect(
         configured: Option<&[KubeContext]>,
         paths: &Paths,
