@@ -7,7 +7,7 @@
 //! first to set `current-context` wins that.
 
 use std::ffi::OsStr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use kube::config::{Kubeconfig, KubeconfigError};
 use snapfs_control::paths::Paths;
@@ -142,13 +142,19 @@ pub fn describe(
             .and_then(|a| a.auth_info.as_ref());
         let credentials = match auth {
             None => "none".to_string(),
-            Some(a) if a.exec.is_some() => format!(
-                "exec plugin {}",
-                a.exec
+            Some(a) if a.exec.is_some() => {
+                let command = a
+                    .exec
                     .as_ref()
                     .and_then(|e| e.command.as_deref())
-                    .unwrap_or("(no command)")
-            ),
+                    .unwrap_or("");
+                let found = if runnable(command) {
+                    ""
+                } else {
+                    ", not found on PATH"
+                };
+                format!("exec plugin {command}{found}")
+            }
             Some(a) if a.auth_provider.is_some() => format!(
                 "auth provider {}",
                 a.auth_provider.as_ref().map_or("", |p| p.name.as_str())
@@ -189,10 +195,19 @@ pub fn describe(
     out
 }
 
+/// Whether `command` names a file that exists: as a path, or found on PATH.
+fn runnable(command: &str) -> bool {
+    if command.contains('/') {
+        return Path::new(command).is_file();
+    }
+    std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p).any(|dir| !command.is_empty() && dir.join(command).is_file())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     fn file(dir: &Path, name: &str, current: Option<&str>, contexts: &[(&str, &str)]) -> PathBuf {
         let mut text = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
@@ -273,6 +288,15 @@ mod tests {
         std::fs::write(&bad, "contexts: [[[").unwrap();
         let e = load(Some(bad.as_os_str()), &Paths::for_home(dir.path())).unwrap_err();
         assert!(e.to_string().contains(&bad.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn plugins_are_looked_for_as_the_daemon_runs_them() {
+        assert!(runnable("sh"));
+        assert!(runnable("/bin/sh"));
+        assert!(!runnable("snapfs-no-such-plugin"));
+        assert!(!runnable("/nonexistent/plugin"));
+        assert!(!runnable(""));
     }
 
     #[test]
