@@ -208,11 +208,12 @@ fn the_man_page_documents_every_key_and_scheme_and_no_other() {
         .collect::<Vec<_>>()
         .join("\n");
     let documented = schemes_in(&tags);
-    for s in SCHEMES
+    let tried: BTreeSet<String> = SCHEMES
         .iter()
         .map(|s| s.to_string())
         .chain(documented.iter().cloned())
-    {
+        .collect();
+    for s in tried {
         match (scheme_accepted(&s), documented.contains(&s)) {
             (true, false) => missing.push(format!("{s}:// remotes")),
             (false, true) => unknown.push(format!("{s}:// remotes")),
