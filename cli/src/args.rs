@@ -110,6 +110,21 @@ pub enum Command {
         /// The shell to complete for
         shell: Shell,
     },
+    /// Check the configuration file
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Parse the configuration and print each target with its resolved settings and where its
+    /// credentials would come from (never a secret); on a problem, name the file and line and
+    /// exit 2
+    Check {
+        /// Configuration file [default: ~/.config/snapfs/config.toml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

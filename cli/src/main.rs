@@ -3,6 +3,7 @@
 
 mod args;
 mod completions;
+mod config;
 mod daemon;
 mod exit;
 mod fuse_mount;
@@ -25,7 +26,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use snapfs_control::paths::Paths;
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, ConfigCommand};
 use crate::exit::Exit;
 
 fn main() -> ExitCode {
@@ -116,5 +117,6 @@ fn run(command: Command, paths: &Paths, out: &mut dyn Write) -> anyhow::Result<E
         ),
         Command::Verify { snapshot } => verify::run(paths, &snapshot, out),
         Command::Completions { shell } => completions::run(shell, out),
+        Command::Config(ConfigCommand::Check { config }) => config::check(config.as_deref(), out),
     }
 }

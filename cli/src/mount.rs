@@ -184,7 +184,7 @@ fn serves(socket: &Path, mountpoint: &Path) -> bool {
 }
 
 /// `snapfsd` beside this executable (an install or a build directory), else from PATH.
-fn daemon_binary() -> PathBuf {
+pub(crate) fn daemon_binary() -> PathBuf {
     std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|dir| dir.join("snapfsd")))
@@ -192,7 +192,7 @@ fn daemon_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("snapfsd"))
 }
 
-fn not_found_hint(err: io::Error, daemon: &Path) -> anyhow::Error {
+pub(crate) fn not_found_hint(err: io::Error, daemon: &Path) -> anyhow::Error {
     if err.kind() == io::ErrorKind::NotFound {
         anyhow::anyhow!("snapfsd was found neither beside snapfs nor on PATH")
     } else {

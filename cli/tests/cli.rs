@@ -47,6 +47,38 @@ fn help_lists_every_subcommand_and_the_exit_statuses() {
 }
 
 #[test]
+fn config_check_reports_targets_or_the_line_of_a_problem() {
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("c.toml");
+    let check = |text: &str| {
+        fs::write(&file, text).unwrap();
+        snapfs(home.path())
+            .args(["config", "check", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let out = check(
+        "[[remote]]\nname = \"prod\"\nurl = \"s3://bucket/team\"\noptions = { region = \"eu-west-1\", secret_access_key = \"S3CR3T\" }\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("cloud/prod: s3://bucket/team"), "{text}");
+    assert!(
+        text.contains("option secret_access_key") && !text.contains("S3CR3T"),
+        "{text}"
+    );
+
+    let out = check("[cache]\nmax_size = \"1G\"\n\n[upload]\nsettle = \"soon\"\n");
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(&format!("{}:5: upload.settle: \"soon\"", file.display())),
+        "{err}"
+    );
+}
+
+#[test]
 fn completions_for_every_shell() {
     let home = tempfile::tempdir().unwrap();
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {

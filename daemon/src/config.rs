@@ -1,7 +1,13 @@
 //! Configuration: `~/.config/snapfs/config.toml` (XDG) merged with defaults, so that no file is
 //! needed. Every key is documented in snapfs.toml(5).
 
+#[cfg(test)]
+mod documented;
 mod hivemq;
+#[cfg(test)]
+mod hostile;
+#[cfg(test)]
+mod keys;
 mod kubernetes;
 
 use std::collections::BTreeMap;
@@ -14,7 +20,9 @@ use snapfs_control::paths::Paths;
 use snapfs_control::units::{parse_duration, parse_size};
 
 pub use hivemq::{Cluster, Secret};
-pub use kubernetes::{KubeContext, escape_name, is_dns_label, is_dns_subdomain};
+pub use kubernetes::{
+    KubeContext, PodOverrides, PodUid, escape_name, is_dns_label, is_dns_subdomain,
+};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,7 +75,13 @@ struct K8sSection {
     size_margin: Option<u64>,
     min_size: Option<String>,
     ready_timeout: Option<String>,
+    pod_uid: Option<toml::Value>,
+    all_contexts: Option<bool>,
 }
+
+/// The default image of upload and reader pods, pinned by digest so that every cluster runs
+/// the same bytes (busybox 1.36.1, the multi-architecture index).
+pub const DEFAULT_IMAGE: &str = "docker.io/library/busybox:1.36.1@sha256:73aaf090f3d85aa34ee199857f03fa3a95c8ede2ffd4cc2cdb5b94e566b11662";
 
 /// How snapshots are made in a Kubernetes namespace (`[k8s]`, DESIGN §6).
 #[derive(Debug, Clone, PartialEq)]
@@ -84,17 +98,43 @@ pub struct K8sSettings {
     pub min_size: u64,
     /// How long a new VolumeSnapshot may take to become ready.
     pub ready_timeout: Duration,
+    /// The user upload pods run as.
+    pub pod_uid: PodUid,
+    /// Without `[[kubernetes]]` tables, every context of the kubeconfig rather than the
+    /// current one; with them, every other context besides.
+    pub all_contexts: bool,
+}
+
+impl K8sSettings {
+    /// These settings with what a `[[kubernetes]]` table sets for its context.
+    pub fn for_context(&self, o: &PodOverrides) -> K8sSettings {
+        K8sSettings {
+            image: o.image.clone().unwrap_or_else(|| self.image.clone()),
+            storage_class: o
+                .storage_class
+                .clone()
+                .or_else(|| self.storage_class.clone()),
+            snapshot_class: o
+                .snapshot_class
+                .clone()
+                .or_else(|| self.snapshot_class.clone()),
+            pod_uid: o.pod_uid.unwrap_or(self.pod_uid),
+            ..self.clone()
+        }
+    }
 }
 
 impl Default for K8sSettings {
     fn default() -> Self {
         K8sSettings {
-            image: "busybox".into(),
+            image: DEFAULT_IMAGE.into(),
             storage_class: None,
             snapshot_class: None,
             size_margin: 20,
             min_size: 1 << 30,
             ready_timeout: Duration::from_secs(600),
+            pod_uid: PodUid::Auto,
+            all_contexts: false,
         }
     }
 }
@@ -170,7 +210,8 @@ pub struct Config {
     pub remotes: Vec<Remote>,
     /// HiveMQ clusters, under `hivemq/<name>`.
     pub hivemq: Vec<Cluster>,
-    /// Kubernetes contexts under `k8s/<name>`; None: every context of the kubeconfig.
+    /// Kubernetes contexts under `k8s/<name>` as `[[kubernetes]]` tables list them; None: no
+    /// table, so the current context (or with `k8s.all_contexts` every context).
     pub kubernetes: Option<Vec<KubeContext>>,
 }
 
@@ -287,7 +328,7 @@ impl Config {
                 "k8s.reader_idle",
             )?,
             k8s: K8sSettings {
-                image: f.k8s.image.unwrap_or_else(|| "busybox".into()),
+                image: f.k8s.image.unwrap_or_else(|| DEFAULT_IMAGE.into()),
                 storage_class: f.k8s.storage_class,
                 snapshot_class: f.k8s.snapshot_class,
                 size_margin: f.k8s.size_margin.unwrap_or(20),
@@ -300,6 +341,13 @@ impl Config {
                     Duration::from_secs(600),
                     "k8s.ready_timeout",
                 )?,
+                pod_uid: f
+                    .k8s
+                    .pod_uid
+                    .map(|v| kubernetes::pod_uid(v, "k8s.pod_uid"))
+                    .transpose()?
+                    .unwrap_or_default(),
+                all_contexts: f.k8s.all_contexts.unwrap_or(false),
             },
             remotes,
             hivemq: clusters,
@@ -373,7 +421,7 @@ mod tests {
     }
 
     #[test]
-    fn kubernetes_contexts_default_to_all_and_may_be_listed() {
+    fn kubernetes_contexts_default_to_none_listed_and_may_be_listed() {
         assert_eq!(Config::parse("", &paths()).unwrap().kubernetes, None);
         let c = Config::parse(
             "[[kubernetes]]\ncontext = \"arn:aws:eks:eu-west-1:1:cluster/prod\"\n\
@@ -399,6 +447,34 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn kubernetes_tables_override_k8s_for_their_context() {
+        let c = Config::parse(
+            "[k8s]\nstorage_class = \"gp3\"\npod_uid = 2000\nall_contexts = true\n\
+             [[kubernetes]]\ncontext = \"ocp\"\npod_uid = \"namespace\"\n\
+             image = \"quay.io/me/busybox@sha256:ab\"\nsnapshot_class = \"snap\"\n",
+            &paths(),
+        )
+        .unwrap();
+        assert!(c.k8s.all_contexts);
+        assert_eq!(c.k8s.image, DEFAULT_IMAGE);
+        assert!(DEFAULT_IMAGE.contains("@sha256:"));
+        let k = c.kubernetes.unwrap();
+        let s = c.k8s.for_context(&k[0].pods);
+        assert_eq!(s.pod_uid, PodUid::Namespace);
+        assert_eq!(s.image, "quay.io/me/busybox@sha256:ab");
+        assert_eq!(s.storage_class.as_deref(), Some("gp3"));
+        assert_eq!(s.snapshot_class.as_deref(), Some("snap"));
+        let plain = c.k8s.for_context(&PodOverrides::default());
+        assert_eq!(plain.pod_uid, PodUid::Fixed(2000));
+        assert_eq!(plain, c.k8s);
+        let e = format!(
+            "{:#}",
+            Config::parse("[k8s]\npod_uid = \"root\"", &paths()).unwrap_err()
+        );
+        assert!(e.starts_with("k8s.pod_uid: "), "{e}");
     }
 
     #[test]

@@ -3,15 +3,19 @@
 
 mod cluster;
 mod contexts;
+mod credentials;
 mod errors;
 pub mod exec;
+mod kubeconfig;
 mod labels;
 mod namespace;
 mod powers;
 mod reader;
 pub mod tarball;
 mod tree;
+mod unavailable;
 mod watch;
 
 pub use contexts::Kube;
+pub use kubeconfig::describe;
 pub use namespace::KubeTarget;

@@ -1,6 +1,7 @@
 //! snapfsd: mounts the snapfs file system and runs the jobs that make snapshots.
 
 pub mod backoff;
+pub mod check;
 pub mod cloud;
 pub mod config;
 pub mod control;

@@ -8,8 +8,11 @@ use clap::Parser;
 #[command(version)]
 struct Args {
     /// Where to mount.
+    #[arg(long, required_unless_present = "check")]
+    mountpoint: Option<PathBuf>,
+    /// Check the configuration, print each target with its settings, and exit (2 on a problem).
     #[arg(long)]
-    mountpoint: PathBuf,
+    check: bool,
     /// Configuration file (default: ~/.config/snapfs/config.toml).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -34,6 +37,22 @@ fn main() -> ExitCode {
     // A configuration that cannot be used is a usage error, status 2 as snapfs(1) says, checked
     // before anything is mounted; `snapfs mount` passes that status on.
     let paths = snapfs_control::paths::Paths::from_env();
+    if args.check {
+        return match snapfsd::check::check(args.config.as_deref(), &paths) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(problem) => {
+                eprintln!("snapfsd: {problem}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let Some(mountpoint) = args.mountpoint else {
+        eprintln!("snapfsd: --mountpoint is required");
+        return ExitCode::from(2);
+    };
     let config = match snapfsd::config::Config::load(args.config.as_deref(), &paths) {
         Ok(config) => config,
         Err(e) => {
@@ -42,7 +61,7 @@ fn main() -> ExitCode {
         }
     };
     let opts = snapfsd::service::Options {
-        mountpoint: args.mountpoint,
+        mountpoint,
         read_only: args.read_only,
         allow_other: args.allow_other,
     };

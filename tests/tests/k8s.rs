@@ -4,6 +4,7 @@
 //! (DESIGN §3, §6), their failures, crashes and cleanup are in the modules below.
 
 mod k8s {
+    pub mod access;
     pub mod cluster;
     pub mod crash;
     pub mod lifecycle;

@@ -14,6 +14,43 @@ pub(super) struct Section {
     ttl: Option<String>,
     retention: Option<super::RetentionSection>,
     max_snapshots: Option<u64>,
+    image: Option<String>,
+    storage_class: Option<String>,
+    snapshot_class: Option<String>,
+    pod_uid: Option<toml::Value>,
+}
+
+/// The user the upload pods run as (`pod_uid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PodUid {
+    /// Root where the namespace allows it (owners kept), else uid 1000.
+    #[default]
+    Auto,
+    /// This uid (and gid and fsGroup); 0 is root.
+    Fixed(u32),
+    /// No uid at all, for the namespace to assign one (OpenShift's SCCs do).
+    Namespace,
+}
+
+/// `pod_uid` as written: an integer, or "namespace".
+pub(super) fn pod_uid(v: toml::Value, key: &str) -> anyhow::Result<PodUid> {
+    match v {
+        toml::Value::Integer(n) => match u32::try_from(n) {
+            Ok(uid) if n <= i64::from(i32::MAX) => Ok(PodUid::Fixed(uid)),
+            _ => bail!("{key}: {n} is not a uid (0 to {})", i32::MAX),
+        },
+        toml::Value::String(s) if s == "namespace" => Ok(PodUid::Namespace),
+        other => bail!("{key}: {other} is neither a uid nor \"namespace\""),
+    }
+}
+
+/// What a `[[kubernetes]]` table sets for its context instead of `[k8s]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodOverrides {
+    pub image: Option<String>,
+    pub storage_class: Option<String>,
+    pub snapshot_class: Option<String>,
+    pub pod_uid: Option<PodUid>,
 }
 
 /// One context of the kubeconfig, shown as `k8s/<name>/`.
@@ -27,6 +64,7 @@ pub struct KubeContext {
     pub ttl: Option<std::time::Duration>,
     pub retention: super::Retention,
     pub max_snapshots: Option<u64>,
+    pub pods: PodOverrides,
 }
 
 impl KubeContext {
@@ -39,6 +77,7 @@ impl KubeContext {
             ttl: None,
             retention: super::Retention::default(),
             max_snapshots: None,
+            pods: PodOverrides::default(),
         }
     }
 }
@@ -56,6 +95,10 @@ pub(super) fn context(s: Section) -> anyhow::Result<KubeContext> {
         s.retention,
         &format!("kubernetes {name:?}"),
     )?;
+    let pod_uid = s
+        .pod_uid
+        .map(|v| pod_uid(v, &format!("kubernetes {name:?}: pod_uid")))
+        .transpose()?;
     Ok(KubeContext {
         context: s.context,
         name,
@@ -63,6 +106,12 @@ pub(super) fn context(s: Section) -> anyhow::Result<KubeContext> {
         ttl,
         retention,
         max_snapshots: s.max_snapshots,
+        pods: PodOverrides {
+            image: s.image,
+            storage_class: s.storage_class,
+            snapshot_class: s.snapshot_class,
+            pod_uid,
+        },
     })
 }
 
@@ -161,6 +210,26 @@ mod tests {
     }
 
     #[test]
+    fn pod_uids_are_integers_or_namespace() {
+        let uid = |v: toml::Value| pod_uid(v, "pod_uid");
+        assert_eq!(
+            uid(toml::Value::Integer(1000)).unwrap(),
+            PodUid::Fixed(1000)
+        );
+        assert_eq!(uid(toml::Value::Integer(0)).unwrap(), PodUid::Fixed(0));
+        assert_eq!(uid("namespace".into()).unwrap(), PodUid::Namespace);
+        for bad in [
+            toml::Value::Integer(-1),
+            toml::Value::Integer(1 << 40),
+            "1000".into(),
+            toml::Value::Boolean(true),
+        ] {
+            let e = uid(bad).unwrap_err().to_string();
+            assert!(e.starts_with("pod_uid: "), "{e}");
+        }
+    }
+
+    #[test]
     fn sections_check_namespaces_and_name_the_directory() {
         let s = Section {
             context: "a/b".into(),
@@ -169,11 +238,17 @@ mod tests {
             ttl: Some("14d".into()),
             retention: None,
             max_snapshots: Some(3),
+            image: Some("registry.local/busybox@sha256:00".into()),
+            storage_class: None,
+            snapshot_class: Some("snap".into()),
+            pod_uid: Some(toml::Value::String("namespace".into())),
         };
         let c = context(s).unwrap();
         assert_eq!((c.name.as_str(), c.namespaces.len()), ("a%2Fb", 1));
         assert_eq!(c.ttl, Some(std::time::Duration::from_secs(14 * 86400)));
         assert_eq!(c.max_snapshots, Some(3));
+        assert_eq!(c.pods.pod_uid, Some(PodUid::Namespace));
+        assert_eq!(c.pods.snapshot_class.as_deref(), Some("snap"));
         let bad = Section {
             context: "x".into(),
             name: Some("x".into()),
@@ -181,6 +256,10 @@ mod tests {
             ttl: None,
             retention: None,
             max_snapshots: None,
+            image: None,
+            storage_class: None,
+            snapshot_class: None,
+            pod_uid: None,
         };
         assert!(context(bad).is_err());
     }

@@ -2,6 +2,7 @@
 //! the ready pod of a workload.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,20 +33,29 @@ pub struct Snapshot {
 }
 
 /// The namespaces of a cluster: the watch's view while it is healthy, else a list at most
-/// `ttl` old.
+/// `ttl` old; the context's own namespace always, as kubectl uses it without listing, and
+/// alone when the user may not list namespaces.
 pub struct Namespaces {
     watched: Mutex<Option<BTreeSet<String>>>,
     listed: Mutex<Option<(Instant, BTreeSet<String>)>>,
     ttl: Duration,
+    context: String,
+    /// The context's namespace (`default` when it names none).
+    home: String,
+    /// Whether the user was told that listing namespaces is denied.
+    told: AtomicBool,
 }
 
 impl Namespaces {
     /// Starts the watch; it runs until the runtime stops, restarting with backoff on errors.
-    pub fn watch(client: Client, ttl: Duration, context: String) -> Arc<Namespaces> {
+    pub fn watch(client: Client, ttl: Duration, context: String, home: String) -> Arc<Namespaces> {
         let ns = Arc::new(Namespaces {
             watched: Mutex::new(None),
             listed: Mutex::new(None),
             ttl,
+            context: context.clone(),
+            home,
+            told: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&ns);
         let api: Api<Namespace> = Api::all(client);
@@ -85,7 +95,18 @@ impl Namespaces {
         ns
     }
 
+    /// The context's own namespace, reachable whatever listing namespaces gives.
+    pub fn home(&self) -> &str {
+        &self.home
+    }
+
     pub async fn names(&self, client: &Client) -> Result<BTreeSet<String>, BackendError> {
+        let mut set = self.listing(client).await?;
+        set.insert(self.home.clone());
+        Ok(set)
+    }
+
+    async fn listing(&self, client: &Client) -> Result<BTreeSet<String>, BackendError> {
         if let Some(set) = self
             .watched
             .lock()
@@ -101,12 +122,26 @@ impl Namespaces {
         }
         let api: Api<Namespace> = Api::all(client.clone());
         let lp = ListParams::default();
-        let list = retry(|| api.list(&lp), "list namespaces").await?;
-        let set: BTreeSet<String> = list
-            .items
-            .into_iter()
-            .filter_map(|n| n.metadata.name)
-            .collect();
+        let set: BTreeSet<String> = match retry(|| api.list(&lp), "list namespaces").await {
+            Ok(list) => list
+                .items
+                .into_iter()
+                .filter_map(|n| n.metadata.name)
+                .collect(),
+            // Namespace-scoped RBAC, common in shared clusters: the context's namespace is
+            // still there, as it is for kubectl.
+            Err(BackendError::PermissionDenied(why)) => {
+                if !self.told.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        context = self.context,
+                        "this user may not list namespaces ({why}); only the context's namespace {} is shown: name others in a [[kubernetes]] table's `namespaces` to see them",
+                        self.home
+                    );
+                }
+                BTreeSet::new()
+            }
+            Err(e) => return Err(e),
+        };
         *self.listed.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((Instant::now(), set.clone()));
         Ok(set)

@@ -2,7 +2,6 @@
 //! `k8s/<context>/`, and its namespaces as upload targets.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,39 +12,52 @@ use kube::{Api, Client};
 use snapfs_fs::vfs::LiveMount;
 
 use super::cluster::{self, Namespaces};
+use super::credentials;
+use super::kubeconfig;
 use super::labels::MANAGED_BY;
 use super::namespace::KubeTarget;
+use super::reader::Readers;
 use super::tree::{KubeTree, Scope};
+use super::unavailable::Unavailable;
 use crate::config::{K8sSettings, KubeContext, is_dns_label};
 use snapfs_control::paths::Paths;
-
-/// The kubeconfig the user's kubectl would read: `$KUBECONFIG` (its first file) or
-/// `~/.kube/config`; None when there is none.
-fn kubeconfig_path(paths: &Paths) -> Option<PathBuf> {
-    let path = match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
-        Some(v) => std::env::split_paths(&v).next()?,
-        None => paths.expand("~/.kube/config"),
-    };
-    path.exists().then_some(path)
-}
 
 /// One context of the kubeconfig.
 struct Context {
     config: KubeContext,
     client: Client,
     tree: Arc<KubeTree>,
+    settings: Arc<K8sSettings>,
 }
 
 /// The Kubernetes contexts of the mount: their live trees under `k8s/`, and their namespaces as
 /// upload targets.
 pub struct Kube {
     contexts: Vec<Context>,
-    settings: Arc<K8sSettings>,
+    /// Contexts whose client could not be made, shown with the reason.
+    unavailable: Vec<(KubeContext, Arc<Unavailable>)>,
+}
+
+/// A client for `context`, or one line saying why there is none.
+async fn connect(kubeconfig: &Kubeconfig, context: &str) -> Result<Client, String> {
+    let plugin = credentials::plugin_of(kubeconfig, context);
+    if let Some(why) = plugin.and_then(|p| credentials::refuse(context, p)) {
+        return Err(why);
+    }
+    let options = KubeConfigOptions {
+        context: Some(context.to_string()),
+        ..KubeConfigOptions::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options)
+        .await
+        .map_err(|e| format!("context {context}: {e}"))?;
+    Client::try_from(config).map_err(|e| credentials::explain(context, plugin, &e))
 }
 
 impl Kube {
-    /// Connects the configured contexts (`None`: every context of the kubeconfig). A context
-    /// that cannot be set up is left out with a warning; it never stops the mount.
+    /// Connects the configured contexts (`None`: the current context, or every context with
+    /// `settings.all_contexts`). A context that cannot be set up stays as a directory that
+    /// answers with the reason, logged once; it never stops the mount.
     pub async fn connect(
         configured: Option<&[KubeContext]>,
         paths: &Paths,
@@ -55,57 +67,46 @@ impl Kube {
     ) -> Kube {
         let mut kube = Kube {
             contexts: Vec::new(),
-            settings: Arc::new(settings),
+            unavailable: Vec::new(),
         };
-        let Some(path) = kubeconfig_path(paths) else {
-            if configured.is_some_and(|c| !c.is_empty()) {
-                tracing::warn!("[[kubernetes]] is configured but there is no kubeconfig");
+        let kubeconfig = match kubeconfig::load(std::env::var_os("KUBECONFIG").as_deref(), paths) {
+            Ok(Some(k)) => k,
+            Ok(None) => {
+                if configured.is_some_and(|c| !c.is_empty()) {
+                    tracing::warn!("[[kubernetes]] is configured but there is no kubeconfig");
+                }
+                return kube;
             }
-            return kube;
-        };
-        let kubeconfig = match Kubeconfig::read_from(&path) {
-            Ok(k) => k,
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "kubeconfig unreadable; no k8s/");
+                tracing::warn!(error = %e, "kubeconfig unreadable; no k8s/");
                 return kube;
             }
         };
-        let contexts: Vec<KubeContext> = match configured {
-            Some(c) => c.to_vec(),
-            None => kubeconfig
-                .contexts
-                .iter()
-                .map(|c| KubeContext::all_of(&c.name))
-                .collect(),
-        };
-        for c in contexts {
-            let options = KubeConfigOptions {
-                context: Some(c.context.clone()),
-                ..KubeConfigOptions::default()
-            };
-            let client =
-                match kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options).await {
-                    Ok(config) => Client::try_from(config),
-                    Err(e) => Err(e.into()),
-                };
-            let client = match client {
+        for c in kubeconfig::chosen(configured, settings.all_contexts, &kubeconfig) {
+            let client = match connect(&kubeconfig, &c.context).await {
                 Ok(client) => client,
-                Err(e) => {
-                    tracing::warn!(context = c.context, error = %e, "context left out");
+                Err(why) => {
+                    tracing::warn!(context = c.context, "{why}");
+                    kube.unavailable.push((c, Arc::new(Unavailable { why })));
                     continue;
                 }
             };
+            let home = client.default_namespace().to_string();
             let namespaces = if c.namespaces.is_empty() {
                 Scope::All(Namespaces::watch(
                     client.clone(),
                     list_ttl,
                     c.context.clone(),
+                    home,
                 ))
             } else {
                 Scope::Only(c.namespaces.clone())
             };
-            let tree = KubeTree::new(client.clone(), namespaces, list_ttl, reader_idle);
+            let settings = Arc::new(settings.for_context(&c.pods));
+            let readers = Readers::new(client.clone(), reader_idle, settings.image.clone());
+            let tree = KubeTree::new(client.clone(), namespaces, list_ttl, readers);
             kube.contexts.push(Context {
+                settings,
                 config: c,
                 client,
                 tree,
@@ -115,15 +116,19 @@ impl Kube {
     }
 
     pub fn live_mounts(&self) -> Vec<LiveMount> {
-        self.contexts
-            .iter()
-            .map(|c| LiveMount {
-                kind: "k8s",
-                name: c.config.name.clone(),
-                description: format!("Kubernetes context {}", c.config.context),
-                tree: c.tree.clone(),
-            })
-            .collect()
+        let working = self.contexts.iter().map(|c| LiveMount {
+            kind: "k8s",
+            name: c.config.name.clone(),
+            description: format!("Kubernetes context {}", c.config.context),
+            tree: c.tree.clone(),
+        });
+        let unavailable = self.unavailable.iter().map(|(c, tree)| LiveMount {
+            kind: "k8s",
+            name: c.name.clone(),
+            description: format!("unavailable Kubernetes {}", tree.why),
+            tree: tree.clone(),
+        });
+        working.chain(unavailable).collect()
     }
 
     /// The namespace at `k8s/<context>/<namespace>` as a target, if it can be one.
@@ -141,7 +146,7 @@ impl Kube {
             path.to_string(),
             c.client.clone(),
             ns.to_string(),
-            self.settings.clone(),
+            c.settings.clone(),
             &c.config,
             c.tree.readers().clone(),
         ))

@@ -32,6 +32,10 @@ pub(crate) fn classify(e: &kube::Error, what: &str) -> BackendError {
             BackendError::Unavailable(format!("{what}: {}", s.message))
         }
         kube::Error::Api(s) => BackendError::Other(format!("{what}: {}", s.message)),
+        // A credential plugin that fails when the token is renewed: waiting will not help.
+        kube::Error::Auth(a) => {
+            BackendError::PermissionDenied(format!("{what}: {}", super::credentials::line(a)))
+        }
         other => BackendError::Unavailable(format!("{what}: {other}")),
     }
 }

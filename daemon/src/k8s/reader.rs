@@ -36,16 +36,19 @@ struct Reader {
 pub struct Readers {
     client: Client,
     idle: Duration,
+    /// Image of the reader pods.
+    image: String,
     /// By (namespace, snapshot uid): a snapshot made again under the same name is new content.
     all: Mutex<HashMap<(String, String), Arc<Reader>>>,
 }
 
 impl Readers {
     /// Starts the idle sweep, which ends with the last reference to the returned value.
-    pub fn new(client: Client, idle: Duration) -> Arc<Readers> {
+    pub fn new(client: Client, idle: Duration, image: String) -> Arc<Readers> {
         let readers = Arc::new(Readers {
             client,
             idle,
+            image,
             all: Mutex::new(HashMap::new()),
         });
         tokio::spawn(sweep(Arc::downgrade(&readers)));
@@ -173,7 +176,7 @@ impl Readers {
                 "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
                 "containers": [{
                     "name": CONTAINER,
-                    "image": "busybox",
+                    "image": self.image,
                     "command": ["sleep", "2147483647"],
                     "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
                     "securityContext": {"allowPrivilegeEscalation": false},

@@ -53,7 +53,7 @@ const CONTENT_LISTINGS: usize = 4096;
 pub enum Scope {
     /// The configured ones.
     Only(Vec<String>),
-    /// Every namespace, as a watch sees it.
+    /// Every namespace, as a watch sees it, and the context's own.
     All(Arc<Namespaces>),
 }
 
@@ -62,10 +62,10 @@ impl KubeTree {
         client: Client,
         namespaces: Scope,
         list_ttl: Duration,
-        reader_idle: Duration,
+        readers: Arc<Readers>,
     ) -> Arc<KubeTree> {
         Arc::new(KubeTree {
-            readers: Readers::new(client.clone(), reader_idle),
+            readers,
             contents: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(CONTENT_LISTINGS)
                     .unwrap_or(std::num::NonZeroUsize::MIN),
@@ -98,6 +98,11 @@ impl KubeTree {
     }
 
     async fn check_namespace(&self, ns: &str) -> Result<(), BackendError> {
+        if let Scope::All(watched) = &self.namespaces
+            && watched.home() == ns
+        {
+            return Ok(());
+        }
         if !is_dns_label(ns) || !self.namespaces().await?.iter().any(|n| n == ns) {
             return Err(not_found(ns));
         }

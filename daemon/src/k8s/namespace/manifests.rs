@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::KubeTarget;
 use super::preflight::Preflight;
-use crate::config::K8sSettings;
+use crate::config::{K8sSettings, PodUid};
 use crate::k8s::cluster::EXPIRES_ANNOTATION;
 use crate::k8s::labels::{SNAPSHOT, labels};
 use crate::k8s::tarball;
@@ -26,6 +26,50 @@ pub fn claim_size(plan: &tarball::Plan, settings: &K8sSettings) -> u64 {
         .div_ceil(1 << 20)
         .saturating_mul(1 << 20)
         .max(settings.min_size)
+}
+
+/// The uid a non-root upload pod runs as when none is configured.
+const NON_ROOT_UID: u32 = 1000;
+
+/// Whether the upload pod runs as root, and so keeps file owners.
+pub fn as_root(uid: PodUid, restricted: bool) -> bool {
+    match uid {
+        PodUid::Auto => !restricted,
+        PodUid::Fixed(uid) => uid == 0,
+        PodUid::Namespace => false,
+    }
+}
+
+/// The pod's and the container's security contexts (DESIGN §6 step 3): root with the few
+/// capabilities tar needs to keep owners, unless the namespace is `restricted` or `pod_uid`
+/// asks for a user; then non-root, with an fsGroup so the volume is writable, or with no ids
+/// at all where the namespace assigns them.
+fn security(uid: PodUid, restricted: bool) -> (Value, Value) {
+    if as_root(uid, restricted) {
+        return (
+            json!({"runAsUser": 0, "runAsGroup": 0,
+                   "seccompProfile": {"type": "RuntimeDefault"}}),
+            json!({"allowPrivilegeEscalation": false,
+                   "capabilities": {"drop": ["ALL"],
+                                    "add": ["CHOWN", "FOWNER", "DAC_OVERRIDE"]}}),
+        );
+    }
+    let mut pod = json!({"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}});
+    let id = match uid {
+        PodUid::Fixed(uid) => Some(uid),
+        PodUid::Auto => Some(NON_ROOT_UID),
+        PodUid::Namespace => None,
+    };
+    if let Some(id) = id {
+        pod["runAsUser"] = json!(id);
+        pod["runAsGroup"] = json!(id);
+        pod["fsGroup"] = json!(id);
+        pod["fsGroupChangePolicy"] = json!("OnRootMismatch");
+    }
+    (
+        pod,
+        json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}),
+    )
 }
 
 impl KubeTarget {
@@ -60,25 +104,7 @@ impl KubeTarget {
         p: &Preflight,
         deadline: u64,
     ) -> Value {
-        let (pod_security, container_security) = if p.restricted {
-            // SAFETY: getuid/getgid cannot fail.
-            let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-            let (uid, gid) = if uid == 0 { (1000, 1000) } else { (uid, gid) };
-            (
-                json!({"runAsNonRoot": true, "runAsUser": uid, "runAsGroup": gid,
-                       "fsGroup": gid, "fsGroupChangePolicy": "OnRootMismatch",
-                       "seccompProfile": {"type": "RuntimeDefault"}}),
-                json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}),
-            )
-        } else {
-            (
-                json!({"runAsUser": 0, "runAsGroup": 0,
-                       "seccompProfile": {"type": "RuntimeDefault"}}),
-                json!({"allowPrivilegeEscalation": false,
-                       "capabilities": {"drop": ["ALL"],
-                                        "add": ["CHOWN", "FOWNER", "DAC_OVERRIDE"]}}),
-            )
-        };
+        let (pod_security, container_security) = security(self.settings.pod_uid, p.restricted);
         json!({
             "metadata": {"name": rname, "labels": labels("upload", name, job),
                          "annotations": {SNAPSHOT: name}},
@@ -127,6 +153,33 @@ impl KubeTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pods_run_as_configured() {
+        let (pod, c) = security(PodUid::Auto, false);
+        assert_eq!(pod["runAsUser"], 0);
+        assert_eq!(c["capabilities"]["add"][0], "CHOWN");
+        let (pod, c) = security(PodUid::Auto, true);
+        assert_eq!(
+            (pod["runAsUser"].clone(), pod["fsGroup"].clone()),
+            (json!(1000), json!(1000))
+        );
+        assert_eq!(pod["runAsNonRoot"], true);
+        assert!(c["capabilities"].get("add").is_none());
+        let (pod, _) = security(PodUid::Fixed(5000), false);
+        assert_eq!(
+            (pod["runAsUser"].clone(), pod["runAsNonRoot"].clone()),
+            (json!(5000), json!(true))
+        );
+        assert_eq!(security(PodUid::Fixed(0), true).0["runAsUser"], 0);
+        // OpenShift and the like assign the uid, the group and the fsGroup themselves.
+        let (pod, c) = security(PodUid::Namespace, false);
+        for key in ["runAsUser", "runAsGroup", "fsGroup"] {
+            assert!(pod.get(key).is_none(), "{key} in {pod}");
+        }
+        assert_eq!(pod["runAsNonRoot"], true);
+        assert_eq!(c["allowPrivilegeEscalation"], false);
+    }
 
     #[test]
     fn claims_get_the_margin_and_the_floor() {

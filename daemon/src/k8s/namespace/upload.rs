@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, DynamicObject, PostParams};
 use snapfs_fs::backend::{BackendError, SnapshotInfo};
 
-use super::manifests::claim_size;
+use super::manifests::{self, claim_size};
 use super::preflight::Preflight;
 use super::{KubeTarget, Progress, lock, to};
 use crate::k8s::cluster::is_running;
@@ -121,15 +121,20 @@ impl KubeTarget {
         );
         // 4. the data
         let (bytes, start) = (plan.total, Instant::now());
-        if p.restricted {
-            let note = "the namespace enforces the restricted Pod Security level: the upload pod runs as non-root, so file owners are not kept (modes and times are)";
+        let as_root = manifests::as_root(self.settings.pod_uid, p.restricted);
+        if !as_root {
+            let note = if p.restricted {
+                "the namespace enforces the restricted Pod Security level: the upload pod runs as non-root, so file owners are not kept (modes and times are)"
+            } else {
+                "k8s.pod_uid makes the upload pod run as non-root, so file owners are not kept (modes and times are)"
+            };
             tracing::info!(target = self.path, snapshot = name, "{note}");
             *lock(&progress.note) = Some(note.to_string());
         }
         self.transfer(
             rname,
             plan,
-            p.restricted,
+            !as_root,
             progress,
             cancel,
             Duration::from_secs(deadline),
