@@ -3,17 +3,6 @@
 use snapfs_control::units::format_size_rounded;
 use snapfs_control::wire::{UploadState, UploadStatus};
 
-/// The word `snapfs status` shows for a job state.
-pub fn state(state: UploadState) -> &'static str {
-    match state {
-        UploadState::Staging => "staging",
-        UploadState::Queued => "queued",
-        UploadState::Uploading => "uploading",
-        UploadState::Done => "done",
-        UploadState::Failed => "failed",
-    }
-}
-
 /// Whole percent done, 0 when nothing is known yet (100 once done).
 pub fn percent(job: &UploadStatus) -> u64 {
     if job.state == UploadState::Done {
@@ -40,7 +29,7 @@ pub fn job_line(job: &UploadStatus) -> String {
         "[{bar}] {pct:>3}%  {} / {}  {}  {}/{}",
         format_size_rounded(job.bytes_done),
         format_size_rounded(job.bytes_total),
-        state(job.state),
+        job.state.word(),
         job.target,
         job.snapshot
     )

@@ -131,7 +131,7 @@ fn report(status: &UploadStatus, json: bool, out: &mut dyn Write) -> anyhow::Res
         let mut v = serde_json::json!({
             "target": status.target,
             "snapshot": status.snapshot,
-            "state": human::state(status.state),
+            "state": status.state.word(),
             "bytes": status.bytes_total,
         });
         if let Some(err) = &status.error {

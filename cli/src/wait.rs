@@ -8,7 +8,7 @@ use snapfs_control::wire::{Request, Response, UploadState, UploadStatus};
 
 use crate::exit::{self, Exit, usage};
 use crate::target::{self, Place};
-use crate::{daemon, human};
+use crate::daemon;
 
 pub fn run(paths: &Paths, path: &Path, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let r = target::resolve(paths, path)?;
@@ -60,7 +60,7 @@ pub fn failure(status: &UploadStatus, state: UploadState) -> String {
     match (&status.error, state) {
         (Some(err), _) => format!("{what} failed: {err}"),
         (None, UploadState::Failed) => format!("{what} failed"),
-        (None, other) => format!("{what} ended while {}", human::state(other)),
+        (None, other) => format!("{what} ended while {}", other.word()),
     }
 }
 

@@ -19,6 +19,8 @@ use crate::hivemq::HiveMqBackend;
 use crate::jobs::Jobs;
 use crate::k8s::Kube;
 use crate::lifecycle::Lifecycle;
+use crate::metrics::{self, Exposition};
+use crate::notify::Notifier;
 use crate::registry::Registry;
 
 /// What `snapfsd` was asked to do.
@@ -142,6 +144,15 @@ pub fn run(opts: Options, config: Config, paths: Paths) -> anyhow::Result<()> {
         rt.spawn(lifecycle.clone().run_every(interval));
     }
 
+    // Bound before mounting, so an address in use fails the start rather than a later scrape.
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            rt.block_on(tokio::net::TcpListener::bind(addr))
+                .with_context(|| format!("metrics.listen {addr}"))?,
+        ),
+        None => None,
+    };
+
     let stop = Arc::new(tokio::sync::Notify::new());
     let exited = stop.clone();
     let mounted = fuse::mount(
@@ -171,7 +182,16 @@ pub fn run(opts: Options, config: Config, paths: Paths) -> anyhow::Result<()> {
         vfs: Arc::downgrade(&vfs),
         stop: stop.clone(),
     });
-    rt.spawn(server.serve(listener));
+    rt.spawn(server.clone().serve(listener));
+    if let Some(listener) = metrics_listener {
+        let addr = listener.local_addr()?;
+        let exposition = Arc::new(Exposition {
+            server,
+            ops: mounted.op_stats(),
+        });
+        rt.spawn(metrics::serve(listener, exposition));
+        tracing::info!("metrics at http://{addr}/metrics");
+    }
     let rec = MountRecord {
         mountpoint: mountpoint.clone(),
         socket: socket.clone(),
@@ -183,6 +203,11 @@ pub fn run(opts: Options, config: Config, paths: Paths) -> anyhow::Result<()> {
         .and_then(|()| std::fs::rename(&partial, &record))
         .context("writing the mount record")?;
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
+    // Only now: the mount answers and so does the control socket.
+    let manager = Notifier::from_env();
+    if let Some(m) = &manager {
+        m.notify(&format!("READY=1\nSTATUS=mounted at {}", mountpoint.display()));
+    }
 
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -194,6 +219,9 @@ pub fn run(opts: Options, config: Config, paths: Paths) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     tracing::info!("stopping");
+    if let Some(m) = &manager {
+        m.notify("STOPPING=1");
+    }
     jobs.shutdown();
     rt.block_on(kube.shutdown());
     let _ = std::fs::remove_file(&record);
