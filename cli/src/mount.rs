@@ -79,6 +79,9 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
         .with_context(|| format!("opening {}", log_path.display()))?;
     let log_start = log.metadata()?.len();
 
+    // The daemon rotates the log itself; what it prints before its log is set up, or as it
+    // dies, lands in the same file through its standard error.
+    cmd.arg("--log-file").arg(&log_path);
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -204,6 +207,8 @@ fn not_found_hint(err: io::Error, daemon: &Path) -> anyhow::Error {
 fn show_tail(log: &Path, start: u64) {
     let mut text = String::new();
     let read = File::open(log).and_then(|mut f| {
+        // Shorter than it was: the daemon rotated it, and all of it is new.
+        let start = if f.metadata()?.len() < start { 0 } else { start };
         f.seek(SeekFrom::Start(start))?;
         f.read_to_string(&mut text)
     });
