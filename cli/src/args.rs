@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
-use snapfs_control::units::parse_size;
+use snapfs_control::units::{parse_mode, parse_size};
 
 const LONG_ABOUT: &str = "\
 Snapshots as ordinary paths. `snapfs mount` starts snapfsd, which mounts a file system where
@@ -128,6 +128,47 @@ pub struct MountArgs {
     /// Let other users see the mount (needs user_allow_other in /etc/fuse.conf)
     #[arg(long)]
     pub allow_other: bool,
+    /// Let root see the mount besides you (needs user_allow_other in /etc/fuse.conf)
+    #[arg(long)]
+    pub allow_root: bool,
+    /// Have the mount removed when snapfsd dies, however it dies, instead of leaving "Transport
+    /// endpoint is not connected" behind; lets root in, as --allow-root (fusermount3 does the
+    /// unmounting)
+    #[arg(long)]
+    pub auto_unmount: bool,
+    /// Owner of the files and directories shown [default: you]; staged uploads keep their own
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<u32>,
+    /// Group of the files and directories shown [default: your group]
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<u32>,
+    /// Permission bits, in octal, of every file in snapshots/ and objects/ [default: as stored
+    /// in the snapshot; 444 for objects]
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    pub file_mode: Option<u16>,
+    /// Permission bits, in octal, of every directory in and of snapshots/ and objects/
+    /// [default: as stored in the snapshot; 555 for snapshots/ and objects/]
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    pub dir_mode: Option<u16>,
+    /// Cache directory, in place of the configuration's cache.dir
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Most bytes of cached blocks on disk, e.g. 50Gi, in place of the configuration's
+    /// cache.max_size
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub cache_size: Option<u64>,
+    /// Threads answering file system requests [default: 16]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+    /// Mount options, comma-separated, as in fstab or mount -o: config=FILE, ro, rw,
+    /// allow_other, allow_root, auto_unmount, uid=N, gid=N, file_mode=MODE, dir_mode=MODE,
+    /// cache_dir=DIR, cache_size=SIZE, threads=N, each as its flag above; mount(8)'s own
+    /// (noauto, user, _netdev, nofail, x-*, nodev, noatime, ...) are ignored
+    #[arg(short = 'o', value_name = "KEY[=VALUE],...")]
+    pub options: Vec<String>,
+    /// With -o, warn about unknown options instead of refusing them (mount's -s)
+    #[arg(short, long)]
+    pub sloppy: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ mod gc;
 mod human;
 mod list;
 mod mount;
+mod mount_options;
 mod restore;
 mod rm;
 mod snapshot;
@@ -57,17 +58,26 @@ fn main() -> ExitCode {
 
 fn run(command: Command, paths: &Paths, out: &mut dyn Write) -> anyhow::Result<Exit> {
     match command {
-        Command::Mount(a) => mount::run(
-            paths,
-            &mount::Config {
+        Command::Mount(a) => {
+            let mut cfg = mount::Config {
                 mountpoint: a.mountpoint,
                 foreground: a.foreground,
                 config: a.config,
                 read_only: a.read_only,
                 allow_other: a.allow_other,
-            },
-            out,
-        ),
+                allow_root: a.allow_root,
+                auto_unmount: a.auto_unmount,
+                uid: a.uid,
+                gid: a.gid,
+                file_mode: a.file_mode,
+                dir_mode: a.dir_mode,
+                cache_dir: a.cache_dir,
+                cache_size: a.cache_size,
+                threads: a.threads,
+            };
+            mount_options::apply(&mut cfg, &a.options, a.sloppy, |p| paths.expand(p))?;
+            mount::run(paths, &cfg, out)
+        }
         Command::Unmount { mountpoint } => unmount::run(paths, &mountpoint, out),
         Command::Status(a) => {
             let format = if a.json {

@@ -27,8 +27,12 @@ use crate::registry::Registry;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub mountpoint: PathBuf,
-    pub read_only: bool,
-    pub allow_other: bool,
+    pub mount: MountConfig,
+    /// Owner (uid, gid) shown in place of the daemon's user; None: the daemon's.
+    pub owner: (Option<u32>, Option<u32>),
+    /// Permission bits shown for files and directories of snapshots; None: as stored.
+    pub file_mode: Option<u16>,
+    pub dir_mode: Option<u16>,
 }
 
 /// Lets the kernel read ahead in 1 MiB steps on this mount (its default is 128 KiB).
@@ -118,9 +122,16 @@ pub fn run(opts: Options, config: Config, paths: Paths) -> anyhow::Result<()> {
     let vfs = Arc::new(
         Vfs::new(
             registry.clone(),
-            VfsConfig {
-                list_ttl: config.list_ttl,
-                ..VfsConfig::default()
+            {
+                let defaults = VfsConfig::default();
+                VfsConfig {
+                    list_ttl: config.list_ttl,
+                    uid: opts.owner.0.unwrap_or(defaults.uid),
+                    gid: opts.owner.1.unwrap_or(defaults.gid),
+                    file_mode: opts.file_mode,
+                    dir_mode: opts.dir_mode,
+                    ..defaults
+                }
             },
             cache,
             staging,
@@ -159,11 +170,7 @@ pub fn run(opts: Options, config: Config, paths: Paths) -> anyhow::Result<()> {
         vfs.clone(),
         rt.handle().clone(),
         &mountpoint,
-        &MountConfig {
-            read_only: opts.read_only,
-            allow_other: opts.allow_other,
-            ..MountConfig::default()
-        },
+        &opts.mount,
         move || exited.notify_one(),
     )
     .with_context(|| format!("mounting {}", mountpoint.display()))?;

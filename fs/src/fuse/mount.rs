@@ -17,6 +17,11 @@ pub struct MountConfig {
     pub read_only: bool,
     /// Let users other than the one who mounted in (needs `user_allow_other` for non-root).
     pub allow_other: bool,
+    /// Let root in besides the one who mounted.
+    pub allow_root: bool,
+    /// Have fusermount3 unmount when the daemon dies, however it dies. fuser allows it only
+    /// with root or others let in, so it lets root in.
+    pub auto_unmount: bool,
     pub threads: usize,
 }
 
@@ -25,6 +30,8 @@ impl Default for MountConfig {
         MountConfig {
             read_only: false,
             allow_other: false,
+            allow_root: false,
+            auto_unmount: false,
             threads: 16,
         }
     }
@@ -60,10 +67,15 @@ pub fn mount(
     if config.read_only {
         options.push(MountOption::RO);
     }
+    if config.auto_unmount {
+        options.push(MountOption::AutoUnmount);
+    }
     let mut fuse_config = Config::default();
     fuse_config.mount_options = options;
     fuse_config.acl = if config.allow_other {
         SessionACL::All
+    } else if config.allow_root || config.auto_unmount {
+        SessionACL::RootAndOwner
     } else {
         SessionACL::Owner
     };

@@ -1,0 +1,260 @@
+//! `snapfs mount` with the options rclone mount and mountpoint-s3 users expect, as flags, as
+//! `-o` options and through the fstab helper, checked on the real mount with real tools.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use snapfs_tests::{Mount, binary, fuse_available, sh};
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A snapfs mount the CLI made, unmounted when dropped, also when the test fails.
+struct CliMount<'a> {
+    m: &'a Mount,
+    mp: PathBuf,
+}
+
+impl<'a> CliMount<'a> {
+    /// `snapfs mount MP ARGS…` beside the harness's mount, on the same remote.
+    fn new(m: &'a Mount, name: &str, args: &[&str]) -> CliMount<'a> {
+        let mp = m.root.path().join(name);
+        let mut all = vec!["mount", s(&mp)];
+        all.extend_from_slice(args);
+        ok(&m.snapfs(&all));
+        CliMount { m, mp }
+    }
+
+    fn stat(&self, rel: &str) -> String {
+        sh(&format!("stat -c '%u %g %a' '{}'", self.mp.join(rel).display()))
+            .trim()
+            .to_owned()
+    }
+
+    /// The pid of the daemon serving this mount, from its record.
+    fn daemon_pid(&self) -> u32 {
+        let dir = self.m.root.path().join("run/snapfs");
+        for e in std::fs::read_dir(&dir).expect("the runtime folder").flatten() {
+            let Ok(text) = std::fs::read_to_string(e.path()) else {
+                continue;
+            };
+            let Ok(rec) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
+            if rec["mountpoint"] == s(&self.mp) {
+                return rec["pid"].as_u64().expect("a pid") as u32;
+            }
+        }
+        panic!("no record for {}", self.mp.display());
+    }
+}
+
+impl Drop for CliMount<'_> {
+    fn drop(&mut self) {
+        let _ = self.m.snapfs(&["unmount", s(&self.mp)]);
+        let _ = Command::new("umount").arg("-l").arg(&self.mp).output();
+    }
+}
+
+/// The harness's mount holding snapshot `snap` of a folder with `f.txt` and `sub/g.bin`.
+fn mount_with_snapshot() -> Mount {
+    let m = Mount::start();
+    let src = m.root.path().join("src");
+    sh(&format!(
+        "mkdir -p '{s}/sub' && echo hi > '{s}/f.txt' && head -c 300000 /dev/urandom > '{s}/sub/g.bin' \
+         && chmod 0640 '{s}/f.txt'",
+        s = src.display()
+    ));
+    ok(&m.snapfs(&["snapshot", s(&m.target()), s(&src), "--name", "snap"]));
+    m
+}
+
+#[test]
+fn owner_modes_cache_and_threads_as_flags() {
+    if !fuse_available() {
+        return;
+    }
+    let m = mount_with_snapshot();
+    let cache = m.root.path().join("other-cache");
+    let mnt = CliMount::new(
+        &m,
+        "flags",
+        &[
+            "--uid",
+            "1234",
+            "--gid",
+            "2345",
+            "--file-mode",
+            "0600",
+            "--dir-mode",
+            "0700",
+            "--cache-dir",
+            s(&cache),
+            "--threads",
+            "3",
+        ],
+    );
+    let snap = "cloud/local/snapshots/snap";
+    assert_eq!(mnt.stat(&format!("{snap}/f.txt")), "1234 2345 600");
+    assert_eq!(mnt.stat(&format!("{snap}/sub")), "1234 2345 700");
+    assert_eq!(mnt.stat(&format!("{snap}/sub/g.bin")), "1234 2345 600");
+    assert_eq!(mnt.stat("cloud/local/snapshots"), "1234 2345 700");
+    // Generated entries keep their modes; only the owner changes.
+    assert_eq!(mnt.stat("README"), "1234 2345 444");
+    // The harness's mount, without options, shows the stored mode.
+    assert_eq!(
+        sh(&format!("stat -c '%a' '{}/snapshots/snap/f.txt'", m.target().display())).trim(),
+        "640"
+    );
+
+    // Blocks read go to the cache folder given.
+    sh(&format!("cat '{}/{snap}/sub/g.bin' >/dev/null", mnt.mp.display()));
+    assert!(cache.join("blocks").is_dir(), "{}", cache.display());
+
+    let pid = mnt.daemon_pid();
+    let fuser_threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the daemon's threads")
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| {
+                c.trim()
+                    .strip_prefix("fuser-")
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+        })
+        .count();
+    assert_eq!(fuser_threads, 3);
+}
+
+#[test]
+fn options_with_o_and_through_the_fstab_helper() {
+    if !fuse_available() {
+        return;
+    }
+    let m = mount_with_snapshot();
+    let mnt = CliMount::new(
+        &m,
+        "dash-o",
+        &["-o", "ro,uid=4321,file_mode=444", "-o", "allow_other,cache_size=0,noauto,_netdev"],
+    );
+    assert_eq!(
+        mnt.stat("cloud/local/snapshots/snap/f.txt"),
+        format!("4321 {} 444", sh("id -g").trim())
+    );
+    let opts = sh(&format!("findmnt -n -o OPTIONS '{}'", mnt.mp.display()));
+    assert!(opts.split(',').any(|o| o == "ro"), "{opts}");
+    assert!(opts.contains("allow_other"), "{opts}");
+    // No disk cache: what is read stays in memory only.
+    sh(&format!(
+        "cat '{}/cloud/local/snapshots/snap/sub/g.bin' >/dev/null",
+        mnt.mp.display()
+    ));
+    let status: serde_json::Value = serde_json::from_str(&ok(&m.snapfs(&["status", "--json"])))
+        .expect("status json");
+    let mine = status
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["mountpoint"] == s(&mnt.mp)))
+        .expect("this mount's status");
+    assert_eq!(mine["status"]["metrics"]["cache"]["disk_bytes"], 0);
+    drop(mnt);
+
+    // mount(8) runs the helper as `mount.fuse.snapfs SOURCE DIR -o OPTIONS`.
+    let mp = m.root.path().join("helper");
+    let helper = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/mount.snapfs");
+    let bin_dir = binary("snapfs").parent().expect("bin dir").to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |opts: &str| {
+        Command::new("sh")
+            .arg(&helper)
+            .args(["snapfs", s(&mp), "-o", opts])
+            .envs(m.env())
+            .env("PATH", &path)
+            .output()
+            .expect("run the helper")
+    };
+    ok(&run("dir_mode=0750,gid=77,nodev,x-systemd.automount"));
+    let mnt = CliMount { m: &m, mp: mp.clone() };
+    assert_eq!(
+        mnt.stat("cloud/local/snapshots/snap/sub"),
+        format!("{} 77 750", sh("id -u").trim())
+    );
+    drop(mnt);
+    // Unknown options are refused (status 1 for mount(8)), or only warned about with -s.
+    let out = run("bogus");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown mount option bogus"));
+    assert!(!mp.join("README").exists());
+}
+
+#[test]
+fn auto_unmount_clears_the_mount_when_the_daemon_is_killed() {
+    if !fuse_available() {
+        return;
+    }
+    if Command::new("fusermount3").arg("-V").output().is_err() {
+        eprintln!("skipping: fusermount3 (fuse3) is not installed");
+        return;
+    }
+    let m = Mount::start();
+    let mnt = CliMount::new(&m, "auto", &["--auto-unmount"]);
+    assert!(mnt.mp.join("README").exists());
+    // Mounted by fusermount3, as a user's mount is: the type is fuse.snapfs here too.
+    let listed = sh(&format!(
+        "findmnt -n -t fuse.snapfs -o TARGET '{}'",
+        mnt.mp.display()
+    ));
+    assert_eq!(listed.trim(), s(&mnt.mp));
+
+    let pid = mnt.daemon_pid();
+    // SAFETY: signalling the daemon of this mount, by the pid its record names.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    // fusermount3 notices its end of the connection close and unmounts.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sh(&format!("findmnt -n -o TARGET '{}' || true", mnt.mp.display()))
+        .trim()
+        .ends_with(s(&mnt.mp))
+    {
+        assert!(Instant::now() < deadline, "still mounted after the daemon died");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let err = std::fs::read_dir(&mnt.mp).err();
+    assert!(err.is_none(), "not left dead: {err:?}");
+}
+
+#[test]
+fn bad_values_are_usage_errors() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::start();
+    let mp = m.root.path().join("bad");
+    for args in [
+        vec!["--file-mode", "rw"],
+        vec!["--threads", "0"],
+        vec!["-o", "threads=0"],
+        vec!["-o", "uid=alice"],
+    ] {
+        let mut all = vec!["mount", s(&mp)];
+        all.extend(args.iter().copied());
+        let out = m.snapfs(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(!mp.join("README").exists());
+    }
+}
