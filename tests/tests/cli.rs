@@ -2,18 +2,8 @@
 
 use std::path::Path;
 
-use snapfs_tests::{Mount, binary, fuse_available, sh};
+use snapfs_tests::{Mount, binary, fuse_available, ok, sh};
 
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")

@@ -2,25 +2,15 @@
 //! `-o` options and through the fstab helper, checked on the real mount with real tools.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use snapfs_tests::{Mount, binary, fuse_available, sh};
+use snapfs_tests::{Mount, binary, fuse_available, ok, sh};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A snapfs mount the CLI made, unmounted when dropped, also when the test fails.
 struct CliMount<'a> {
