@@ -68,10 +68,15 @@ pub enum Command {
     },
     /// Show the upload jobs of every active mount, with progress
     Status(StatusArgs),
-    /// Wait until an upload has become a snapshot (exit 0) or failed (exit 1)
+    /// Wait until an upload has become a snapshot (exit 0) or failed (exit 1), showing its
+    /// progress on a terminal
     Wait {
         /// MOUNT/<target>/uploads/NAME, uploads/NAME.status or snapshots/NAME
         path: PathBuf,
+        /// Print a JSON object with target, snapshot, state, bytes, and error and note when
+        /// there are
+        #[arg(long)]
+        json: bool,
     },
     /// Make a snapshot of a local file or folder, read in place (or, of a HiveMQ cluster, a
     /// backup), showing progress
@@ -86,7 +91,7 @@ pub enum Command {
         json: bool,
     },
     /// Copy a snapshot (or part of one) to a local path, atomically; or restore a HiveMQ backup
-    /// into its cluster
+    /// into its cluster; showing progress on a terminal
     Restore(RestoreArgs),
     /// Delete a snapshot
     Rm {
@@ -104,6 +109,9 @@ pub enum Command {
     Verify {
         /// MOUNT/<target>/snapshots/NAME
         snapshot: PathBuf,
+        /// Print a JSON object: files, bytes, errors [{path, error}]
+        #[arg(long)]
+        json: bool,
     },
     /// Print a shell completion script to standard output
     Completions {
@@ -237,6 +245,11 @@ pub struct RestoreArgs {
     /// With --pvc: the claim's size, e.g. 20Gi [default: the snapshot's restore size]
     #[arg(long, value_parser = parse_size, requires = "pvc")]
     pub size: Option<u64>,
+    /// Print a JSON object: to a DEST, {snapshot, dest, files, dirs, symlinks, bytes,
+    /// checksummed, replaced, backup}; with --pvc, {created}; into a cluster, {target,
+    /// snapshot, state, bytes, error}
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod human;
 mod list;
 mod mount;
 mod mount_options;
+mod progress;
 mod restore;
 mod rm;
 mod snapshot;
@@ -89,7 +90,7 @@ fn run(command: Command, paths: &Paths, out: &mut dyn Write) -> anyhow::Result<E
             };
             status::run(paths, format, out)
         }
-        Command::Wait { path } => wait::run(paths, &path, out),
+        Command::Wait { path, json } => wait::run(paths, &path, json, out),
         Command::Snapshot(a) => snapshot::run(
             paths,
             &snapshot::Config {
@@ -111,6 +112,7 @@ fn run(command: Command, paths: &Paths, out: &mut dyn Write) -> anyhow::Result<E
                 force: a.force,
                 pvc: a.pvc,
                 size: a.size,
+                json: a.json,
             },
             out,
         ),
@@ -124,7 +126,7 @@ fn run(command: Command, paths: &Paths, out: &mut dyn Write) -> anyhow::Result<E
             },
             out,
         ),
-        Command::Verify { snapshot } => verify::run(paths, &snapshot, out),
+        Command::Verify { snapshot, json } => verify::run(paths, &snapshot, json, out),
         Command::Completions { shell } => completions::run(shell, out),
     }
 }
