@@ -203,7 +203,7 @@ fn unmount_watcher(mp: &Path) -> Option<u32> {
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
         let is_fusermount = args.first()?.ends_with(b"fusermount3");
         let auto = args.iter().any(|a| a.windows(12).any(|w| w == b"auto_unmount"));
-        let here = args.iter().any(|a| *a == mp.as_os_str().as_encoded_bytes());
+        let here = args.contains(&mp.as_os_str().as_encoded_bytes());
         (is_fusermount && auto && here).then_some(pid)
     })
 }
