@@ -67,7 +67,10 @@ impl Config {
                 pair(flag, v.to_string().into());
             }
         }
-        for (flag, mode) in [("--file-mode", self.file_mode), ("--dir-mode", self.dir_mode)] {
+        for (flag, mode) in [
+            ("--file-mode", self.file_mode),
+            ("--dir-mode", self.dir_mode),
+        ] {
             if let Some(m) = mode {
                 pair(flag, format!("{m:o}").into());
             }
@@ -257,7 +260,11 @@ fn show_tail(log: &Path, start: u64) {
     let mut text = String::new();
     let read = File::open(log).and_then(|mut f| {
         // Shorter than it was: the daemon rotated it, and all of it is new.
-        let start = if f.metadata()?.len() < start { 0 } else { start };
+        let start = if f.metadata()?.len() < start {
+            0
+        } else {
+            start
+        };
         f.seek(SeekFrom::Start(start))?;
         f.read_to_string(&mut text)
     });

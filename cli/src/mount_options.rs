@@ -76,7 +76,9 @@ pub fn apply(
         match key {
             "config" => cfg.config = Some(expand(need("a file name")?)),
             "cache_dir" => cfg.cache_dir = Some(expand(need("a directory")?)),
-            "cache_size" => cfg.cache_size = Some(parse_size(need("a size")?).map_err(|e| bad(&e))?),
+            "cache_size" => {
+                cfg.cache_size = Some(parse_size(need("a size")?).map_err(|e| bad(&e))?)
+            }
             "file_mode" => cfg.file_mode = Some(parse_mode(need("a mode")?).map_err(|e| bad(&e))?),
             "dir_mode" => cfg.dir_mode = Some(parse_mode(need("a mode")?).map_err(|e| bad(&e))?),
             "uid" => cfg.uid = Some(need("a number")?.parse().map_err(|e| bad(&e))?),
@@ -89,7 +91,11 @@ pub fn apply(
             "auto_unmount" if value.is_none() => cfg.auto_unmount = true,
             _ if ignored(opt) => {}
             _ if sloppy => eprintln!("snapfs: ignoring unknown mount option {opt}"),
-            _ => return Err(usage(format!("unknown mount option {opt} (known: {KNOWN})"))),
+            _ => {
+                return Err(usage(format!(
+                    "unknown mount option {opt} (known: {KNOWN})"
+                )));
+            }
         }
     }
     Ok(())
@@ -126,12 +132,22 @@ mod tests {
         assert_eq!(cfg.cache_size, Some(1 << 30));
         assert_eq!(cfg.threads, Some(4));
         assert_eq!(cfg.config, Some(PathBuf::from("/home/u/s.toml")));
-        assert!(!parse(&["ro,rw"], false).unwrap().read_only, "the last one wins");
+        assert!(
+            !parse(&["ro,rw"], false).unwrap().read_only,
+            "the last one wins"
+        );
     }
 
     #[test]
     fn unknown_and_malformed_options_are_usage_errors() {
-        for bad in ["bogus", "uid=me", "file_mode=rw", "cache_size=lots", "config=", "ro=1"] {
+        for bad in [
+            "bogus",
+            "uid=me",
+            "file_mode=rw",
+            "cache_size=lots",
+            "config=",
+            "ro=1",
+        ] {
             let err = parse(&[bad], false).unwrap_err();
             assert!(
                 err.downcast_ref::<crate::exit::Usage>().is_some(),

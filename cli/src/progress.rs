@@ -90,7 +90,12 @@ mod tests {
     fn rate_and_time_left_once_known() {
         let mib = 1 << 20;
         assert_eq!(
-            line(100 * mib, 200 * mib, Some(10.0 * mib as f64), "cloud/local/db"),
+            line(
+                100 * mib,
+                200 * mib,
+                Some(10.0 * mib as f64),
+                "cloud/local/db"
+            ),
             "[#####.....]  50%  100.0 MiB / 200.0 MiB  10.0 MiB/s  10s left  cloud/local/db"
         );
         assert_eq!(

@@ -10,7 +10,12 @@ use snapfs_control::wire::{Request, Response, VerifyReport};
 use crate::exit::Exit;
 use crate::{daemon, target};
 
-pub fn run(paths: &Paths, snapshot: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<Exit> {
+pub fn run(
+    paths: &Paths,
+    snapshot: &Path,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Exit> {
     let r = target::resolve(paths, snapshot)?;
     let req = Request::Verify {
         target: r.target.clone(),

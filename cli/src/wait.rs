@@ -8,10 +8,10 @@ use std::time::Duration;
 use snapfs_control::paths::Paths;
 use snapfs_control::wire::{Request, Response, UploadState, UploadStatus};
 
+use crate::daemon;
 use crate::exit::{self, Exit, usage};
 use crate::progress::Progress;
 use crate::target::{self, Place};
-use crate::daemon;
 
 /// How often the progress line is refreshed.
 const POLL: Duration = Duration::from_millis(250);
@@ -162,7 +162,12 @@ mod tests {
     #[test]
     fn failure_names_the_upload_and_cause() {
         let mut out = Vec::new();
-        let exit = report(&status(UploadState::Failed, Some("EDQUOT")), false, &mut out).unwrap();
+        let exit = report(
+            &status(UploadState::Failed, Some("EDQUOT")),
+            false,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(exit, Exit::Failed);
         assert!(out.is_empty());
         assert_eq!(

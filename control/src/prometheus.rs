@@ -151,7 +151,12 @@ pub fn status(text: &mut Text, mounts: &[(&Path, &StatusReport)]) {
     );
     let mut held = per_mount(",tier=\"memory\"", &|s| s.metrics.cache.memory_bytes);
     held.extend(per_mount(",tier=\"disk\"", &|s| s.metrics.cache.disk_bytes));
-    text.family("snapfs_cache_bytes", "gauge", "Bytes held by the cache.", held);
+    text.family(
+        "snapfs_cache_bytes",
+        "gauge",
+        "Bytes held by the cache.",
+        held,
+    );
     text.family(
         "snapfs_cache_evicted_bytes_total",
         "counter",

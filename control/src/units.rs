@@ -58,7 +58,11 @@ impl std::error::Error for UnitError {}
 pub fn parse_mode(s: &str) -> Result<u16, UnitError> {
     let digits = s.strip_prefix("0o").unwrap_or(s);
     if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return Err(UnitError::new(s, "mode", "octal digits expected, such as 644".into()));
+        return Err(UnitError::new(
+            s,
+            "mode",
+            "octal digits expected, such as 644".into(),
+        ));
     }
     match u16::from_str_radix(digits, 8) {
         Ok(mode) if mode <= 0o7777 => Ok(mode),

@@ -315,8 +315,9 @@ impl Config {
                 .metrics
                 .listen
                 .map(|a| {
-                    a.parse()
-                        .with_context(|| format!("metrics.listen: {a:?} is not an IP address and port"))
+                    a.parse().with_context(|| {
+                        format!("metrics.listen: {a:?} is not an IP address and port")
+                    })
                 })
                 .transpose()?,
             remotes,

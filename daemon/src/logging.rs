@@ -56,17 +56,25 @@ pub fn init(opts: &LogOptions) -> anyhow::Result<()> {
         None => {
             let stderr = std::io::stderr();
             let terminal = std::io::IsTerminal::is_terminal(&stderr);
-            (BoxMakeWriter::new(std::io::stderr), terminal, stderr_is_journal())
+            (
+                BoxMakeWriter::new(std::io::stderr),
+                terminal,
+                stderr_is_journal(),
+            )
         }
     };
     let colour = terminal && std::env::var_os("NO_COLOR").is_none();
     let layer = fmt::layer().with_writer(writer).with_ansi(colour);
     let registry = tracing_subscriber::registry().with(filter);
     let done = if opts.json {
-        registry.with(layer.event_format(json::JsonLines)).try_init()
+        registry
+            .with(layer.event_format(json::JsonLines))
+            .try_init()
     } else if journal {
         let plain = fmt::format().without_time().with_ansi(false);
-        registry.with(layer.event_format(Prioritised(plain))).try_init()
+        registry
+            .with(layer.event_format(Prioritised(plain)))
+            .try_init()
     } else {
         registry.with(layer).try_init()
     };

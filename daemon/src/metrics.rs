@@ -34,9 +34,9 @@ impl Exposition {
             "counter",
             "FUSE operations answered, by operation and outcome (ok, or the errno).",
             ops.iter().flat_map(|o| {
-                o.outcomes.iter().map(move |(outcome, n)| {
-                    (format!("op=\"{}\",outcome=\"{outcome}\"", o.op), *n)
-                })
+                o.outcomes
+                    .iter()
+                    .map(move |(outcome, n)| (format!("op=\"{}\",outcome=\"{outcome}\"", o.op), *n))
             }),
         );
         text.histogram(

@@ -30,7 +30,8 @@ impl Notifier {
     /// Sends `state` (lines such as `READY=1`). A manager that went away is no reason to stop
     /// serving, so a failure is only logged.
     pub fn notify(&self, state: &str) {
-        let sent = UnixDatagram::unbound().and_then(|s| s.send_to_addr(state.as_bytes(), &self.addr));
+        let sent =
+            UnixDatagram::unbound().and_then(|s| s.send_to_addr(state.as_bytes(), &self.addr));
         if let Err(e) = sent {
             tracing::warn!(error = %e, "could not notify the service manager");
         }

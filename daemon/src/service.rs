@@ -213,7 +213,10 @@ pub fn run(opts: Options, config: Config, paths: Paths) -> anyhow::Result<()> {
     // Only now: the mount answers and so does the control socket.
     let manager = Notifier::from_env();
     if let Some(m) = &manager {
-        m.notify(&format!("READY=1\nSTATUS=mounted at {}", mountpoint.display()));
+        m.notify(&format!(
+            "READY=1\nSTATUS=mounted at {}",
+            mountpoint.display()
+        ));
     }
 
     rt.block_on(async {

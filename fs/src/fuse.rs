@@ -10,16 +10,18 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::tree::FileKind;
-use crate::vfs::{Attr, Entry, Opened, SetAttr, TimeSet, Vfs, VfsError};
+use convert::{file_attr, kind, open_flags, time_set};
+
+use crate::vfs::{Entry, SetAttr, Vfs, VfsError};
 
 mod caller;
+mod convert;
 mod gate;
 mod mount;
 mod op_stats;
@@ -54,34 +56,6 @@ pub struct FuseFs {
     on_exit: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
-fn kind(k: FileKind) -> FileType {
-    match k {
-        FileKind::Dir => FileType::Directory,
-        FileKind::File => FileType::RegularFile,
-        FileKind::Symlink => FileType::Symlink,
-    }
-}
-
-fn file_attr(a: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.size.div_ceil(512),
-        atime: a.mtime,
-        mtime: a.mtime,
-        ctime: a.mtime,
-        crtime: a.mtime,
-        kind: kind(a.kind),
-        perm: a.perm,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        rdev: 0,
-        blksize: 128 * 1024,
-        flags: 0,
-    }
-}
-
 fn errno(e: &VfsError) -> Errno {
     if e.is_expected() {
         tracing::debug!(error = %e, "request refused");
@@ -95,24 +69,6 @@ fn errno(e: &VfsError) -> Errno {
 fn refused(code: i32) -> Errno {
     op_stats::note_errno(code);
     Errno::from_i32(code)
-}
-
-fn open_flags(o: Opened) -> FopenFlags {
-    let mut f = FopenFlags::empty();
-    if o.keep_cache {
-        f |= FopenFlags::FOPEN_KEEP_CACHE;
-    }
-    if o.direct_io {
-        f |= FopenFlags::FOPEN_DIRECT_IO;
-    }
-    f
-}
-
-fn time_set(t: Option<TimeOrNow>) -> Option<TimeSet> {
-    t.map(|t| match t {
-        TimeOrNow::Now => TimeSet::Now,
-        TimeOrNow::SpecificTime(at) => TimeSet::At(at),
-    })
 }
 
 impl FuseFs {

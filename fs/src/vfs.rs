@@ -325,9 +325,7 @@ impl Vfs {
             Node::Readme => {
                 fixed(self.file_attr(ino, self.readme().len() as u64, 0o444, self.started))
             }
-            Node::Snapshots(_) => {
-                fixed(self.dir_attr(ino, self.shown_perm(FileKind::Dir, 0o555)))
-            }
+            Node::Snapshots(_) => fixed(self.dir_attr(ino, self.shown_perm(FileKind::Dir, 0o555))),
             Node::Uploads(_) => fixed(self.dir_attr(ino, 0o755)),
             Node::Objects { .. } => Entry {
                 attr: self.dir_attr(ino, self.shown_perm(FileKind::Dir, 0o555)),

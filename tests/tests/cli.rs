@@ -4,7 +4,6 @@ use std::path::Path;
 
 use snapfs_tests::{Mount, binary, fuse_available, ok, sh};
 
-
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }

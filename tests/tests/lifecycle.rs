@@ -25,7 +25,6 @@ fn upload(m: &Mount, name: &str) {
     m.wait(name);
 }
 
-
 fn json(out: &Output) -> serde_json::Value {
     serde_json::from_str(&ok(out)).expect("JSON output")
 }

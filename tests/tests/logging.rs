@@ -106,7 +106,11 @@ fn json_lines_carry_level_target_message_fields_and_spans() {
         mounted["fields"]["mountpoint"],
         m.mountpoint.to_str().expect("utf-8")
     );
-    assert!(mounted["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(
+        mounted["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
     // The harness logs snapfs_fs at debug: operations log inside their span.
     assert!(
         lines
@@ -134,7 +138,10 @@ fn under_the_journal_lines_carry_a_priority_and_no_timestamp() {
         .lines()
         .find(|l| l.contains("mounted"))
         .expect("the mounted line");
-    assert!(line.starts_with("<6> INFO ") || line.starts_with("<6>INFO "), "{line}");
+    assert!(
+        line.starts_with("<6> INFO ") || line.starts_with("<6>INFO "),
+        "{line}"
+    );
     drop(m);
 
     // A stream that is not standard error (a child's redirection) is not the journal.

@@ -73,11 +73,17 @@ fn metrics_are_served_over_http_and_parse() {
         .lines()
         .find_map(|l| l.split("metrics at ").nth(1).map(str::to_owned))
         .expect("the address in the log");
-    assert!(url.starts_with("http://127.0.0.1:") && url.ends_with("/metrics"), "{url}");
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/metrics"),
+        "{url}"
+    );
 
     // Something to count: an upload, a read of it, and a name that is not there.
     let src = m.root.path().join("data.bin");
-    sh(&format!("head -c 300000 /dev/urandom > '{}'", src.display()));
+    sh(&format!(
+        "head -c 300000 /dev/urandom > '{}'",
+        src.display()
+    ));
     m.upload(&src, "one");
     sh(&format!(
         "cmp '{}' '{}/snapshots/one'",
@@ -97,12 +103,27 @@ fn metrics_are_served_over_http_and_parse() {
 
     let mp = m.mountpoint.to_str().expect("utf-8");
     let store = [("mountpoint", mp), ("target", "cloud/local")];
-    assert!(sample(&families, "snapfs_store_put_bytes", "snapfs_store_put_bytes_total", &store) > 0.0);
+    assert!(
+        sample(
+            &families,
+            "snapfs_store_put_bytes",
+            "snapfs_store_put_bytes_total",
+            &store
+        ) > 0.0
+    );
     assert_eq!(families["snapfs_store_put_bytes"]["type"], "counter");
     let failed = [("mountpoint", mp), ("state", "failed")];
-    assert_eq!(sample(&families, "snapfs_jobs", "snapfs_jobs", &failed), 0.0);
+    assert_eq!(
+        sample(&families, "snapfs_jobs", "snapfs_jobs", &failed),
+        0.0
+    );
     assert!(
-        sample(&families, "snapfs_cache_misses", "snapfs_cache_misses_total", &[]) > 0.0,
+        sample(
+            &families,
+            "snapfs_cache_misses",
+            "snapfs_cache_misses_total",
+            &[]
+        ) > 0.0,
         "the first read fetched"
     );
     let ok = [("op", "lookup"), ("outcome", "ok")];
@@ -113,16 +134,28 @@ fn metrics_are_served_over_http_and_parse() {
     let read = [("op", "read")];
     let latency = "snapfs_fuse_operation_seconds";
     assert_eq!(families[latency]["type"], "histogram");
-    let count = sample(&families, latency, "snapfs_fuse_operation_seconds_count", &read);
+    let count = sample(
+        &families,
+        latency,
+        "snapfs_fuse_operation_seconds_count",
+        &read,
+    );
     let inf = [("op", "read"), ("le", "+Inf")];
     assert_eq!(
-        sample(&families, latency, "snapfs_fuse_operation_seconds_bucket", &inf),
+        sample(
+            &families,
+            latency,
+            "snapfs_fuse_operation_seconds_bucket",
+            &inf
+        ),
         count
     );
     assert!(count > 0.0);
 
     // Only /metrics is there; anything else is a plain 404.
     let other = url.replace("/metrics", "/other");
-    let code = sh(&format!("curl -sS -o /dev/null -w '%{{http_code}}' '{other}'"));
+    let code = sh(&format!(
+        "curl -sS -o /dev/null -w '%{{http_code}}' '{other}'"
+    ));
     assert_eq!(code, "404");
 }

@@ -11,7 +11,6 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-
 /// A snapfs mount the CLI made, unmounted when dropped, also when the test fails.
 struct CliMount<'a> {
     m: &'a Mount,
@@ -29,15 +28,21 @@ impl<'a> CliMount<'a> {
     }
 
     fn stat(&self, rel: &str) -> String {
-        sh(&format!("stat -c '%u %g %a' '{}'", self.mp.join(rel).display()))
-            .trim()
-            .to_owned()
+        sh(&format!(
+            "stat -c '%u %g %a' '{}'",
+            self.mp.join(rel).display()
+        ))
+        .trim()
+        .to_owned()
     }
 
     /// The pid of the daemon serving this mount, from its record.
     fn daemon_pid(&self) -> u32 {
         let dir = self.m.root.path().join("run/snapfs");
-        for e in std::fs::read_dir(&dir).expect("the runtime folder").flatten() {
+        for e in std::fs::read_dir(&dir)
+            .expect("the runtime folder")
+            .flatten()
+        {
             let Ok(text) = std::fs::read_to_string(e.path()) else {
                 continue;
             };
@@ -106,12 +111,19 @@ fn owner_modes_cache_and_threads_as_flags() {
     assert_eq!(mnt.stat("README"), "1234 2345 444");
     // The harness's mount, without options, shows the stored mode.
     assert_eq!(
-        sh(&format!("stat -c '%a' '{}/snapshots/snap/f.txt'", m.target().display())).trim(),
+        sh(&format!(
+            "stat -c '%a' '{}/snapshots/snap/f.txt'",
+            m.target().display()
+        ))
+        .trim(),
         "640"
     );
 
     // Blocks read go to the cache folder given.
-    sh(&format!("cat '{}/{snap}/sub/g.bin' >/dev/null", mnt.mp.display()));
+    sh(&format!(
+        "cat '{}/{snap}/sub/g.bin' >/dev/null",
+        mnt.mp.display()
+    ));
     assert!(cache.join("blocks").is_dir(), "{}", cache.display());
 
     let pid = mnt.daemon_pid();
@@ -138,7 +150,12 @@ fn options_with_o_and_through_the_fstab_helper() {
     let mnt = CliMount::new(
         &m,
         "dash-o",
-        &["-o", "ro,uid=4321,file_mode=444", "-o", "allow_other,cache_size=0,noauto,_netdev"],
+        &[
+            "-o",
+            "ro,uid=4321,file_mode=444",
+            "-o",
+            "allow_other,cache_size=0,noauto,_netdev",
+        ],
     );
     assert_eq!(
         mnt.stat("cloud/local/snapshots/snap/f.txt"),
@@ -152,8 +169,8 @@ fn options_with_o_and_through_the_fstab_helper() {
         "cat '{}/cloud/local/snapshots/snap/sub/g.bin' >/dev/null",
         mnt.mp.display()
     ));
-    let status: serde_json::Value = serde_json::from_str(&ok(&m.snapfs(&["status", "--json"])))
-        .expect("status json");
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&m.snapfs(&["status", "--json"]))).expect("status json");
     let mine = status
         .as_array()
         .and_then(|a| a.iter().find(|e| e["mountpoint"] == s(&mnt.mp)))
@@ -180,7 +197,10 @@ fn options_with_o_and_through_the_fstab_helper() {
             .expect("run the helper")
     };
     ok(&run("dir_mode=0750,gid=77,nodev,x-systemd.automount"));
-    let mnt = CliMount { m: &m, mp: mp.clone() };
+    let mnt = CliMount {
+        m: &m,
+        mp: mp.clone(),
+    };
     assert_eq!(
         mnt.stat("cloud/local/snapshots/snap/sub"),
         format!("{} 77 750", sh("id -u").trim())
@@ -202,7 +222,9 @@ fn unmount_watcher(mp: &Path) -> Option<u32> {
         let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
         let is_fusermount = args.first()?.ends_with(b"fusermount3");
-        let auto = args.iter().any(|a| a.windows(12).any(|w| w == b"auto_unmount"));
+        let auto = args
+            .iter()
+            .any(|a| a.windows(12).any(|w| w == b"auto_unmount"));
         let here = args.contains(&mp.as_os_str().as_encoded_bytes());
         (is_fusermount && auto && here).then_some(pid)
     })
@@ -240,7 +262,10 @@ fn auto_unmount_mounts_through_fusermount3_which_stays_to_unmount() {
         assert!(Instant::now() < deadline, "fusermount3 still waiting");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let still = sh(&format!("findmnt -n -o TARGET '{}' || true", mnt.mp.display()));
+    let still = sh(&format!(
+        "findmnt -n -o TARGET '{}' || true",
+        mnt.mp.display()
+    ));
     if still.trim().ends_with(s(&mnt.mp)) {
         let err = std::fs::read_dir(&mnt.mp).expect_err("a dead mount");
         assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");

@@ -78,7 +78,11 @@ fn split_debug_strips_the_binary_and_keeps_its_debug_info_apart() {
     let id = build_id(&bin);
     let before = std::fs::metadata(&bin).expect("stat").len();
 
-    sh(&format!("'{}' '{}'", split_debug().display(), bin.display()));
+    sh(&format!(
+        "'{}' '{}'",
+        split_debug().display(),
+        bin.display()
+    ));
     let debug = dir.path().join("snapfs.debug");
     assert!(!sections(&bin).contains(".debug_info"), "stripped");
     assert!(sections(&debug).contains(".debug_info"), "kept apart");
@@ -122,7 +126,11 @@ fn split_debug_files_by_build_id_under_a_debug_dir() {
         bin.display()
     ));
     let debug = debug_dir.join(format!(".build-id/{}/{}.debug", &id[..2], &id[2..]));
-    assert!(sections(&debug).contains(".debug_info"), "{}", debug.display());
+    assert!(
+        sections(&debug).contains(".debug_info"),
+        "{}",
+        debug.display()
+    );
     assert!(!sections(&bin).contains(".debug_info"));
 }
 

@@ -25,8 +25,16 @@ fn json_for_scripts() {
         "mkdir -p '{s}/d' && head -c 2000000 /dev/urandom > '{s}/d/a.bin' && echo hi > '{s}/b.txt'",
         s = src.display()
     ));
-    sh(&format!("cp -r '{}' '{}/uploads/one'", src.display(), m.target().display()));
-    let waited = json(&ok(&m.snapfs(&["wait", "cloud/local/uploads/one", "--json"])));
+    sh(&format!(
+        "cp -r '{}' '{}/uploads/one'",
+        src.display(),
+        m.target().display()
+    ));
+    let waited = json(&ok(&m.snapfs(&[
+        "wait",
+        "cloud/local/uploads/one",
+        "--json",
+    ])));
     assert_eq!(waited["state"], "done");
     assert_eq!(waited["snapshot"], "one");
     assert_eq!(waited["target"], "cloud/local");
@@ -52,7 +60,10 @@ fn restore_shows_progress_on_a_terminal_only() {
     }
     let m = Mount::start();
     let src = m.root.path().join("big.bin");
-    sh(&format!("head -c 8000000 /dev/urandom > '{}'", src.display()));
+    sh(&format!(
+        "head -c 8000000 /dev/urandom > '{}'",
+        src.display()
+    ));
     m.upload(&src, "big");
     let snap = m.target().join("snapshots/big");
 
@@ -71,7 +82,10 @@ fn restore_shows_progress_on_a_terminal_only() {
         .expect("run script");
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{shown}");
-    assert!(shown.contains("\x1b[2K[##########] 100%  7.6 MiB / 7.6 MiB"), "{shown:?}");
+    assert!(
+        shown.contains("\x1b[2K[##########] 100%  7.6 MiB / 7.6 MiB"),
+        "{shown:?}"
+    );
     assert!(shown.contains("restored "), "{shown:?}");
     sh(&format!("cmp '{}' '{}'", src.display(), dest.display()));
 
@@ -79,5 +93,9 @@ fn restore_shows_progress_on_a_terminal_only() {
     let dest = m.root.path().join("piped");
     let out = m.snapfs(&["restore", s(&snap), s(&dest)]);
     ok(&out);
-    assert!(out.stderr.is_empty(), "{:?}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

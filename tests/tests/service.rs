@@ -12,7 +12,11 @@ fn listed_as_fuse_snapfs(mountpoint: &Path) -> bool {
     let out = sh("findmnt -n -l -t fuse.snapfs -o TARGET,SOURCE,FSTYPE");
     out.lines().any(|l| {
         let cols: Vec<&str> = l.split_whitespace().collect();
-        cols == [mountpoint.to_str().unwrap_or_default(), "snapfs", "fuse.snapfs"]
+        cols == [
+            mountpoint.to_str().unwrap_or_default(),
+            "snapfs",
+            "fuse.snapfs",
+        ]
     })
 }
 

@@ -193,7 +193,14 @@ fn expired_snapshots_are_refused_below_their_root_too() {
 #[test]
 fn dest_parent_must_exist_and_dest_must_not_be_inside_the_source() {
     let (dir, src, _) = setup();
-    let err = restore(&src, &dir.path().join("missing/dest"), true, now(), &mut |_| {}).unwrap_err();
+    let err = restore(
+        &src,
+        &dir.path().join("missing/dest"),
+        true,
+        now(),
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert_eq!(classify(&err), Some(Exit::Usage));
     let err = restore(&src, &src.join("a/inner"), true, now(), &mut |_| {}).unwrap_err();
     assert_eq!(classify(&err), Some(Exit::Usage));

@@ -89,7 +89,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.log");
         let log = RotatingFile::open(path.clone(), 10, 2).unwrap();
-        for line in ["aaaa\n", "bbbb\n", "cccc\n", "dddd\n", "eeee\n", "ffff\n", "gg\n"] {
+        for line in [
+            "aaaa\n", "bbbb\n", "cccc\n", "dddd\n", "eeee\n", "ffff\n", "gg\n",
+        ] {
             (&log).write_all(line.as_bytes()).unwrap();
         }
         let read = |p: &Path| std::fs::read_to_string(p).unwrap();
