@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
-use snapfs_control::units::parse_size;
+use snapfs_control::units::{parse_mode, parse_size};
 
 const LONG_ABOUT: &str = "\
 Snapshots as ordinary paths. `snapfs mount` starts snapfsd, which mounts a file system where
@@ -68,10 +68,15 @@ pub enum Command {
     },
     /// Show the upload jobs of every active mount, with progress
     Status(StatusArgs),
-    /// Wait until an upload has become a snapshot (exit 0) or failed (exit 1)
+    /// Wait until an upload has become a snapshot (exit 0) or failed (exit 1), showing its
+    /// progress on a terminal
     Wait {
         /// MOUNT/<target>/uploads/NAME, uploads/NAME.status or snapshots/NAME
         path: PathBuf,
+        /// Print a JSON object with target, snapshot, state, bytes, and error and note when
+        /// there are
+        #[arg(long)]
+        json: bool,
     },
     /// Make a snapshot of a local file or folder, read in place (or, of a HiveMQ cluster, a
     /// backup), showing progress
@@ -86,7 +91,7 @@ pub enum Command {
         json: bool,
     },
     /// Copy a snapshot (or part of one) to a local path, atomically; or restore a HiveMQ backup
-    /// into its cluster
+    /// into its cluster; showing progress on a terminal
     Restore(RestoreArgs),
     /// Delete a snapshot
     Rm {
@@ -104,6 +109,9 @@ pub enum Command {
     Verify {
         /// MOUNT/<target>/snapshots/NAME
         snapshot: PathBuf,
+        /// Print a JSON object: files, bytes, errors [{path, error}]
+        #[arg(long)]
+        json: bool,
     },
     /// Print a shell completion script to standard output
     Completions {
@@ -143,6 +151,47 @@ pub struct MountArgs {
     /// Let other users see the mount (needs user_allow_other in /etc/fuse.conf)
     #[arg(long)]
     pub allow_other: bool,
+    /// Let root see the mount besides you (needs user_allow_other in /etc/fuse.conf)
+    #[arg(long)]
+    pub allow_root: bool,
+    /// Have the mount removed when snapfsd dies, however it dies, instead of leaving "Transport
+    /// endpoint is not connected" behind; lets root in, as --allow-root (fusermount3 does the
+    /// unmounting)
+    #[arg(long)]
+    pub auto_unmount: bool,
+    /// Owner of the files and directories shown [default: you]; staged uploads keep their own
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<u32>,
+    /// Group of the files and directories shown [default: your group]
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<u32>,
+    /// Permission bits, in octal, of every file in snapshots/ and objects/ [default: as stored
+    /// in the snapshot; 444 for objects]
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    pub file_mode: Option<u16>,
+    /// Permission bits, in octal, of every directory in and of snapshots/ and objects/
+    /// [default: as stored in the snapshot; 555 for snapshots/ and objects/]
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    pub dir_mode: Option<u16>,
+    /// Cache directory, in place of the configuration's cache.dir
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Most bytes of cached blocks on disk, e.g. 50Gi, in place of the configuration's
+    /// cache.max_size
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub cache_size: Option<u64>,
+    /// Threads answering file system requests [default: 16]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+    /// Mount options, comma-separated, as in fstab or mount -o: config=FILE, ro, rw,
+    /// allow_other, allow_root, auto_unmount, uid=N, gid=N, file_mode=MODE, dir_mode=MODE,
+    /// cache_dir=DIR, cache_size=SIZE, threads=N, each as its flag above; mount(8)'s own
+    /// (noauto, user, _netdev, nofail, x-*, nodev, noatime, ...) are ignored
+    #[arg(short = 'o', value_name = "KEY[=VALUE],...")]
+    pub options: Vec<String>,
+    /// With -o, warn about unknown options instead of refusing them (mount's -s)
+    #[arg(short, long)]
+    pub sloppy: bool,
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +260,11 @@ pub struct RestoreArgs {
     /// With --pvc: the claim's size, e.g. 20Gi [default: the snapshot's restore size]
     #[arg(long, value_parser = parse_size, requires = "pvc")]
     pub size: Option<u64>,
+    /// Print a JSON object: to a DEST, {snapshot, dest, files, dirs, symlinks, bytes,
+    /// checksummed, replaced, backup}; with --pvc, {created}; into a cluster, {target,
+    /// snapshot, state, bytes, error}
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]

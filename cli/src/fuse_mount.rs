@@ -22,7 +22,7 @@ pub fn is_dead(path: &Path) -> bool {
 pub struct Mounted {
     id: u64,
     parent: u64,
-    /// `fuse.snapfs` when mounted through fusermount3, `fuse` (source `snapfs`) as root.
+    /// `fuse.snapfs`; `fuse` (source `snapfs`) for a root mount of an older snapfsd.
     pub fstype: String,
     pub source: String,
 }

@@ -3,44 +3,42 @@
 use snapfs_control::units::format_size_rounded;
 use snapfs_control::wire::{UploadState, UploadStatus};
 
-/// The word `snapfs status` shows for a job state.
-pub fn state(state: UploadState) -> &'static str {
-    match state {
-        UploadState::Staging => "staging",
-        UploadState::Queued => "queued",
-        UploadState::Uploading => "uploading",
-        UploadState::Done => "done",
-        UploadState::Failed => "failed",
-    }
-}
-
 /// Whole percent done, 0 when nothing is known yet (100 once done).
 pub fn percent(job: &UploadStatus) -> u64 {
     if job.state == UploadState::Done {
         return 100;
     }
-    if job.bytes_total == 0 {
+    percent_of(job.bytes_done, job.bytes_total)
+}
+
+/// Whole percent of `total` that `done` is; 0 for an unknown (zero) total.
+pub fn percent_of(done: u64, total: u64) -> u64 {
+    if total == 0 {
         return 0;
     }
-    let p = u128::from(job.bytes_done.min(job.bytes_total)) * 100 / u128::from(job.bytes_total);
+    let p = u128::from(done.min(total)) * 100 / u128::from(total);
     u64::try_from(p).unwrap_or(100)
+}
+
+/// `[#####.....]  52%`
+pub fn bar(pct: u64) -> String {
+    const WIDTH: usize = 10;
+    let filled = usize::try_from(pct.min(100)).unwrap_or(0) * WIDTH / 100;
+    format!(
+        "[{}{}] {pct:>3}%",
+        "#".repeat(filled),
+        ".".repeat(WIDTH - filled)
+    )
 }
 
 /// `[#####.....]  52%  104.0 MiB / 200.0 MiB  uploading  cloud/local/db`
 pub fn job_line(job: &UploadStatus) -> String {
-    const WIDTH: u64 = 10;
-    let pct = percent(job);
-    let filled = usize::try_from(pct * WIDTH / 100).unwrap_or(0);
-    let bar = format!(
-        "{}{}",
-        "#".repeat(filled),
-        ".".repeat(usize::try_from(WIDTH).unwrap_or(0) - filled)
-    );
     format!(
-        "[{bar}] {pct:>3}%  {} / {}  {}  {}/{}",
+        "{}  {} / {}  {}  {}/{}",
+        bar(percent(job)),
         format_size_rounded(job.bytes_done),
         format_size_rounded(job.bytes_total),
-        state(job.state),
+        job.state.word(),
         job.target,
         job.snapshot
     )

@@ -11,6 +11,8 @@ mod gc;
 mod human;
 mod list;
 mod mount;
+mod mount_options;
+mod progress;
 mod restore;
 mod rm;
 mod snapshot;
@@ -58,17 +60,26 @@ fn main() -> ExitCode {
 
 fn run(command: Command, paths: &Paths, out: &mut dyn Write) -> anyhow::Result<Exit> {
     match command {
-        Command::Mount(a) => mount::run(
-            paths,
-            &mount::Config {
+        Command::Mount(a) => {
+            let mut cfg = mount::Config {
                 mountpoint: a.mountpoint,
                 foreground: a.foreground,
                 config: a.config,
                 read_only: a.read_only,
                 allow_other: a.allow_other,
-            },
-            out,
-        ),
+                allow_root: a.allow_root,
+                auto_unmount: a.auto_unmount,
+                uid: a.uid,
+                gid: a.gid,
+                file_mode: a.file_mode,
+                dir_mode: a.dir_mode,
+                cache_dir: a.cache_dir,
+                cache_size: a.cache_size,
+                threads: a.threads,
+            };
+            mount_options::apply(&mut cfg, &a.options, a.sloppy, |p| paths.expand(p))?;
+            mount::run(paths, &cfg, out)
+        }
         Command::Unmount { mountpoint } => unmount::run(paths, &mountpoint, out),
         Command::Status(a) => {
             let format = if a.json {
@@ -80,7 +91,7 @@ fn run(command: Command, paths: &Paths, out: &mut dyn Write) -> anyhow::Result<E
             };
             status::run(paths, format, out)
         }
-        Command::Wait { path } => wait::run(paths, &path, out),
+        Command::Wait { path, json } => wait::run(paths, &path, json, out),
         Command::Snapshot(a) => snapshot::run(
             paths,
             &snapshot::Config {
@@ -102,6 +113,7 @@ fn run(command: Command, paths: &Paths, out: &mut dyn Write) -> anyhow::Result<E
                 force: a.force,
                 pvc: a.pvc,
                 size: a.size,
+                json: a.json,
             },
             out,
         ),
@@ -115,7 +127,7 @@ fn run(command: Command, paths: &Paths, out: &mut dyn Write) -> anyhow::Result<E
             },
             out,
         ),
-        Command::Verify { snapshot } => verify::run(paths, &snapshot, out),
+        Command::Verify { snapshot, json } => verify::run(paths, &snapshot, json, out),
         Command::Completions { shell } => completions::run(shell, out),
         Command::Config(ConfigCommand::Check { config }) => config::check(config.as_deref(), out),
     }

@@ -1,5 +1,6 @@
 //! `snapfs mount`: start `snapfsd` for a mount point and return once the mount is ready.
 
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::process::CommandExt;
@@ -21,6 +22,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lines of the daemon's log shown when it fails to start.
 const LOG_TAIL_LINES: usize = 20;
 
+/// What to mount and how; the flags and `-o` options of `snapfs mount` (snapfs(1)).
+#[derive(Debug, Default)]
 pub struct Config {
     /// None: `~/snapfs`.
     pub mountpoint: Option<PathBuf>,
@@ -28,6 +31,63 @@ pub struct Config {
     pub config: Option<PathBuf>,
     pub read_only: bool,
     pub allow_other: bool,
+    pub allow_root: bool,
+    pub auto_unmount: bool,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub file_mode: Option<u16>,
+    pub dir_mode: Option<u16>,
+    pub cache_dir: Option<PathBuf>,
+    pub cache_size: Option<u64>,
+    pub threads: Option<u16>,
+}
+
+impl Config {
+    /// The daemon's arguments for these options, paths made absolute against `cwd`.
+    fn daemon_args(&self, cwd: &Path) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        let mut pair = |flag: &str, value: OsString| {
+            args.push(flag.into());
+            args.push(value);
+        };
+        if let Some(config) = &self.config {
+            pair("--config", target::absolute(config, cwd).into());
+        }
+        if let Some(dir) = &self.cache_dir {
+            pair("--cache-dir", target::absolute(dir, cwd).into());
+        }
+        let numbers = [
+            ("--uid", self.uid.map(u64::from)),
+            ("--gid", self.gid.map(u64::from)),
+            ("--cache-size", self.cache_size),
+            ("--threads", self.threads.map(u64::from)),
+        ];
+        for (flag, value) in numbers {
+            if let Some(v) = value {
+                pair(flag, v.to_string().into());
+            }
+        }
+        for (flag, mode) in [
+            ("--file-mode", self.file_mode),
+            ("--dir-mode", self.dir_mode),
+        ] {
+            if let Some(m) = mode {
+                pair(flag, format!("{m:o}").into());
+            }
+        }
+        let switches = [
+            ("--read-only", self.read_only),
+            ("--allow-other", self.allow_other),
+            ("--allow-root", self.allow_root),
+            ("--auto-unmount", self.auto_unmount),
+        ];
+        for (flag, on) in switches {
+            if on {
+                args.push(flag.into());
+            }
+        }
+        args
+    }
 }
 
 pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<Exit> {
@@ -51,15 +111,7 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
     let daemon = daemon_binary();
     let mut cmd = Command::new(&daemon);
     cmd.arg("--mountpoint").arg(&mountpoint);
-    if let Some(config) = &cfg.config {
-        cmd.arg("--config").arg(target::absolute(config, &cwd));
-    }
-    if cfg.read_only {
-        cmd.arg("--read-only");
-    }
-    if cfg.allow_other {
-        cmd.arg("--allow-other");
-    }
+    cmd.args(cfg.daemon_args(&cwd));
     if cfg.foreground {
         let err = cmd.exec();
         return Err(not_found_hint(err, &daemon));
@@ -79,6 +131,9 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
         .with_context(|| format!("opening {}", log_path.display()))?;
     let log_start = log.metadata()?.len();
 
+    // The daemon rotates the log itself; what it prints before its log is set up, or as it
+    // dies, lands in the same file through its standard error.
+    cmd.arg("--log-file").arg(&log_path);
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -204,6 +259,12 @@ pub(crate) fn not_found_hint(err: io::Error, daemon: &Path) -> anyhow::Error {
 fn show_tail(log: &Path, start: u64) {
     let mut text = String::new();
     let read = File::open(log).and_then(|mut f| {
+        // Shorter than it was: the daemon rotated it, and all of it is new.
+        let start = if f.metadata()?.len() < start {
+            0
+        } else {
+            start
+        };
         f.seek(SeekFrom::Start(start))?;
         f.read_to_string(&mut text)
     });
@@ -229,6 +290,43 @@ mod tests {
         assert_eq!(tail("a\nb\nc\n", 2), vec!["b", "c"]);
         assert_eq!(tail("a", 5), vec!["a"]);
         assert!(tail("", 3).is_empty());
+    }
+
+    #[test]
+    fn options_become_the_daemons_flags() {
+        let cfg = Config {
+            config: Some("c.toml".into()),
+            read_only: true,
+            auto_unmount: true,
+            uid: Some(1000),
+            file_mode: Some(0o640),
+            cache_size: Some(1 << 30),
+            threads: Some(4),
+            ..Config::default()
+        };
+        let args: Vec<String> = cfg
+            .daemon_args(Path::new("/w"))
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "--config",
+                "/w/c.toml",
+                "--uid",
+                "1000",
+                "--cache-size",
+                "1073741824",
+                "--threads",
+                "4",
+                "--file-mode",
+                "640",
+                "--read-only",
+                "--auto-unmount"
+            ]
+        );
+        assert!(Config::default().daemon_args(Path::new("/")).is_empty());
     }
 
     #[test]

@@ -26,6 +26,7 @@ use snapfs_control::units::format_size_rounded;
 use snapfs_control::wire::{Request, Response, UploadState};
 
 use crate::exit::{self, Exit, usage};
+use crate::progress::Progress;
 use crate::{daemon, target, wait};
 
 pub struct Config {
@@ -38,6 +39,8 @@ pub struct Config {
     /// Make this Kubernetes claim from the snapshot instead.
     pub pvc: Option<String>,
     pub size: Option<u64>,
+    /// Print a JSON object instead of text.
+    pub json: bool,
 }
 
 #[derive(Debug)]
@@ -51,10 +54,10 @@ pub struct Outcome {
 
 pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<Exit> {
     if let Some(claim) = &cfg.pvc {
-        return to_claim(paths, &cfg.snapshot, claim, cfg.size, out);
+        return to_claim(paths, &cfg.snapshot, claim, cfg.size, cfg.json, out);
     }
     let Some(dest) = &cfg.dest else {
-        return in_place(paths, &cfg.snapshot, out);
+        return in_place(paths, &cfg.snapshot, cfg.json, out);
     };
     let cwd = std::env::current_dir()?;
     let arg = dest;
@@ -66,9 +69,35 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
         refuse_expired(&src, now)?;
     }
     exit::flag_on_interrupt();
-    let done = restore(&src, &dest, cfg.backup, now)
-        .with_context(|| format!("restoring {} to {}", cfg.snapshot.display(), dest.display()))?;
+    let mut progress = Progress::on_terminal();
+    // The walk costs listings the copy needs anyway; a terminal is the only one to see it.
+    let total = if progress.is_shown() {
+        copy::tree_bytes(&src).unwrap_or(0)
+    } else {
+        0
+    };
+    let what = dest.display().to_string();
+    let done = restore(&src, &dest, cfg.backup, now, &mut |bytes| {
+        progress.show(bytes, total, &what)
+    })
+    .with_context(|| format!("restoring {} to {}", cfg.snapshot.display(), dest.display()))?;
+    progress.clear();
     let c = &done.copied;
+    if cfg.json {
+        let v = serde_json::json!({
+            "snapshot": src,
+            "dest": dest,
+            "files": c.files,
+            "dirs": c.dirs,
+            "symlinks": c.symlinks,
+            "bytes": c.bytes,
+            "checksummed": c.checksummed,
+            "replaced": done.replaced,
+            "backup": done.backup,
+        });
+        writeln!(out, "{v}")?;
+        return Ok(Exit::Success);
+    }
     writeln!(
         out,
         "restored {} to {} ({} files, {}, {} links; {} files checked against their crc32c)",
@@ -88,7 +117,12 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
 }
 
 /// Has the snapshot's backend restore it (a HiveMQ backup into its cluster) and follows it.
-fn in_place(paths: &Paths, snapshot: &Path, out: &mut dyn Write) -> anyhow::Result<Exit> {
+fn in_place(
+    paths: &Paths,
+    snapshot: &Path,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Exit> {
     let r = target::resolve(paths, snapshot)?;
     let name = r.snapshot()?;
     let req = Request::Restore {
@@ -103,8 +137,14 @@ fn in_place(paths: &Paths, snapshot: &Path, out: &mut dyn Write) -> anyhow::Resu
     }
     // The restore runs in the broker whatever happens here, so Ctrl-C only stops watching.
     exit::exit_on_interrupt();
-    let status = wait::wait_for(&r.mount.socket, &r.target, &name)?;
+    let status = wait::follow(&r.mount.socket, &r.target, &name)?;
+    if json {
+        writeln!(out, "{}", wait::json(&status))?;
+    }
     if status.state == UploadState::Done {
+        if json {
+            return Ok(Exit::Success);
+        }
         writeln!(
             out,
             "restored {}/snapshots/{name} into its cluster",
@@ -122,6 +162,7 @@ fn to_claim(
     snapshot: &Path,
     claim: &str,
     size: Option<u64>,
+    json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<Exit> {
     let r = target::resolve(paths, snapshot)?;
@@ -136,7 +177,11 @@ fn to_claim(
         .with_context(|| format!("restoring {}/snapshots/{name}", r.target))?
     {
         Response::Made { description } => {
-            writeln!(out, "created {description}")?;
+            if json {
+                writeln!(out, "{}", serde_json::json!({ "created": description }))?;
+            } else {
+                writeln!(out, "created {description}")?;
+            }
             Ok(Exit::Success)
         }
         other => Err(daemon::unexpected(&other)),
@@ -234,6 +279,7 @@ pub fn restore(
     dest: &Path,
     backup: bool,
     now: DateTime<Utc>,
+    on_bytes: copy::OnBytes,
 ) -> anyhow::Result<Outcome> {
     let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
         return Err(usage(format!("{}: not a path DEST can be", dest.display())));
@@ -270,7 +316,7 @@ pub fn restore(
         );
     }
 
-    let copied = match copy::copy_tree(src, &tmp).and_then(|c| sync(parent).map(|()| c)) {
+    let copied = match copy::copy_tree(src, &tmp, on_bytes).and_then(|c| sync(parent).map(|()| c)) {
         Ok(c) => c,
         Err(e) => {
             let _ = remove_tree(&tmp);

@@ -2,10 +2,8 @@
 //! for a HiveMQ cluster) has the broker make a backup; we show progress and report the
 //! snapshot it became.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -13,10 +11,7 @@ use snapfs_control::paths::Paths;
 use snapfs_control::wire::{Request, Response, UploadState, UploadStatus};
 
 use crate::exit::{self, Exit, usage};
-use crate::{daemon, human, target, wait};
-
-/// How often the progress bar is refreshed.
-const POLL: Duration = Duration::from_millis(250);
+use crate::{daemon, target, wait};
 
 pub struct Config {
     pub target: PathBuf,
@@ -42,28 +37,7 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
 
     // The job runs in the daemon whatever happens here, so Ctrl-C only stops watching.
     exit::exit_on_interrupt();
-    let (tx, rx) = mpsc::channel();
-    let socket = r.mount.socket.clone();
-    let (t, n) = (r.target.clone(), name.clone());
-    std::thread::spawn(move || {
-        let _ = tx.send(wait::wait_for(&socket, &t, &n));
-    });
-    let bar = io::stderr().is_terminal();
-    let mut drawn = false;
-    let status = loop {
-        match rx.recv_timeout(POLL) {
-            Ok(result) => break result?,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("lost the wait on snapfsd"),
-        }
-        if bar && let Some(job) = current(&r.mount.socket, &r.target, &name) {
-            eprint!("\r\x1b[2K{}", human::job_line(&job));
-            drawn = true;
-        }
-    };
-    if drawn {
-        eprint!("\r\x1b[2K");
-    }
+    let status = wait::follow(&r.mount.socket, &r.target, &name)?;
     report(&status, cfg.json, out)
 }
 
@@ -114,33 +88,10 @@ fn default_name(source: &Path, now: DateTime<Utc>) -> anyhow::Result<String> {
     Ok(format!("{base}-{}", now.format("%Y-%m-%dT%H-%M-%S")))
 }
 
-/// The job's status now, if the daemon lists it.
-fn current(socket: &Path, target: &str, name: &str) -> Option<UploadStatus> {
-    match daemon::call(socket, &Request::Status).ok()? {
-        Response::Status(report) => report
-            .jobs
-            .into_iter()
-            .find(|j| j.target == target && j.snapshot == name),
-        _ => None,
-    }
-}
-
 fn report(status: &UploadStatus, json: bool, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let ok = status.state == UploadState::Done;
     if json {
-        let mut v = serde_json::json!({
-            "target": status.target,
-            "snapshot": status.snapshot,
-            "state": human::state(status.state),
-            "bytes": status.bytes_total,
-        });
-        if let Some(err) = &status.error {
-            v["error"] = err.clone().into();
-        }
-        if let Some(note) = &status.note {
-            v["note"] = note.clone().into();
-        }
-        writeln!(out, "{v}")?;
+        writeln!(out, "{}", wait::json(status))?;
     } else if ok {
         writeln!(out, "{}/snapshots/{}", status.target, status.snapshot)?;
         if let Some(note) = &status.note {

@@ -10,7 +10,12 @@ use snapfs_control::wire::{Request, Response, VerifyReport};
 use crate::exit::Exit;
 use crate::{daemon, target};
 
-pub fn run(paths: &Paths, snapshot: &Path, out: &mut dyn Write) -> anyhow::Result<Exit> {
+pub fn run(
+    paths: &Paths,
+    snapshot: &Path,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Exit> {
     let r = target::resolve(paths, snapshot)?;
     let req = Request::Verify {
         target: r.target.clone(),
@@ -20,12 +25,25 @@ pub fn run(paths: &Paths, snapshot: &Path, out: &mut dyn Write) -> anyhow::Resul
         Response::Verified(report) => report,
         other => return Err(daemon::unexpected(&other)),
     };
-    out.write_all(text(&report).as_bytes())?;
+    if json {
+        writeln!(out, "{}", as_json(&report))?;
+    } else {
+        out.write_all(text(&report).as_bytes())?;
+    }
     Ok(if report.errors.is_empty() {
         Exit::Success
     } else {
         Exit::Failed
     })
+}
+
+fn as_json(report: &VerifyReport) -> serde_json::Value {
+    let errors: Vec<serde_json::Value> = report
+        .errors
+        .iter()
+        .map(|(path, why)| serde_json::json!({ "path": path, "error": why }))
+        .collect();
+    serde_json::json!({ "files": report.files, "bytes": report.bytes, "errors": errors })
 }
 
 fn text(report: &VerifyReport) -> String {
@@ -62,6 +80,10 @@ mod tests {
         assert_eq!(
             text(&report),
             "checked 2 files, 2.0 KiB (2048 bytes)\nerror: a/b: crc32c mismatch\n1 of 2 files failed\n"
+        );
+        assert_eq!(
+            as_json(&report).to_string(),
+            r#"{"bytes":2048,"errors":[{"error":"crc32c mismatch","path":"a/b"}],"files":2}"#
         );
     }
 }

@@ -2,15 +2,21 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use snapfs_control::paths::Paths;
 use snapfs_control::wire::{Request, Response, UploadState, UploadStatus};
 
+use crate::daemon;
 use crate::exit::{self, Exit, usage};
+use crate::progress::Progress;
 use crate::target::{self, Place};
-use crate::{daemon, human};
 
-pub fn run(paths: &Paths, path: &Path, out: &mut dyn Write) -> anyhow::Result<Exit> {
+/// How often the progress line is refreshed.
+const POLL: Duration = Duration::from_millis(250);
+
+pub fn run(paths: &Paths, path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let r = target::resolve(paths, path)?;
     let name = match &r.place {
         Place::Upload { name } | Place::UploadStatus { name } => name.clone(),
@@ -24,8 +30,61 @@ pub fn run(paths: &Paths, path: &Path, out: &mut dyn Write) -> anyhow::Result<Ex
         }
     };
     exit::exit_on_interrupt();
-    let status = wait_for(&r.mount.socket, &r.target, &name)?;
-    report(&status, out)
+    let status = follow(&r.mount.socket, &r.target, &name)?;
+    report(&status, json, out)
+}
+
+/// Waits for the job to end, showing its progress on a terminal meanwhile; answers its final
+/// status.
+pub fn follow(socket: &Path, target: &str, name: &str) -> anyhow::Result<UploadStatus> {
+    let (tx, rx) = mpsc::channel();
+    let (s, t, n) = (socket.to_path_buf(), target.to_owned(), name.to_owned());
+    std::thread::spawn(move || {
+        let _ = tx.send(wait_for(&s, &t, &n));
+    });
+    let mut progress = Progress::on_terminal();
+    loop {
+        match rx.recv_timeout(POLL) {
+            Ok(result) => return result,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("lost the wait on snapfsd"),
+        }
+        if progress.is_shown()
+            && let Some(job) = current(socket, target, name)
+        {
+            let what = format!("{}  {}/{}", job.state.word(), job.target, job.snapshot);
+            progress.show(job.bytes_done, job.bytes_total, &what);
+        }
+    }
+}
+
+/// The job's status now, if the daemon lists it.
+fn current(socket: &Path, target: &str, name: &str) -> Option<UploadStatus> {
+    match daemon::call(socket, &Request::Status).ok()? {
+        Response::Status(report) => report
+            .jobs
+            .into_iter()
+            .find(|j| j.target == target && j.snapshot == name),
+        _ => None,
+    }
+}
+
+/// A job's end as one JSON object: target, snapshot, state, bytes, and error and note when
+/// there are.
+pub fn json(status: &UploadStatus) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "target": status.target,
+        "snapshot": status.snapshot,
+        "state": status.state.word(),
+        "bytes": status.bytes_total,
+    });
+    if let Some(err) = &status.error {
+        v["error"] = err.clone().into();
+    }
+    if let Some(note) = &status.note {
+        v["note"] = note.clone().into();
+    }
+    v
 }
 
 /// Blocks on the daemon until the job ends and returns its final status.
@@ -41,10 +100,16 @@ pub fn wait_for(socket: &Path, target: &str, name: &str) -> anyhow::Result<Uploa
 }
 
 /// `ready …` on stdout for a snapshot that exists; the error on stderr and status 1 otherwise.
-fn report(status: &UploadStatus, out: &mut dyn Write) -> anyhow::Result<Exit> {
+/// With `json`, the object of [`json`] on stdout either way.
+fn report(status: &UploadStatus, json: bool, out: &mut dyn Write) -> anyhow::Result<Exit> {
+    if json {
+        writeln!(out, "{}", self::json(status))?;
+    }
     match status.state {
         UploadState::Done => {
-            writeln!(out, "ready {}/snapshots/{}", status.target, status.snapshot)?;
+            if !json {
+                writeln!(out, "ready {}/snapshots/{}", status.target, status.snapshot)?;
+            }
             Ok(Exit::Success)
         }
         state => {
@@ -60,7 +125,7 @@ pub fn failure(status: &UploadStatus, state: UploadState) -> String {
     match (&status.error, state) {
         (Some(err), _) => format!("{what} failed: {err}"),
         (None, UploadState::Failed) => format!("{what} failed"),
-        (None, other) => format!("{what} ended while {}", human::state(other)),
+        (None, other) => format!("{what} ended while {}", other.word()),
     }
 }
 
@@ -84,15 +149,25 @@ mod tests {
     #[test]
     fn done_prints_ready_and_succeeds() {
         let mut out = Vec::new();
-        let exit = report(&status(UploadState::Done, None), &mut out).unwrap();
+        let exit = report(&status(UploadState::Done, None), false, &mut out).unwrap();
         assert_eq!(exit, Exit::Success);
         assert_eq!(out, b"ready cloud/local/snapshots/db\n");
+        let mut out = Vec::new();
+        report(&status(UploadState::Done, None), true, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["state"], "done");
+        assert_eq!(v["snapshot"], "db");
     }
 
     #[test]
     fn failure_names_the_upload_and_cause() {
         let mut out = Vec::new();
-        let exit = report(&status(UploadState::Failed, Some("EDQUOT")), &mut out).unwrap();
+        let exit = report(
+            &status(UploadState::Failed, Some("EDQUOT")),
+            false,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(exit, Exit::Failed);
         assert!(out.is_empty());
         assert_eq!(

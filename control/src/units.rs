@@ -27,7 +27,7 @@ pub use size::{format_size, format_size_rounded, parse_quantity, parse_size};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitError {
     input: String,
-    /// "size", "quantity" or "duration".
+    /// "size", "quantity", "duration" or "mode".
     what: &'static str,
     reason: String,
 }
@@ -53,3 +53,19 @@ impl fmt::Display for UnitError {
 }
 
 impl std::error::Error for UnitError {}
+
+/// A permission mode in octal, as chmod takes it (`644`, `0644` or `0o644`), at most `7777`.
+pub fn parse_mode(s: &str) -> Result<u16, UnitError> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(UnitError::new(
+            s,
+            "mode",
+            "octal digits expected, such as 644".into(),
+        ));
+    }
+    match u16::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o7777 => Ok(mode),
+        _ => Err(UnitError::new(s, "mode", "above 7777".into())),
+    }
+}

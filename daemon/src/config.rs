@@ -38,6 +38,8 @@ struct File {
     #[serde(default)]
     k8s: K8sSection,
     #[serde(default)]
+    metrics: MetricsSection,
+    #[serde(default)]
     remote: Vec<RemoteSection>,
     #[serde(default)]
     hivemq: Vec<hivemq::Section>,
@@ -141,6 +143,12 @@ impl Default for K8sSettings {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct MetricsSection {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct LifecycleSection {
     interval: Option<String>,
     orphan_grace: Option<String>,
@@ -207,6 +215,8 @@ pub struct Config {
     /// How long a Kubernetes snapshot reader (claim and pod) is kept without reads.
     pub reader_idle: Duration,
     pub k8s: K8sSettings,
+    /// Where `/metrics` is served over HTTP; None: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub remotes: Vec<Remote>,
     /// HiveMQ clusters, under `hivemq/<name>`.
     pub hivemq: Vec<Cluster>,
@@ -349,6 +359,15 @@ impl Config {
                     .unwrap_or_default(),
                 all_contexts: f.k8s.all_contexts.unwrap_or(false),
             },
+            metrics_listen: f
+                .metrics
+                .listen
+                .map(|a| {
+                    a.parse().with_context(|| {
+                        format!("metrics.listen: {a:?} is not an IP address and port")
+                    })
+                })
+                .transpose()?,
             remotes,
             hivemq: clusters,
             kubernetes,
@@ -418,6 +437,15 @@ mod tests {
         assert_eq!(c.lifecycle_interval, Some(Duration::from_secs(3600)));
         assert_eq!(c.orphan_grace, Duration::from_secs(3600));
         assert_eq!(c.remotes[0].retention, Retention::default());
+    }
+
+    #[test]
+    fn metrics_are_served_only_where_asked() {
+        assert_eq!(Config::parse("", &paths()).unwrap().metrics_listen, None);
+        let c = Config::parse("[metrics]\nlisten = \"127.0.0.1:9477\"\n", &paths()).unwrap();
+        assert_eq!(c.metrics_listen, Some(([127, 0, 0, 1], 9477).into()));
+        let err = Config::parse("[metrics]\nlisten = \"localhost\"\n", &paths()).unwrap_err();
+        assert!(format!("{err:#}").contains("metrics.listen"), "{err:#}");
     }
 
     #[test]

@@ -19,14 +19,20 @@ use crate::hivemq::HiveMqBackend;
 use crate::jobs::Jobs;
 use crate::k8s::Kube;
 use crate::lifecycle::Lifecycle;
+use crate::metrics::{self, Exposition};
+use crate::notify::Notifier;
 use crate::registry::Registry;
 
 /// What `snapfsd` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub mountpoint: PathBuf,
-    pub read_only: bool,
-    pub allow_other: bool,
+    pub mount: MountConfig,
+    /// Owner (uid, gid) shown in place of the daemon's user; None: the daemon's.
+    pub owner: (Option<u32>, Option<u32>),
+    /// Permission bits shown for files and directories of snapshots; None: as stored.
+    pub file_mode: Option<u16>,
+    pub dir_mode: Option<u16>,
 }
 
 /// Lets the kernel read ahead in 1 MiB steps on this mount (its default is 128 KiB).
@@ -116,9 +122,16 @@ pub fn run(opts: Options, config: Config, paths: Paths) -> anyhow::Result<()> {
     let vfs = Arc::new(
         Vfs::new(
             registry.clone(),
-            VfsConfig {
-                list_ttl: config.list_ttl,
-                ..VfsConfig::default()
+            {
+                let defaults = VfsConfig::default();
+                VfsConfig {
+                    list_ttl: config.list_ttl,
+                    uid: opts.owner.0.unwrap_or(defaults.uid),
+                    gid: opts.owner.1.unwrap_or(defaults.gid),
+                    file_mode: opts.file_mode,
+                    dir_mode: opts.dir_mode,
+                    ..defaults
+                }
             },
             cache,
             staging,
@@ -142,17 +155,22 @@ pub fn run(opts: Options, config: Config, paths: Paths) -> anyhow::Result<()> {
         rt.spawn(lifecycle.clone().run_every(interval));
     }
 
+    // Bound before mounting, so an address in use fails the start rather than a later scrape.
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            rt.block_on(tokio::net::TcpListener::bind(addr))
+                .with_context(|| format!("metrics.listen {addr}"))?,
+        ),
+        None => None,
+    };
+
     let stop = Arc::new(tokio::sync::Notify::new());
     let exited = stop.clone();
     let mounted = fuse::mount(
         vfs.clone(),
         rt.handle().clone(),
         &mountpoint,
-        &MountConfig {
-            read_only: opts.read_only,
-            allow_other: opts.allow_other,
-            ..MountConfig::default()
-        },
+        &opts.mount,
         move || exited.notify_one(),
     )
     .with_context(|| format!("mounting {}", mountpoint.display()))?;
@@ -171,7 +189,16 @@ pub fn run(opts: Options, config: Config, paths: Paths) -> anyhow::Result<()> {
         vfs: Arc::downgrade(&vfs),
         stop: stop.clone(),
     });
-    rt.spawn(server.serve(listener));
+    rt.spawn(server.clone().serve(listener));
+    if let Some(listener) = metrics_listener {
+        let addr = listener.local_addr()?;
+        let exposition = Arc::new(Exposition {
+            server,
+            ops: mounted.op_stats(),
+        });
+        rt.spawn(metrics::serve(listener, exposition));
+        tracing::info!("metrics at http://{addr}/metrics");
+    }
     let rec = MountRecord {
         mountpoint: mountpoint.clone(),
         socket: socket.clone(),
@@ -183,6 +210,14 @@ pub fn run(opts: Options, config: Config, paths: Paths) -> anyhow::Result<()> {
         .and_then(|()| std::fs::rename(&partial, &record))
         .context("writing the mount record")?;
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
+    // Only now: the mount answers and so does the control socket.
+    let manager = Notifier::from_env();
+    if let Some(m) = &manager {
+        m.notify(&format!(
+            "READY=1\nSTATUS=mounted at {}",
+            mountpoint.display()
+        ));
+    }
 
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -194,6 +229,9 @@ pub fn run(opts: Options, config: Config, paths: Paths) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     tracing::info!("stopping");
+    if let Some(m) = &manager {
+        m.notify("STOPPING=1");
+    }
     jobs.shutdown();
     rt.block_on(kube.shutdown());
     let _ = std::fs::remove_file(&record);

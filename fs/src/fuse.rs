@@ -10,20 +10,24 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::tree::FileKind;
-use crate::vfs::{Attr, Entry, Opened, SetAttr, TimeSet, Vfs, VfsError};
+use convert::{file_attr, kind, open_flags, time_set};
+
+use crate::vfs::{Entry, SetAttr, Vfs, VfsError};
 
 mod caller;
+mod convert;
 mod gate;
 mod mount;
+mod op_stats;
 
 pub use mount::{MountConfig, Mounted, connect_invalidation, mount};
+pub use op_stats::{OpSnapshot, OpStats};
 
 /// Largest read and write request the kernel is offered.
 const MAX_IO: u32 = 1 << 20;
@@ -33,9 +37,13 @@ const MAX_IO: u32 = 1 << 20;
 /// them. Debug level: at the default filter a span costs one cached level check, where an
 /// enabled one costs about as much CPU again as a lookup does (`SNAPFS_LOG=snapfs_fs=debug`
 /// turns them on). The returned guard must live for the whole callback.
+/// It also times the operation for the metrics (`op_stats`).
 macro_rules! op_span {
-    ($op:literal, $($field:tt)+) => {
-        tracing::debug_span!($op, $($field)+).entered()
+    ($self:ident, $op:literal, $($field:tt)+) => {
+        (
+            $self.stats.start($op),
+            tracing::debug_span!($op, $($field)+).entered(),
+        )
     };
 }
 
@@ -43,36 +51,9 @@ pub struct FuseFs {
     vfs: Arc<Vfs>,
     rt: tokio::runtime::Handle,
     gate: Arc<gate::Gate>,
+    stats: Arc<OpStats>,
     read_only: bool,
     on_exit: Option<Box<dyn FnOnce() + Send + Sync>>,
-}
-
-fn kind(k: FileKind) -> FileType {
-    match k {
-        FileKind::Dir => FileType::Directory,
-        FileKind::File => FileType::RegularFile,
-        FileKind::Symlink => FileType::Symlink,
-    }
-}
-
-fn file_attr(a: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.size.div_ceil(512),
-        atime: a.mtime,
-        mtime: a.mtime,
-        ctime: a.mtime,
-        crtime: a.mtime,
-        kind: kind(a.kind),
-        perm: a.perm,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        rdev: 0,
-        blksize: 128 * 1024,
-        flags: 0,
-    }
 }
 
 fn errno(e: &VfsError) -> Errno {
@@ -81,25 +62,13 @@ fn errno(e: &VfsError) -> Errno {
     } else {
         tracing::warn!(error = %e, "request failed");
     }
-    Errno::from_i32(e.errno())
+    refused(e.errno())
 }
 
-fn open_flags(o: Opened) -> FopenFlags {
-    let mut f = FopenFlags::empty();
-    if o.keep_cache {
-        f |= FopenFlags::FOPEN_KEEP_CACHE;
-    }
-    if o.direct_io {
-        f |= FopenFlags::FOPEN_DIRECT_IO;
-    }
-    f
-}
-
-fn time_set(t: Option<TimeOrNow>) -> Option<TimeSet> {
-    t.map(|t| match t {
-        TimeOrNow::Now => TimeSet::Now,
-        TimeOrNow::SpecificTime(at) => TimeSet::At(at),
-    })
+/// The answer `code`, counted for the operation's metrics.
+fn refused(code: i32) -> Errno {
+    op_stats::note_errno(code);
+    Errno::from_i32(code)
 }
 
 impl FuseFs {
@@ -159,12 +128,12 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let _op = op_span!("lookup", parent = parent.0, name = ?name);
+        let _op = op_span!(self, "lookup", parent = parent.0, name = ?name);
         self.reply_entry(reply, self.run_for(req, self.vfs.lookup(parent.0, name)));
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let _op = op_span!("getattr", ino = ino.0, fh = fh.map(|f| f.0));
+        let _op = op_span!(self, "getattr", ino = ino.0, fh = fh.map(|f| f.0));
         match self.run_for(req, self.vfs.getattr(ino.0)) {
             Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
             Err(e) => reply.error(errno(&e)),
@@ -189,7 +158,7 @@ impl Filesystem for FuseFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let _op = op_span!("setattr", ino = ino.0, fh = fh.map(|f| f.0));
+        let _op = op_span!(self, "setattr", ino = ino.0, fh = fh.map(|f| f.0));
         let set = SetAttr {
             mode,
             uid,
@@ -208,7 +177,7 @@ impl Filesystem for FuseFs {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        let _op = op_span!("readlink", ino = ino.0);
+        let _op = op_span!(self, "readlink", ino = ino.0);
         match self.run_for(req, self.vfs.readlink(ino.0)) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno(&e)),
@@ -224,7 +193,7 @@ impl Filesystem for FuseFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let _op = op_span!("mkdir", parent = parent.0, name = ?name);
+        let _op = op_span!(self, "mkdir", parent = parent.0, name = ?name);
         let r = self
             .refuse_if_read_only()
             .and_then(|()| self.run(self.vfs.mkdir(parent.0, name, mode, umask)));
@@ -241,7 +210,7 @@ impl Filesystem for FuseFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        let _op = op_span!("mknod", parent = parent.0, name = ?name);
+        let _op = op_span!(self, "mknod", parent = parent.0, name = ?name);
         let r = self
             .refuse_if_read_only()
             .and_then(|()| self.run(self.vfs.mknod(parent.0, name, mode, umask)));
@@ -249,7 +218,7 @@ impl Filesystem for FuseFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _op = op_span!("unlink", parent = parent.0, name = ?name);
+        let _op = op_span!(self, "unlink", parent = parent.0, name = ?name);
         let r = self
             .refuse_if_read_only()
             .and_then(|()| self.run(self.vfs.remove(parent.0, name, false)));
@@ -260,7 +229,7 @@ impl Filesystem for FuseFs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _op = op_span!("rmdir", parent = parent.0, name = ?name);
+        let _op = op_span!(self, "rmdir", parent = parent.0, name = ?name);
         let r = self
             .refuse_if_read_only()
             .and_then(|()| self.run(self.vfs.remove(parent.0, name, true)));
@@ -278,7 +247,7 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let _op = op_span!("symlink", parent = parent.0, name = ?link_name);
+        let _op = op_span!(self, "symlink", parent = parent.0, name = ?link_name);
         let r = self
             .refuse_if_read_only()
             .and_then(|()| self.run(self.vfs.symlink(parent.0, link_name, target)));
@@ -296,6 +265,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let _op = op_span!(
+            self,
             "rename",
             parent = parent.0,
             name = ?name,
@@ -304,7 +274,7 @@ impl Filesystem for FuseFs {
         );
         if !flags.is_empty() {
             // RENAME_EXCHANGE / RENAME_NOREPLACE: callers fall back to a plain rename.
-            reply.error(Errno::from_i32(libc::EINVAL));
+            reply.error(refused(libc::EINVAL));
             return;
         }
         let r = self
@@ -324,7 +294,7 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let _op = op_span!("link", ino = ino.0, parent = newparent.0, name = ?newname);
+        let _op = op_span!(self, "link", ino = ino.0, parent = newparent.0, name = ?newname);
         let r = self
             .refuse_if_read_only()
             .and_then(|()| self.run(self.vfs.link(ino.0, newparent.0, newname)));
@@ -332,7 +302,7 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let _op = op_span!("open", ino = ino.0);
+        let _op = op_span!(self, "open", ino = ino.0);
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
         let r = if write {
@@ -358,7 +328,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let _op = op_span!("read", ino = ino.0, fh = fh.0);
+        let _op = op_span!(self, "read", ino = ino.0, fh = fh.0);
         match self.run_for(req, self.vfs.read(fh.0, offset, size)) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(&e)),
@@ -377,7 +347,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let _op = op_span!("write", ino = ino.0, fh = fh.0);
+        let _op = op_span!(self, "write", ino = ino.0, fh = fh.0);
         match self.vfs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(&e)),
@@ -405,7 +375,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let _op = op_span!("release", ino = ino.0, fh = fh.0);
+        let _op = op_span!(self, "release", ino = ino.0, fh = fh.0);
         self.vfs.release(fh.0);
         reply.ok();
     }
@@ -418,7 +388,7 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _op = op_span!("fsync", ino = ino.0, fh = fh.0);
+        let _op = op_span!(self, "fsync", ino = ino.0, fh = fh.0);
         match self.vfs.fsync(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -426,7 +396,7 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _op = op_span!("opendir", ino = ino.0);
+        let _op = op_span!(self, "opendir", ino = ino.0);
         match self.run_for(req, self.vfs.opendir(ino.0)) {
             Ok(o) => {
                 let flags = if o.keep_cache {
@@ -448,7 +418,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let _op = op_span!("readdirplus", ino = ino.0, fh = fh.0);
+        let _op = op_span!(self, "readdirplus", ino = ino.0, fh = fh.0);
         match self.run_for(req, self.vfs.readdir_plus_at(ino.0, fh.0, offset, 256)) {
             Ok(entries) => {
                 for (i, (d, e)) in entries.iter().enumerate() {
@@ -478,7 +448,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let _op = op_span!("readdir", ino = ino.0, fh = fh.0);
+        let _op = op_span!(self, "readdir", ino = ino.0, fh = fh.0);
         match self.vfs.readdir_at(fh.0, offset, 512) {
             Ok(entries) => {
                 for (i, e) in entries.iter().enumerate() {
@@ -500,13 +470,13 @@ impl Filesystem for FuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        let _op = op_span!("releasedir", ino = ino.0, fh = fh.0);
+        let _op = op_span!(self, "releasedir", ino = ino.0, fh = fh.0);
         self.vfs.release(fh.0);
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        let _op = op_span!("statfs", ino = ino.0);
+        let _op = op_span!(self, "statfs", ino = ino.0);
         match self.vfs.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, 255, s.bsize,
@@ -526,16 +496,16 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         // Snapshots record no extended attributes; tools treat ENOTSUP as "not kept".
-        reply.error(Errno::from_i32(libc::ENOTSUP));
+        reply.error(refused(libc::ENOTSUP));
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         // `ls -l` asks every file for security.selinux and ACLs: answer without any work.
         if !name.as_encoded_bytes().starts_with(b"user.snapfs.") {
-            reply.error(Errno::from_i32(libc::ENODATA));
+            reply.error(refused(libc::ENODATA));
             return;
         }
-        let _op = op_span!("getxattr", ino = ino.0, name = ?name);
+        let _op = op_span!(self, "getxattr", ino = ino.0, name = ?name);
         let r = self.run_for(req, self.vfs.xattrs(ino.0)).and_then(|all| {
             all.into_iter()
                 .find(|(k, _)| OsStr::new(k) == name)
@@ -546,7 +516,7 @@ impl Filesystem for FuseFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let _op = op_span!("listxattr", ino = ino.0);
+        let _op = op_span!(self, "listxattr", ino = ino.0);
         let r = self.run_for(req, self.vfs.xattrs(ino.0)).map(|all| {
             let mut names = Vec::new();
             for (k, _) in all {
@@ -559,7 +529,7 @@ impl Filesystem for FuseFs {
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::from_i32(libc::ENOTSUP));
+        reply.error(refused(libc::ENOTSUP));
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -577,7 +547,7 @@ impl Filesystem for FuseFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let _op = op_span!("create", parent = parent.0, name = ?name);
+        let _op = op_span!(self, "create", parent = parent.0, name = ?name);
         let r = self
             .refuse_if_read_only()
             .and_then(|()| self.run(self.vfs.create(parent.0, name, mode, umask)));
@@ -598,7 +568,7 @@ fn reply_xattr(reply: ReplyXattr, r: Result<Vec<u8>, VfsError>, size: u32) {
     match r {
         Ok(v) if size == 0 => reply.size(v.len() as u32),
         Ok(v) if v.len() <= size as usize => reply.data(&v),
-        Ok(_) => reply.error(Errno::from_i32(libc::ERANGE)),
+        Ok(_) => reply.error(refused(libc::ERANGE)),
         Err(e) => reply.error(errno(&e)),
     }
 }

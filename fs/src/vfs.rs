@@ -43,6 +43,10 @@ pub struct VfsConfig {
     /// Owner shown for generated and snapshot entries.
     pub uid: u32,
     pub gid: u32,
+    /// Permission bits shown for every file (and directory) of snapshots and objects, in place
+    /// of the stored ones; None: as stored.
+    pub file_mode: Option<u16>,
+    pub dir_mode: Option<u16>,
 }
 
 impl Default for VfsConfig {
@@ -53,6 +57,8 @@ impl Default for VfsConfig {
             // SAFETY: getuid/getgid cannot fail.
             uid: unsafe { libc::getuid() },
             gid: unsafe { libc::getgid() },
+            file_mode: None,
+            dir_mode: None,
         }
     }
 }
@@ -256,6 +262,17 @@ impl Vfs {
         }
     }
 
+    /// The permission bits shown for read-only content (snapshots, objects) of `kind`
+    /// stored with `perm`.
+    fn shown_perm(&self, kind: FileKind, perm: u16) -> u16 {
+        let forced = match kind {
+            FileKind::File => self.config.file_mode,
+            FileKind::Dir => self.config.dir_mode,
+            FileKind::Symlink => None,
+        };
+        forced.unwrap_or(perm)
+    }
+
     fn file_attr(&self, ino: u64, size: u64, perm: u16, mtime: SystemTime) -> Attr {
         Attr {
             ino,
@@ -308,14 +325,19 @@ impl Vfs {
             Node::Readme => {
                 fixed(self.file_attr(ino, self.readme().len() as u64, 0o444, self.started))
             }
-            Node::Snapshots(_) => fixed(self.dir_attr(ino, 0o555)),
+            Node::Snapshots(_) => fixed(self.dir_attr(ino, self.shown_perm(FileKind::Dir, 0o555))),
             Node::Uploads(_) => fixed(self.dir_attr(ino, 0o755)),
             Node::Objects { .. } => Entry {
-                attr: self.dir_attr(ino, 0o555),
+                attr: self.dir_attr(ino, self.shown_perm(FileKind::Dir, 0o555)),
                 ttl: self.config.list_ttl,
             },
             Node::Object { size, modified, .. } => Entry {
-                attr: self.file_attr(ino, *size, 0o444, *modified),
+                attr: self.file_attr(
+                    ino,
+                    *size,
+                    self.shown_perm(FileKind::File, 0o444),
+                    *modified,
+                ),
                 ttl: self.config.list_ttl,
             },
             Node::Latest(t) => {
@@ -339,7 +361,7 @@ impl Vfs {
                         FileKind::Symlink => node.symlink.as_ref().map_or(0, |s| s.len() as u64),
                         _ => node.size,
                     },
-                    perm: node.perm,
+                    perm: self.shown_perm(node.kind, node.perm),
                     nlink: if node.kind == FileKind::Dir { 2 } else { 1 },
                     mtime: node.mtime,
                     uid: self.config.uid,

@@ -27,7 +27,8 @@ fn install_dir() -> PathBuf {
     }
 }
 
-fn installed(rel: &str, what: &str) -> PathBuf {
+/// `rel` below the install folder, asserting it is there: `what` names what installs it.
+pub fn installed(rel: &str, what: &str) -> PathBuf {
     let path = install_dir().join(rel);
     assert!(
         path.exists(),

@@ -63,6 +63,18 @@ pub fn sh(cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The standard output of a command that must have succeeded; panics with all it said if not.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Writes `len` random bytes to `path`.
 pub fn random_file(path: &Path, len: u64) {
     sh(&format!(
@@ -97,6 +109,9 @@ pub struct Mount {
     config: PathBuf,
     /// The remote `target()`, `wait()` and `store_metrics()` are about.
     remote: String,
+    /// Extra arguments and environment of the daemon, set before [`Mount::launch`].
+    pub daemon_args: Vec<std::ffi::OsString>,
+    pub daemon_env: Vec<(String, std::ffi::OsString)>,
     child: Option<Child>,
 }
 
@@ -122,6 +137,18 @@ impl Mount {
     }
 
     fn start_prepared(remote: &str, config: &str, files: &[(&str, &str)]) -> Mount {
+        let mut m = Mount::prepared(remote, config, files);
+        m.launch();
+        m
+    }
+
+    /// A mount with `config` on the default remote whose daemon is not started yet: set
+    /// `daemon_args` and `daemon_env`, then [`Mount::launch`] it.
+    pub fn unstarted(config: &str) -> Mount {
+        Mount::prepared("local", config, &[])
+    }
+
+    fn prepared(remote: &str, config: &str, files: &[(&str, &str)]) -> Mount {
         let root = tempfile::Builder::new()
             .prefix("snapfs-e2e-")
             .tempdir()
@@ -138,15 +165,15 @@ impl Mount {
         }
         let config_path = root.path().join("config.toml");
         std::fs::write(&config_path, config).expect("config");
-        let mut m = Mount {
+        Mount {
             root,
             mountpoint,
             config: config_path,
             remote: remote.to_string(),
+            daemon_args: Vec::new(),
+            daemon_env: Vec::new(),
             child: None,
-        };
-        m.launch();
-        m
+        }
     }
 
     pub fn home(&self) -> PathBuf {
@@ -203,7 +230,8 @@ impl Mount {
         snapfs_control::client::record_paths(&self.paths(), &self.mountpoint).0
     }
 
-    fn launch(&mut self) {
+    /// Starts the daemon and waits until it has mounted.
+    pub fn launch(&mut self) {
         // A daemon killed with SIGKILL leaves its record behind; readiness is the new one.
         let _ = std::fs::remove_file(self.record());
         let log = std::fs::OpenOptions::new()
@@ -220,6 +248,8 @@ impl Mount {
             // The developer's own clusters stay out of the tests: only the private home counts.
             .env_remove("KUBECONFIG")
             .env("SNAPFS_LOG", "info,snapfs_fs=debug")
+            .args(&self.daemon_args)
+            .envs(self.daemon_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

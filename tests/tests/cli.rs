@@ -2,18 +2,7 @@
 
 use std::path::Path;
 
-use snapfs_tests::{Mount, binary, fuse_available, sh};
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use snapfs_tests::{Mount, binary, fuse_available, ok, sh};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")

@@ -6,7 +6,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use snapfs_fs::format::Manifest;
-use snapfs_tests::{Mount, TEST_SETTLE, fuse_available, sh};
+use snapfs_tests::{Mount, TEST_SETTLE, fuse_available, ok, sh};
 
 /// A mount whose remote `local` keeps its objects in `store` and has the given extra keys;
 /// scheduled cleanup is off unless `lifecycle` turns it on, so tests decide when it runs.
@@ -23,16 +23,6 @@ fn mount(store: &Path, remote: &str, lifecycle: &str) -> Mount {
 fn upload(m: &Mount, name: &str) {
     std::fs::write(m.target().join("uploads").join(name), name.repeat(100)).unwrap();
     m.wait(name);
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "snapfs failed ({:?}): {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn json(out: &Output) -> serde_json::Value {

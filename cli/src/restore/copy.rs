@@ -32,12 +32,32 @@ pub struct Copied {
     pub checksummed: u64,
 }
 
+/// Told the bytes of file data copied so far, after every read.
+pub type OnBytes<'a> = &'a mut dyn FnMut(u64);
+
 /// Copies `src` (a directory, file or symlink) to `dst`, which must not exist.
-pub fn copy_tree(src: &Path, dst: &Path) -> anyhow::Result<Copied> {
+pub fn copy_tree(src: &Path, dst: &Path, on_bytes: OnBytes) -> anyhow::Result<Copied> {
     let mut copied = Copied::default();
     let meta = fs::symlink_metadata(src).with_context(|| src.display().to_string())?;
-    copy_entry(src, dst, &meta, Path::new(""), &mut copied)?;
+    copy_entry(src, dst, &meta, Path::new(""), &mut copied, on_bytes)?;
     Ok(copied)
+}
+
+/// The bytes of file data below `src` (itself, if a file), links not followed: what
+/// [`copy_tree`] will copy.
+pub fn tree_bytes(src: &Path) -> io::Result<u64> {
+    let meta = fs::symlink_metadata(src)?;
+    if meta.is_file() {
+        return Ok(meta.len());
+    }
+    if !meta.is_dir() {
+        return Ok(0);
+    }
+    let mut total = 0;
+    for entry in fs::read_dir(src)? {
+        total += tree_bytes(&entry?.path())?;
+    }
+    Ok(total)
 }
 
 /// `rel` is the entry's path below the root (empty for the root), for messages.
@@ -47,6 +67,7 @@ fn copy_entry(
     meta: &Metadata,
     rel: &Path,
     copied: &mut Copied,
+    on_bytes: OnBytes,
 ) -> anyhow::Result<()> {
     exit::check_interrupt()?;
     let shown = || format!("./{}", rel.display());
@@ -66,13 +87,14 @@ fn copy_entry(
                 &child_meta,
                 &rel.join(&name),
                 copied,
+                on_bytes,
             )?;
         }
         // Mode last: a read-only directory would refuse its own children.
         fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
         copied.dirs += 1;
     } else if kind.is_file() {
-        copy_file(src, dst, meta, copied).with_context(shown)?;
+        copy_file(src, dst, meta, copied, on_bytes).with_context(shown)?;
         copied.files += 1;
     } else if kind.is_symlink() {
         // Only ever created inside a directory made here, and never descended into: wherever
@@ -95,7 +117,13 @@ pub fn check_name(name: &OsStr) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn copy_file(src: &Path, dst: &Path, meta: &Metadata, copied: &mut Copied) -> anyhow::Result<()> {
+fn copy_file(
+    src: &Path,
+    dst: &Path,
+    meta: &Metadata,
+    copied: &mut Copied,
+    on_bytes: OnBytes,
+) -> anyhow::Result<()> {
     // O_NOFOLLOW: an entry swapped for a link since it was listed is not read through.
     let mut input = OpenOptions::new()
         .read(true)
@@ -121,6 +149,7 @@ fn copy_file(src: &Path, dst: &Path, meta: &Metadata, copied: &mut Copied) -> an
         write_keeping_holes(&mut output, &buf[..n]).context("writing")?;
         crc = crc32c::crc32c_append(crc, &buf[..n]);
         written += n as u64;
+        on_bytes(copied.bytes + written);
     }
     if written != meta.len() {
         bail!(
@@ -243,7 +272,7 @@ mod tests {
         unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [stamp, stamp].as_ptr(), 0) };
 
         let dst = dir.path().join("dst");
-        let copied = copy_tree(&src, &dst).unwrap();
+        let copied = copy_tree(&src, &dst, &mut |_| {}).unwrap();
         assert_eq!(
             (copied.files, copied.symlinks, copied.dirs, copied.bytes),
             (1, 2, 2, 5)
@@ -271,9 +300,15 @@ mod tests {
         let src = dir.path().join("db");
         fs::write(&src, b"x".repeat(3 * BUF + 7)).unwrap();
         let dst = dir.path().join("out");
-        let copied = copy_tree(&src, &dst).unwrap();
+        let mut told = Vec::new();
+        let copied = copy_tree(&src, &dst, &mut |b| told.push(b)).unwrap();
         assert_eq!(copied.bytes, 3 * BUF as u64 + 7);
         assert_eq!(fs::read(&dst).unwrap(), fs::read(&src).unwrap());
+        // Told after every read, growing to the whole, which the walk beforehand knew.
+        assert!(told.len() >= 4 && told.is_sorted(), "{told:?}");
+        assert_eq!(told.last(), Some(&copied.bytes));
+        assert_eq!(tree_bytes(&src).unwrap(), copied.bytes);
+        assert_eq!(tree_bytes(dir.path()).unwrap(), 2 * copied.bytes);
     }
 
     #[test]
@@ -293,7 +328,7 @@ mod tests {
             return;
         }
         let dst = dir.path().join("out");
-        copy_tree(&src, &dst).unwrap();
+        copy_tree(&src, &dst, &mut |_| {}).unwrap();
         assert_eq!(fs::metadata(&dst).unwrap().len(), 64 << 20);
         assert!(
             allocated(&dst) <= allocated(&src) + (64 << 10),
@@ -310,7 +345,7 @@ mod tests {
         fs::create_dir(&src).unwrap();
         let fifo = CString::new(src.join("pipe").as_os_str().as_bytes()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
-        let err = copy_tree(&src, &dir.path().join("dst")).unwrap_err();
+        let err = copy_tree(&src, &dir.path().join("dst"), &mut |_| {}).unwrap_err();
         assert!(format!("{err:#}").contains("./pipe"), "{err:#}");
     }
 }

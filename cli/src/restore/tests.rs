@@ -38,7 +38,7 @@ fn names(dir: &Path) -> Vec<String> {
 fn restores_into_a_new_path() {
     let (dir, src, _) = setup();
     let dest = dir.path().join("fresh");
-    let out = restore(&src, &dest, true, now()).unwrap();
+    let out = restore(&src, &dest, true, now(), &mut |_| {}).unwrap();
     assert!(!out.replaced);
     assert_eq!(out.backup, None);
     assert_eq!(fs::read(dest.join("link")).unwrap(), b"new");
@@ -48,14 +48,14 @@ fn restores_into_a_new_path() {
 #[test]
 fn existing_dest_is_moved_aside_with_a_timestamp() {
     let (dir, src, dest) = setup();
-    let out = restore(&src, &dest, true, now()).unwrap();
+    let out = restore(&src, &dest, true, now(), &mut |_| {}).unwrap();
     let backup = dir.path().join("dest.snapfs-backup-20261120T090503Z");
     assert_eq!(out.backup.as_deref(), Some(backup.as_path()));
     assert_eq!(fs::read(backup.join("old.txt")).unwrap(), b"old");
     assert_eq!(names(&dest), ["a", "link"]);
 
     // A second restore in the same second gets its own backup name.
-    let again = restore(&src, &dest, true, now()).unwrap();
+    let again = restore(&src, &dest, true, now(), &mut |_| {}).unwrap();
     assert_eq!(
         again.backup,
         Some(dir.path().join("dest.snapfs-backup-20261120T090503Z-2"))
@@ -77,7 +77,7 @@ fn no_backup_replaces_even_read_only_trees() {
     fs::create_dir(dest.join("ro")).unwrap();
     fs::write(dest.join("ro/f"), b"x").unwrap();
     fs::set_permissions(dest.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
-    let out = restore(&src, &dest, false, now()).unwrap();
+    let out = restore(&src, &dest, false, now(), &mut |_| {}).unwrap();
     assert!(out.replaced);
     assert_eq!(out.backup, None);
     assert_eq!(names(&dest), ["a", "link"]);
@@ -93,7 +93,7 @@ fn a_file_snapshot_can_replace_a_directory() {
     let (dir, _, dest) = setup();
     let file = dir.path().join("db.sqlite");
     fs::write(&file, b"SQLite format 3").unwrap();
-    restore(&file, &dest, false, now()).unwrap();
+    restore(&file, &dest, false, now(), &mut |_| {}).unwrap();
     assert_eq!(fs::read(&dest).unwrap(), b"SQLite format 3");
 }
 
@@ -101,7 +101,7 @@ fn a_file_snapshot_can_replace_a_directory() {
 fn assert_refused(src: &Path, dest: &Path, expect: &str) {
     let parent = dest.parent().unwrap();
     let before = names(parent);
-    let err = restore(src, dest, true, now()).unwrap_err();
+    let err = restore(src, dest, true, now(), &mut |_| {}).unwrap_err();
     assert!(format!("{err:#}").contains(expect), "{err:#}");
     assert_eq!(names(parent), before, "temporary copy removed");
     assert_eq!(names(dest), ["old.txt"]);
@@ -124,7 +124,7 @@ fn outward_and_absolute_symlinks_are_restored_as_links() {
     for (at, to) in links {
         symlink(to, src.join(at)).unwrap();
     }
-    restore(&src, &dest, false, now()).unwrap();
+    restore(&src, &dest, false, now(), &mut |_| {}).unwrap();
     for (at, to) in links {
         assert_eq!(fs::read_link(dest.join(at)).unwrap(), Path::new(to), "{at}");
     }
@@ -154,7 +154,7 @@ fn checksum_attribute_is_checked() {
     }
     assert_refused(&src, &dest, "checksum mismatch");
     set(&format!("{:08x}", crc32c::crc32c(b"new")));
-    let out = restore(&src, &dest, false, now()).unwrap();
+    let out = restore(&src, &dest, false, now(), &mut |_| {}).unwrap();
     assert_eq!(out.copied.checksummed, 1);
 }
 
@@ -193,9 +193,16 @@ fn expired_snapshots_are_refused_below_their_root_too() {
 #[test]
 fn dest_parent_must_exist_and_dest_must_not_be_inside_the_source() {
     let (dir, src, _) = setup();
-    let err = restore(&src, &dir.path().join("missing/dest"), true, now()).unwrap_err();
+    let err = restore(
+        &src,
+        &dir.path().join("missing/dest"),
+        true,
+        now(),
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert_eq!(classify(&err), Some(Exit::Usage));
-    let err = restore(&src, &src.join("a/inner"), true, now()).unwrap_err();
+    let err = restore(&src, &src.join("a/inner"), true, now(), &mut |_| {}).unwrap_err();
     assert_eq!(classify(&err), Some(Exit::Usage));
     assert_eq!(names(&src.join("a")), ["new.txt"]);
 }
@@ -207,7 +214,7 @@ fn leftover_temporary_copy_is_not_overwritten() {
         .path()
         .join(format!(".dest.snapfs-tmp-{}", std::process::id()));
     fs::create_dir(&tmp).unwrap();
-    let err = restore(&src, &dest, true, now()).unwrap_err();
+    let err = restore(&src, &dest, true, now(), &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("left over"), "{err}");
     assert!(tmp.exists());
 }
@@ -260,7 +267,7 @@ fn mountinfo_mount_points_are_unescaped() {
 fn a_failure_after_the_old_dest_moved_says_where_it_is() {
     let (dir, src, dest) = setup();
     let tmp = dir.path().join(".dest.tmp");
-    copy::copy_tree(&src, &tmp).unwrap();
+    copy::copy_tree(&src, &tmp, &mut |_| {}).unwrap();
     // The backup cannot go where it should: its folder does not exist.
     let backup = dir.path().join("missing/dest.bak");
     let err = swap_in(&tmp, &dest, Some(&backup)).unwrap_err();

@@ -22,6 +22,13 @@ proptest! {
         let _ = parse_size(&text);
         let _ = parse_quantity(&text);
         let _ = parse_duration(&text);
+        let _ = parse_mode(&text);
+    }
+
+    #[test]
+    fn modes_read_back_as_octal(mode in 0u16..=0o7777) {
+        prop_assert_eq!(parse_mode(&format!("{mode:o}")), Ok(mode));
+        prop_assert_eq!(parse_mode(&format!("0o{mode:04o}")), Ok(mode));
     }
 
     #[test]
@@ -42,5 +49,12 @@ proptest! {
     fn fractions_are_exact(whole in 0u64..1 << 20, tenths in 0u64..10) {
         let text = format!("{whole}.{tenths}Mi");
         prop_assert_eq!(parse_size(&text), Ok(whole * (1 << 20) + (tenths * (1 << 20)).div_ceil(10)));
+    }
+}
+
+#[test]
+fn modes_outside_octal_are_refused() {
+    for bad in ["", "0o", "8", "644a", "17777", "-1", "rw-"] {
+        assert!(parse_mode(bad).is_err(), "{bad}");
     }
 }

@@ -17,6 +17,25 @@ pub enum UploadState {
 }
 
 impl UploadState {
+    pub const ALL: [UploadState; 5] = [
+        UploadState::Staging,
+        UploadState::Queued,
+        UploadState::Uploading,
+        UploadState::Done,
+        UploadState::Failed,
+    ];
+
+    /// The word people and metrics labels see for this state.
+    pub fn word(self) -> &'static str {
+        match self {
+            UploadState::Staging => "staging",
+            UploadState::Queued => "queued",
+            UploadState::Uploading => "uploading",
+            UploadState::Done => "done",
+            UploadState::Failed => "failed",
+        }
+    }
+
     /// The `user.snapfs.state` word for this state.
     pub fn snapshot_state(self) -> &'static str {
         match self {

@@ -98,6 +98,22 @@ fn request_span(req: &Request) -> tracing::Span {
 const KERNEL_TOLD_BOUND: Duration = Duration::from_secs(10);
 
 impl Server {
+    /// The jobs and the metrics of the targets and the cache, as `snapfs status` shows them.
+    pub fn status(&self) -> StatusReport {
+        StatusReport {
+            jobs: self.jobs.all(),
+            metrics: Metrics {
+                targets: self
+                    .registry
+                    .entries()
+                    .iter()
+                    .map(|e| e.metrics())
+                    .collect(),
+                cache: self.cache.stats(),
+            },
+        }
+    }
+
     pub async fn serve(self: Arc<Self>, listener: UnixListener) {
         loop {
             match listener.accept().await {
@@ -191,18 +207,7 @@ impl Server {
                     .map(|e| e.path().to_string())
                     .collect(),
             }),
-            Request::Status => Response::Status(StatusReport {
-                jobs: self.jobs.all(),
-                metrics: Metrics {
-                    targets: self
-                        .registry
-                        .entries()
-                        .iter()
-                        .map(|e| e.metrics())
-                        .collect(),
-                    cache: self.cache.stats(),
-                },
-            }),
+            Request::Status => Response::Status(self.status()),
             Request::List { target } => {
                 let t = self.target(&target)?;
                 let mut snapshots = t

@@ -8,6 +8,7 @@ use fuser::{Config, INodeNo, MountOption, SessionACL};
 
 use super::FuseFs;
 use super::gate::Gate;
+use super::op_stats::OpStats;
 use crate::vfs::{Notice, Vfs};
 
 /// How the file system is mounted.
@@ -16,6 +17,11 @@ pub struct MountConfig {
     pub read_only: bool,
     /// Let users other than the one who mounted in (needs `user_allow_other` for non-root).
     pub allow_other: bool,
+    /// Let root in besides the one who mounted.
+    pub allow_root: bool,
+    /// Have fusermount3 unmount when the daemon dies, however it dies. fuser allows it only
+    /// with root or others let in, so it lets root in.
+    pub auto_unmount: bool,
     pub threads: usize,
 }
 
@@ -24,6 +30,8 @@ impl Default for MountConfig {
         MountConfig {
             read_only: false,
             allow_other: false,
+            allow_root: false,
+            auto_unmount: false,
             threads: 16,
         }
     }
@@ -33,6 +41,7 @@ impl Default for MountConfig {
 pub struct Mounted {
     session: fuser::BackgroundSession,
     gate: Arc<Gate>,
+    stats: Arc<OpStats>,
     mountpoint: PathBuf,
 }
 
@@ -46,7 +55,10 @@ pub fn mount(
 ) -> io::Result<Mounted> {
     let mut options = vec![
         MountOption::FSName("snapfs".into()),
-        MountOption::Subtype("snapfs".into()),
+        // The type `fuse.snapfs` (`findmnt -t fuse.snapfs`). fuser hands `Subtype` only to
+        // fusermount3 and drops it when it mounts by itself (as root); the kernel takes the
+        // same option directly, and fusermount3 reads it the same way.
+        MountOption::CUSTOM("subtype=snapfs".into()),
         MountOption::DefaultPermissions,
         MountOption::NoAtime,
         MountOption::NoDev,
@@ -55,31 +67,44 @@ pub fn mount(
     if config.read_only {
         options.push(MountOption::RO);
     }
+    if config.auto_unmount {
+        options.push(MountOption::AutoUnmount);
+    }
     let mut fuse_config = Config::default();
     fuse_config.mount_options = options;
     fuse_config.acl = if config.allow_other {
         SessionACL::All
+    } else if config.allow_root || config.auto_unmount {
+        SessionACL::RootAndOwner
     } else {
         SessionACL::Owner
     };
     fuse_config.n_threads = Some(config.threads.max(1));
     fuse_config.clone_fd = true;
     let gate = Arc::new(Gate::new());
+    let stats = Arc::new(OpStats::default());
     let fs = FuseFs {
         vfs,
         rt,
         gate: gate.clone(),
+        stats: stats.clone(),
         read_only: config.read_only,
         on_exit: Some(Box::new(on_exit)),
     };
     Ok(Mounted {
         session: fuser::spawn_mount(fs, mountpoint, &fuse_config)?,
         gate,
+        stats,
         mountpoint: mountpoint.to_path_buf(),
     })
 }
 
 impl Mounted {
+    /// The counts of the operations this mount answered.
+    pub fn op_stats(&self) -> Arc<OpStats> {
+        self.stats.clone()
+    }
+
     /// Stops serving and unmounts. Requests in flight get a moment to finish and are then
     /// cancelled (failing with EIO), as is every later one, so that none is left inside the
     /// runtime when it shuts down. A mount still in use (a process has a file open or its

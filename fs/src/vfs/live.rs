@@ -96,7 +96,7 @@ impl Vfs {
                 ino,
                 kind: e.kind,
                 size,
-                perm: e.perm,
+                perm: self.shown_perm(e.kind, e.perm),
                 nlink: if e.kind == FileKind::Dir { 2 } else { 1 },
                 mtime: e.mtime,
                 uid: self.config.uid,
