@@ -1,0 +1,292 @@
+//! The reference model: what a user of the mount should see, as plain trees in memory. It knows
+//! nothing of inodes, caches or backends.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use snapfs_fs::tree::FileKind;
+
+use crate::fixture::standard;
+
+/// The bytes of one file; shared by the tree and the handles open on it, as an inode is.
+pub type Content = Rc<RefCell<Vec<u8>>>;
+
+#[derive(Debug, Clone)]
+pub enum Node {
+    Dir(BTreeMap<String, Node>),
+    File(Content),
+    Symlink(String),
+}
+
+impl Node {
+    pub fn file(data: &[u8]) -> Node {
+        Node::File(Rc::new(RefCell::new(data.to_vec())))
+    }
+
+    pub fn kind(&self) -> FileKind {
+        match self {
+            Node::Dir(_) => FileKind::Dir,
+            Node::File(_) => FileKind::File,
+            Node::Symlink(_) => FileKind::Symlink,
+        }
+    }
+
+    /// A copy sharing no content, as a snapshot copies what was staged.
+    pub fn deep_copy(&self) -> Node {
+        match self {
+            Node::Dir(children) => Node::Dir(
+                children
+                    .iter()
+                    .map(|(n, c)| (n.clone(), c.deep_copy()))
+                    .collect(),
+            ),
+            Node::File(c) => Node::file(&c.borrow()),
+            Node::Symlink(t) => Node::Symlink(t.clone()),
+        }
+    }
+
+    fn view(&self) -> View {
+        match self {
+            Node::Dir(children) => View::Dir(
+                children
+                    .iter()
+                    .map(|(n, c)| (n.clone(), c.kind()))
+                    .collect(),
+            ),
+            Node::File(c) => View::File(Some(c.clone())),
+            Node::Symlink(t) => View::Symlink(t.clone()),
+        }
+    }
+}
+
+/// Why a path does not resolve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    NotFound,
+    /// A component on the way is not a directory.
+    NotDir,
+}
+
+/// What a path shows.
+#[derive(Debug, Clone)]
+pub enum View {
+    Dir(BTreeMap<String, FileKind>),
+    /// `None` for generated files whose bytes the model does not know (the README).
+    File(Option<Content>),
+    Symlink(String),
+}
+
+impl View {
+    pub fn kind(&self) -> FileKind {
+        match self {
+            View::Dir(_) => FileKind::Dir,
+            View::File(_) => FileKind::File,
+            View::Symlink(_) => FileKind::Symlink,
+        }
+    }
+}
+
+pub struct Snapshot {
+    /// Orders snapshots for `latest`.
+    pub created: i64,
+    pub root: Node,
+}
+
+pub struct Upload {
+    pub root: Node,
+    /// Tells apart two uploads of the same name, one removed before the other was made.
+    pub instance: u64,
+}
+
+pub const TARGET: &str = "cloud/local";
+
+pub struct Model {
+    pub snapshots: BTreeMap<String, Snapshot>,
+    /// Names the backend holds but does not show (a snapshot still being made).
+    pub hidden: Vec<String>,
+    pub uploads: BTreeMap<String, Upload>,
+    next_instance: u64,
+}
+
+/// Splits a path of the upload area into the upload's name and the names below it.
+pub fn upload_parts(path: &str) -> Option<(&str, Vec<&str>)> {
+    let rest = path.strip_prefix(TARGET)?.strip_prefix("/uploads/")?;
+    let mut parts = rest.split('/');
+    let upload = parts.next().filter(|u| !u.is_empty())?;
+    Some((upload, parts.collect()))
+}
+
+fn walk<'a>(mut node: &'a Node, names: &[&str]) -> Result<&'a Node, Miss> {
+    for name in names {
+        let Node::Dir(children) = node else {
+            return Err(Miss::NotDir);
+        };
+        node = children.get(*name).ok_or(Miss::NotFound)?;
+    }
+    Ok(node)
+}
+
+fn walk_mut<'a>(mut node: &'a mut Node, names: &[&str]) -> Option<&'a mut Node> {
+    for name in names {
+        let Node::Dir(children) = node else {
+            return None;
+        };
+        node = children.get_mut(*name)?;
+    }
+    Some(node)
+}
+
+fn dir(entries: &[(&str, FileKind)]) -> View {
+    View::Dir(entries.iter().map(|(n, k)| (n.to_string(), *k)).collect())
+}
+
+impl Model {
+    /// What the standard bucket shows.
+    pub fn standard() -> Model {
+        let s = standard();
+        let db1 = Node::Dir(BTreeMap::from([
+            (
+                "data".to_string(),
+                Node::Dir(BTreeMap::from([
+                    ("big.bin".to_string(), Node::file(&s.big)),
+                    ("empty".to_string(), Node::file(b"")),
+                ])),
+            ),
+            ("hello.txt".to_string(), Node::file(s.hello)),
+            ("link".to_string(), Node::Symlink("data/big.bin".into())),
+        ]));
+        let snapshots = BTreeMap::from([
+            (
+                "db-1".to_string(),
+                Snapshot {
+                    created: 1,
+                    root: db1,
+                },
+            ),
+            (
+                "db-2".to_string(),
+                Snapshot {
+                    created: 2,
+                    root: Node::file(&s.single),
+                },
+            ),
+        ]);
+        Model {
+            snapshots,
+            hidden: vec!["db-3".into()],
+            uploads: BTreeMap::new(),
+            next_instance: 1,
+        }
+    }
+
+    /// The snapshot `latest` points at.
+    pub fn latest(&self) -> Option<&str> {
+        self.snapshots
+            .iter()
+            .max_by(|a, b| a.1.created.cmp(&b.1.created).then(a.0.cmp(b.0)))
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// Whether the backend holds a snapshot of that name, shown or not.
+    pub fn taken(&self, name: &str) -> bool {
+        self.snapshots.contains_key(name) || self.hidden.iter().any(|h| h == name)
+    }
+
+    pub fn resolve(&self, path: &str) -> Result<View, Miss> {
+        use FileKind::{Dir, File, Symlink};
+        let names: Vec<&str> = path.split('/').filter(|n| !n.is_empty()).collect();
+        match names.as_slice() {
+            [] => Ok(dir(&[("README", File), ("cloud", Dir)])),
+            ["README"] => Ok(View::File(None)),
+            ["README", ..] => Err(Miss::NotDir),
+            ["cloud"] => Ok(dir(&[("local", Dir)])),
+            ["cloud", "local"] => Ok(dir(&[
+                ("snapshots", Dir),
+                ("uploads", Dir),
+                ("objects", Dir),
+            ])),
+            ["cloud", "local", "snapshots"] => {
+                let mut entries: BTreeMap<String, FileKind> = self
+                    .snapshots
+                    .iter()
+                    .map(|(n, s)| (n.clone(), s.root.kind()))
+                    .collect();
+                if self.latest().is_some() {
+                    entries.insert("latest".into(), Symlink);
+                }
+                Ok(View::Dir(entries))
+            }
+            ["cloud", "local", "snapshots", "latest"] => self
+                .latest()
+                .map(|l| View::Symlink(l.to_string()))
+                .ok_or(Miss::NotFound),
+            ["cloud", "local", "snapshots", name, rest @ ..] => {
+                let snap = self.snapshots.get(*name).ok_or(Miss::NotFound)?;
+                walk(&snap.root, rest).map(Node::view)
+            }
+            ["cloud", "local", "uploads"] => Ok(View::Dir(
+                self.uploads
+                    .iter()
+                    .map(|(n, u)| (n.clone(), u.root.kind()))
+                    .collect(),
+            )),
+            ["cloud", "local", "uploads", name, rest @ ..] => {
+                let upload = self.uploads.get(*name).ok_or(Miss::NotFound)?;
+                walk(&upload.root, rest).map(Node::view)
+            }
+            _ => Err(Miss::NotFound),
+        }
+    }
+
+    /// Adds `node` at a path of the upload area whose parent exists and is a directory.
+    pub fn add_staged(&mut self, path: &str, node: Node) {
+        let Some((upload, names)) = upload_parts(path) else {
+            return;
+        };
+        let Some((name, parents)) = names.split_last() else {
+            let instance = self.next_instance;
+            self.next_instance += 1;
+            let upload = upload.to_string();
+            self.uploads.insert(
+                upload,
+                Upload {
+                    root: node,
+                    instance,
+                },
+            );
+            return;
+        };
+        if let Some(Node::Dir(children)) = self
+            .uploads
+            .get_mut(upload)
+            .and_then(|u| walk_mut(&mut u.root, parents))
+        {
+            children.insert(name.to_string(), node);
+        }
+    }
+
+    pub fn remove_staged(&mut self, path: &str) {
+        let Some((upload, names)) = upload_parts(path) else {
+            return;
+        };
+        let Some((name, parents)) = names.split_last() else {
+            self.uploads.remove(upload);
+            return;
+        };
+        if let Some(Node::Dir(children)) = self
+            .uploads
+            .get_mut(upload)
+            .and_then(|u| walk_mut(&mut u.root, parents))
+        {
+            children.remove(*name);
+        }
+    }
+
+    /// The upload a staged path is in, with its instance.
+    pub fn upload_of(&self, path: &str) -> Option<(String, u64)> {
+        let (upload, _) = upload_parts(path)?;
+        let u = self.uploads.get(upload)?;
+        Some((upload.to_string(), u.instance))
+    }
+}
