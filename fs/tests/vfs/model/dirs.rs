@@ -111,12 +111,13 @@ impl Harness {
             return Ok(None);
         };
         let (fh, ino, offset, path) = (d.fh, d.ino, d.offset, d.path.clone());
-        let got: VfsResult<Vec<(DirEntry, Option<Entry>)>> = if plus {
+        // With the offset each entry gives the next call, as the adapter passes it on.
+        let got: VfsResult<Vec<(u64, DirEntry, Option<Entry>)>> = if plus {
             let listed = self.f.vfs.readdir_plus_at(ino, fh, offset, chunk).await;
-            listed.map(|v| v.into_iter().map(|(d, e)| (d, Some(e))).collect())
+            listed.map(|v| v.into_iter().map(|(n, d, e)| (n, d, Some(e))).collect())
         } else {
             let listed = self.f.vfs.readdir_at(fh, offset, chunk);
-            listed.map(|v| v.into_iter().map(|d| (d, None)).collect())
+            listed.map(|v| (offset + 1..).zip(v).map(|(n, d)| (n, d, None)).collect())
         };
         let entries = match got {
             Ok(entries) => entries,
@@ -130,7 +131,7 @@ impl Harness {
             self.check_listing(i)?;
             return Ok(Some(false));
         }
-        for (dirent, entry) in &entries {
+        for (_, dirent, entry) in &entries {
             let name = dirent.name.to_string_lossy().into_owned();
             match name.as_str() {
                 "." => {
@@ -171,9 +172,8 @@ impl Harness {
                 }
             }
         }
-        if let Handle::Dir(d) = &mut self.handles[i] {
-            // The adapter numbers the entries it returns from the offset it was given on.
-            d.offset += entries.len() as u64;
+        if let (Handle::Dir(d), Some((next, ..))) = (&mut self.handles[i], entries.last()) {
+            d.offset = *next;
         }
         Ok(Some(true))
     }
