@@ -64,6 +64,8 @@ pub(super) struct Inos {
     by_path: HashMap<String, u64>,
     owner: HashMap<u64, String>,
     retired: HashSet<u64>,
+    /// Entries gone so far, whether their inodes were seen or not.
+    gone: usize,
 }
 
 impl Inos {
@@ -88,6 +90,7 @@ impl Inos {
 
     /// The entry at `path` and everything below it are gone.
     fn retire(&mut self, path: &str) {
+        self.gone += 1;
         let below = format!("{path}/");
         let gone: Vec<String> = self
             .by_path
@@ -101,6 +104,11 @@ impl Inos {
                 self.retired.insert(ino);
             }
         }
+    }
+
+    /// How many entries have gone so far.
+    pub(super) fn gone(&self) -> usize {
+        self.gone
     }
 
     pub(super) fn get(&self, path: &str) -> Option<u64> {
