@@ -12,6 +12,7 @@ mod ops;
 mod reference;
 mod run;
 mod snapshot;
+mod staged;
 
 use proptest::prelude::*;
 

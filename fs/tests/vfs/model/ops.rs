@@ -91,6 +91,11 @@ pub enum Op {
         path: String,
         dir: bool,
     },
+    /// `mv`, within the upload area now and then out of it.
+    Rename {
+        from: String,
+        to: String,
+    },
     /// The job engine turns a settled upload into a snapshot: the snapshot appears in the
     /// backend, the staged copy goes, the mount is told.
     Complete(&'static str),
@@ -266,6 +271,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         3 => write_path().prop_map(Op::Create),
         1 => (write_path(), 0..20_000u64).prop_map(|(path, size)| Op::Truncate { path, size }),
         2 => (write_path(), any::<bool>()).prop_map(|(path, dir)| Op::Remove { path, dir }),
+        2 => (write_path(), write_path()).prop_map(|(from, to)| Op::Rename { from, to }),
         2 => upload.clone().prop_map(Op::Complete),
         1 => prop::sample::select(vec!["db-1", "db-2", "a", "b"]).prop_map(Op::DeleteSnapshot),
         1 => fault().prop_map(Op::Fault),

@@ -239,14 +239,17 @@ impl Model {
         }
     }
 
-    /// Adds `node` at a path of the upload area whose parent exists and is a directory.
-    pub fn add_staged(&mut self, path: &str, node: Node) {
+    /// Adds `node` at a path of the upload area whose parent exists and is a directory, in
+    /// place of what was there; a new upload is a new instance unless one is given.
+    pub fn add_staged(&mut self, path: &str, node: Node, instance: Option<u64>) {
         let Some((upload, names)) = upload_parts(path) else {
             return;
         };
         let Some((name, parents)) = names.split_last() else {
-            let instance = self.next_instance;
-            self.next_instance += 1;
+            let instance = instance.unwrap_or_else(|| {
+                self.next_instance += 1;
+                self.next_instance
+            });
             let upload = upload.to_string();
             self.uploads.insert(
                 upload,
@@ -266,27 +269,39 @@ impl Model {
         }
     }
 
-    pub fn remove_staged(&mut self, path: &str) {
-        let Some((upload, names)) = upload_parts(path) else {
-            return;
-        };
+    /// Takes the entry at a path of the upload area out, with the instance of the upload it
+    /// was when it was a whole upload.
+    pub fn remove_staged(&mut self, path: &str) -> Option<(Node, Option<u64>)> {
+        let (upload, names) = upload_parts(path)?;
         let Some((name, parents)) = names.split_last() else {
-            self.uploads.remove(upload);
-            return;
+            let u = self.uploads.remove(upload)?;
+            return Some((u.root, Some(u.instance)));
         };
-        if let Some(Node::Dir(children)) = self
-            .uploads
-            .get_mut(upload)
-            .and_then(|u| walk_mut(&mut u.root, parents))
-        {
-            children.remove(*name);
-        }
+        let Node::Dir(children) = walk_mut(&mut self.uploads.get_mut(upload)?.root, parents)?
+        else {
+            return None;
+        };
+        children.remove(*name).map(|n| (n, None))
     }
 
-    /// The upload a staged path is in, with its instance.
-    pub fn upload_of(&self, path: &str) -> Option<(String, u64)> {
+    /// The instance of the upload a staged path is in.
+    pub fn upload_of(&self, path: &str) -> Option<u64> {
         let (upload, _) = upload_parts(path)?;
-        let u = self.uploads.get(upload)?;
-        Some((upload.to_string(), u.instance))
+        self.uploads.get(upload).map(|u| u.instance)
+    }
+
+    /// The instance of the upload holding file `content`, if it is still in one.
+    pub fn holder_of(&self, content: &Content) -> Option<u64> {
+        fn holds(node: &Node, content: &Content) -> bool {
+            match node {
+                Node::File(c) => Rc::ptr_eq(c, content),
+                Node::Dir(children) => children.values().any(|c| holds(c, content)),
+                Node::Symlink(_) => false,
+            }
+        }
+        self.uploads
+            .values()
+            .find(|u| holds(&u.root, content))
+            .map(|u| u.instance)
     }
 }

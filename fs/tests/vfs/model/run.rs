@@ -8,7 +8,7 @@ use snapfs_fs::tree::FileKind;
 use snapfs_fs::vfs::{Entry, ROOT_INO, VfsError, VfsResult};
 
 use super::ops::{At, Fault, Op};
-use super::reference::{Content, Model, Node, View, upload_parts};
+use super::reference::{Content, Model, View, upload_parts};
 use crate::fixture::{Fixture, LOCAL, noise, standard, standard_backend};
 
 /// An open file or directory, and what reading it must give.
@@ -21,8 +21,8 @@ pub(super) enum Handle {
         fh: u64,
         content: Content,
         writable: bool,
-        /// The upload (name, instance) it was opened in.
-        upload: Option<(String, u64)>,
+        /// The instance of the upload whose open count includes it.
+        upload: Option<u64>,
     },
     Dir(super::dirs::DirHandle),
 }
@@ -88,8 +88,26 @@ impl Inos {
         Ok(())
     }
 
+    /// The entry at `from` and everything below it moved to `to`, keeping their numbers.
+    pub(super) fn rename(&mut self, from: &str, to: &str) {
+        let below = format!("{from}/");
+        let moved: Vec<String> = self
+            .by_path
+            .keys()
+            .filter(|p| *p == from || p.starts_with(&below))
+            .cloned()
+            .collect();
+        for p in moved {
+            if let Some(ino) = self.by_path.remove(&p) {
+                let new = format!("{to}{}", &p[from.len()..]);
+                self.owner.insert(ino, new.clone());
+                self.by_path.insert(new, ino);
+            }
+        }
+    }
+
     /// The entry at `path` and everything below it are gone.
-    fn retire(&mut self, path: &str) {
+    pub(super) fn retire(&mut self, path: &str) {
         self.gone += 1;
         let below = format!("{path}/");
         let gone: Vec<String> = self
@@ -124,7 +142,7 @@ pub(super) fn join(dir: &str, name: &str) -> String {
     }
 }
 
-fn split(path: &str) -> (&str, &str) {
+pub(super) fn split(path: &str) -> (&str, &str) {
     path.rsplit_once('/').unwrap_or(("", path))
 }
 
@@ -240,6 +258,7 @@ impl Harness {
             Op::Create(path) => self.make(op, path, true).await,
             Op::Truncate { path, size } => self.truncate(op, path, *size).await,
             Op::Remove { path, dir } => self.remove(op, path, *dir).await,
+            Op::Rename { from, to } => self.rename(op, from, to).await,
             Op::Complete(name) => self.complete(name),
             Op::DeleteSnapshot(name) => {
                 self.delete_snapshot(name);
@@ -521,129 +540,6 @@ impl Harness {
             .map_err(|e| format!("unexpected error {e}"))
     }
 
-    /// mkdir, or create (which also opens the file for writing).
-    async fn make(&mut self, op: &Op, path: &str, file: bool) -> Outcome {
-        let (parent, name) = split(path);
-        let Some((dir, View::Dir(children))) = self.walk_checked(op, parent).await? else {
-            return Ok(());
-        };
-        let expected: Result<(), i32> = match upload_parts(path) {
-            None => Err(libc::EROFS),
-            Some((upload, below)) if below.is_empty() => {
-                if upload == "Bad_Name" {
-                    Err(libc::EINVAL)
-                } else if self.model.taken(upload) || children.contains_key(name) {
-                    Err(libc::EEXIST)
-                } else {
-                    Ok(())
-                }
-            }
-            Some(_) if children.contains_key(name) => Err(libc::EEXIST),
-            Some(_) => Ok(()),
-        };
-        let ino = dir.attr.ino;
-        let name = OsStr::new(name);
-        let got: VfsResult<(Entry, Option<u64>)> = if file {
-            let made = self.f.vfs.create(ino, name, 0o644, 0o022).await;
-            made.map(|(e, o)| (e, Some(o.fh)))
-        } else {
-            let made = self.f.vfs.mkdir(ino, name, 0o755, 0o022).await;
-            made.map(|e| (e, None))
-        };
-        match (got, expected) {
-            (Ok((entry, opened)), Ok(())) => {
-                let node = if file {
-                    Node::file(b"")
-                } else {
-                    Node::Dir(Default::default())
-                };
-                self.model.add_staged(path, node);
-                let view = self.model.resolve(path).map_err(|m| format!("{m:?}"))?;
-                check_attr(&entry, &view)?;
-                self.see(path, entry.attr.ino)?;
-                if let (Some(fh), View::File(Some(content))) = (opened, view) {
-                    let upload = self.model.upload_of(path);
-                    self.handles.push(Handle::Staged {
-                        fh,
-                        content,
-                        writable: true,
-                        upload,
-                    });
-                }
-                Ok(())
-            }
-            (Ok((_, opened)), Err(want)) => {
-                if let Some(fh) = opened {
-                    self.f.vfs.release(fh);
-                }
-                Err(format!("made, model: errno {want}"))
-            }
-            (Err(e), want) => {
-                let want: Vec<i32> = want.err().into_iter().collect();
-                self.judge_error(op, false, &e, &want)
-            }
-        }
-    }
-
-    async fn truncate(&mut self, op: &Op, path: &str, size: u64) -> Outcome {
-        let Some((entry, View::File(content))) = self.walk_checked(op, path).await? else {
-            return Ok(());
-        };
-        let set = snapfs_fs::vfs::SetAttr {
-            size: Some(size),
-            ..Default::default()
-        };
-        let got = self.f.vfs.setattr(entry.attr.ino, set, None).await;
-        match (got, content) {
-            (Ok(e), Some(content)) if upload_parts(path).is_some() => {
-                content.borrow_mut().resize(size as usize, 0);
-                if e.attr.size != size {
-                    return Err(format!("size {} after truncating to {size}", e.attr.size));
-                }
-                Ok(())
-            }
-            (Ok(_), _) => Err("truncated a read-only file".into()),
-            (Err(e), _) if upload_parts(path).is_some() => Err(format!("unexpected error {e}")),
-            (Err(e), _) => self.judge_error(op, false, &e, &[libc::EROFS]),
-        }
-    }
-
-    async fn remove(&mut self, op: &Op, path: &str, dir: bool) -> Outcome {
-        let (parent, name) = split(path);
-        let Some((parent_entry, View::Dir(_))) = self.walk_checked(op, parent).await? else {
-            return Ok(());
-        };
-        let expected = if upload_parts(path).is_none() {
-            Err(libc::EROFS)
-        } else {
-            match self.model.resolve(path) {
-                Err(_) => Err(libc::ENOENT),
-                Ok(View::Dir(_)) if !dir => Err(libc::EISDIR),
-                Ok(View::Dir(c)) if !c.is_empty() => Err(libc::ENOTEMPTY),
-                Ok(View::Dir(_)) => Ok(()),
-                Ok(_) if dir => Err(libc::ENOTDIR),
-                Ok(_) => Ok(()),
-            }
-        };
-        let got = self
-            .f
-            .vfs
-            .remove(parent_entry.attr.ino, OsStr::new(name), dir)
-            .await;
-        match (got, expected) {
-            (Ok(()), Ok(())) => {
-                self.model.remove_staged(path);
-                self.inos.retire(path);
-                Ok(())
-            }
-            (Ok(()), Err(want)) => Err(format!("removed, model: errno {want}")),
-            (Err(e), want) => {
-                let want: Vec<i32> = want.err().into_iter().collect();
-                self.judge_error(op, false, &e, &want)
-            }
-        }
-    }
-
     /// What the job engine does when an upload with no open file has settled.
     fn complete(&mut self, name: &str) -> Outcome {
         let Some(upload) = self.model.uploads.get(name) else {
@@ -651,7 +547,7 @@ impl Harness {
         };
         let instance = upload.instance;
         let busy = self.handles.iter().any(|h| {
-            matches!(h, Handle::Staged { upload: Some((u, i)), .. } if u == name && *i == instance)
+            matches!(h, Handle::Staged { upload: Some(i), .. } if *i == instance)
         });
         if busy {
             return Ok(());
@@ -743,8 +639,7 @@ impl Harness {
                 .handles
                 .iter()
                 .filter(|h| {
-                    matches!(h, Handle::Staged { upload: Some((u, i)), .. }
-                        if u == name && *i == upload.instance)
+                    matches!(h, Handle::Staged { upload: Some(i), .. } if *i == upload.instance)
                 })
                 .count() as u32;
             match activity {
