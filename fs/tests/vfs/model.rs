@@ -8,6 +8,7 @@
 //! `PROPTEST_CASES` sets the number of cases (128 by default).
 
 mod dirs;
+mod files;
 mod ops;
 mod reference;
 mod run;

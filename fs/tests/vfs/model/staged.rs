@@ -168,6 +168,8 @@ impl Harness {
             match (&source, self.model.resolve(to)) {
                 (Err(_), _) => Err(libc::ENOENT),
                 _ if to.starts_with(&format!("{from}/")) => Err(libc::EINVAL),
+                // Onto a folder it is in: that folder is not empty.
+                _ if from.starts_with(&format!("{to}/")) => Err(libc::ENOTEMPTY),
                 (Ok(View::Dir(_)), Ok(View::Dir(c))) if !c.is_empty() => Err(libc::ENOTEMPTY),
                 (Ok(View::Dir(_)), Ok(View::File(_) | View::Symlink(_))) => Err(libc::ENOTDIR),
                 (Ok(View::File(_) | View::Symlink(_)), Ok(View::Dir(_))) => Err(libc::EISDIR),
