@@ -5,7 +5,7 @@
 //! should see. Wrong bytes are never allowed; an error only where the model expects one or a
 //! fault switched on explains it, and then the same operation succeeds once the fault is gone.
 //!
-//! `PROPTEST_CASES` sets the number of cases (128 by default).
+//! `PROPTEST_CASES` sets the number of cases (256 by default).
 
 mod dirs;
 mod files;
@@ -45,7 +45,7 @@ fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(128)
+        .unwrap_or(256)
 }
 
 proptest! {

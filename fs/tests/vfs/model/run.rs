@@ -88,39 +88,36 @@ impl Inos {
         Ok(())
     }
 
-    /// The entry at `from` and everything below it moved to `to`, keeping their numbers.
-    pub(super) fn rename(&mut self, from: &str, to: &str) {
-        let below = format!("{from}/");
-        let moved: Vec<String> = self
+    /// Takes the numbers of the entry at `path` and everything below it out, with their paths.
+    fn take_below(&mut self, path: &str) -> Vec<(String, u64)> {
+        let below = format!("{path}/");
+        let found: Vec<String> = self
             .by_path
             .keys()
-            .filter(|p| *p == from || p.starts_with(&below))
+            .filter(|p| *p == path || p.starts_with(&below))
             .cloned()
             .collect();
-        for p in moved {
-            if let Some(ino) = self.by_path.remove(&p) {
-                let new = format!("{to}{}", &p[from.len()..]);
-                self.owner.insert(ino, new.clone());
-                self.by_path.insert(new, ino);
-            }
+        found
+            .into_iter()
+            .filter_map(|p| self.by_path.remove(&p).map(|ino| (p, ino)))
+            .collect()
+    }
+
+    /// The entry at `from` and everything below it moved to `to`, keeping their numbers.
+    pub(super) fn rename(&mut self, from: &str, to: &str) {
+        for (p, ino) in self.take_below(from) {
+            let new = format!("{to}{}", &p[from.len()..]);
+            self.owner.insert(ino, new.clone());
+            self.by_path.insert(new, ino);
         }
     }
 
     /// The entry at `path` and everything below it are gone.
     pub(super) fn retire(&mut self, path: &str) {
         self.gone += 1;
-        let below = format!("{path}/");
-        let gone: Vec<String> = self
-            .by_path
-            .keys()
-            .filter(|p| *p == path || p.starts_with(&below))
-            .cloned()
-            .collect();
-        for p in gone {
-            if let Some(ino) = self.by_path.remove(&p) {
-                self.owner.remove(&ino);
-                self.retired.insert(ino);
-            }
+        for (_, ino) in self.take_below(path) {
+            self.owner.remove(&ino);
+            self.retired.insert(ino);
         }
     }
 
