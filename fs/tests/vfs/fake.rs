@@ -71,6 +71,11 @@ impl FakeBackend {
         self.state().objects.insert(key.to_string(), data);
     }
 
+    /// Every object, by key.
+    pub fn objects(&self) -> BTreeMap<String, Bytes> {
+        self.state().objects.clone()
+    }
+
     pub fn add_snapshot(&self, info: SnapshotInfo, tree: Arc<SnapshotTree>) {
         self.state().snapshots.push((info, tree));
     }

@@ -67,10 +67,6 @@ impl Harness {
         let Some((entry, View::Dir(_))) = self.walk_checked(op, path).await? else {
             return Ok(None);
         };
-        // Nothing below objects/ is modelled.
-        if path == "cloud/local/objects" {
-            return Ok(None);
-        }
         let opened = match self.f.vfs.opendir(entry.attr.ino).await {
             Ok(o) => o,
             Err(e) => {

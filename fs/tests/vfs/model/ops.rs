@@ -144,19 +144,29 @@ fn fixed_paths() -> Vec<String> {
         "snapshots/db-1/data/empty",
         "snapshots/db-3",
         "uploads",
+        "objects",
+        "objects/other",
+        "objects/other/deep",
+        "objects/snapfs/packs",
     ] {
         out.push(target(rest));
     }
     out
 }
 
-/// Files of the standard snapshots, for reads across blocks and past the end.
+/// Files of the standard snapshots and bucket, for reads across blocks and past the end.
 fn standard_files() -> Vec<String> {
-    ["data/big.bin", "hello.txt"]
-        .iter()
-        .map(|f| target(&format!("snapshots/db-1/{f}")))
-        .chain([target("snapshots/db-2")])
-        .collect()
+    [
+        "snapshots/db-1/data/big.bin",
+        "snapshots/db-1/hello.txt",
+        "snapshots/db-2",
+        "objects/top.txt",
+        "objects/other/readme.txt",
+        "objects/other/deep/x.bin",
+    ]
+    .iter()
+    .map(|f| target(f))
+    .collect()
 }
 
 /// Where uploads show once they are snapshots.

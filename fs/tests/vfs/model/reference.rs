@@ -106,6 +106,8 @@ pub struct Model {
     /// Names the backend holds but does not show (a snapshot still being made).
     pub hidden: Vec<String>,
     pub uploads: BTreeMap<String, Upload>,
+    /// The bucket's objects, packs included, by key: what `objects/` shows.
+    pub objects: BTreeMap<String, Content>,
     next_instance: u64,
 }
 
@@ -142,8 +144,8 @@ fn dir(entries: &[(&str, FileKind)]) -> View {
 }
 
 impl Model {
-    /// What the standard bucket shows.
-    pub fn standard() -> Model {
+    /// What the standard bucket, holding `objects`, shows.
+    pub fn standard(objects: BTreeMap<String, bytes::Bytes>) -> Model {
         let s = standard();
         let db1 = Node::Dir(BTreeMap::from([
             (
@@ -176,6 +178,10 @@ impl Model {
             snapshots,
             hidden: vec!["db-3".into()],
             uploads: BTreeMap::new(),
+            objects: objects
+                .into_iter()
+                .map(|(k, v)| (k, Rc::new(RefCell::new(v.to_vec()))))
+                .collect(),
             next_instance: 1,
         }
     }
@@ -225,6 +231,7 @@ impl Model {
                 let snap = self.snapshots.get(*name).ok_or(Miss::NotFound)?;
                 walk(&snap.root, rest).map(Node::view)
             }
+            ["cloud", "local", "objects", rest @ ..] => self.object(&rest.join("/")),
             ["cloud", "local", "uploads"] => Ok(View::Dir(
                 self.uploads
                     .iter()
@@ -237,6 +244,41 @@ impl Model {
             }
             _ => Err(Miss::NotFound),
         }
+    }
+
+    /// What `objects/` shows at `prefix` ("" for its top): an object, or a folder of the keys
+    /// below it.
+    fn object(&self, prefix: &str) -> Result<View, Miss> {
+        if let Some(c) = self.objects.get(prefix) {
+            return Ok(View::File(Some(c.clone())));
+        }
+        let below = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        let mut entries = BTreeMap::new();
+        for key in self.objects.keys() {
+            let Some(rest) = key.strip_prefix(&below) else {
+                continue;
+            };
+            match rest.split_once('/') {
+                Some((dir, _)) => entries.insert(dir.to_string(), FileKind::Dir),
+                None => entries.insert(rest.to_string(), FileKind::File),
+            };
+        }
+        if entries.is_empty() && !prefix.is_empty() {
+            // A file on the way has no folder below it.
+            let on_the_way = prefix
+                .match_indices('/')
+                .any(|(i, _)| self.objects.contains_key(&prefix[..i]));
+            return Err(if on_the_way {
+                Miss::NotDir
+            } else {
+                Miss::NotFound
+            });
+        }
+        Ok(View::Dir(entries))
     }
 
     /// Adds `node` at a path of the upload area whose parent exists and is a directory, in

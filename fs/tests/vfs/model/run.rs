@@ -181,14 +181,14 @@ impl Harness {
             .map(|n| (n.to_string(), standard().pack_of(n).to_string()))
             .collect();
         Harness {
-            f,
-            model: Model::standard(),
+            model: Model::standard(f.backend.objects()),
             handles: Vec::new(),
             inos: Inos::default(),
             faults: Faults::default(),
             faulted: None,
             packs,
             completed: 0,
+            f,
         }
     }
 
@@ -279,7 +279,8 @@ impl Harness {
 
     /// Whether a failure of an operation on `path` may come from a fault switched on now.
     pub(super) fn may_fail(&self, path: &str) -> bool {
-        path.starts_with("cloud/local/snapshots") && self.faults.listing()
+        let listed = ["cloud/local/snapshots", "cloud/local/objects/"];
+        listed.iter().any(|p| path.starts_with(p)) && self.faults.listing()
     }
 
     /// Judges an error: one a fault allows is remembered for `Heal`, any other is a defect
@@ -414,7 +415,9 @@ impl Harness {
         count(6);
         let n = self.completed;
         let (info, tree, pack_key, pack) = super::snapshot::build(name, &upload.root, n);
-        self.f.backend.put_object(&pack_key, pack);
+        self.f.backend.put_object(&pack_key, pack.clone());
+        let pack = std::rc::Rc::new(std::cell::RefCell::new(pack.to_vec()));
+        self.model.objects.insert(pack_key.clone(), pack);
         self.f.backend.add_snapshot(info, tree);
         let staged = self.f.staging_root().join("cloud/local").join(name);
         let removed = if staged.is_dir() {
