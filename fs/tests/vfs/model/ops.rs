@@ -144,6 +144,8 @@ fn fixed_paths() -> Vec<String> {
         "snapshots/db-1/data/empty",
         "snapshots/db-3",
         "uploads",
+        "uploads/a.status",
+        "uploads/b.status",
         "objects",
         "objects/other",
         "objects/other/deep",
@@ -212,6 +214,7 @@ fn staged_path() -> impl Strategy<Value = String> {
         2 => (upload, inner(), inner())
             .prop_map(|(u, x, y)| target(&format!("uploads/{u}/{x}/{y}"))),
         1 => Just(target("uploads/Bad_Name")),
+        1 => Just(target("uploads/a.status")),
     ]
 }
 

@@ -111,12 +111,23 @@ pub struct Model {
     next_instance: u64,
 }
 
-/// Splits a path of the upload area into the upload's name and the names below it.
+/// Splits a path of the upload area into the upload's name and the names below it; none for
+/// a status file, which is not staged.
 pub fn upload_parts(path: &str) -> Option<(&str, Vec<&str>)> {
     let rest = path.strip_prefix(TARGET)?.strip_prefix("/uploads/")?;
     let mut parts = rest.split('/');
     let upload = parts.next().filter(|u| !u.is_empty())?;
-    Some((upload, parts.collect()))
+    let below: Vec<&str> = parts.collect();
+    if below.is_empty() && upload.ends_with(".status") {
+        return None;
+    }
+    Some((upload, below))
+}
+
+/// The upload whose status file `path` is (`uploads/NAME.status`).
+pub fn status_of(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix(TARGET)?.strip_prefix("/uploads/")?;
+    rest.strip_suffix(".status").filter(|u| !u.contains('/'))
 }
 
 fn walk<'a>(mut node: &'a Node, names: &[&str]) -> Result<&'a Node, Miss> {
@@ -232,12 +243,19 @@ impl Model {
                 walk(&snap.root, rest).map(Node::view)
             }
             ["cloud", "local", "objects", rest @ ..] => self.object(&rest.join("/")),
-            ["cloud", "local", "uploads"] => Ok(View::Dir(
+            ["cloud", "local", "uploads"] => {
+                let staged = self.uploads.iter().map(|(n, u)| (n.clone(), u.root.kind()));
+                // Every upload has a status file while it is there.
+                let status = self.uploads.keys().map(|n| (format!("{n}.status"), File));
+                Ok(View::Dir(staged.chain(status).collect()))
+            }
+            ["cloud", "local", "uploads", name] if status_of(path).is_some() => {
+                let upload = name.strip_suffix(".status").unwrap_or(name);
                 self.uploads
-                    .iter()
-                    .map(|(n, u)| (n.clone(), u.root.kind()))
-                    .collect(),
-            )),
+                    .get(upload)
+                    .map(|_| View::File(None))
+                    .ok_or(Miss::NotFound)
+            }
             ["cloud", "local", "uploads", name, rest @ ..] => {
                 let upload = self.uploads.get(*name).ok_or(Miss::NotFound)?;
                 walk(&upload.root, rest).map(Node::view)

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 
 use snapfs_fs::tree::FileKind;
-use snapfs_fs::vfs::{Entry, ROOT_INO, VfsError, VfsResult};
+use snapfs_fs::vfs::{Entry, ROOT_INO, UploadState, UploadStatus, VfsError, VfsResult};
 
 use super::ops::{Fault, Op};
 use super::reference::{Content, Model, View};
@@ -208,6 +208,7 @@ impl Harness {
                     .await
                     .map_err(|e| format!("op {i} {again:?} once faults cleared: {e}"))?;
             }
+            self.sync_statuses();
             self.check_activity()
                 .map_err(|e| format!("after op {i} {op:?}: {e}"))?;
             self.track_dirs();
@@ -279,7 +280,7 @@ impl Harness {
 
     /// Whether a failure of an operation on `path` may come from a fault switched on now.
     pub(super) fn may_fail(&self, path: &str) -> bool {
-        let listed = ["cloud/local/snapshots", "cloud/local/objects/"];
+        let listed = ["cloud/local/snapshots", "cloud/local/objects"];
         listed.iter().any(|p| path.starts_with(p)) && self.faults.listing()
     }
 
@@ -439,6 +440,7 @@ impl Harness {
         self.model.snapshots.insert(name.to_string(), snapshot);
         self.packs.insert(name.to_string(), pack_key);
         self.inos.retire(&format!("cloud/local/uploads/{name}"));
+        self.inos.retire(&format!("cloud/local/uploads/{name}.status"));
         self.inos.retire(&format!("cloud/local/snapshots/{name}"));
         self.inos.retire(LATEST);
         Ok(())
@@ -451,6 +453,7 @@ impl Harness {
         self.f.backend.remove_snapshot(name);
         self.f.hooks.untake(name);
         self.f.vfs.entry_changed(LOCAL, name);
+        self.inos.retire(&format!("cloud/local/uploads/{name}.status"));
         self.inos.retire(&format!("cloud/local/snapshots/{name}"));
         self.inos.retire(LATEST);
     }
@@ -481,6 +484,23 @@ impl Harness {
                     b.corrupt(pack, None, crate::fake::Corruption::Once);
                 }
             }
+        }
+    }
+
+    /// The job engine has a status for every upload there is, as it keeps a job for each.
+    fn sync_statuses(&self) {
+        for name in ["a", "b", "db-2"] {
+            let status = self.model.uploads.contains_key(name).then(|| UploadStatus {
+                kind: Default::default(),
+                state: UploadState::Staging,
+                bytes_done: 0,
+                bytes_total: 0,
+                target: "cloud/local".into(),
+                snapshot: name.into(),
+                error: None,
+                note: None,
+            });
+            self.f.hooks.set_status(name, status);
         }
     }
 

@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use snapfs_fs::vfs::{Entry, VfsResult};
 
 use super::ops::Op;
-use super::reference::{Node, View, upload_parts};
+use super::reference::{Node, View, status_of, upload_parts};
 use super::run::{Handle, Harness, Outcome, check_attr, split};
 
 impl Harness {
@@ -17,6 +17,8 @@ impl Harness {
             return Ok(());
         };
         let expected: Result<(), i32> = match upload_parts(path) {
+            // Reserved for status files, whether there is one or not.
+            None if status_of(path).is_some() => Err(libc::EINVAL),
             None => Err(libc::EROFS),
             Some((upload, below)) if below.is_empty() => {
                 if upload == "Bad_Name" {
@@ -102,7 +104,13 @@ impl Harness {
         let Some((parent_entry, View::Dir(_))) = self.walk_checked(op, parent).await? else {
             return Ok(());
         };
-        let expected = if upload_parts(path).is_none() {
+        let expected = if let Some(upload) = status_of(path) {
+            if self.model.uploads.contains_key(upload) {
+                Err(libc::EROFS)
+            } else {
+                Err(libc::ENOENT)
+            }
+        } else if upload_parts(path).is_none() {
             Err(libc::EROFS)
         } else {
             match self.model.resolve(path) {
@@ -137,6 +145,10 @@ impl Harness {
     pub(super) async fn rename(&mut self, op: &Op, from: &str, to: &str) -> Outcome {
         let ((from_parent, from_name), (to_parent, to_name)) = (split(from), split(to));
         if from == to || from_name.is_empty() || to_name.is_empty() {
+            return Ok(());
+        }
+        // What renaming a status file, or onto one, answers is not modelled.
+        if status_of(from).is_some() || status_of(to).is_some() {
             return Ok(());
         }
         let source = self.model.resolve(from);
