@@ -1,11 +1,12 @@
 //! A reference-model test of the VFS: random sequences of what the kernel sends (lookups,
-//! listings, opens, reads, writes and removals under `uploads/`), with uploads becoming
-//! snapshots, snapshots deleted and backend faults switched on and off between them, run
+//! listings read a few entries at a time, opens, reads, and writes, renames and removals under
+//! `uploads/`), with uploads becoming snapshots, snapshots deleted and backend faults switched
+//! on and off between them, run
 //! against the VFS over the fake backend and against a plain in-memory model of what a user
 //! should see. Wrong bytes are never allowed; an error only where the model expects one or a
 //! fault switched on explains it, and then the same operation succeeds once the fault is gone.
 //!
-//! `PROPTEST_CASES` sets the number of cases (256 by default).
+//! `PROPTEST_CASES` sets the number of cases (128 by default).
 
 mod dirs;
 mod files;
@@ -45,7 +46,7 @@ fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
+        .unwrap_or(128)
 }
 
 proptest! {

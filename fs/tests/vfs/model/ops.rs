@@ -190,6 +190,15 @@ fn any_path() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A path that is a folder more often than not.
+fn dir_path() -> impl Strategy<Value = String> {
+    prop_oneof![
+        1 => prop::sample::select(fixed_paths()),
+        2 => prop::sample::select(vec![target("uploads"), target("uploads/a"), target("uploads/a/x")]),
+        1 => any_path(),
+    ]
+}
+
 /// A path that is a file more often than not.
 fn file_path() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -269,8 +278,8 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => any_path().prop_map(Op::Readlink),
         2 => (any_path(), any::<bool>(), 1..6usize)
             .prop_map(|(path, plus, chunk)| Op::Readdir { path, plus, chunk }),
-        1 => any_path().prop_map(Op::OpenDir),
-        3 => (0..4usize, any::<bool>(), 1..4usize)
+        2 => dir_path().prop_map(Op::OpenDir),
+        4 => (0..4usize, any::<bool>(), 1..4usize)
             .prop_map(|(handle, plus, chunk)| Op::ReadDir { handle, plus, chunk }),
         4 => (file_path(), prop::bool::weighted(0.3), any::<bool>())
             .prop_map(|(path, write, truncate)| Op::Open { path, write, truncate }),
