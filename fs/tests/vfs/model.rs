@@ -1,10 +1,10 @@
 //! A reference-model test of the VFS: random sequences of what the kernel sends (lookups,
 //! listings read a few entries at a time, opens, reads, and writes, renames and removals under
 //! `uploads/`), with uploads becoming snapshots, snapshots deleted and backend faults switched
-//! on and off between them, run
-//! against the VFS over the fake backend and against a plain in-memory model of what a user
-//! should see. Wrong bytes are never allowed; an error only where the model expects one or a
-//! fault switched on explains it, and then the same operation succeeds once the fault is gone.
+//! on and off between them, run against the VFS over the fake backend and against a plain
+//! in-memory model of what a user should see. Wrong bytes are never allowed; an error only where
+//! the model expects one or a fault switched on explains it, and then the same operation
+//! succeeds once the fault is gone.
 //!
 //! `PROPTEST_CASES` sets the number of cases (128 by default).
 
