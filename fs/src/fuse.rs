@@ -421,11 +421,11 @@ impl Filesystem for FuseFs {
         let _op = op_span!(self, "readdirplus", ino = ino.0, fh = fh.0);
         match self.run_for(req, self.vfs.readdir_plus_at(ino.0, fh.0, offset, 256)) {
             Ok(entries) => {
-                for (i, (d, e)) in entries.iter().enumerate() {
+                for (next, d, e) in &entries {
                     let attr = file_attr(&e.attr);
                     if reply.add(
                         INodeNo(e.attr.ino),
-                        offset + i as u64 + 1,
+                        *next,
                         &d.name,
                         &e.ttl,
                         &attr,

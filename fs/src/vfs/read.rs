@@ -81,8 +81,9 @@ pub(super) enum Handle {
         target: TargetId,
         /// The staged inode, to tell which upload it is in after a rename.
         ino: u64,
-        /// The upload whose open count includes this handle.
-        upload: Mutex<String>,
+        /// The upload whose open count includes this handle; none once that upload was
+        /// removed, so that a new upload of the same name is not counted for it.
+        upload: Mutex<Option<String>>,
         file: File,
     },
     Dir(Vec<DirEntry>),
@@ -242,9 +243,26 @@ impl Vfs {
         self.add_handle(Handle::Staged {
             target,
             ino,
-            upload: Mutex::new(upload),
+            upload: Mutex::new(Some(upload)),
             file,
         })
+    }
+
+    /// Upload `name` was removed: handles still open on its files no longer count for it.
+    pub(super) fn detach_staged_handles(&self, target: TargetId, name: &str) {
+        let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        for handle in handles.values() {
+            if let Handle::Staged {
+                target: t, upload, ..
+            } = handle.as_ref()
+                && *t == target
+            {
+                let mut counted = upload.lock().unwrap_or_else(|e| e.into_inner());
+                if counted.as_deref() == Some(name) {
+                    *counted = None;
+                }
+            }
+        }
     }
 
     /// After a rename, counts each open staged handle against the upload its file is now in, so
@@ -270,9 +288,13 @@ impl Vfs {
             let Ok((_, now, _)) = self.staged_path(*ino) else {
                 continue;
             };
-            let mut counted = upload.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = upload.lock().unwrap_or_else(|e| e.into_inner());
+            // A file of a removed upload is in none, whatever its old path says now.
+            let Some(counted) = guard.as_mut() else {
+                continue;
+            };
             if *counted != now {
-                self.staging.closed(*target, &counted);
+                self.staging.closed(*target, counted);
                 self.staging.opened(*target, &now);
                 *counted = now;
             }
@@ -525,7 +547,9 @@ impl Vfs {
             && let Handle::Staged { target, upload, .. } = handle.as_ref()
         {
             let upload = upload.lock().unwrap_or_else(|e| e.into_inner());
-            self.staging.closed(*target, &upload);
+            if let Some(u) = upload.as_deref() {
+                self.staging.closed(*target, u);
+            }
         }
     }
 
@@ -541,26 +565,36 @@ impl Vfs {
         })
     }
 
-    /// Like `readdir_at`, with each entry looked up, for READDIRPLUS.
+    /// Like `readdir_at`, with each entry looked up, for READDIRPLUS. Entries gone since the
+    /// listing was taken are left out, so each comes with the offset that continues after it
+    /// (positions in the answer are not positions in the listing), and an answer is empty only
+    /// at the end.
     pub async fn readdir_plus_at(
         &self,
         dir: u64,
         fh: u64,
         offset: u64,
         max: usize,
-    ) -> VfsResult<Vec<(DirEntry, Entry)>> {
+    ) -> VfsResult<Vec<(u64, DirEntry, Entry)>> {
         let mut out = Vec::new();
-        for e in self.readdir_at(fh, offset, max)? {
-            let entry = if e.name == "." || e.name == ".." {
-                self.getattr(e.ino).await
-            } else {
-                self.lookup(dir, &e.name).await
-            };
-            match entry {
-                Ok(entry) => out.push((e, entry)),
-                // Gone since the listing was taken: leave it out.
-                Err(VfsError::NotFound) => continue,
-                Err(err) => return Err(err),
+        let mut next = offset;
+        while out.len() < max {
+            let window = self.readdir_at(fh, next, max - out.len())?;
+            if window.is_empty() {
+                break;
+            }
+            for e in window {
+                next += 1;
+                let entry = if e.name == "." || e.name == ".." {
+                    self.getattr(e.ino).await
+                } else {
+                    self.lookup(dir, &e.name).await
+                };
+                match entry {
+                    Ok(entry) => out.push((next, e, entry)),
+                    Err(VfsError::NotFound) => continue,
+                    Err(err) => return Err(err),
+                }
             }
         }
         Ok(out)

@@ -348,7 +348,9 @@ impl Vfs {
             } => {
                 file.write_all_at(data, offset)?;
                 let upload = upload.lock().unwrap_or_else(|e| e.into_inner());
-                self.staging.touch(*target, &upload);
+                if let Some(u) = upload.as_deref() {
+                    self.staging.touch(*target, u);
+                }
                 Ok(data.len() as u32)
             }
             _ => Err(VfsError::ReadOnly("snapshots are read-only")),
@@ -419,6 +421,7 @@ impl Vfs {
             None => {
                 // The upload itself is gone: whatever its job was doing stops.
                 if let Some(u) = name.to_str() {
+                    self.detach_staged_handles(t, u);
                     self.staging.forget(t, u);
                     self.hooks.discarded(t, u);
                 }

@@ -37,6 +37,8 @@ struct State {
     snapshots: Vec<(SnapshotInfo, Arc<SnapshotTree>)>,
     list_error: Option<BackendError>,
     read_error: Option<BackendError>,
+    disconnected: bool,
+    short_reads: bool,
     corrupt: Vec<Fault>,
     reads_by_object: HashMap<String, u64>,
 }
@@ -56,6 +58,10 @@ pub fn object_time() -> DateTime<Utc> {
     DateTime::from_timestamp(1_760_000_000, 0).unwrap_or_default()
 }
 
+fn unreachable() -> BackendError {
+    BackendError::Unavailable("store unreachable".into())
+}
+
 impl FakeBackend {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -63,6 +69,11 @@ impl FakeBackend {
 
     pub fn put_object(&self, key: &str, data: Bytes) {
         self.state().objects.insert(key.to_string(), data);
+    }
+
+    /// Every object, by key.
+    pub fn objects(&self) -> BTreeMap<String, Bytes> {
+        self.state().objects.clone()
     }
 
     pub fn add_snapshot(&self, info: SnapshotInfo, tree: Arc<SnapshotTree>) {
@@ -77,6 +88,21 @@ impl FakeBackend {
     /// Makes every ranged read fail with `error` until called with `None`.
     pub fn fail_reads(&self, error: Option<BackendError>) {
         self.state().read_error = error;
+    }
+
+    /// Makes every call fail as an unreachable store would, until called with `false`.
+    pub fn disconnect(&self, down: bool) {
+        self.state().disconnected = down;
+    }
+
+    /// Makes every ranged read answer only the first half of what it was asked for.
+    pub fn short_reads(&self, on: bool) {
+        self.state().short_reads = on;
+    }
+
+    /// The snapshot is deleted (its packs stay, as they do until gc).
+    pub fn remove_snapshot(&self, name: &str) {
+        self.state().snapshots.retain(|(i, _)| i.name != name);
     }
 
     /// Flips a byte in reads of `object` (those starting at `at`, if given).
@@ -115,6 +141,9 @@ impl Backend for FakeBackend {
     async fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>, BackendError> {
         self.lists.fetch_add(1, Ordering::SeqCst);
         let state = self.state();
+        if state.disconnected {
+            return Err(unreachable());
+        }
         if let Some(e) = &state.list_error {
             return Err(e.clone());
         }
@@ -122,7 +151,11 @@ impl Backend for FakeBackend {
     }
 
     async fn open_snapshot(&self, name: &str) -> Result<Arc<SnapshotTree>, BackendError> {
-        self.state()
+        let state = self.state();
+        if state.disconnected {
+            return Err(unreachable());
+        }
+        state
             .snapshots
             .iter()
             .find(|(i, _)| i.name == name)
@@ -134,6 +167,9 @@ impl Backend for FakeBackend {
         self.reads.fetch_add(1, Ordering::SeqCst);
         let mut state = self.state();
         *state.reads_by_object.entry(object.to_string()).or_default() += 1;
+        if state.disconnected {
+            return Err(unreachable());
+        }
         if let Some(e) = &state.read_error {
             return Err(e.clone());
         }
@@ -147,7 +183,10 @@ impl Backend for FakeBackend {
                 data.len()
             )));
         }
-        let data = data.slice(range.start as usize..range.end as usize);
+        let mut data = data.slice(range.start as usize..range.end as usize);
+        if state.short_reads {
+            data.truncate(data.len() / 2);
+        }
         self.read_bytes
             .fetch_add(data.len() as u64, Ordering::SeqCst);
         let hit = state
@@ -188,6 +227,9 @@ impl Backend for FakeBackend {
 impl RawObjects for FakeBackend {
     async fn list_dir(&self, prefix: &str) -> Result<RawListing, BackendError> {
         let state = self.state();
+        if state.disconnected {
+            return Err(unreachable());
+        }
         if let Some(e) = &state.list_error {
             return Err(e.clone());
         }
@@ -233,6 +275,11 @@ impl FakeHooks {
     /// A snapshot of that name exists already.
     pub fn take(&self, name: &str) {
         lock(&self.taken).insert(name.to_string());
+    }
+
+    /// The snapshot of that name is gone.
+    pub fn untake(&self, name: &str) {
+        lock(&self.taken).remove(name);
     }
 
     /// The target is at its snapshot limit.

@@ -91,6 +91,12 @@ impl SnapshotBuilder {
         }
     }
 
+    /// Its pack is named for upload `upload_id`, as every upload writes packs of its own.
+    pub fn in_upload(mut self, upload_id: &str) -> Self {
+        self.pack_key = pack_key(upload_id, 0);
+        self
+    }
+
     pub fn dir(mut self, path: &str, perm: u16, mtime: SystemTime) -> Self {
         self.entries.push(entry(path, perm, mtime, EntryKind::Dir));
         self

@@ -5,6 +5,7 @@
 mod fake;
 mod fixture;
 mod live;
+mod model;
 mod objects;
 mod read;
 mod tree;
