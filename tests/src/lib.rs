@@ -18,6 +18,39 @@ use snapfs_control::wire::{Request, Response, StatusReport, TargetMetrics};
 /// Settle time used by tests: short, so uploads start quickly.
 pub const TEST_SETTLE: &str = "300ms";
 
+/// The files below `prefix` of a bucket folder (none if it is not there).
+pub fn files_under(bucket: &Path, prefix: &str) -> std::collections::BTreeSet<PathBuf> {
+    let dir = bucket.join(prefix);
+    if !dir.exists() {
+        return std::collections::BTreeSet::new();
+    }
+    sh(&format!("find '{}' -type f", dir.display()))
+        .lines()
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// Checks that the bucket folder holds exactly the packs its manifests list and no lease, as
+/// it must after a final cleanup; answers how many manifests it holds.
+pub fn only_listed_packs_left(bucket: &Path) -> usize {
+    use snapfs_fs::format::{LEASE_PREFIX, MANIFEST_PREFIX, Manifest, PACK_PREFIX};
+    let manifests = files_under(bucket, MANIFEST_PREFIX);
+    let mut listed = std::collections::BTreeSet::new();
+    for path in &manifests {
+        let bytes = std::fs::read(path).expect("read a manifest");
+        let m = Manifest::from_bytes(&bytes).expect("a manifest reads");
+        listed.extend(m.packs.iter().map(|p| bucket.join(p)));
+    }
+    assert_eq!(
+        files_under(bucket, PACK_PREFIX),
+        listed,
+        "packs left that no manifest lists, or listed packs missing"
+    );
+    let leases = files_under(bucket, LEASE_PREFIX);
+    assert!(leases.is_empty(), "leases left: {leases:?}");
+    manifests.len()
+}
+
 /// A built binary of the workspace (`snapfsd`, `snapfs`), beside the test executable.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

@@ -282,10 +282,8 @@ impl Dice {
 /// unreferenced is left after a final collection.
 #[test]
 fn uploads_and_gc_racing_on_one_bucket_never_lose_a_chunk() {
-    use std::collections::HashSet;
     use std::time::Duration;
 
-    use snapfs_fs::format::{MANIFEST_PREFIX, Manifest, PACK_PREFIX};
     use snapfs_tests::conformance::{Remote, commit, runtime};
     use snapfsd::powers::{Deletes, HasLeftovers, InUse, Verifies};
 
@@ -341,19 +339,5 @@ fn uploads_and_gc_racing_on_one_bucket_never_lose_a_chunk() {
     });
 
     // Every pack left is one the last snapshot lists.
-    let files = |prefix: &str| -> Vec<std::path::PathBuf> {
-        let dir = bucket.join(prefix);
-        if !dir.exists() {
-            return Vec::new();
-        }
-        let out = sh(&format!("find '{}' -type f", dir.display()));
-        out.lines().map(std::path::PathBuf::from).collect()
-    };
-    let manifests = files(MANIFEST_PREFIX);
-    assert_eq!(manifests.len(), 1, "{manifests:?}");
-    let last = Manifest::from_bytes(&std::fs::read(&manifests[0]).unwrap()).unwrap();
-    let listed: HashSet<std::path::PathBuf> = last.packs.iter().map(|p| bucket.join(p)).collect();
-    let packs: HashSet<std::path::PathBuf> = files(PACK_PREFIX).into_iter().collect();
-    assert_eq!(packs, listed);
-    assert!(files("snapfs/leases").is_empty());
+    assert_eq!(snapfs_tests::only_listed_packs_left(&bucket), 1);
 }

@@ -9,16 +9,16 @@
 //! covers every state a kill can leave.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::ObjectStore;
 use snapfs_fs::backend::Backend;
-use snapfs_fs::format::{LEASE_PREFIX, MANIFEST_PREFIX, Manifest, PACK_PREFIX};
+use snapfs_fs::format::LEASE_PREFIX;
 use snapfs_tests::conformance::{Remote, commit, runtime};
 use snapfs_tests::dying::Dying;
-use snapfs_tests::{random_file, sh};
+use snapfs_tests::{only_listed_packs_left, random_file, sh};
 use snapfsd::cloud::CloudBackend;
 use snapfsd::powers::{Deletes, HasLeftovers, InUse, Verifies};
 
@@ -47,17 +47,6 @@ fn tree_bytes(src: &Path) -> u64 {
         .lines()
         .map(|l| l.parse::<u64>().unwrap())
         .sum()
-}
-
-fn files_under(bucket: &Path, prefix: &str) -> BTreeSet<PathBuf> {
-    let dir = bucket.join(prefix);
-    if !dir.exists() {
-        return BTreeSet::new();
-    }
-    sh(&format!("find '{}' -type f", dir.display()))
-        .lines()
-        .map(PathBuf::from)
-        .collect()
 }
 
 /// A copy of `from` at `to`, as the bucket a trial starts from.
@@ -125,20 +114,7 @@ async fn another_process_repairs(bucket: &Path, cache: &Path, sizes: &[(&str, u6
         every_snapshot_reads(&backend, sizes, &format!("{what}, after the lease ran out")).await,
         names
     );
-    let mut listed = BTreeSet::new();
-    for manifest in files_under(bucket, MANIFEST_PREFIX) {
-        let m = Manifest::from_bytes(&std::fs::read(&manifest).unwrap()).unwrap();
-        listed.extend(m.packs.iter().map(|p| bucket.join(p)));
-    }
-    assert_eq!(
-        files_under(bucket, PACK_PREFIX),
-        listed,
-        "{what}: packs left that no manifest lists, or listed packs missing"
-    );
-    assert!(
-        files_under(bucket, LEASE_PREFIX).is_empty(),
-        "{what}: leases left"
-    );
+    only_listed_packs_left(bucket);
 }
 
 /// Writes `work` makes on a healthy store over a copy of `bucket`.
@@ -157,6 +133,33 @@ where
     ))
     .await;
     store.made()
+}
+
+/// Runs `work` on a copy of `pristine` at `trial` through a store that dies before write
+/// `k + 1`, then has another process read and repair what is left; answers the copy's remote.
+async fn killed_before_write<F, Fut>(
+    pristine: &Path,
+    trial: &Path,
+    k: u64,
+    sizes: &[(&str, u64)],
+    what: &str,
+    work: F,
+) -> Remote
+where
+    F: FnOnce(Arc<CloudBackend>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    copy_bucket(pristine, trial);
+    let remote = remote_at(trial);
+    let store = Dying::after(remote.store(), k);
+    work(remote.backend_over(
+        store.clone() as Arc<dyn ObjectStore>,
+        &trial.with_extension("dying"),
+    ))
+    .await;
+    assert!(store.died(), "{what}: the store never refused a write");
+    another_process_repairs(trial, &trial.with_extension("repair"), sizes, what).await;
+    remote
 }
 
 #[test]
@@ -188,16 +191,12 @@ fn an_upload_killed_at_any_step_leaves_a_bucket_another_process_repairs() {
         for k in 0..writes {
             let what = format!("upload killed before write {} of {writes}", k + 1);
             let trial = dir.path().join(format!("upload-{k}"));
-            copy_bucket(&pristine, &trial);
-            let remote = remote_at(&trial);
-            let store = Dying::after(remote.store(), k);
-            let dying = remote.backend_over(
-                store.clone() as Arc<dyn ObjectStore>,
-                &trial.with_extension("dying"),
-            );
-            let _ = commit(dying, "next", &src, true).await;
-            assert!(store.died(), "{what}: the store never refused a write");
-            another_process_repairs(&trial, &trial.with_extension("repair"), &sizes, &what).await;
+            let from = src.clone();
+            let remote =
+                killed_before_write(&pristine, &trial, k, &sizes, &what, |dying| async move {
+                    let _ = commit(dying, "next", &from, true).await;
+                })
+                .await;
             // The upload made again from the start succeeds.
             let again = remote.backend(&trial.with_extension("again"));
             if !again
@@ -249,16 +248,8 @@ fn a_delete_and_cleanup_killed_at_any_step_never_take_what_a_snapshot_needs() {
         for k in 0..writes {
             let what = format!("delete killed before write {} of {writes}", k + 1);
             let trial = dir.path().join(format!("delete-{k}"));
-            copy_bucket(&pristine, &trial);
-            let remote = remote_at(&trial);
-            let store = Dying::after(remote.store(), k);
-            delete_then_clean(remote.backend_over(
-                store.clone() as Arc<dyn ObjectStore>,
-                &trial.with_extension("dying"),
-            ))
-            .await;
-            assert!(store.died(), "{what}: the store never refused a write");
-            another_process_repairs(&trial, &trial.with_extension("repair"), &sizes, &what).await;
+            let remote =
+                killed_before_write(&pristine, &trial, k, &sizes, &what, delete_then_clean).await;
             let names = every_snapshot_reads(
                 &remote.backend(&trial.with_extension("after")),
                 &sizes,

@@ -3,25 +3,14 @@
 //! snapshot made reads back whole through the other daemon, chunks are shared across the two,
 //! and after a final collection nothing unreferenced is left.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use snapfs_fs::format::{LEASE_PREFIX, MANIFEST_PREFIX, Manifest, PACK_PREFIX};
-use snapfs_tests::{Mount, TEST_SETTLE, fuse_available, random_file, sh};
+use snapfs_fs::format::PACK_PREFIX;
+use snapfs_tests::{
+    Mount, TEST_SETTLE, files_under, fuse_available, only_listed_packs_left, random_file, sh,
+};
 
 const ROUNDS: u32 = 60;
-
-fn files_under(bucket: &Path, prefix: &str) -> BTreeSet<PathBuf> {
-    let dir = bucket.join(prefix);
-    if !dir.exists() {
-        return BTreeSet::new();
-    }
-    sh(&format!("find '{}' -type f", dir.display()))
-        .lines()
-        .map(PathBuf::from)
-        .collect()
-}
 
 fn ok(m: &Mount, args: &[&str], what: &str) {
     let out = m.snapfs(args);
@@ -136,11 +125,9 @@ fn one_daemon_snapshots_while_another_deletes_and_collects() {
         "last gc",
     );
 
-    let manifests = files_under(&bucket, MANIFEST_PREFIX);
-    assert_eq!(manifests.len(), 1, "{manifests:?}");
-    let last = manifests.iter().next().unwrap();
-    let last = Manifest::from_bytes(&std::fs::read(last).unwrap()).unwrap();
-    let listed: BTreeSet<PathBuf> = last.packs.iter().map(|p| bucket.join(p)).collect();
-    assert_eq!(files_under(&bucket, PACK_PREFIX), listed);
-    assert!(files_under(&bucket, LEASE_PREFIX).is_empty());
+    assert_eq!(
+        only_listed_packs_left(&bucket),
+        1,
+        "only the last snapshot is left"
+    );
 }

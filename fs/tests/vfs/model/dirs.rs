@@ -28,7 +28,13 @@ pub struct DirHandle {
 
 impl Harness {
     /// Opens a directory and reads it to the end at once: the names are exactly the model's.
-    pub(super) async fn readdir(&mut self, op: &Op, path: &str, plus: bool, chunk: usize) -> Outcome {
+    pub(super) async fn readdir(
+        &mut self,
+        op: &Op,
+        path: &str,
+        plus: bool,
+        chunk: usize,
+    ) -> Outcome {
         let Some(i) = self.opendir_at(op, path).await? else {
             return Ok(());
         };
@@ -89,7 +95,13 @@ impl Harness {
         Ok(Some(self.handles.len() - 1))
     }
 
-    pub(super) async fn read_dir(&mut self, op: &Op, n: usize, plus: bool, chunk: usize) -> Outcome {
+    pub(super) async fn read_dir(
+        &mut self,
+        op: &Op,
+        n: usize,
+        plus: bool,
+        chunk: usize,
+    ) -> Outcome {
         let Some(i) = self.pick(n, |h| matches!(h, Handle::Dir(_))) else {
             return Ok(());
         };
@@ -141,7 +153,11 @@ impl Harness {
                 }
                 ".." => {
                     let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
-                    let want = if path.is_empty() { Some(ino) } else { self.inos.get(parent) };
+                    let want = if path.is_empty() {
+                        Some(ino)
+                    } else {
+                        self.inos.get(parent)
+                    };
                     if want.is_some_and(|w| w != dirent.ino) {
                         return Err(format!("{path:?}: \"..\" is inode {}", dirent.ino));
                     }
@@ -195,7 +211,10 @@ impl Harness {
             }
         }
         if let Some(missing) = d.always.iter().find(|n| !once.contains(n)) {
-            return Err(format!("{:?}: {missing:?} not listed: {:?}", d.path, d.seen));
+            return Err(format!(
+                "{:?}: {missing:?} not listed: {:?}",
+                d.path, d.seen
+            ));
         }
         Ok(())
     }

@@ -7,7 +7,13 @@ use super::run::{Handle, Harness, Outcome, count};
 use crate::fixture::noise;
 
 impl Harness {
-    pub(super) async fn open(&mut self, op: &Op, path: &str, write: bool, truncate: bool) -> Outcome {
+    pub(super) async fn open(
+        &mut self,
+        op: &Op,
+        path: &str,
+        write: bool,
+        truncate: bool,
+    ) -> Outcome {
         let Some((entry, view)) = self.walk_checked(op, path).await? else {
             return Ok(());
         };
@@ -72,9 +78,10 @@ impl Harness {
         let fh = self.handles[i].fh();
         let got = self.f.vfs.read(fh, offset, len).await;
         let (want, may_fail) = match &self.handles[i] {
-            Handle::Snapshot { data, .. } => {
-                (Some(range(data, offset, len).to_vec()), self.faults.reading())
-            }
+            Handle::Snapshot { data, .. } => (
+                Some(range(data, offset, len).to_vec()),
+                self.faults.reading(),
+            ),
             Handle::Staged { content, .. } => {
                 (Some(range(&content.borrow(), offset, len).to_vec()), false)
             }
@@ -150,8 +157,6 @@ impl Harness {
 /// The bytes a read of `[offset, offset + len)` must give.
 fn range(data: &[u8], offset: u64, len: u32) -> &[u8] {
     let start = offset.min(data.len() as u64) as usize;
-    let end = offset
-        .saturating_add(u64::from(len))
-        .min(data.len() as u64) as usize;
+    let end = offset.saturating_add(u64::from(len)).min(data.len() as u64) as usize;
     &data[start..end]
 }

@@ -14,9 +14,15 @@ use crate::fixture::{Fixture, LOCAL, standard, standard_backend};
 /// An open file or directory, and what reading it must give.
 pub(super) enum Handle {
     /// A snapshot file: its bytes at open, which never change.
-    Snapshot { fh: u64, data: Vec<u8> },
+    Snapshot {
+        fh: u64,
+        data: Vec<u8>,
+    },
     /// The README: only its length is known.
-    Generated { fh: u64, size: u64 },
+    Generated {
+        fh: u64,
+        size: u64,
+    },
     Staged {
         fh: u64,
         content: Content,
@@ -161,7 +167,8 @@ pub struct Harness {
 /// Totals over every case run by this process, shown with `MODEL_STATS=1`: cases, operations,
 /// reads whose bytes were compared, listings compared in full, errors the model expected,
 /// errors a fault explained, uploads made snapshots.
-pub static STATS: [std::sync::atomic::AtomicU64; 7] = [const { std::sync::atomic::AtomicU64::new(0) }; 7];
+pub static STATS: [std::sync::atomic::AtomicU64; 7] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 7];
 
 pub(super) fn count(i: usize) {
     STATS[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -406,9 +413,10 @@ impl Harness {
             return Ok(());
         };
         let instance = upload.instance;
-        let busy = self.handles.iter().any(|h| {
-            matches!(h, Handle::Staged { upload: Some(i), .. } if *i == instance)
-        });
+        let busy = self
+            .handles
+            .iter()
+            .any(|h| matches!(h, Handle::Staged { upload: Some(i), .. } if *i == instance));
         if busy {
             return Ok(());
         }
@@ -440,7 +448,8 @@ impl Harness {
         self.model.snapshots.insert(name.to_string(), snapshot);
         self.packs.insert(name.to_string(), pack_key);
         self.inos.retire(&format!("cloud/local/uploads/{name}"));
-        self.inos.retire(&format!("cloud/local/uploads/{name}.status"));
+        self.inos
+            .retire(&format!("cloud/local/uploads/{name}.status"));
         self.inos.retire(&format!("cloud/local/snapshots/{name}"));
         self.inos.retire(LATEST);
         Ok(())
@@ -453,7 +462,8 @@ impl Harness {
         self.f.backend.remove_snapshot(name);
         self.f.hooks.untake(name);
         self.f.vfs.entry_changed(LOCAL, name);
-        self.inos.retire(&format!("cloud/local/uploads/{name}.status"));
+        self.inos
+            .retire(&format!("cloud/local/uploads/{name}.status"));
         self.inos.retire(&format!("cloud/local/snapshots/{name}"));
         self.inos.retire(LATEST);
     }

@@ -27,11 +27,7 @@ fn flatten<'a>(node: &'a Node, path: String, out: &mut Vec<(String, &'a Node)>) 
 }
 
 /// The `n`-th snapshot made by an upload, newer than every one before it.
-pub fn build(
-    name: &str,
-    root: &Node,
-    n: u32,
-) -> (SnapshotInfo, Arc<SnapshotTree>, String, Bytes) {
+pub fn build(name: &str, root: &Node, n: u32) -> (SnapshotInfo, Arc<SnapshotTree>, String, Bytes) {
     let mtime = time(1_780_000_000 + u64::from(n), 0);
     let builder = match root {
         Node::File(c) => SnapshotBuilder::file(name, &c.borrow(), 0o644, mtime),
