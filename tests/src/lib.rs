@@ -18,6 +18,30 @@ use snapfs_control::wire::{Request, Response, StatusReport, TargetMetrics};
 /// Settle time used by tests: short, so uploads start quickly.
 pub const TEST_SETTLE: &str = "300ms";
 
+/// Random numbers from a seed (xorshift64; the seed must not be 0), so a test's random choices
+/// are the same on every run.
+pub struct Dice(pub u64);
+
+impl Dice {
+    /// A number below `n`, which must not be 0.
+    pub fn roll(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+
+    /// An index below `n`, which must not be 0.
+    pub fn pick(&mut self, n: usize) -> usize {
+        self.roll(n as u64) as usize
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.roll(256) as u8).collect()
+    }
+}
+
 /// The files below `prefix` of a bucket folder (none if it is not there).
 pub fn files_under(bucket: &Path, prefix: &str) -> std::collections::BTreeSet<PathBuf> {
     let dir = bucket.join(prefix);

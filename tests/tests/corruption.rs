@@ -12,38 +12,17 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use snapfs_fs::format::{EntryKind, MANIFEST_SUFFIX, Manifest};
-use snapfs_tests::{Mount, TEST_SETTLE, fuse_available, sh};
+use snapfs_tests::{Dice, Mount, TEST_SETTLE, fuse_available, sh};
 
 /// Trials of damage to stored objects and to cache files (two more damage both cached
 /// manifests at once).
 const STORE_TRIALS: usize = 120;
 const CACHE_TRIALS: usize = 60;
 
-/// splitmix64, for trials that are the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
 /// A folder of every size class the format stores differently: empty, small files grouped in
 /// shared frames, files of one chunk, files of many content-defined chunks, a text file that
 /// compresses well, and a link.
-fn make_tree(dir: &Path, rng: &mut Rng) {
+fn make_tree(dir: &Path, rng: &mut Dice) {
     std::fs::create_dir_all(dir.join("sub/deeper")).unwrap();
     let sizes: [(&str, usize); 9] = [
         ("empty", 0),
@@ -174,7 +153,7 @@ fn random_damage_is_never_served() {
     if !fuse_available() {
         return;
     }
-    let mut rng = Rng(0x5eed_c0ff_ee00_0001);
+    let mut rng = Dice(0x5eed_c0ff_ee00_0001);
     // No cache at first: every read goes to the stored objects the trials damage.
     let mut m = Mount::start_with(&config("max_size = \"0\"\nmemory = \"0\""));
     let src = m.root.path().join("src");
@@ -209,11 +188,11 @@ fn random_damage_is_never_served() {
 
     let (mut pack_trials, mut pack_eio, mut manifest_refused) = (0, 0, 0);
     for trial in 0..STORE_TRIALS {
-        let on_pack = rng.below(4) != 0;
+        let on_pack = rng.pick(4) != 0;
         let pool = if on_pack { &packs } else { &manifests };
-        let object = &pool[rng.below(pool.len())];
-        let at = rng.below(object.bytes.len());
-        let bit = rng.below(8) as u32;
+        let object = &pool[rng.pick(pool.len())];
+        let at = rng.pick(object.bytes.len());
+        let bit = rng.pick(8) as u32;
         flip(&object.path, &object.bytes, at, bit);
         let failed = read_all(&m, &want);
         std::fs::write(&object.path, &object.bytes).unwrap();
@@ -302,12 +281,12 @@ fn random_damage_is_never_served() {
     );
     assert!(!cache_files.is_empty(), "the disk cache holds blocks");
     for trial in 0..CACHE_TRIALS {
-        let object = &cache_files[rng.below(cache_files.len())];
+        let object = &cache_files[rng.pick(cache_files.len())];
         let Ok(bytes) = std::fs::read(&object.path) else {
             continue;
         };
-        let at = rng.below(bytes.len());
-        let bit = rng.below(8) as u32;
+        let at = rng.pick(bytes.len());
+        let bit = rng.pick(8) as u32;
         flip(&object.path, &bytes, at, bit);
         let (failed, fetched) = m.get_bytes_during(|| read_all(&m, &want));
         assert!(
@@ -322,8 +301,8 @@ fn random_damage_is_never_served() {
         );
     }
     for object in &manifest_files {
-        let at = rng.below(object.bytes.len());
-        flip(&object.path, &object.bytes, at, rng.below(8) as u32);
+        let at = rng.pick(object.bytes.len());
+        flip(&object.path, &object.bytes, at, rng.pick(8) as u32);
     }
     m.restart();
     let failed = read_all(&m, &want);

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use snapfs_tests::{Mount, fuse_available, random_file, sh, sqlite_db};
+use snapfs_tests::{Dice, Mount, fuse_available, random_file, sh, sqlite_db};
 
 /// Bytes of all packs in the local remote.
 fn pack_bytes(m: &Mount) -> u64 {
@@ -265,17 +265,6 @@ fn the_recovery_in_the_format_page_works_with_standard_tools() {
 }
 
 /// Deterministic pseudo-random numbers for the race below.
-struct Dice(u64);
-
-impl Dice {
-    fn roll(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below
-    }
-}
-
 /// Two daemons on one bucket: one makes snapshot after snapshot sharing most chunks with the
 /// one before, the other deletes that one and collects leftovers with no grace at all, at the
 /// same time, with random timing. Every snapshot made reads back whole, and nothing
@@ -301,7 +290,7 @@ fn uploads_and_gc_racing_on_one_bucket_never_lose_a_chunk() {
     let idle = || InUse::default();
     runtime().block_on(async {
         for round in 0..ROUNDS {
-            let unique: Vec<u8> = (0..4096).map(|_| dice.roll(256) as u8).collect();
+            let unique = dice.bytes(4096);
             std::fs::write(src.join("round.bin"), &unique).unwrap();
             let (pause_make, pause_sweep) = (dice.roll(1500), dice.roll(1500));
             let make = async {

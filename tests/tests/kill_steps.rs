@@ -9,7 +9,7 @@
 //! covers every state a kill can leave.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,21 +162,36 @@ where
     remote
 }
 
-#[test]
-fn an_upload_killed_at_any_step_leaves_a_bucket_another_process_repairs() {
-    let dir = tempfile::tempdir().unwrap();
-    let (pristine, src) = (dir.path().join("pristine"), dir.path().join("src"));
+/// The bucket trials start from, at `dir/pristine`: snapshot "base" of a folder made at
+/// `dir/src`, which is then changed; with `and_next`, also snapshot "next" of the changed
+/// folder. Answers the bucket, the folder and the bytes each snapshot holds.
+fn pristine_bucket(
+    dir: &Path,
+    rt: &tokio::runtime::Runtime,
+    and_next: bool,
+) -> (PathBuf, PathBuf, [(&'static str, u64); 2]) {
+    let (pristine, src) = (dir.join("pristine"), dir.join("src"));
     std::fs::create_dir_all(&pristine).unwrap();
     make_tree(&src);
     let base = tree_bytes(&src);
-    let rt = runtime();
     rt.block_on(async {
-        let backend = remote_at(&pristine).backend(&dir.path().join("first"));
-        commit(backend, "base", &src, true).await.unwrap();
+        let backend = remote_at(&pristine).backend(&dir.join("first"));
+        commit(backend.clone(), "base", &src, true).await.unwrap();
+        change_tree(&src);
+        if and_next {
+            commit(backend, "next", &src, true).await.unwrap();
+        }
     });
-    change_tree(&src);
-    let next = tree_bytes(&src);
-    let sizes = [("base", base), ("next", next)];
+    let sizes = [("base", base), ("next", tree_bytes(&src))];
+    (pristine, src, sizes)
+}
+
+#[test]
+fn an_upload_killed_at_any_step_leaves_a_bucket_another_process_repairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (pristine, src, sizes) = pristine_bucket(dir.path(), &rt, false);
+    let next = sizes[1].1;
     rt.block_on(async {
         let from = src.clone();
         let writes = writes_of(&pristine, dir.path(), |backend| async move {
@@ -220,18 +235,8 @@ fn an_upload_killed_at_any_step_leaves_a_bucket_another_process_repairs() {
 #[test]
 fn a_delete_and_cleanup_killed_at_any_step_never_take_what_a_snapshot_needs() {
     let dir = tempfile::tempdir().unwrap();
-    let (pristine, src) = (dir.path().join("pristine"), dir.path().join("src"));
-    std::fs::create_dir_all(&pristine).unwrap();
-    make_tree(&src);
-    let base = tree_bytes(&src);
     let rt = runtime();
-    rt.block_on(async {
-        let backend = remote_at(&pristine).backend(&dir.path().join("first"));
-        commit(backend.clone(), "base", &src, true).await.unwrap();
-        change_tree(&src);
-        commit(backend, "next", &src, true).await.unwrap();
-    });
-    let sizes = [("base", base), ("next", tree_bytes(&src))];
+    let (pristine, _, sizes) = pristine_bucket(dir.path(), &rt, true);
     let delete_then_clean = |backend: Arc<CloudBackend>| async move {
         let _ = Deletes::delete(backend.as_ref(), "next").await;
         let _ = backend

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use snapfs_fs::format::PACK_PREFIX;
 use snapfs_tests::{
-    Mount, TEST_SETTLE, files_under, fuse_available, only_listed_packs_left, random_file, sh,
+    Dice, Mount, TEST_SETTLE, files_under, fuse_available, only_listed_packs_left, random_file, sh,
 };
 
 const ROUNDS: u32 = 60;
@@ -77,16 +77,10 @@ fn one_daemon_snapshots_while_another_deletes_and_collects() {
         ok(&sweeper, &["rm", "--yes", gone.to_str().unwrap()], "rm");
     }
 
-    let mut dice = 0x2545_f491_4f6c_dd1du64;
-    let mut roll = |n: u64| {
-        dice ^= dice << 13;
-        dice ^= dice >> 7;
-        dice ^= dice << 17;
-        dice % n
-    };
+    let mut dice = Dice(0x2545_f491_4f6c_dd1d);
     for round in 0..ROUNDS {
-        random_file(&src.join("round.bin"), 4096 + roll(100_000));
-        let (pause_make, pause_sweep) = (roll(300), roll(300));
+        random_file(&src.join("round.bin"), 4096 + dice.roll(100_000));
+        let (pause_make, pause_sweep) = (dice.roll(300), dice.roll(300));
         let name = format!("r{round}");
         std::thread::scope(|s| {
             s.spawn(|| {
