@@ -17,7 +17,7 @@ use backon::BackoffBuilder;
 use bytes::Bytes;
 use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo, SnapshotState};
 use snapfs_fs::format::BLOCK_SIZE;
-use snapfs_fs::tree::{FileKind, NAME_MAX, SnapshotTree, TreeNode, raw_blocks};
+use snapfs_fs::tree::{FileKind, SnapshotTree, TreeNode, is_file_name, raw_blocks};
 
 use client::Client;
 pub use client::{Backup, backups_of};
@@ -62,9 +62,11 @@ fn downloadable(state: &str) -> bool {
 /// a file name or be asked for again; unknown state; downloadable with no size, whose bytes
 /// could not be told from a short read).
 pub fn info_of(b: &Backup) -> Option<SnapshotInfo> {
-    let id =
-        b.id.as_deref()
-            .filter(|id| client::checked(id).is_ok() && id.len() + SUFFIX.len() <= NAME_MAX)?;
+    let id = b.id.as_deref().filter(|id| client::checked(id).is_ok())?;
+    let name = format!("{id}{SUFFIX}");
+    if !is_file_name(&name) {
+        return None;
+    }
     let state = match b.state.as_deref()? {
         "IN_PROGRESS" => SnapshotState::Creating,
         "FAILED" => SnapshotState::Failed,
@@ -72,7 +74,7 @@ pub fn info_of(b: &Backup) -> Option<SnapshotInfo> {
         _ => return None,
     };
     Some(SnapshotInfo {
-        name: format!("{id}{SUFFIX}"),
+        name,
         created: b.created_at.unwrap_or_default(),
         state,
         is_file: true,

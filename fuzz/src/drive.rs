@@ -4,6 +4,8 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
+use snapfs_fs::format::ChunkId;
+
 use crate::Target;
 use crate::mutate::{Rng, mutate};
 
@@ -60,16 +62,9 @@ pub fn one(target: &Target, input: &[u8]) -> Result<(), Crash> {
             .cloned()
             .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "(no message)".to_owned());
-        let path = std::env::temp_dir().join(format!(
-            "snapfs-fuzz-{}-{:016x}",
-            target.name,
-            Rng::new(
-                input
-                    .iter()
-                    .fold(0, |h, &b| h.rotate_left(5) ^ u64::from(b))
-            )
-            .next_u64()
-        ));
+        // Named by content, so the same crash found twice is kept once.
+        let id = ChunkId::of(input).to_string();
+        let path = std::env::temp_dir().join(format!("snapfs-fuzz-{}-{}", target.name, &id[..16]));
         Crash {
             target: target.name,
             message,
