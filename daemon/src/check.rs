@@ -8,7 +8,7 @@ use std::path::Path;
 use snapfs_control::paths::Paths;
 use snapfs_control::units::{format_duration, format_size};
 
-use crate::config::Config;
+use crate::config::{Config, Password};
 
 /// The report for the configuration at `path` (None: the default file), or the problem as
 /// `FILE:LINE: cause` (no line where none applies).
@@ -96,16 +96,21 @@ pub fn report(c: &Config, paths: &Paths) -> String {
     }
     for h in &c.hivemq {
         let password = match (&h.password, &h.username) {
-            (Some(_), _) => ", a password from password_env or password_file",
-            (None, Some(_)) => ", no password",
-            (None, None) => ", no credentials",
+            (Some(Password::Given(_)), _) => {
+                ", a password from password_env or password_file".to_string()
+            }
+            (Some(Password::InSecret(s)), _) => {
+                format!(", the password in key {} of Secret {}", s.key, s.name)
+            }
+            (None, Some(_)) => ", no password".to_string(),
+            (None, None) => ", no credentials".to_string(),
         };
         let user = h
             .username
             .as_deref()
             .map(|u| format!(", user {u}"))
             .unwrap_or_default();
-        out.push(format!("hivemq/{}: {}{user}{password}", h.name, h.url));
+        out.push(format!("hivemq/{}: {}{user}{password}", h.name, h.endpoint));
     }
     out.extend(crate::k8s::describe(c.kubernetes.as_deref(), &c.k8s, paths));
     out.join("\n") + "\n"

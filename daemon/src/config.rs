@@ -1,6 +1,7 @@
 //! Configuration: `~/.config/snapfs/config.toml` (XDG) merged with defaults, so that no file is
 //! needed. Every key is documented in snapfs.toml(5).
 
+mod coordinates;
 #[cfg(test)]
 mod documented;
 mod hivemq;
@@ -19,7 +20,8 @@ use serde::Deserialize;
 use snapfs_control::paths::Paths;
 use snapfs_control::units::{parse_duration, parse_size};
 
-pub use hivemq::{Cluster, Secret};
+pub use coordinates::{Coordinates, Pods, PortRef, REST_PORT, REST_PORT_NAME, SecretRef};
+pub use hivemq::{Cluster, Endpoint, Password, Secret};
 pub use kubernetes::{
     KubeContext, PodOverrides, PodUid, escape_name, is_dns_label, is_dns_subdomain,
 };

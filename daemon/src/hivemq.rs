@@ -19,12 +19,18 @@ use snapfs_fs::backend::{Backend, BackendError, SnapshotInfo, SnapshotState};
 use snapfs_fs::format::BLOCK_SIZE;
 use snapfs_fs::tree::{FileKind, SnapshotTree, TreeNode, is_file_name, raw_blocks};
 
+use anyhow::Context;
 use client::Client;
 pub use client::{Backup, backups_of};
+use snapfs_control::paths::Paths;
 use snapfs_control::wire::{TargetMetrics, VerifyReport};
 
 use crate::backoff::Backoff;
-use crate::config::Cluster;
+use crate::config::{Cluster, Endpoint};
+use crate::k8s::PodForward;
+
+/// Why a broker pod refuses connections on the REST port, most of the time.
+const REST_API_OFF: &str = "HiveMQ's REST API listener is off by default; enable it in the broker's config.xml (<rest-api><enabled>true</enabled> with an <http> listener on this port) or with the Helm chart's REST API option, and check the port in `kubernetes.port`";
 
 /// The file name of a backup's snapshot.
 const SUFFIX: &str = ".backup";
@@ -95,10 +101,19 @@ fn tree_of(id: &str, size: u64, created: SystemTime) -> Result<SnapshotTree, Bac
 }
 
 impl HiveMqBackend {
-    pub fn new(cluster: &Cluster) -> anyhow::Result<HiveMqBackend> {
+    /// The backend of `cluster`; one found by Kubernetes coordinates gets a port-forward whose
+    /// socket lies in `paths`' runtime directory. Must be called within the runtime.
+    pub fn new(cluster: &Cluster, paths: &Paths) -> anyhow::Result<HiveMqBackend> {
         let path = format!("hivemq/{}", cluster.name);
+        let forward = match &cluster.endpoint {
+            Endpoint::Url(_) => None,
+            Endpoint::Kubernetes(coords) => Some(
+                PodForward::start(coords.clone(), paths.clone(), REST_API_OFF.into())
+                    .context("opening the port-forward socket")?,
+            ),
+        };
         Ok(HiveMqBackend {
-            client: Client::new(path.clone(), cluster)?,
+            client: Client::new(path.clone(), cluster, forward)?,
             path,
             poll: Backoff {
                 first: cluster.poll_start,

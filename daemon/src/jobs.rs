@@ -169,12 +169,8 @@ impl Jobs {
         self.staging.target_dir(&self.path_of(target)).join(name)
     }
 
-    /// The record of a job as it is now, to write once the jobs lock is released; None for
-    /// jobs whose state lives elsewhere (the broker keeps what it runs itself).
+    /// The record of a job as it is now, to write once the jobs lock is released.
     fn record(&self, target: TargetId, name: &str, job: &Job, settled: bool) -> Option<Record> {
-        if job.source == Source::Backend {
-            return None;
-        }
         let p = Persisted {
             status: job.status.clone(),
             source: job.source.clone(),

@@ -6,6 +6,7 @@ mod contexts;
 mod credentials;
 mod errors;
 pub mod exec;
+mod forward;
 mod kubeconfig;
 mod labels;
 mod namespace;
@@ -17,5 +18,6 @@ mod unavailable;
 mod watch;
 
 pub use contexts::Kube;
+pub use forward::PodForward;
 pub use kubeconfig::describe;
 pub use namespace::KubeTarget;

@@ -13,7 +13,7 @@ use snapfs_fs::fuse::{self, MountConfig};
 use snapfs_fs::vfs::{Staging, Vfs, VfsConfig};
 
 use crate::cloud::{CloudBackend, local_dir, open_store};
-use crate::config::Config;
+use crate::config::{Config, Endpoint};
 use crate::control::server::{self, Server};
 use crate::hivemq::HiveMqBackend;
 use crate::jobs::Jobs;
@@ -96,8 +96,11 @@ pub fn run(opts: Options, config: Config, paths: Paths) -> anyhow::Result<()> {
     }
     for c in &config.hivemq {
         let backend =
-            Arc::new(HiveMqBackend::new(c).with_context(|| format!("hivemq {}", c.name))?);
-        let description = format!("HiveMQ cluster at {}", c.url);
+            Arc::new(HiveMqBackend::new(c, &paths).with_context(|| format!("hivemq {}", c.name))?);
+        let description = match &c.endpoint {
+            Endpoint::Url(url) => format!("HiveMQ cluster at {url}"),
+            Endpoint::Kubernetes(k) => format!("HiveMQ cluster: {k}"),
+        };
         configured.push(backend.into_target(c.name.clone(), description));
     }
     let kube = Arc::new(rt.block_on(Kube::connect(

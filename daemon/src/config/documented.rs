@@ -6,24 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use super::keys::{accepted, parse_error};
-
-/// Keys the parser knows only to refuse them with a message: documented under NOT YET
-/// SUPPORTED, not in the example.
-const REFUSED: &[(&str, &[&str])] = &[("hivemq", &["context", "namespace", "statefulset", "port"])];
+use super::keys::accepted;
 
 /// URL schemes tried on the remote parser, besides those the man page names.
 const SCHEMES: &[&str] = &[
     "file", "memory", "s3", "s3a", "gs", "gcs", "az", "azure", "adl", "abfs", "abfss", "http",
     "https", "ftp", "sftp", "hdfs", "webdav", "r2", "oss", "cos", "b2", "swift",
 ];
-
-fn refused(section: &str) -> &'static [&'static str] {
-    REFUSED
-        .iter()
-        .find(|(s, _)| *s == section)
-        .map_or(&[], |(_, k)| k)
-}
 
 fn read(path: &str) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -151,25 +140,9 @@ fn the_parser_is_probed_for_its_keys() {
 }
 
 #[test]
-fn the_keys_refused_on_purpose_are_refused() {
-    let e = parse_error("[[hivemq]]\nname = \"b\"\nurl = \"http://127.0.0.1:1\"\ncontext = \"c\"");
-    assert!(e.contains("not supported"), "{e}");
-    for (section, keys) in REFUSED {
-        let all = accepted()[*section].all();
-        for k in *keys {
-            assert!(
-                all.contains(*k),
-                "{section}.{k} is no longer known to the parser"
-            );
-        }
-    }
-}
-
-#[test]
 fn the_man_page_documents_every_key_and_scheme_and_no_other() {
     let man = read("man/snapfs.toml.5");
     let sections = man_sections(&man);
-    let not_yet = bold_words(&sections["NOT YET SUPPORTED"]);
     let mut missing = Vec::new();
     let mut unknown = Vec::new();
     let accepted = accepted();
@@ -181,16 +154,12 @@ fn the_man_page_documents_every_key_and_scheme_and_no_other() {
         };
         let bold = bold_words(text);
         for k in &keys {
-            if refused(section).contains(&k.as_str()) {
-                if !not_yet.contains(k) {
-                    missing.push(format!("{section}.{k} under NOT YET SUPPORTED"));
-                }
-            } else if !bold.contains(k) {
+            if !bold.contains(k) {
                 missing.push(format!("{section}.{k}"));
             }
         }
         for k in man_keys(text) {
-            if !keys.contains(&k) || refused(section).contains(&k.as_str()) {
+            if !keys.contains(&k) {
                 unknown.push(format!("{section}.{k}"));
             }
         }
@@ -239,7 +208,7 @@ fn the_example_shows_every_key_and_scheme() {
         };
         let shown = example_keys(text);
         for k in keys {
-            if !refused(&section).contains(&k.as_str()) && !shown.contains(&k) {
+            if !shown.contains(&k) {
                 missing.push(format!("{section}.{k}"));
             }
         }

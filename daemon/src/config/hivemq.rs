@@ -1,5 +1,6 @@
-//! `[[hivemq]]` sections: HiveMQ clusters reached by the URL of their REST API, with optional
-//! basic auth whose password comes from an environment variable or a file, never from argv.
+//! `[[hivemq]]` sections: HiveMQ clusters reached by the URL of their REST API or by
+//! Kubernetes coordinates (DESIGN §7), with optional basic auth whose password comes from an
+//! environment variable, a file or a Kubernetes Secret, never from argv.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,6 +10,8 @@ use serde::Deserialize;
 use snapfs_control::paths::Paths;
 use snapfs_control::units::{format_duration, parse_duration};
 
+use super::coordinates::{self, Coordinates, CoordinatesSection, SecretRef, SecretSection};
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Section {
@@ -17,16 +20,13 @@ pub(super) struct Section {
     username: Option<String>,
     password_env: Option<String>,
     password_file: Option<String>,
+    password_secret: Option<SecretSection>,
+    kubernetes: Option<CoordinatesSection>,
     timeout: Option<String>,
     retry_max: Option<u32>,
     retry_start: Option<String>,
     poll_start: Option<String>,
     poll_max: Option<String>,
-    // Kubernetes coordinates (DESIGN §7) are named here only to refuse them clearly.
-    context: Option<String>,
-    namespace: Option<String>,
-    statefulset: Option<String>,
-    port: Option<toml::Value>,
 }
 
 /// A password, kept out of Debug output and so out of every log line.
@@ -34,6 +34,10 @@ pub(super) struct Section {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(s: String) -> Secret {
+        Secret(s)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -53,14 +57,40 @@ const MAX_RETRY_START: Duration = Duration::from_secs(10);
 const MAX_RETRIES: u32 = 20;
 const MAX_POLL: Duration = Duration::from_secs(600);
 
+/// Where the REST API is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Its base URL (`http://127.0.0.1:8888`).
+    Url(String),
+    /// A pod found by these coordinates, reached by port-forward.
+    Kubernetes(Coordinates),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Url(u) => f.write_str(u),
+            Endpoint::Kubernetes(k) => write!(f, "{k}"),
+        }
+    }
+}
+
+/// Where the password comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Password {
+    /// Read at start from `password_env` or `password_file`.
+    Given(Secret),
+    /// Read from the cluster when first needed, and again after the broker refuses it.
+    InSecret(SecretRef),
+}
+
 /// One configured HiveMQ cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
     pub name: String,
-    /// The REST API's base URL (`http://127.0.0.1:8888`).
-    pub url: String,
+    pub endpoint: Endpoint,
     pub username: Option<String>,
-    pub password: Option<Secret>,
+    pub password: Option<Password>,
     /// How long one try waits to connect, for the answer's first byte, and for each next byte
     /// of its body; tries of one request start only within this long of the first.
     pub timeout: Duration,
@@ -75,43 +105,49 @@ pub struct Cluster {
 
 pub(super) fn cluster(s: Section, paths: &Paths) -> anyhow::Result<Cluster> {
     let name = s.name;
-    let coordinates = [
-        ("context", s.context.is_some()),
-        ("namespace", s.namespace.is_some()),
-        ("statefulset", s.statefulset.is_some()),
-        ("port", s.port.is_some()),
-    ];
-    if let Some((key, _)) = coordinates.iter().find(|(_, set)| *set) {
-        bail!(
-            "hivemq {name:?}: `{key}`: reaching a cluster by Kubernetes coordinates is not supported yet; give its REST API `url` (for example through `kubectl port-forward`)"
-        );
-    }
-    let Some(url) = s.url else {
-        bail!("hivemq {name:?}: `url` is missing (the REST API, e.g. http://127.0.0.1:8888)");
-    };
-    let parsed = url::Url::parse(&url).with_context(|| format!("hivemq {name:?}: url {url:?}"))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-        bail!("hivemq {name:?}: url {url:?} is not an http:// or https:// address");
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        bail!(
-            "hivemq {name:?}: put credentials in `username` and `password_env`/`password_file`, not in the url"
-        );
-    }
-    let password = match (s.password_env, s.password_file) {
+    let endpoint = match (s.url, s.kubernetes) {
         (Some(_), Some(_)) => {
-            bail!("hivemq {name:?}: give password_env or password_file, not both")
+            bail!("hivemq {name:?}: give `url` or `kubernetes`, not both")
         }
-        (Some(var), None) => Some(Secret(std::env::var(&var).map_err(|_| {
-            anyhow::anyhow!("hivemq {name:?}: environment variable {var} (password_env) is not set")
-        })?)),
-        (None, Some(file)) => {
+        (None, None) => bail!(
+            "hivemq {name:?}: `url` is missing (the REST API, e.g. http://127.0.0.1:8888), or give `kubernetes = {{ statefulset = \"…\" }}` to reach its pods by port-forward"
+        ),
+        (Some(url), None) => Endpoint::Url(url_of(&name, url)?),
+        (None, Some(k)) => Endpoint::Kubernetes(coordinates::coordinates(&name, k)?),
+    };
+    let given = [
+        s.password_env.is_some(),
+        s.password_file.is_some(),
+        s.password_secret.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        bail!("hivemq {name:?}: give one of password_env, password_file and password_secret");
+    }
+    let password = match (s.password_env, s.password_file, s.password_secret) {
+        (Some(var), _, _) => Some(Password::Given(Secret(std::env::var(&var).map_err(
+            |_| {
+                anyhow::anyhow!(
+                    "hivemq {name:?}: environment variable {var} (password_env) is not set"
+                )
+            },
+        )?))),
+        (_, Some(file), _) => {
             let path: PathBuf = paths.expand(&file);
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("hivemq {name:?}: password_file {}", path.display()))?;
-            Some(Secret(text.trim_end_matches(['\r', '\n']).to_string()))
+            Some(Password::Given(Secret(
+                text.trim_end_matches(['\r', '\n']).to_string(),
+            )))
         }
-        (None, None) => None,
+        (_, _, Some(secret)) => {
+            if !matches!(endpoint, Endpoint::Kubernetes(_)) {
+                bail!(
+                    "hivemq {name:?}: password_secret is read from the cluster's namespace, so it needs `kubernetes` coordinates rather than a url"
+                );
+            }
+            Some(Password::InSecret(coordinates::secret(&name, secret)?))
+        }
+        (None, None, None) => None,
     };
     if password.is_some() && s.username.is_none() {
         bail!("hivemq {name:?}: a password is given but no username");
@@ -157,10 +193,24 @@ pub(super) fn cluster(s: Section, paths: &Paths) -> anyhow::Result<Cluster> {
         poll_start,
         poll_max,
         name,
-        url,
+        endpoint,
         username: s.username,
         password,
     })
+}
+
+/// A REST API base URL as given, checked.
+fn url_of(name: &str, url: String) -> anyhow::Result<String> {
+    let parsed = url::Url::parse(&url).with_context(|| format!("hivemq {name:?}: url {url:?}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        bail!("hivemq {name:?}: url {url:?} is not an http:// or https:// address");
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        bail!(
+            "hivemq {name:?}: put credentials in `username` and `password_env`/`password_file`, not in the url"
+        );
+    }
+    Ok(url)
 }
 
 #[cfg(test)]
@@ -187,7 +237,7 @@ mod tests {
         let h = &c.hivemq[0];
         assert_eq!(h.name, "broker");
         assert_eq!(h.username.as_deref(), Some("admin"));
-        assert_eq!(h.password.as_ref().map(Secret::expose), Some("s3cret"));
+        assert_eq!(h.password, Some(Password::Given(Secret("s3cret".into()))));
         assert_eq!(h.poll_start, Duration::from_millis(50));
         assert_eq!(h.poll_max, Duration::from_secs(1));
         assert!(
@@ -219,11 +269,13 @@ mod tests {
             let text = format!("[[hivemq]]\nname = \"b\"\n{extra}");
             format!("{:#}", Config::parse(&text, &paths()).unwrap_err())
         };
-        let e = err(
-            "context = \"prod\"\nnamespace = \"mqtt\"\nstatefulset = \"b\"\nport = \"rest-8888\"",
-        );
-        assert!(e.contains("not supported yet"), "{e}");
         assert!(err("").contains("`url` is missing"));
+        let e = err("url = \"http://x\"\nkubernetes = { statefulset = \"hivemq\" }");
+        assert!(e.contains("not both"), "{e}");
+        let e = err("context = \"prod\"\nurl = \"http://x\"");
+        assert!(e.contains("unknown field `context`"), "{e}");
+        let e = err("url = \"http://x\"\npassword_secret = { name = \"s\" }");
+        assert!(e.contains("needs `kubernetes`"), "{e}");
         assert!(err("url = \"ftp://x\"").contains("not an http"));
         assert!(err("url = \"http://u:p@x\"").contains("not in the url"));
         let e = err(
@@ -235,12 +287,34 @@ mod tests {
         );
         assert!(
             err("url = \"http://x\"\npassword_file = \"/nonexistent\"\npassword_env = \"X\"")
-                .contains("not both")
+                .contains("give one of")
         );
         assert!(err("url = \"http://x\"\npoll_start = \"0\"").contains("poll_start"));
         assert!(err("url = \"http://x\"\npasword = \"x\"").contains("unknown field"));
         let twice = "[[hivemq]]\nname = \"b\"\nurl = \"http://x\"\n[[hivemq]]\nname = \"b\"\nurl = \"http://y\"";
         assert!(Config::parse(twice, &paths()).is_err());
+    }
+
+    #[test]
+    fn reads_a_cluster_by_kubernetes_coordinates() {
+        let text = "[[hivemq]]\nname = \"mq\"\nkubernetes = { context = \"prod\", namespace = \"mq\", statefulset = \"hivemq\", port = \"rest-8888\" }\nusername = \"admin\"\npassword_secret = { name = \"hivemq-auth\", key = \"password\" }\n";
+        let c = Config::parse(text, &paths()).unwrap();
+        let h = &c.hivemq[0];
+        let Endpoint::Kubernetes(k) = &h.endpoint else {
+            panic!("{:?}", h.endpoint)
+        };
+        assert_eq!(k.namespace.as_deref(), Some("mq"));
+        assert_eq!(
+            k.pods,
+            super::super::coordinates::Pods::StatefulSet("hivemq".into())
+        );
+        assert_eq!(
+            h.password,
+            Some(Password::InSecret(SecretRef {
+                name: "hivemq-auth".into(),
+                key: "password".into()
+            }))
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! bytes flowed opens a new window of `timeout` for its retries.
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,8 @@ use snapfs_control::units::format_duration;
 use snapfs_fs::backend::BackendError;
 
 use crate::backoff::Backoff;
-use crate::config::{Cluster, Secret};
+use crate::config::{Cluster, Endpoint, Password, Secret, SecretRef};
+use crate::k8s::PodForward;
 
 /// The longest a try waits for a TCP connection, when the cluster's `timeout` is longer: a
 /// broker that is up accepts at once, and one that is down is worth another try sooner.
@@ -103,11 +105,45 @@ impl Window {
     }
 }
 
+/// The password of basic auth, as the client has it.
+enum Auth {
+    Given(Secret),
+    /// Read from a Secret through the forward's client when first needed, and again after
+    /// the broker refused it (it may have been rotated).
+    InSecret {
+        forward: Arc<PodForward>,
+        secret: SecretRef,
+        read: tokio::sync::Mutex<Option<Secret>>,
+    },
+}
+
+impl Auth {
+    async fn password(&self) -> Result<Secret, BackendError> {
+        match self {
+            Auth::Given(s) => Ok(s.clone()),
+            Auth::InSecret {
+                forward,
+                secret,
+                read,
+            } => {
+                let mut read = read.lock().await;
+                if let Some(s) = read.as_ref() {
+                    return Ok(s.clone());
+                }
+                let s = Secret::new(forward.secret(secret).await?);
+                *read = Some(s.clone());
+                Ok(s)
+            }
+        }
+    }
+}
+
 pub struct Client {
     http: reqwest::Client,
     /// `http://host:port/api/v1/management`.
     base: String,
-    auth: Option<(String, Secret)>,
+    /// The user and where the password comes from.
+    auth: Option<(String, Auth)>,
     backoff: Backoff,
     /// Silence that ends a try; also how long after a request's first try others may start.
     timeout: Duration,
@@ -117,23 +153,49 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(what: String, cluster: &Cluster) -> anyhow::Result<Client> {
+    /// A client of `cluster`'s REST API; `forward` carries its connections where the cluster
+    /// is reached by Kubernetes coordinates.
+    pub fn new(
+        what: String,
+        cluster: &Cluster,
+        forward: Option<Arc<PodForward>>,
+    ) -> anyhow::Result<Client> {
         // reqwest is built without a TLS provider of its own; ring is the one the workspace
         // uses. Installing fails harmlessly when a provider is there already.
         let _ = rustls::crypto::ring::default_provider().install_default();
         // A read timeout, not a total one: it covers the wait for the answer and each read of
         // the body, and a download that keeps receiving goes on for as long as it takes.
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(cluster.timeout.min(CONNECT_TIMEOUT))
-            .read_timeout(cluster.timeout)
-            .build()?;
+            .read_timeout(cluster.timeout);
+        let url = match (&cluster.endpoint, &forward) {
+            (Endpoint::Url(url), _) => url.trim_end_matches('/').to_string(),
+            (Endpoint::Kubernetes(_), Some(f)) => {
+                builder = builder.unix_socket(f.socket());
+                // The host is not used to connect; the broker sees it as the Host header.
+                "http://hivemq".to_string()
+            }
+            (Endpoint::Kubernetes(_), None) => {
+                anyhow::bail!("{what}: a cluster found by Kubernetes coordinates needs a forward")
+            }
+        };
+        let http = builder.build()?;
+        let password = match (&cluster.password, forward) {
+            (None, _) => Auth::Given(Secret::default()),
+            (Some(Password::Given(s)), _) => Auth::Given(s.clone()),
+            (Some(Password::InSecret(secret)), Some(forward)) => Auth::InSecret {
+                forward,
+                secret: secret.clone(),
+                read: tokio::sync::Mutex::new(None),
+            },
+            (Some(Password::InSecret(_)), None) => {
+                anyhow::bail!("{what}: password_secret needs Kubernetes coordinates")
+            }
+        };
         Ok(Client {
             http,
-            base: format!("{}/api/v1/management", cluster.url.trim_end_matches('/')),
-            auth: cluster.username.clone().map(|u| {
-                let password = cluster.password.clone().unwrap_or_default();
-                (u, password)
-            }),
+            base: format!("{url}/api/v1/management"),
+            auth: cluster.username.clone().map(|u| (u, password)),
             backoff: Backoff {
                 first: cluster.retry_start,
                 max: cluster.retry_start.saturating_mul(16),
@@ -235,7 +297,8 @@ impl Client {
         range: Option<Range<u64>>,
     ) -> Result<Bytes, Failure> {
         let mut req = self.http.request(method, format!("{}/{path}", self.base));
-        if let Some((user, password)) = &self.auth {
+        if let Some((user, auth)) = &self.auth {
+            let password = auth.password().await.map_err(Failure::Final)?;
             req = req.basic_auth(user, Some(password.expose()));
         }
         if let Some(r) = &range {
@@ -251,6 +314,11 @@ impl Client {
             .map_err(|e| Failure::Retry(why(&e, timeout)))?;
         let status = resp.status();
         if !status.is_success() {
+            if status == StatusCode::UNAUTHORIZED
+                && let Some((_, Auth::InSecret { read, .. })) = &self.auth
+            {
+                read.lock().await.take();
+            }
             let body = resp.bytes().await.unwrap_or_default();
             return Err(classify(status, &body));
         }

@@ -1,6 +1,7 @@
 //! Jobs a target runs itself (HiveMQ backups and restores): started with one request, then
-//! followed until they end. Their state lives in the target, so nothing is recorded on disk:
-//! after a restart, `snapfs list` still shows a running backup as creating.
+//! followed until they end. The broker keeps their state; a record on disk says only that
+//! one is being followed, so that a restarted daemon follows it again and `snapfs status`
+//! shows it to the end.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,7 +12,7 @@ use snapfs_fs::backend::BackendError;
 use snapfs_fs::vfs::{JobKind, TargetId, UploadState, UploadStatus};
 use tracing::Instrument;
 
-use super::record::Source;
+use super::record::{Record, Source};
 use super::{Job, Jobs, key, lock};
 use crate::powers::Power;
 use crate::registry::Entry;
@@ -31,9 +32,9 @@ impl Jobs {
         let entry = self.entry_or_not_found(target)?;
         let own = entry.need(&entry.powers.own_snapshots, Power::OwnSnapshots)?;
         let name = own.start_snapshot().await?;
-        let waited = name.clone();
-        let following: Following = Box::pin(async move { own.await_snapshot(&waited).await });
-        Ok(self.follow(&entry, name, JobKind::Backup, following))
+        let (status, record) = self.follow(&entry, name, JobKind::Backup)?;
+        self.persist(record).await;
+        Ok(status)
     }
 
     /// Starts restoring snapshot `name` inside its target, and follows it.
@@ -45,23 +46,53 @@ impl Jobs {
         let entry = self.entry_or_not_found(target)?;
         let restores = entry.need(&entry.powers.restores_in_place, Power::RestoresInPlace)?;
         restores.start_restore(name).await?;
-        let waited = name.to_string();
-        let following: Following = Box::pin(async move { restores.await_restore(&waited).await });
-        Ok(self.follow(&entry, name.to_string(), JobKind::Restore, following))
+        let (status, record) = self.follow(&entry, name.to_string(), JobKind::Restore)?;
+        self.persist(record).await;
+        Ok(status)
     }
 
+    /// Follows again the backups and restores a previous run of the daemon was following.
+    pub(super) fn recover_followed(self: &Arc<Self>, entry: &Entry) {
+        if entry.powers.own_snapshots.is_none() && entry.powers.restores_in_place.is_none() {
+            return;
+        }
+        for (name, p) in self.store.load_all(entry.path()) {
+            if p.source != Source::Backend || p.status.state.is_final() {
+                continue;
+            }
+            tracing::info!(target = entry.path(), snapshot = name, kind = ?p.status.kind, "following again");
+            if let Err(e) = self.follow(entry, name.clone(), p.status.kind) {
+                tracing::warn!(target = entry.path(), snapshot = name, error = %e, "cannot follow again");
+            }
+        }
+    }
+
+    /// Records and follows a job the target runs; answers its status and the record to write.
     fn follow(
         self: &Arc<Self>,
         entry: &Entry,
         name: String,
         kind: JobKind,
-        following: Following,
-    ) -> UploadStatus {
+    ) -> Result<(UploadStatus, Option<Record>), BackendError> {
+        let following: Following = match kind {
+            JobKind::Restore => {
+                let restores =
+                    entry.need(&entry.powers.restores_in_place, Power::RestoresInPlace)?;
+                let waited = name.clone();
+                Box::pin(async move { restores.await_restore(&waited).await })
+            }
+            _ => {
+                let own = entry.need(&entry.powers.own_snapshots, Power::OwnSnapshots)?;
+                let waited = name.clone();
+                Box::pin(async move { own.await_snapshot(&waited).await })
+            }
+        };
         let target = entry.id();
         let mut job = Job::new(entry.path(), &name, Source::Backend, UploadState::Uploading);
         job.status.kind = kind;
         job.run = self.runs.fetch_add(1, Ordering::Relaxed);
         let (run, status) = (job.run, job.current());
+        let record = self.record(target, &name, &job, true);
         lock(&self.jobs).insert(key(target, &name), job);
         self.notify();
         let span = tracing::info_span!("job", target = entry.path(), snapshot = %name, run, ?kind);
@@ -69,18 +100,38 @@ impl Jobs {
         tokio::spawn(
             async move {
                 let result = following.await;
-                this.ended(target, &name, run, result);
+                this.ended(target, &name, run, result).await;
             }
             .instrument(span),
         );
-        status
+        Ok((status, record))
     }
 
-    fn ended(&self, target: TargetId, name: &str, run: u64, result: Result<u64, BackendError>) {
+    async fn ended(
+        &self,
+        target: TargetId,
+        name: &str,
+        run: u64,
+        result: Result<u64, BackendError>,
+    ) {
+        if let Some(record) = self.end(target, name, run, result) {
+            self.persist(Some(record)).await;
+        }
+        self.notify();
+    }
+
+    /// Sets the job's final state; answers the record to write, none for a job replaced by a
+    /// later run.
+    fn end(
+        &self,
+        target: TargetId,
+        name: &str,
+        run: u64,
+        result: Result<u64, BackendError>,
+    ) -> Option<Record> {
+        let path = self.path_of(target);
         let mut jobs = lock(&self.jobs);
-        let Some(job) = jobs.get_mut(&key(target, name)).filter(|j| j.run == run) else {
-            return;
-        };
+        let job = jobs.get_mut(&key(target, name)).filter(|j| j.run == run)?;
         let kind = job.status.kind;
         match result {
             Ok(bytes) => {
@@ -98,7 +149,7 @@ impl Jobs {
                 job.status.error = Some(e.to_string());
             }
         }
-        drop(jobs);
-        self.notify();
+        // Followed to its end: nothing is left to follow after a restart.
+        Some(self.store.record(&path, name, None))
     }
 }

@@ -1,4 +1,5 @@
-//! Picking up what a previous run of the daemon left: staged uploads and unfinished jobs.
+//! Picking up what a previous run of the daemon left: staged uploads and unfinished jobs,
+//! including backups and restores a broker was running.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,7 +21,8 @@ impl Jobs {
             self.find_targets_below(root, "", 0);
         }
         for entry in self.registry.entries() {
-            // Only targets that take local data have anything staged or recorded.
+            self.recover_followed(&entry);
+            // Only targets that take local data have anything staged.
             let Some(local) = entry.powers.local_data.clone() else {
                 continue;
             };

@@ -242,7 +242,7 @@ pub fn is_running(p: &Pod) -> bool {
         && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
 
-fn is_ready(p: &Pod) -> bool {
+pub fn is_ready(p: &Pod) -> bool {
     is_running(p)
         && p.status
             .as_ref()

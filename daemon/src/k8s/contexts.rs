@@ -54,6 +54,29 @@ async fn connect(kubeconfig: &Kubeconfig, context: &str) -> Result<Client, Strin
     Client::try_from(config).map_err(|e| credentials::explain(context, plugin, &e))
 }
 
+/// A client for `context` (None: the kubeconfig's current one), loading the kubeconfig as
+/// kubectl does; or one line saying why there is none.
+pub async fn client_for(context: Option<&str>, paths: &Paths) -> Result<Client, String> {
+    let kubeconfig = match kubeconfig::load(std::env::var_os("KUBECONFIG").as_deref(), paths) {
+        Ok(Some(k)) => k,
+        Ok(None) => {
+            return Err(
+                "there is no kubeconfig (none of the files of $KUBECONFIG, nor ~/.kube/config, exists)".into(),
+            );
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let context = match context.or(kubeconfig.current_context.as_deref()) {
+        Some(c) => c.to_string(),
+        None => {
+            return Err(
+                "the kubeconfig has no current-context: set kubernetes.context, or choose one with `kubectl config use-context NAME`".into(),
+            );
+        }
+    };
+    connect(&kubeconfig, &context).await
+}
+
 impl Kube {
     /// Connects the configured contexts (`None`: the current context, or every context with
     /// `settings.all_contexts`). A context that cannot be set up stays as a directory that
