@@ -144,6 +144,8 @@ pub struct Client {
     base: String,
     /// The user and where the password comes from.
     auth: Option<(String, Auth)>,
+    /// The port-forward whose socket the connections go to; held so that it lives as long.
+    _forward: Option<Arc<PodForward>>,
     backoff: Backoff,
     /// Silence that ends a try; also how long after a request's first try others may start.
     timeout: Duration,
@@ -180,7 +182,7 @@ impl Client {
             }
         };
         let http = builder.build()?;
-        let password = match (&cluster.password, forward) {
+        let password = match (&cluster.password, forward.clone()) {
             (None, _) => Auth::Given(Secret::default()),
             (Some(Password::Given(s)), _) => Auth::Given(s.clone()),
             (Some(Password::InSecret(secret)), Some(forward)) => Auth::InSecret {
@@ -196,6 +198,7 @@ impl Client {
             http,
             base: format!("{url}/api/v1/management"),
             auth: cluster.username.clone().map(|u| (u, password)),
+            _forward: forward,
             backoff: Backoff {
                 first: cluster.retry_start,
                 max: cluster.retry_start.saturating_mul(16),

@@ -2,13 +2,17 @@
 //! process), served on a private Unix socket so that an HTTP client can use it as it would a
 //! TCP address.
 //!
-//! Each connection to the socket is one port-forward to the pod picked at that moment (the
-//! first Ready pod by ordinal), so an HTTP client's pool of kept-alive connections is a pool of
-//! forwards, and a connection opened after a pod went away reaches another one. A forward
+//! Each connection to the socket is one port-forward to the pod picked at that moment, so an
+//! HTTP client's pool of kept-alive connections is a pool of forwards, and a connection opened
+//! after a pod went away reaches another one. The first pick is the first Ready pod by
+//! ordinal; later ones stay with the pod last used while it is Ready, and pass over pods whose
+//! forward broke until no other Ready pod is left, so a pod that failed is not picked again
+//! merely because it came back under the same name. A forward
 //! that cannot be opened is answered on the socket as HTTP (403, or 502 with the reason), so
 //! the HTTP client reports why in its own terms; one that breaks after bytes flowed is closed,
 //! which the client sees as an answer cut off and tries again.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -43,8 +47,38 @@ pub struct PodForward {
     /// The context's client and namespace, made on first use and again after a failure to
     /// make it, so that a login done since counts.
     kube: tokio::sync::Mutex<Option<(Client, String)>>,
-    /// The pod the last forward went to, so that a change of pod is logged.
-    last_pod: Mutex<Option<String>>,
+    choice: Mutex<Choice>,
+}
+
+/// What decides the next pick among the Ready pods.
+#[derive(Debug, Default)]
+struct Choice {
+    /// The pod the last forward went to.
+    last: Option<String>,
+    /// Pods whose forward broke, passed over while another pod is Ready.
+    broken: BTreeSet<String>,
+}
+
+impl Choice {
+    /// The pod to forward to among `ready` (in ordinal order, not empty).
+    fn pick<'a>(&mut self, ready: &'a [String]) -> &'a str {
+        let usable = |p: &&String| !self.broken.contains(*p);
+        if let Some(last) = ready
+            .iter()
+            .filter(usable)
+            .find(|p| Some(*p) == self.last.as_ref())
+        {
+            return last;
+        }
+        match ready.iter().find(usable) {
+            Some(p) => p,
+            None => {
+                // Every Ready pod failed once: start over rather than give up.
+                self.broken.clear();
+                &ready[0]
+            }
+        }
+    }
 }
 
 /// The pod and port one forward reached.
@@ -81,7 +115,7 @@ impl PodForward {
             refused_hint,
             socket,
             kube: tokio::sync::Mutex::new(None),
-            last_pod: Mutex::new(None),
+            choice: Mutex::new(Choice::default()),
         });
         tokio::spawn(accept(listener, Arc::downgrade(&forward)));
         Ok(forward)
@@ -169,8 +203,16 @@ impl PodForward {
     async fn open(&self) -> Result<Opened, BackendError> {
         let (client, ns) = self.kube().await?;
         let pods = self.ready_pods(&client, &ns).await?;
-        let pod = &pods[0];
-        let name = pod.metadata.name.clone().unwrap_or_default();
+        let names: Vec<String> = pods
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap_or_default())
+            .collect();
+        let (name, before) = {
+            let mut choice = lock(&self.choice);
+            let name = choice.pick(&names).to_string();
+            (name.clone(), choice.last.replace(name))
+        };
+        let pod = &pods[names.iter().position(|n| *n == name).unwrap_or(0)];
         let port = port_of(pod, &self.coords.port).ok_or_else(|| {
             BackendError::Other(format!(
                 "pod {name} in namespace {ns} declares no container port named {}",
@@ -182,11 +224,13 @@ impl PodForward {
         })?;
         let api: Api<Pod> = Api::namespaced(client, &ns);
         let what = format!("port-forward to port {port} of pod {name} in namespace {ns}");
-        let forwarder = api
-            .portforward(&name, &[port])
-            .await
-            .map_err(|e| refused_upgrade(&e, &what))?;
-        let before = lock(&self.last_pod).replace(name.clone());
+        let forwarder = match api.portforward(&name, &[port]).await {
+            Ok(f) => f,
+            Err(e) => {
+                self.broke(&name);
+                return Err(refused_upgrade(&e, &what));
+            }
+        };
         if before.as_deref() != Some(name.as_str()) {
             match before {
                 Some(old) => tracing::info!(
@@ -206,12 +250,18 @@ impl PodForward {
         })
     }
 
+    /// Passes over `pod` in the next picks while another pod is Ready.
+    fn broke(&self, pod: &str) {
+        lock(&self.choice).broken.insert(pod.to_string());
+    }
+
     /// Carries one connection to a pod, or answers it with why it cannot be.
     async fn serve(&self, mut conn: UnixStream) {
         let mut opened = match self.open().await {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(error = %e, "port-forward not opened");
+                skip_head(&mut conn).await;
                 answer(&mut conn, &e).await;
                 return;
             }
@@ -242,6 +292,7 @@ impl PodForward {
             return;
         };
         let pod = &opened.pod;
+        self.broke(pod);
         if received.load(Ordering::Relaxed) > 0 {
             tracing::warn!(
                 pod,
@@ -250,7 +301,7 @@ impl PodForward {
             );
             return;
         }
-        let why = if message.contains("connection refused") {
+        let why = if message.to_ascii_lowercase().contains("connection refused") {
             format!(
                 "pod {pod} refuses connections on port {}: {}",
                 opened.port, self.refused_hint
@@ -259,6 +310,7 @@ impl PodForward {
             format!("pod {pod}, port {}: {message}", opened.port)
         };
         tracing::warn!(pod, error = message, "port-forward failed");
+        // The request went to the pod already; the answer is ours.
         answer(&mut conn, &BackendError::Unavailable(why)).await;
     }
 }
@@ -305,9 +357,9 @@ async fn pump(
     let _ = to.shutdown().await;
 }
 
-/// Answers an HTTP request with `e`, in the error shape the HiveMQ REST API uses, after
-/// reading the request's head so that the client is not cut off while it writes.
-async fn answer(conn: &mut UnixStream, e: &BackendError) {
+/// Reads an HTTP request's head (the requests to a broker have no body), so that answering
+/// it does not cut the client off while it writes.
+async fn skip_head(conn: &mut UnixStream) {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
@@ -316,6 +368,10 @@ async fn answer(conn: &mut UnixStream, e: &BackendError) {
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
+}
+
+/// Answers an HTTP request with `e`, in the error shape the HiveMQ REST API uses.
+async fn answer(conn: &mut UnixStream, e: &BackendError) {
     let status = match e {
         BackendError::PermissionDenied(_) => "403 Forbidden",
         _ => "502 Bad Gateway",
@@ -443,6 +499,25 @@ mod tests {
     }
 
     #[test]
+    fn picks_stay_with_a_pod_and_pass_over_broken_ones() {
+        let pods = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let mut c = Choice::default();
+        let all = pods(&["h-0", "h-1", "h-2"]);
+        assert_eq!(c.pick(&all), "h-0");
+        c.last = Some("h-0".into());
+        c.broken.insert("h-0".into());
+        // h-0 is back under its name: still passed over while h-1 is Ready.
+        assert_eq!(c.pick(&all), "h-1");
+        c.last = Some("h-1".into());
+        assert_eq!(c.pick(&pods(&["h-0", "h-1"])), "h-1");
+        // The pod last used went away: the first usable one by ordinal.
+        assert_eq!(c.pick(&pods(&["h-0", "h-2"])), "h-2");
+        // Only broken pods are Ready: start over with them.
+        assert_eq!(c.pick(&pods(&["h-0"])), "h-0");
+        assert!(c.broken.is_empty());
+    }
+
+    #[test]
     fn a_refused_upgrade_names_the_permission() {
         let e = kube::Error::UpgradeConnection(UpgradeConnectionError::ProtocolSwitch(
             reqwest::StatusCode::FORBIDDEN,
@@ -460,6 +535,7 @@ mod tests {
     async fn errors_are_answered_as_http() {
         let (mut a, mut b) = UnixStream::pair().unwrap();
         let server = tokio::spawn(async move {
+            skip_head(&mut a).await;
             answer(&mut a, &BackendError::PermissionDenied("no".into())).await;
         });
         b.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
