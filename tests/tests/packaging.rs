@@ -165,3 +165,25 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     );
     assert!(out.status.success() && said.trim().is_empty(), "{said}");
 }
+
+#[test]
+fn the_package_ships_every_manual_page() {
+    let listed = std::fs::read_to_string(packaging().join("debian/snapfs.manpages"))
+        .expect("snapfs.manpages");
+    let man = Path::new(env!("CARGO_MANIFEST_DIR")).join("../man");
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(&man).expect("man/") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if !listed.lines().any(|l| l.trim() == format!("man/{name}")) {
+            missing.push(name);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not in debian/snapfs.manpages: {missing:?}"
+    );
+}
