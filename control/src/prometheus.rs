@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::wire::{StatusReport, TargetMetrics, UploadState};
+use crate::wire::{STORE_LATENCY_BOUNDS, StatusReport, TargetMetrics, UploadState};
 
 /// The media type of the format, for an HTTP answer.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -94,7 +94,7 @@ fn braces(labels: &str) -> String {
 pub fn status(text: &mut Text, mounts: &[(&Path, &StatusReport)]) {
     let mountpoint = |m: &Path| format!("mountpoint=\"{}\"", label(&m.to_string_lossy()));
     type Pick = fn(&TargetMetrics) -> u64;
-    let store: [(&str, &str, Pick); 6] = [
+    let store: [(&str, &str, Pick); 7] = [
         ("get_requests", "Reads sent to the store.", |t| {
             t.get_requests
         }),
@@ -107,6 +107,11 @@ pub fn status(text: &mut Text, mounts: &[(&Path, &StatusReport)]) {
             t.list_requests
         }),
         ("errors", "Store requests that failed.", |t| t.errors),
+        (
+            "retries",
+            "Store requests tried again by snapfs (object_store's own retries of cloud requests are not seen).",
+            |t| t.retries,
+        ),
     ];
     for (what, help, pick) in store {
         let samples = mounts.iter().flat_map(|(m, s)| {
@@ -122,6 +127,29 @@ pub fn status(text: &mut Text, mounts: &[(&Path, &StatusReport)]) {
             samples,
         );
     }
+
+    text.histogram(
+        "snapfs_store_request_seconds",
+        "How long store requests took to answer (for reads: until the first byte), by operation.",
+        mounts.iter().flat_map(|(m, s)| {
+            s.metrics.targets.iter().flat_map(move |t| {
+                t.latency.iter().map(move |l| {
+                    let labels = format!(
+                        "{},target=\"{}\",op=\"{}\"",
+                        mountpoint(m),
+                        label(&t.target),
+                        label(&l.op)
+                    );
+                    let h = Histogram {
+                        bounds: STORE_LATENCY_BOUNDS,
+                        counts: l.counts.clone(),
+                        sum: l.sum_micros as f64 / 1e6,
+                    };
+                    (labels, h)
+                })
+            })
+        }),
+    );
 
     let per_mount = |extra: &str, pick: &dyn Fn(&StatusReport) -> u64| -> Vec<(String, u64)> {
         mounts

@@ -132,6 +132,51 @@ pub struct TargetMetrics {
     pub put_bytes: u64,
     pub list_requests: u64,
     pub errors: u64,
+    /// Tries of a request after its first, where the target's client makes them.
+    #[serde(default)]
+    pub retries: u64,
+    /// How long store requests took to answer, by operation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency: Vec<OpLatency>,
+}
+
+/// The latencies of one kind of store request: how many fell at or below each of
+/// [`STORE_LATENCY_BOUNDS`] (not cumulative; one more count for the rest) and their sum.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpLatency {
+    pub op: String,
+    pub counts: Vec<u64>,
+    pub sum_micros: u64,
+}
+
+/// Upper bounds in seconds of the store latency buckets: a cached object store answer is a
+/// millisecond, a large download through a slow link many seconds.
+pub const STORE_LATENCY_BOUNDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+impl OpLatency {
+    pub fn new(op: &str) -> OpLatency {
+        OpLatency {
+            op: op.to_string(),
+            counts: vec![0; STORE_LATENCY_BOUNDS.len() + 1],
+            sum_micros: 0,
+        }
+    }
+
+    pub fn observe(&mut self, took: std::time::Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = STORE_LATENCY_BOUNDS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(STORE_LATENCY_BOUNDS.len());
+        if let Some(c) = self.counts.get_mut(bucket) {
+            *c += 1;
+        }
+        self.sum_micros = self
+            .sum_micros
+            .saturating_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,6 +2,7 @@
 //! snapfs-format(5). Reading goes through the VFS and its cache; writing is `upload::commit`.
 
 mod credentials;
+mod metered;
 mod orphans;
 mod powers;
 mod retry;
@@ -30,6 +31,8 @@ use snapfs_fs::cache::{BlockCache, CacheKey};
 use snapfs_fs::format::{self, EntryKind, Manifest};
 use snapfs_fs::tree::SnapshotTree;
 
+use crate::latency::Latencies;
+
 pub use store::{local_dir, open_store};
 
 /// Longest snapshot name (documented in README.md): the manifest key adds a suffix and must
@@ -55,7 +58,9 @@ pub struct StoreCounters {
 pub struct CloudBackend {
     /// Target path in the mount (`cloud/local`), used in cache keys and messages.
     path: String,
+    /// The remote, timed request by request.
     store: Arc<dyn ObjectStore>,
+    latency: Arc<Latencies>,
     cache: Arc<BlockCache>,
     counters: StoreCounters,
     /// Summaries by (name, version): a manifest never changes once written.
@@ -125,9 +130,11 @@ impl CloudBackend {
         ttl: Option<Duration>,
         max_snapshots: Option<u64>,
     ) -> Self {
+        let latency = Arc::new(Latencies::default());
         CloudBackend {
             path,
-            store,
+            store: Arc::new(metered::Metered::new(store, latency.clone())),
+            latency,
             cache,
             counters: StoreCounters::default(),
             infos: Mutex::new(HashMap::new()),

@@ -139,6 +139,8 @@ impl HiveMqBackend {
             put_bytes: 0,
             list_requests: c.list_requests.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            latency: self.client.latency.snapshot(),
         }
     }
 

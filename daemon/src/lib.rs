@@ -10,6 +10,7 @@ mod fake_target;
 pub mod hivemq;
 pub mod jobs;
 pub mod k8s;
+pub mod latency;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

@@ -152,6 +152,29 @@ fn metrics_are_served_over_http_and_parse() {
     );
     assert!(count > 0.0);
 
+    // Store requests by operation: the upload's puts, the read's ranged gets.
+    let store_latency = "snapfs_store_request_seconds";
+    assert_eq!(families[store_latency]["type"], "histogram");
+    for op in ["put", "get_range", "list"] {
+        let labels = [("target", "cloud/local"), ("op", op)];
+        let n = sample(
+            &families,
+            store_latency,
+            "snapfs_store_request_seconds_count",
+            &labels,
+        );
+        assert!(n > 0.0, "no {op} timed");
+    }
+    assert_eq!(
+        sample(
+            &families,
+            "snapfs_store_retries",
+            "snapfs_store_retries_total",
+            &store
+        ),
+        0.0
+    );
+
     // Only /metrics is there; anything else is a plain 404.
     let other = url.replace("/metrics", "/other");
     let code = sh(&format!(

@@ -25,6 +25,7 @@ use snapfs_fs::backend::BackendError;
 use crate::backoff::Backoff;
 use crate::config::{Cluster, Endpoint, Password, Secret, SecretRef};
 use crate::k8s::PodForward;
+use crate::latency::Latencies;
 
 /// The longest a try waits for a TCP connection, when the cluster's `timeout` is longer: a
 /// broker that is up accepts at once, and one that is down is worth another try sooner.
@@ -65,6 +66,8 @@ pub struct Counters {
     pub post_requests: AtomicU64,
     pub list_requests: AtomicU64,
     pub errors: AtomicU64,
+    /// Tries after a request's first.
+    pub retries: AtomicU64,
 }
 
 /// How one try ended when it did not succeed.
@@ -152,6 +155,8 @@ pub struct Client {
     /// The target path, for messages (`hivemq/broker`).
     what: String,
     pub counters: Counters,
+    /// How long each try took, by request.
+    pub latency: Latencies,
 }
 
 impl Client {
@@ -208,19 +213,25 @@ impl Client {
             timeout: cluster.timeout,
             what,
             counters: Counters::default(),
+            latency: Latencies::default(),
         })
     }
 
     pub async fn list(&self) -> Result<Vec<Backup>, BackendError> {
         self.counters.list_requests.fetch_add(1, Ordering::Relaxed);
-        let body = self.call(Method::GET, "backups", None).await?;
+        let body = self.call("list", Method::GET, "backups", None).await?;
         backups_of(&body).map_err(|e| self.unreadable(e))
     }
 
     pub async fn get(&self, id: &str) -> Result<Backup, BackendError> {
         self.counters.get_requests.fetch_add(1, Ordering::Relaxed);
         let body = self
-            .call(Method::GET, &format!("backups/{}", checked(id)?), None)
+            .call(
+                "get",
+                Method::GET,
+                &format!("backups/{}", checked(id)?),
+                None,
+            )
             .await?;
         Ok(self.parse::<One>(&body)?.backup)
     }
@@ -228,7 +239,7 @@ impl Client {
     /// Starts a backup; the answer is the backup in IN_PROGRESS.
     pub async fn create(&self) -> Result<Backup, BackendError> {
         self.counters.post_requests.fetch_add(1, Ordering::Relaxed);
-        let body = self.call(Method::POST, "backups", None).await?;
+        let body = self.call("create", Method::POST, "backups", None).await?;
         Ok(self.parse::<One>(&body)?.backup)
     }
 
@@ -236,7 +247,12 @@ impl Client {
     pub async fn restore(&self, id: &str) -> Result<Backup, BackendError> {
         self.counters.post_requests.fetch_add(1, Ordering::Relaxed);
         let body = self
-            .call(Method::POST, &format!("backups/{}", checked(id)?), None)
+            .call(
+                "restore",
+                Method::POST,
+                &format!("backups/{}", checked(id)?),
+                None,
+            )
             .await?;
         Ok(self.parse::<One>(&body)?.backup)
     }
@@ -245,7 +261,9 @@ impl Client {
     pub async fn download(&self, id: &str, range: Range<u64>) -> Result<Bytes, BackendError> {
         self.counters.get_requests.fetch_add(1, Ordering::Relaxed);
         let path = format!("files/backups/{}", checked(id)?);
-        let bytes = self.call(Method::GET, &path, Some(range)).await?;
+        let bytes = self
+            .call("download", Method::GET, &path, Some(range))
+            .await?;
         self.counters
             .get_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -266,6 +284,7 @@ impl Client {
     /// after the last answer that was cut off).
     async fn call(
         &self,
+        op: &'static str,
         method: Method,
         path: &str,
         range: Option<Range<u64>>,
@@ -274,12 +293,16 @@ impl Client {
         let mut window = Window::open(self.timeout, Instant::now());
         let outcome = (|| {
             tries += 1;
-            self.attempt(method.clone(), path, range.clone())
+            let attempt = self.attempt(method.clone(), path, range.clone());
+            self.latency.time(op, attempt)
         })
         .retry(self.backoff)
         .when(|f| !matches!(f, Failure::Final(_)))
         .adjust(|f, wait| window.admit(f, wait, Instant::now()))
-        .notify(|f, wait| tracing::debug!(target = self.what, path, error = ?f, ?wait, "retrying"))
+        .notify(|f, wait| {
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(target = self.what, path, error = ?f, ?wait, "retrying");
+        })
         .await;
         let e = match outcome {
             Ok(body) => return Ok(body),
