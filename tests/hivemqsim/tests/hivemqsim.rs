@@ -7,5 +7,6 @@ mod hivemqsim {
     pub mod download;
     pub mod faults;
     pub mod portforward;
+    pub mod statefulset;
     pub mod support;
 }

@@ -23,12 +23,14 @@ mod meta;
 mod patch;
 mod portforward;
 mod resources;
+mod routes;
 mod sandbox;
 mod selector;
 mod server;
 mod store;
 
 pub use faults::{Counters, Faults};
+pub use routes::{PortRoute, RouteError, RouteTarget};
 pub use server::{
     ADMIN_TOKEN, ADMIN_USER, Config, DRIVER, KubeSim, NODE, SNAPSHOT_CLASS, STORAGE_CLASS, Timings,
 };

@@ -22,6 +22,11 @@ struct Args {
     /// The static busybox binary exec runs.
     #[arg(long, default_value = "/usr/bin/busybox")]
     busybox: PathBuf,
+    /// Connects port-forwards to a pod's container port to a TCP address:
+    /// `NAMESPACE/POD:PORT=HOST:PORT`, where POD may be `sts/NAME` (every pod of that
+    /// StatefulSet). Repeatable.
+    #[arg(long = "route", value_name = "NAMESPACE/POD:PORT=HOST:PORT")]
+    routes: Vec<kubesim::PortRoute>,
 }
 
 #[tokio::main]
@@ -46,6 +51,9 @@ async fn main() -> anyhow::Result<()> {
     let sim = kubesim::KubeSim::start(config)
         .await
         .context("starting the server")?;
+    for route in &args.routes {
+        sim.add_route(route);
+    }
     sim.write_kubeconfig(&args.kubeconfig)
         .with_context(|| format!("writing {}", args.kubeconfig.display()))?;
     println!("{}", sim.url());

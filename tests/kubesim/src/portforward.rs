@@ -82,7 +82,7 @@ async fn run(state: Arc<State>, pod: serde_json::Value, ports: Vec<u16>, socket:
                 return;
             }
         }
-        let target = state.port_target(meta::namespace(&pod), meta::name(&pod), *port);
+        let target = state.routes.target(&pod, *port);
         let conn = match target {
             Some(addr) => TcpStream::connect(addr).await.map_err(|e| e.to_string()),
             None => Err("connect: connection refused".to_string()),

@@ -54,3 +54,22 @@ async fn binary_serves_its_kubeconfig() {
     })
     .await;
 }
+
+#[test]
+fn malformed_routes_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kubesim"))
+        .arg("--kubeconfig")
+        .arg(dir.path().join("config"))
+        .args(["--route", "default/sts/hivemq:rest=127.0.0.1:8888"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid value 'default/sts/hivemq:rest=127.0.0.1:8888' for '--route")
+            && stderr.contains("pod port \"rest\" is not a port number (1-65535)"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("config").exists());
+}
