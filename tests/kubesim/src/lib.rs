@@ -27,6 +27,7 @@ mod routes;
 mod sandbox;
 mod selector;
 mod server;
+mod spdy;
 mod store;
 
 pub use faults::{Counters, Faults};
