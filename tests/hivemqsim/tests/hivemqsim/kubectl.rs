@@ -6,23 +6,16 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use hivemqsim::Seed;
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::DeleteParams;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStdout, Command};
 
-use super::statefulset::{REST, hivemq_statefulset, wait_ready};
-use super::support::{BACKUPS, bounded, file, get, kube_client, start, start_kube};
+use super::statefulset::{REST, hivemq_cluster};
+use super::support::{BACKUPS, bounded, file, get, stalling_server, start};
 
 fn kubectl_binary() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("kubectl"))
-            .find(|p| p.is_file())
-    });
+    let found = kubesim::kubectl_on_path();
     if found.is_none() {
         println!("skipping: kubectl is not installed");
     }
@@ -100,15 +93,8 @@ async fn kubectl_port_forward_downloads_a_backup() {
         let kubeconfig = dir.path().join("kubeconfig");
         let hivemq = start().await;
         let seeded = hivemq.seed(Seed::with_size(3 << 20)).unwrap();
-        let kube = start_kube().await;
+        let (kube, _) = hivemq_cluster(hivemq.addr(), 1).await;
         kube.write_kubeconfig(&kubeconfig).unwrap();
-        kube.register_statefulset_port("default", "hivemq", REST, hivemq.addr());
-        let client = kube_client(&kube).await;
-        let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
-        statefulsets
-            .create(&PostParams::default(), &hivemq_statefulset("hivemq", 1))
-            .await
-            .unwrap();
         // kubectl sees the pod Ready.
         let waited = Command::new(&kubectl)
             .arg("--kubeconfig")
@@ -161,24 +147,6 @@ async fn kubectl_port_forward_downloads_a_backup() {
     .await;
 }
 
-/// A pod side that sends `first` bytes of a download and then holds the connection open.
-async fn stalling_server(first: usize) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let _ = conn.read(&mut buf).await;
-                let _ = conn.write_all(&vec![b'x'; first]).await;
-                std::future::pending::<()>().await;
-                drop(conn);
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_pod_ends_kubectl_port_forward_with_an_error() {
     bounded(async {
@@ -187,17 +155,8 @@ async fn deleting_the_pod_ends_kubectl_port_forward_with_an_error() {
         };
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
-        let kube = start_kube().await;
+        let (kube, pods) = hivemq_cluster(stalling_server(65_536).await, 1).await;
         kube.write_kubeconfig(&kubeconfig).unwrap();
-        kube.register_statefulset_port("default", "hivemq", REST, stalling_server(65_536).await);
-        let client = kube_client(&kube).await;
-        let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
-        statefulsets
-            .create(&PostParams::default(), &hivemq_statefulset("hivemq", 1))
-            .await
-            .unwrap();
-        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-        wait_ready(&pods, "hivemq-0", None).await;
 
         let mut forward = PortForward::start(&kubectl, &kubeconfig, "hivemq-0", REST).await;
         let mut conn = TcpStream::connect(forward.local).await.unwrap();

@@ -1,6 +1,7 @@
 //! A HiveMQ cluster as a StatefulSet: every pod's REST port routes to hivemqsim, pods become
 //! Ready, and a deleted pod comes back under its name and is reachable again.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use hivemqsim::Seed;
@@ -8,9 +9,14 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
+use kubesim::KubeSim;
 use serde_json::json;
 
-use super::support::{BACKUPS, bounded, exchange, file, kube_client, start, start_kube};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::support::{
+    BACKUPS, bounded, exchange, file, kube_client, stalling_server, start, start_kube,
+};
 
 pub const REST: u16 = 8888;
 
@@ -52,23 +58,34 @@ pub async fn wait_ready(pods: &Api<Pod>, name: &str, not: Option<&str>) -> Pod {
     .unwrap_or_else(|_| panic!("pod {name} Ready in time"))
 }
 
+/// kubesim with a StatefulSet `hivemq` of `replicas` pods whose REST port routes to `target`,
+/// every pod Ready.
+pub async fn hivemq_cluster(target: SocketAddr, replicas: i32) -> (KubeSim, Api<Pod>) {
+    let kube = start_kube().await;
+    // Routed before the pods exist: the route covers future pods.
+    kube.register_statefulset_port("default", "hivemq", REST, target);
+    let client = kube_client(&kube).await;
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    statefulsets
+        .create(
+            &PostParams::default(),
+            &hivemq_statefulset("hivemq", replicas),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    for i in 0..replicas {
+        wait_ready(&pods, &format!("hivemq-{i}"), None).await;
+    }
+    (kube, pods)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statefulset_pods_route_to_hivemq_and_come_back_after_deletion() {
     bounded(async {
         let hivemq = start().await;
         let seeded = hivemq.seed(Seed::with_size(50_000)).unwrap();
-        let kube = start_kube().await;
-        // Routed before the pods exist: the route covers future pods.
-        kube.register_statefulset_port("default", "hivemq", REST, hivemq.addr());
-        let client = kube_client(&kube).await;
-        let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
-        statefulsets
-            .create(&PostParams::default(), &hivemq_statefulset("hivemq", 2))
-            .await
-            .unwrap();
-        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-        wait_ready(&pods, "hivemq-0", None).await;
-        wait_ready(&pods, "hivemq-1", None).await;
+        let (kube, pods) = hivemq_cluster(hivemq.addr(), 2).await;
 
         let mut forwarder = pods.portforward("hivemq-1", &[REST]).await.unwrap();
         let mut stream = forwarder.take_stream(REST).unwrap();
@@ -98,10 +115,42 @@ async fn statefulset_pods_route_to_hivemq_and_come_back_after_deletion() {
         drop(stream);
         let _ = forwarder.join().await;
 
+        let statefulsets: Api<StatefulSet> = Api::namespaced(kube_client(&kube).await, "default");
         let sts = statefulsets.get("hivemq").await.unwrap();
         assert_eq!(sts.status.and_then(|s| s.ready_replicas), Some(2));
         kube.shutdown().await;
         hivemq.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_pod_ends_its_forwards_with_an_error() {
+    bounded(async {
+        let (kube, pods) = hivemq_cluster(stalling_server(65_536).await, 1).await;
+        let mut forwarder = pods.portforward("hivemq-0", &[REST]).await.unwrap();
+        let mut stream = forwarder.take_stream(REST).unwrap();
+        let error = forwarder.take_error(REST).unwrap();
+        stream.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut first = vec![0u8; 65_536];
+        stream.read_exact(&mut first).await.unwrap();
+
+        // Mid-download, the pod goes: the download ends, the error channel says why.
+        pods.delete("hivemq-0", &DeleteParams::default())
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+        assert!(rest.is_empty(), "the download ends");
+        let message = error.await.expect("an error message");
+        assert!(
+            message.starts_with("error forwarding to pod ")
+                && message.ends_with(": the pod is being deleted"),
+            "{message}"
+        );
+        drop(stream);
+        let _ = forwarder.join().await;
+        kube.shutdown().await;
     })
     .await;
 }

@@ -37,6 +37,27 @@ pub async fn start_kube() -> kubesim::KubeSim {
     .expect("kubesim starts")
 }
 
+/// A pod side that answers a request with `first` bytes, then holds the connection open, as a
+/// download in progress.
+pub async fn stalling_server(first: usize) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("has an address");
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn.write_all(&vec![b'x'; first]).await;
+                std::future::pending::<()>().await;
+                drop(conn);
+            });
+        }
+    });
+    addr
+}
+
 /// Every test body finishes within this.
 pub const LIMIT: Duration = Duration::from_secs(20);
 

@@ -181,7 +181,7 @@ impl Session {
         Ok(())
     }
 
-    async fn from_pod(&mut self, from_pod: FromPod) -> Result<(), Gone> {
+    async fn on_pod_side(&mut self, from_pod: FromPod) -> Result<(), Gone> {
         match from_pod {
             FromPod::Data(id, bytes) => {
                 let Some(stream) = self.requests.get(&id).and_then(|r| r.data) else {
@@ -248,7 +248,7 @@ pub(super) async fn run(forward: Forward, socket: Socket) {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Err(Gone),
                 Some(Ok(_)) => Ok(()),
             },
-            Some(from_pod) = rx.recv() => session.from_pod(from_pod).await,
+            Some(from_pod) = rx.recv() => session.on_pod_side(from_pod).await,
             message = &mut ended => {
                 if session.pod_ended(&message).await {
                     // kubectl reports the error and closes the connection itself; closing

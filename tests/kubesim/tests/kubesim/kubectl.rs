@@ -9,12 +9,8 @@ use tokio::process::Command;
 
 use super::support::{bounded, start};
 
-pub fn kubectl_binary() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("kubectl"))
-            .find(|p| p.is_file())
-    });
+fn kubectl_binary() -> Option<PathBuf> {
+    let found = kubesim::kubectl_on_path();
     if found.is_none() {
         println!("skipping: kubectl is not installed");
     }

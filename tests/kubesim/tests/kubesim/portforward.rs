@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::PostParams;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -87,64 +87,6 @@ async fn portforward_reaches_the_registered_address() {
     .await;
 }
 
-/// A pod side that answers a request with `first` bytes and then holds the connection open.
-async fn stalling_server(first: usize) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let _ = conn.read(&mut buf).await;
-                let _ = conn.write_all(&vec![b'x'; first]).await;
-                std::future::pending::<()>().await;
-                drop(conn);
-            });
-        }
-    });
-    addr
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_the_pod_ends_its_forwards_with_an_error() {
-    bounded(async {
-        let sim = start().await;
-        let client = client(&sim).await;
-        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-        pods.create(&PostParams::default(), &pod_spec("web", None))
-            .await
-            .unwrap();
-        wait_for(
-            pods.clone(),
-            "web",
-            kube::runtime::conditions::is_pod_running(),
-        )
-        .await;
-        sim.register_port("default", "web", 8888, stalling_server(65_536).await);
-
-        let mut forwarder = pods.portforward("web", &[8888]).await.unwrap();
-        let mut stream = forwarder.take_stream(8888).unwrap();
-        let error = forwarder.take_error(8888).unwrap();
-        stream.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
-        let mut first = vec![0u8; 65_536];
-        stream.read_exact(&mut first).await.unwrap();
-        pods.delete("web", &DeleteParams::default()).await.unwrap();
-        let mut rest = Vec::new();
-        let _ = stream.read_to_end(&mut rest).await;
-        assert!(rest.is_empty(), "the download ends");
-        let message = error.await.expect("an error message");
-        assert!(
-            message.starts_with("error forwarding to pod ")
-                && message.ends_with(": the pod is being deleted"),
-            "{message}"
-        );
-        drop(stream);
-        let _ = forwarder.join().await;
-        sim.shutdown().await;
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn portforward_is_denied_to_a_user_without_get_on_pods_portforward() {
     bounded(async {
@@ -155,7 +97,7 @@ async fn portforward_is_denied_to_a_user_without_get_on_pods_portforward() {
             .await
             .unwrap();
         wait_for(pods.clone(), "web", kube::runtime::conditions::is_pod_running()).await;
-        sim.register_port("default", "web", 8888, stalling_server(1).await);
+        sim.register_port("default", "web", 8888, http_server().await);
         sim.add_user("dev-token", "dev");
         // WebSocket upgrades are GETs: RBAC checks `get` on pods/portforward (and, as 1.35+
         // does, `create` too).
