@@ -185,3 +185,34 @@ async fn deleting_the_pod_ends_kubectl_port_forward_with_an_error() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_port_forward_to_a_closed_port_reports_connection_refused() {
+    bounded(async {
+        let Some(kubectl) = kubectl_binary() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        let hivemq = start().await;
+        let (kube, _) = hivemq_cluster(hivemq.addr(), 1).await;
+        kube.write_kubeconfig(&kubeconfig).unwrap();
+        // Nothing routes (listens on) port 9999 of the pod.
+        let mut forward = PortForward::start(&kubectl, &kubeconfig, "hivemq-0", 9999).await;
+        let mut conn = TcpStream::connect(forward.local).await.unwrap();
+        let mut got = Vec::new();
+        let _ = conn.read_to_end(&mut got).await;
+        assert!(got.is_empty());
+        let (status, stderr) = forward.exit().await;
+        assert!(!status.success(), "{stderr}");
+        assert!(
+            stderr.contains("an error occurred forwarding")
+                && stderr.contains("failed to connect to localhost:9999 inside namespace")
+                && stderr.contains("dial tcp4 127.0.0.1:9999: connect: connection refused"),
+            "{stderr}"
+        );
+        kube.shutdown().await;
+        hivemq.shutdown().await;
+    })
+    .await;
+}

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use super::support::{bounded, client, client_with_token, pod_spec, start, wait_for};
 
 /// A one-request HTTP server "inside" the pod.
-async fn http_server() -> std::net::SocketAddr {
+pub async fn http_server() -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
