@@ -6,6 +6,8 @@ mod hivemqsim {
     pub mod binary;
     pub mod download;
     pub mod faults;
+    pub mod kubectl;
     pub mod portforward;
+    pub mod statefulset;
     pub mod support;
 }

@@ -6,6 +6,7 @@ mod objects;
 mod openapi;
 mod path;
 mod pod_security;
+mod secrets;
 mod table;
 mod watch;
 
@@ -215,8 +216,11 @@ async fn resource(
     let t = &call.target;
     let method = req.method().clone();
     let sub = t.sub.as_deref();
+    let connect = matches!(sub, Some("exec" | "attach" | "portforward"));
     let verb = match (&method, t.name.is_some(), sub) {
-        (_, true, Some("exec" | "attach" | "portforward")) => "create",
+        // A WebSocket upgrade is a GET, authorized as `get`; SPDY upgrades are POSTs.
+        (&Method::GET, true, _) if connect => "get",
+        (_, true, _) if connect => "create",
         (&Method::GET, true, _) => "get",
         (&Method::GET, false, _) if call.query.flag("watch") => "watch",
         (&Method::GET, false, _) => "list",
@@ -227,9 +231,18 @@ async fn resource(
         (&Method::DELETE, false, _) => "deletecollection",
         _ => return Err(ApiError::method_not_supported(t.rt, method.as_str())),
     };
+    let resource = (call.target.rbac_resource(), t.name.as_deref().unwrap_or(""));
+    let resource = (resource.0.as_str(), resource.1);
     state
         .auth
-        .authorize(&call.user, verb, t.rt, &call.target.rbac_resource(), t.ns())?;
+        .authorize(&call.user, verb, t.rt, resource, t.ns())?;
+    if connect && verb == "get" {
+        // The API server (1.35+, AuthorizePodWebsocketUpgradeCreatePermission) also asks for
+        // `create` on WebSocket upgrades, so both verbs are checked.
+        state
+            .auth
+            .authorize(&call.user, "create", t.rt, resource, t.ns())?;
+    }
     match sub {
         None | Some("status") => {}
         Some("exec" | "attach") if t.rt.is("pods") => {

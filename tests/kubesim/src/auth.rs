@@ -71,13 +71,13 @@ impl Auth {
     }
 
     /// 403 with the API server's wording when a deny rule matches. `resource` may carry a
-    /// subresource (`pods/exec`).
+    /// subresource (`pods/exec`); `name` is the object's, empty for collections.
     pub fn authorize(
         &self,
         user: &str,
         verb: &str,
         rt: &ResourceType,
-        resource: &str,
+        (resource, name): (&str, &str),
         namespace: &str,
     ) -> Result<(), ApiError> {
         let denied = self.lock_denied().iter().any(|r| {
@@ -89,30 +89,23 @@ impl Auth {
         if !denied {
             return Ok(());
         }
-        let (plural, sub) = resource.split_once('/').unwrap_or((resource, ""));
-        let shown = if rt.group.is_empty() {
-            plural.to_string()
-        } else {
-            format!("{plural}.{}", rt.group)
-        };
-        let what = if sub.is_empty() {
-            format!("resource \"{plural}\"")
-        } else {
-            format!("resource \"{plural}/{sub}\"")
-        };
         let scope = if namespace.is_empty() {
             "at the cluster scope".to_string()
         } else {
             format!("in the namespace \"{namespace}\"")
         };
-        let shown = if sub.is_empty() {
-            shown
-        } else {
-            format!("{shown}/{sub}")
-        };
-        Err(ApiError::forbidden(format!(
-            "{shown} is forbidden: User \"{user}\" cannot {verb} {what} in API group \"{}\" {scope}",
+        let why = format!(
+            "User \"{user}\" cannot {verb} resource \"{resource}\" in API group \"{}\" {scope}",
             rt.group
-        )))
+        );
+        // The forbidden error names the resource without its subresource, and the object.
+        if name.is_empty() {
+            Err(ApiError::forbidden(format!(
+                "{} is forbidden: {why}",
+                rt.qualified()
+            )))
+        } else {
+            Err(ApiError::forbidden_object(rt, name, &why))
+        }
     }
 }

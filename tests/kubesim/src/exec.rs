@@ -18,6 +18,7 @@ use crate::api::{Body, Call};
 use crate::channel::{self, CLOSE, RESIZE, STATUS, STDERR, STDIN, STDOUT, Socket, V4, V5};
 use crate::controllers::kubelet;
 use crate::error::ApiError;
+use crate::faults::Direction;
 use crate::meta;
 use crate::resources::PODS;
 use crate::server::State;
@@ -238,6 +239,12 @@ impl Session {
                 };
                 match data.first().copied() {
                     Some(STDIN) => {
+                        let delay = counters_state
+                            .faults
+                            .exec_delay(Direction::In, data.len() - 1);
+                        if let Some(delay) = delay {
+                            tokio::time::sleep(delay).await;
+                        }
                         counters_state.counters.add_exec_in(data.len() - 1);
                         if let Some(pipe) = stdin.as_mut()
                             && pipe.write_all(&data[1..]).await.is_err()
@@ -284,6 +291,9 @@ impl Session {
             } else {
                 &err_buf[..n]
             };
+            if let Some(delay) = self.state.faults.exec_delay(Direction::Out, n) {
+                tokio::time::sleep(delay).await;
+            }
             if sink
                 .send(Message::binary(channel::frame(channel, data)))
                 .await

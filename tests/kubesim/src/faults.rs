@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Faults to inject. Every switch starts off and can be flipped at any time.
 #[derive(Debug, Default)]
@@ -14,6 +14,38 @@ pub struct Faults {
     exec_v4_only: AtomicBool,
     latency_ms: AtomicU64,
     snapshot_api_missing: AtomicBool,
+    /// Bytes per second of exec stdin and of exec output; 0 is unlimited.
+    exec_bandwidth: AtomicU64,
+    /// The exec links, one per direction, shared by every session.
+    exec_links: Mutex<[Link; 2]>,
+}
+
+/// Which way exec data goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Direction {
+    /// Client to command (stdin).
+    In = 0,
+    /// Command to client (stdout and stderr).
+    Out = 1,
+}
+
+/// A link of some bandwidth: each chunk goes once the chunks before it have had their time
+/// on it, so a sender that waits as told averages the bandwidth. An idle link has no credit.
+#[derive(Debug, Default)]
+pub(crate) struct Link {
+    free_at: Option<Instant>,
+}
+
+impl Link {
+    /// Reserves the link for `bytes` at `rate` bytes per second from `now`: how long the sender
+    /// waits until the chunk has gone.
+    pub fn reserve(&mut self, bytes: u64, rate: u64, now: Instant) -> Duration {
+        let start = self.free_at.filter(|t| *t > now).unwrap_or(now);
+        let nanos = u128::from(bytes) * 1_000_000_000 / u128::from(rate.max(1));
+        let done = start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+        self.free_at = Some(done);
+        done - now
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -77,6 +109,25 @@ impl Faults {
 
     pub fn snapshot_api_missing(&self) -> bool {
         self.snapshot_api_missing.load(Ordering::Relaxed)
+    }
+
+    /// Limits exec stdin and exec output (stdout and stderr), each to this many bytes per
+    /// second across all sessions, as a link of that bandwidth would, whatever protocol exec
+    /// speaks. `None` removes the limit.
+    pub fn set_exec_bandwidth(&self, bytes_per_sec: Option<u64>) {
+        self.exec_bandwidth
+            .store(bytes_per_sec.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    pub fn exec_bandwidth(&self) -> Option<u64> {
+        Some(self.exec_bandwidth.load(Ordering::Relaxed)).filter(|b| *b > 0)
+    }
+
+    /// How long exec waits before `bytes` more go `direction`; None when unlimited.
+    pub(crate) fn exec_delay(&self, direction: Direction, bytes: usize) -> Option<Duration> {
+        let rate = self.exec_bandwidth()?;
+        let mut links = lock(&self.exec_links);
+        Some(links[direction as usize].reserve(bytes as u64, rate, Instant::now()))
     }
 }
 
@@ -177,5 +228,57 @@ impl Counters {
 
     pub(crate) fn add_deleted(&self, resource: &str) {
         *lock(&self.deleted).entry(resource.to_string()).or_default() += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_spaces_chunks_by_their_size() {
+        let t0 = Instant::now();
+        let mut link = Link::default();
+        let rate = 1000;
+        assert_eq!(link.reserve(500, rate, t0), Duration::from_millis(500));
+        // Back to back: the second chunk waits for the first.
+        assert_eq!(link.reserve(250, rate, t0), Duration::from_millis(750));
+        // Later, part of that wait has passed.
+        assert_eq!(
+            link.reserve(250, rate, t0 + Duration::from_millis(600)),
+            Duration::from_millis(400)
+        );
+        // An idle link starts afresh: no credit for the idle time.
+        assert_eq!(
+            link.reserve(100, rate, t0 + Duration::from_secs(5)),
+            Duration::from_millis(100)
+        );
+    }
+
+    #[test]
+    fn fifty_mebibytes_a_second() {
+        let t0 = Instant::now();
+        let mut link = Link::default();
+        let rate = 50 << 20;
+        let mut waited = Duration::ZERO;
+        // 100 MiB in 32 KiB chunks, sent as fast as allowed: the last one is done at 2 s.
+        for _ in 0..3200 {
+            waited = link.reserve(32 << 10, rate, t0);
+        }
+        assert_eq!(waited, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_switch_feeds_both_directions_apart() {
+        let faults = Faults::default();
+        assert_eq!(faults.exec_delay(Direction::In, 1000), None);
+        faults.set_exec_bandwidth(Some(1000));
+        let first_in = faults.exec_delay(Direction::In, 1000).unwrap();
+        let first_out = faults.exec_delay(Direction::Out, 1000).unwrap();
+        // Each direction has its own link: both wait about one second, not two.
+        assert!(first_in <= Duration::from_secs(1) && first_out <= Duration::from_secs(1));
+        assert!(faults.exec_delay(Direction::In, 1000).unwrap() > Duration::from_secs(1));
+        faults.set_exec_bandwidth(None);
+        assert_eq!(faults.exec_delay(Direction::Out, 1000), None);
     }
 }

@@ -19,16 +19,21 @@ mod controllers;
 mod error;
 mod exec;
 mod faults;
+mod kubectl;
 mod meta;
 mod patch;
 mod portforward;
 mod resources;
+mod routes;
 mod sandbox;
 mod selector;
 mod server;
+mod spdy;
 mod store;
 
 pub use faults::{Counters, Faults};
+pub use kubectl::kubectl_on_path;
+pub use routes::{PortRoute, RouteError, RouteTarget};
 pub use server::{
     ADMIN_TOKEN, ADMIN_USER, Config, DRIVER, KubeSim, NODE, SNAPSHOT_CLASS, STORAGE_CLASS, Timings,
 };

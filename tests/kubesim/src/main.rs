@@ -22,6 +22,15 @@ struct Args {
     /// The static busybox binary exec runs.
     #[arg(long, default_value = "/usr/bin/busybox")]
     busybox: PathBuf,
+    /// Connects port-forwards to a pod's container port to a TCP address:
+    /// `NAMESPACE/POD:PORT=HOST:PORT`, where POD may be `sts/NAME` (every pod of that
+    /// StatefulSet). Repeatable.
+    #[arg(long = "route", value_name = "NAMESPACE/POD:PORT=HOST:PORT")]
+    routes: Vec<kubesim::PortRoute>,
+    /// Limits exec stdin and exec output each to this many bytes per second (`50Mi`, `1G`,
+    /// `65536`), as a link of that bandwidth would.
+    #[arg(long, value_name = "BYTES_PER_SEC", value_parser = snapfs_control::units::parse_size)]
+    exec_bandwidth: Option<u64>,
 }
 
 #[tokio::main]
@@ -46,6 +55,10 @@ async fn main() -> anyhow::Result<()> {
     let sim = kubesim::KubeSim::start(config)
         .await
         .context("starting the server")?;
+    sim.faults().set_exec_bandwidth(args.exec_bandwidth);
+    for route in &args.routes {
+        sim.add_route(route);
+    }
     sim.write_kubeconfig(&args.kubeconfig)
         .with_context(|| format!("writing {}", args.kubeconfig.display()))?;
     println!("{}", sim.url());

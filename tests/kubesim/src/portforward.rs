@@ -1,26 +1,30 @@
-//! `pods/portforward` over WebSocket: each requested pod port is connected to the TCP address a
-//! test registered for it, with data on channel 2i and errors on channel 2i+1.
+//! `pods/portforward`: each requested pod port connects to the TCP address routed to it (see
+//! `routes`). Two wire protocols: the channel protocol the kube client speaks (`channels`) and
+//! SPDY/3.1 tunnelled in WebSocket, which kubectl 1.31+ speaks (`tunnel`). Like the kubelet's,
+//! every forward to a pod ends, with a message on its error stream, when the pod stops running.
+
+mod channels;
+mod tunnel;
 
 use std::sync::Arc;
 
-use futures::{SinkExt, StreamExt};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use serde_json::Value;
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::api::{Body, Call};
-use crate::channel::{self, Socket, V4};
+use crate::channel::{self, V4};
 use crate::error::ApiError;
 use crate::exec::running_pod;
 use crate::meta;
+use crate::resources::PODS;
 use crate::server::State;
 
 /// The plain channel protocol the kubelet also accepts for port-forward.
 const CHANNEL: &str = "channel.k8s.io";
+/// kubectl's protocol: SPDY/3.1 frames carried in binary WebSocket messages.
+const SPDY_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 
 fn ports(call: &Call) -> Result<Vec<u16>, ApiError> {
     let mut ports = Vec::new();
@@ -46,125 +50,93 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let pod = running_pod(&state, &call)?;
-    // kubectl 1.31+ offers only SPDY tunnelled in WebSocket (`SPDY/3.1+portforward.k8s.io`)
-    // and sends no `ports` parameter; that is not simulated and gets the "not supported" answer.
-    let up = channel::upgrade(req, &[V4, CHANNEL])?;
-    let ports = ports(&call)?;
+    let up = channel::upgrade(req, &[V4, CHANNEL, SPDY_TUNNEL])?;
+    // SPDY clients name their ports in stream headers; channel clients in the query.
+    let ports = if up.protocol == SPDY_TUNNEL {
+        Vec::new()
+    } else {
+        ports(&call)?
+    };
     let pending = up.pending;
+    let spdy = up.protocol == SPDY_TUNNEL;
     tokio::spawn(async move {
         if let Some(socket) = channel::accept(pending).await {
-            run(state, pod, ports, socket).await;
+            let forward = Forward { state, pod };
+            if spdy {
+                tunnel::run(forward, socket).await;
+            } else {
+                channels::run(forward, ports, socket).await;
+            }
         }
     });
     Ok(up.response)
 }
 
-/// Data from the pod side, or the end of one port's connection.
-enum FromPod {
-    Data(u8, Vec<u8>),
-    Closed,
+/// One port-forward session's pod.
+struct Forward {
+    state: Arc<State>,
+    pod: Value,
 }
 
-async fn run(state: Arc<State>, pod: serde_json::Value, ports: Vec<u16>, socket: Socket) {
-    let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<FromPod>(64);
-    let mut writers: Vec<Option<OwnedWriteHalf>> = Vec::new();
-    let mut open = 0;
-    for (i, port) in ports.iter().enumerate() {
-        let (data, error) = (2 * i as u8, 2 * i as u8 + 1);
-        let prefix = port.to_le_bytes();
-        for ch in [data, error] {
-            if sink
-                .send(Message::binary(channel::frame(ch, &prefix)))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-        let target = state.port_target(meta::namespace(&pod), meta::name(&pod), *port);
-        let conn = match target {
-            Some(addr) => TcpStream::connect(addr).await.map_err(|e| e.to_string()),
-            None => Err("connect: connection refused".to_string()),
+impl Forward {
+    /// The container runtime's sandbox id, as the kubelet names the pod in its errors (made up
+    /// from the uid: 64 hex digits).
+    fn sandbox_id(&self) -> String {
+        meta::uid(&self.pod).replace('-', "").repeat(2)
+    }
+
+    /// Connects to what `port` routes to; the error is the kubelet's message for the error
+    /// stream (containerd's wording for a port nothing listens on).
+    async fn connect(&self, port: u16) -> Result<TcpStream, String> {
+        let target = self.state.routes.target(&self.pod, port);
+        let refused = |why: &str| {
+            let sandbox = self.sandbox_id();
+            format!(
+                "error forwarding port {port} to pod {sandbox}, uid : failed to execute portforward in network namespace \"/var/run/netns/cni-{}\": failed to connect to localhost:{port} inside namespace \"{sandbox}\", IPv4: dial tcp4 127.0.0.1:{port}: {why} IPv6 dial tcp6 [::1]:{port}: {why} ",
+                meta::uid(&self.pod)
+            )
         };
-        match conn {
-            Ok(conn) => {
-                let (mut read, write) = conn.into_split();
-                writers.push(Some(write));
-                open += 1;
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 32 * 1024];
-                    loop {
-                        match read.read(&mut buf).await {
-                            Ok(n) if n > 0 => {
-                                if tx
-                                    .send(FromPod::Data(data, buf[..n].to_vec()))
-                                    .await
-                                    .is_err()
-                                {
-                                    return;
-                                }
-                            }
-                            _ => {
-                                let _ = tx.send(FromPod::Closed).await;
-                                return;
-                            }
-                        }
-                    }
-                });
-            }
-            Err(why) => {
-                // The kubelet's wording, shortened (a guess at the parts clients show).
-                let message = format!(
-                    "error forwarding port {port} to pod {}, uid : failed to connect to localhost:{port} inside namespace: dial tcp4 127.0.0.1:{port}: {why}",
-                    meta::uid(&pod)
+        match target {
+            Some(addr) => TcpStream::connect(addr).await.map_err(|e| {
+                if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                    refused("connect: connection refused")
+                } else {
+                    refused(&format!("connect: {e}"))
+                }
+            }),
+            None => Err(refused("connect: connection refused")),
+        }
+    }
+
+    /// Resolves when the pod is deleted, is being deleted or stops running, with the message
+    /// its open forwards get. The wording is a guess: the kubelet's streams just end when the
+    /// sandbox goes.
+    async fn ended(&self) -> String {
+        let (ns, name, uid) = (
+            meta::namespace(&self.pod),
+            meta::name(&self.pod),
+            meta::uid(&self.pod),
+        );
+        let mut feed = self.state.store.feed();
+        loop {
+            let why = match self.state.store.get(&PODS, ns, name) {
+                None => Some("the pod was deleted".to_string()),
+                Some(p) if meta::uid(&p) != uid => Some("the pod was deleted".to_string()),
+                Some(p) if meta::is_terminating(&p) => Some("the pod is being deleted".to_string()),
+                Some(p) => match meta::str_at(&p, &["status", "phase"]).unwrap_or("") {
+                    "Running" => None,
+                    phase => Some(format!("the pod is no longer running (phase {phase})")),
+                },
+            };
+            if let Some(why) = why {
+                return format!(
+                    "error forwarding to pod {}, uid {uid}: {why}",
+                    self.sandbox_id()
                 );
-                let _ = sink
-                    .send(Message::binary(channel::frame(error, message.as_bytes())))
-                    .await;
-                writers.push(None);
+            }
+            if let Err(tokio::sync::broadcast::error::RecvError::Closed) = feed.recv().await {
+                std::future::pending::<()>().await;
             }
         }
     }
-    drop(tx);
-    let mut epoch = state.epoch.subscribe();
-    while open > 0 {
-        tokio::select! {
-            from_pod = rx.recv() => match from_pod {
-                Some(FromPod::Data(ch, data)) => {
-                    state.counters.add_portforward_out(data.len());
-                    if sink.send(Message::binary(channel::frame(ch, &data))).await.is_err() {
-                        return;
-                    }
-                }
-                // A guess: when the pod side closes, the whole forward ends, as the connection
-                // carries one stream per port.
-                Some(FromPod::Closed) | None => open -= 1,
-            },
-            msg = stream.next() => match msg {
-                Some(Ok(Message::Binary(data))) if data.len() > 1 => {
-                    let index = usize::from(data[0] / 2);
-                    if data[0] % 2 == 0
-                        && let Some(Some(writer)) = writers.get_mut(index)
-                    {
-                        state.counters.add_portforward_in(data.len() - 1);
-                        if writer.write_all(&data[1..]).await.is_err() {
-                            writers[index] = None;
-                        }
-                    }
-                }
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                    for writer in writers.iter_mut().flatten() {
-                        let _ = writer.shutdown().await;
-                    }
-                    return;
-                }
-                Some(Ok(_)) => {}
-            },
-            _ = epoch.changed() => return,
-        }
-    }
-    let _ = sink.send(channel::normal_close()).await;
-    let _ = sink.close().await;
 }

@@ -137,6 +137,14 @@ pub(crate) static EVENTS: ResourceType = ResourceType {
     ..BASE
 };
 
+pub(crate) static SECRETS: ResourceType = ResourceType {
+    plural: "secrets",
+    singular: "secret",
+    kind: "Secret",
+    field_labels: &["type"],
+    ..BASE
+};
+
 pub(crate) static DEPLOYMENTS: ResourceType = ResourceType {
     group: "apps",
     plural: "deployments",
@@ -209,6 +217,7 @@ pub(crate) static ALL: &[&ResourceType] = &[
     &PVCS,
     &PVS,
     &EVENTS,
+    &SECRETS,
     &DEPLOYMENTS,
     &STATEFULSETS,
     &STORAGECLASSES,

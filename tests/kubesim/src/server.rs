@@ -1,6 +1,5 @@
 //! The server handle: listener, shared state, start-up objects, restart and shutdown.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -20,6 +19,7 @@ use crate::auth::Auth;
 use crate::faults::{Counters, Faults};
 use crate::meta;
 use crate::resources::{self, ResourceType};
+use crate::routes::{PortRoute, RouteTarget, Routes};
 use crate::sandbox::Sandbox;
 use crate::store::Store;
 
@@ -98,8 +98,8 @@ pub(crate) struct State {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub sandbox: Sandbox,
-    /// Registered pod ports: (namespace, pod, port) → where the connection really goes.
-    pub ports: Mutex<HashMap<(String, String, u16), SocketAddr>>,
+    /// Where port-forwards to pod ports really connect.
+    pub routes: Routes,
     /// Bumped to drop every connection (API server restart or shutdown).
     pub epoch: watch::Sender<u64>,
 }
@@ -115,14 +115,6 @@ impl State {
 
     pub fn pods_dir(&self) -> PathBuf {
         self.data_dir.join("pods")
-    }
-
-    pub fn port_target(&self, ns: &str, pod: &str, port: u16) -> Option<SocketAddr> {
-        self.ports
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(ns.to_string(), pod.to_string(), port))
-            .copied()
     }
 }
 
@@ -221,7 +213,7 @@ impl KubeSim {
             addr,
             data_dir,
             sandbox: Sandbox::new(config.busybox.clone()),
-            ports: Mutex::new(HashMap::new()),
+            routes: Routes::default(),
             epoch,
         });
         state.auth.add_token(ADMIN_TOKEN, ADMIN_USER);
@@ -297,11 +289,34 @@ impl KubeSim {
 
     /// Port-forwards to `port` of pod `namespace/pod` connect to `target`.
     pub fn register_port(&self, namespace: &str, pod: &str, port: u16, target: SocketAddr) {
-        self.state
-            .ports
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((namespace.to_string(), pod.to_string(), port), target);
+        self.add_route(&PortRoute {
+            namespace: namespace.to_string(),
+            target: RouteTarget::Pod(pod.to_string()),
+            port,
+            addr: target,
+        });
+    }
+
+    /// Port-forwards to `port` of every pod of StatefulSet `namespace/statefulset`, present and
+    /// future (recreated pods included), connect to `target`. A pod's own route wins.
+    pub fn register_statefulset_port(
+        &self,
+        namespace: &str,
+        statefulset: &str,
+        port: u16,
+        target: SocketAddr,
+    ) {
+        self.add_route(&PortRoute {
+            namespace: namespace.to_string(),
+            target: RouteTarget::StatefulSet(statefulset.to_string()),
+            port,
+            addr: target,
+        });
+    }
+
+    /// Adds a route (as parsed from `NAMESPACE/POD:PORT=HOST:PORT`).
+    pub fn add_route(&self, route: &PortRoute) {
+        self.state.routes.add(route);
     }
 
     /// The root directory of a container of a running pod (its `/`), to put files in.

@@ -8,6 +8,7 @@ mod kubesim {
     pub mod kubectl;
     pub mod pod_security;
     pub mod portforward;
+    pub mod secrets;
     pub mod snapshots;
     pub mod support;
     pub mod workloads;

@@ -2,21 +2,13 @@
 
 use hivemqsim::Seed;
 use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 use kube::api::PostParams;
 use kube::runtime::conditions::is_pod_running;
 use kube::runtime::wait::await_condition;
-use kube::{Api, Client};
 use kubesim::{Config, KubeSim, Timings};
 
-use super::support::{BACKUPS, bounded, exchange, file, start};
-
-async fn kube_client(sim: &KubeSim) -> Client {
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&sim.kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    Client::try_from(config).unwrap()
-}
+use super::support::{BACKUPS, bounded, exchange, file, kube_client, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backups_are_listed_and_downloaded_through_a_port_forward() {

@@ -9,6 +9,55 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// A kube client with the admin token of `sim`.
+pub async fn kube_client(sim: &kubesim::KubeSim) -> kube::Client {
+    kube_client_with_token(sim, kubesim::ADMIN_TOKEN).await
+}
+
+pub async fn kube_client_with_token(sim: &kubesim::KubeSim, token: &str) -> kube::Client {
+    let yaml = sim.kubeconfig().replace(kubesim::ADMIN_TOKEN, token);
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).expect("kubeconfig parses");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("kubeconfig loads");
+    kube::Client::try_from(config).expect("client builds")
+}
+
+/// kubesim with quick pods.
+pub async fn start_kube() -> kubesim::KubeSim {
+    kubesim::KubeSim::start(kubesim::Config {
+        timings: kubesim::Timings {
+            pod_start: Duration::from_millis(50),
+            pod_stop: Duration::from_millis(50),
+            ..kubesim::Timings::default()
+        },
+        ..kubesim::Config::default()
+    })
+    .await
+    .expect("kubesim starts")
+}
+
+/// A pod side that answers a request with `first` bytes, then holds the connection open, as a
+/// download in progress.
+pub async fn stalling_server(first: usize) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("has an address");
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn.write_all(&vec![b'x'; first]).await;
+                std::future::pending::<()>().await;
+                drop(conn);
+            });
+        }
+    });
+    addr
+}
+
 /// Every test body finishes within this.
 pub const LIMIT: Duration = Duration::from_secs(20);
 

@@ -48,6 +48,7 @@ pub(crate) fn admit(
         "persistentvolumeclaims" => pvc(state, obj, &mut causes),
         "volumesnapshots" => snapshot(obj, &mut causes),
         "deployments" | "statefulsets" => workload(obj, &mut causes),
+        "secrets" => super::secrets::normalize(obj)?,
         "storageclasses" => {
             let o = meta::object_mut(obj);
             o.entry("reclaimPolicy").or_insert(json!("Delete"));

@@ -238,6 +238,10 @@ fn write_through(call: &Call, old: &Value, mut new: Value) -> Result<Value, ApiE
         }
     }
     check_type(t.rt, &mut new)?;
+    if t.rt.is("secrets") {
+        super::secrets::normalize(&mut new)?;
+        super::secrets::check_update(old, &new)?;
+    }
     if main && old.get("spec") != new.get("spec") {
         let generation = old
             .pointer("/metadata/generation")

@@ -119,6 +119,7 @@ fn columns(rt: &ResourceType) -> Vec<(&'static str, &'static str)> {
             ("Available", "string"),
         ],
         "statefulsets" => vec![("Ready", "string")],
+        "secrets" => vec![("Type", "string"), ("Data", "string")],
         "storageclasses" => vec![
             ("Provisioner", "string"),
             ("ReclaimPolicy", "string"),
@@ -195,6 +196,14 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
             int(o, "/status/readyReplicas"),
             int(o, "/spec/replicas")
         ))],
+        "secrets" => vec![
+            json!(s(o, "/type")),
+            json!(
+                o.get("data")
+                    .and_then(Value::as_object)
+                    .map_or(0, |d| d.len())
+            ),
+        ],
         "storageclasses" => vec![
             json!(s(o, "/provisioner")),
             json!(s(o, "/reclaimPolicy")),

@@ -10,24 +10,20 @@ use tokio::process::Command;
 use super::support::{bounded, start};
 
 fn kubectl_binary() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("kubectl"))
-            .find(|p| p.is_file())
-    });
+    let found = kubesim::kubectl_on_path();
     if found.is_none() {
         println!("skipping: kubectl is not installed");
     }
     found
 }
 
-struct Kubectl {
-    binary: PathBuf,
-    kubeconfig: PathBuf,
+pub struct Kubectl {
+    pub binary: PathBuf,
+    pub kubeconfig: PathBuf,
 }
 
 impl Kubectl {
-    fn command(&self, args: &[&str]) -> Command {
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--kubeconfig")
             .arg(&self.kubeconfig)
@@ -36,14 +32,14 @@ impl Kubectl {
         cmd
     }
 
-    async fn run(&self, args: &[&str]) -> Output {
+    pub async fn run(&self, args: &[&str]) -> Output {
         tokio::time::timeout(Duration::from_secs(30), self.command(args).output())
             .await
             .expect("kubectl finished in time")
             .expect("kubectl runs")
     }
 
-    async fn ok(&self, args: &[&str]) -> String {
+    pub async fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args).await;
         assert!(
             out.status.success(),
@@ -53,7 +49,7 @@ impl Kubectl {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    async fn wait_running(&self, pod: &str) {
+    pub async fn wait_running(&self, pod: &str) {
         for _ in 0..100 {
             let phase = self
                 .ok(&["get", "pod", pod, "-o", "jsonpath={.status.phase}"])
@@ -95,7 +91,7 @@ spec:
       claimName: data
 ";
 
-async fn setup(dir: &Path) -> Option<(kubesim::KubeSim, Kubectl)> {
+pub async fn setup(dir: &Path) -> Option<(kubesim::KubeSim, Kubectl)> {
     let binary = kubectl_binary()?;
     let sim = start().await;
     let kubeconfig = dir.join("kubeconfig");
