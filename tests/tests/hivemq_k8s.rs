@@ -72,9 +72,9 @@ impl Setup {
         s.rt.block_on(namespaces.create(&PostParams::default(), &ns))
             .expect("namespace created");
         s.statefulset("hivemq", 3);
-        for i in 0..3 {
-            s.route(&format!("hivemq-{i}"), s.hivemq().addr());
-        }
+        // Every pod of the set, recreated ones too.
+        s.kube()
+            .register_statefulset_port(NS, "hivemq", 8888, s.hivemq().addr());
         s
     }
 
@@ -130,6 +130,7 @@ impl Setup {
             .collect()
     }
 
+    /// Port 8888 of `pod` alone goes to `to`, whatever its StatefulSet's route says.
     fn route(&self, pod: &str, to: SocketAddr) {
         self.kube().register_port(NS, pod, 8888, to);
     }

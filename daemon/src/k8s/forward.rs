@@ -282,10 +282,17 @@ impl PodForward {
             std::future::pending::<()>().await;
         };
         let down = pump(&mut from_pod, &mut to_client, &received);
+        let mut error = std::pin::pin!(error);
         let broke = tokio::select! {
-            Some(message) = error => Some(message),
+            message = &mut error => message,
             () = up => None,
-            () = down => None,
+            // The pod's side ended. Before any byte came, that is how a failure to connect
+            // inside the pod ends too, its error close behind: wait for it (it resolves as
+            // soon as the forward's stream ends, error or not).
+            () = down => match received.load(Ordering::Relaxed) {
+                0 => error.await,
+                _ => None,
+            },
         };
         opened.forwarder.abort();
         let Some(message) = broke else {
@@ -337,7 +344,8 @@ async fn accept(listener: UnixListener, forward: Weak<PodForward>) {
     }
 }
 
-/// Copies the pod's bytes to the client, counting them, until either side ends.
+/// Copies the pod's bytes to the client, counting them, until either side ends; the
+/// connection is closed by its owner.
 async fn pump(
     from: &mut (impl AsyncRead + Unpin),
     to: &mut (impl AsyncWrite + Unpin),
@@ -354,7 +362,6 @@ async fn pump(
             break;
         }
     }
-    let _ = to.shutdown().await;
 }
 
 /// Reads an HTTP request's head (the requests to a broker have no body), so that answering
