@@ -21,6 +21,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use super::WholeKey;
+
+mod whole;
+
+pub(crate) use whole::Assembly;
+
 const MAGIC: [u8; 4] = *b"SNBK";
 /// Kept at 1 when keys became [`CacheKey`](super::CacheKey) encodings: those start with `block `
 /// or `object `, the keys before them with a target's kind directory (`cloud/`), so a file from
@@ -60,6 +66,8 @@ pub(crate) struct DiskCache {
 
 struct Shared {
     blocks: PathBuf,
+    /// Whole files assembled from verified blocks, each with its seal (`whole`).
+    files: PathBuf,
     max_bytes: u64,
     min_free: u64,
     /// Prefix of this process's temp files; other temp files are leftovers of a crash.
@@ -83,11 +91,19 @@ enum Decoded {
     Corrupt,
 }
 
-/// A block file found by a walk of the tree.
+/// A cache file found by a walk of the tree.
 struct FileInfo {
     mtime: SystemTime,
     len: u64,
-    hash: u64,
+    slot: Slot,
+}
+
+/// Where a walked file lives.
+enum Slot {
+    /// A block file, by the hash of its key.
+    Block(u64),
+    /// A whole file with its seal (`whole`), by its content key.
+    Whole(WholeKey),
 }
 
 impl DiskCache {
@@ -102,11 +118,14 @@ impl DiskCache {
     ) -> io::Result<Self> {
         let blocks = dir.join("blocks");
         fs::create_dir_all(&blocks)?;
+        let files = dir.join("files");
+        fs::create_dir_all(&files)?;
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let shared = Arc::new(Shared {
             blocks,
+            files,
             max_bytes,
             min_free,
             tmp_prefix: format!(
@@ -203,8 +222,7 @@ impl DiskCache {
             return Ok(());
         }
         let dir = path.parent().unwrap_or(&shared.blocks);
-        let n = shared.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!("{}{n}", shared.tmp_prefix));
+        let tmp = shared.tmp_in(dir);
         let mut file = match create_new(&tmp) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 // Shard directories are made on first use so that open stays O(1).
@@ -227,7 +245,14 @@ impl DiskCache {
             let _ = fs::remove_file(&tmp);
             return Err(err);
         }
-        let len = (header.len() + data.len() + TRAILER_LEN) as u64;
+        self.account_write(replaced, (header.len() + data.len() + TRAILER_LEN) as u64);
+        Ok(())
+    }
+
+    /// Counts `len` new bytes on disk in place of `replaced`, and wakes the evictor when they
+    /// take usage over the limit or call for a free-space check.
+    fn account_write(&self, replaced: u64, len: u64) {
+        let shared = &self.shared;
         shared.sub_usage(replaced);
         let usage = shared.usage.fetch_add(len, Ordering::Relaxed) + len;
         let written = shared.written_since_check.fetch_add(len, Ordering::Relaxed) + len;
@@ -235,7 +260,6 @@ impl DiskCache {
             // A full channel means a wake is already pending.
             let _ = self.wake.try_send(());
         }
-        Ok(())
     }
 
     pub(crate) fn remove(&self, key: &str) {
@@ -276,6 +300,12 @@ impl Shared {
         self.blocks
             .join(format!("{:02x}", hash >> 56))
             .join(format!("{hash:016x}"))
+    }
+
+    /// A new temp file name of this process in `dir`.
+    fn tmp_in(&self, dir: &Path) -> PathBuf {
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        dir.join(format!("{}{n}", self.tmp_prefix))
     }
 
     fn sub_usage(&self, len: u64) {
@@ -348,10 +378,7 @@ impl Shared {
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else { continue };
-                if name.starts_with(TMP_PREFIX) {
-                    if !name.starts_with(&self.tmp_prefix) {
-                        let _ = fs::remove_file(entry.path());
-                    }
+                if self.clear_temp(&shard.path(), name) {
                     continue;
                 }
                 if name.len() != 16 {
@@ -367,11 +394,24 @@ impl Shared {
                 files.push(FileInfo {
                     mtime: meta.modified().unwrap_or(UNIX_EPOCH),
                     len: meta.len(),
-                    hash,
+                    slot: Slot::Block(hash),
                 });
             }
         }
+        files.extend(self.walk_whole());
         files
+    }
+
+    /// Removes a temp file of another process (a crash's leftover); answers whether `name` is a
+    /// temp file at all.
+    fn clear_temp(&self, dir: &Path, name: &str) -> bool {
+        if !name.starts_with(TMP_PREFIX) {
+            return false;
+        }
+        if !name.starts_with(&self.tmp_prefix) {
+            let _ = fs::remove_file(dir.join(name));
+        }
+        true
     }
 
     /// Deletes the least recently used files when over the byte limit (down to 90% of it) or
@@ -400,7 +440,12 @@ impl Shared {
             if held <= target {
                 break;
             }
-            match fs::remove_file(self.path_for_hash(file.hash)) {
+            let removed = match &file.slot {
+                Slot::Block(hash) => fs::remove_file(self.path_for_hash(*hash)),
+                // An open whole file stays readable until closed: unlinking only drops the name.
+                Slot::Whole(key) => self.remove_whole(key),
+            };
+            match removed {
                 Ok(()) => freed += file.len,
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
                 Err(_) => continue,

@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::error::{VfsError, VfsResult};
 use super::inodes::Node;
 use super::targets::TargetId;
+use super::whole::{Candidate, WholeOpen};
 use super::{DirEntry, Entry, Opened, Vfs};
 use crate::backend::{Backend, BackendError};
 use crate::cache::{BlockCache, CacheKey};
@@ -75,6 +76,8 @@ pub(super) enum Handle {
         /// snapshot's blocks, which never change.
         version: Option<String>,
         ra: Mutex<ReadAhead>,
+        /// Tracks whether this handle reads the whole file, which then is kept whole.
+        whole: Option<Candidate>,
     },
     Generated(Bytes),
     Staged {
@@ -312,6 +315,7 @@ impl Vfs {
                 fh: self.add_handle(h),
                 keep_cache,
                 direct_io,
+                whole: None,
             })
         };
         match inode.node {
@@ -323,14 +327,24 @@ impl Vfs {
                     return Err(VfsError::IsDir);
                 }
                 let size = node.size;
+                if write {
+                    return Err(VfsError::ReadOnly("snapshots are read-only"));
+                }
+                let (ready, candidate) = match self.whole_open(target, &tree, id).await {
+                    WholeOpen::Ready(file) => (Some(file), None),
+                    WholeOpen::Track(candidate) => (None, candidate),
+                };
                 let h = Handle::File {
                     target,
                     data: FileData::Tree(tree.clone(), id),
                     size,
                     version: None,
                     ra: Mutex::new(ReadAhead::default()),
+                    whole: candidate,
                 };
-                read_only(h, true, false)
+                let mut opened = read_only(h, true, false)?;
+                opened.whole = ready;
+                Ok(opened)
             }
             Node::Object {
                 target,
@@ -345,6 +359,7 @@ impl Vfs {
                     size,
                     version: Some(version),
                     ra: Mutex::new(ReadAhead::default()),
+                    whole: None,
                 };
                 read_only(h, true, false)
             }
@@ -379,6 +394,7 @@ impl Vfs {
                 size: file_size,
                 version,
                 ra,
+                whole,
             } => {
                 let end = offset.saturating_add(u64::from(size)).min(*file_size);
                 if offset >= end {
@@ -389,6 +405,9 @@ impl Vfs {
                     .read_blocks(*target, data.blocks(), version, offset..end)
                     .await?;
                 self.read_ahead(*target, data.blocks(), version, ra, offset..end);
+                if let (Some(candidate), FileData::Tree(tree, id)) = (whole, data) {
+                    self.whole_read(candidate, *target, tree, *id, offset..end);
+                }
                 Ok(out)
             }
             Handle::Dir(_) => Err(VfsError::IsDir),
@@ -562,6 +581,7 @@ impl Vfs {
             fh: self.add_handle(Handle::Dir(entries)),
             keep_cache: immutable,
             direct_io: false,
+            whole: None,
         })
     }
 
