@@ -18,6 +18,9 @@ use fuser::{BackingId, FileHandle, FopenFlags, InitFlags, KernelConfig, ReplyOpe
 
 /// The capability the kernel asks of whoever registers a backing file.
 const CAP_SYS_ADMIN: u32 = 21;
+/// The only open flags the kernel takes with passthrough; any other (keep_cache too) fails the
+/// open with EIO. The page cache is the backing file's, kept by the kernel as for any file.
+const PASSTHROUGH_FLAGS: FopenFlags = FopenFlags::FOPEN_DIRECT_IO;
 
 enum Mode {
     /// Open handles read through the daemon.
@@ -94,7 +97,7 @@ impl Passthrough {
                 *opens += 1;
                 let backing = backing.clone();
                 drop(inodes);
-                reply.opened_passthrough(fh, flags, &backing);
+                reply.opened_passthrough(fh, flags & PASSTHROUGH_FLAGS, &backing);
                 return None;
             }
             Some(Mode::Daemon(opens)) => {
@@ -116,7 +119,7 @@ impl Passthrough {
                     };
                     inodes.insert(ino, mode);
                     drop(inodes);
-                    reply.opened_passthrough(fh, flags, &backing);
+                    reply.opened_passthrough(fh, flags & PASSTHROUGH_FLAGS, &backing);
                     return None;
                 }
                 // Out of descriptors: this open only.

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, Weak};
 
 use tracing::Instrument;
 
@@ -30,23 +30,25 @@ pub const OPENS_FOR_WHOLE: u32 = 3;
 /// Files counted for [`OPENS_FOR_WHOLE`]; the least recently opened are forgotten.
 const COUNTED_FILES: usize = 4096;
 
+/// A file of a snapshot tree, by the tree's address: valid while the tree is alive, which the
+/// weak reference stored with it tells.
+type FileSlot = (usize, u32);
+
 pub(super) struct WholeFiles {
     enabled: AtomicBool,
+    /// Each file's key once worked out (None: it does not qualify), so an open costs no hashing.
+    keys: Mutex<lru::LruCache<FileSlot, (Weak<SnapshotTree>, Option<WholeKey>)>>,
     opens: Mutex<lru::LruCache<WholeKey, u32>>,
     assembling: Mutex<HashSet<WholeKey>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Default for WholeFiles {
     fn default() -> Self {
+        let counted = NonZeroUsize::new(COUNTED_FILES).unwrap_or(NonZeroUsize::MIN);
         WholeFiles {
             enabled: AtomicBool::new(false),
-            opens: Mutex::new(lru::LruCache::new(
-                NonZeroUsize::new(COUNTED_FILES).unwrap_or(NonZeroUsize::MIN),
-            )),
+            keys: Mutex::new(lru::LruCache::new(counted)),
+            opens: Mutex::new(lru::LruCache::new(counted)),
             assembling: Mutex::default(),
         }
     }
@@ -101,14 +103,14 @@ impl Vfs {
         if !self.whole.enabled.load(Ordering::Relaxed) {
             return WholeOpen::Track(None);
         }
-        let Some(key) = key_of(node.size, &node.blocks) else {
+        let Some(key) = self.whole_key(tree, id) else {
             return WholeOpen::Track(None);
         };
         if let Some(file) = self.cache.whole_file(key).await {
             return WholeOpen::Ready(file);
         }
         let opens = {
-            let mut opens = lock(&self.whole.opens);
+            let mut opens = self.whole.opens.lock().unwrap_or_else(|e| e.into_inner());
             let n = opens.get_or_insert_mut(key, || 0);
             *n += 1;
             *n
@@ -121,6 +123,20 @@ impl Vfs {
             key,
             seen: Mutex::new((vec![false; node.blocks.len()], 0)),
         }))
+    }
+
+    /// The key of file `id` of `tree`, worked out once per file.
+    fn whole_key(&self, tree: &Arc<SnapshotTree>, id: u32) -> Option<WholeKey> {
+        let slot = (Arc::as_ptr(tree) as usize, id);
+        let mut keys = self.whole.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((known, key)) = keys.get(&slot)
+            && known.upgrade().is_some_and(|t| Arc::ptr_eq(&t, tree))
+        {
+            return *key;
+        }
+        let key = tree.node(id).and_then(|n| key_of(n.size, &n.blocks));
+        keys.put(slot, (Arc::downgrade(tree), key));
+        key
     }
 
     /// Notes that a handle read `range` of snapshot file `id`; the read that completes the
@@ -138,7 +154,7 @@ impl Vfs {
         let first = blocks.partition_point(|b| b.start + u64::from(b.len) <= range.start);
         let last = blocks.partition_point(|b| b.start < range.end);
         let complete = {
-            let mut seen = lock(&candidate.seen);
+            let mut seen = candidate.seen.lock().unwrap_or_else(|e| e.into_inner());
             let (marks, count) = &mut *seen;
             if *count == marks.len() {
                 // Already complete, and assembled or on the way.
@@ -159,11 +175,11 @@ impl Vfs {
 
     /// Assembles the whole file of `key` in the background, unless that is under way.
     fn assemble(&self, target: TargetId, tree: Arc<SnapshotTree>, id: u32, key: WholeKey) {
-        if !lock(&self.whole.assembling).insert(key) {
+        if !self.whole.assembling.lock().unwrap_or_else(|e| e.into_inner()).insert(key) {
             return;
         }
         let Ok(t) = self.target(target) else {
-            lock(&self.whole.assembling).remove(&key);
+            self.whole.assembling.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
             return;
         };
         let (cache, backend, path) = (self.cache.clone(), t.backend.clone(), t.path());
@@ -176,7 +192,7 @@ impl Vfs {
                 Ok(false) => {}
                 Err(why) => tracing::warn!(error = %why, "a file was not kept whole"),
             }
-            lock(&whole.assembling).remove(&key);
+            whole.assembling.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
         };
         tokio::spawn(job.instrument(tracing::debug_span!("whole_file", target = %t.path())));
     }

@@ -350,6 +350,26 @@ mod tests {
     }
 
     #[test]
+    fn eviction_takes_whole_files_by_their_seals_recency() {
+        let tmp = tempfile::tempdir().unwrap();
+        let disk = DiskCache::open(tmp.path(), 1000, 0, None).unwrap();
+        let (old, new) = (WholeKey([1; 32]), WholeKey([2; 32]));
+        sealed(&disk, old, &[1; 200]);
+        sealed(&disk, new, &[2; 200]);
+        let old_path = disk.shared.whole_path(&old);
+        File::open(seal_path(&old_path))
+            .unwrap()
+            .set_modified(UNIX_EPOCH)
+            .unwrap();
+        disk.write_at(&disk.path_for("block"), "block", &[3; 500])
+            .unwrap();
+        disk.shared.evict_if_needed(None);
+        assert!(!old_path.exists() && !seal_path(&old_path).exists());
+        assert!(disk.open_whole(&new).is_some(), "the recent one stays");
+        assert!(disk.usage() <= 900, "usage {}", disk.usage());
+    }
+
+    #[test]
     fn whole_files_too_large_for_the_cache_are_not_begun() {
         let tmp = tempfile::tempdir().unwrap();
         let disk = DiskCache::open(tmp.path(), 1000, 0, None).unwrap();
