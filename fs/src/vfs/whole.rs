@@ -33,11 +33,13 @@ const COUNTED_FILES: usize = 4096;
 /// A file of a snapshot tree, by the tree's address: valid while the tree is alive, which the
 /// weak reference stored with it tells.
 type FileSlot = (usize, u32);
+/// What is known of a file's key: the tree it is of, and the key (None: it does not qualify).
+type KnownKey = (Weak<SnapshotTree>, Option<WholeKey>);
 
 pub(super) struct WholeFiles {
     enabled: AtomicBool,
-    /// Each file's key once worked out (None: it does not qualify), so an open costs no hashing.
-    keys: Mutex<lru::LruCache<FileSlot, (Weak<SnapshotTree>, Option<WholeKey>)>>,
+    /// Each file's key once worked out, so an open costs no hashing.
+    keys: Mutex<lru::LruCache<FileSlot, KnownKey>>,
     opens: Mutex<lru::LruCache<WholeKey, u32>>,
     assembling: Mutex<HashSet<WholeKey>>,
 }
