@@ -44,6 +44,14 @@ fn daemon_reads(m: &Mount) -> u64 {
     c.memory_hits + c.disk_hits + c.misses
 }
 
+/// Uploads `len` random bytes as snapshot `data.bin`; answers the local file and the snapshot.
+fn random_snapshot(m: &Mount, len: u64) -> (PathBuf, PathBuf) {
+    let file = m.root.path().join("data.bin");
+    random_file(&file, len);
+    m.upload(&file, "data.bin");
+    (file, m.target().join("snapshots/data.bin"))
+}
+
 fn cmp(a: &Path, b: &Path) {
     sh(&format!("cmp '{}' '{}'", a.display(), b.display()));
 }
@@ -67,10 +75,7 @@ fn a_file_read_in_full_is_then_read_by_the_kernel() {
         return;
     }
     let mut m = Mount::start();
-    let file = m.root.path().join("data.bin");
-    random_file(&file, 20_000_000);
-    m.upload(&file, "data.bin");
-    let snap = m.target().join("snapshots/data.bin");
+    let (file, snap) = random_snapshot(&m, 20_000_000);
     cmp(&file, &snap);
     wait_for_seals(&m, 1);
     assert!(m.log().contains("FUSE passthrough on"), "{}", m.log());
@@ -124,10 +129,7 @@ fn a_handle_open_before_the_file_was_kept_whole_keeps_working_beside_new_ones() 
         return;
     }
     let m = Mount::start();
-    let file = m.root.path().join("data.bin");
-    random_file(&file, 9_000_000);
-    m.upload(&file, "data.bin");
-    let snap = m.target().join("snapshots/data.bin");
+    let (file, snap) = random_snapshot(&m, 9_000_000);
     let want = std::fs::read(&file).unwrap();
     // Read in full through one handle, which stays open while the file is made whole.
     let mut first = std::fs::File::open(&snap).unwrap();
@@ -147,10 +149,7 @@ fn a_damaged_whole_file_is_never_served() {
         return;
     }
     let mut m = Mount::start();
-    let file = m.root.path().join("data.bin");
-    random_file(&file, 12_000_000);
-    m.upload(&file, "data.bin");
-    let snap = m.target().join("snapshots/data.bin");
+    let (file, snap) = random_snapshot(&m, 12_000_000);
     cmp(&file, &snap);
     wait_for_seals(&m, 1);
     m.stop();
@@ -185,10 +184,7 @@ fn without_passthrough_the_daemon_serves_every_read() {
     let mut m = Mount::unstarted(&format!("[upload]\nsettle = \"{TEST_SETTLE}\"\n"));
     m.daemon_args.push("--no-passthrough".into());
     m.launch();
-    let file = m.root.path().join("data.bin");
-    random_file(&file, 9_000_000);
-    m.upload(&file, "data.bin");
-    let snap = m.target().join("snapshots/data.bin");
+    let (file, snap) = random_snapshot(&m, 9_000_000);
     for _ in 0..snapfs_fs::vfs::OPENS_FOR_WHOLE {
         cmp(&file, &snap);
     }
