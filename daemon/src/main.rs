@@ -49,6 +49,10 @@ struct Args {
     /// Most bytes of cached blocks on disk, in place of [cache] max_size.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     cache_size: Option<u64>,
+    /// Serve every read from the daemon: no FUSE passthrough of files kept whole in the disk
+    /// cache.
+    #[arg(long, env = "SNAPFS_NO_PASSTHROUGH", value_parser = clap::builder::FalseyValueParser::new())]
+    no_passthrough: bool,
     /// Threads that answer FUSE requests.
     #[arg(long, value_name = "N", default_value_t = 16,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
             allow_root: args.allow_root,
             auto_unmount: args.auto_unmount,
             threads: usize::from(args.threads),
+            passthrough: !args.no_passthrough,
         },
         owner: (args.uid, args.gid),
         file_mode: args.file_mode,

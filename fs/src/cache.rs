@@ -5,6 +5,11 @@
 //! only evicted. Every disk read is checked against a CRC32C; a bad file is dropped and counts as
 //! a miss, so wrong bytes are never returned.
 //!
+//! Beside blocks the disk cache holds whole files ([`WholeKey`]): a file's bytes as one plain
+//! file, assembled by the caller from checked blocks and sealed, which the kernel can read by
+//! itself (FUSE passthrough). They count against the same limits and are evicted with the
+//! blocks, least recently opened first.
+//!
 //! Concurrent lookups of one key share one disk read or fetch (single flight). The cache needs a
 //! tokio runtime: disk I/O runs on the blocking pool and never on a worker.
 
@@ -21,8 +26,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use bytes::Bytes;
 use tokio::sync::{Notify, watch};
 
-use disk::DiskCache;
-pub use key::CacheKey;
+use disk::{Assembly, DiskCache};
+pub use key::{CacheKey, WholeKey};
 use memory::MemoryCache;
 
 #[derive(Debug, Clone)]
@@ -229,6 +234,35 @@ impl BlockCache {
         let _ = tokio::task::spawn_blocking(move || disk.remove(&key)).await;
     }
 
+    /// The sealed whole file of `key`, open for reading, when the disk cache holds one that
+    /// still matches its seal (one that does not is dropped and counted as corrupt).
+    pub async fn whole_file(&self, key: WholeKey) -> Option<std::fs::File> {
+        let disk = Arc::clone(&self.disk);
+        tokio::task::spawn_blocking(move || disk.open_whole(&key))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Starts writing the whole file of `key`, `size` bytes; None when the disk cache takes
+    /// none now (it keeps nothing on disk, is short of space, or the file would fill more than a
+    /// quarter of it) or cannot make one.
+    pub async fn begin_whole(&self, key: WholeKey, size: u64) -> Option<WholeWriter> {
+        let disk = Arc::clone(&self.disk);
+        let begun = tokio::task::spawn_blocking(move || disk.begin_whole(key, size)).await;
+        match begun {
+            Ok(Ok(Some(assembly))) => Some(WholeWriter {
+                disk: Arc::clone(&self.disk),
+                assembly: Some(assembly),
+            }),
+            Ok(Ok(None)) | Err(_) => None,
+            Ok(Err(err)) => {
+                tracing::debug!(%err, "cannot start a whole file");
+                None
+            }
+        }
+    }
+
     /// Waits until every background disk write started so far has finished.
     pub async fn flush(&self) {
         loop {
@@ -367,6 +401,43 @@ impl BlockCache {
             let _done = done;
             disk.store(&key, &data);
         });
+    }
+}
+
+/// A whole file being written, in order, from bytes the caller checked. Dropped before
+/// [`WholeWriter::finish`], nothing of it stays.
+pub struct WholeWriter {
+    disk: Arc<DiskCache>,
+    /// Away while a write runs on the blocking pool; lost (and its temp file removed) only if
+    /// that write panicked.
+    assembly: Option<Assembly>,
+}
+
+impl WholeWriter {
+    pub async fn write(&mut self, data: Bytes) -> std::io::Result<()> {
+        let mut assembly = self.assembly.take().ok_or_else(Self::lost)?;
+        let (assembly, written) = tokio::task::spawn_blocking(move || {
+            let written = assembly.write(&data);
+            (assembly, written)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        self.assembly = Some(assembly);
+        written
+    }
+
+    /// Puts the file in place and seals it; it fails when fewer or more bytes were written
+    /// than begun with.
+    pub async fn finish(mut self) -> std::io::Result<()> {
+        let assembly = self.assembly.take().ok_or_else(Self::lost)?;
+        let disk = Arc::clone(&self.disk);
+        tokio::task::spawn_blocking(move || disk.finish_whole(assembly))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    fn lost() -> std::io::Error {
+        std::io::Error::other("a write of this whole file failed")
     }
 }
 

@@ -25,6 +25,7 @@ mod convert;
 mod gate;
 mod mount;
 mod op_stats;
+mod passthrough;
 
 pub use mount::{MountConfig, Mounted, connect_invalidation, mount};
 pub use op_stats::{OpSnapshot, OpStats};
@@ -53,6 +54,9 @@ pub struct FuseFs {
     gate: Arc<gate::Gate>,
     stats: Arc<OpStats>,
     read_only: bool,
+    /// Whether to ask the kernel for passthrough.
+    passthrough_wanted: bool,
+    passthrough: passthrough::Passthrough,
     on_exit: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
@@ -118,6 +122,15 @@ impl Filesystem for FuseFs {
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO;
         let _ = config.add_capabilities(wanted & config.capabilities());
+        match self.passthrough.negotiate(self.passthrough_wanted, config) {
+            Ok(()) => {
+                self.vfs.set_whole_files(true);
+                tracing::info!(
+                    "FUSE passthrough on: the kernel reads files kept whole in the disk cache itself"
+                );
+            }
+            Err(why) => tracing::info!("FUSE passthrough off, the daemon serves every read: {why}"),
+        }
         Ok(())
     }
 
@@ -312,7 +325,13 @@ impl Filesystem for FuseFs {
         }
         .and_then(|()| self.run(self.vfs.open(ino.0, write, truncate)));
         match r {
-            Ok(o) => reply.opened(FileHandle(o.fh), open_flags(o)),
+            Ok(o) => {
+                let (fh, flags) = (FileHandle(o.fh), open_flags(&o));
+                if let Some(why) = self.passthrough.reply(ino.0, fh, flags, o.whole, reply) {
+                    self.vfs.set_whole_files(false);
+                    tracing::warn!("FUSE passthrough off, the daemon serves every read: {why}");
+                }
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -376,6 +395,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let _op = op_span!(self, "release", ino = ino.0, fh = fh.0);
+        self.passthrough.release(ino.0);
         self.vfs.release(fh.0);
         reply.ok();
     }
@@ -500,8 +520,15 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        // `ls -l` asks every file for security.selinux and ACLs: answer without any work.
-        if !name.as_encoded_bytes().starts_with(b"user.snapfs.") {
+        // `ls -l` asks every file for security.selinux and its ACL. ENOTSUP says the whole
+        // file system keeps neither, which GNU ls remembers for the device and stops asking;
+        // ENODATA would only say this file has none, and cost a request per file.
+        let name_bytes = name.as_encoded_bytes();
+        if !name_bytes.starts_with(b"user.") {
+            reply.error(refused(libc::ENOTSUP));
+            return;
+        }
+        if !name_bytes.starts_with(b"user.snapfs.") {
             reply.error(refused(libc::ENODATA));
             return;
         }
@@ -552,13 +579,16 @@ impl Filesystem for FuseFs {
             .refuse_if_read_only()
             .and_then(|()| self.run(self.vfs.create(parent.0, name, mode, umask)));
         match r {
-            Ok((e, o)) => reply.created(
-                &e.ttl,
-                &file_attr(&e.attr),
-                Generation(0),
-                FileHandle(o.fh),
-                open_flags(o),
-            ),
+            Ok((e, o)) => {
+                self.passthrough.opened_by_daemon(e.attr.ino);
+                reply.created(
+                    &e.ttl,
+                    &file_attr(&e.attr),
+                    Generation(0),
+                    FileHandle(o.fh),
+                    open_flags(&o),
+                )
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -11,6 +11,7 @@ mod read;
 mod readme;
 mod staging;
 mod targets;
+mod whole;
 mod write;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ pub use inodes::ROOT_INO;
 pub use live::LiveMount;
 pub use staging::{Activity, JobKind, Staging, UploadHooks, UploadState, UploadStatus};
 pub use targets::{Target, TargetId, TargetSet};
+pub use whole::OPENS_FOR_WHOLE;
 pub use write::{SetAttr, TimeSet};
 
 use crate::backend::{RawObjects, SnapshotInfo};
@@ -97,6 +99,7 @@ pub struct Vfs {
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: std::sync::atomic::AtomicU64,
     readahead: Arc<tokio::sync::Semaphore>,
+    whole: Arc<whole::WholeFiles>,
     started: SystemTime,
 }
 
@@ -126,6 +129,7 @@ impl Vfs {
             handles: Mutex::new(HashMap::new()),
             next_fh: std::sync::atomic::AtomicU64::new(1),
             readahead: Arc::new(tokio::sync::Semaphore::new(permits)),
+            whole: Arc::default(),
             started: SystemTime::now(),
         }
     }

@@ -21,6 +21,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use super::WholeKey;
+
+mod whole;
+
+pub(crate) use whole::Assembly;
+
 const MAGIC: [u8; 4] = *b"SNBK";
 /// Kept at 1 when keys became [`CacheKey`](super::CacheKey) encodings: those start with `block `
 /// or `object `, the keys before them with a target's kind directory (`cloud/`), so a file from
@@ -60,6 +66,8 @@ pub(crate) struct DiskCache {
 
 struct Shared {
     blocks: PathBuf,
+    /// Whole files assembled from verified blocks, each with its seal (`whole`).
+    files: PathBuf,
     max_bytes: u64,
     min_free: u64,
     /// Prefix of this process's temp files; other temp files are leftovers of a crash.
@@ -83,11 +91,19 @@ enum Decoded {
     Corrupt,
 }
 
-/// A block file found by a walk of the tree.
+/// A cache file found by a walk of the tree.
 struct FileInfo {
     mtime: SystemTime,
     len: u64,
-    hash: u64,
+    slot: Slot,
+}
+
+/// Where a walked file lives.
+enum Slot {
+    /// A block file, by the hash of its key.
+    Block(u64),
+    /// A whole file with its seal (`whole`), by its content key.
+    Whole(WholeKey),
 }
 
 impl DiskCache {
@@ -102,11 +118,14 @@ impl DiskCache {
     ) -> io::Result<Self> {
         let blocks = dir.join("blocks");
         fs::create_dir_all(&blocks)?;
+        let files = dir.join("files");
+        fs::create_dir_all(&files)?;
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let shared = Arc::new(Shared {
             blocks,
+            files,
             max_bytes,
             min_free,
             tmp_prefix: format!(
@@ -203,8 +222,7 @@ impl DiskCache {
             return Ok(());
         }
         let dir = path.parent().unwrap_or(&shared.blocks);
-        let n = shared.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!("{}{n}", shared.tmp_prefix));
+        let tmp = shared.tmp_in(dir);
         let mut file = match create_new(&tmp) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 // Shard directories are made on first use so that open stays O(1).
@@ -227,7 +245,14 @@ impl DiskCache {
             let _ = fs::remove_file(&tmp);
             return Err(err);
         }
-        let len = (header.len() + data.len() + TRAILER_LEN) as u64;
+        self.account_write(replaced, (header.len() + data.len() + TRAILER_LEN) as u64);
+        Ok(())
+    }
+
+    /// Counts `len` new bytes on disk in place of `replaced`, and wakes the evictor when they
+    /// take usage over the limit or call for a free-space check.
+    fn account_write(&self, replaced: u64, len: u64) {
+        let shared = &self.shared;
         shared.sub_usage(replaced);
         let usage = shared.usage.fetch_add(len, Ordering::Relaxed) + len;
         let written = shared.written_since_check.fetch_add(len, Ordering::Relaxed) + len;
@@ -235,7 +260,6 @@ impl DiskCache {
             // A full channel means a wake is already pending.
             let _ = self.wake.try_send(());
         }
-        Ok(())
     }
 
     pub(crate) fn remove(&self, key: &str) {
@@ -276,6 +300,12 @@ impl Shared {
         self.blocks
             .join(format!("{:02x}", hash >> 56))
             .join(format!("{hash:016x}"))
+    }
+
+    /// A new temp file name of this process in `dir`.
+    fn tmp_in(&self, dir: &Path) -> PathBuf {
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        dir.join(format!("{}{n}", self.tmp_prefix))
     }
 
     fn sub_usage(&self, len: u64) {
@@ -348,10 +378,7 @@ impl Shared {
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else { continue };
-                if name.starts_with(TMP_PREFIX) {
-                    if !name.starts_with(&self.tmp_prefix) {
-                        let _ = fs::remove_file(entry.path());
-                    }
+                if self.clear_temp(&shard.path(), name) {
                     continue;
                 }
                 if name.len() != 16 {
@@ -367,11 +394,24 @@ impl Shared {
                 files.push(FileInfo {
                     mtime: meta.modified().unwrap_or(UNIX_EPOCH),
                     len: meta.len(),
-                    hash,
+                    slot: Slot::Block(hash),
                 });
             }
         }
+        files.extend(self.walk_whole());
         files
+    }
+
+    /// Removes a temp file of another process (a crash's leftover); answers whether `name` is a
+    /// temp file at all.
+    fn clear_temp(&self, dir: &Path, name: &str) -> bool {
+        if !name.starts_with(TMP_PREFIX) {
+            return false;
+        }
+        if !name.starts_with(&self.tmp_prefix) {
+            let _ = fs::remove_file(dir.join(name));
+        }
+        true
     }
 
     /// Deletes the least recently used files when over the byte limit (down to 90% of it) or
@@ -400,7 +440,12 @@ impl Shared {
             if held <= target {
                 break;
             }
-            match fs::remove_file(self.path_for_hash(file.hash)) {
+            let removed = match &file.slot {
+                Slot::Block(hash) => fs::remove_file(self.path_for_hash(*hash)),
+                // An open whole file stays readable until closed: unlinking only drops the name.
+                Slot::Whole(key) => self.remove_whole(key),
+            };
+            match removed {
                 Ok(()) => freed += file.len,
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
                 Err(_) => continue,
@@ -502,85 +547,4 @@ fn free_bytes(path: &Path) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn open(dir: &Path) -> DiskCache {
-        DiskCache::open(dir, 1 << 30, 0, None).unwrap()
-    }
-
-    #[test]
-    fn fnv1a64_matches_reference_values() {
-        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
-    }
-
-    #[test]
-    fn path_is_shard_then_hash() {
-        let tmp = tempfile::tempdir().unwrap();
-        let disk = open(tmp.path());
-        let path = disk.path_for("a");
-        assert_eq!(path, tmp.path().join("blocks/af/af63dc4c8601ec8c"));
-    }
-
-    #[test]
-    fn hash_collision_is_a_miss_and_keeps_the_other_block() {
-        let tmp = tempfile::tempdir().unwrap();
-        let disk = open(tmp.path());
-        // Force both keys onto one path, as a hash collision would.
-        let path = disk.path_for("first");
-        disk.write_at(&path, "first", b"first data").unwrap();
-        assert_eq!(disk.read_at(&path, "second"), None);
-        assert_eq!(disk.corrupt_dropped(), 0);
-        assert_eq!(
-            disk.read_at(&path, "first").as_deref(),
-            Some(&b"first data"[..])
-        );
-        // The later writer wins the slot.
-        disk.write_at(&path, "second", b"second").unwrap();
-        assert_eq!(disk.read_at(&path, "first"), None);
-        assert_eq!(
-            disk.read_at(&path, "second").as_deref(),
-            Some(&b"second"[..])
-        );
-    }
-
-    #[test]
-    fn decode_rejects_every_truncation() {
-        let header = encode_header("k", 3);
-        let mut file = header.clone();
-        file.extend_from_slice(b"abc");
-        let crc = crc32c::crc32c(&file);
-        file.extend_from_slice(&crc.to_le_bytes());
-        assert!(matches!(decode(&file, "k"), Decoded::Data(r) if &file[r.clone()] == b"abc"));
-        for len in 0..file.len() {
-            assert!(
-                matches!(decode(&file[..len], "k"), Decoded::Corrupt),
-                "len {len}"
-            );
-        }
-    }
-
-    #[test]
-    fn scan_removes_leftover_temp_files_and_counts_blocks() {
-        let tmp = tempfile::tempdir().unwrap();
-        let shard = tmp.path().join("blocks/00");
-        fs::create_dir_all(&shard).unwrap();
-        fs::write(shard.join(".tmp-dead-beef-0"), b"partial").unwrap();
-        {
-            let disk = open(tmp.path());
-            disk.write_at(&disk.path_for("kept"), "kept", b"data")
-                .unwrap();
-        }
-        let disk = open(tmp.path());
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !disk.scan_complete() {
-            assert!(std::time::Instant::now() < deadline, "scan did not finish");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(!shard.join(".tmp-dead-beef-0").exists());
-        let expected = (HEADER_LEN + "kept".len() + 4 + TRAILER_LEN) as u64;
-        assert_eq!(disk.usage(), expected);
-    }
-}
+mod tests;

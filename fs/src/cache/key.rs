@@ -26,6 +26,47 @@ pub enum CacheKey<'a> {
     },
 }
 
+/// Names the whole content of a file by the content hashes of its chunks, in order: two files
+/// with the same chunks share one whole file, whichever snapshot or remote they are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WholeKey(pub(super) [u8; 32]);
+
+impl WholeKey {
+    /// The key of a file of `size` bytes made of `chunks` (BLAKE3 id, length), in order.
+    pub fn of_chunks(size: u64, chunks: impl IntoIterator<Item = ([u8; 32], u32)>) -> WholeKey {
+        // One buffer, hashed at once: a database has thousands of page-sized chunks, and
+        // thousands of small updates cost ten times more.
+        let mut input = Vec::with_capacity(64);
+        input.extend_from_slice(b"snapfs whole file 1\0");
+        input.extend_from_slice(&size.to_le_bytes());
+        for (id, len) in chunks {
+            input.extend_from_slice(&id);
+            input.extend_from_slice(&len.to_le_bytes());
+        }
+        WholeKey(*blake3::hash(&input).as_bytes())
+    }
+
+    /// The key as a file name: 64 lowercase hex digits.
+    pub(super) fn hex(&self) -> String {
+        self.0.iter().fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    }
+
+    pub(super) fn from_hex(name: &str) -> Option<WholeKey> {
+        if name.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(name.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        // One spelling per key: upper-case names are not ours.
+        (WholeKey(out).hex() == name).then_some(WholeKey(out))
+    }
+}
+
 impl CacheKey<'_> {
     /// The key as stored: a kind word, then every field, strings with their length in front, so
     /// the form is unambiguous whatever bytes the names hold.
@@ -104,6 +145,17 @@ mod tests {
             version: "e",
         };
         assert_eq!(manifest.encode(), "object 7:cloud/a 1:m 1:e");
+    }
+
+    #[test]
+    fn whole_keys_name_content_and_read_back_from_their_names() {
+        let a = WholeKey::of_chunks(3, [([1; 32], 3)]);
+        assert_ne!(a, WholeKey::of_chunks(3, [([2; 32], 3)]));
+        assert_ne!(a, WholeKey::of_chunks(4, [([1; 32], 3)]));
+        assert_eq!(WholeKey::from_hex(&a.hex()), Some(a));
+        assert_eq!(WholeKey::from_hex(&a.hex().to_uppercase()), None);
+        assert_eq!(WholeKey::from_hex(&format!("{}.seal", a.hex())), None);
+        assert_eq!(WholeKey::from_hex("zz"), None);
     }
 
     #[test]

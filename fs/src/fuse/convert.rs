@@ -33,7 +33,7 @@ pub(super) fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
-pub(super) fn open_flags(o: Opened) -> FopenFlags {
+pub(super) fn open_flags(o: &Opened) -> FopenFlags {
     let mut f = FopenFlags::empty();
     if o.keep_cache {
         f |= FopenFlags::FOPEN_KEEP_CACHE;

@@ -23,6 +23,9 @@ pub struct MountConfig {
     /// with root or others let in, so it lets root in.
     pub auto_unmount: bool,
     pub threads: usize,
+    /// Let the kernel read files kept whole in the disk cache itself (FUSE passthrough), where
+    /// it and the daemon's privileges allow.
+    pub passthrough: bool,
 }
 
 impl Default for MountConfig {
@@ -33,6 +36,7 @@ impl Default for MountConfig {
             allow_root: false,
             auto_unmount: false,
             threads: 16,
+            passthrough: true,
         }
     }
 }
@@ -89,6 +93,8 @@ pub fn mount(
         gate: gate.clone(),
         stats: stats.clone(),
         read_only: config.read_only,
+        passthrough_wanted: config.passthrough,
+        passthrough: super::passthrough::Passthrough::new(),
         on_exit: Some(Box::new(on_exit)),
     };
     Ok(Mounted {

@@ -34,13 +34,16 @@ pub struct DirEntry {
 }
 
 /// An open file: its handle and the caching the kernel may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Opened {
     pub fh: u64,
     /// Keep the page cache across opens: the content can never change.
     pub keep_cache: bool,
     /// Bypass the page cache: the size is not known in advance (generated files).
     pub direct_io: bool,
+    /// The file's bytes whole on local disk, checked and sealed, for the kernel to read
+    /// itself (passthrough); the handle serves reads as well when it cannot.
+    pub whole: Option<std::fs::File>,
 }
 
 /// What `statfs` reports: the volume that holds the cache and the staged uploads.

@@ -5,7 +5,8 @@ use std::ffi::{OsStr, OsString};
 use super::error::{VfsError, VfsResult};
 use super::inodes::Node;
 use super::targets::TargetId;
-use super::{DirEntry, Vfs, write};
+use super::read::Handle;
+use super::{DirEntry, Entry, Opened, Vfs, write};
 use crate::tree::{FileKind, SnapshotTree};
 
 impl Vfs {
@@ -240,5 +241,66 @@ impl Vfs {
             _ => {}
         }
         Ok(out)
+    }
+
+    /// Opens a directory, taking its listing once; a folder inside a snapshot never changes,
+    /// so the kernel may keep its listing.
+    pub async fn opendir(&self, ino: u64) -> VfsResult<Opened> {
+        let immutable = matches!(self.inode(ino)?.node, Node::Snap { .. });
+        let entries = self.readdir(ino).await?;
+        Ok(Opened {
+            fh: self.add_handle(Handle::Dir(entries)),
+            keep_cache: immutable,
+            direct_io: false,
+            whole: None,
+        })
+    }
+
+    /// Like `readdir_at`, with each entry looked up, for READDIRPLUS. Entries gone since the
+    /// listing was taken are left out, so each comes with the offset that continues after it
+    /// (positions in the answer are not positions in the listing), and an answer is empty only
+    /// at the end.
+    pub async fn readdir_plus_at(
+        &self,
+        dir: u64,
+        fh: u64,
+        offset: u64,
+        max: usize,
+    ) -> VfsResult<Vec<(u64, DirEntry, Entry)>> {
+        let mut out = Vec::new();
+        let mut next = offset;
+        while out.len() < max {
+            let window = self.readdir_at(fh, next, max - out.len())?;
+            if window.is_empty() {
+                break;
+            }
+            for e in window {
+                next += 1;
+                let entry = if e.name == "." || e.name == ".." {
+                    self.getattr(e.ino).await
+                } else {
+                    self.lookup(dir, &e.name).await
+                };
+                match entry {
+                    Ok(entry) => out.push((next, e, entry)),
+                    Err(VfsError::NotFound) => continue,
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `max` entries of an open directory from position `offset` on.
+    pub fn readdir_at(&self, fh: u64, offset: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
+        match self.handle(fh)?.as_ref() {
+            Handle::Dir(entries) => Ok(entries
+                .iter()
+                .skip(offset as usize)
+                .take(max)
+                .cloned()
+                .collect()),
+            _ => Err(VfsError::NotDir),
+        }
     }
 }

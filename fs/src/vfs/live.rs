@@ -217,6 +217,7 @@ impl Vfs {
             fh: self.add_handle(h),
             keep_cache: false,
             direct_io: true,
+            whole: None,
         })
     }
 

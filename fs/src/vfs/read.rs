@@ -12,7 +12,8 @@ use tracing::Instrument;
 use super::error::{VfsError, VfsResult};
 use super::inodes::Node;
 use super::targets::TargetId;
-use super::{DirEntry, Entry, Opened, Vfs};
+use super::whole::{Candidate, WholeOpen};
+use super::{DirEntry, Opened, Vfs};
 use crate::backend::{Backend, BackendError};
 use crate::cache::{BlockCache, CacheKey};
 use crate::format;
@@ -75,6 +76,8 @@ pub(super) enum Handle {
         /// snapshot's blocks, which never change.
         version: Option<String>,
         ra: Mutex<ReadAhead>,
+        /// Tracks whether this handle reads the whole file, which then is kept whole.
+        whole: Option<Candidate>,
     },
     Generated(Bytes),
     Staged {
@@ -312,6 +315,7 @@ impl Vfs {
                 fh: self.add_handle(h),
                 keep_cache,
                 direct_io,
+                whole: None,
             })
         };
         match inode.node {
@@ -323,14 +327,24 @@ impl Vfs {
                     return Err(VfsError::IsDir);
                 }
                 let size = node.size;
+                if write {
+                    return Err(VfsError::ReadOnly("snapshots are read-only"));
+                }
+                let (ready, candidate) = match self.whole_open(target, &tree, id).await {
+                    WholeOpen::Ready(file) => (Some(file), None),
+                    WholeOpen::Track(candidate) => (None, candidate),
+                };
                 let h = Handle::File {
                     target,
                     data: FileData::Tree(tree.clone(), id),
                     size,
                     version: None,
                     ra: Mutex::new(ReadAhead::default()),
+                    whole: candidate,
                 };
-                read_only(h, true, false)
+                let mut opened = read_only(h, true, false)?;
+                opened.whole = ready;
+                Ok(opened)
             }
             Node::Object {
                 target,
@@ -345,6 +359,7 @@ impl Vfs {
                     size,
                     version: Some(version),
                     ra: Mutex::new(ReadAhead::default()),
+                    whole: None,
                 };
                 read_only(h, true, false)
             }
@@ -379,6 +394,7 @@ impl Vfs {
                 size: file_size,
                 version,
                 ra,
+                whole,
             } => {
                 let end = offset.saturating_add(u64::from(size)).min(*file_size);
                 if offset >= end {
@@ -389,6 +405,9 @@ impl Vfs {
                     .read_blocks(*target, data.blocks(), version, offset..end)
                     .await?;
                 self.read_ahead(*target, data.blocks(), version, ra, offset..end);
+                if let (Some(candidate), FileData::Tree(tree, id)) = (whole, data) {
+                    self.whole_read(candidate, *target, tree, *id, offset..end);
+                }
                 Ok(out)
             }
             Handle::Dir(_) => Err(VfsError::IsDir),
@@ -550,66 +569,6 @@ impl Vfs {
             if let Some(u) = upload.as_deref() {
                 self.staging.closed(*target, u);
             }
-        }
-    }
-
-    /// Opens a directory, taking its listing once; a folder inside a snapshot never changes,
-    /// so the kernel may keep its listing.
-    pub async fn opendir(&self, ino: u64) -> VfsResult<Opened> {
-        let immutable = matches!(self.inode(ino)?.node, Node::Snap { .. });
-        let entries = self.readdir(ino).await?;
-        Ok(Opened {
-            fh: self.add_handle(Handle::Dir(entries)),
-            keep_cache: immutable,
-            direct_io: false,
-        })
-    }
-
-    /// Like `readdir_at`, with each entry looked up, for READDIRPLUS. Entries gone since the
-    /// listing was taken are left out, so each comes with the offset that continues after it
-    /// (positions in the answer are not positions in the listing), and an answer is empty only
-    /// at the end.
-    pub async fn readdir_plus_at(
-        &self,
-        dir: u64,
-        fh: u64,
-        offset: u64,
-        max: usize,
-    ) -> VfsResult<Vec<(u64, DirEntry, Entry)>> {
-        let mut out = Vec::new();
-        let mut next = offset;
-        while out.len() < max {
-            let window = self.readdir_at(fh, next, max - out.len())?;
-            if window.is_empty() {
-                break;
-            }
-            for e in window {
-                next += 1;
-                let entry = if e.name == "." || e.name == ".." {
-                    self.getattr(e.ino).await
-                } else {
-                    self.lookup(dir, &e.name).await
-                };
-                match entry {
-                    Ok(entry) => out.push((next, e, entry)),
-                    Err(VfsError::NotFound) => continue,
-                    Err(err) => return Err(err),
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Up to `max` entries of an open directory from position `offset` on.
-    pub fn readdir_at(&self, fh: u64, offset: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
-        match self.handle(fh)?.as_ref() {
-            Handle::Dir(entries) => Ok(entries
-                .iter()
-                .skip(offset as usize)
-                .take(max)
-                .cloned()
-                .collect()),
-            _ => Err(VfsError::NotDir),
         }
     }
 }

@@ -250,6 +250,7 @@ impl Vfs {
                 fh,
                 keep_cache: false,
                 direct_io: false,
+                whole: None,
             },
         ))
     }
@@ -335,6 +336,7 @@ impl Vfs {
             fh,
             keep_cache: false,
             direct_io: false,
+            whole: None,
         })
     }
 

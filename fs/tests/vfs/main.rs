@@ -10,3 +10,4 @@ mod objects;
 mod read;
 mod tree;
 mod uploads;
+mod whole;
