@@ -190,8 +190,9 @@ fn without_passthrough_the_daemon_serves_every_read() {
     }
     mmap_equals(&snap, &file);
     assert!(
-        m.log()
-            .contains("FUSE passthrough off, the daemon serves every read: turned off with --no-passthrough"),
+        m.log().contains(
+            "FUSE passthrough off, the daemon serves every read: turned off with --no-passthrough"
+        ),
         "{}",
         m.log()
     );

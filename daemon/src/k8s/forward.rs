@@ -295,12 +295,16 @@ impl PodForward {
             },
         };
         opened.forwarder.abort();
-        let Some(message) = broke else {
-            return;
-        };
         let pod = &opened.pod;
+        let received = received.load(Ordering::Relaxed);
+        let message = match (broke, received) {
+            // An answer came and the forward ended without complaint: the usual end.
+            (None, 1..) => return,
+            (None, 0) => "the forward ended before any answer came".to_string(),
+            (Some(message), _) => message,
+        };
         self.broke(pod);
-        if received.load(Ordering::Relaxed) > 0 {
+        if received > 0 {
             tracing::warn!(
                 pod,
                 error = message,
@@ -316,7 +320,7 @@ impl PodForward {
         } else {
             format!("pod {pod}, port {}: {message}", opened.port)
         };
-        tracing::warn!(pod, error = message, "port-forward failed");
+        tracing::warn!(pod, error = message, "port-forward failed: {why}");
         // The request went to the pod already; the answer is ours.
         answer(&mut conn, &BackendError::Unavailable(why)).await;
     }

@@ -26,7 +26,10 @@ enum Mode {
     /// Open handles read through the daemon.
     Daemon(usize),
     /// Open handles read the backing file.
-    Kernel { backing: Arc<BackingId>, opens: usize },
+    Kernel {
+        backing: Arc<BackingId>,
+        opens: usize,
+    },
 }
 
 pub(super) struct Passthrough {

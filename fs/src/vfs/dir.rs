@@ -4,8 +4,8 @@ use std::ffi::{OsStr, OsString};
 
 use super::error::{VfsError, VfsResult};
 use super::inodes::Node;
-use super::targets::TargetId;
 use super::read::Handle;
+use super::targets::TargetId;
 use super::{DirEntry, Entry, Opened, Vfs, write};
 use crate::tree::{FileKind, SnapshotTree};
 

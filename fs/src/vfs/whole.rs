@@ -177,11 +177,21 @@ impl Vfs {
 
     /// Assembles the whole file of `key` in the background, unless that is under way.
     fn assemble(&self, target: TargetId, tree: Arc<SnapshotTree>, id: u32, key: WholeKey) {
-        if !self.whole.assembling.lock().unwrap_or_else(|e| e.into_inner()).insert(key) {
+        if !self
+            .whole
+            .assembling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key)
+        {
             return;
         }
         let Ok(t) = self.target(target) else {
-            self.whole.assembling.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            self.whole
+                .assembling
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
             return;
         };
         let (cache, backend, path) = (self.cache.clone(), t.backend.clone(), t.path());
@@ -194,7 +204,11 @@ impl Vfs {
                 Ok(false) => {}
                 Err(why) => tracing::warn!(error = %why, "a file was not kept whole"),
             }
-            whole.assembling.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            whole
+                .assembling
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
         };
         tokio::spawn(job.instrument(tracing::debug_span!("whole_file", target = %t.path())));
     }
