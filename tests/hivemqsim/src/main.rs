@@ -1,4 +1,4 @@
-//! `hivemqsim --port N [--user U --password-env VAR]`: serves until killed.
+//! `hivemqsim --port N [--user U --password-env VAR] [--seed BYTES]...`: serves until killed.
 
 use anyhow::Context;
 use clap::Parser;
@@ -17,6 +17,10 @@ struct Args {
     /// The environment variable holding the user's password (never on the command line).
     #[arg(long, requires = "user")]
     password_env: Option<String>,
+    /// Start with a completed backup whose file is this many bytes (repeatable; its id is
+    /// printed on a line of its own after the URL).
+    #[arg(long)]
+    seed: Vec<u64>,
 }
 
 #[tokio::main]
@@ -49,6 +53,12 @@ async fn main() -> anyhow::Result<()> {
         sim.add_user(user, password, hivemqsim::Access::Full);
     }
     println!("{}", sim.url());
+    for size in &args.seed {
+        let backup = sim
+            .seed(hivemqsim::Seed::with_size(*size))
+            .with_context(|| format!("seeding a backup of {size} bytes"))?;
+        println!("{}", backup.id);
+    }
     tokio::select! {
         _ = int.recv() => {}
         _ = term.recv() => {}
