@@ -1,6 +1,6 @@
 //! Opening the object store behind a remote URL: `file://`, `memory://`, `s3://`, `gs://` and
-//! `az://`. Credentials come from where each cloud's own tools look (see `credentials`), then
-//! from the remote's `options`, which win; the retry budget is ours (see `retry`).
+//! `az://`. Credentials come from where each cloud's own tools look (see `aws_chain` and
+//! `credentials`), the remote's `options` winning; the retry budget is ours (see `retry`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +14,8 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::prefix::PrefixStore;
 
+use super::aws_chain::{self, Plan};
+use super::aws_fetch::CredentialError;
 use super::credentials;
 use super::retry::RetryBudget;
 
@@ -54,15 +56,7 @@ pub fn open_store(
             return Ok(Arc::new(object_store::memory::InMemory::new()));
         }
         "s3" | "s3a" => {
-            let mut b = AmazonS3Builder::from_env();
-            for (k, v) in credentials::aws_shared(&options) {
-                b = b.with_config(k, v);
-            }
-            b = b.with_url(url).with_retry(retry);
-            for (k, v) in &options {
-                let key: AmazonS3ConfigKey = k.parse().map_err(|_| unknown(k, "s3"))?;
-                b = b.with_config(key, v);
-            }
+            let b = aws_chain::configure(s3_builder(url, &options)?.with_retry(retry))?;
             Arc::new(b.build().with_context(|| format!("opening {url}"))?)
         }
         "gs" => {
@@ -100,10 +94,47 @@ pub fn open_store(
     Ok(Arc::new(PrefixStore::new(store, prefix)))
 }
 
+/// The builder of an `s3://` remote: the environment, then the options.
+fn s3_builder(url: &str, options: &BTreeMap<String, String>) -> anyhow::Result<AmazonS3Builder> {
+    let mut b = AmazonS3Builder::from_env().with_url(url);
+    for (k, v) in options {
+        let key: AmazonS3ConfigKey = k.parse().map_err(|_| unknown(k, "s3"))?;
+        b = b.with_config(key, v);
+    }
+    Ok(b)
+}
+
+/// Where an `s3://` remote's credentials would come from, named without a secret; None for
+/// other remotes.
+pub fn aws_credential_source(
+    url: &str,
+    options: &BTreeMap<String, String>,
+) -> Option<anyhow::Result<String>> {
+    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+    if !matches!(scheme, "s3" | "s3a") {
+        return None;
+    }
+    let mut options = options.clone();
+    Some((|| {
+        RetryBudget::take_from(&mut options)?;
+        Ok(match aws_chain::plan(&s3_builder(url, &options)?)? {
+            Plan::Given(label) => label.to_string(),
+            Plan::Profile(profile, source) => aws_chain::describe(&profile, &source),
+            Plan::Fallback(label) => label,
+            Plan::Nothing(tried) => format!("none found ({tried})"),
+        })
+    })())
+}
+
 /// Why a store refused the credentials, in one line ("403 Forbidden, AuthorizationFailure"),
 /// when `e` is such a refusal. Some requests (listings) report a 401 or 403 only inside a
 /// generic error, and the store's XML answer is too long for a log line or `snapfs status`.
 pub(crate) fn rejection(e: &object_store::Error) -> Option<String> {
+    if let object_store::Error::Unauthenticated { source, .. } = e
+        && let Some(c) = source.downcast_ref::<CredentialError>()
+    {
+        return Some(c.message.clone());
+    }
     let text = e.to_string();
     let status = ["401 Unauthorized", "403 Forbidden"]
         .into_iter()
