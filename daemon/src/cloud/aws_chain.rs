@@ -54,14 +54,19 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// Fills in what the builder lacks from the profile (region, credentials) and the endpoint of
-/// instance metadata from `AWS_EC2_METADATA_SERVICE_ENDPOINT`, as the AWS SDKs read it.
-pub fn configure(mut b: AmazonS3Builder) -> anyhow::Result<AmazonS3Builder> {
-    if b.get_config_value(&Key::MetadataEndpoint).is_none()
-        && let Some(endpoint) = env("AWS_EC2_METADATA_SERVICE_ENDPOINT")
-    {
-        b = b.with_config(Key::MetadataEndpoint, endpoint);
+/// The endpoint of instance metadata from `AWS_EC2_METADATA_SERVICE_ENDPOINT`, as the AWS
+/// SDKs read it, unless the builder has one.
+pub fn metadata_endpoint(b: AmazonS3Builder) -> AmazonS3Builder {
+    match env("AWS_EC2_METADATA_SERVICE_ENDPOINT") {
+        Some(e) if b.get_config_value(&Key::MetadataEndpoint).is_none() => {
+            b.with_config(Key::MetadataEndpoint, e)
+        }
+        _ => b,
     }
+}
+
+/// Fills in what the builder lacks from the profile: region and credentials.
+pub fn configure(mut b: AmazonS3Builder) -> anyhow::Result<AmazonS3Builder> {
     let files = Files::read(&env);
     let profile = files.profile();
     if b.get_config_value(&Key::Region).is_none()

@@ -101,7 +101,7 @@ fn s3_builder(url: &str, options: &BTreeMap<String, String>) -> anyhow::Result<A
         let key: AmazonS3ConfigKey = k.parse().map_err(|_| unknown(k, "s3"))?;
         b = b.with_config(key, v);
     }
-    Ok(b)
+    Ok(aws_chain::metadata_endpoint(b))
 }
 
 /// Where an `s3://` remote's credentials would come from, named without a secret; None for

@@ -1,0 +1,328 @@
+//! S3 credentials found the way the AWS CLI finds them, each through a real mount on moto: a
+//! `credential_process` script, a role assumed at moto's STS with the keys of a source profile,
+//! a fake instance-metadata server, and nothing at all (EACCES, and one line naming every
+//! place looked). Each daemon runs with a private home holding the AWS files of the test.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+
+use snapfs_tests::emulators::{BUCKET, Emulator, Kind};
+use snapfs_tests::{Mount, TEST_SETTLE, binary, fuse_available, sh};
+
+/// A daemon whose remote `s3` is moto's bucket with no keys in its options, started with
+/// `env` and the home `files` (path below home, content).
+fn mount(moto: &Emulator, env: &[(&str, &str)], files: &[(&str, &str)]) -> Mount {
+    let config = format!(
+        "[upload]\nsettle = \"{TEST_SETTLE}\"\n[[remote]]\nname = \"s3\"\nurl = \"s3://{BUCKET}\"\n\
+         options = {{ endpoint = \"{}\", allow_http = \"true\", region = \"us-east-1\", \
+         retry_max = \"1\", retry_timeout = \"5s\" }}\n",
+        moto.endpoint()
+    );
+    let mut m = Mount::unstarted(&config);
+    for (path, content) in files {
+        let path = m.home().join(path);
+        std::fs::create_dir_all(path.parent().expect("a folder")).expect("a folder in home");
+        std::fs::write(&path, content).expect("a file in home");
+    }
+    m.daemon_env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), std::ffi::OsString::from(*v)))
+        .collect();
+    m.launch();
+    m
+}
+
+fn s3_dir(m: &Mount) -> PathBuf {
+    m.mountpoint.join("cloud/s3")
+}
+
+/// A file written through the mount as `name`, uploaded to moto, and read back the same.
+fn round_trip(m: &Mount, name: &str) {
+    let src = m.root.path().join(name);
+    std::fs::write(&src, "signed by whoever the chain found\n").unwrap();
+    sh(&format!(
+        "cp '{}' '{}/uploads/{name}'",
+        src.display(),
+        s3_dir(m).display()
+    ));
+    let snapshot = s3_dir(m).join("snapshots").join(name);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !snapshot.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot:\n{}",
+            m.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let back = std::fs::read_to_string(&snapshot).unwrap();
+    assert_eq!(back, "signed by whoever the chain found\n");
+}
+
+/// `snapfs config check` for the mount's config, with the daemon's environment.
+fn config_check(m: &Mount, env: &[(&str, &str)]) -> String {
+    let out = Command::new(binary("snapfs"))
+        .args(["config", "check", "--config"])
+        .arg(m.root.path().join("config.toml"))
+        .envs(m.env())
+        .envs(env.iter().copied())
+        .output()
+        .expect("run snapfs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// An executable shell script at `path`.
+fn script(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The credential_process runs once without a shell (its quoted argument arrives whole), and
+/// its credentials sign the requests; a process whose credentials expire within the refresh
+/// margin runs again for later requests; a failing one's stderr is in the log.
+#[test]
+fn credential_process_reaches_moto() {
+    if !fuse_available() {
+        return;
+    }
+    let moto = Emulator::start(Kind::Moto);
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("calls");
+    let creds = dir.path().join("creds.sh");
+    script(
+        &creds,
+        &format!(
+            "echo \"$1|$2\" >> '{}'\nexp=$3\n\
+             printf '{{\"Version\": 1, \"AccessKeyId\": \"AKIDPROC\", \"SecretAccessKey\": \"s\", \
+             \"SessionToken\": \"t\"%s}}' \"$exp\"\n",
+            calls.display()
+        ),
+    );
+    let config = format!(
+        "[default]\ncredential_process = {} 'team a' \"b c\"\n",
+        creds.display()
+    );
+    let m = mount(&moto, &[], &[(".aws/config", &config)]);
+    round_trip(&m, "process.txt");
+    let lines = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(lines, "team a|b c\n", "run once, its arguments whole");
+    let check = config_check(&m, &[]);
+    assert!(
+        check.contains("would use the credential_process of AWS profile \"default\""),
+        "{check}"
+    );
+    drop(m);
+
+    // Credentials that expire in a minute are inside the five-minute margin: every request
+    // fetches anew.
+    std::fs::remove_file(&calls).unwrap();
+    let soon = (chrono::Utc::now() + chrono::TimeDelta::minutes(1))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let config = format!(
+        "[profile ci]\ncredential_process = {} x y ', \"Expiration\": \"{soon}\"'\n",
+        creds.display()
+    );
+    let m = mount(&moto, &[("AWS_PROFILE", "ci")], &[(".aws/config", &config)]);
+    round_trip(&m, "expiring.txt");
+    let runs = std::fs::read_to_string(&calls).unwrap().lines().count();
+    assert!(runs > 1, "the process ran {runs} time(s)");
+    drop(m);
+
+    let failing = dir.path().join("failing.sh");
+    script(&failing, "echo 'the token broker is asleep' >&2\nexit 3\n");
+    let config = format!("[default]\ncredential_process = {}\n", failing.display());
+    let m = mount(&moto, &[], &[(".aws/credentials", &config)]);
+    let e = std::fs::read_dir(s3_dir(&m).join("snapshots")).and_then(|mut d| {
+        d.next().transpose()?;
+        Ok(())
+    });
+    assert!(e.is_err(), "a listing without credentials must fail");
+    let log = m.log();
+    assert!(log.contains("the token broker is asleep"), "{log}");
+}
+
+/// A role assumed at moto's STS (the profile's endpoint_url), signed with the source profile's
+/// keys from the credentials file.
+#[test]
+fn assumed_role_reaches_moto() {
+    if !fuse_available() {
+        return;
+    }
+    let moto = Emulator::start(Kind::Moto);
+    let config = format!(
+        "[profile deploy]\nrole_arn = arn:aws:iam::123456789012:role/snapfs\n\
+         source_profile = base\nrole_session_name = snapfs-test\nexternal_id = outside\n\
+         duration_seconds = 900\nendpoint_url = {}\n",
+        moto.endpoint()
+    );
+    let credentials = "[base]\naws_access_key_id = AKIDBASE\naws_secret_access_key = base\n";
+    let env = [("AWS_PROFILE", "deploy")];
+    let m = mount(
+        &moto,
+        &env,
+        &[(".aws/config", &config), (".aws/credentials", credentials)],
+    );
+    round_trip(&m, "role.txt");
+    let check = config_check(&m, &env);
+    assert!(
+        check.contains("would use role arn:aws:iam::123456789012:role/snapfs assumed at"),
+        "{check}"
+    );
+    assert!(
+        !check.contains("AKIDBASE") && !check.contains("= base"),
+        "{check}"
+    );
+}
+
+/// A fake instance-metadata service on 127.0.0.1: the IMDSv2 token, the role's name, and
+/// its credentials.
+struct Imds {
+    port: u16,
+    requests: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Imds {
+    fn start() -> Imds {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (requests.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                r.fetch_add(1, Ordering::SeqCst);
+                let body = Imds::answer(&conn);
+                let _ = conn.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        Imds {
+            port,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The answer to one request, read up to its blank line (none has a body).
+    fn answer(conn: &std::net::TcpStream) -> String {
+        let mut reader = BufReader::new(&*conn);
+        let mut first = String::new();
+        let _ = reader.read_line(&mut first);
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+            line.clear();
+        }
+        let path = first.split_whitespace().nth(1).unwrap_or("");
+        match path {
+            "/latest/api/token" => "imds-token".into(),
+            "/latest/meta-data/iam/security-credentials/" => "snapfs-role".into(),
+            _ => format!(
+                r#"{{"Code":"Success","AccessKeyId":"AKIDIMDS","SecretAccessKey":"s","Token":"t","Expiration":"{}"}}"#,
+                (chrono::Utc::now() + chrono::TimeDelta::hours(6)).format("%Y-%m-%dT%H:%M:%SZ")
+            ),
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Imds {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// With nothing else there, the instance's metadata service (AWS_EC2_METADATA_SERVICE_ENDPOINT)
+/// gives the credentials.
+#[test]
+fn instance_metadata_reaches_moto() {
+    if !fuse_available() {
+        return;
+    }
+    let moto = Emulator::start(Kind::Moto);
+    let imds = Imds::start();
+    let endpoint = imds.endpoint();
+    let env = [("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint.as_str())];
+    let m = mount(&moto, &env, &[]);
+    round_trip(&m, "imds.txt");
+    assert!(
+        imds.requests.load(Ordering::SeqCst) >= 3,
+        "token, role, credentials"
+    );
+    let check = config_check(&m, &env);
+    assert!(
+        check.contains(&format!("would use instance metadata at {endpoint}")),
+        "{check}"
+    );
+}
+
+/// No credentials anywhere: EACCES at the mount, one log line naming the remote and every
+/// place looked, and `snapfs config check` says none were found.
+#[test]
+fn no_credentials_is_eacces_naming_every_source() {
+    if !fuse_available() {
+        return;
+    }
+    let moto = Emulator::start(Kind::Moto);
+    let env = [("AWS_EC2_METADATA_DISABLED", "true")];
+    let m = mount(&moto, &env, &[]);
+    let e = std::fs::read_dir(s3_dir(&m).join("snapshots")).and_then(|mut d| {
+        d.next().transpose()?;
+        Ok(())
+    });
+    let e = e.expect_err("a listing without credentials must fail");
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+    let log = m.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("no AWS credentials found"))
+        .unwrap_or_else(|| panic!("no line in the log:\n{log}"));
+    for source in [
+        "cloud/s3",
+        "$AWS_ACCESS_KEY_ID",
+        "AWS profile \"default\"",
+        ".aws/credentials",
+        ".aws/config",
+        "role_arn",
+        "SSO",
+        "credential_process",
+        "$AWS_WEB_IDENTITY_TOKEN_FILE",
+        "$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "instance metadata",
+    ] {
+        assert!(line.contains(source), "{source} is not named: {line}");
+    }
+    let check = config_check(&m, &env);
+    assert!(check.contains("would use none found (tried"), "{check}");
+}
