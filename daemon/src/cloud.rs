@@ -4,6 +4,7 @@
 mod aws_chain;
 mod aws_fetch;
 mod aws_profile;
+mod bucket_region;
 mod credentials;
 mod orphans;
 mod powers;

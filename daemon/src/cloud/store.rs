@@ -16,6 +16,7 @@ use object_store::prefix::PrefixStore;
 
 use super::aws_chain::{self, Plan};
 use super::aws_fetch::CredentialError;
+use super::bucket_region::{self, RegionFound};
 use super::credentials;
 use super::retry::RetryBudget;
 
@@ -57,7 +58,14 @@ pub fn open_store(
         }
         "s3" | "s3a" => {
             let b = aws_chain::configure(s3_builder(url, &options)?.with_retry(retry))?;
-            Arc::new(b.build().with_context(|| format!("opening {url}"))?)
+            let built = b
+                .clone()
+                .build()
+                .with_context(|| format!("opening {url}"))?;
+            match bucket_region::unknown(&b) {
+                true => Arc::new(RegionFound::new(b, parsed.host_str().unwrap_or_default())),
+                false => Arc::new(built),
+            }
         }
         "gs" => {
             let mut b = GoogleCloudStorageBuilder::from_env()
