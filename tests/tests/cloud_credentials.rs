@@ -230,7 +230,7 @@ impl Imds {
 
     /// The answer to one request, read up to its blank line (none has a body).
     fn answer(conn: &std::net::TcpStream) -> String {
-        let mut reader = BufReader::new(&*conn);
+        let mut reader = BufReader::new(conn);
         let mut first = String::new();
         let _ = reader.read_line(&mut first);
         let mut line = String::new();

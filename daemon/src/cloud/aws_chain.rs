@@ -24,7 +24,7 @@ const REFRESH_BEFORE: TimeDelta = TimeDelta::minutes(5);
 pub enum Plan {
     /// Keys given to object_store (options or `AWS_ACCESS_KEY_ID`), or no signing at all.
     Given(&'static str),
-    Profile(Profile, Source),
+    Profile(Box<(Profile, Source)>),
     /// object_store's provider for what the environment names, with a label.
     Fallback(String),
     /// Nothing: the one line that says everything tried.
@@ -38,8 +38,11 @@ pub struct AwsChain {
     /// Every place looked at, for the error when nothing is found.
     tried: String,
     http: reqwest::Client,
-    cached: Mutex<Option<(Arc<AwsCredential>, Option<DateTime<Utc>>)>>,
+    cached: Mutex<Option<Cached>>,
 }
+
+/// A credential and when it expires (None: never).
+type Cached = (Arc<AwsCredential>, Option<DateTime<Utc>>);
 
 impl std::fmt::Debug for AwsChain {
     // Sources hold keys: only where they are from is shown.
@@ -105,7 +108,7 @@ pub fn plan(b: &AmazonS3Builder) -> anyhow::Result<Plan> {
     }
     let profile = Files::read(&env).profile()?;
     if let Some(source) = profile.source.clone() {
-        return Ok(Plan::Profile(profile, source));
+        return Ok(Plan::Profile(Box::new((profile, source))));
     }
     Ok(match fallback(b) {
         Some(label) => Plan::Fallback(label),

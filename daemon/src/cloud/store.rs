@@ -127,7 +127,7 @@ pub fn aws_credential_source(
         RetryBudget::take_from(&mut options)?;
         Ok(match aws_chain::plan(&s3_builder(url, &options)?)? {
             Plan::Given(label) => label.to_string(),
-            Plan::Profile(profile, source) => aws_chain::describe(&profile, &source),
+            Plan::Profile(found) => aws_chain::describe(&found.0, &found.1),
             Plan::Fallback(label) => label,
             Plan::Nothing(tried) => format!("none found ({tried})"),
         })
