@@ -6,6 +6,7 @@ mod aws_fetch;
 mod aws_profile;
 mod bucket_region;
 mod credentials;
+mod gcp_impersonation;
 mod orphans;
 mod powers;
 mod retry;

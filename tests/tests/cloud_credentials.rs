@@ -3,16 +3,20 @@
 //! a fake instance-metadata server, and nothing at all (EACCES, and one line naming every
 //! place looked). Each daemon runs with a private home holding the AWS files of the test.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStoreExt, PutPayload};
+use snapfs_tests::conformance::runtime;
 use snapfs_tests::emulators::{BUCKET, Emulator, Kind};
+use snapfs_tests::proxy::Proxy;
 use snapfs_tests::{Mount, TEST_SETTLE, binary, fuse_available, sh};
 
 /// A daemon whose remote `s3` is moto's bucket with no keys in its options, started with
@@ -40,6 +44,13 @@ fn mount(moto: &Emulator, env: &[(&str, &str)], files: &[(&str, &str)]) -> Mount
 
 fn s3_dir(m: &Mount) -> PathBuf {
     m.mountpoint.join("cloud/s3")
+}
+
+/// The first entry of the remote's `snapshots/`, which lists the bucket.
+fn list_snapshots(m: &Mount) -> std::io::Result<()> {
+    let mut dir = std::fs::read_dir(s3_dir(m).join("snapshots"))?;
+    dir.next().transpose()?;
+    Ok(())
 }
 
 /// A file written through the mount as `name`, uploaded to moto, and read back the same.
@@ -145,11 +156,10 @@ fn credential_process_reaches_moto() {
     script(&failing, "echo 'the token broker is asleep' >&2\nexit 3\n");
     let config = format!("[default]\ncredential_process = {}\n", failing.display());
     let m = mount(&moto, &[], &[(".aws/credentials", &config)]);
-    let e = std::fs::read_dir(s3_dir(&m).join("snapshots")).and_then(|mut d| {
-        d.next().transpose()?;
-        Ok(())
-    });
-    assert!(e.is_err(), "a listing without credentials must fail");
+    assert!(
+        list_snapshots(&m).is_err(),
+        "a listing without credentials must fail"
+    );
     let log = m.log();
     assert!(log.contains("the token broker is asleep"), "{log}");
 }
@@ -187,30 +197,47 @@ fn assumed_role_reaches_moto() {
     );
 }
 
-/// A fake instance-metadata service on 127.0.0.1: the IMDSv2 token, the role's name, and
-/// its credentials.
-struct Imds {
+/// A request as a fake server saw it: the request line, the headers, the body.
+#[derive(Debug, Clone)]
+struct Seen {
+    line: String,
+    headers: String,
+    body: String,
+}
+
+impl Seen {
+    fn path(&self) -> &str {
+        self.line.split_whitespace().nth(1).unwrap_or("")
+    }
+}
+
+/// A one-request-per-connection HTTP server on 127.0.0.1 that answers 200 with what `answer`
+/// makes of each request, and keeps every request; stopped when dropped.
+struct FakeServer {
     port: u16,
-    requests: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Imds {
-    fn start() -> Imds {
+impl FakeServer {
+    fn start(answer: impl Fn(&Seen) -> String + Send + 'static) -> FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (r, s) = (requests.clone(), stop.clone());
+        let (log, s) = (seen.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(mut conn) = conn else { continue };
-                r.fetch_add(1, Ordering::SeqCst);
-                let body = Imds::answer(&conn);
+                let Some(request) = FakeServer::read(&conn) else {
+                    continue;
+                };
+                let body = answer(&request);
+                log.lock().unwrap().push(request);
                 let _ = conn.write_all(
                     format!(
                         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -220,40 +247,51 @@ impl Imds {
                 );
             }
         });
-        Imds {
+        FakeServer {
             port,
-            requests,
+            seen,
             stop,
             thread: Some(thread),
         }
     }
 
-    /// The answer to one request, read up to its blank line (none has a body).
-    fn answer(conn: &std::net::TcpStream) -> String {
+    fn read(conn: &std::net::TcpStream) -> Option<Seen> {
         let mut reader = BufReader::new(conn);
-        let mut first = String::new();
-        let _ = reader.read_line(&mut first);
         let mut line = String::new();
-        while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-            line.clear();
+        reader.read_line(&mut line).ok()?;
+        let mut headers = String::new();
+        let mut length = 0;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).ok()? <= 2 {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().ok()?;
+            }
+            headers.push_str(&h);
         }
-        let path = first.split_whitespace().nth(1).unwrap_or("");
-        match path {
-            "/latest/api/token" => "imds-token".into(),
-            "/latest/meta-data/iam/security-credentials/" => "snapfs-role".into(),
-            _ => format!(
-                r#"{{"Code":"Success","AccessKeyId":"AKIDIMDS","SecretAccessKey":"s","Token":"t","Expiration":"{}"}}"#,
-                (chrono::Utc::now() + chrono::TimeDelta::hours(6)).format("%Y-%m-%dT%H:%M:%SZ")
-            ),
-        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok()?;
+        Some(Seen {
+            line,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
     }
 
     fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
 }
 
-impl Drop for Imds {
+impl Drop for FakeServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
@@ -261,6 +299,25 @@ impl Drop for Imds {
             let _ = t.join();
         }
     }
+}
+
+/// An RFC 3339 time `hours` from now.
+fn in_hours(hours: i64) -> String {
+    (chrono::Utc::now() + chrono::TimeDelta::hours(hours))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// A fake instance-metadata service: the IMDSv2 token, the role's name, its credentials.
+fn imds() -> FakeServer {
+    FakeServer::start(|r| match r.path() {
+        "/latest/api/token" => "imds-token".into(),
+        "/latest/meta-data/iam/security-credentials/" => "snapfs-role".into(),
+        _ => format!(
+            r#"{{"Code":"Success","AccessKeyId":"AKIDIMDS","SecretAccessKey":"s","Token":"t","Expiration":"{}"}}"#,
+            in_hours(6)
+        ),
+    })
 }
 
 /// With nothing else there, the instance's metadata service (AWS_EC2_METADATA_SERVICE_ENDPOINT)
@@ -271,14 +328,19 @@ fn instance_metadata_reaches_moto() {
         return;
     }
     let moto = Emulator::start(Kind::Moto);
-    let imds = Imds::start();
+    let imds = imds();
     let endpoint = imds.endpoint();
     let env = [("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint.as_str())];
     let m = mount(&moto, &env, &[]);
     round_trip(&m, "imds.txt");
+    let paths: Vec<_> = imds.seen().iter().map(|r| r.path().to_string()).collect();
     assert!(
-        imds.requests.load(Ordering::SeqCst) >= 3,
-        "token, role, credentials"
+        paths.contains(&"/latest/api/token".to_string()),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"/latest/meta-data/iam/security-credentials/snapfs-role".to_string()),
+        "{paths:?}"
     );
     let check = config_check(&m, &env);
     assert!(
@@ -297,11 +359,7 @@ fn no_credentials_is_eacces_naming_every_source() {
     let moto = Emulator::start(Kind::Moto);
     let env = [("AWS_EC2_METADATA_DISABLED", "true")];
     let m = mount(&moto, &env, &[]);
-    let e = std::fs::read_dir(s3_dir(&m).join("snapshots")).and_then(|mut d| {
-        d.next().transpose()?;
-        Ok(())
-    });
-    let e = e.expect_err("a listing without credentials must fail");
+    let e = list_snapshots(&m).expect_err("a listing without credentials must fail");
     assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
     let log = m.log();
     let line = log
@@ -325,4 +383,72 @@ fn no_credentials_is_eacces_naming_every_source() {
     }
     let check = config_check(&m, &env);
     assert!(check.contains("would use none found (tried"), "{check}");
+}
+
+/// A gcloud ADC file of type impersonated_service_account: the user's refresh token is traded
+/// for a token (at the file's token_uri), which asks generateAccessToken for the impersonated
+/// account's token, once for many requests to fake-gcs-server.
+#[test]
+fn impersonated_service_account_reaches_fake_gcs() {
+    let gcs = Emulator::start(Kind::FakeGcs);
+    let proxy = Proxy::start(gcs.port, true);
+    let google = FakeServer::start(|r| match r.path() {
+        "/token" => r#"{"access_token":"user-token","expires_in":3600}"#.into(),
+        _ => format!(
+            r#"{{"accessToken":"impersonated-token","expireTime":"{}"}}"#,
+            in_hours(1)
+        ),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let adc = dir.path().join("adc.json");
+    let sa = "backup@acme.iam.gserviceaccount.com";
+    let impersonate = format!(
+        "{}/v1/projects/-/serviceAccounts/{sa}:generateAccessToken",
+        google.endpoint()
+    );
+    std::fs::write(
+        &adc,
+        format!(
+            r#"{{"type":"impersonated_service_account","delegates":[],
+                "service_account_impersonation_url":"{impersonate}",
+                "source_credentials":{{"type":"authorized_user","client_id":"c",
+                  "client_secret":"cs","refresh_token":"rt","token_uri":"{}/token"}}}}"#,
+            google.endpoint()
+        ),
+    )
+    .unwrap();
+    let options: std::collections::BTreeMap<String, String> = [
+        ("application_credentials", adc.display().to_string()),
+        ("base_url", proxy.endpoint()),
+        ("allow_http", "true".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let store = snapfsd::cloud::open_store(&format!("gs://{BUCKET}"), &options).unwrap();
+    runtime().block_on(async {
+        for n in 0..3 {
+            let at = StorePath::from(format!("impersonated/{n}"));
+            store.put(&at, PutPayload::from("hello")).await.unwrap();
+            let back = store.get(&at).await.unwrap().bytes().await.unwrap();
+            assert_eq!(&back[..], b"hello");
+        }
+    });
+    let seen = google.seen();
+    assert_eq!(seen.len(), 2, "one refresh and one impersonation: {seen:?}");
+    assert_eq!(seen[0].path(), "/token");
+    assert!(seen[0].body.contains("refresh_token=rt"), "{:?}", seen[0]);
+    assert!(
+        seen[1].line.contains(":generateAccessToken"),
+        "{:?}",
+        seen[1]
+    );
+    assert!(
+        seen[1]
+            .headers
+            .to_ascii_lowercase()
+            .contains("authorization: bearer user-token"),
+        "{:?}",
+        seen[1]
+    );
 }

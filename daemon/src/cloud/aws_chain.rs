@@ -225,7 +225,7 @@ impl CredentialProvider for AwsChain {
 
     async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
         let now = Utc::now();
-        if let Some((credential, expires)) = &*lock(&self.cached)
+        if let Some((credential, expires)) = &*super::lock(&self.cached)
             && expires.is_none_or(|t| t - REFRESH_BEFORE > now)
         {
             return Ok(credential.clone());
@@ -249,12 +249,8 @@ impl CredentialProvider for AwsChain {
             .await
             .map_err(store_error)?;
         let credential = Arc::new(fetched.credential);
-        *lock(&self.cached) = Some((credential.clone(), fetched.expires));
+        *super::lock(&self.cached) = Some((credential.clone(), fetched.expires));
         tracing::debug!(expires = ?fetched.expires, "fetched AWS credentials");
         Ok(credential)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

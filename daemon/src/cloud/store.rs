@@ -18,6 +18,7 @@ use super::aws_chain::{self, Plan};
 use super::aws_fetch::CredentialError;
 use super::bucket_region::{self, RegionFound};
 use super::credentials;
+use super::gcp_impersonation;
 use super::retry::RetryBudget;
 
 /// The folder a `file://` remote URL names; None for other URLs.
@@ -75,6 +76,7 @@ pub fn open_store(
                 let key: GoogleConfigKey = k.parse().map_err(|_| unknown(k, "gs"))?;
                 b = b.with_config(key, v);
             }
+            let b = gcp_impersonation::configure(b)?;
             Arc::new(b.build().with_context(|| format!("opening {url}"))?)
         }
         "az" | "azure" | "adl" | "abfs" | "abfss" => {
