@@ -452,3 +452,62 @@ fn impersonated_service_account_reaches_fake_gcs() {
         seen[1]
     );
 }
+
+/// An SSO profile: the token `aws sso login` cached (named by the SHA-1 of the session's name)
+/// is traded at the portal (AWS_ENDPOINT_URL_SSO) for the role's credentials; an expired token
+/// is EACCES and says to log in again.
+#[test]
+fn sso_profile_reaches_moto() {
+    if !fuse_available() {
+        return;
+    }
+    let moto = Emulator::start(Kind::Moto);
+    let portal = FakeServer::start(|_| {
+        let ms = chrono::Utc::now().timestamp_millis() + 3_600_000;
+        format!(
+            r#"{{"roleCredentials":{{"accessKeyId":"ASIASSO","secretAccessKey":"s","sessionToken":"t","expiration":{ms}}}}}"#
+        )
+    });
+    let config = "[profile dev]\nsso_session = corp\nsso_account_id = 123456789012\n\
+                  sso_role_name = Backup\n[sso-session corp]\n\
+                  sso_start_url = https://corp.awsapps.com/start\nsso_region = eu-west-1\n";
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, b"corp");
+    let name: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let cache = format!(".aws/sso/cache/{name}.json");
+    let token = |expires: &str| {
+        format!(r#"{{"accessToken":"sso-token","expiresAt":"{expires}","region":"eu-west-1"}}"#)
+    };
+    let endpoint = portal.endpoint();
+    let env = [
+        ("AWS_PROFILE", "dev"),
+        ("AWS_ENDPOINT_URL_SSO", endpoint.as_str()),
+    ];
+    let fresh = token(&in_hours(6));
+    let m = mount(&moto, &env, &[(".aws/config", config), (&cache, &fresh)]);
+    round_trip(&m, "sso.txt");
+    let seen = portal.seen();
+    let first = seen.first().expect("a request to the portal");
+    assert!(first.line.contains("/federation/credentials?"), "{first:?}");
+    assert!(first.line.contains("account_id=123456789012"), "{first:?}");
+    assert!(first.line.contains("role_name=Backup"), "{first:?}");
+    assert!(
+        first
+            .headers
+            .to_ascii_lowercase()
+            .contains("x-amz-sso_bearer_token: sso-token"),
+        "{first:?}"
+    );
+    let check = config_check(&m, &env);
+    assert!(
+        check.contains("would use SSO role Backup of account 123456789012"),
+        "{check}"
+    );
+    drop(m);
+
+    let stale = token(&in_hours(-1));
+    let m = mount(&moto, &env, &[(".aws/config", config), (&cache, &stale)]);
+    let e = list_snapshots(&m).expect_err("an expired SSO token must fail");
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+    let log = m.log();
+    assert!(log.contains("run `aws sso login --profile dev`"), "{log}");
+}
