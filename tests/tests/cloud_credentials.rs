@@ -195,6 +195,26 @@ fn assumed_role_reaches_moto() {
         !check.contains("AKIDBASE") && !check.contains("= base"),
         "{check}"
     );
+    drop(m);
+
+    // The same role for a web identity token (an EKS service account's), asked unsigned.
+    let token = oidc_token_file();
+    let config = format!(
+        "[default]\nrole_arn = arn:aws:iam::123456789012:role/snapfs\n\
+         web_identity_token_file = {}\nendpoint_url = {}\n",
+        token.path().display(),
+        moto.endpoint()
+    );
+    let m = mount(&moto, &[], &[(".aws/config", &config)]);
+    round_trip(&m, "web-identity.txt");
+}
+
+/// A file holding a (fake) OIDC token.
+fn oidc_token_file() -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzbmFwZnMifQ.c2ln")
+        .unwrap();
+    f
 }
 
 /// A request as a fake server saw it: the request line, the headers, the body.
