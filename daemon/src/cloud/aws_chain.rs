@@ -95,7 +95,7 @@ pub fn configure(mut b: AmazonS3Builder) -> anyhow::Result<AmazonS3Builder> {
         },
         source: profile.source,
         tried,
-        http: reqwest::Client::builder().build()?,
+        http: super::store::side_client()?,
         cached: Mutex::new(None),
     };
     Ok(b.with_credentials(Arc::new(chain)))

@@ -83,9 +83,7 @@ impl RegionFound {
 
 /// The region S3 names in its answer to a HEAD of `url`.
 async fn head_region(url: &str) -> std::result::Result<String, String> {
-    let client = reqwest::Client::builder()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let client = super::store::side_client().map_err(|e| e.to_string())?;
     let response = client.head(url).send().await.map_err(|e| e.to_string())?;
     let status = response.status();
     response

@@ -116,7 +116,7 @@ pub fn configure(b: GoogleCloudStorageBuilder) -> anyhow::Result<GoogleCloudStor
         url: file.service_account_impersonation_url,
         delegates: file.delegates,
         source,
-        http: reqwest::Client::builder().build()?,
+        http: super::store::side_client()?,
         cached: Mutex::new(None),
     };
     Ok(b.with_credentials(Arc::new(provider)))

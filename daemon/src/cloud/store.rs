@@ -104,6 +104,15 @@ pub fn open_store(
     Ok(Arc::new(PrefixStore::new(store, prefix)))
 }
 
+/// The HTTP client of requests made before a store's own (credentials, a bucket's region),
+/// bounded so that a silent endpoint fails the request instead of hanging it.
+pub(super) fn side_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+}
+
 /// The builder of an `s3://` remote: the environment, then the options.
 fn s3_builder(url: &str, options: &BTreeMap<String, String>) -> anyhow::Result<AmazonS3Builder> {
     let mut b = AmazonS3Builder::from_env().with_url(url);
