@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use object_store::CredentialProvider;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as Key, AwsCredential};
 
@@ -32,17 +34,27 @@ pub enum Plan {
 }
 
 pub struct AwsChain {
-    source: Option<Source>,
+    source: Option<Arc<Source>>,
     /// object_store's provider and what it asks; None when there is nothing to ask.
     fallback: Option<(object_store::aws::AwsCredentialProvider, String)>,
     /// Every place looked at, for the error when nothing is found.
     tried: String,
     http: reqwest::Client,
-    cached: Mutex<Option<Cached>>,
+    state: Mutex<State>,
 }
 
 /// A credential and when it expires (None: never).
 type Cached = (Arc<AwsCredential>, Option<DateTime<Utc>>);
+
+/// A fetch under way, which every caller that finds the cache stale awaits: a process or an
+/// STS call runs once however many requests are waiting.
+type Flight = Shared<BoxFuture<'static, Result<Cached, CredentialError>>>;
+
+#[derive(Default)]
+struct State {
+    cached: Option<Cached>,
+    flight: Option<Flight>,
+}
 
 impl std::fmt::Debug for AwsChain {
     // Sources hold keys: only where they are from is shown.
@@ -93,10 +105,10 @@ pub fn configure(mut b: AmazonS3Builder) -> anyhow::Result<AmazonS3Builder> {
                 .map(|label| anyhow::Ok((b.clone().build()?.credentials().clone(), label)))
                 .transpose()?,
         },
-        source: profile.source,
+        source: profile.source.map(Arc::new),
         tried,
         http: super::store::side_client()?,
-        cached: Mutex::new(None),
+        state: Mutex::default(),
     };
     Ok(b.with_credentials(Arc::new(chain)))
 }
@@ -224,12 +236,6 @@ impl CredentialProvider for AwsChain {
     type Credential = AwsCredential;
 
     async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
-        let now = Utc::now();
-        if let Some((credential, expires)) = &*super::lock(&self.cached)
-            && expires.is_none_or(|t| t - REFRESH_BEFORE > now)
-        {
-            return Ok(credential.clone());
-        }
         let Some(source) = &self.source else {
             let Some((provider, label)) = &self.fallback else {
                 return Err(no_credentials(self.tried.clone()));
@@ -243,14 +249,36 @@ impl CredentialProvider for AwsChain {
                 }
             });
         };
-        // Two callers may both fetch when the cache is stale; the lock is not held across
-        // the fetch, and either answer is good.
-        let fetched = aws_fetch::fetch(source, &self.http)
-            .await
-            .map_err(store_error)?;
-        let credential = Arc::new(fetched.credential);
-        *super::lock(&self.cached) = Some((credential.clone(), fetched.expires));
-        tracing::debug!(expires = ?fetched.expires, "fetched AWS credentials");
+        let flight = {
+            let mut state = super::lock(&self.state);
+            let now = Utc::now();
+            if let Some((credential, expires)) = &state.cached
+                && expires.is_none_or(|t| t - REFRESH_BEFORE > now)
+            {
+                return Ok(credential.clone());
+            }
+            let (source, http) = (source.clone(), self.http.clone());
+            state
+                .flight
+                .get_or_insert_with(|| {
+                    async move {
+                        let f = aws_fetch::fetch(&source, &http).await?;
+                        tracing::debug!(expires = ?f.expires, "fetched AWS credentials");
+                        Ok((Arc::new(f.credential), f.expires))
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        // The lock is not held while the fetch runs.
+        let result = flight.clone().await;
+        let mut state = super::lock(&self.state);
+        if state.flight.as_ref().is_some_and(|f| f.ptr_eq(&flight)) {
+            state.flight = None;
+        }
+        let (credential, expires) = result.map_err(store_error)?;
+        state.cached = Some((credential.clone(), expires));
         Ok(credential)
     }
 }

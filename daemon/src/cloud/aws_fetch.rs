@@ -21,7 +21,7 @@ pub struct Fetched {
 }
 
 /// Why no credentials came: `denied` when a user must act (log in, fix a key) rather than wait.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct CredentialError {
     pub message: String,
