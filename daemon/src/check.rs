@@ -175,10 +175,15 @@ fn cloud_credentials(url: &str, options: &BTreeMap<String, String>) -> String {
                 .map(|f| format!("~/{f}")),
         );
     }
-    if found.is_empty() {
+    let listed = if found.is_empty() {
         "none found in the options, the environment or the usual files (the instance's metadata service, if any)".into()
     } else {
         found.join(", ")
+    };
+    match crate::cloud::aws_credential_source(url, options) {
+        Some(Ok(source)) => format!("{listed}; would use {source}"),
+        Some(Err(e)) => format!("{listed}; unusable: {e:#}"),
+        None => listed,
     }
 }
 

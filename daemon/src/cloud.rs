@@ -1,7 +1,12 @@
 //! The cloud backend: snapshots kept in a bucket (or any object_store URL) in the format of
 //! snapfs-format(5). Reading goes through the VFS and its cache; writing is `upload::commit`.
 
+mod aws_chain;
+mod aws_fetch;
+mod aws_profile;
+mod bucket_region;
 mod credentials;
+mod gcp_impersonation;
 mod metered;
 mod orphans;
 mod powers;
@@ -33,7 +38,7 @@ use snapfs_fs::tree::SnapshotTree;
 
 use crate::latency::Latencies;
 
-pub use store::{local_dir, open_store};
+pub use store::{aws_credential_source, local_dir, open_store};
 
 /// Longest snapshot name (documented in README.md): the manifest key adds a suffix and must
 /// stay a legal file name even as the temporary `KEY#N` a local folder store writes first.

@@ -1,6 +1,6 @@
 //! Opening the object store behind a remote URL: `file://`, `memory://`, `s3://`, `gs://` and
-//! `az://`. Credentials come from where each cloud's own tools look (see `credentials`), then
-//! from the remote's `options`, which win; the retry budget is ours (see `retry`).
+//! `az://`. Credentials come from where each cloud's own tools look (see `aws_chain` and
+//! `credentials`), the remote's `options` winning; the retry budget is ours (see `retry`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +14,11 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::prefix::PrefixStore;
 
+use super::aws_chain::{self, Plan};
+use super::aws_fetch::CredentialError;
+use super::bucket_region::{self, RegionFound};
 use super::credentials;
+use super::gcp_impersonation;
 use super::retry::RetryBudget;
 
 /// The folder a `file://` remote URL names; None for other URLs.
@@ -54,16 +58,15 @@ pub fn open_store(
             return Ok(Arc::new(object_store::memory::InMemory::new()));
         }
         "s3" | "s3a" => {
-            let mut b = AmazonS3Builder::from_env();
-            for (k, v) in credentials::aws_shared(&options) {
-                b = b.with_config(k, v);
+            let b = aws_chain::configure(s3_builder(url, &options)?.with_retry(retry))?;
+            let built = b
+                .clone()
+                .build()
+                .with_context(|| format!("opening {url}"))?;
+            match bucket_region::unknown(&b) {
+                true => Arc::new(RegionFound::new(b, parsed.host_str().unwrap_or_default())),
+                false => Arc::new(built),
             }
-            b = b.with_url(url).with_retry(retry);
-            for (k, v) in &options {
-                let key: AmazonS3ConfigKey = k.parse().map_err(|_| unknown(k, "s3"))?;
-                b = b.with_config(key, v);
-            }
-            Arc::new(b.build().with_context(|| format!("opening {url}"))?)
         }
         "gs" => {
             let mut b = GoogleCloudStorageBuilder::from_env()
@@ -73,6 +76,7 @@ pub fn open_store(
                 let key: GoogleConfigKey = k.parse().map_err(|_| unknown(k, "gs"))?;
                 b = b.with_config(key, v);
             }
+            let b = gcp_impersonation::configure(b)?;
             Arc::new(b.build().with_context(|| format!("opening {url}"))?)
         }
         "az" | "azure" | "adl" | "abfs" | "abfss" => {
@@ -100,10 +104,56 @@ pub fn open_store(
     Ok(Arc::new(PrefixStore::new(store, prefix)))
 }
 
+/// The HTTP client of requests made before a store's own (credentials, a bucket's region),
+/// bounded so that a silent endpoint fails the request instead of hanging it.
+pub(super) fn side_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+}
+
+/// The builder of an `s3://` remote: the environment, then the options.
+fn s3_builder(url: &str, options: &BTreeMap<String, String>) -> anyhow::Result<AmazonS3Builder> {
+    let mut b = AmazonS3Builder::from_env().with_url(url);
+    for (k, v) in options {
+        let key: AmazonS3ConfigKey = k.parse().map_err(|_| unknown(k, "s3"))?;
+        b = b.with_config(key, v);
+    }
+    Ok(aws_chain::metadata_endpoint(b))
+}
+
+/// Where an `s3://` remote's credentials would come from, named without a secret; None for
+/// other remotes.
+pub fn aws_credential_source(
+    url: &str,
+    options: &BTreeMap<String, String>,
+) -> Option<anyhow::Result<String>> {
+    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+    if !matches!(scheme, "s3" | "s3a") {
+        return None;
+    }
+    let mut options = options.clone();
+    Some((|| {
+        RetryBudget::take_from(&mut options)?;
+        Ok(match aws_chain::plan(&s3_builder(url, &options)?)? {
+            Plan::Given(label) => label.to_string(),
+            Plan::Profile(found) => aws_chain::describe(&found.0, &found.1),
+            Plan::Fallback(label) => label,
+            Plan::Nothing(tried) => format!("none found ({tried})"),
+        })
+    })())
+}
+
 /// Why a store refused the credentials, in one line ("403 Forbidden, AuthorizationFailure"),
 /// when `e` is such a refusal. Some requests (listings) report a 401 or 403 only inside a
 /// generic error, and the store's XML answer is too long for a log line or `snapfs status`.
 pub(crate) fn rejection(e: &object_store::Error) -> Option<String> {
+    if let object_store::Error::Unauthenticated { source, .. } = e
+        && let Some(c) = source.downcast_ref::<CredentialError>()
+    {
+        return Some(c.message.clone());
+    }
     let text = e.to_string();
     let status = ["401 Unauthorized", "403 Forbidden"]
         .into_iter()
