@@ -98,7 +98,7 @@ curl -sS -f -o /dev/null "http://127.0.0.1:$pfport/api/v1/management/files/backu
 t1=$(now)
 kubectl_pf=$(echo "$t1 - $t0" | bc -l)
 
-socket=$(ls "$work"/run/forward-*.sock | head -1)
+socket=$(find "$work/run" -name "forward-*.sock" | head -1)
 api="http://hivemq/api/v1/management/backups"
 t0=$(now)
 for _ in $(seq "$n"); do curl -sS -f -o /dev/null --unix-socket "$socket" "$api"; done
