@@ -125,9 +125,14 @@ impl Faults {
 
     /// How long exec waits before `bytes` more go `direction`; None when unlimited.
     pub(crate) fn exec_delay(&self, direction: Direction, bytes: usize) -> Option<Duration> {
+        self.exec_delay_at(direction, bytes, Instant::now())
+    }
+
+    /// [`Faults::exec_delay`] as seen at `now`.
+    fn exec_delay_at(&self, direction: Direction, bytes: usize, now: Instant) -> Option<Duration> {
         let rate = self.exec_bandwidth()?;
         let mut links = lock(&self.exec_links);
-        Some(links[direction as usize].reserve(bytes as u64, rate, Instant::now()))
+        Some(links[direction as usize].reserve(bytes as u64, rate, now))
     }
 }
 
@@ -271,14 +276,19 @@ mod tests {
     #[test]
     fn the_switch_feeds_both_directions_apart() {
         let faults = Faults::default();
-        assert_eq!(faults.exec_delay(Direction::In, 1000), None);
+        let t0 = Instant::now();
+        assert_eq!(faults.exec_delay_at(Direction::In, 1000, t0), None);
         faults.set_exec_bandwidth(Some(1000));
-        let first_in = faults.exec_delay(Direction::In, 1000).unwrap();
-        let first_out = faults.exec_delay(Direction::Out, 1000).unwrap();
-        // Each direction has its own link: both wait about one second, not two.
-        assert!(first_in <= Duration::from_secs(1) && first_out <= Duration::from_secs(1));
-        assert!(faults.exec_delay(Direction::In, 1000).unwrap() > Duration::from_secs(1));
+        let second = Duration::from_secs(1);
+        // Each direction has its own link: both wait one second, not two.
+        assert_eq!(faults.exec_delay_at(Direction::In, 1000, t0), Some(second));
+        assert_eq!(faults.exec_delay_at(Direction::Out, 1000, t0), Some(second));
+        // The same direction again waits behind the first.
+        assert_eq!(
+            faults.exec_delay_at(Direction::In, 1000, t0),
+            Some(2 * second)
+        );
         faults.set_exec_bandwidth(None);
-        assert_eq!(faults.exec_delay(Direction::Out, 1000), None);
+        assert_eq!(faults.exec_delay_at(Direction::Out, 1000, t0), None);
     }
 }
