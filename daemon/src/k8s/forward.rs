@@ -60,22 +60,18 @@ struct Choice {
 }
 
 impl Choice {
-    /// The pod to forward to among `ready` (in ordinal order, not empty).
-    fn pick<'a>(&mut self, ready: &'a [String]) -> &'a str {
-        let usable = |p: &&String| !self.broken.contains(*p);
-        if let Some(last) = ready
+    /// Which of `ready` (in ordinal order, not empty) to forward to.
+    fn pick(&mut self, ready: &[String]) -> usize {
+        let usable = |p: &String| !self.broken.contains(p);
+        let last = ready
             .iter()
-            .filter(usable)
-            .find(|p| Some(*p) == self.last.as_ref())
-        {
-            return last;
-        }
-        match ready.iter().find(usable) {
-            Some(p) => p,
+            .position(|p| usable(p) && Some(p) == self.last.as_ref());
+        match last.or_else(|| ready.iter().position(usable)) {
+            Some(i) => i,
             None => {
                 // Every Ready pod failed once: start over rather than give up.
                 self.broken.clear();
-                &ready[0]
+                0
             }
         }
     }
@@ -207,12 +203,15 @@ impl PodForward {
             .iter()
             .map(|p| p.metadata.name.clone().unwrap_or_default())
             .collect();
-        let (name, before) = {
+        let (pod, name, before) = {
             let mut choice = lock(&self.choice);
-            let name = choice.pick(&names).to_string();
-            (name.clone(), choice.last.replace(name))
+            let i = choice.pick(&names);
+            (
+                &pods[i],
+                names[i].clone(),
+                choice.last.replace(names[i].clone()),
+            )
         };
-        let pod = &pods[names.iter().position(|n| *n == name).unwrap_or(0)];
         let port = port_of(pod, &self.coords.port).ok_or_else(|| {
             BackendError::Other(format!(
                 "pod {name} in namespace {ns} declares no container port named {}",
@@ -511,20 +510,23 @@ mod tests {
 
     #[test]
     fn picks_stay_with_a_pod_and_pass_over_broken_ones() {
-        let pods = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
         let mut c = Choice::default();
-        let all = pods(&["h-0", "h-1", "h-2"]);
-        assert_eq!(c.pick(&all), "h-0");
+        fn pick(c: &mut Choice, names: &[&'static str]) -> &'static str {
+            let owned: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            names[c.pick(&owned)]
+        }
+        let all = ["h-0", "h-1", "h-2"];
+        assert_eq!(pick(&mut c, &all), "h-0");
         c.last = Some("h-0".into());
         c.broken.insert("h-0".into());
         // h-0 is back under its name: still passed over while h-1 is Ready.
-        assert_eq!(c.pick(&all), "h-1");
+        assert_eq!(pick(&mut c, &all), "h-1");
         c.last = Some("h-1".into());
-        assert_eq!(c.pick(&pods(&["h-0", "h-1"])), "h-1");
+        assert_eq!(pick(&mut c, &["h-0", "h-1"]), "h-1");
         // The pod last used went away: the first usable one by ordinal.
-        assert_eq!(c.pick(&pods(&["h-0", "h-2"])), "h-2");
+        assert_eq!(pick(&mut c, &["h-0", "h-2"]), "h-2");
         // Only broken pods are Ready: start over with them.
-        assert_eq!(c.pick(&pods(&["h-0"])), "h-0");
+        assert_eq!(pick(&mut c, &["h-0"]), "h-0");
         assert!(c.broken.is_empty());
     }
 
