@@ -410,7 +410,7 @@ fn refused_upgrade(e: &kube::Error, what: &str) -> BackendError {
             if s.as_u16() == 401 || s.as_u16() == 403 =>
         {
             BackendError::PermissionDenied(format!(
-                "{what}: {s}: your Kubernetes user may not create resource \"pods/portforward\" there (verb create on pods/portforward is needed)"
+                "{what}: {s}: your Kubernetes user may not port-forward there: it needs get and create on resource \"pods/portforward\" in the namespace (an RBAC Role with verbs [get, create] on pods/portforward)"
             ))
         }
         kube::Error::UpgradeConnection(UpgradeConnectionError::ProtocolSwitch(s))
