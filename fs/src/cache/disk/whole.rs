@@ -273,9 +273,15 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
 
-    fn open(dir: &Path) -> DiskCache {
-        DiskCache::open(dir, 1 << 30, 0, None).unwrap()
+    /// A cache whose background thread waits before its first walk for as long as the returned
+    /// sender lives, so usage moves only with the test's own writes and evictions: a walk running
+    /// beside them may count a file twice until the next walk.
+    fn parked(dir: &Path, max_bytes: u64) -> (DiskCache, mpsc::Sender<()>) {
+        let (hold, gate) = mpsc::channel();
+        let disk = DiskCache::open(dir, max_bytes, 0, Some(gate)).unwrap();
+        (disk, hold)
     }
 
     fn sealed(disk: &DiskCache, key: WholeKey, bytes: &[u8]) {
@@ -290,7 +296,7 @@ mod tests {
     #[test]
     fn a_sealed_file_opens_and_a_written_one_is_dropped() {
         let tmp = tempfile::tempdir().unwrap();
-        let disk = open(tmp.path());
+        let (disk, _hold) = parked(tmp.path(), 1 << 30);
         let key = WholeKey([7; 32]);
         sealed(&disk, key, b"whole bytes");
         let mut got = String::new();
@@ -316,7 +322,7 @@ mod tests {
     #[test]
     fn an_unsealed_or_short_file_is_never_served() {
         let tmp = tempfile::tempdir().unwrap();
-        let disk = open(tmp.path());
+        let (disk, _hold) = parked(tmp.path(), 1 << 30);
         let key = WholeKey([1; 32]);
         let mut a = disk.begin_whole(key, 10).unwrap().unwrap();
         a.write(b"short").unwrap();
@@ -352,7 +358,7 @@ mod tests {
     #[test]
     fn eviction_takes_whole_files_by_their_seals_recency() {
         let tmp = tempfile::tempdir().unwrap();
-        let disk = DiskCache::open(tmp.path(), 1000, 0, None).unwrap();
+        let (disk, _hold) = parked(tmp.path(), 1000);
         let (old, new) = (WholeKey([1; 32]), WholeKey([2; 32]));
         sealed(&disk, old, &[1; 200]);
         sealed(&disk, new, &[2; 200]);
@@ -372,7 +378,7 @@ mod tests {
     #[test]
     fn whole_files_too_large_for_the_cache_are_not_begun() {
         let tmp = tempfile::tempdir().unwrap();
-        let disk = DiskCache::open(tmp.path(), 1000, 0, None).unwrap();
+        let (disk, _hold) = parked(tmp.path(), 1000);
         assert!(disk.begin_whole(WholeKey([0; 32]), 251).unwrap().is_none());
         assert!(disk.begin_whole(WholeKey([0; 32]), 250).unwrap().is_some());
     }
