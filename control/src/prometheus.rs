@@ -109,7 +109,7 @@ pub fn status(text: &mut Text, mounts: &[(&Path, &StatusReport)]) {
         ("errors", "Store requests that failed.", |t| t.errors),
         (
             "retries",
-            "Store requests tried again by snapfs (object_store's own retries of cloud requests are not seen).",
+            "Store requests tried again after a transient failure (for cloud remotes: each failed try of their HTTP client's retry loop, the last one of a request that gave up included).",
             |t| t.retries,
         ),
     ];

@@ -13,6 +13,7 @@ mod powers;
 mod retry;
 mod shared;
 mod store;
+mod transient;
 mod upload;
 
 use std::collections::HashMap;
@@ -39,6 +40,7 @@ use snapfs_fs::tree::SnapshotTree;
 use crate::latency::Latencies;
 
 pub use store::{aws_credential_source, local_dir, open_store};
+pub use transient::Counting;
 
 /// Longest snapshot name (documented in README.md): the manifest key adds a suffix and must
 /// stay a legal file name even as the temporary `KEY#N` a local folder store writes first.
@@ -58,6 +60,8 @@ pub struct StoreCounters {
     pub put_bytes: AtomicU64,
     pub list_requests: AtomicU64,
     pub errors: AtomicU64,
+    /// Transient failures the store's HTTP client retried (see `transient`); shared with it.
+    pub retries: Arc<AtomicU64>,
 }
 
 pub struct CloudBackend {
@@ -153,6 +157,12 @@ impl CloudBackend {
             max_snapshots,
             local_root: None,
         }
+    }
+
+    /// Counts the retries of the store's HTTP client, given to `open_store`, as this remote's.
+    pub fn with_retry_count(mut self, counting: &Counting) -> Self {
+        self.counters.retries = counting.failures.clone();
+        self
     }
 
     /// Tells the backend that its store is this local folder.

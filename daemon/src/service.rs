@@ -12,7 +12,7 @@ use snapfs_fs::cache::{BlockCache, CacheConfig};
 use snapfs_fs::fuse::{self, MountConfig};
 use snapfs_fs::vfs::{Staging, Vfs, VfsConfig};
 
-use crate::cloud::{CloudBackend, local_dir, open_store};
+use crate::cloud::{CloudBackend, Counting, local_dir, open_store};
 use crate::config::{Config, Endpoint};
 use crate::control::server::{self, Server};
 use crate::hivemq::HiveMqBackend;
@@ -81,14 +81,17 @@ pub fn run(opts: Options, config: Config, paths: Paths) -> anyhow::Result<()> {
 
     let mut configured = Vec::new();
     for r in &config.remotes {
-        let store = open_store(&r.url, &r.options).with_context(|| format!("remote {}", r.name))?;
+        let counting = Counting::default();
+        let store = open_store(&r.url, &r.options, &counting)
+            .with_context(|| format!("remote {}", r.name))?;
         let mut backend = CloudBackend::new(
             format!("cloud/{}", r.name),
             store,
             cache.clone(),
             r.ttl,
             r.max_snapshots,
-        );
+        )
+        .with_retry_count(&counting);
         if let Some(dir) = local_dir(&r.url) {
             backend = backend.with_local_root(dir);
         }

@@ -52,7 +52,9 @@ impl Remote {
 
     pub fn store(&self) -> Arc<dyn ObjectStore> {
         self.store
-            .get_or_init(|| open_store(&self.url, &self.options).expect("open the store"))
+            .get_or_init(|| {
+                open_store(&self.url, &self.options, &Default::default()).expect("open the store")
+            })
             .clone()
     }
 

@@ -445,7 +445,9 @@ fn impersonated_service_account_reaches_fake_gcs() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let store = snapfsd::cloud::open_store(&format!("gs://{BUCKET}"), &options).unwrap();
+    let store =
+        snapfsd::cloud::open_store(&format!("gs://{BUCKET}"), &options, &Default::default())
+            .unwrap();
     runtime().block_on(async {
         for n in 0..3 {
             let at = StorePath::from(format!("impersonated/{n}"));

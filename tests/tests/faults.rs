@@ -106,11 +106,17 @@ fn a_storm_of_503s_is_ridden_out_or_ends_in_eio() {
     let want = std::fs::read(&src).unwrap();
     assert_eq!(read_at(&snap, 0, 1_000_000).unwrap(), want[..1_000_000]);
     assert_eq!(proxy.failed(), 3, "every 503 was seen and retried");
+    let before = m.store_metrics().retries;
+    assert!(before >= 3, "the retries are counted: {before}");
 
     // A storm longer than the budget: EIO, and the mount stays.
     proxy.fail_next(1000);
     let err = read_at(&snap, 9_000_000, 1000).expect_err("past the budget");
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let budget = m.store_metrics().retries - before;
+    // Each failed try counts, the last one of the request that gave up included; how many fit
+    // in the retry timeout depends on the random backoff.
+    assert!(budget >= 1, "the storm's tries are counted: {budget}");
     proxy.fail_next(0);
     assert_eq!(
         read_at(&snap, 9_000_000, 1000).unwrap(),

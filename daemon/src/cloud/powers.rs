@@ -330,8 +330,7 @@ impl CountsRequests for CloudBackend {
             put_bytes: c.put_bytes.load(Ordering::Relaxed),
             list_requests: c.list_requests.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
-            // object_store retries inside its own client, where no count can be taken.
-            retries: 0,
+            retries: c.retries.load(Ordering::Relaxed),
             latency: self.latency.snapshot(),
         }
     }

@@ -20,6 +20,7 @@ use super::bucket_region::{self, RegionFound};
 use super::credentials;
 use super::gcp_impersonation;
 use super::retry::RetryBudget;
+use super::transient::Counting;
 
 /// The folder a `file://` remote URL names; None for other URLs.
 pub fn local_dir(url: &str) -> Option<std::path::PathBuf> {
@@ -29,10 +30,12 @@ pub fn local_dir(url: &str) -> Option<std::path::PathBuf> {
         .flatten()
 }
 
-/// The store for `url`, rooted at the URL's path.
+/// The store for `url`, rooted at the URL's path; a cloud store's transient failures are
+/// counted by `counting`.
 pub fn open_store(
     url: &str,
     options: &BTreeMap<String, String>,
+    counting: &Counting,
 ) -> anyhow::Result<Arc<dyn ObjectStore>> {
     let parsed = url::Url::parse(url).with_context(|| format!("{url:?} is not a URL"))?;
     // reqwest is built without a TLS provider of its own; ring is the one the workspace uses.
@@ -58,7 +61,11 @@ pub fn open_store(
             return Ok(Arc::new(object_store::memory::InMemory::new()));
         }
         "s3" | "s3a" => {
-            let b = aws_chain::configure(s3_builder(url, &options)?.with_retry(retry))?;
+            let b = aws_chain::configure(
+                s3_builder(url, &options)?
+                    .with_retry(retry)
+                    .with_http_connector(counting.clone()),
+            )?;
             let built = b
                 .clone()
                 .build()
@@ -71,7 +78,8 @@ pub fn open_store(
         "gs" => {
             let mut b = GoogleCloudStorageBuilder::from_env()
                 .with_url(url)
-                .with_retry(retry);
+                .with_retry(retry)
+                .with_http_connector(counting.clone());
             for (k, v) in &options {
                 let key: GoogleConfigKey = k.parse().map_err(|_| unknown(k, "gs"))?;
                 b = b.with_config(key, v);
@@ -84,7 +92,10 @@ pub fn open_store(
             for (k, v) in credentials::azure_connection_string(&mut options)? {
                 b = b.with_config(k, v);
             }
-            b = b.with_url(url).with_retry(retry);
+            b = b
+                .with_url(url)
+                .with_retry(retry)
+                .with_http_connector(counting.clone());
             for (k, v) in &options {
                 let key: AzureConfigKey = k.parse().map_err(|_| unknown(k, "az"))?;
                 b = b.with_config(key, v);
@@ -183,6 +194,10 @@ mod tests {
             .collect()
     }
 
+    fn open(url: &str, options: &BTreeMap<String, String>) -> anyhow::Result<Arc<dyn ObjectStore>> {
+        open_store(url, options, &Counting::default())
+    }
+
     #[test]
     fn opens_each_kind_without_io() {
         let s3 = opts(&[
@@ -193,19 +208,19 @@ mod tests {
             ("secret_access_key", "s"),
             ("retry_timeout", "2s"),
         ]);
-        assert!(open_store("s3://bucket/some/prefix", &s3).is_ok());
+        assert!(open("s3://bucket/some/prefix", &s3).is_ok());
         let az = opts(&[("account_name", "a"), ("account_key", "a2V5")]);
-        assert!(open_store("az://container", &az).is_ok());
-        assert!(open_store("memory://", &BTreeMap::new()).is_ok());
+        assert!(open("az://container", &az).is_ok());
+        assert!(open("memory://", &BTreeMap::new()).is_ok());
     }
 
     #[test]
     fn refuses_what_it_cannot_use() {
-        let e = open_store("s3://b", &opts(&[("colour", "blue")])).unwrap_err();
+        let e = open("s3://b", &opts(&[("colour", "blue")])).unwrap_err();
         assert!(format!("{e:#}").contains("\"colour\""), "{e:#}");
-        let e = open_store("ftp://x/y", &BTreeMap::new()).unwrap_err();
+        let e = open("ftp://x/y", &BTreeMap::new()).unwrap_err();
         assert!(format!("{e:#}").contains("ftp://"), "{e:#}");
-        assert!(open_store("memory:///p", &BTreeMap::new()).is_err());
-        assert!(open_store("s3://b", &opts(&[("retry_timeout", "soon")])).is_err());
+        assert!(open("memory:///p", &BTreeMap::new()).is_err());
+        assert!(open("s3://b", &opts(&[("retry_timeout", "soon")])).is_err());
     }
 }

@@ -87,7 +87,7 @@ fn schemes_in(text: &str) -> BTreeSet<String> {
 /// Whether remotes take `scheme://` URLs (they may still want more, such as a bucket).
 fn scheme_accepted(scheme: &str) -> bool {
     let url = format!("{scheme}://snapfs-docs-test");
-    match crate::cloud::open_store(&url, &BTreeMap::new()) {
+    match crate::cloud::open_store(&url, &BTreeMap::new(), &Default::default()) {
         Ok(_) => true,
         Err(e) => !format!("{e:#}").contains("is not a kind of remote"),
     }
