@@ -105,7 +105,7 @@ pub enum Command {
     /// with --yes, delete them
     #[command(long_about = GC_ABOUT)]
     Gc(GcArgs),
-    /// Read every block of a snapshot and check its checksums
+    /// Read every block of a snapshot and check its checksums, showing progress on a terminal
     Verify {
         /// MOUNT/<target>/snapshots/NAME
         snapshot: PathBuf,

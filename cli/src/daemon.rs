@@ -10,8 +10,18 @@ use crate::exit::DaemonError;
 
 /// Sends one request on a fresh connection and turns `Response::Error` into [`DaemonError`].
 pub fn call(socket: &Path, req: &Request) -> anyhow::Result<Response> {
+    call_watching(socket, req, |_, _| {})
+}
+
+/// Like [`call`], for a request that asked for progress, which is passed to `progress` as
+/// (done, total) bytes.
+pub fn call_watching(
+    socket: &Path,
+    req: &Request,
+    progress: impl FnMut(u64, u64),
+) -> anyhow::Result<Response> {
     let mut client = Client::connect(socket).context("snapfsd is not answering")?;
-    match client.call(req)? {
+    match client.call_watching(req, progress)? {
         Response::Error { code, message } => Err(DaemonError { code, message }.into()),
         other => Ok(other),
     }

@@ -8,6 +8,7 @@ use snapfs_control::units::format_size_rounded;
 use snapfs_control::wire::{Request, Response, VerifyReport};
 
 use crate::exit::Exit;
+use crate::progress::Progress;
 use crate::{daemon, target};
 
 pub fn run(
@@ -17,11 +18,19 @@ pub fn run(
     out: &mut dyn Write,
 ) -> anyhow::Result<Exit> {
     let r = target::resolve(paths, snapshot)?;
+    let name = r.snapshot()?;
+    let mut progress = Progress::on_terminal();
+    let what = format!("verifying {name}");
     let req = Request::Verify {
         target: r.target.clone(),
-        name: r.snapshot()?,
+        name,
+        progress: progress.is_shown(),
     };
-    let report = match daemon::call(&r.mount.socket, &req)? {
+    let answer = daemon::call_watching(&r.mount.socket, &req, |done, total| {
+        progress.show(done, total, &what)
+    });
+    progress.clear();
+    let report = match answer? {
         Response::Verified(report) => report,
         other => return Err(daemon::unexpected(&other)),
     };

@@ -65,12 +65,31 @@ impl Client {
     }
 
     pub fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
+        self.call_watching(req, |_, _| {})
+    }
+
+    /// Like [`Client::call`], for a request that asked for progress: each `Checking` line
+    /// before the answer is passed to `progress` as (done, total) bytes.
+    pub fn call_watching(
+        &mut self,
+        req: &Request,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<Response, ClientError> {
         let mut line = serde_json::to_vec(req).map_err(ClientError::Encode)?;
         line.push(b'\n');
         self.stream
             .get_mut()
             .write_all(&line)
             .map_err(ClientError::Send)?;
+        loop {
+            match self.receive()? {
+                Response::Checking { done, total } => progress(done, total),
+                answer => return Ok(answer),
+            }
+        }
+    }
+
+    fn receive(&mut self) -> Result<Response, ClientError> {
         let mut answer = String::new();
         let n = self
             .stream

@@ -54,8 +54,14 @@ pub enum Request {
     Wait { target: String, name: String },
     /// Delete a snapshot (manifest first, then its data).
     Remove { target: String, name: String },
-    /// Read every block of a snapshot and check its checksum.
-    Verify { target: String, name: String },
+    /// Read every block of a snapshot and check its checksum. With `progress`, `Checking`
+    /// lines come before the answer while it runs, and one when it is done.
+    Verify {
+        target: String,
+        name: String,
+        #[serde(default)]
+        progress: bool,
+    },
     /// Delete expired and retired snapshots and orphan packs of one target (`cloud/local`) or
     /// of every target, or with `dry_run` only say what would go.
     Gc {
@@ -76,6 +82,12 @@ pub enum Response {
     },
     Job(UploadStatus),
     Verified(VerifyReport),
+    /// How far a request that asked for progress has come: `done` of `total` bytes (0: not
+    /// known yet). The answer follows.
+    Checking {
+        done: u64,
+        total: u64,
+    },
     Gc(GcReport),
     /// Something was made; what, in one line.
     Made {

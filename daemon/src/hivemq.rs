@@ -28,6 +28,7 @@ use snapfs_control::wire::{TargetMetrics, VerifyReport};
 use crate::backoff::Backoff;
 use crate::config::{Cluster, Endpoint};
 use crate::k8s::PodForward;
+use crate::powers::Progress;
 
 /// Why a broker pod refuses connections on the REST port, most of the time.
 const REST_API_OFF: &str = "HiveMQ's REST API listener is off by default; enable it in the broker's config.xml (<rest-api><enabled>true</enabled> with an <http> listener on this port) or with the Helm chart's REST API option, and check the port in `kubernetes.port`";
@@ -213,13 +214,18 @@ impl HiveMqBackend {
 
     /// Reads the whole backup file from the broker and checks its length (there is no
     /// checksum to check it against).
-    pub async fn verify(&self, name: &str) -> Result<VerifyReport, BackendError> {
+    pub async fn verify(
+        &self,
+        name: &str,
+        progress: &Progress,
+    ) -> Result<VerifyReport, BackendError> {
         let b = self.backup(name).await?;
         let (Some(id), Some(size)) = (b.id.as_deref(), b.bytes) else {
             return Err(BackendError::NotFound(format!(
                 "snapshot {name} (not downloadable)"
             )));
         };
+        progress.total.fetch_add(size, Ordering::Relaxed);
         let mut start = 0;
         while start < size {
             let end = (start + BLOCK_SIZE as u64).min(size);
@@ -230,6 +236,7 @@ impl HiveMqBackend {
                     errors: vec![(name.to_string(), e.to_string())],
                 });
             }
+            progress.done.fetch_add(end - start, Ordering::Relaxed);
             start = end;
         }
         Ok(VerifyReport {

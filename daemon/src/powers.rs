@@ -16,7 +16,7 @@ use snapfs_fs::backend::{BackendError, SnapshotInfo};
 
 use snapfs_control::wire::{TargetMetrics, VerifyReport};
 
-/// Bytes of a running job, shared with whoever reports progress.
+/// Bytes of a running job or request, shared with whoever reports progress.
 #[derive(Debug, Default)]
 pub struct Progress {
     pub done: AtomicU64,
@@ -123,7 +123,8 @@ pub trait Deletes: Send + Sync {
 /// Every byte of a snapshot can be read back from where it lives and checked.
 #[async_trait]
 pub trait Verifies: Send + Sync {
-    async fn verify(&self, name: &str) -> Result<VerifyReport, BackendError>;
+    /// Checks snapshot `name`, counting the bytes to read and those read into `progress`.
+    async fn verify(&self, name: &str, progress: &Progress) -> Result<VerifyReport, BackendError>;
 }
 
 /// What the job engine is doing in a target, which cleanup must leave alone.

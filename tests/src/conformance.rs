@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -135,12 +135,16 @@ pub fn run(remote: &Remote, powers: Powers) {
         assert_eq!(list.iter().map(|i| &i.name).collect::<Vec<_>>(), ["first"]);
         let tree = backend.open_snapshot("first").await.expect("open");
         drop(tree);
-        let report = Verifies::verify(backend.as_ref(), "first")
+        let progress = Progress::default();
+        let report = Verifies::verify(backend.as_ref(), "first", &progress)
             .await
             .expect("verify");
         let errors = &report.errors;
         assert_eq!((report.files, report.bytes), (3, 9_000_006), "{errors:?}");
         assert!(errors.is_empty(), "{errors:?}");
+        let total = progress.total.load(Ordering::Relaxed);
+        assert!(total > 0, "verify counts the bytes it reads");
+        assert_eq!(progress.done.load(Ordering::Relaxed), total);
         assert!(matches!(
             backend.open_snapshot("nothing").await,
             Err(BackendError::NotFound(_))

@@ -311,9 +311,10 @@ fn uploads_and_gc_racing_on_one_bucket_never_lose_a_chunk() {
             };
             let (made, ()) = tokio::join!(make, sweep);
             made.unwrap_or_else(|e| panic!("round {round}: {e}"));
-            let report = Verifies::verify(sweeper.as_ref(), &format!("r{round}"))
-                .await
-                .unwrap();
+            let report =
+                Verifies::verify(sweeper.as_ref(), &format!("r{round}"), &Default::default())
+                    .await
+                    .unwrap();
             assert!(
                 report.errors.is_empty(),
                 "round {round}: {:?}",

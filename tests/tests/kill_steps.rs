@@ -77,7 +77,7 @@ async fn every_snapshot_reads(
         .map(|s| s.name)
         .collect();
     for name in &names {
-        let report = Verifies::verify(backend, name)
+        let report = Verifies::verify(backend, name, &Default::default())
             .await
             .unwrap_or_else(|e| panic!("{what}: verifying {name}: {e}"));
         assert!(

@@ -53,8 +53,37 @@ fn json_for_scripts() {
     sh(&format!("diff -r '{}' '{}'", src.display(), dest.display()));
 }
 
+/// What `snapfs ARGS` shows with standard error on a terminal (under script(1)).
+fn on_a_terminal(m: &Mount, args: &[&str]) -> String {
+    let line = std::iter::once(binary("snapfs").display().to_string())
+        .chain(args.iter().map(|a| a.to_string()))
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .envs(m.env())
+        .output()
+        .expect("run script");
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{shown}");
+    shown
+}
+
+/// What `snapfs ARGS` prints with standard error piped: the result, and nothing on stderr.
+fn piped(m: &Mount, args: &[&str]) -> String {
+    let out = m.snapfs(args);
+    let printed = ok(&out);
+    assert!(
+        out.stderr.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    printed
+}
+
 #[test]
-fn restore_shows_progress_on_a_terminal_only() {
+fn restore_and_verify_show_progress_on_a_terminal_only() {
     if !fuse_available() {
         return;
     }
@@ -66,36 +95,19 @@ fn restore_shows_progress_on_a_terminal_only() {
     ));
     m.upload(&src, "big");
     let snap = m.target().join("snapshots/big");
+    let full = "\x1b[2K[##########] 100%  7.6 MiB / 7.6 MiB";
 
-    // Under script(1) standard error is a terminal.
     let dest = m.root.path().join("on-a-tty");
-    let line = format!(
-        "'{}' restore '{}' '{}'",
-        binary("snapfs").display(),
-        snap.display(),
-        dest.display()
-    );
-    let out = Command::new("script")
-        .args(["-q", "-e", "-c", &line, "/dev/null"])
-        .envs(m.env())
-        .output()
-        .expect("run script");
-    let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{shown}");
-    assert!(
-        shown.contains("\x1b[2K[##########] 100%  7.6 MiB / 7.6 MiB"),
-        "{shown:?}"
-    );
+    let shown = on_a_terminal(&m, &["restore", s(&snap), s(&dest)]);
+    assert!(shown.contains(full), "{shown:?}");
     assert!(shown.contains("restored "), "{shown:?}");
     sh(&format!("cmp '{}' '{}'", src.display(), dest.display()));
+    piped(&m, &["restore", s(&snap), s(&m.root.path().join("piped"))]);
 
-    // Piped, nothing but the result.
-    let dest = m.root.path().join("piped");
-    let out = m.snapfs(&["restore", s(&snap), s(&dest)]);
-    ok(&out);
-    assert!(
-        out.stderr.is_empty(),
-        "{:?}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The daemon reports how much of the stored bytes it has read, the last time when all.
+    let shown = on_a_terminal(&m, &["verify", s(&snap)]);
+    assert!(shown.contains(full), "{shown:?}");
+    assert!(shown.contains("verifying big"), "{shown:?}");
+    assert!(shown.contains("checked 1 files"), "{shown:?}");
+    assert!(piped(&m, &["verify", s(&snap)]).contains("checked 1 files"));
 }

@@ -2,6 +2,7 @@
 //! packs that interrupted uploads left.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,8 @@ use super::shared::Kept;
 use super::{CloudBackend, lock, store_error};
 use crate::config::Retention;
 use crate::powers::{
-    CountsRequests, Deletes, HasLeftovers, InUse, Leftovers, Powers, Run, TakesLocalData, Verifies,
+    CountsRequests, Deletes, HasLeftovers, InUse, Leftovers, Powers, Progress, Run, TakesLocalData,
+    Verifies,
 };
 use crate::registry::NewTarget;
 use snapfs_control::wire::{TargetMetrics, VerifyReport};
@@ -153,11 +155,20 @@ impl Verifies for CloudBackend {
     /// Reads every chunk of a snapshot straight from the store and checks it: each chunk once,
     /// chunks stored back to back in one read. A damaged chunk is reported for every file that
     /// uses it.
-    async fn verify(&self, name: &str) -> Result<VerifyReport, BackendError> {
+    async fn verify(&self, name: &str, progress: &Progress) -> Result<VerifyReport, BackendError> {
         let version = self.version_of(name).await?;
         let manifest = self.manifest(name, &version).await?;
-        let damage: HashMap<u32, String> = futures::stream::iter(runs(&manifest))
-            .map(|run| self.check_run(&manifest, run))
+        let runs = runs(&manifest);
+        let stored_len = |run: &[u32]| span(&manifest, run).map_or(0, |(_, r)| r.end - r.start);
+        let total = runs.iter().map(|run| stored_len(run)).sum();
+        progress.total.fetch_add(total, Ordering::Relaxed);
+        let damage: HashMap<u32, String> = futures::stream::iter(runs)
+            .map(|run| async {
+                let len = stored_len(&run);
+                let damaged = self.check_run(&manifest, run).await;
+                progress.done.fetch_add(len, Ordering::Relaxed);
+                damaged
+            })
             .buffer_unordered(4)
             .flat_map(futures::stream::iter)
             .collect()
@@ -225,27 +236,28 @@ fn runs(m: &format::Manifest) -> Vec<Vec<u32>> {
     runs
 }
 
+/// Where a run of chunks is stored: its pack's index in the manifest and the byte range.
+fn span(m: &format::Manifest, run: &[u32]) -> Option<(u32, Range<u64>)> {
+    let chunk = |c: &u32| m.chunks.get(*c as usize);
+    let (first, last) = (chunk(run.first()?)?, chunk(run.last()?)?);
+    Some((first.pack, first.offset..last.offset + u64::from(last.clen)))
+}
+
 impl CloudBackend {
     /// Reads one run of chunks and checks each; returns the damaged ones with why.
     async fn check_run(&self, m: &format::Manifest, run: Vec<u32>) -> Vec<(u32, String)> {
         let chunk = |c: u32| m.chunks.get(c as usize);
-        let (Some(first), Some(last)) = (
-            run.first().copied().and_then(chunk),
-            run.last().copied().and_then(chunk),
-        ) else {
+        let Some((pack, range)) = span(m, &run) else {
             return Vec::new();
         };
-        let Some(pack) = m.packs.get(first.pack as usize) else {
+        let Some(pack) = m.packs.get(pack as usize) else {
             return run
                 .into_iter()
                 .map(|c| (c, "pack index out of range".into()))
                 .collect();
         };
-        let start = first.offset;
-        let stored = match self
-            .read_range(pack, start..last.offset + u64::from(last.clen))
-            .await
-        {
+        let start = range.start;
+        let stored = match self.read_range(pack, range).await {
             Ok(stored) => stored,
             Err(e) => return run.into_iter().map(|c| (c, e.to_string())).collect(),
         };

@@ -1,6 +1,7 @@
 //! The daemon's side of the control socket.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -9,12 +10,13 @@ use snapfs_fs::backend::BackendError;
 use snapfs_fs::cache::BlockCache;
 use snapfs_fs::vfs::{Vfs, VfsError};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tracing::Instrument;
 
 use crate::jobs::Jobs;
 use crate::lifecycle::Lifecycle;
-use crate::powers::Power;
+use crate::powers::{Power, Progress};
 use crate::registry::{Entry, Registry};
 
 pub struct Server {
@@ -82,7 +84,7 @@ fn request_span(req: &Request) -> tracing::Span {
         Request::Restore { target, name } => ("restore", Some(target), Some(name)),
         Request::Wait { target, name } => ("wait", Some(target), Some(name)),
         Request::Remove { target, name } => ("remove", Some(target), Some(name)),
-        Request::Verify { target, name } => ("verify", Some(target), Some(name)),
+        Request::Verify { target, name, .. } => ("verify", Some(target), Some(name)),
         Request::Gc { target, .. } => ("gc", target.as_ref(), None),
         Request::Unmount => ("unmount", None, None),
     };
@@ -92,6 +94,22 @@ fn request_span(req: &Request) -> tracing::Span {
         target = target.map(String::as_str),
         name = name.map(String::as_str)
     )
+}
+
+/// How often a request that asked for progress reports it.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+async fn send(write: &mut OwnedWriteHalf, response: &Response) -> std::io::Result<()> {
+    let mut out = serde_json::to_vec(response).map_err(std::io::Error::other)?;
+    out.push(b'\n');
+    write.write_all(&out).await
+}
+
+fn checking(progress: &Progress) -> Response {
+    Response::Checking {
+        done: progress.done.load(Ordering::Relaxed),
+        total: progress.total.load(Ordering::Relaxed),
+    }
 }
 
 /// How long an answer waits for the kernel to forget changed names.
@@ -138,14 +156,33 @@ impl Server {
         let mut lines = BufReader::new(read).lines();
         while let Some(line) = lines.next_line().await? {
             let response = match serde_json::from_str::<Request>(&line) {
-                Ok(req) => self.handle(req).await,
+                Ok(req) => self.answer(req, &mut write).await?,
                 Err(e) => error(ErrorCode::Invalid, format!("unreadable request: {e}")),
             };
-            let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
-            out.push(b'\n');
-            write.write_all(&out).await?;
+            send(&mut write, &response).await?;
         }
         Ok(())
+    }
+
+    /// Carries out a request; one that asked for progress has `Checking` lines sent meanwhile,
+    /// and a last one once it is done. A client that hangs up cancels the request.
+    async fn answer(&self, req: Request, write: &mut OwnedWriteHalf) -> std::io::Result<Response> {
+        let watched = matches!(req, Request::Verify { progress: true, .. });
+        let progress = Progress::default();
+        let work = self.handle(req, &progress);
+        if !watched {
+            return Ok(work.await);
+        }
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        let response = loop {
+            tokio::select! {
+                response = &mut work => break response,
+                _ = tick.tick() => send(write, &checking(&progress)).await?,
+            }
+        };
+        send(write, &checking(&progress)).await?;
+        Ok(response)
     }
 
     fn target(&self, path: &str) -> Result<Arc<Entry>, Response> {
@@ -154,7 +191,7 @@ impl Server {
             .ok_or_else(|| error(ErrorCode::NotFound, format!("no target {path}")))
     }
 
-    async fn handle(&self, req: Request) -> Response {
+    async fn handle(&self, req: Request, progress: &Progress) -> Response {
         let span = request_span(&req);
         // After these, the client looks at the mount and must see what it was told.
         let changes = matches!(
@@ -165,7 +202,7 @@ impl Server {
                 | Request::Remove { .. }
                 | Request::Gc { .. }
         );
-        let response = match self.dispatch(req).instrument(span.clone()).await {
+        let response = match self.dispatch(req, progress).instrument(span.clone()).await {
             Ok(r) | Err(r) => r,
         };
         if changes {
@@ -193,7 +230,7 @@ impl Server {
         }
     }
 
-    async fn dispatch(&self, req: Request) -> Result<Response, Response> {
+    async fn dispatch(&self, req: Request, progress: &Progress) -> Result<Response, Response> {
         Ok(match req {
             Request::Info => Response::Info(Info {
                 protocol: PROTOCOL,
@@ -314,12 +351,12 @@ impl Server {
                 self.registry.changed(t.id(), &name);
                 Response::Done
             }
-            Request::Verify { target, name } => {
+            Request::Verify { target, name, .. } => {
                 let t = self.target(&target)?;
                 let report = t
                     .need(&t.powers.verifies, Power::Verifies)
                     .map_err(backend_error)?
-                    .verify(&name)
+                    .verify(&name, progress)
                     .await
                     .map_err(backend_error)?;
                 Response::Verified(report)

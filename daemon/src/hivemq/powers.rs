@@ -8,7 +8,9 @@ use snapfs_fs::backend::BackendError;
 
 use super::{HiveMqBackend, Operation};
 use crate::config::Retention;
-use crate::powers::{CountsRequests, MakesOwnSnapshots, Power, Powers, RestoresInPlace, Verifies};
+use crate::powers::{
+    CountsRequests, MakesOwnSnapshots, Power, Powers, Progress, RestoresInPlace, Verifies,
+};
 use crate::registry::NewTarget;
 use snapfs_control::wire::{TargetMetrics, VerifyReport};
 
@@ -64,8 +66,8 @@ impl RestoresInPlace for HiveMqBackend {
 /// checksum to check it against.
 #[async_trait]
 impl Verifies for HiveMqBackend {
-    async fn verify(&self, name: &str) -> Result<VerifyReport, BackendError> {
-        HiveMqBackend::verify(self, name).await
+    async fn verify(&self, name: &str, progress: &Progress) -> Result<VerifyReport, BackendError> {
+        HiveMqBackend::verify(self, name, progress).await
     }
 }
 
