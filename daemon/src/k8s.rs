@@ -9,6 +9,7 @@ pub mod exec;
 mod forward;
 mod kubeconfig;
 mod labels;
+mod metered;
 mod namespace;
 mod powers;
 mod reader;

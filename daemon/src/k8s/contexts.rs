@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DynamicObject, ListParams};
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use snapfs_fs::vfs::LiveMount;
@@ -15,6 +16,7 @@ use super::cluster::{self, Namespaces};
 use super::credentials;
 use super::kubeconfig;
 use super::labels::MANAGED_BY;
+use super::metered::{Meter, Metering};
 use super::namespace::KubeTarget;
 use super::reader::Readers;
 use super::tree::{KubeTree, Scope};
@@ -28,6 +30,7 @@ struct Context {
     client: Client,
     tree: Arc<KubeTree>,
     settings: Arc<K8sSettings>,
+    meter: Arc<Meter>,
 }
 
 /// The Kubernetes contexts of the mount: their live trees under `k8s/`, and their namespaces as
@@ -38,8 +41,9 @@ pub struct Kube {
     unavailable: Vec<(KubeContext, Arc<Unavailable>)>,
 }
 
-/// A client for `context`, or one line saying why there is none.
-async fn connect(kubeconfig: &Kubeconfig, context: &str) -> Result<Client, String> {
+/// A client for `context`, counting its requests into the meter returned with it; or one line
+/// saying why there is none.
+async fn connect(kubeconfig: &Kubeconfig, context: &str) -> Result<(Client, Arc<Meter>), String> {
     let plugin = credentials::plugin_of(kubeconfig, context);
     if let Some(why) = plugin.and_then(|p| credentials::refuse(context, p)) {
         return Err(why);
@@ -51,7 +55,12 @@ async fn connect(kubeconfig: &Kubeconfig, context: &str) -> Result<Client, Strin
     let config = kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options)
         .await
         .map_err(|e| format!("context {context}: {e}"))?;
-    Client::try_from(config).map_err(|e| credentials::explain(context, plugin, &e))
+    let meter = Arc::new(Meter::default());
+    let client = ClientBuilder::try_from(config)
+        .map_err(|e| credentials::explain(context, plugin, &e))?
+        .with_layer(&Metering(meter.clone()))
+        .build();
+    Ok((client, meter))
 }
 
 /// A client for `context` (None: the kubeconfig's current one), loading the kubeconfig as
@@ -74,7 +83,7 @@ pub async fn client_for(context: Option<&str>, paths: &Paths) -> Result<Client, 
             );
         }
     };
-    connect(&kubeconfig, &context).await
+    Ok(connect(&kubeconfig, &context).await?.0)
 }
 
 impl Kube {
@@ -106,8 +115,8 @@ impl Kube {
             }
         };
         for c in kubeconfig::chosen(configured, settings.all_contexts, &kubeconfig) {
-            let client = match connect(&kubeconfig, &c.context).await {
-                Ok(client) => client,
+            let (client, meter) = match connect(&kubeconfig, &c.context).await {
+                Ok(connected) => connected,
                 Err(why) => {
                     tracing::warn!(context = c.context, "{why}");
                     kube.unavailable.push((c, Arc::new(Unavailable { why })));
@@ -127,12 +136,13 @@ impl Kube {
             };
             let settings = Arc::new(settings.for_context(&c.pods));
             let readers = Readers::new(client.clone(), reader_idle, settings.image.clone());
-            let tree = KubeTree::new(client.clone(), namespaces, list_ttl, readers);
+            let tree = KubeTree::new(client.clone(), namespaces, list_ttl, readers, meter.clone());
             kube.contexts.push(Context {
                 settings,
                 config: c,
                 client,
                 tree,
+                meter,
             });
         }
         kube
@@ -172,6 +182,7 @@ impl Kube {
             c.settings.clone(),
             &c.config,
             c.tree.readers().clone(),
+            c.meter.of(ns),
         ))
     }
 

@@ -1,6 +1,7 @@
 //! Looking into a running container through exec: the busybox commands that list a directory,
 //! stat one entry and read a byte range, and the parsers of what they print.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use snapfs_fs::tree::{FileKind, is_file_name};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::errors::retry;
+use super::metered::Counters;
 
 /// An exec that has not finished by then is given up (a stalled stream, a hung command).
 const EXEC_LIMIT: Duration = Duration::from_secs(30);
@@ -24,6 +26,12 @@ const STREAM_BUF: usize = 64 << 10;
 /// split. Names holding a newline cannot be told apart from the next line and are left out.
 const FORMAT: &str = "%F|%s|%a|%Y|%n";
 
+/// The pods of one namespace, and the counters its exec sessions' bytes go to.
+pub struct Pods {
+    pub api: Api<Pod>,
+    pub counters: Arc<Counters>,
+}
+
 /// One command's outcome.
 pub struct Output {
     pub stdout: Vec<u8>,
@@ -34,7 +42,7 @@ pub struct Output {
 
 /// Runs `command` in a container and collects its output.
 async fn run(
-    pods: &Api<Pod>,
+    pods: &Pods,
     pod: &str,
     container: &str,
     command: Vec<String>,
@@ -46,7 +54,7 @@ async fn run(
 /// collected. Stdin is never closed: the command must know from the data when it has all of
 /// it (on the v4 protocol closing stdin ends the whole session). `limit` bounds the whole run.
 pub async fn run_with_input(
-    pods: &Api<Pod>,
+    pods: &Pods,
     pod: &str,
     container: &str,
     command: Vec<String>,
@@ -64,7 +72,7 @@ pub async fn run_with_input(
         .max_stdout_buf_size(STREAM_BUF);
     let work = async {
         // Only starting the session is retried: once it runs, the command may have had effects.
-        let mut attached = retry(|| pods.exec(pod, command.clone(), &params), &what).await?;
+        let mut attached = retry(|| pods.api.exec(pod, command.clone(), &params), &what).await?;
         let (Some(mut out), Some(mut err), Some(status)) =
             (attached.stdout(), attached.stderr(), attached.take_status())
         else {
@@ -74,13 +82,13 @@ pub async fn run_with_input(
         // kube does not end stdout when the connection breaks, but join() fails then: watch
         // it beside the reads, or a cut session would wait for the time limit.
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        {
+        let mut sent = 0;
+        let ended = {
             let feed = async {
                 // Without input there is nothing to do here; the output decides the end.
                 let (Some((mut rx, expected)), Some(mut stdin)) = (input, stdin) else {
                     return std::future::pending().await;
                 };
-                let mut sent = 0;
                 while let Some(piece) = rx.recv().await {
                     stdin.write_all(&piece).await?;
                     sent += piece.len() as u64;
@@ -120,11 +128,14 @@ pub async fn run_with_input(
             match read {
                 // Failed input or output ends the session at once: the command would wait
                 // for the rest of its input.
-                Some(Err(e)) => return Err(unavailable(&e)),
-                Some(Ok(())) => joined.await.map_err(|e| unavailable(&e))?,
-                None => reads.await.map_err(|e| unavailable(&e))?,
+                Some(Err(e)) => Err(unavailable(&e)),
+                Some(Ok(())) => joined.await.map_err(|e| unavailable(&e)),
+                None => reads.await.map_err(|e| unavailable(&e)),
             }
-        }
+        };
+        let received = stdout.len() + stderr.len();
+        pods.counters.exec_bytes(sent, received as u64);
+        ended?;
         let status = status.await.ok_or_else(|| {
             BackendError::Unavailable(format!("{what}: the connection ended without a status"))
         })?;
@@ -157,7 +168,7 @@ pub fn failed(path: &str, out: &Output, failure: &str) -> BackendError {
 
 /// Entries of directory `dir` ("/" or an absolute path) in the container.
 pub async fn list(
-    pods: &Api<Pod>,
+    pods: &Pods,
     pod: &str,
     container: &str,
     dir: &str,
@@ -188,7 +199,7 @@ pub fn listed(out: &[u8]) -> Vec<LiveEntry> {
 
 /// One entry of the container; a symlink comes with its target.
 pub async fn stat(
-    pods: &Api<Pod>,
+    pods: &Pods,
     pod: &str,
     container: &str,
     path: &str,
@@ -214,7 +225,7 @@ pub async fn stat(
 
 /// Up to `len` bytes of a file from `offset`.
 pub async fn read(
-    pods: &Api<Pod>,
+    pods: &Pods,
     pod: &str,
     container: &str,
     path: &str,

@@ -30,10 +30,12 @@ use snapfs_fs::tree::SnapshotTree;
 use super::cluster::{EXPIRES_ANNOTATION, snapshot_resource};
 use super::errors::{no_snapshot_api, retry};
 use super::labels::annotation;
+use super::metered::Counters;
 use super::reader::Readers;
 use crate::config::{K8sSettings, Retention, is_dns_subdomain};
 use crate::powers::Progress;
 use preflight::Preflight;
+use snapfs_control::wire::TargetMetrics;
 
 /// A namespace of a context, as the job engine and the control socket use it.
 pub struct KubeTarget {
@@ -45,6 +47,8 @@ pub struct KubeTarget {
     pub retention: Retention,
     max_snapshots: Option<u64>,
     readers: Arc<Readers>,
+    /// What the context's client asked in this namespace.
+    counters: Arc<Counters>,
     preflight: Mutex<Option<(Instant, Preflight)>>,
 }
 
@@ -65,6 +69,7 @@ impl KubeTarget {
         settings: Arc<K8sSettings>,
         context: &crate::config::KubeContext,
         readers: Arc<Readers>,
+        counters: Arc<Counters>,
     ) -> KubeTarget {
         KubeTarget {
             path,
@@ -75,12 +80,18 @@ impl KubeTarget {
             retention: context.retention,
             max_snapshots: context.max_snapshots,
             readers,
+            counters,
             preflight: Mutex::new(None),
         }
     }
 
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// What the context's client asked and moved in this namespace.
+    pub fn metrics(&self) -> TargetMetrics {
+        self.counters.metrics(&self.path)
     }
 
     pub(super) fn snapshots_api(&self) -> Api<DynamicObject> {

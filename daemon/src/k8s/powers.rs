@@ -142,9 +142,6 @@ impl HasLeftovers for KubeTarget {
 impl CountsRequests for KubeTarget {
     /// Requests to the API server are not counted yet: the target is named, with zeros.
     fn metrics(&self) -> TargetMetrics {
-        TargetMetrics {
-            target: self.path().to_string(),
-            ..TargetMetrics::default()
-        }
+        KubeTarget::metrics(self)
     }
 }

@@ -21,6 +21,7 @@ use snapfs_fs::tree::FileKind;
 use super::cluster::{self, Namespaces};
 use super::errors::retry;
 use super::exec;
+use super::metered::Meter;
 use super::reader::{self, Readers};
 use crate::config::is_dns_label;
 use place::{Place, place};
@@ -33,6 +34,8 @@ pub struct KubeTree {
     /// namespace as a watch sees it.
     namespaces: Scope,
     readers: Arc<Readers>,
+    /// Where exec sessions count their bytes, by namespace.
+    meter: Arc<Meter>,
     /// Directory listings inside snapshots, by (namespace, snapshot uid, path): a snapshot
     /// never changes, so each directory is listed through its reader once.
     contents: Mutex<lru::LruCache<ContentKey, Arc<Vec<LiveEntry>>>>,
@@ -63,9 +66,11 @@ impl KubeTree {
         namespaces: Scope,
         list_ttl: Duration,
         readers: Arc<Readers>,
+        meter: Arc<Meter>,
     ) -> Arc<KubeTree> {
         Arc::new(KubeTree {
             readers,
+            meter,
             contents: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(CONTENT_LISTINGS)
                     .unwrap_or(std::num::NonZeroUsize::MIN),
@@ -164,7 +169,7 @@ impl KubeTree {
             return Ok(list);
         }
         let pod = self.readers.pod(ns, &s).await?;
-        let list = Arc::new(exec::list(&self.pods(ns), &pod, reader::CONTAINER, path).await?);
+        let list = Arc::new(exec::list(&self.exec_pods(ns), &pod, reader::CONTAINER, path).await?);
         self.contents
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -174,6 +179,13 @@ impl KubeTree {
 
     fn pods(&self, ns: &str) -> Api<Pod> {
         Api::namespaced(self.client.clone(), ns)
+    }
+
+    fn exec_pods(&self, ns: &str) -> exec::Pods {
+        exec::Pods {
+            api: self.pods(ns),
+            counters: self.meter.of(ns),
+        }
     }
 
     /// The running pod `pod`, or NotFound.
@@ -307,7 +319,7 @@ impl LiveTree for KubeTree {
                 pod,
                 container,
                 path,
-            } => exec::list(&self.pods(ns), pod, container, &path).await,
+            } => exec::list(&self.exec_pods(ns), pod, container, &path).await,
             Place::Workloads(ns) => {
                 self.check_namespace(ns).await?;
                 let names = cluster::workloads(&self.client, ns).await?;
@@ -350,7 +362,7 @@ impl LiveTree for KubeTree {
                     Some(e) if e.kind != FileKind::Symlink || e.symlink.is_some() => Ok(e.clone()),
                     Some(_) => {
                         let pod = self.reader(ns, snap).await?;
-                        exec::stat(&self.pods(ns), &pod, reader::CONTAINER, &path).await
+                        exec::stat(&self.exec_pods(ns), &pod, reader::CONTAINER, &path).await
                     }
                     None => Err(not_found(&path)),
                 }
@@ -369,7 +381,7 @@ impl LiveTree for KubeTree {
                     self.check_container(ns, pod, container).await?;
                     return Ok(dir(container));
                 }
-                exec::stat(&self.pods(ns), pod, container, &inside).await
+                exec::stat(&self.exec_pods(ns), pod, container, &inside).await
             }
             Place::Workload(ns, w) => {
                 let pod = cluster::ready_pod_of(&self.client, ns, w).await?;
@@ -385,10 +397,10 @@ impl LiveTree for KubeTree {
                 pod,
                 container,
                 path: inside,
-            } => exec::read(&self.pods(ns), pod, container, &inside, offset, len).await,
+            } => exec::read(&self.exec_pods(ns), pod, container, &inside, offset, len).await,
             Place::InSnapshot { ns, snap, path } => {
                 let pod = self.reader(ns, snap).await?;
-                let pods = self.pods(ns);
+                let pods = self.exec_pods(ns);
                 exec::read(&pods, &pod, reader::CONTAINER, &path, offset, len).await
             }
             _ => Err(BackendError::Other(format!("{path}: not a file"))),

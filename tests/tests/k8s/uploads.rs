@@ -49,6 +49,30 @@ fn a_single_file_becomes_a_snapshot_holding_that_file() {
     );
     assert!(!names(&ns.join("uploads")).contains(&"orders-db".to_string()));
     cluster.wait_no_upload_objects("shop");
+
+    // What the client asked and moved in the namespace shows as its target's metrics: the
+    // tar stream sent in, the file read back out, and each kind of request with its latency.
+    let target = ns.strip_prefix(&m.mountpoint).expect("in the mount");
+    let target = target.to_str().expect("utf-8");
+    let k8s = m
+        .status()
+        .metrics
+        .targets
+        .into_iter()
+        .find(|t| t.target == target)
+        .expect("the namespace's metrics");
+    assert!(
+        k8s.put_bytes >= 200_000 && k8s.get_bytes >= 200_000,
+        "{k8s:?}"
+    );
+    assert!(
+        k8s.get_requests > 0 && k8s.list_requests > 0 && k8s.put_requests > 0,
+        "{k8s:?}"
+    );
+    let ops: Vec<&str> = k8s.latency.iter().map(|l| l.op.as_str()).collect();
+    for op in ["create", "get", "exec"] {
+        assert!(ops.contains(&op), "{op} in {ops:?}");
+    }
 }
 
 #[test]

@@ -73,7 +73,10 @@ impl KubeTarget {
                 .inspect(|_| tracing::info!(pod = pod_name, "stream sent; checking what arrived"))
             })
         };
-        let pods = self.pods();
+        let pods = exec::Pods {
+            api: self.pods(),
+            counters: self.counters.clone(),
+        };
         let session =
             exec::run_with_input(&pods, pod, CONTAINER, command, Some((rx, total)), limit);
         tokio::pin!(session);
