@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Upload benchmark against kubesim, run by hand: a folder of SIZE_MIB (default 1 GiB; 64 files
-# of random data) copied into k8s/<ctx>/<ns>/uploads/ until its VolumeSnapshot is ready, and
-# the same folder given to `snapfs snapshot` (read in place), vs `kubectl cp` of the folder
-# into a running pod of the same server (no snapshot, no check of what arrived). Needs kubectl and
-# built binaries (cargo build --release -p snapfsd -p snapfs -p kubesim).
+# Upload benchmark against kubesim, run by hand: a folder copied into k8s/<ctx>/<ns>/uploads/
+# until its VolumeSnapshot is ready, and the same folder given to `snapfs snapshot` (read in
+# place), vs `kubectl cp` of the folder into a running pod of the same server (no snapshot, no
+# check of what arrived). Needs kubectl and built binaries (cargo build --release -p snapfsd
+# -p snapfs -p kubesim).
+#
+#   DATA=random     (default) SIZE_MIB (default 1 GiB) of random data in 64 files
+#   DATA=realistic  a SQLite database of DB_ROWS rows (bench/sqlite_workload.py, ~150 MiB for
+#                   the default 1,000,000) and a source tree of TREE_MB MiB (default 350) copied
+#                   from TREE_SOURCES (bench/tree_workload.py): compressible, as real data is
+#   LINK=50Mi       limits exec streams to that many bytes a second each way (kubesim
+#                   --exec-bandwidth), as a link to a real cluster would; kubectl cp goes
+#                   through the same limit
 set -euo pipefail
 bin="${CARGO_TARGET_DIR:-$(dirname "$0")/../target}/${PROFILE:-release}"
 size_mib="${SIZE_MIB:-1024}"
@@ -12,6 +20,9 @@ work=$(mktemp -d /tmp/snapfs-bench-XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 sim="" daemon=""
 cleanup() {
+  status=$?
+  # A failed run shows why.
+  if [ "$status" != 0 ] && [ -f "$work/daemon.log" ]; then tail -n 40 "$work/daemon.log" >&2; fi
   [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
   umount -l "$work/mnt" 2>/dev/null || true
   [ -n "$sim" ] && kill "$sim" 2>/dev/null && wait "$sim" 2>/dev/null || true
@@ -20,13 +31,27 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$work/mnt" "$work/home/.kube" "$work/src"
 "$bin/kubesim" --kubeconfig "$work/home/.kube/config" --port "$port" --data-dir "$work/sim" \
-  >"$work/kubesim.log" 2>&1 &
+  ${LINK:+--exec-bandwidth "$LINK"} >"$work/kubesim.log" 2>&1 &
 sim=$!
 export KUBECONFIG="$work/home/.kube/config"
 until kubectl get ns >/dev/null 2>&1; do sleep 0.2; done
 
-per=$((size_mib / files))
-for i in $(seq 1 $files); do head -c $((per << 20)) /dev/urandom >"$work/src/part-$i.bin"; done
+case "${DATA:-random}" in
+  random)
+    per=$((size_mib / files))
+    for i in $(seq 1 $files); do head -c $((per << 20)) /dev/urandom >"$work/src/part-$i.bin"; done
+    ;;
+  realistic)
+    bench=$(dirname "$0")
+    python3 "$bench/sqlite_workload.py" create "$work/src/orders.sqlite" "${DB_ROWS:-1000000}"
+    # shellcheck disable=SC2086 # TREE_SOURCES is a list
+    python3 "$bench/tree_workload.py" build "$work/src/tree" "${TREE_MB:-350}" \
+      $((20000 * ${TREE_MB:-350} / 1024)) ${TREE_SOURCES:-/usr/lib /usr/share $HOME/.cargo/registry/src} >/dev/null
+    size_mib=$(($(du -sb "$work/src" | cut -f1) >> 20))
+    ;;
+  *) echo "DATA is random or realistic" >&2; exit 2 ;;
+esac
+echo "# $(date -u +%FT%TZ), $(nproc) cores; DATA=${DATA:-random} ($size_mib MiB, $(find "$work/src" -type f | wc -l) files; zstd -3 of its tar: $(($(tar -cf - -C "$work" src | zstd -3 -T0 -c | wc -c) >> 20)) MiB); LINK=${LINK:-none}"
 
 # Baseline: kubectl cp into a pod with a volume, as one would by hand.
 # (kubesim speaks JSON, not protobuf, which `kubectl create namespace` would send.)

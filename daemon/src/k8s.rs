@@ -7,6 +7,7 @@ mod credentials;
 mod errors;
 pub mod exec;
 mod forward;
+mod gzframes;
 mod kubeconfig;
 mod labels;
 mod metered;

@@ -51,14 +51,16 @@ async fn run(
 }
 
 /// Runs `command` with `input` written to its stdin, piece by piece, while its output is
-/// collected. Stdin is never closed: the command must know from the data when it has all of
-/// it (on the v4 protocol closing stdin ends the whole session). `limit` bounds the whole run.
+/// collected. An empty piece ends the input; the channel closing before one fails the session
+/// (whoever sent the input failed). Stdin is never closed: the command must know from the data
+/// when it has all of it (on the v4 protocol closing stdin ends the whole session). `limit`
+/// bounds the whole run.
 pub async fn run_with_input(
     pods: &Pods,
     pod: &str,
     container: &str,
     command: Vec<String>,
-    input: Option<(tokio::sync::mpsc::Receiver<Bytes>, u64)>,
+    input: Option<tokio::sync::mpsc::Receiver<Bytes>>,
     limit: Duration,
 ) -> Result<Output, BackendError> {
     let what = format!("exec in pod {pod} container {container}");
@@ -86,17 +88,22 @@ pub async fn run_with_input(
         let ended = {
             let feed = async {
                 // Without input there is nothing to do here; the output decides the end.
-                let (Some((mut rx, expected)), Some(mut stdin)) = (input, stdin) else {
+                let (Some(mut rx), Some(mut stdin)) = (input, stdin) else {
                     return std::future::pending().await;
                 };
-                while let Some(piece) = rx.recv().await {
-                    stdin.write_all(&piece).await?;
-                    sent += piece.len() as u64;
-                }
-                if sent != expected {
-                    return Err(std::io::Error::other(format!(
-                        "the input ended after {sent} of {expected} bytes"
-                    )));
+                loop {
+                    match rx.recv().await {
+                        Some(piece) if piece.is_empty() => break,
+                        Some(piece) => {
+                            stdin.write_all(&piece).await?;
+                            sent += piece.len() as u64;
+                        }
+                        None => {
+                            return Err(std::io::Error::other(format!(
+                                "the input stopped after {sent} bytes, before its end"
+                            )));
+                        }
+                    }
                 }
                 stdin.flush().await?;
                 // Held open until the command ends; see above.

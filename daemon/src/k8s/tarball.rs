@@ -1,13 +1,10 @@
 //! The tar stream an upload sends into its pod: planned from a walk of the source first, so its
-//! exact length is known before the first byte goes out (progress, and `head -c N` on the far
-//! side, which makes the transfer independent of how the exec protocol ends stdin).
+//! exact length is known before the first byte goes out (exact progress).
 //!
 //! POSIX ustar headers, with a PAX extended header in front of an entry whose path, link
 //! target, size or owner does not fit the fixed fields. Times are whole seconds, as ustar keeps
-//! them. The stream is padded with zeros to whole MiB after the end-of-archive marker, so the
-//! far side can take it in with `dd bs=1M count=N iflag=fullblock` (busybox's `head -c` is
-//! several times slower). Every file's MD5 is taken apart from the stream (`digests`), so the
-//! two run side by side.
+//! them. Every file's MD5 is taken apart from the stream (`digests`), so the two run side by
+//! side.
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -18,7 +15,7 @@ use md5::{Digest, Md5};
 
 const BLOCK: u64 = 512;
 /// Size of the pieces the stream is cut into.
-pub const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -45,10 +42,8 @@ struct Entry {
 #[derive(Debug, Clone)]
 pub struct Plan {
     entries: Vec<Entry>,
-    /// Bytes of the whole stream, padding included: a multiple of `CHUNK`.
+    /// Bytes of the whole stream, its end-of-archive marker included.
     pub total: u64,
-    /// Where the archive ends (its end-of-archive marker included) and the padding begins.
-    end: u64,
     /// Bytes of file content.
     pub data: u64,
     /// Regular files, by path, with their sizes: what must be found on the far side.
@@ -82,8 +77,7 @@ pub fn plan(root: &Path, name: &str) -> std::io::Result<Plan> {
     }
     Ok(Plan {
         entries,
-        total: total.div_ceil(CHUNK as u64) * CHUNK as u64,
-        end: total,
+        total,
         data,
         files,
     })
@@ -317,13 +311,6 @@ pub fn write(
         flush(&mut buf, false)?;
     }
     buf.extend_from_slice(&[0u8; 2 * BLOCK as usize]);
-    let mut padding = plan.total - plan.end;
-    while padding > 0 {
-        let n = padding.min((CHUNK - buf.len().min(CHUNK)).max(1) as u64);
-        buf.resize(buf.len() + n as usize, 0);
-        padding -= n;
-        flush(&mut buf, false)?;
-    }
     flush(&mut buf, true)
 }
 
@@ -405,7 +392,6 @@ mod tests {
         let plan = plan(&src, "ignored").unwrap();
         let bytes = stream(&plan);
         assert_eq!(bytes.len() as u64, plan.total);
-        assert_eq!(plan.total % CHUNK as u64, 0);
         assert_eq!(plan.data, 3 * CHUNK as u64 + 5 + 5);
         assert_eq!(plan.files.len(), 4);
 

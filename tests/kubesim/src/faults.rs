@@ -30,21 +30,28 @@ pub(crate) enum Direction {
 }
 
 /// A link of some bandwidth: each chunk goes once the chunks before it have had their time
-/// on it, so a sender that waits as told averages the bandwidth. An idle link has no credit.
+/// on it, so a sender that waits as told averages the bandwidth. A link idle for a while has
+/// `SLACK` of credit: a sender that slept longer than told (timers fire on whole milliseconds,
+/// and chunks may need far less) gets that time back, as a link's buffers would give it; a
+/// link idle for longer has no more.
 #[derive(Debug, Default)]
 pub(crate) struct Link {
     free_at: Option<Instant>,
 }
 
+/// The most time a link gives back after sitting idle.
+const SLACK: Duration = Duration::from_millis(20);
+
 impl Link {
     /// Reserves the link for `bytes` at `rate` bytes per second from `now`: how long the sender
     /// waits until the chunk has gone.
     pub fn reserve(&mut self, bytes: u64, rate: u64, now: Instant) -> Duration {
-        let start = self.free_at.filter(|t| *t > now).unwrap_or(now);
+        let earliest = now.checked_sub(SLACK).unwrap_or(now);
+        let start = self.free_at.map_or(now, |t| t.max(earliest));
         let nanos = u128::from(bytes) * 1_000_000_000 / u128::from(rate.max(1));
         let done = start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
         self.free_at = Some(done);
-        done - now
+        done.saturating_duration_since(now)
     }
 }
 
@@ -123,7 +130,8 @@ impl Faults {
         Some(self.exec_bandwidth.load(Ordering::Relaxed)).filter(|b| *b > 0)
     }
 
-    /// How long exec waits before `bytes` more go `direction`; None when unlimited.
+    /// How long exec waits before `bytes` more go `direction`; None when unlimited or when they
+    /// may go at once (a timer of no time still waits for the timer's next tick).
     pub(crate) fn exec_delay(&self, direction: Direction, bytes: usize) -> Option<Duration> {
         self.exec_delay_at(direction, bytes, Instant::now())
     }
@@ -132,7 +140,7 @@ impl Faults {
     fn exec_delay_at(&self, direction: Direction, bytes: usize, now: Instant) -> Option<Duration> {
         let rate = self.exec_bandwidth()?;
         let mut links = lock(&self.exec_links);
-        Some(links[direction as usize].reserve(bytes as u64, rate, now))
+        Some(links[direction as usize].reserve(bytes as u64, rate, now)).filter(|d| !d.is_zero())
     }
 }
 
@@ -253,11 +261,26 @@ mod tests {
             link.reserve(250, rate, t0 + Duration::from_millis(600)),
             Duration::from_millis(400)
         );
-        // An idle link starts afresh: no credit for the idle time.
+        // An idle link gives back at most SLACK of the idle time.
         assert_eq!(
             link.reserve(100, rate, t0 + Duration::from_secs(5)),
-            Duration::from_millis(100)
+            Duration::from_millis(100) - SLACK
         );
+    }
+
+    #[test]
+    fn a_sender_that_slept_too_long_gets_the_time_back() {
+        let t0 = Instant::now();
+        let mut link = Link::default();
+        let rate = 50 << 20;
+        // 8 KiB takes 156 µs; the sender's timer wakes it after a whole millisecond.
+        let first = link.reserve(8 << 10, rate, t0);
+        assert_eq!(first, Duration::from_nanos(156_250));
+        let woke = t0 + Duration::from_millis(1);
+        // Until the link has caught up with that millisecond, chunks go at once.
+        let waits: Vec<Duration> = (0..6).map(|_| link.reserve(8 << 10, rate, woke)).collect();
+        assert_eq!(waits[..5], [Duration::ZERO; 5]);
+        assert_eq!(waits[5], Duration::from_nanos(7 * 156_250 - 1_000_000));
     }
 
     #[test]
@@ -288,6 +311,9 @@ mod tests {
             faults.exec_delay_at(Direction::In, 1000, t0),
             Some(2 * second)
         );
+        // What may go at once gets no timer at all.
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(faults.exec_delay_at(Direction::Out, 1, later), None);
         faults.set_exec_bandwidth(None);
         assert_eq!(faults.exec_delay_at(Direction::Out, 1000, t0), None);
     }

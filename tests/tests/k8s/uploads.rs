@@ -76,6 +76,42 @@ fn a_single_file_becomes_a_snapshot_holding_that_file() {
 }
 
 #[test]
+fn many_files_with_long_names_go_up_compressed_and_are_checked_each() {
+    if !fuse_available() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let m = cluster.mount();
+    // Hundreds of files whose checksum lines run long: the pod's checks of them must not be
+    // cut into each other. Text, so the stream is compressed on its way.
+    let data = upload_sample(&cluster, &m, "shop", "many", |src| {
+        sh(&format!(
+            "cd '{}' && mkdir many && for i in $(seq 600); do \
+               seq -f 'line %g of a text that compresses well' 2000 \
+                 > \"many/file $i with a name long enough that a few dozen checksum lines fill a pipe buffer.txt\"; \
+             done",
+            src.display()
+        ));
+    });
+    assert_eq!(names(&data.join("many")).len(), 600);
+    let sent = m
+        .status()
+        .metrics
+        .targets
+        .into_iter()
+        .find(|t| t.target == "k8s/kubesim/shop")
+        .expect("the namespace's metrics")
+        .put_bytes;
+    let tree = sh(&format!(
+        "du -sb --apparent-size '{}' | cut -f1",
+        data.display()
+    ));
+    let tree: u64 = tree.trim().parse().expect("a size");
+    assert!(sent < tree / 4, "{sent} bytes sent for a tree of {tree}");
+    cluster.wait_no_upload_objects("shop");
+}
+
+#[test]
 fn a_tree_goes_up_over_the_v4_exec_protocol_with_its_owners() {
     if !fuse_available() {
         return;

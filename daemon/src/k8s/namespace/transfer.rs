@@ -1,5 +1,5 @@
 //! The data of an upload (DESIGN §6 step 4): the staged tree streamed into the upload pod as
-//! a tar over exec, with exact progress, and checked on arrival file by file.
+//! a tar over exec, compressed, with exact progress, and checked on arrival file by file.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,14 +12,14 @@ use snapfs_fs::backend::BackendError;
 use super::manifests::{CONTAINER, DATA};
 use super::{KubeTarget, Progress};
 use crate::k8s::errors::cancelled;
-use crate::k8s::{exec, tarball};
+use crate::k8s::{exec, gzframes, tarball};
 
 /// How often progress and cancellation are looked at while the bytes flow.
 const POLL: Duration = Duration::from_millis(250);
 
 impl KubeTarget {
-    /// Streams the tar into the pod, exactly `plan.total` bytes read by `head -c`, and checks
-    /// what arrived: the stream's MD5 as the pod computed it, and every file's size.
+    /// Streams the tar into the pod, compressed in frames (`gzframes`), and checks what
+    /// arrived: every file's MD5 as the pod computes it from what it wrote.
     pub(super) async fn transfer(
         &self,
         pod: &str,
@@ -29,22 +29,23 @@ impl KubeTarget {
         cancel: &AtomicBool,
         limit: Duration,
     ) -> Result<(), BackendError> {
-        // `dd` takes exactly the stream (whole MiB), so the end of stdin never matters; then
-        // every file that arrived is read back for its MD5, several at a time.
+        // Every file that arrived is read back for its MD5, by `find -exec md5sum {} +`: one
+        // md5sum at a time, so their lines never cut into each other, and no list of names
+        // passed through a pipe (busybox `xargs -0 -P` was seen to split a name in two).
         let script = format!(
             "set -e\n\
-             dd bs={chunk} count=\"$1\" iflag=fullblock 2>/dev/null | tar -x -f - -C {DATA} \"$2\"\n\
-             cd {DATA} && {{ find . -type f -print0 | xargs -0 -r -P 4 -n 64 md5sum 2>/dev/null || true; }}",
-            chunk = tarball::CHUNK
+             {{ {unframe}; }} | tar -x -f - -C {DATA} \"$1\"\n\
+             cd {DATA} && {{ find . -type f -exec md5sum {{}} + 2>/dev/null || true; }}",
+            unframe = gzframes::UNFRAME
         );
         // As root tar keeps owners by number; as anyone else it cannot, and is told so.
         let owners = if restricted { "-o" } else { "--numeric-owner" };
         let total = plan.total;
-        let blocks = (total / tarball::CHUNK as u64).to_string();
-        let command = exec::sh(&script, &[&blocks, owners]);
+        let command = exec::sh(&script, &[owners]);
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
         let stop = Arc::new(AtomicBool::new(false));
-        // Bytes handed to the exec session; the channel holds at most a few pieces of them.
+        // Bytes of the stream framed and handed to the exec session; the channel holds at most
+        // a few frames of them.
         let sent = Arc::new(AtomicU64::new(0));
         let plan = Arc::new(plan);
         // The files' MD5s are taken beside the stream, on another core where there is one.
@@ -55,30 +56,34 @@ impl KubeTarget {
         let producer = {
             let (plan, stop, sent) = (plan.clone(), stop.clone(), sent.clone());
             let pod_name = pod.to_string();
-            tokio::task::spawn_blocking(move || {
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                let session_ended = || {
+                    std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the exec session ended")
+                };
+                let mut framer = gzframes::Framer::new(|frame| {
+                    tx.blocking_send(frame).map_err(|_| session_ended())
+                });
                 tarball::write(&plan, |piece| {
                     if stop.load(Ordering::Relaxed) {
                         return Err(std::io::Error::other("cancelled"));
                     }
-                    let len = piece.len() as u64;
-                    tx.blocking_send(piece).map_err(|_| {
-                        std::io::Error::new(
-                            std::io::ErrorKind::BrokenPipe,
-                            "the exec session ended",
-                        )
-                    })?;
-                    sent.fetch_add(len, Ordering::Relaxed);
+                    framer.push(&piece)?;
+                    sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
                     Ok(())
-                })
-                .inspect(|_| tracing::info!(pod = pod_name, "stream sent; checking what arrived"))
+                })?;
+                framer.finish()?;
+                // The end of the input, for the session (see `exec::run_with_input`).
+                tx.blocking_send(Bytes::new())
+                    .map_err(|_| session_ended())?;
+                tracing::info!(pod = pod_name, "stream sent; checking what arrived");
+                Ok(())
             })
         };
         let pods = exec::Pods {
             api: self.pods(),
             counters: self.counters.clone(),
         };
-        let session =
-            exec::run_with_input(&pods, pod, CONTAINER, command, Some((rx, total)), limit);
+        let session = exec::run_with_input(&pods, pod, CONTAINER, command, Some(rx), limit);
         tokio::pin!(session);
         // Progress and cancellation are looked at while the bytes flow.
         let out = loop {
@@ -152,7 +157,13 @@ fn check_arrival(
                     "{path} ({size} bytes) arrived with other content than was sent"
                 )));
             }
-            None => return Err(BackendError::Corrupt(format!("{path} did not arrive"))),
+            None => {
+                return Err(BackendError::Corrupt(format!(
+                    "{path} did not arrive (the pod found {} of {} files)",
+                    arrived.len(),
+                    files.len()
+                )));
+            }
         }
     }
     Ok(())
