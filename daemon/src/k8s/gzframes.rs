@@ -110,10 +110,13 @@ impl<F: FnMut(Bytes) -> io::Result<()>> Framer<F> {
             self.send_oldest()?;
         }
         let compress = self.choice.compress_next();
-        self.making.push_back(std::thread::spawn(move || {
-            let member = compress.then(|| gzip(&data)).transpose()?;
-            Ok(Made { data, member })
-        }));
+        let making = std::thread::Builder::new()
+            .name("snapfs-gzip".into())
+            .spawn(move || {
+                let member = compress.then(|| gzip(&data)).transpose()?;
+                Ok(Made { data, member })
+            })?;
+        self.making.push_back(making);
         Ok(())
     }
 
