@@ -1,12 +1,13 @@
 //! Real `kubectl port-forward` (SPDY/3.1 tunnelled in WebSocket) to a HiveMQ pod's REST port.
 //! Skipped without kubectl.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use hivemqsim::Seed;
 use kube::api::DeleteParams;
+use kubesim::KubeSim;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStdout, Command};
@@ -14,12 +15,39 @@ use tokio::process::{Child, ChildStdout, Command};
 use super::statefulset::{REST, hivemq_cluster};
 use super::support::{BACKUPS, bounded, file, get, stalling_server, start};
 
-fn kubectl_binary() -> Option<PathBuf> {
-    let found = kubesim::kubectl_on_path();
-    if found.is_none() {
-        println!("skipping: kubectl is not installed");
+/// kubectl, pointed by a kubeconfig of its own at one kubesim.
+struct Kubectl {
+    binary: PathBuf,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Kubectl {
+    /// None when kubectl is not installed: the test is skipped.
+    fn find() -> Option<Kubectl> {
+        let Some(binary) = kubesim::kubectl_on_path() else {
+            println!("skipping: kubectl is not installed");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        Some(Kubectl {
+            binary,
+            kubeconfig: dir.path().join("kubeconfig"),
+            _dir: dir,
+        })
     }
-    found
+
+    /// Writes the kubeconfig of `kube`.
+    fn point_at(&self, kube: &KubeSim) {
+        kube.write_kubeconfig(&self.kubeconfig).unwrap();
+    }
+
+    /// `kubectl --kubeconfig KUBECONFIG`, to be given its arguments.
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.binary);
+        command.arg("--kubeconfig").arg(&self.kubeconfig);
+        command
+    }
 }
 
 /// A running `kubectl port-forward`, killed by its pid when dropped (also when a test fails).
@@ -31,10 +59,9 @@ struct PortForward {
 
 impl PortForward {
     /// Starts `kubectl port-forward pod/NAME :PORT` and reads the local port it chose.
-    async fn start(kubectl: &Path, kubeconfig: &Path, pod: &str, port: u16) -> PortForward {
-        let mut child = Command::new(kubectl)
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
+    async fn start(kubectl: &Kubectl, pod: &str, port: u16) -> PortForward {
+        let mut child = kubectl
+            .command()
             .args(["port-forward", &format!("pod/{pod}"), &format!(":{port}")])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -86,19 +113,16 @@ impl Drop for PortForward {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_port_forward_downloads_a_backup() {
     bounded(async {
-        let Some(kubectl) = kubectl_binary() else {
+        let Some(kubectl) = Kubectl::find() else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
         let hivemq = start().await;
         let seeded = hivemq.seed(Seed::with_size(3 << 20)).unwrap();
         let (kube, _) = hivemq_cluster(hivemq.addr(), 1).await;
-        kube.write_kubeconfig(&kubeconfig).unwrap();
+        kubectl.point_at(&kube);
         // kubectl sees the pod Ready.
-        let waited = Command::new(&kubectl)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
+        let waited = kubectl
+            .command()
             .args([
                 "wait",
                 "--for=condition=Ready",
@@ -118,7 +142,7 @@ async fn kubectl_port_forward_downloads_a_backup() {
             "pod/hivemq-0 condition met"
         );
 
-        let mut forward = PortForward::start(&kubectl, &kubeconfig, "hivemq-0", REST).await;
+        let mut forward = PortForward::start(&kubectl, "hivemq-0", REST).await;
         // Two requests, one after the other, through the same kubectl.
         let listing = get(forward.local, BACKUPS).await;
         assert_eq!(listing.status, 200);
@@ -150,15 +174,13 @@ async fn kubectl_port_forward_downloads_a_backup() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_pod_ends_kubectl_port_forward_with_an_error() {
     bounded(async {
-        let Some(kubectl) = kubectl_binary() else {
+        let Some(kubectl) = Kubectl::find() else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
         let (kube, pods) = hivemq_cluster(stalling_server(65_536).await, 1).await;
-        kube.write_kubeconfig(&kubeconfig).unwrap();
+        kubectl.point_at(&kube);
 
-        let mut forward = PortForward::start(&kubectl, &kubeconfig, "hivemq-0", REST).await;
+        let mut forward = PortForward::start(&kubectl, "hivemq-0", REST).await;
         let mut conn = TcpStream::connect(forward.local).await.unwrap();
         conn.write_all(b"GET /download HTTP/1.1\r\n\r\n")
             .await
@@ -189,16 +211,14 @@ async fn deleting_the_pod_ends_kubectl_port_forward_with_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_port_forward_to_a_closed_port_reports_connection_refused() {
     bounded(async {
-        let Some(kubectl) = kubectl_binary() else {
+        let Some(kubectl) = Kubectl::find() else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
         let hivemq = start().await;
         let (kube, _) = hivemq_cluster(hivemq.addr(), 1).await;
-        kube.write_kubeconfig(&kubeconfig).unwrap();
+        kubectl.point_at(&kube);
         // Nothing routes (listens on) port 9999 of the pod.
-        let mut forward = PortForward::start(&kubectl, &kubeconfig, "hivemq-0", 9999).await;
+        let mut forward = PortForward::start(&kubectl, "hivemq-0", 9999).await;
         let mut conn = TcpStream::connect(forward.local).await.unwrap();
         let mut got = Vec::new();
         let _ = conn.read_to_end(&mut got).await;

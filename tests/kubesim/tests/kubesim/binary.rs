@@ -1,7 +1,8 @@
 //! The `kubesim` binary: writes a kubeconfig, prints its address, serves until killed.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -12,16 +13,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::support::{bounded, wait_for};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binary_serves_its_kubeconfig() {
-    bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("config");
+/// A running `kubesim` binary: what it printed first (its address) and the kubeconfig it wrote.
+struct Running {
+    child: Child,
+    line: String,
+    yaml: String,
+}
+
+impl Running {
+    /// Starts `kubesim --kubeconfig DIR/config ARGS…` and reads its first line.
+    fn start(dir: &Path, args: &[&str]) -> Running {
+        let kubeconfig = dir.join("config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_kubesim"))
             .arg("--kubeconfig")
             .arg(&kubeconfig)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -30,17 +36,39 @@ async fn binary_serves_its_kubeconfig() {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert!(line.starts_with("http://127.0.0.1:"), "{line}");
         let yaml = std::fs::read_to_string(&kubeconfig).unwrap();
-        assert!(yaml.contains("current-context: kubesim") && yaml.contains(line.trim()));
+        Running { child, line, yaml }
+    }
+
+    /// A client from the kubeconfig it wrote.
+    async fn client(&self) -> kube::Client {
         let config = kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::from_yaml(&yaml).unwrap(),
+            kube::config::Kubeconfig::from_yaml(&self.yaml).unwrap(),
             &Default::default(),
         )
         .await
         .unwrap();
-        let client = kube::Client::try_from(config).unwrap();
-        let namespaces: Api<Namespace> = Api::all(client);
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// SIGTERM, by the child's own PID; it must exit cleanly.
+    fn stop(mut self) {
+        // SAFETY: sends a signal to a process this test started.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_serves_its_kubeconfig() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let sim = Running::start(dir.path(), &["--data-dir", data.to_str().unwrap()]);
+        let (line, yaml) = (&sim.line, &sim.yaml);
+        assert!(line.starts_with("http://127.0.0.1:"), "{line}");
+        assert!(yaml.contains("current-context: kubesim") && yaml.contains(line.trim()));
+        let namespaces: Api<Namespace> = Api::all(sim.client().await);
         assert_eq!(
             namespaces
                 .list(&ListParams::default())
@@ -50,10 +78,7 @@ async fn binary_serves_its_kubeconfig() {
                 .len(),
             1
         );
-        // SIGTERM, by the child's own PID.
-        // SAFETY: sends a signal to a process this test started.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        assert!(child.wait().unwrap().success());
+        sim.stop();
     })
     .await;
 }
@@ -81,29 +106,10 @@ fn malformed_routes_are_refused_with_the_reason() {
 async fn binary_routes_statefulset_ports() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("config");
         let web = super::portforward::http_server().await;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kubesim"))
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(["--route", &format!("default/sts/web:8080={web}")])
-            .args(["--exec-bandwidth", "50Mi"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let yaml = std::fs::read_to_string(&kubeconfig).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::from_yaml(&yaml).unwrap(),
-            &Default::default(),
-        )
-        .await
-        .unwrap();
-        let client = kube::Client::try_from(config).unwrap();
+        let route = format!("default/sts/web:8080={web}");
+        let sim = Running::start(dir.path(), &["--route", &route, "--exec-bandwidth", "50Mi"]);
+        let client = sim.client().await;
         let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
         let sts: StatefulSet = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web"},
@@ -132,9 +138,7 @@ async fn binary_routes_statefulset_ports() {
         );
         drop(stream);
         let _ = forwarder.join().await;
-        // SAFETY: sends a signal to a process this test started.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        assert!(child.wait().unwrap().success());
+        sim.stop();
     })
     .await;
 }
