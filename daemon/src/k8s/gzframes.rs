@@ -18,7 +18,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 
 /// Bytes of the stream in one frame.
-pub const SEGMENT: usize = 4 << 20;
+const SEGMENT: usize = 4 << 20;
 /// While data does not compress, one segment in this many is tried again.
 const PROBE_EVERY: u32 = 16;
 
