@@ -32,28 +32,21 @@ set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 BENCH=$PWD/bench
-TREE_MB=${TREE_MB:-1024}
-TREE_FILES=${TREE_FILES:-$((20000 * TREE_MB / 1024))}
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
 DB_ROWS=${DB_ROWS:-1000000}
-TREE_SOURCES=${TREE_SOURCES:-/usr/lib /usr/share $HOME/.cargo/registry/src}
 READS=300
 READ_RUNS=${READ_RUNS:-5}
 READ_SEED=7
 
-[ "$(id -u)" = 0 ] || { echo "run as root: the cold reads drop the page cache" >&2; exit 2; }
-for tool in restic zstd tar python3 fusermount3 mountpoint; do
-  command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install -y $tool)" >&2; exit 2; }
-done
+require_root "the cold reads drop the page cache"
+require_tools restic zstd tar python3 fusermount3 mountpoint
 # The interpreter itself: a version-manager shim may not work once HOME is changed below.
 PY=$(python3 -c 'import sys; print(sys.executable)')
-if [ -z "${BIN:-}" ]; then
-  cargo build --release -p snapfsd -p snapfs >/dev/null
-  BIN=${CARGO_TARGET_DIR:-target}/release
-fi
-BIN=$(realpath "$BIN")
+BIN=$(release_bin)
 BASELINE_BIN=${BASELINE_BIN:+$(realpath "$BASELINE_BIN")}
 for dir in "$BIN" ${BASELINE_BIN:+"$BASELINE_BIN"}; do
-  [ -x "$dir/snapfs" ] && [ -x "$dir/snapfsd" ] || { echo "$dir: no snapfs and snapfsd" >&2; exit 2; }
+  check_bin "$dir"
 done
 
 W=$(mktemp -d /var/tmp/snapfs-incremental.XXXXXX)

@@ -87,6 +87,8 @@ pub struct CloudBackend {
     /// The folder of a `file://` remote, where a write killed half-way leaves its temporary
     /// file (see `partial_writes`).
     local_root: Option<std::path::PathBuf>,
+    /// Staged uploads whose files are stored while their copy runs, by upload id.
+    early: Mutex<HashMap<String, Arc<upload::Early>>>,
 }
 
 /// Maps object_store failures onto what the caller can do.
@@ -156,6 +158,7 @@ impl CloudBackend {
             ttl,
             max_snapshots,
             local_root: None,
+            early: Mutex::new(HashMap::new()),
         }
     }
 
@@ -292,8 +295,13 @@ impl CloudBackend {
         }))
     }
 
-    /// Deletes every pack an upload wrote (after a failed or interrupted upload).
-    pub async fn delete_upload(&self, upload_id: &str) -> Result<(), BackendError> {
+    /// Deletes the packs an upload wrote (after a failed or interrupted upload), but for those
+    /// in `keep`.
+    pub async fn delete_upload(
+        &self,
+        upload_id: &str,
+        keep: &std::collections::HashSet<String>,
+    ) -> Result<(), BackendError> {
         let prefix = StorePath::from(format!("{}{upload_id}", format::PACK_PREFIX).as_str());
         let metas: Vec<_> = self
             .store
@@ -302,6 +310,9 @@ impl CloudBackend {
             .await
             .map_err(|e| store_error("listing packs", e))?;
         for m in metas {
+            if keep.contains(m.location.as_ref()) {
+                continue;
+            }
             self.store
                 .delete(&m.location)
                 .await

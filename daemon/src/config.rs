@@ -61,6 +61,7 @@ struct CacheSection {
 #[serde(deny_unknown_fields)]
 struct UploadSection {
     settle: Option<String>,
+    early: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -209,6 +210,8 @@ pub struct Config {
     pub cache_min_free: u64,
     pub cache_memory: u64,
     pub settle: Duration,
+    /// Whether a bucket stores the files of an upload while they are copied (`upload.early`).
+    pub early: bool,
     pub list_ttl: Duration,
     /// How often expired and retired snapshots and orphan packs are cleaned up; None = never.
     pub lifecycle_interval: Option<Duration>,
@@ -322,6 +325,7 @@ impl Config {
             cache_min_free: size(f.cache.min_free, 1 << 30, "min_free")?,
             cache_memory: size(f.cache.memory, 256 << 20, "memory")?,
             settle: dur(f.upload.settle, Duration::from_secs(2), "upload.settle")?,
+            early: f.upload.early.unwrap_or(true),
             list_ttl: dur(f.list.ttl, Duration::from_secs(5), "list.ttl")?,
             lifecycle_interval: Some(dur(
                 f.lifecycle.interval,
@@ -434,6 +438,7 @@ mod tests {
         assert_eq!(c.remotes[0].name, "local");
         assert_eq!(c.remotes[0].url, "file:///home/u/.local/share/snapfs/local");
         assert_eq!(c.cache_dir, PathBuf::from("/home/u/.cache/snapfs"));
+        assert!(c.early);
         assert_eq!(c.settle, Duration::from_secs(2));
         assert_eq!(c.cache_max, 20 << 30);
         assert_eq!(c.lifecycle_interval, Some(Duration::from_secs(3600)));
@@ -516,6 +521,7 @@ mod tests {
             max_size = "1GiB"
             [upload]
             settle = "500ms"
+            early = false
             [[remote]]
             name = "prod"
             url = "memory://"
@@ -533,6 +539,7 @@ mod tests {
         assert_eq!(c.cache_dir, PathBuf::from("/home/u/c"));
         assert_eq!(c.cache_max, 1 << 30);
         assert_eq!(c.settle, Duration::from_millis(500));
+        assert!(!c.early);
         assert_eq!(c.remotes[0].ttl, Some(Duration::from_secs(14 * 86400)));
         assert_eq!(c.remotes[0].max_snapshots, Some(3));
         assert_eq!(c.remotes[0].options["region"], "eu-west-1");

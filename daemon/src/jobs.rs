@@ -21,7 +21,7 @@ use snapfs_fs::vfs::{
 };
 use tracing::Instrument;
 
-use crate::powers::{InUse, Power, Progress, Run};
+use crate::powers::{InUse, Power, Progress, Run, StoresEarly};
 use crate::registry::{Entry, Registry};
 use record::{Persisted, Record, Refused, Source, Store};
 
@@ -38,6 +38,8 @@ struct Job {
     status: UploadStatus,
     source: Source,
     upload_id: Option<String>,
+    /// Where the target stores the staged files while they are copied, if it does.
+    early_id: Option<String>,
     /// Staging generation the running job started from.
     started_gen: Option<u64>,
     /// Staging generation that failed; retried only after new writes.
@@ -66,6 +68,7 @@ impl Job {
             },
             source,
             upload_id: None,
+            early_id: None,
             started_gen: None,
             failed_gen: None,
             progress: Arc::new(Progress::default()),
@@ -96,9 +99,13 @@ type Key = (TargetId, String);
 
 pub struct Jobs {
     registry: Arc<Registry>,
+    /// Where work the file system's threads hand on runs.
+    rt: tokio::runtime::Handle,
     staging: Arc<Staging>,
     store: Arc<Store>,
     settle: Duration,
+    /// Whether targets that can store staged files while they are copied do.
+    early: bool,
     /// Held only to read or change job states: never across I/O.
     jobs: Mutex<HashMap<Key, Job>>,
     runs: AtomicU64,
@@ -119,12 +126,16 @@ impl Jobs {
         staging: Arc<Staging>,
         state_dir: PathBuf,
         settle: Duration,
+        early: bool,
+        rt: tokio::runtime::Handle,
     ) -> Arc<Jobs> {
         Arc::new(Jobs {
             registry,
+            rt,
             staging,
             store: Arc::new(Store::new(state_dir.join("jobs"))),
             settle,
+            early,
             jobs: Mutex::new(HashMap::new()),
             runs: AtomicU64::new(1),
             changed: tokio::sync::watch::Sender::new(0),
@@ -158,6 +169,9 @@ impl Jobs {
             {
                 in_use.running.insert(id.clone());
             }
+            if let Some(id) = &job.early_id {
+                in_use.running.insert(id.clone());
+            }
             if !job.status.state.is_final() {
                 in_use.pending.insert(name.clone());
             }
@@ -175,6 +189,7 @@ impl Jobs {
             status: job.status.clone(),
             source: job.source.clone(),
             upload_id: job.upload_id.clone(),
+            early_id: job.early_id.clone(),
             settled,
             size: job.size,
             refused: job.refused.clone(),
@@ -299,7 +314,7 @@ impl Jobs {
         let Some(entry) = self.entry(target) else {
             return;
         };
-        let (run, source, progress, cancel, upload_id, size, record) = {
+        let (run, source, progress, cancel, upload_id, early_id, size, record) = {
             let mut jobs = lock(&self.jobs);
             let Some(job) = jobs.get_mut(&key(target, &name)) else {
                 return;
@@ -326,6 +341,7 @@ impl Jobs {
                 job.progress.clone(),
                 job.cancel.clone(),
                 id,
+                job.early_id.clone(),
                 job.size,
                 record,
             )
@@ -351,6 +367,7 @@ impl Jobs {
                         progress: &progress,
                         cancel: &cancel,
                         in_place: matches!(source, Source::Local(_)),
+                        early: early_id.as_deref(),
                     };
                     local.commit(&name, &path, &run).await
                 }
@@ -410,11 +427,41 @@ impl Jobs {
                     job.status.state = UploadState::Staging;
                     self.record(target, name, job, false)
                 }
-                Err(e) => self.failed(target, name, job, e.to_string()),
+                Err(e) => {
+                    // What was stored during the copy goes: a failed upload that waits for
+                    // the user must not hold a lease on the bucket meanwhile. Writes from now
+                    // on are stored under a new id.
+                    if let Some(old) = job.early_id.take() {
+                        job.early_id = Some(Run::new_id());
+                        self.discard_early(target, old);
+                    }
+                    self.failed(target, name, job, e.to_string())
+                }
             }
         };
         self.persist(record).await;
         self.notify();
+    }
+
+    /// Removes what upload id `early` of `target` stored while its files were copied.
+    fn discard_early(&self, target: TargetId, early: String) {
+        let Some(stores) = self.entry(target).and_then(|e| e.powers.stores_early.clone()) else {
+            return;
+        };
+        self.rt.spawn(async move { stores.discard(&early).await });
+    }
+
+    /// An id for a new staged upload of `entry` to store its files under while they are copied,
+    /// if the target can and it is wanted.
+    fn new_early_id(&self, entry: &Entry) -> Option<String> {
+        (self.early && entry.powers.stores_early.is_some()).then(Run::new_id)
+    }
+
+    /// The early storing of upload `name` of `target`, and its id, if it has one.
+    fn early_of(&self, target: TargetId, name: &str) -> Option<(Arc<dyn StoresEarly>, String)> {
+        let id = lock(&self.jobs).get(&key(target, name))?.early_id.clone()?;
+        let stores = self.entry(target)?.powers.stores_early.clone()?;
+        Some((stores, id))
     }
 
     /// Ends a job as failed with `error`; it is tried again only after new writes. Answers the
@@ -545,7 +592,8 @@ impl UploadHooks for Jobs {
             return Err(e.into());
         }
         self.staging.clear_mark(entry.path(), name);
-        let job = Job::new(entry.path(), name, Source::Staged, UploadState::Staging);
+        let mut job = Job::new(entry.path(), name, Source::Staged, UploadState::Staging);
+        job.early_id = self.new_early_id(&entry);
         let record = self.record(target, name, &job, false);
         lock(&self.jobs).insert(key(target, name), job);
         self.persist(record).await;
@@ -561,11 +609,33 @@ impl UploadHooks for Jobs {
     }
 
     fn discarded(&self, target: TargetId, name: &str) {
-        if let Some(job) = lock(&self.jobs).remove(&key(target, name)) {
+        let job = lock(&self.jobs).remove(&key(target, name));
+        if let Some(job) = job {
             job.cancel.store(true, Ordering::Relaxed);
+            if let Some(early) = job.early_id {
+                self.discard_early(target, early);
+            }
         }
         self.write(Some(self.store.record(&self.path_of(target), name, None)));
         self.notify();
+    }
+
+    fn writing(&self, target: TargetId, name: &str, ino: u64) {
+        if let Some((stores, id)) = self.early_of(target, name) {
+            stores.writing(&self.rt, &id, ino);
+        }
+    }
+
+    fn written(&self, target: TargetId, name: &str, ino: u64, path: Option<&std::path::Path>) {
+        if let Some((stores, id)) = self.early_of(target, name) {
+            stores.written(&self.rt, &id, ino, path);
+        }
+    }
+
+    fn removed(&self, target: TargetId, name: &str, ino: u64) {
+        if let Some((stores, id)) = self.early_of(target, name) {
+            stores.removed(&id, ino);
+        }
     }
 
     fn refused(&self, target: TargetId, name: &str, path: &std::path::Path, what: &str) {

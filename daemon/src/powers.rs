@@ -41,6 +41,9 @@ pub struct Run<'a> {
     /// copy: its files keep their identity from one run to the next, so an unchanged file can
     /// be taken from the snapshot before without being read.
     pub in_place: bool,
+    /// The id under which the target stored the staged upload's files while they were
+    /// copied (`StoresEarly`), if it did.
+    pub early: Option<&'a str>,
 }
 
 impl Run<'_> {
@@ -80,6 +83,29 @@ pub trait TakesLocalData: Send + Sync {
         let _ = id;
         Ok(())
     }
+}
+
+/// The files of a staged upload are stored while the copy still runs (a bucket), under an id
+/// the upload keeps from its first file to its end, so that the run that follows once it
+/// settles reads only what changed since. Files are named by their inode in the staging folder.
+#[async_trait]
+pub trait StoresEarly: Send + Sync {
+    /// File `ino` of upload `id` was opened for writing, or made: what was stored of it no
+    /// longer counts.
+    fn writing(self: Arc<Self>, rt: &tokio::runtime::Handle, id: &str, ino: u64);
+    /// A handle that could write file `ino` of upload `id` was closed; the file is at `path`,
+    /// unless it was removed.
+    fn written(
+        self: Arc<Self>,
+        rt: &tokio::runtime::Handle,
+        id: &str,
+        ino: u64,
+        path: Option<&Path>,
+    );
+    /// File `ino` of upload `id` was removed: once this returns, it is not held open.
+    fn removed(&self, id: &str, ino: u64);
+    /// Upload `id` ended without a snapshot (discarded, failed): what it stored goes.
+    async fn discard(&self, id: &str);
 }
 
 /// The target makes snapshots itself when asked (a HiveMQ backup).
@@ -195,6 +221,7 @@ impl Power {
 #[derive(Clone, Default)]
 pub struct Powers {
     pub local_data: Option<Arc<dyn TakesLocalData>>,
+    pub stores_early: Option<Arc<dyn StoresEarly>>,
     pub own_snapshots: Option<Arc<dyn MakesOwnSnapshots>>,
     pub restores_in_place: Option<Arc<dyn RestoresInPlace>>,
     pub restores_to_claim: Option<Arc<dyn RestoresToClaim>>,

@@ -124,6 +124,8 @@ pub fn run(opts: Options, config: Config, paths: Paths) -> anyhow::Result<()> {
         staging.clone(),
         paths.state_dir(),
         config.settle,
+        config.early,
+        rt.handle().clone(),
     );
     let vfs = Arc::new(
         Vfs::new(

@@ -103,6 +103,14 @@ impl FuseFs {
         Ok(())
     }
 
+    /// Passthrough stopped for the mount, for the reason given, if any.
+    fn passthrough_stopped(&self, why: Option<String>) {
+        if let Some(why) = why {
+            self.vfs.set_whole_files(false);
+            tracing::warn!("FUSE passthrough off, the daemon serves every read and write: {why}");
+        }
+    }
+
     fn reply_entry(&self, reply: ReplyEntry, r: Result<Entry, VfsError>) {
         match r {
             Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
@@ -142,7 +150,24 @@ impl Filesystem for FuseFs {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _op = op_span!(self, "lookup", parent = parent.0, name = ?name);
-        self.reply_entry(reply, self.run_for(req, self.vfs.lookup(parent.0, name)));
+        match self.run_for(req, self.vfs.lookup(parent.0, name)) {
+            // Remembered by the kernel as absent (inode 0), so that `cp` asking before each
+            // create does not cost a round trip each time.
+            Err(VfsError::NotFound) if let Some(ttl) = self.vfs.absent_ttl(parent.0) => {
+                let absent = crate::vfs::Attr {
+                    ino: 0,
+                    kind: crate::tree::FileKind::File,
+                    size: 0,
+                    perm: 0,
+                    nlink: 0,
+                    mtime: SystemTime::UNIX_EPOCH,
+                    uid: 0,
+                    gid: 0,
+                };
+                reply.entry(&ttl, &file_attr(&absent), Generation(0));
+            }
+            r => self.reply_entry(reply, r),
+        }
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -327,10 +352,8 @@ impl Filesystem for FuseFs {
         match r {
             Ok(o) => {
                 let (fh, flags) = (FileHandle(o.fh), open_flags(&o));
-                if let Some(why) = self.passthrough.reply(ino.0, fh, flags, o.whole, reply) {
-                    self.vfs.set_whole_files(false);
-                    tracing::warn!("FUSE passthrough off, the daemon serves every read: {why}");
-                }
+                let stopped = self.passthrough.reply(ino.0, fh, flags, o.whole, reply);
+                self.passthrough_stopped(stopped);
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -381,7 +404,10 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing to do on a close that release does not do: ENOSYS tells the kernel to stop
+        // sending flushes, which saves a round trip on every close (a `cp -r` of 20,000 files
+        // into uploads/ waits on 20,000 of them).
+        reply.error(refused(libc::ENOSYS));
     }
 
     fn release(
@@ -580,14 +606,14 @@ impl Filesystem for FuseFs {
             .and_then(|()| self.run(self.vfs.create(parent.0, name, mode, umask)));
         match r {
             Ok((e, o)) => {
-                self.passthrough.opened_by_daemon(e.attr.ino);
-                reply.created(
-                    &e.ttl,
-                    &file_attr(&e.attr),
-                    Generation(0),
-                    FileHandle(o.fh),
-                    open_flags(&o),
-                )
+                let (fh, flags) = (FileHandle(o.fh), open_flags(&o));
+                let created = passthrough::Created {
+                    reply,
+                    ttl: e.ttl,
+                    attr: file_attr(&e.attr),
+                };
+                let stopped = self.passthrough.reply(e.attr.ino, fh, flags, o.whole, created);
+                self.passthrough_stopped(stopped);
             }
             Err(e) => reply.error(errno(&e)),
         }

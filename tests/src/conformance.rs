@@ -109,6 +109,7 @@ pub async fn commit(
         progress: &progress,
         cancel: &cancel,
         in_place,
+        early: None,
     };
     backend.commit(name, src, &run).await
 }

@@ -1,16 +1,174 @@
-//! Staging under `uploads/`: writes that arrive while a job runs restart it, and a full cache
-//! volume refuses data with ENOSPC without losing anything already made.
+//! Staging under `uploads/`: files stored while the copy runs, writes that arrive while a job
+//! runs restart it, and a full cache volume refuses data with ENOSPC without losing anything
+//! already made.
 
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use snapfs_tests::{Mount, fuse_available, sh};
+use snapfs_fs::format::Manifest;
+use snapfs_tests::{Mount, TEST_SETTLE, fuse_available, sh};
+
+/// Every object under `snapfs/<dir>/` of the store at `store`, as its key.
+fn objects(store: &Path, dir: &str) -> BTreeSet<String> {
+    let root = store.join("snapfs").join(dir);
+    if !root.exists() {
+        return BTreeSet::new();
+    }
+    sh(&format!("cd '{}' && find . -type f", root.display()))
+        .lines()
+        .map(|l| format!("snapfs/{dir}/{}", l.trim_start_matches("./")))
+        .collect()
+}
+
+/// The packs the manifests of the store at `store` list.
+fn listed_packs(store: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for key in objects(store, "snapshots") {
+        let m = Manifest::from_bytes(&std::fs::read(store.join(&key)).unwrap()).unwrap();
+        out.extend(m.packs);
+    }
+    out
+}
+
+/// Polls `f` until it holds, for at most a minute.
+fn until(m: &Mount, what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: never\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn files_are_stored_as_they_close_and_the_snapshot_holds_them_as_they_end() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::start();
+    let src = m.root.path().join("src");
+    std::fs::create_dir_all(src.join("dir")).unwrap();
+    sh(&format!(
+        "head -c 3000000 /dev/urandom > '{0}/a.bin' && head -c 2000000 /dev/urandom > '{0}/same.bin' \
+         && echo 'hello, world' > '{0}/dir/b.txt' && : > '{0}/empty'",
+        src.display()
+    ));
+    let up = m.target().join("uploads/early");
+    sh(&format!("cp -r '{}' '{}'", src.display(), up.display()));
+    // Every file was closed, so stored; now changed in place (same size, new bytes), cut by
+    // path, and linked, on both sides alike.
+    for dir in [&src, &up] {
+        sh(&format!(
+            "printf 'changed' | dd of='{0}/same.bin' bs=1 seek=1000000 conv=notrunc status=none \
+             && truncate -s 5 '{0}/dir/b.txt' && ln '{0}/a.bin' '{0}/dir/a-link.bin'",
+            dir.display()
+        ));
+    }
+    m.wait("early");
+    sh(&format!(
+        "diff -r '{}' '{}'",
+        src.display(),
+        m.target().join("snapshots/early").display()
+    ));
+    // The run read nothing itself: every file's last close came before it.
+    let log = m.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("stored while they were copied"))
+        .unwrap_or_else(|| panic!("no early storing in the log:\n{log}"));
+    assert!(line.contains("read=0"), "{line}");
+    // What the snapshot does not use (same.bin as first copied, if alone in a pack) is gone,
+    // and so is the lease: nothing but what the manifest lists is left.
+    let store = m.store_dir();
+    let packs = objects(&store, "packs");
+    assert!(!packs.is_empty());
+    assert!(packs.is_subset(&listed_packs(&store)), "{packs:?}");
+    assert_eq!(objects(&store, "leases"), BTreeSet::new());
+}
+
+#[test]
+fn a_removed_upload_leaves_nothing_of_what_was_stored_while_it_was_copied() {
+    if !fuse_available() {
+        return;
+    }
+    // It never settles: only the early storing sends anything. Packs go out as they fill
+    // (8 MiB), so the file fills two.
+    let m = Mount::start_with("[upload]\nsettle = \"1h\"\n");
+    let up = m.target().join("uploads/gone");
+    std::fs::create_dir(&up).unwrap();
+    sh(&format!(
+        "head -c 20000000 /dev/urandom > '{0}/a.bin' && echo small > '{0}/b.txt'",
+        up.display()
+    ));
+    let store = m.store_dir();
+    until(&m, "files stored while they are copied", || {
+        !objects(&store, "packs").is_empty()
+    });
+    assert_eq!(objects(&store, "leases").len(), 1);
+    sh(&format!("rm -r '{}'", up.display()));
+    until(&m, "the stored files removed", || {
+        m.log().contains("what an upload stored while it was copied is removed")
+    });
+    assert_eq!(objects(&store, "packs"), BTreeSet::new());
+    assert_eq!(objects(&store, "leases"), BTreeSet::new());
+}
+
+#[test]
+fn a_restarted_daemon_removes_what_it_stored_and_makes_the_snapshot_from_the_staged_files() {
+    if !fuse_available() {
+        return;
+    }
+    let mut m = Mount::start_with("[upload]\nsettle = \"1h\"\n");
+    let up = m.target().join("uploads/again");
+    std::fs::create_dir(&up).unwrap();
+    sh(&format!("head -c 20000000 /dev/urandom > '{}/a.bin'", up.display()));
+    let staged = m.root.path().join("kept.bin");
+    std::fs::copy(up.join("a.bin"), &staged).unwrap();
+    let store = m.store_dir();
+    until(&m, "files stored while they are copied", || {
+        !objects(&store, "packs").is_empty()
+    });
+    // Seen complete (every file closed, quiet), so resumed rather than failed after the crash.
+    let cache = m.root.path().join("cache");
+    until(&m, "the upload marked complete", || {
+        !sh(&format!(
+            "find '{}' -path '*/.complete/cloud/local/again'",
+            cache.display()
+        ))
+        .trim()
+        .is_empty()
+    });
+    let before = objects(&store, "packs");
+    m.kill9();
+    // Which files those packs held died with the daemon: they go, and the upload is made
+    // from what is staged.
+    std::fs::write(
+        m.root.path().join("config.toml"),
+        format!("[upload]\nsettle = \"{TEST_SETTLE}\"\n"),
+    )
+    .unwrap();
+    m.relaunch();
+    m.wait("again");
+    sh(&format!(
+        "cmp '{}' '{}'",
+        staged.display(),
+        m.target().join("snapshots/again/a.bin").display()
+    ));
+    until(&m, "the packs stored before the crash removed", || {
+        objects(&store, "packs").is_disjoint(&before)
+    });
+    assert!(objects(&store, "packs").is_subset(&listed_packs(&store)));
+}
 
 #[test]
 fn a_write_during_the_upload_cancels_it_and_it_settles_again() {
     if !fuse_available() {
         return;
     }
-    let m = Mount::start();
+    // Nothing stored while copied: the run reads the whole file, long enough to be overtaken.
+    let m = Mount::start_with(&format!(
+        "[upload]\nsettle = \"{TEST_SETTLE}\"\nearly = false\n"
+    ));
     let src = m.root.path().join("big.bin");
     sh(&format!(
         "head -c 629145600 /dev/urandom > '{}'",

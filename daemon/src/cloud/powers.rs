@@ -1,7 +1,7 @@
 //! What a bucket can do: take local data, delete and verify its snapshots, and collect the
 //! packs that interrupted uploads left.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,7 +21,8 @@ use super::shared::Kept;
 use super::{CloudBackend, lock, store_error};
 use crate::config::Retention;
 use crate::powers::{
-    CountsRequests, Deletes, HasLeftovers, InUse, Leftovers, Powers, Progress, Run, TakesLocalData,
+    CountsRequests, Deletes, HasLeftovers, InUse, Leftovers, Powers, Progress, Run, StoresEarly,
+    TakesLocalData,
     Verifies,
 };
 use crate::registry::NewTarget;
@@ -43,6 +44,7 @@ impl CloudBackend {
             raw: Some(self.clone()),
             powers: Powers {
                 local_data: Some(self.clone()),
+                stores_early: Some(self.clone()),
                 deletes: Some(self.clone()),
                 verifies: Some(self.clone()),
                 leftovers: Some(self.clone()),
@@ -51,6 +53,32 @@ impl CloudBackend {
             },
             retention,
         }
+    }
+}
+
+#[async_trait]
+impl StoresEarly for CloudBackend {
+    fn writing(self: Arc<Self>, rt: &tokio::runtime::Handle, id: &str, ino: u64) {
+        self.early_writing(rt, id, ino);
+    }
+
+    fn written(
+        self: Arc<Self>,
+        rt: &tokio::runtime::Handle,
+        id: &str,
+        ino: u64,
+        path: Option<&Path>,
+    ) {
+        self.early_written(rt, id, ino, path);
+    }
+
+    fn removed(&self, id: &str, ino: u64) {
+        self.early_removed(id, ino);
+    }
+
+    async fn discard(&self, id: &str) {
+        self.end_early(id, &HashSet::new()).await;
+        tracing::info!(upload_id = id, "what an upload stored while it was copied is removed");
     }
 }
 
@@ -91,7 +119,7 @@ impl TakesLocalData for CloudBackend {
 
     /// An interrupted upload's packs and lease are removed and it starts over.
     async fn abandon(&self, id: &str) -> Result<(), BackendError> {
-        self.delete_upload(id).await?;
+        self.delete_upload(id, &HashSet::new()).await?;
         self.drop_lease(id).await;
         Ok(())
     }

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt, PutPayload};
 use snapfs_fs::backend::BackendError;
-use snapfs_fs::format::{self, ChunkId, Manifest, Source};
+use snapfs_fs::format::{self, ChunkId, ChunkRef, Manifest, Source};
 
 use super::{CloudBackend, lock, store_error};
 
@@ -44,6 +44,21 @@ pub struct Stored {
     pub len: u32,
     pub at: u32,
     pub flen: u32,
+}
+
+impl Stored {
+    /// Where chunk `c` of a chunk table is, given the table's packs; None for a pack index
+    /// past them.
+    pub fn of(c: &ChunkRef, packs: &[Arc<str>]) -> Option<Stored> {
+        Some(Stored {
+            pack: packs.get(c.pack as usize)?.clone(),
+            offset: c.offset,
+            clen: c.clen,
+            len: c.len,
+            at: c.at,
+            flen: c.flen,
+        })
+    }
 }
 
 /// What an upload starts from.
@@ -74,17 +89,7 @@ impl Digest {
             chunks: m
                 .chunks
                 .iter()
-                .filter_map(|c| {
-                    let stored = Stored {
-                        pack: packs.get(c.pack as usize)?.clone(),
-                        offset: c.offset,
-                        clen: c.clen,
-                        len: c.len,
-                        at: c.at,
-                        flen: c.flen,
-                    };
-                    Some((c.id, stored))
-                })
+                .filter_map(|c| Some((c.id, Stored::of(c, &packs)?)))
                 .collect(),
         }
     }

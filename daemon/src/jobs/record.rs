@@ -28,6 +28,10 @@ pub struct Persisted {
     pub source: Source,
     /// Packs of a running upload live under this id; a restart deletes them.
     pub upload_id: Option<String>,
+    /// Packs a staged upload stored while its files were copied live under this id; a restart
+    /// deletes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_id: Option<String>,
     /// False while files may still be being written.
     pub settled: bool,
     /// Claim size asked for, where the target has one.

@@ -52,11 +52,15 @@ impl Jobs {
                 if let Some(p) = p {
                     job.size = p.size;
                     job.refused = p.refused.clone();
-                    if let Some(id) = &p.upload_id
-                        && p.status.state == UploadState::Uploading
-                    {
-                        // Interrupted mid-upload: what it made goes and it starts over (a
-                        // target whose next run finishes such work itself keeps it).
+                    let interrupted = p
+                        .upload_id
+                        .as_ref()
+                        .filter(|_| p.status.state == UploadState::Uploading);
+                    // Interrupted mid-upload: what it made goes and it starts over (a target
+                    // whose next run finishes such work itself keeps it). What was stored
+                    // while the files were copied goes too: which files it held was known to
+                    // the daemon that stopped only.
+                    for id in interrupted.into_iter().chain(&p.early_id) {
                         let (local, id) = (local.clone(), id.clone());
                         tokio::spawn(async move {
                             if let Err(e) = local.abandon(&id).await {
@@ -83,6 +87,7 @@ impl Jobs {
                 }
                 if source == Source::Staged {
                     self.staging.adopt(t, entry.path(), &name, complete);
+                    job.early_id = self.new_early_id(&entry);
                 }
                 tracing::info!(target = entry.path(), snapshot = name, state = ?job.status.state, "resuming upload");
                 // For a staged upload the mark says it is complete, and the next write takes

@@ -41,7 +41,14 @@ impl Engine {
         registry.on_change(move |_, name| seen.lock().unwrap().push(name.to_string()));
         let staging = Arc::new(Staging::new(dir.join("staging")));
         // No settle time: an upload with no open handle is settled.
-        let jobs = Jobs::new(registry, staging.clone(), dir.join("state"), Duration::ZERO);
+        let jobs = Jobs::new(
+            registry,
+            staging.clone(),
+            dir.join("state"),
+            Duration::ZERO,
+            true,
+            tokio::runtime::Handle::current(),
+        );
         Engine {
             jobs,
             staging,

@@ -28,6 +28,8 @@ fn running_jobs(dir: &Path, registry: &Arc<Registry>) -> (Arc<Jobs>, Arc<Staging
         staging.clone(),
         dir.join("state"),
         Duration::ZERO,
+        true,
+        tokio::runtime::Handle::current(),
     );
     tokio::spawn(jobs.clone().run());
     (jobs, staging)

@@ -1,6 +1,9 @@
 //! FUSE passthrough: an open of a file whose bytes sit whole in the disk cache is handed to the
 //! kernel with that file as its backing file, and the kernel reads it by itself from then on,
-//! at the speed of the disk the cache is on, without asking the daemon.
+//! at the speed of the disk the cache is on, without asking the daemon. Files under `uploads/`
+//! are handed over the same way with their staged file, which the kernel reads and writes: a
+//! copy into `uploads/` costs what a copy on that disk does. The daemon still sees every open
+//! and close, which is all an upload's settling and its early storing go by.
 //!
 //! The kernel holds one backing file per inode while passthrough handles of it are open, and
 //! fails (EIO to the caller) an open of an inode in the other mode than its open handles. So,
@@ -14,7 +17,12 @@ use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use fuser::{BackingId, FileHandle, FopenFlags, InitFlags, KernelConfig, ReplyOpen};
+use std::time::Duration;
+
+use fuser::{
+    BackingId, FileAttr, FileHandle, FopenFlags, Generation, InitFlags, KernelConfig, ReplyCreate,
+    ReplyOpen,
+};
 
 /// The capability the kernel asks of whoever registers a backing file.
 const CAP_SYS_ADMIN: u32 = 21;
@@ -30,6 +38,51 @@ enum Mode {
         backing: Arc<BackingId>,
         opens: usize,
     },
+}
+
+/// The answer to an open or a create: through the daemon or through the kernel.
+pub(super) trait OpenReply {
+    fn open_backing(&self, file: &File) -> std::io::Result<BackingId>;
+    fn through_daemon(self, fh: FileHandle, flags: FopenFlags);
+    fn through_kernel(self, fh: FileHandle, flags: FopenFlags, backing: &BackingId);
+}
+
+impl OpenReply for ReplyOpen {
+    fn open_backing(&self, file: &File) -> std::io::Result<BackingId> {
+        ReplyOpen::open_backing(self, file)
+    }
+
+    fn through_daemon(self, fh: FileHandle, flags: FopenFlags) {
+        self.opened(fh, flags);
+    }
+
+    fn through_kernel(self, fh: FileHandle, flags: FopenFlags, backing: &BackingId) {
+        self.opened_passthrough(fh, flags, backing);
+    }
+}
+
+/// A create's answer, with the new entry it carries.
+pub(super) struct Created {
+    pub reply: ReplyCreate,
+    pub ttl: Duration,
+    pub attr: FileAttr,
+}
+
+impl OpenReply for Created {
+    fn open_backing(&self, file: &File) -> std::io::Result<BackingId> {
+        self.reply.open_backing(file)
+    }
+
+    fn through_daemon(self, fh: FileHandle, flags: FopenFlags) {
+        self.reply
+            .created(&self.ttl, &self.attr, Generation(0), fh, flags);
+    }
+
+    fn through_kernel(self, fh: FileHandle, flags: FopenFlags, backing: &BackingId) {
+        let (ttl, attr) = (self.ttl, self.attr);
+        self.reply
+            .created_passthrough(&ttl, &attr, Generation(0), fh, flags, backing);
+    }
 }
 
 pub(super) struct Passthrough {
@@ -83,16 +136,16 @@ impl Passthrough {
         Ok(())
     }
 
-    /// Answers an open of `ino`: through the kernel when `whole` is given and the inode's open
-    /// handles allow it, else through the daemon. Answers why passthrough stopped, when
-    /// registering the backing file failed; it is off for the mount from then on.
+    /// Answers an open or create of `ino`: through the kernel when `whole` is given and the
+    /// inode's open handles allow it, else through the daemon. Answers why passthrough
+    /// stopped, when registering the backing file failed; it is off for the mount from then on.
     pub(super) fn reply(
         &self,
         ino: u64,
         fh: FileHandle,
         flags: FopenFlags,
         whole: Option<File>,
-        reply: ReplyOpen,
+        reply: impl OpenReply,
     ) -> Option<String> {
         let mut inodes = lock(&self.inodes);
         match inodes.get_mut(&ino) {
@@ -100,13 +153,13 @@ impl Passthrough {
                 *opens += 1;
                 let backing = backing.clone();
                 drop(inodes);
-                reply.opened_passthrough(fh, flags & PASSTHROUGH_FLAGS, &backing);
+                reply.through_kernel(fh, flags & PASSTHROUGH_FLAGS, &backing);
                 return None;
             }
             Some(Mode::Daemon(opens)) => {
                 *opens += 1;
                 drop(inodes);
-                reply.opened(fh, flags);
+                reply.through_daemon(fh, flags);
                 return None;
             }
             None => {}
@@ -122,7 +175,7 @@ impl Passthrough {
                     };
                     inodes.insert(ino, mode);
                     drop(inodes);
-                    reply.opened_passthrough(fh, flags & PASSTHROUGH_FLAGS, &backing);
+                    reply.through_kernel(fh, flags & PASSTHROUGH_FLAGS, &backing);
                     return None;
                 }
                 // Out of descriptors: this open only.
@@ -135,15 +188,8 @@ impl Passthrough {
         }
         inodes.insert(ino, Mode::Daemon(1));
         drop(inodes);
-        reply.opened(fh, flags);
+        reply.through_daemon(fh, flags);
         stopped
-    }
-
-    /// Counts a handle of `ino` the daemon opened by other means (a create).
-    pub(super) fn opened_by_daemon(&self, ino: u64) {
-        match lock(&self.inodes).entry(ino).or_insert(Mode::Daemon(0)) {
-            Mode::Daemon(opens) | Mode::Kernel { opens, .. } => *opens += 1,
-        }
     }
 
     /// A handle of `ino` was closed; the last passthrough one lets its backing file go.

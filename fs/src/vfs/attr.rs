@@ -41,8 +41,9 @@ pub struct Opened {
     pub keep_cache: bool,
     /// Bypass the page cache: the size is not known in advance (generated files).
     pub direct_io: bool,
-    /// The file's bytes whole on local disk, checked and sealed, for the kernel to read
-    /// itself (passthrough); the handle serves reads as well when it cannot.
+    /// The file's bytes on local disk for the kernel to read itself (passthrough): a snapshot
+    /// file whole in the cache, checked and sealed, or a staged file, which the kernel writes
+    /// too. The handle serves reads and writes as well when it cannot.
     pub whole: Option<std::fs::File>,
 }
 

@@ -88,6 +88,8 @@ pub(super) enum Handle {
         /// removed, so that a new upload of the same name is not counted for it.
         upload: Mutex<Option<String>>,
         file: File,
+        /// The file's inode in the staging folder, when this handle can write it.
+        writer: Option<u64>,
     },
     Dir(Vec<DirEntry>),
     Live {
@@ -235,20 +237,31 @@ impl Vfs {
             .ok_or(VfsError::Io("stale file handle".into()))
     }
 
+    /// A handle on a staged file; one that can write it tells the upload's hooks, by the
+    /// file's inode in the staging folder.
     pub(super) fn new_staged_handle(
         &self,
         target: TargetId,
         ino: u64,
         upload: String,
         file: File,
-    ) -> u64 {
+        write: bool,
+    ) -> VfsResult<u64> {
+        let writer = match write {
+            true => Some(std::os::unix::fs::MetadataExt::ino(&file.metadata()?)),
+            false => None,
+        };
+        if let Some(staged) = writer {
+            self.hooks.writing(target, &upload, staged);
+        }
         self.staging.opened(target, &upload);
-        self.add_handle(Handle::Staged {
+        Ok(self.add_handle(Handle::Staged {
             target,
             ino,
             upload: Mutex::new(Some(upload)),
             file,
-        })
+            writer,
+        }))
     }
 
     /// Upload `name` was removed: handles still open on its files no longer count for it.
@@ -563,10 +576,20 @@ impl Vfs {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&fh);
         if let Some(handle) = handle
-            && let Handle::Staged { target, upload, .. } = handle.as_ref()
+            && let Handle::Staged {
+                target,
+                ino,
+                upload,
+                writer,
+                ..
+            } = handle.as_ref()
         {
             let upload = upload.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(u) = upload.as_deref() {
+                if let Some(staged) = *writer {
+                    let path = self.staged_path(*ino).ok().map(|(_, _, p)| p);
+                    self.hooks.written(*target, u, staged, path.as_deref());
+                }
                 self.staging.closed(*target, u);
             }
         }

@@ -221,6 +221,21 @@ pub trait UploadHooks: Send + Sync + 'static {
     fn status(&self, target: TargetId, name: &str) -> Option<UploadStatus>;
     /// The user removed `uploads/NAME`: stop and forget its job.
     fn discarded(&self, target: TargetId, name: &str);
+    /// File `ino` (its inode in the staging folder) of upload `name` was opened for writing
+    /// or made: its content may change from now on.
+    fn writing(&self, target: TargetId, name: &str, ino: u64) {
+        let _ = (target, name, ino);
+    }
+    /// A handle that could write file `ino` of upload `name` was closed; the file is at
+    /// `path` in the staging folder, unless it was removed.
+    fn written(&self, target: TargetId, name: &str, ino: u64, path: Option<&Path>) {
+        let _ = (target, name, ino, path);
+    }
+    /// File `ino` of upload `name` was removed: once this returns, nothing of the daemon's
+    /// holds it open, so its space comes back.
+    fn removed(&self, target: TargetId, name: &str, ino: u64) {
+        let _ = (target, name, ino);
+    }
     /// An entry at `path` (relative to `uploads/NAME`), `what` it is, could not be kept: the
     /// upload must fail when it settles instead of becoming a snapshot without it.
     fn refused(&self, target: TargetId, name: &str, path: &Path, what: &str);

@@ -91,6 +91,11 @@ impl Vfs {
         self.whole.enabled.store(on, Ordering::Relaxed);
     }
 
+    /// Whether the kernel takes files to read and write itself (passthrough).
+    pub(super) fn whole_files(&self) -> bool {
+        self.whole.enabled.load(Ordering::Relaxed)
+    }
+
     /// For an open of snapshot file `id`: its whole file if the cache holds one, else what to
     /// track towards making one (starting it when the file was opened often).
     pub(super) async fn whole_open(
@@ -102,7 +107,7 @@ impl Vfs {
         let Some(node) = tree.node(id) else {
             return WholeOpen::Track(None);
         };
-        if !self.whole.enabled.load(Ordering::Relaxed) {
+        if !self.whole_files() {
             return WholeOpen::Track(None);
         }
         let Some(key) = self.whole_key(tree, id) else {

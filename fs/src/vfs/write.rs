@@ -160,6 +160,13 @@ fn new_file(path: &Path, mode: u32) -> std::io::Result<fs::File> {
 }
 
 impl Vfs {
+    /// How long the kernel may take a name it did not find in directory `ino` for absent: only
+    /// inside an upload, whose entries change through the mount alone (the kernel forgets
+    /// such an answer itself when it makes the name).
+    pub fn absent_ttl(&self, ino: u64) -> Option<Duration> {
+        matches!(self.inode(ino).ok()?.node, Node::Staged(_)).then_some(TTL_STAGED)
+    }
+
     /// The staging folder behind a directory of `uploads/`, with its target and, below the
     /// top level, its upload's name. Anything else is read-only.
     pub(super) fn writable_dir(&self, ino: u64) -> VfsResult<(TargetId, Option<String>, PathBuf)> {
@@ -243,14 +250,15 @@ impl Vfs {
         let (t, upload, path) = self.new_entry(parent, name).await?;
         let file = new_file(&path, mode & !umask & 0o7777)?;
         let entry = self.entry_for(parent, name, t, &path)?;
-        let fh = self.new_staged_handle(t, entry.attr.ino, upload, file);
+        let whole = self.staged_backing(&file, &path, true);
+        let fh = self.new_staged_handle(t, entry.attr.ino, upload, file, true)?;
         Ok((
             entry,
             Opened {
                 fh,
                 keep_cache: false,
                 direct_io: false,
-                whole: None,
+                whole,
             },
         ))
     }
@@ -276,7 +284,8 @@ impl Vfs {
         let what = match mode & libc::S_IFMT {
             0 | libc::S_IFREG => {
                 let (t, upload, path) = self.new_entry(parent, name).await?;
-                new_file(&path, mode & !umask & 0o7777)?;
+                let file = new_file(&path, mode & !umask & 0o7777)?;
+                self.rewritten(t, &upload, &file.metadata()?, &path);
                 self.staging.touch(t, &upload);
                 return self.entry_for(parent, name, t, &path);
             }
@@ -331,13 +340,28 @@ impl Vfs {
             .write(write)
             .truncate(truncate && write)
             .open(&path)?;
-        let fh = self.new_staged_handle(t, ino, upload, file);
+        let whole = self.staged_backing(&file, &path, write);
+        let fh = self.new_staged_handle(t, ino, upload, file, write)?;
         Ok(Opened {
             fh,
             keep_cache: false,
             direct_io: false,
-            whole: None,
+            whole,
         })
+    }
+
+    /// The staged file for the kernel to read and write itself (passthrough), when the mount
+    /// has it: opened for both, since later handles of the inode share it, whatever their own
+    /// mode. None where it cannot be had: the daemon then serves the handle.
+    fn staged_backing(&self, file: &fs::File, path: &Path, write: bool) -> Option<fs::File> {
+        if !self.whole_files() {
+            return None;
+        }
+        let both = match write {
+            true => file.try_clone(),
+            false => OpenOptions::new().read(true).write(true).open(path),
+        };
+        both.ok()
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> VfsResult<u32> {
@@ -357,6 +381,13 @@ impl Vfs {
             }
             _ => Err(VfsError::ReadOnly("snapshots are read-only")),
         }
+    }
+
+    /// The content of staged file `meta` at `path` changed without a handle of its own (made
+    /// by mknod, truncated by path): the upload's hooks hear of it as of a write and a close.
+    fn rewritten(&self, target: TargetId, upload: &str, meta: &fs::Metadata, path: &Path) {
+        self.hooks.writing(target, upload, meta.ino());
+        self.hooks.written(target, upload, meta.ino(), Some(path));
     }
 
     pub fn fsync(&self, fh: u64) -> VfsResult<()> {
@@ -382,6 +413,7 @@ impl Vfs {
                 }
                 _ => OpenOptions::new().write(true).open(&path)?.set_len(size)?,
             }
+            self.rewritten(t, &upload, &meta, &path);
         }
         if set.uid.is_some() || set.gid.is_some() {
             std::os::unix::fs::lchown(&path, set.uid, set.gid)?;
@@ -415,7 +447,11 @@ impl Vfs {
         if dir {
             fs::remove_dir(&path)?;
         } else {
+            let ino = fs::symlink_metadata(&path)?.ino();
             fs::remove_file(&path)?;
+            if let Some(u) = upload.as_deref().or(name.to_str()) {
+                self.hooks.removed(t, u, ino);
+            }
         }
         self.inodes.unlink(parent, name);
         match upload {

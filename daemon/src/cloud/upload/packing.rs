@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bytes::Bytes;
 use object_store::path::Path as StorePath;
@@ -12,7 +13,7 @@ use snapfs_fs::backend::BackendError;
 use snapfs_fs::format::{self, ChunkId, ChunkRef, PackBuilder};
 use tokio::task::JoinSet;
 
-use super::super::shared::Stored;
+use super::super::shared::{Known, Stored};
 use super::super::{CloudBackend, store_error};
 use super::{LEVEL, UPLOADING, join_error};
 
@@ -70,6 +71,17 @@ impl Table {
         self.chunks.push(c);
         i
     }
+}
+
+/// An upload while it places chunks: what the remote holds, the chunk table, the pack being
+/// filled and the small chunks waiting for their frame.
+pub(super) struct Packer<'a> {
+    pub known: Arc<Known>,
+    pub packing: Packing<'a>,
+    pub table: Table,
+    pub group: Group,
+    /// When the upload's lease was last written.
+    pub leased: Instant,
 }
 
 /// The pack being filled and the packs on their way to the store.

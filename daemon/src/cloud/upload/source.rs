@@ -3,9 +3,12 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
+use std::io::Read as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use snapfs_fs::backend::BackendError;
 use snapfs_fs::format::{Cutting, Entry, EntryKind, MAX_CHUNK, Manifest, Seen};
@@ -63,36 +66,91 @@ pub(super) fn scan(source: &Path) -> Result<Vec<Item>, BackendError> {
     Ok(out)
 }
 
-/// What the reader hands on: the next chunk of file `n`.
-pub(super) struct Piece(pub usize, pub Vec<u8>);
+/// What the reader hands on: the next chunk of file `n`, or why file `n` could not be read.
+pub(super) enum Read {
+    Piece(usize, Vec<u8>),
+    Failed(usize, BackendError),
+}
 
-/// Reads the files in order and cuts each into chunks, sending them on; stops at the first
-/// error, which it sends too.
+/// The file a reader has open, by a key of the caller's, and a way to make it let go: a
+/// removed file's space comes back only once no one has it open, so whoever removes a file
+/// being read waits until the reader closed it.
+#[derive(Default)]
+pub(super) struct Held {
+    key: Mutex<Option<u64>>,
+    let_go: AtomicBool,
+    closed: Condvar,
+}
+
+/// How long a removal waits for a reader to let go; a reader checks between two reads.
+const LET_GO_WAIT: Duration = Duration::from_secs(5);
+
+impl Held {
+    fn set(&self, key: Option<u64>) {
+        *self.key.lock().unwrap_or_else(PoisonError::into_inner) = key;
+        self.let_go.store(false, Ordering::Relaxed);
+        self.closed.notify_all();
+    }
+
+    /// Makes the reader let go of the file of `key` if it has it open, and waits until it did.
+    pub(super) fn release(&self, key: u64) {
+        let mut held = self.key.lock().unwrap_or_else(PoisonError::into_inner);
+        let deadline = Instant::now() + LET_GO_WAIT;
+        while *held == Some(key) {
+            self.let_go.store(true, Ordering::Relaxed);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            held = match self.closed.wait_timeout(held, left) {
+                Ok((held, _)) => held,
+                Err(e) => e.into_inner().0,
+            };
+        }
+    }
+}
+
+/// Reads the files in order and cuts each into chunks, sending them on. A file that cannot be
+/// read is reported and ends the reading, unless `keep_going`. With `held`, each file is held
+/// under its key in the list while it is open.
 pub(super) fn read_files(
     files: Vec<(usize, PathBuf, u64)>,
-    tx: tokio::sync::mpsc::Sender<Result<Piece, BackendError>>,
+    keep_going: bool,
+    held: Option<(Arc<Held>, Vec<u64>)>,
+    tx: tokio::sync::mpsc::Sender<Read>,
 ) {
     let send = |m| tx.blocking_send(m).is_ok();
     let mut buf: Vec<u8> = Vec::with_capacity(2 * MAX_CHUNK);
-    for (n, path, size) in files {
-        match read_file(n, &path, size, &mut buf, &send) {
+    for (i, (n, path, size)) in files.into_iter().enumerate() {
+        let held = held.as_ref().map(|(h, keys)| (&**h, keys.get(i).copied()));
+        if let Some((h, key)) = held {
+            // Before the open: a removal from now on waits for the close.
+            h.set(key);
+        }
+        let read = read_file(n, &path, size, &mut buf, held.map(|(h, _)| h), &send);
+        if let Some((h, _)) = held {
+            h.set(None);
+        }
+        match read {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
-                send(Err(e));
-                return;
+                if !send(Read::Failed(n, e)) || !keep_going {
+                    return;
+                }
             }
         }
     }
 }
 
 /// Cuts one file into chunks; false once the receiver is gone.
-pub(super) fn read_file(
+fn read_file(
     n: usize,
     path: &Path,
     size: u64,
     buf: &mut Vec<u8>,
-    send: &dyn Fn(Result<Piece, BackendError>) -> bool,
+    held: Option<&Held>,
+    send: &dyn Fn(Read) -> bool,
 ) -> Result<bool, BackendError> {
     let mut f = File::open(path).map_err(|e| io_error(path, e))?;
     buf.clear();
@@ -108,6 +166,9 @@ pub(super) fn read_file(
             let have = buf.len();
             let left = size.saturating_sub(total).saturating_add(1);
             let room = left.min((2 * MAX_CHUNK - have) as u64) as usize;
+            if held.is_some_and(|h| h.let_go.load(Ordering::Relaxed)) {
+                return Err(invalid(format!("{}: removed while read", path.display())));
+            }
             buf.resize(have + room, 0);
             let got = f.read(&mut buf[have..]);
             buf.truncate(have + got.as_ref().map_or(0, |&k| k));
@@ -126,7 +187,7 @@ pub(super) fn read_file(
         if len == 0 {
             break;
         }
-        if !send(Ok(Piece(n, rest[..len].to_vec()))) {
+        if !send(Read::Piece(n, rest[..len].to_vec())) {
             return Ok(false);
         }
         start += len;
