@@ -411,6 +411,9 @@ impl Jobs {
                 Ok(info) => {
                     tracing::info!(bytes = info.size, "snapshot ready");
                     job.status.state = UploadState::Done;
+                    // Its run ended what was stored while the files were copied: the
+                    // snapshot's manifest holds what it used.
+                    job.early_id = None;
                     job.status.bytes_done = job.progress.done.load(Ordering::Relaxed);
                     job.status.bytes_total = job.progress.total.load(Ordering::Relaxed);
                     if *source == Source::Staged {

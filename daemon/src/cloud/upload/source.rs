@@ -261,3 +261,55 @@ pub(super) fn unchanged(before: &Entry, now: &Entry, size: u64, seen: Option<See
         && *old_size == size
         && (before.mtime, before.mtime_nsec) == (now.mtime, now.mtime_nsec)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removal_waits_until_the_reader_let_go_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        // Random, so that the cutter sends chunks as it reads; far more than the reader
+        // reads ahead of a full channel.
+        let mut data = vec![0u8; 16 * MAX_CHUNK];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for b in &mut data {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        std::fs::write(&path, &data).unwrap();
+        let held = Arc::new(Held::default());
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let files = vec![(0, path, data.len() as u64)];
+        let reader = {
+            let held = held.clone();
+            std::thread::spawn(move || read_files(files, true, Some((held, vec![7])), tx))
+        };
+        // The first chunk came: the file is open, and the reader waits on the full channel.
+        assert!(matches!(rx.blocking_recv(), Some(Read::Piece(0, _))));
+        let remover = {
+            let held = held.clone();
+            std::thread::spawn(move || held.release(7))
+        };
+        while !held.let_go.load(Ordering::Relaxed) {
+            std::thread::yield_now();
+        }
+        let mut failed = None;
+        while let Some(m) = rx.blocking_recv() {
+            if let Read::Failed(n, e) = m {
+                failed = Some((n, e.to_string()));
+            }
+        }
+        remover.join().unwrap();
+        reader.join().unwrap();
+        let (n, why) = failed.expect("the reading gave up");
+        assert_eq!(n, 0);
+        assert!(why.contains("removed while read"), "{why}");
+        assert_eq!(*held.key.lock().unwrap(), None);
+        // A key no one holds is let go of at once.
+        held.release(7);
+    }
+}
