@@ -2,12 +2,14 @@
 # uploads/ against `snapfs snapshot`, measured side by side in one run on this machine:
 #   `cp -r TREE MOUNT/cloud/local/uploads/NAME` followed by `snapfs wait`, against
 #   `snapfs snapshot MOUNT/cloud/local TREE` of the same tree                (goal: <= 1.3)
-# and, for scale, `cp -r` of the tree to the same disk. Each side has a remote, cache and
-# daemon of its own, so neither finds the other's chunks; the page cache is dropped before
-# each. The tree is bench/tree_workload.py's (~1 GiB, ~20,000 real files from this machine).
+# and, for scale, `cp -r` of the tree to the same disk. With BASELINE_BIN, the same cp + wait by
+# that build too (an earlier snapfs), and its ratio to this one's. Each side has a remote,
+# cache and daemon of its own, so none finds another's chunks; the page cache is dropped
+# before each. The tree is bench/tree_workload.py's (~1 GiB, ~20,000 real files from this
+# machine).
 #
 # Run as root (drops the page cache): bash bench/uploads.sh
-#   BIN=dir/with/snapfs+snapfsd TREE_MB=256 RUNS=3 bash bench/uploads.sh
+#   BIN=dir/with/snapfs+snapfsd BASELINE_BIN=dir/of/older TREE_MB=256 RUNS=3 bash bench/uploads.sh
 # Without BIN, the current checkout is built (cargo build --release). UPLOAD_SETTLE (default
 # 2 s, snapfs's default) is the settle time of the uploads side.
 set -euo pipefail
@@ -24,15 +26,19 @@ require_tools python3 fusermount3 mountpoint
 PY=$(python3 -c 'import sys; print(sys.executable)')
 BIN=$(release_bin)
 check_bin "$BIN"
+BASELINE_BIN=${BASELINE_BIN:+$(realpath "$BASELINE_BIN")}
+if [ -n "$BASELINE_BIN" ]; then check_bin "$BASELINE_BIN"; fi
 
 W=$(mktemp -d /var/tmp/snapfs-uploads.XXXXXX)
 unset XDG_CONFIG_HOME XDG_DATA_HOME XDG_CACHE_HOME XDG_STATE_HOME
 mkdir -p "$W/tree"
 
-# Each side (cp, snap) has its own HOME, runtime dir and mount point.
+# Each side (cp, snap, base) has its own HOME, runtime dir and mount point; base runs the
+# baseline build.
 sf() {
-  local side=$1; shift
-  HOME=$W/$side/home XDG_RUNTIME_DIR=$W/$side/run "$BIN/snapfs" "$@"
+  local side=$1 bin=$BIN; shift
+  if [ "$side" = base ]; then bin=$BASELINE_BIN; fi
+  HOME=$W/$side/home XDG_RUNTIME_DIR=$W/$side/run "$bin/snapfs" "$@"
 }
 mnt() { echo "$W/$1/mnt"; }
 mount_sf() {
@@ -47,7 +53,7 @@ unmount_sf() { sf "$1" unmount "$(mnt "$1")" >/dev/null; }
 cleanup() {
   set +e
   local side still=
-  for side in cp snap; do
+  for side in cp snap base; do
     mountpoint -q "$W/$side/mnt" 2>/dev/null || continue
     sf "$side" unmount "$W/$side/mnt" >/dev/null 2>&1 || umount -l "$W/$side/mnt" 2>/dev/null
     mountpoint -q "$W/$side/mnt" 2>/dev/null && still=$W/$side/mnt
@@ -69,7 +75,20 @@ log "copying the tree ($TREE_MB MiB, ~$TREE_FILES files from $TREE_SOURCES)"
 built=$("$PY" "$BENCH/tree_workload.py" build "$W/tree" "$TREE_MB" "$TREE_FILES" $TREE_SOURCES)
 echo "# tree: $built (files bytes); upload settle $UPLOAD_SETTLE"
 
-printf '%-5s %12s %12s %8s %12s\n' run "cp+wait" snapshot ratio "cp to disk"
+# cp_wait SIDE NAME: cp -r of the tree into uploads/NAME on a fresh mount of SIDE, then wait;
+# its wall time in cp_secs.
+cp_wait() {
+  mount_sf "$1"
+  drop
+  local t; t=$(now)
+  cp -r "$W/tree" "$(mnt "$1")/cloud/local/uploads/$2"
+  sf "$1" wait "$(mnt "$1")/cloud/local/uploads/$2" >/dev/null
+  cp_secs=$(since "$t")
+  unmount_sf "$1"
+}
+
+printf '%-5s %12s %12s %8s %12s %14s %8s\n' run "cp+wait" snapshot ratio "cp to disk" \
+  "baseline c+w" "speedup"
 for run in $(seq "$RUNS"); do
   mount_sf snap
   drop
@@ -77,19 +96,22 @@ for run in $(seq "$RUNS"); do
   snap_secs=$(since "$t")
   unmount_sf snap
 
-  mount_sf cp
-  drop
-  t=$(now)
-  cp -r "$W/tree" "$(mnt cp)/cloud/local/uploads/tree"
-  sf cp wait "$(mnt cp)/cloud/local/uploads/tree" >/dev/null
-  cp_secs=$(since "$t")
-  unmount_sf cp
+  base_secs=- speedup=-
+  if [ -n "$BASELINE_BIN" ]; then
+    cp_wait base tree
+    base_secs=$cp_secs
+  fi
+  cp_wait cp tree
+  if [ -n "$BASELINE_BIN" ]; then
+    speedup=$(awk -v a="$base_secs" -v b="$cp_secs" 'BEGIN { printf "%.2f", a / b }')
+  fi
 
   rm -rf "$W/copy"; drop
   t=$(now); cp -r "$W/tree" "$W/copy"; sync; disk_secs=$(since "$t")
   rm -rf "$W/copy"
 
-  printf '%-5s %11.2fs %11.2fs %8.2f %11.2fs\n' "$run" "$cp_secs" "$snap_secs" \
-    "$(awk -v a="$cp_secs" -v b="$snap_secs" 'BEGIN { print a / b }')" "$disk_secs"
+  printf '%-5s %11.2fs %11.2fs %8.2f %11.2fs %14s %8s\n' "$run" "$cp_secs" "$snap_secs" \
+    "$(awk -v a="$cp_secs" -v b="$snap_secs" 'BEGIN { print a / b }')" "$disk_secs" \
+    "$base_secs" "$speedup"
 done
-echo "# ratio: cp+wait / snapshot (goal <= 1.3)"
+echo "# ratio: cp+wait / snapshot (goal <= 1.3); speedup: baseline cp+wait / this cp+wait"

@@ -480,15 +480,10 @@ impl Jobs {
     /// Deletes the staged copy of an upload that became a snapshot, off the runtime's threads.
     async fn remove_staged(&self, target: TargetId, name: &str) {
         let staged = self.upload_path(target, name);
-        let removed = tokio::task::spawn_blocking(move || {
-            let result = if staged.is_dir() {
-                std::fs::remove_dir_all(&staged)
-            } else {
-                std::fs::remove_file(&staged)
-            };
-            result.map_err(|e| (staged, e))
-        })
-        .await;
+        let staging = self.staging.clone();
+        let removed =
+            tokio::task::spawn_blocking(move || staging.remove(&staged).map_err(|e| (staged, e)))
+                .await;
         match removed {
             Ok(Ok(())) => {}
             Ok(Err((staged, e))) => {

@@ -26,6 +26,7 @@ use super::{CloudBackend, info_of, store_error};
 use crate::lifecycle::expiry;
 
 mod early;
+mod idle;
 mod packing;
 mod source;
 
@@ -176,6 +177,7 @@ impl CloudBackend {
                 seq: 0,
                 current: None,
                 uploads,
+                idle: false,
             },
             table: Table::default(),
             group: Group::default(),
@@ -329,9 +331,9 @@ impl CloudBackend {
     ) -> Result<(), BackendError> {
         // Files held for someone may go away: those are reported, not fatal.
         let keep_going = held.is_some();
+        let idle = packer.packing.idle;
         let (tx, mut rx) = tokio::sync::mpsc::channel(COMPRESSING * 2);
-        let reader =
-            tokio::task::spawn_blocking(move || read_files(files, keep_going, held, tx));
+        let reader = idle::run_alone(idle, move || read_files(files, keep_going, held, tx));
         let mut hashing = FuturesOrdered::new();
         let mut input_done = false;
         loop {
@@ -342,9 +344,7 @@ impl CloudBackend {
                 match rx.recv().await {
                     Some(Read::Piece(file, buf)) => {
                         let known = packer.known.clone();
-                        hashing.push_back(tokio::task::spawn_blocking(move || {
-                            hash(file, buf, &known)
-                        }));
+                        hashing.push_back(idle::run(idle, move || hash(file, buf, &known)));
                     }
                     Some(Read::Failed(file, e)) => {
                         if !keep_going {
@@ -359,7 +359,7 @@ impl CloudBackend {
             let Some(done) = hashing.next().await else {
                 break;
             };
-            let h = done.map_err(join_error)?;
+            let h = done?;
             let (file, len, crc32c) = (h.file, h.len, h.crc32c);
             let index = self.place(packer, h).await?;
             placed(Placed::Chunk {
@@ -373,7 +373,7 @@ impl CloudBackend {
                 packer.leased = Instant::now();
             }
         }
-        reader.await.map_err(join_error)
+        reader.await
     }
 
     /// Places one hashed chunk; answers its index in the chunk table.

@@ -17,6 +17,8 @@ impl Jobs {
     /// Picks up what a previous run left: staged uploads and unfinished jobs. Targets found
     /// while that run went on (a Kubernetes namespace) are found again by what they left.
     pub fn recover(self: &Arc<Self>) {
+        let staging = self.staging.clone();
+        tokio::task::spawn_blocking(move || staging.sweep());
         for root in [self.staging.root(), self.store.dir()] {
             self.find_targets_below(root, "", 0);
         }

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -60,6 +61,19 @@ fn make_mark(mark: &Path) -> std::io::Result<()> {
     std::fs::File::create(mark).map(drop)
 }
 
+/// Deletes a file or folder; one already gone is no error.
+fn remove_all(path: &Path) -> std::io::Result<()> {
+    let removed = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match removed {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
 fn remove_mark(mark: &Path) {
     if let Err(e) = std::fs::remove_file(mark)
         && e.kind() != std::io::ErrorKind::NotFound
@@ -71,6 +85,10 @@ fn remove_mark(mark: &Path) {
 /// Folder of the marks of complete uploads, beside the targets' folders (which never start
 /// with a dot).
 const COMPLETE_MARKS: &str = ".complete";
+
+/// Folder where staged copies that are done with wait to be deleted, beside the targets'
+/// folders: moving a copy there takes one rename, however many files it holds.
+const SET_ASIDE: &str = ".removed";
 
 #[derive(Debug)]
 pub struct Staging {
@@ -200,6 +218,43 @@ impl Staging {
         });
     }
 
+    /// Moves `path`, a staged copy below the root, out of its upload's place at once, and
+    /// deletes it on a thread of its own; where it cannot be moved, deletes it in place before
+    /// answering. What a daemon stopped before it finished is deleted by `sweep`.
+    pub fn remove(&self, path: &Path) -> std::io::Result<()> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let aside = self.root.join(SET_ASIDE);
+        let unique = format!(
+            "{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let to = aside.join(unique);
+        let moved = std::fs::create_dir_all(&aside).and_then(|()| std::fs::rename(path, &to));
+        if moved.is_err() {
+            return remove_all(path);
+        }
+        let deleting = std::thread::Builder::new()
+            .name("snapfs-remove".into())
+            .spawn(move || {
+                if let Err(e) = remove_all(&to) {
+                    tracing::warn!(path = %to.display(), error = %e, "could not delete a staged copy");
+                }
+            });
+        if let Err(e) = deleting {
+            tracing::warn!(error = %e, "could not start deleting a staged copy; it goes at the next start");
+        }
+        Ok(())
+    }
+
+    /// Deletes the staged copies a previous run set aside and did not get to delete.
+    pub fn sweep(&self) {
+        let aside = self.root.join(SET_ASIDE);
+        if let Err(e) = remove_all(&aside) {
+            tracing::warn!(path = %aside.display(), error = %e, "could not delete staged copies set aside");
+        }
+    }
+
     pub fn forget(&self, target: TargetId, name: &str) {
         self.with(|map| {
             if let Some(mut u) = map.remove(&(target, name.to_string())) {
@@ -239,4 +294,43 @@ pub trait UploadHooks: Send + Sync + 'static {
     /// An entry at `path` (relative to `uploads/NAME`), `what` it is, could not be kept: the
     /// upload must fail when it settles instead of becoming a snapshot without it.
     fn refused(&self, target: TargetId, name: &str, path: &Path, what: &str);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged(root: &Path, name: &str) -> PathBuf {
+        let dir = root.join("cloud/local").join(name);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/file"), b"data").unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_removed_copy_leaves_its_place_at_once_and_the_disk_soon() {
+        let tmp = tempfile::tempdir().unwrap();
+        let staging = Staging::new(tmp.path().to_path_buf());
+        let dir = staged(tmp.path(), "tree");
+        staging.remove(&dir).unwrap();
+        assert!(!dir.exists());
+        // Gone already, or gone once its deleting thread is done: a later one sweeps it.
+        staging.sweep();
+        assert!(!tmp.path().join(SET_ASIDE).exists());
+        // One that is not there is no error.
+        staging.remove(&dir).unwrap();
+    }
+
+    #[test]
+    fn what_a_stopped_daemon_set_aside_is_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let staging = Staging::new(tmp.path().to_path_buf());
+        let left = staged(tmp.path(), "left");
+        std::fs::create_dir_all(tmp.path().join(SET_ASIDE)).unwrap();
+        std::fs::rename(&left, tmp.path().join(SET_ASIDE).join("1-0")).unwrap();
+        staging.sweep();
+        assert!(!tmp.path().join(SET_ASIDE).exists());
+        // Nothing to sweep is no error either.
+        staging.sweep();
+    }
 }

@@ -227,6 +227,8 @@ impl CloudBackend {
                 seq: 0,
                 current: None,
                 uploads: &mut uploads,
+                // Beside a copy into the mount: only what the copy leaves idle.
+                idle: true,
             },
             table: Table::default(),
             group: Group::default(),

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use super::super::shared::{Known, Stored};
 use super::super::{CloudBackend, store_error};
-use super::{LEVEL, UPLOADING, join_error};
+use super::{LEVEL, UPLOADING, idle, join_error};
 
 /// Small new chunks waiting for their frame: their bytes back to back, and for each its index
 /// in the chunk table, id and length.
@@ -90,6 +90,8 @@ pub(super) struct Packing<'a> {
     pub seq: u32,
     pub current: Option<(Arc<str>, PackBuilder)>,
     pub uploads: &'a mut JoinSet<Result<(), BackendError>>,
+    /// Compress at the lowest CPU priority (see `idle`).
+    pub idle: bool,
 }
 
 impl Packing<'_> {
@@ -147,9 +149,7 @@ impl CloudBackend {
             return Ok(());
         }
         let flen = raw.len() as u32;
-        let frame = tokio::task::spawn_blocking(move || format::compress_chunk(&raw, LEVEL))
-            .await
-            .map_err(join_error)?;
+        let frame = idle::run(packing.idle, move || format::compress_chunk(&raw, LEVEL)).await?;
         let (index, pack) = packing.pack(table);
         let ids: Vec<(ChunkId, u32)> = members.iter().map(|&(_, id, len)| (id, len)).collect();
         let refs = pack.push_group(index, &frame, flen, &ids);
