@@ -2,11 +2,12 @@
 # uploads/ against `snapfs snapshot`, measured side by side in one run on this machine:
 #   `cp -r TREE MOUNT/cloud/local/uploads/NAME` followed by `snapfs wait`, against
 #   `snapfs snapshot MOUNT/cloud/local TREE` of the same tree                (goal: <= 1.3)
-# and, for scale, `cp -r` of the tree to the same disk. With BASELINE_BIN, the same cp + wait by
-# that build too (an earlier snapfs), and its ratio to this one's. Each side has a remote,
-# cache and daemon of its own, so none finds another's chunks; the page cache is dropped
-# before each. The tree is bench/tree_workload.py's (~1 GiB, ~20,000 real files from this
-# machine).
+# and, for scale, `cp -r` of the tree to the same disk; the cp alone (before the wait); the same
+# cp + wait with `upload.early = false` (the run reads every staged file after the copy); and
+# with BASELINE_BIN, the same cp + wait by that build too (an earlier snapfs), and its ratio to
+# this one's. Each side has a remote, cache and daemon of its own, so none finds another's
+# chunks; the page cache is dropped before each. The tree is bench/tree_workload.py's
+# (~1 GiB, ~20,000 real files from this machine).
 #
 # Run as root (drops the page cache): bash bench/uploads.sh
 #   BIN=dir/with/snapfs+snapfsd BASELINE_BIN=dir/of/older TREE_MB=256 RUNS=3 bash bench/uploads.sh
@@ -33,8 +34,8 @@ W=$(mktemp -d /var/tmp/snapfs-uploads.XXXXXX)
 unset XDG_CONFIG_HOME XDG_DATA_HOME XDG_CACHE_HOME XDG_STATE_HOME
 mkdir -p "$W/tree"
 
-# Each side (cp, snap, base) has its own HOME, runtime dir and mount point; base runs the
-# baseline build.
+# Each side (cp, late, snap, base) has its own HOME, runtime dir and mount point; late stores
+# nothing early, base runs the baseline build.
 sf() {
   local side=$1 bin=$BIN; shift
   if [ "$side" = base ]; then bin=$BASELINE_BIN; fi
@@ -45,7 +46,10 @@ mount_sf() {
   rm -rf "$W/$1"
   mkdir -p "$W/$1/home/.config/snapfs" "$(mnt "$1")"
   mkdir -p -m 700 "$W/$1/run"
-  printf '[upload]\nsettle = "%s"\n' "$UPLOAD_SETTLE" >"$W/$1/home/.config/snapfs/config.toml"
+  local early=true
+  if [ "$1" = late ]; then early=false; fi
+  printf '[upload]\nsettle = "%s"\nearly = %s\n' "$UPLOAD_SETTLE" "$early" \
+    >"$W/$1/home/.config/snapfs/config.toml"
   sf "$1" mount "$(mnt "$1")" >/dev/null
 }
 unmount_sf() { sf "$1" unmount "$(mnt "$1")" >/dev/null; }
@@ -53,7 +57,7 @@ unmount_sf() { sf "$1" unmount "$(mnt "$1")" >/dev/null; }
 cleanup() {
   set +e
   local side still=
-  for side in cp snap base; do
+  for side in cp late snap base; do
     mountpoint -q "$W/$side/mnt" 2>/dev/null || continue
     sf "$side" unmount "$W/$side/mnt" >/dev/null 2>&1 || umount -l "$W/$side/mnt" 2>/dev/null
     mountpoint -q "$W/$side/mnt" 2>/dev/null && still=$W/$side/mnt
@@ -76,19 +80,20 @@ built=$("$PY" "$BENCH/tree_workload.py" build "$W/tree" "$TREE_MB" "$TREE_FILES"
 echo "# tree: $built (files bytes); upload settle $UPLOAD_SETTLE"
 
 # cp_wait SIDE NAME: cp -r of the tree into uploads/NAME on a fresh mount of SIDE, then wait;
-# its wall time in cp_secs.
+# its wall time in cp_secs, that of the cp alone in copy_secs.
 cp_wait() {
   mount_sf "$1"
   drop
   local t; t=$(now)
   cp -r "$W/tree" "$(mnt "$1")/cloud/local/uploads/$2"
+  copy_secs=$(since "$t")
   sf "$1" wait "$(mnt "$1")/cloud/local/uploads/$2" >/dev/null
   cp_secs=$(since "$t")
   unmount_sf "$1"
 }
 
-printf '%-5s %12s %12s %8s %12s %14s %8s\n' run "cp+wait" snapshot ratio "cp to disk" \
-  "baseline c+w" "speedup"
+printf '%-5s %12s %12s %8s %12s %10s %13s %14s %8s\n' run "cp+wait" snapshot ratio "cp to disk" \
+  "cp alone" "no-early c+w" "baseline c+w" "speedup"
 for run in $(seq "$RUNS"); do
   mount_sf snap
   drop
@@ -101,6 +106,8 @@ for run in $(seq "$RUNS"); do
     cp_wait base tree
     base_secs=$cp_secs
   fi
+  cp_wait late tree
+  late_secs=$cp_secs
   cp_wait cp tree
   if [ -n "$BASELINE_BIN" ]; then
     speedup=$(awk -v a="$base_secs" -v b="$cp_secs" 'BEGIN { printf "%.2f", a / b }')
@@ -110,8 +117,8 @@ for run in $(seq "$RUNS"); do
   t=$(now); cp -r "$W/tree" "$W/copy"; sync; disk_secs=$(since "$t")
   rm -rf "$W/copy"
 
-  printf '%-5s %11.2fs %11.2fs %8.2f %11.2fs %14s %8s\n' "$run" "$cp_secs" "$snap_secs" \
-    "$(awk -v a="$cp_secs" -v b="$snap_secs" 'BEGIN { print a / b }')" "$disk_secs" \
-    "$base_secs" "$speedup"
+  printf '%-5s %11.2fs %11.2fs %8.2f %11.2fs %9.2fs %12.2fs %14s %8s\n' "$run" "$cp_secs" \
+    "$snap_secs" "$(awk -v a="$cp_secs" -v b="$snap_secs" 'BEGIN { print a / b }')" \
+    "$disk_secs" "$copy_secs" "$late_secs" "$base_secs" "$speedup"
 done
 echo "# ratio: cp+wait / snapshot (goal <= 1.3); speedup: baseline cp+wait / this cp+wait"
