@@ -448,7 +448,10 @@ impl Jobs {
 
     /// Removes what upload id `early` of `target` stored while its files were copied.
     fn discard_early(&self, target: TargetId, early: String) {
-        let Some(stores) = self.entry(target).and_then(|e| e.powers.stores_early.clone()) else {
+        let Some(stores) = self
+            .entry(target)
+            .and_then(|e| e.powers.stores_early.clone())
+        else {
             return;
         };
         self.rt.spawn(async move { stores.discard(&early).await });

@@ -612,7 +612,9 @@ impl Filesystem for FuseFs {
                     ttl: e.ttl,
                     attr: file_attr(&e.attr),
                 };
-                let stopped = self.passthrough.reply(e.attr.ino, fh, flags, o.whole, created);
+                let stopped = self
+                    .passthrough
+                    .reply(e.attr.ino, fh, flags, o.whole, created);
                 self.passthrough_stopped(stopped);
             }
             Err(e) => reply.error(errno(&e)),

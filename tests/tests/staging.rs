@@ -107,7 +107,8 @@ fn a_removed_upload_leaves_nothing_of_what_was_stored_while_it_was_copied() {
     assert_eq!(objects(&store, "leases").len(), 1);
     sh(&format!("rm -r '{}'", up.display()));
     until(&m, "the stored files removed", || {
-        m.log().contains("what an upload stored while it was copied is removed")
+        m.log()
+            .contains("what an upload stored while it was copied is removed")
     });
     assert_eq!(objects(&store, "packs"), BTreeSet::new());
     assert_eq!(objects(&store, "leases"), BTreeSet::new());
@@ -121,7 +122,10 @@ fn a_restarted_daemon_removes_what_it_stored_and_makes_the_snapshot_from_the_sta
     let mut m = Mount::start_with("[upload]\nsettle = \"1h\"\n");
     let up = m.target().join("uploads/again");
     std::fs::create_dir(&up).unwrap();
-    sh(&format!("head -c 20000000 /dev/urandom > '{}/a.bin'", up.display()));
+    sh(&format!(
+        "head -c 20000000 /dev/urandom > '{}/a.bin'",
+        up.display()
+    ));
     let staged = m.root.path().join("kept.bin");
     std::fs::copy(up.join("a.bin"), &staged).unwrap();
     let store = m.store_dir();

@@ -22,8 +22,7 @@ use super::{CloudBackend, lock, store_error};
 use crate::config::Retention;
 use crate::powers::{
     CountsRequests, Deletes, HasLeftovers, InUse, Leftovers, Powers, Progress, Run, StoresEarly,
-    TakesLocalData,
-    Verifies,
+    TakesLocalData, Verifies,
 };
 use crate::registry::NewTarget;
 use snapfs_control::wire::{TargetMetrics, VerifyReport};
@@ -78,7 +77,10 @@ impl StoresEarly for CloudBackend {
 
     async fn discard(&self, id: &str) {
         self.end_early(id, &HashSet::new()).await;
-        tracing::info!(upload_id = id, "what an upload stored while it was copied is removed");
+        tracing::info!(
+            upload_id = id,
+            "what an upload stored while it was copied is removed"
+        );
     }
 }
 

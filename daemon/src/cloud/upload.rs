@@ -377,7 +377,11 @@ impl CloudBackend {
     }
 
     /// Places one hashed chunk; answers its index in the chunk table.
-    async fn place(self: &Arc<Self>, packer: &mut Packer<'_>, h: Hashed) -> Result<u32, BackendError> {
+    async fn place(
+        self: &Arc<Self>,
+        packer: &mut Packer<'_>,
+        h: Hashed,
+    ) -> Result<u32, BackendError> {
         let Packer {
             known,
             packing,

@@ -26,17 +26,25 @@ fn nicest() {
     // SAFETY: both calls touch only this thread's own scheduling, named by id 0 (the caller).
     unsafe {
         libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
-        libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0 as libc::c_long, IOPRIO_IDLE);
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0 as libc::c_long,
+            IOPRIO_IDLE,
+        );
     }
 }
 
-/// The threads at the lowest priority, one per core, started when first used.
+/// The threads at the lowest priority, started when first used: one per core but one, which
+/// the copy itself keeps busy (cp, the kernel and the daemon's FUSE threads). Even idle work on
+/// every core slowed the copy: on two cores, one thread gave the shorter cp + wait.
 fn idle_threads() -> Option<&'static Sender<Job>> {
     static POOL: OnceLock<Option<Sender<Job>>> = OnceLock::new();
     POOL.get_or_init(|| {
         let (tx, rx) = channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads =
+            std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
         let mut started = 0;
         for n in 0..threads {
             let rx = rx.clone();
