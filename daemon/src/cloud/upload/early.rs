@@ -45,6 +45,9 @@ struct FileState {
     epoch: u64,
 }
 
+/// Files stored in one go between two looks for a run waiting.
+const BATCH_FILES: usize = 16;
+
 enum Msg {
     /// A file whose last writer closed it at `epoch`: store it.
     File { ino: u64, path: PathBuf, epoch: u64 },
@@ -261,8 +264,16 @@ impl CloudBackend {
             if early.stop.load(Ordering::Relaxed) {
                 break;
             }
+            // A run waits on what is left: from here on it is stored at normal priority, not
+            // on threads that a busy machine leaves no time.
+            if waiting.iter().any(|m| matches!(m, Msg::Drain(_))) {
+                packer.packing.idle = false;
+            }
+            // Small batches, so that a run that starts waits for one at idle priority at most.
             let mut batch = Vec::new();
-            while let Some(Msg::File { .. }) = waiting.front() {
+            while batch.len() < BATCH_FILES
+                && let Some(Msg::File { .. }) = waiting.front()
+            {
                 if let Some(Msg::File { ino, path, epoch }) = waiting.pop_front() {
                     batch.push((ino, path, epoch));
                 }
@@ -281,6 +292,10 @@ impl CloudBackend {
                     Err(e) => Err(e),
                 };
                 broken = stored.err();
+            }
+            if matches!(waiting.front(), Some(Msg::File { .. })) {
+                // More files than one batch: the next goes on.
+                continue;
             }
             if let Some(Msg::Drain(reply)) = waiting.pop_front() {
                 let answer = match &broken {
