@@ -3,7 +3,8 @@
 //! (SCHED_IDLE, with idle I/O priority). A copy into `uploads/` waits on a round trip through
 //! the daemon for every file; hashing and compressing beside it at the same priority delay
 //! each of those round trips. Even nice 19 keeps a fair share of a busy core: on two cores the
-//! copy took longer with it than with SCHED_IDLE (see bench/uploads.sh).
+//! copy took longer with it than with SCHED_IDLE (see bench/uploads.sh). Once a run waits on
+//! what is left, the rest goes at normal priority (`early.rs`).
 
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
