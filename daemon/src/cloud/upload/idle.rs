@@ -22,7 +22,7 @@ const IOPRIO_WHO_PROCESS: libc::c_long = 1;
 /// Puts the calling thread, for good, where it runs only on a core nothing else wants
 /// (SCHED_IDLE), and its reads and writes wait for everyone else's. Where that is refused the
 /// thread runs as before.
-fn nicest() {
+fn lowest_priority() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: both calls touch only this thread's own scheduling, named by id 0 (the caller).
     unsafe {
@@ -52,13 +52,10 @@ fn idle_threads() -> Option<&'static Sender<Job>> {
             let spawned = std::thread::Builder::new()
                 .name(format!("snapfs-idle-{n}"))
                 .spawn(move || {
-                    nicest();
-                    loop {
-                        let job = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
-                        let Ok(job) = job else { return };
-                        // A job that panics drops its answer, and its caller hears of it;
-                        // the thread goes on.
-                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    lowest_priority();
+                    // Jobs never panic: `started` catches what they run.
+                    while let Ok(job) = rx.lock().unwrap_or_else(PoisonError::into_inner).recv() {
+                        job();
                     }
                 });
             match spawned {
@@ -72,23 +69,36 @@ fn idle_threads() -> Option<&'static Sender<Job>> {
 }
 
 fn lost() -> BackendError {
-    BackendError::Other("a worker thread stopped".into())
+    BackendError::Other(
+        "an upload worker ended without an answer; the daemon may be stopping".into(),
+    )
 }
 
-/// Hands `f` to `start` as a job that sends its answer back, and answers the future of that
-/// answer: `f` runs whether or not it is awaited.
+/// What a panic says, as an error of the upload it stopped.
+fn panicked(payload: Box<dyn std::any::Any + Send>) -> BackendError {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    BackendError::Other(format!("an upload worker panicked: {what}"))
+}
+
+/// Hands `f` to `start` as a job that sends its answer back (or what stopped it, if it
+/// panics), and answers the future of that answer: `f` runs whether or not it is awaited.
 fn started<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
     start: impl FnOnce(Job) -> Result<(), BackendError>,
 ) -> impl Future<Output = Result<T, BackendError>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let started = start(Box::new(move || {
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(panicked);
         // The caller may have stopped waiting.
-        let _ = tx.send(f());
+        let _ = tx.send(answer);
     }));
     async move {
         started?;
-        rx.await.map_err(|_| lost())
+        rx.await.map_err(|_| lost())?
     }
 }
 
@@ -111,7 +121,7 @@ pub(super) fn run_alone<T: Send + 'static>(
         std::thread::Builder::new()
             .name("snapfs-idle-read".into())
             .spawn(move || {
-                nicest();
+                lowest_priority();
                 job();
             })
             .map(drop)
@@ -129,4 +139,31 @@ pub(super) fn run<T: Send + 'static>(
         Some(pool) => pool.send(job).map_err(|_| lost()),
         None => blocking(job),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_its_caller_with_its_message_and_the_threads_go_on() {
+        for idle in [false, true] {
+            let e = run(idle, || -> u32 { panic!("boom") }).await.unwrap_err();
+            assert!(e.to_string().contains("boom"), "{e}");
+            assert_eq!(run(idle, || 7).await.unwrap(), 7);
+            let e = run_alone(idle, || -> u32 { panic!("{}", String::from("bang")) })
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains("bang"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn work_runs_without_being_awaited() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let answer = run_alone(true, move || tx.send(()).is_ok());
+        // Answered before the future is polled.
+        rx.recv().unwrap();
+        assert!(answer.await.unwrap());
+    }
 }
