@@ -48,6 +48,15 @@ struct FileState {
 /// Files stored in one go between two looks for a run waiting.
 const BATCH_FILES: usize = 16;
 
+/// Queues `m` for the worker. A drain means a run waits on what is left: from then on it is
+/// stored at normal priority, not on threads that a busy machine leaves no time.
+fn queue(waiting: &mut VecDeque<Msg>, m: Msg, packing: &mut Packing<'_>) {
+    if matches!(m, Msg::Drain(_)) {
+        packing.idle = false;
+    }
+    waiting.push_back(m);
+}
+
 enum Msg {
     /// A file whose last writer closed it at `epoch`: store it.
     File { ino: u64, path: PathBuf, epoch: u64 },
@@ -243,7 +252,7 @@ impl CloudBackend {
         loop {
             if waiting.is_empty() {
                 match tokio::time::timeout(LEASE_REFRESH, rx.recv()).await {
-                    Ok(Some(m)) => waiting.push_back(m),
+                    Ok(Some(m)) => queue(&mut waiting, m, &mut packer.packing),
                     Ok(None) => break,
                     Err(_) => {
                         // Idle: the lease is kept up while the upload may still use what
@@ -259,15 +268,10 @@ impl CloudBackend {
                 }
             }
             while let Ok(m) = rx.try_recv() {
-                waiting.push_back(m);
+                queue(&mut waiting, m, &mut packer.packing);
             }
             if early.stop.load(Ordering::Relaxed) {
                 break;
-            }
-            // A run waits on what is left: from here on it is stored at normal priority, not
-            // on threads that a busy machine leaves no time.
-            if waiting.iter().any(|m| matches!(m, Msg::Drain(_))) {
-                packer.packing.idle = false;
             }
             // Small batches, so that a run that starts waits for one at idle priority at most.
             let mut batch = Vec::new();
