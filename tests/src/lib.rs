@@ -178,6 +178,14 @@ impl Mount {
         Mount::start_with(&format!("[upload]\nsettle = \"{TEST_SETTLE}\"\n"))
     }
 
+    /// As `start`, but staged files are not stored while they are copied: the run after
+    /// settling reads them all, so it lasts long enough to be interrupted.
+    pub fn start_storing_late() -> Mount {
+        Mount::start_with(&format!(
+            "[upload]\nsettle = \"{TEST_SETTLE}\"\nearly = false\n"
+        ))
+    }
+
     pub fn start_with(config: &str) -> Mount {
         Mount::start_remote("local", config)
     }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use snapfs_tests::{Mount, TEST_SETTLE, fuse_available, sh};
+use snapfs_tests::{Mount, fuse_available, sh};
 
 #[test]
 fn kill_9_mid_upload_then_restart_completes_it() {
@@ -12,9 +12,7 @@ fn kill_9_mid_upload_then_restart_completes_it() {
     }
     // Nothing stored while copied, so the run has the whole file to read when it is killed
     // (a daemon killed while it stores files early: tests/tests/staging.rs).
-    let mut m = Mount::start_with(&format!(
-        "[upload]\nsettle = \"{TEST_SETTLE}\"\nearly = false\n"
-    ));
+    let mut m = Mount::start_storing_late();
     let src = m.root.path().join("src");
     sh(&format!(
         "mkdir -p '{s}' && head -c 629145600 /dev/urandom > '{s}/big.bin' && echo small > '{s}/small.txt'",

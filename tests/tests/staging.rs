@@ -170,9 +170,7 @@ fn a_write_during_the_upload_cancels_it_and_it_settles_again() {
         return;
     }
     // Nothing stored while copied: the run reads the whole file, long enough to be overtaken.
-    let m = Mount::start_with(&format!(
-        "[upload]\nsettle = \"{TEST_SETTLE}\"\nearly = false\n"
-    ));
+    let m = Mount::start_storing_late();
     let src = m.root.path().join("big.bin");
     sh(&format!(
         "head -c 629145600 /dev/urandom > '{}'",
