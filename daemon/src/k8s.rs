@@ -1,6 +1,7 @@
 //! Kubernetes (DESIGN §6): the contexts of the kubeconfig as live trees under `k8s/<context>/`,
 //! and their namespaces as upload targets.
 
+mod channels;
 mod cluster;
 mod contexts;
 mod credentials;

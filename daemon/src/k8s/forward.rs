@@ -19,14 +19,16 @@ use std::sync::{Arc, Mutex, Weak};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{ListParams, Portforwarder};
-use kube::client::UpgradeConnectionError;
-use kube::{Api, Client};
+use kube::api::ListParams;
+use kube::client::{Connection, UpgradeConnectionError};
+use kube::core::Request;
+use kube::{Api, Client, Resource};
 use snapfs_control::paths::{Paths, make_private_dir};
 use snapfs_fs::backend::BackendError;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
+use super::channels::relay;
 use super::cluster::{is_ready, label_selector};
 use super::contexts::client_for;
 use super::errors::{classify, retry};
@@ -81,7 +83,7 @@ impl Choice {
 struct Opened {
     pod: String,
     port: u16,
-    forwarder: Portforwarder,
+    connection: Connection,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -221,10 +223,12 @@ impl PodForward {
                 }
             ))
         })?;
-        let api: Api<Pod> = Api::namespaced(client, &ns);
         let what = format!("port-forward to port {port} of pod {name} in namespace {ns}");
-        let forwarder = match api.portforward(&name, &[port]).await {
-            Ok(f) => f,
+        let request = Request::new(Pod::url_path(&(), Some(&ns)))
+            .portforward(&name, &[port])
+            .map_err(|e| BackendError::Other(format!("{what}: {e}")))?;
+        let connection = match client.connect(request).await {
+            Ok(c) => c,
             Err(e) => {
                 self.broke(&name);
                 return Err(refused_upgrade(&e, &what));
@@ -245,7 +249,7 @@ impl PodForward {
         Ok(Opened {
             pod: name,
             port,
-            forwarder,
+            connection,
         })
     }
 
@@ -256,7 +260,7 @@ impl PodForward {
 
     /// Carries one connection to a pod, or answers it with why it cannot be.
     async fn serve(&self, mut conn: UnixStream) {
-        let mut opened = match self.open().await {
+        let opened = match self.open().await {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(error = %e, "port-forward not opened");
@@ -265,38 +269,11 @@ impl PodForward {
                 return;
             }
         };
-        let (Some(stream), Some(error)) = (
-            opened.forwarder.take_stream(opened.port),
-            opened.forwarder.take_error(opened.port),
-        ) else {
-            return;
-        };
-        let (mut from_client, mut to_client) = conn.split();
-        let (mut from_pod, mut to_pod) = tokio::io::split(stream);
-        let received = AtomicU64::new(0);
-        let up = async {
-            let _ = tokio::io::copy(&mut from_client, &mut to_pod).await;
-            let _ = to_pod.shutdown().await;
-            // The pod's answer may still be coming.
-            std::future::pending::<()>().await;
-        };
-        let down = pump(&mut from_pod, &mut to_client, &received);
-        let mut error = std::pin::pin!(error);
-        let broke = tokio::select! {
-            message = &mut error => message,
-            () = up => None,
-            // The pod's side ended. Before any byte came, that is how a failure to connect
-            // inside the pod ends too, its error close behind: wait for it (it resolves as
-            // soon as the forward's stream ends, error or not).
-            () = down => match received.load(Ordering::Relaxed) {
-                0 => error.await,
-                _ => None,
-            },
-        };
-        opened.forwarder.abort();
+        let (from_client, to_client) = conn.split();
+        let ended = relay(opened.connection.into_stream(), from_client, to_client).await;
         let pod = &opened.pod;
-        let received = received.load(Ordering::Relaxed);
-        let message = match (broke, received) {
+        let received = ended.received;
+        let message = match (ended.error, received) {
             // An answer came and the forward ended without complaint: the usual end.
             (None, 1..) => return,
             (None, 0) => "the forward ended before any answer came".to_string(),
@@ -344,26 +321,6 @@ async fn accept(listener: UnixListener, forward: Weak<PodForward>) {
             return;
         };
         tokio::spawn(async move { forward.serve(conn).await });
-    }
-}
-
-/// Copies the pod's bytes to the client, counting them, until either side ends; the
-/// connection is closed by its owner.
-async fn pump(
-    from: &mut (impl AsyncRead + Unpin),
-    to: &mut (impl AsyncWrite + Unpin),
-    received: &AtomicU64,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        received.fetch_add(n as u64, Ordering::Relaxed);
-        if to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
     }
 }
 
