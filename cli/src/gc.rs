@@ -107,7 +107,19 @@ fn text(report: &GcReport) -> String {
             if report.leftovers == 1 { "" } else { "s" },
         ));
     }
-    let nothing = report.deleted.is_empty() && report.orphan_packs == 0 && report.leftovers == 0;
+    if report.repacked_packs > 0 {
+        s.push_str(&format!(
+            "{} {} mostly unused pack{} ({} unused, deleted by the cleanup after the grace period)\n",
+            if report.dry_run { "would repack" } else { "repacked" },
+            report.repacked_packs,
+            if report.repacked_packs == 1 { "" } else { "s" },
+            format_size_rounded(report.repacked_bytes)
+        ));
+    }
+    let nothing = report.deleted.is_empty()
+        && report.orphan_packs == 0
+        && report.leftovers == 0
+        && report.repacked_packs == 0;
     if nothing && report.errors.is_empty() {
         s.push_str("nothing to clean up\n");
     } else if report.dry_run && !nothing {
@@ -143,6 +155,8 @@ mod tests {
             orphan_packs: 2,
             leftovers: 0,
             orphan_bytes: 2048,
+            repacked_packs: 1,
+            repacked_bytes: 5 << 20,
             errors: Vec::new(),
         }
     }
@@ -154,6 +168,7 @@ mod tests {
             "would delete cloud/local/snapshots/a (expired 2026-11-20T12:00:00Z)\n\
              would delete cloud/local/snapshots/b (older than 90 days)\n\
              would delete 2 orphan packs (2.0 KiB)\n\
+             would repack 1 mostly unused pack (5.0 MiB unused, deleted by the cleanup after the grace period)\n\
              dry run: nothing was deleted; run again with --yes to delete\n"
         );
     }
@@ -162,12 +177,14 @@ mod tests {
     fn a_real_run_says_what_went() {
         let t = text(&report(false));
         assert!(t.starts_with("deleted cloud/local/snapshots/a (expired"));
-        assert!(t.ends_with("deleted 2 orphan packs (2.0 KiB)\n"));
+        assert!(t.contains("deleted 2 orphan packs (2.0 KiB)\n"));
+        assert!(t.ends_with("repacked 1 mostly unused pack (5.0 MiB unused, deleted by the cleanup after the grace period)\n"));
         let empty = GcReport {
             deleted: Vec::new(),
             orphan_packs: 0,
             leftovers: 0,
             orphan_bytes: 0,
+            repacked_packs: 0,
             ..report(true)
         };
         assert_eq!(text(&empty), "nothing to clean up\n");

@@ -212,6 +212,12 @@ pub struct GcReport {
     /// that uploads abandoned unfinished.
     #[serde(default)]
     pub leftovers: u64,
+    /// Packs mostly unused whose chunks in use were moved to new packs, and the bytes in them
+    /// no snapshot uses, freed once cleanup deletes them after its grace period.
+    #[serde(default)]
+    pub repacked_packs: u64,
+    #[serde(default)]
+    pub repacked_bytes: u64,
     /// Targets that could not be cleaned up (fully), with the reason.
     pub errors: Vec<GcError>,
 }

@@ -10,6 +10,7 @@ mod gcp_impersonation;
 mod metered;
 mod orphans;
 mod powers;
+mod repack;
 mod retry;
 mod shared;
 mod store;

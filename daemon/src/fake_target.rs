@@ -252,9 +252,8 @@ impl HasLeftovers for FakeTarget {
     ) -> Result<Leftovers, BackendError> {
         lock(&self.in_use_seen).push(in_use().running);
         Ok(Leftovers {
-            packs: 0,
-            bytes: 0,
             other: 1,
+            ..Leftovers::default()
         })
     }
 }

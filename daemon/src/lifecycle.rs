@@ -49,6 +49,8 @@ impl Lifecycle {
             orphan_packs: 0,
             orphan_bytes: 0,
             leftovers: 0,
+            repacked_packs: 0,
+            repacked_bytes: 0,
             errors: Vec::new(),
         };
         if only.is_none() {
@@ -92,6 +94,8 @@ impl Lifecycle {
                     report.orphan_packs += l.packs;
                     report.orphan_bytes += l.bytes;
                     report.leftovers += l.other;
+                    report.repacked_packs += l.repacked;
+                    report.repacked_bytes += l.repacked_bytes;
                 }
                 Err(e) => {
                     first_error.get_or_insert(e);

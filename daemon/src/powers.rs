@@ -171,6 +171,10 @@ pub struct Leftovers {
     pub bytes: u64,
     /// Other things interrupted work left (pods, claims).
     pub other: u64,
+    /// Packs mostly unused whose frames in use were moved to new packs, and the bytes of them
+    /// no snapshot uses (freed once the cleanup after the grace period deletes them).
+    pub repacked: u64,
+    pub repacked_bytes: u64,
 }
 
 /// Interrupted work can leave things behind that cleanup collects.

@@ -18,7 +18,7 @@ mod validation;
 pub use crate::tree::BLOCK_SIZE;
 pub use chunker::{Cutting, MAX_CHUNK};
 pub use manifest::{Entry, EntryKind, MANIFEST_FORMAT, Manifest, Seen, Source};
-pub use pack::{ChunkId, ChunkRef, PackBuilder, compress_chunk, decode_chunk};
+pub use pack::{ChunkId, ChunkRef, PackBuilder, check_frame, compress_chunk, decode_chunk};
 pub use snapshot::{block_bytes, decode_stored, snapshot_tree};
 pub use validation::MAX_MANIFEST_BYTES;
 
@@ -34,6 +34,9 @@ pub const MANIFEST_SUFFIX: &str = ".manifest.zst";
 
 /// Where uploads in flight leave their leases, relative to the remote's root.
 pub const LEASE_PREFIX: &str = "snapfs/leases/";
+
+/// Where repacking lists the packs it took out of use, relative to the remote's root.
+pub const RETIRED_PREFIX: &str = "snapfs/retired/";
 
 /// Why stored snapshot data cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,11 @@ pub fn pack_key(upload_id: &str, seq: u32) -> String {
 /// chunks that only other snapshots' manifests hold.
 pub fn lease_key(upload_id: &str) -> String {
     format!("{LEASE_PREFIX}{upload_id}.lease")
+}
+
+/// The object key of the record of packs that repack `id` took out of use.
+pub fn retired_key(id: &str) -> String {
+    format!("{RETIRED_PREFIX}{id}.json")
 }
 
 /// The snapshot name in a manifest key's last component (`<name>.manifest.zst`), or `None` for

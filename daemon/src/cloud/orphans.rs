@@ -44,7 +44,8 @@ impl CloudBackend {
     }
 
     /// Packs no manifest lists, of uploads that wrote nothing for `grace` and are not in
-    /// `running` (upload ids this daemon is writing now); none while any upload holds a lease.
+    /// `running` (upload ids this daemon is writing now), and not retired by a repack less
+    /// than `grace` ago; none while any upload holds a lease.
     ///
     /// Packs are listed before manifests: an upload that commits in between is then seen with
     /// its manifest, never as packs alone. An upload still writing keeps its newest pack
@@ -71,6 +72,9 @@ impl CloudBackend {
                 )));
             }
         };
+        // Listed after the leases: a repack whose new manifests were seen above wrote its
+        // record before them, and so is seen here.
+        let held = self.retired(grace).await?.held();
         let Some(idle_since) = idle_since(Utc::now(), grace) else {
             return Ok(Vec::new());
         };
@@ -83,7 +87,7 @@ impl CloudBackend {
                 upload
                     .packs
                     .into_iter()
-                    .filter(|p| !referenced.contains(&p.key)),
+                    .filter(|p| !referenced.contains(&p.key) && !held.contains(&p.key)),
             );
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));

@@ -170,7 +170,16 @@ impl Deletes for CloudBackend {
                 return Ok(());
             }
         };
-        for pack in packs.iter().filter(|p| !referenced.contains(*p)) {
+        // Packs a repack retired stay until cleanup's grace period is over.
+        let retired = match self.retired(Duration::ZERO).await {
+            Ok(r) => r.all(),
+            Err(e) => {
+                tracing::warn!(snapshot = name, error = %e, "packs left to cleanup");
+                return Ok(());
+            }
+        };
+        let gone = |p: &&String| !referenced.contains(*p) && !retired.contains(*p);
+        for pack in packs.iter().filter(gone) {
             if let Err(e) = self.store.delete(&StorePath::from(pack.as_str())).await {
                 // The snapshot is gone already; a pack left behind is garbage for cleanup.
                 tracing::warn!(pack, error = %e, "could not delete a pack");
@@ -329,6 +338,11 @@ impl HasLeftovers for CloudBackend {
             done.packs += 1;
             done.bytes += p.size;
         }
+        for key in self.retired(grace).await?.expired() {
+            if !dry_run && let Err(e) = self.delete_object(key).await {
+                first_error.get_or_insert(e);
+            }
+        }
         for key in self.stale_leases().await? {
             if !dry_run && let Err(e) = self.delete_object(&key).await {
                 first_error.get_or_insert(e);
@@ -348,6 +362,15 @@ impl HasLeftovers for CloudBackend {
             }
             done.packs += 1;
             done.bytes += size;
+        }
+        match self.repack(&running, dry_run).await {
+            Ok(r) => {
+                done.repacked = r.packs;
+                done.repacked_bytes = r.dead_bytes;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
         if done.packs > 0 && !dry_run {
             tracing::info!(

@@ -250,6 +250,23 @@ pub fn decode_chunk(frame: &[u8], expect: &ChunkRef) -> Result<Bytes, FormatErro
         })
 }
 
+/// Checks every chunk in `members` against one frame (`frame` = the `clen` bytes they all
+/// name), decompressing it once: the frame's length and each chunk's BLAKE3.
+pub fn check_frame(frame: &[u8], members: &[ChunkRef]) -> Result<(), FormatError> {
+    let Some(first) = members.first() else {
+        return Ok(());
+    };
+    let decoded = inflate(frame, first.clen, first.frame_len()).map_err(|why| {
+        FormatError::CorruptBlock(format!("frame at offset {}: {why}", first.offset))
+    })?;
+    for c in members {
+        member(&decoded, c.at, c.len, &c.id).map_err(|why| {
+            FormatError::CorruptBlock(format!("chunk {} at offset {}: {why}", c.id, c.offset))
+        })?;
+    }
+    Ok(())
+}
+
 /// Decompresses one frame of `clen` bytes into exactly `len` bytes; the error says what is
 /// wrong, the caller says where. The output buffer's capacity bounds what zstd may write, so a
 /// lying header fails here instead of allocating.

@@ -107,7 +107,11 @@ impl Packing<'_> {
 }
 
 impl CloudBackend {
-    pub(super) async fn put_pack(&self, key: Arc<str>, data: Bytes) -> Result<(), BackendError> {
+    pub(in crate::cloud) async fn put_pack(
+        &self,
+        key: Arc<str>,
+        data: Bytes,
+    ) -> Result<(), BackendError> {
         let len = data.len() as u64;
         self.store
             .put(&StorePath::from(&*key), PutPayload::from(data))
