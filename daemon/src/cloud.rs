@@ -20,7 +20,7 @@ mod upload;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,6 +90,8 @@ pub struct CloudBackend {
     local_root: Option<std::path::PathBuf>,
     /// Staged uploads whose files are stored while their copy runs, by upload id.
     early: Mutex<HashMap<String, Arc<upload::Early>>>,
+    /// Set once the store refused to replace a manifest only if unchanged: no repacking then.
+    no_conditional_update: AtomicBool,
 }
 
 /// Maps object_store failures onto what the caller can do.
@@ -160,6 +162,7 @@ impl CloudBackend {
             max_snapshots,
             local_root: None,
             early: Mutex::new(HashMap::new()),
+            no_conditional_update: AtomicBool::new(false),
         }
     }
 

@@ -10,7 +10,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use snapfs_fs::backend::{Backend, BackendError, RawObjects};
 use snapfs_fs::cache::{BlockCache, CacheConfig};
-use snapfsd::cloud::{CloudBackend, open_store};
+use snapfsd::cloud::{CloudBackend, local_dir, open_store};
 use snapfsd::powers::{Deletes, Progress, Run, TakesLocalData, Verifies};
 
 use crate::sh;
@@ -76,13 +76,12 @@ impl Remote {
             max_memory_bytes: 64 << 20,
         })
         .expect("cache");
-        Arc::new(CloudBackend::new(
-            "cloud/test".into(),
-            store,
-            cache,
-            None,
-            None,
-        ))
+        let backend = CloudBackend::new("cloud/test".into(), store, cache, None, None);
+        // As the daemon makes it: a local folder's manifests are replaced in the folder.
+        Arc::new(match local_dir(&self.url) {
+            Some(dir) => backend.with_local_root(dir),
+            None => backend,
+        })
     }
 }
 

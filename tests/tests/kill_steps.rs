@@ -266,3 +266,61 @@ fn a_delete_and_cleanup_killed_at_any_step_never_take_what_a_snapshot_needs() {
         }
     });
 }
+
+#[test]
+fn a_repack_killed_at_any_step_never_takes_what_a_snapshot_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (pristine, src) = (dir.path().join("pristine"), dir.path().join("src"));
+    std::fs::create_dir_all(&pristine).unwrap();
+    std::fs::create_dir_all(&src).unwrap();
+    // Files of one chunk each fill a first pack; the snapshot kept holds 4 of them, so once
+    // the first snapshot is deleted and cleaned up, that pack is three quarters unused.
+    for i in 0..20 {
+        random_file(&src.join(format!("f{i:02}")), 500_000);
+    }
+    rt.block_on(async {
+        let backend = remote_at(&pristine).backend(&dir.path().join("first"));
+        commit(backend.clone(), "base", &src, true).await.unwrap();
+        for i in 4..20 {
+            std::fs::remove_file(src.join(format!("f{i:02}"))).unwrap();
+        }
+        commit(backend.clone(), "next", &src, true).await.unwrap();
+        Deletes::delete(backend.as_ref(), "base").await.unwrap();
+    });
+    let sizes = [("next", tree_bytes(&src))];
+    let repack = |backend: Arc<CloudBackend>| async move {
+        let _ = backend
+            .collect_leftovers(&idle, Duration::ZERO, false)
+            .await;
+    };
+    rt.block_on(async {
+        let copy = dir.path().join("healthy");
+        copy_bucket(&pristine, &copy);
+        let done = remote_at(&copy)
+            .backend(&dir.path().join("healthy-cache"))
+            .collect_leftovers(&idle, Duration::ZERO, false)
+            .await
+            .unwrap();
+        assert_eq!(done.repacked, 1, "a repack is due: {done:?}");
+        let writes = writes_of(&pristine, dir.path(), repack).await;
+        assert!(
+            writes >= 4,
+            "a repack writes a lease, a pack, a record and removes the lease: {writes}"
+        );
+        println!("a repack makes {writes} writes; killed before each in turn");
+        for k in 0..writes {
+            let what = format!("repack killed before write {} of {writes}", k + 1);
+            let trial = dir.path().join(format!("repack-{k}"));
+            let remote = killed_before_write(&pristine, &trial, k, &sizes, &what, repack).await;
+            let names = every_snapshot_reads(
+                &remote.backend(&trial.with_extension("after")),
+                &sizes,
+                &what,
+            )
+            .await;
+            assert_eq!(names.len(), 1, "{what}: {names:?}");
+            std::fs::remove_dir_all(&trial).unwrap();
+        }
+    });
+}

@@ -397,3 +397,86 @@ fn a_file_whose_pack_is_missing_fails_with_eio_not_enoent() {
     let err = std::fs::read(m.target().join("snapshots/lost")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
 }
+
+/// Bytes of every pack object in the store.
+fn pack_bytes(store: &Path) -> u64 {
+    packs(store)
+        .iter()
+        .map(|p| {
+            std::fs::metadata(store.join("snapfs/packs").join(p))
+                .unwrap()
+                .len()
+        })
+        .sum()
+}
+
+#[test]
+fn a_mostly_unused_pack_is_repacked_and_its_snapshots_read_the_same() {
+    if !fuse_available() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let m = mount(store.path(), "", "orphan_grace = \"0s\"");
+    let src = store.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // 24 files of one chunk each: a first pack of about 16 of them, a second of the rest.
+    for i in 0..24 {
+        snapfs_tests::random_file(&src.join(format!("f{i:02}")), 500_000);
+    }
+    let (target, from) = (m.target(), src.to_str().unwrap().to_owned());
+    let snapshot = |name: &str| {
+        ok(&m.snapfs(&["snapshot", target.to_str().unwrap(), &from, "-n", name]));
+    };
+    snapshot("base");
+    // The next snapshot keeps 4 files of the first pack; deleting the first leaves that pack
+    // three quarters unused.
+    for i in 4..24 {
+        std::fs::remove_file(src.join(format!("f{i:02}"))).unwrap();
+    }
+    snapshot("next");
+    ok(&m.snapfs(&["rm", "--yes", target.join("snapshots/base").to_str().unwrap()]));
+    let listed = |s: &str| -> Vec<String> {
+        let m = Manifest::from_bytes(&std::fs::read(manifest_path(store.path(), s)).unwrap())
+            .unwrap();
+        m.packs
+    };
+    let before = listed("next");
+    assert_eq!(before.len(), 1, "the snapshot left uses one pack: {before:?}");
+
+    let report = json(&m.snapfs(&["gc", "--json"]));
+    assert_eq!(report["repacked_packs"], 1, "dry run: {report}");
+    assert_eq!(listed("next"), before, "a dry run changes nothing");
+    let text = ok(&m.snapfs(&["gc", "--yes"]));
+    assert!(text.contains("repacked 1 mostly unused pack"), "{text}");
+    let after = listed("next");
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before, "the snapshot names the new pack");
+    // The old pack stays until a cleanup after the grace period (none here) deletes it.
+    assert!(store.path().join(&before[0]).exists());
+    for i in 0..4 {
+        let name = format!("f{i:02}");
+        sh(&format!(
+            "cmp '{}' '{}'",
+            src.join(&name).display(),
+            target.join("snapshots/next").join(&name).display()
+        ));
+    }
+    let text = ok(&m.snapfs(&["gc", "--yes"]));
+    assert!(text.contains("deleted 1 orphan pack"), "{text}");
+    assert!(!store.path().join(&before[0]).exists());
+    assert!(
+        pack_bytes(store.path()) < 2_100_000,
+        "what is left is what the snapshot uses: {} bytes",
+        pack_bytes(store.path())
+    );
+    assert_eq!(snapfs_tests::only_listed_packs_left(store.path()), 1);
+    // A fresh daemon (no cache) reads the same through the new pack.
+    drop(m);
+    let m = mount(store.path(), "", "");
+    sh(&format!(
+        "cmp '{}' '{}'",
+        src.join("f03").display(),
+        m.target().join("snapshots/next/f03").display()
+    ));
+    ok(&m.snapfs(&["verify", m.target().join("snapshots/next").to_str().unwrap()]));
+}

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -241,6 +242,9 @@ impl CloudBackend {
                 dead_bytes: doomed.values().map(|d| d.size - d.live_bytes()).sum(),
             });
         }
+        if self.no_conditional_update.load(Ordering::Relaxed) {
+            return Ok(Repacked::default());
+        }
         let id = format!("repack-{}", Run::new_id());
         // The lease goes first: until the manifests name them, the new packs are orphans that
         // another daemon's cleanup would otherwise collect.
@@ -338,6 +342,9 @@ impl CloudBackend {
         self.write_retired(id, retired).await?;
         let mut replaced = 0usize;
         for (name, _) in self.manifest_objects().await? {
+            if self.no_conditional_update.load(Ordering::Relaxed) {
+                return Ok(Repacked::default());
+            }
             if let Some(packs) = self.rewrite(&name, &moves).await? {
                 listed.extend(packs);
                 replaced += 1;
@@ -466,11 +473,14 @@ impl CloudBackend {
                         | object_store::Error::NotFound { .. },
                     ) => false,
                     Err(object_store::Error::NotImplemented { .. }) => {
-                        return Err(BackendError::Other(
-                            "packs not repacked: the store cannot replace an object only if it \
-                             is unchanged (conditional writes)"
-                                .into(),
-                        ));
+                        self.no_conditional_update.store(true, Ordering::Relaxed);
+                        tracing::warn!(
+                            target = self.path(),
+                            "packs are not repacked: the store cannot replace an object only if \
+                             it is unchanged (for S3, set conditional_put = \"etag\" where the \
+                             server supports If-Match); unused bytes in packs stay until then"
+                        );
+                        return Ok(None);
                     }
                     Err(e) => return Err(self.failed(store_error(&key, e))),
                 }
