@@ -11,7 +11,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use snapfs_fs::backend::{Backend, BackendError, RawObjects};
 use snapfs_fs::cache::{BlockCache, CacheConfig};
 use snapfsd::cloud::{CloudBackend, local_dir, open_store};
-use snapfsd::powers::{Deletes, Progress, Run, TakesLocalData, Verifies};
+use snapfsd::powers::{Deletes, HasLeftovers, InUse, Progress, Run, TakesLocalData, Verifies};
 
 use crate::sh;
 
@@ -23,11 +23,15 @@ pub struct Powers {
     pub conditional_create: bool,
     /// Deleting objects.
     pub delete: bool,
+    /// Replacing an object only if it is unchanged (S3 If-Match, Azure, GCS generation), which
+    /// repacking needs.
+    pub conditional_update: bool,
 }
 
 pub const ALL: Powers = Powers {
     conditional_create: true,
     delete: true,
+    conditional_update: true,
 };
 
 /// A remote as the daemon's configuration gives it.
@@ -191,7 +195,40 @@ pub fn run(remote: &Remote, powers: Powers) {
         ));
 
         if powers.delete {
+            // A second snapshot holds the first 4 MiB of the big file, so it shares the big
+            // file's first chunk (cuts fall within 4 MiB), at the start of a pack of at least
+            // 8 MiB; deleting the first snapshot leaves that pack at most half used, and
+            // cleanup repacks it.
+            let head = dir.path().join("head");
+            sh(&format!(
+                "mkdir -p '{d}'; head -c 4194304 '{s}/big.bin' > '{d}/head.bin'",
+                d = head.display(),
+                s = src.display()
+            ));
+            let second = crate::conformance::commit(backend.clone(), "second", &head, true)
+                .await
+                .expect("make a second snapshot");
+            assert_eq!(second.size, 4 << 20);
             Deletes::delete(backend.as_ref(), "first")
+                .await
+                .expect("delete");
+            let idle = InUse::default;
+            let cleanup = backend
+                .collect_leftovers(&idle, std::time::Duration::ZERO, false)
+                .await
+                .expect("cleanup");
+            let want = u64::from(powers.conditional_update);
+            assert_eq!(cleanup.repacked, want, "{}: {cleanup:?}", remote.url);
+            let report = Verifies::verify(backend.as_ref(), "second", &Progress::default())
+                .await
+                .expect("verify after repacking");
+            assert_eq!((report.bytes, report.errors.len()), (4 << 20, 0), "{report:?}");
+            // The next cleanup takes the old pack and the record of it.
+            backend
+                .collect_leftovers(&idle, std::time::Duration::ZERO, false)
+                .await
+                .expect("cleanup");
+            Deletes::delete(backend.as_ref(), "second")
                 .await
                 .expect("delete");
             assert!(backend.list_snapshots().await.expect("list").is_empty());

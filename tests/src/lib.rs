@@ -73,7 +73,10 @@ pub fn only_listed_packs_left(bucket: &Path) -> usize {
     let leases = files_under(bucket, LEASE_PREFIX);
     assert!(leases.is_empty(), "leases left: {leases:?}");
     let retired = files_under(bucket, snapfs_fs::format::RETIRED_PREFIX);
-    assert!(retired.is_empty(), "records of retired packs left: {retired:?}");
+    assert!(
+        retired.is_empty(),
+        "records of retired packs left: {retired:?}"
+    );
     manifests.len()
 }
 

@@ -434,14 +434,22 @@ fn a_mostly_unused_pack_is_repacked_and_its_snapshots_read_the_same() {
         std::fs::remove_file(src.join(format!("f{i:02}"))).unwrap();
     }
     snapshot("next");
-    ok(&m.snapfs(&["rm", "--yes", target.join("snapshots/base").to_str().unwrap()]));
+    ok(&m.snapfs(&[
+        "rm",
+        "--yes",
+        target.join("snapshots/base").to_str().unwrap(),
+    ]));
     let listed = |s: &str| -> Vec<String> {
-        let m = Manifest::from_bytes(&std::fs::read(manifest_path(store.path(), s)).unwrap())
-            .unwrap();
+        let m =
+            Manifest::from_bytes(&std::fs::read(manifest_path(store.path(), s)).unwrap()).unwrap();
         m.packs
     };
     let before = listed("next");
-    assert_eq!(before.len(), 1, "the snapshot left uses one pack: {before:?}");
+    assert_eq!(
+        before.len(),
+        1,
+        "the snapshot left uses one pack: {before:?}"
+    );
 
     let report = json(&m.snapfs(&["gc", "--json"]));
     assert_eq!(report["repacked_packs"], 1, "dry run: {report}");
@@ -478,5 +486,8 @@ fn a_mostly_unused_pack_is_repacked_and_its_snapshots_read_the_same() {
         src.join("f03").display(),
         m.target().join("snapshots/next/f03").display()
     ));
-    ok(&m.snapfs(&["verify", m.target().join("snapshots/next").to_str().unwrap()]));
+    ok(&m.snapfs(&[
+        "verify",
+        m.target().join("snapshots/next").to_str().unwrap(),
+    ]));
 }
