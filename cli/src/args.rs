@@ -34,7 +34,10 @@ Gi, GB is G). A fraction is exact (1.5Gi is 1610612736 bytes) and rounded up to 
 const GC_ABOUT: &str = "\
 Show which snapshots are expired (their ttl has passed) or older than their target's
 retention.max_days, and which packs no snapshot lists (left by interrupted uploads or
-deletions), and why each would go. Nothing is deleted unless --yes is given. The newest
+deletions), and why each would go; and which packs are mostly unused (at most half of their
+bytes used by snapshots), whose used chunks would be moved into new packs so that the rest can
+be deleted by a later cleanup, after lifecycle.orphan_grace. Nothing is changed unless --yes is
+given. The newest
 retention.min_count snapshots and those younger than retention.min_days are always kept, even
 when expired. snapfsd also does this on its own every lifecycle.interval (see snapfs.toml(5)).";
 
@@ -235,7 +238,7 @@ pub struct GcArgs {
     #[arg(short, long)]
     pub yes: bool,
     /// Print a JSON object: dry_run, deleted [{target, name, created, reason}], orphan_packs,
-    /// orphan_bytes, leftovers, errors
+    /// orphan_bytes, leftovers, repacked_packs, repacked_bytes (their unused bytes), errors
     #[arg(long)]
     pub json: bool,
 }

@@ -10,6 +10,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use snapfs_fs::backend::{Backend, BackendError, RawObjects};
 use snapfs_fs::cache::{BlockCache, CacheConfig};
+use snapfs_fs::format;
 use snapfsd::cloud::{CloudBackend, local_dir, open_store};
 use snapfsd::powers::{Deletes, HasLeftovers, InUse, Progress, Run, TakesLocalData, Verifies};
 
@@ -213,8 +214,17 @@ pub fn run(remote: &Remote, powers: Powers) {
                 .await
                 .expect("delete");
             let idle = InUse::default;
+            let packs = || async {
+                let listed = store.list(Some(&StorePath::from(format::PACK_PREFIX)));
+                futures::TryStreamExt::try_collect::<Vec<_>>(listed)
+                    .await
+                    .expect("list packs")
+                    .len()
+            };
+            let before = packs().await;
+            let hour = std::time::Duration::from_secs(3600);
             let cleanup = backend
-                .collect_leftovers(&idle, std::time::Duration::ZERO, false)
+                .collect_leftovers(&idle, hour, false)
                 .await
                 .expect("cleanup");
             let want = u64::from(powers.conditional_update);
@@ -222,12 +232,19 @@ pub fn run(remote: &Remote, powers: Powers) {
             let report = Verifies::verify(backend.as_ref(), "second", &Progress::default())
                 .await
                 .expect("verify after repacking");
-            assert_eq!((report.bytes, report.errors.len()), (4 << 20, 0), "{report:?}");
-            // The next cleanup takes the old pack and the record of it.
+            assert_eq!(
+                (report.bytes, report.errors.len()),
+                (4 << 20, 0),
+                "{report:?}"
+            );
+            // The old pack stays for the grace period, for readers that opened the snapshot
+            // before; a cleanup after it takes the pack and the record of it.
+            assert_eq!(packs().await, before + want as usize);
             backend
                 .collect_leftovers(&idle, std::time::Duration::ZERO, false)
                 .await
                 .expect("cleanup");
+            assert_eq!(packs().await, before);
             Deletes::delete(backend.as_ref(), "second")
                 .await
                 .expect("delete");

@@ -264,10 +264,12 @@ fn the_recovery_in_the_format_page_works_with_standard_tools() {
     }
 }
 
-/// Deterministic pseudo-random numbers for the race below.
 /// Two daemons on one bucket: one makes snapshot after snapshot sharing most chunks with the
-/// one before, the other deletes that one and collects leftovers with no grace at all, at the
-/// same time, with random timing. Every snapshot made reads back whole, and nothing
+/// ones before, the other deletes the one two before and collects leftovers with no grace at
+/// all, at the same time, with random timing. Each snapshot stores two new files, keeps the
+/// smaller for two snapshots more and drops the larger, so deleting a snapshot leaves its pack
+/// mostly unused but still needed: the collection repacks it while the next snapshot, which
+/// uses a chunk of it, is being made. Every snapshot made reads back whole, and nothing
 /// unreferenced is left after a final collection.
 #[test]
 fn uploads_and_gc_racing_on_one_bucket_never_lose_a_chunk() {
@@ -277,6 +279,8 @@ fn uploads_and_gc_racing_on_one_bucket_never_lose_a_chunk() {
     use snapfsd::powers::{Deletes, HasLeftovers, InUse, Verifies};
 
     const ROUNDS: u32 = 1000;
+    // Files of one chunk each (under 512 KiB), each in a frame of its own (over 64 KiB).
+    const FRESH: usize = 100_000;
     let dir = tempfile::tempdir().unwrap();
     let bucket = dir.path().join("bucket");
     std::fs::create_dir_all(&bucket).unwrap();
@@ -287,11 +291,19 @@ fn uploads_and_gc_racing_on_one_bucket_never_lose_a_chunk() {
     std::fs::create_dir_all(&src).unwrap();
     random_file(&src.join("shared.bin"), 1 << 20);
     let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
+    for f in ["recent.bin", "fresh.bin"] {
+        std::fs::write(src.join(f), dice.bytes(FRESH)).unwrap();
+    }
     let idle = || InUse::default();
+    let repacked = std::sync::atomic::AtomicU64::new(0);
     runtime().block_on(async {
         for round in 0..ROUNDS {
-            let unique = dice.bytes(4096);
-            std::fs::write(src.join("round.bin"), &unique).unwrap();
+            // Kept by the next two snapshots: a quarter of this round's new pack.
+            std::fs::rename(src.join("recent.bin"), src.join("old.bin")).unwrap();
+            std::fs::rename(src.join("fresh.bin"), src.join("recent.bin")).unwrap();
+            std::fs::write(src.join("fresh.bin"), dice.bytes(FRESH)).unwrap();
+            // Dropped by the next snapshot: the rest of that pack.
+            std::fs::write(src.join("dropped.bin"), dice.bytes(3 * FRESH)).unwrap();
             let (pause_make, pause_sweep) = (dice.roll(1500), dice.roll(1500));
             let make = async {
                 tokio::time::sleep(Duration::from_micros(pause_make)).await;
@@ -299,15 +311,16 @@ fn uploads_and_gc_racing_on_one_bucket_never_lose_a_chunk() {
             };
             let sweep = async {
                 tokio::time::sleep(Duration::from_micros(pause_sweep)).await;
-                if round > 0 {
-                    Deletes::delete(sweeper.as_ref(), &format!("r{}", round - 1))
+                if round > 1 {
+                    Deletes::delete(sweeper.as_ref(), &format!("r{}", round - 2))
                         .await
                         .unwrap();
                 }
-                sweeper
+                let done = sweeper
                     .collect_leftovers(&idle, Duration::ZERO, false)
                     .await
                     .unwrap();
+                repacked.fetch_add(done.repacked, std::sync::atomic::Ordering::Relaxed);
             };
             let (made, ()) = tokio::join!(make, sweep);
             made.unwrap_or_else(|e| panic!("round {round}: {e}"));
@@ -320,7 +333,7 @@ fn uploads_and_gc_racing_on_one_bucket_never_lose_a_chunk() {
                 "round {round}: {:?}",
                 report.errors
             );
-            assert_eq!(report.bytes, (1 << 20) + 4096, "round {round}");
+            assert_eq!(report.bytes, (1 << 20) + 6 * FRESH as u64, "round {round}");
         }
         sweeper
             .collect_leftovers(&idle, Duration::ZERO, false)
@@ -328,6 +341,12 @@ fn uploads_and_gc_racing_on_one_bucket_never_lose_a_chunk() {
             .unwrap();
     });
 
-    // Every pack left is one the last snapshot lists.
-    assert_eq!(snapfs_tests::only_listed_packs_left(&bucket), 1);
+    // Every pack left is one the last two snapshots list.
+    assert_eq!(snapfs_tests::only_listed_packs_left(&bucket), 2);
+    let repacked = repacked.into_inner();
+    assert!(
+        repacked >= u64::from(ROUNDS) / 4,
+        "packs were repacked while snapshots were made: {repacked}"
+    );
+    println!("{repacked} packs repacked in {ROUNDS} rounds");
 }

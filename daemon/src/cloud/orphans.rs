@@ -132,16 +132,6 @@ impl CloudBackend {
         Ok(uploads)
     }
 
-    /// Leases of uploads that died: not written for a lease's lifetime.
-    pub async fn stale_leases(&self) -> Result<Vec<String>, BackendError> {
-        Ok(self
-            .leases()
-            .await?
-            .into_iter()
-            .filter_map(|(key, live)| (!live).then_some(key))
-            .collect())
-    }
-
     /// Deletes one object of snapfs's own (an orphan pack, a lease); one already gone is fine.
     pub async fn delete_object(&self, key: &str) -> Result<(), BackendError> {
         match self.store.delete(&StorePath::from(key)).await {

@@ -319,8 +319,9 @@ impl CloudBackend {
 
 #[async_trait]
 impl HasLeftovers for CloudBackend {
-    /// Packs no snapshot lists whose upload is not running and has been idle for `grace`, and
-    /// what writes killed half-way left in a local folder remote.
+    /// Packs mostly unused are repacked; then packs no snapshot lists whose upload is not
+    /// running and has been idle for `grace` are deleted, and what writes killed half-way left
+    /// in a local folder remote while no upload holds a lease.
     async fn collect_leftovers(
         &self,
         in_use: &(dyn Fn() -> InUse + Send + Sync),
@@ -330,6 +331,19 @@ impl HasLeftovers for CloudBackend {
         let running = in_use().running;
         let mut done = Leftovers::default();
         let mut first_error = None;
+        // Listed before the leases: a write still going on belongs to an upload (or repack)
+        // that wrote its lease before it, which the listing of leases below then sees.
+        let mut partial = self.partial_writes(grace);
+        // Repacking first: with no grace, the packs it retires go in the same cleanup.
+        match self.repack(&running, dry_run).await {
+            Ok(r) => {
+                done.repacked = r.packs;
+                done.repacked_bytes = r.dead_bytes;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
         for p in self.orphan_packs(grace, &running).await? {
             if !dry_run && let Err(e) = self.delete_object(&p.key).await {
                 first_error.get_or_insert(e);
@@ -343,12 +357,16 @@ impl HasLeftovers for CloudBackend {
                 first_error.get_or_insert(e);
             }
         }
-        for key in self.stale_leases().await? {
-            if !dry_run && let Err(e) = self.delete_object(&key).await {
+        let leases = self.leases().await?;
+        if leases.iter().any(|(_, live)| *live) {
+            partial.clear();
+        }
+        for (key, _) in leases.iter().filter(|(_, live)| !live) {
+            if !dry_run && let Err(e) = self.delete_object(key).await {
                 first_error.get_or_insert(e);
             }
         }
-        for (file, size) in self.partial_writes(grace) {
+        for (file, size) in partial {
             if !dry_run && let Err(e) = tokio::fs::remove_file(&file).await {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     let msg = format!("{}: {e}", file.display());
@@ -362,15 +380,6 @@ impl HasLeftovers for CloudBackend {
             }
             done.packs += 1;
             done.bytes += size;
-        }
-        match self.repack(&running, dry_run).await {
-            Ok(r) => {
-                done.repacked = r.packs;
-                done.repacked_bytes = r.dead_bytes;
-            }
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
         }
         if done.packs > 0 && !dry_run {
             tracing::info!(
