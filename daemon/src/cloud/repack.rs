@@ -25,7 +25,7 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersio
 use snapfs_fs::backend::{Backend, BackendError};
 use snapfs_fs::format::{self, ChunkRef, Manifest, PackBuilder};
 
-use super::{CloudBackend, store_error};
+use super::{CloudBackend, lock, store_error};
 use crate::powers::Run;
 
 /// A pack is repacked once the frames in use make up at most this share of it, in percent.
@@ -126,40 +126,50 @@ fn plan(
     out
 }
 
-/// Where the frames of repacked packs went: (old pack, offset) to (new pack, offset).
-type Moves = HashMap<(String, u64), (Arc<str>, u64)>;
+/// Where the frames of one repacked pack went: each frame's offset to its new pack and offset.
+type Moved = HashMap<u64, (Arc<str>, u64)>;
 
-/// `m` with every chunk in a moved frame pointing at its new place, and its packs those its
-/// chunks use, in order of first use; None when no chunk of it moved.
-fn rewritten(m: &Manifest, moves: &Moves) -> Option<Manifest> {
+/// Where the frames of repacked packs went, by old pack.
+type Moves = HashMap<String, Moved>;
+
+/// Points every chunk of `m` in a moved frame at its new place, and makes its packs those its
+/// chunks use, in order of first use; false (and `m` untouched) when it lists no moved pack.
+fn repoint(m: &mut Manifest, moves: &Moves) -> bool {
+    let moved: Vec<Option<&Moved>> = m.packs.iter().map(|p| moves.get(p.as_str())).collect();
+    if moved.iter().all(Option::is_none) {
+        return false;
+    }
     let mut packs: Vec<String> = Vec::new();
-    let mut index: HashMap<String, u32> = HashMap::new();
+    let mut index: HashMap<&str, u32> = HashMap::new();
     let mut chunks = Vec::with_capacity(m.chunks.len());
-    let mut moved = false;
     for c in &m.chunks {
-        let old = m.packs.get(c.pack as usize)?;
-        let (pack, offset) = match moves.get(&(old.clone(), c.offset)) {
-            Some((new, offset)) => {
-                moved = true;
-                (new.to_string(), *offset)
-            }
-            None => (old.clone(), c.offset),
+        let i = c.pack as usize;
+        // Validation saw to it that every chunk names a pack of the manifest.
+        let Some(old) = m.packs.get(i) else {
+            return false;
         };
-        let i = *index.entry(pack.clone()).or_insert_with(|| {
-            packs.push(pack);
-            packs.len() as u32 - 1
-        });
+        let (pack, offset): (&str, u64) = match moved[i].and_then(|f| f.get(&c.offset)) {
+            Some((new, offset)) => (new, *offset),
+            None => (old, c.offset),
+        };
+        let n = match index.get(pack) {
+            Some(&n) => n,
+            None => {
+                let n = packs.len() as u32;
+                packs.push(pack.to_string());
+                index.insert(pack, n);
+                n
+            }
+        };
         chunks.push(ChunkRef {
-            pack: i,
+            pack: n,
             offset,
             ..*c
         });
     }
-    moved.then(|| Manifest {
-        packs,
-        chunks,
-        ..m.clone()
-    })
+    m.packs = packs;
+    m.chunks = chunks;
+    true
 }
 
 /// The record of the packs one repack took out of use.
@@ -235,22 +245,24 @@ impl CloudBackend {
         running: &HashSet<String>,
         dry_run: bool,
     ) -> Result<Repacked, BackendError> {
-        if dry_run {
-            let doomed = self.doomed(running).await?;
+        if self.no_conditional_update.load(Ordering::Relaxed) {
+            return Ok(Repacked::default());
+        }
+        // Planned before the lease: a snapshot deleted after this only means frames copied in
+        // vain, and a pack deleted after it is skipped when it cannot be read.
+        let (doomed, listing) = self.doomed(running).await?;
+        if dry_run || doomed.is_empty() {
             return Ok(Repacked {
                 packs: doomed.len() as u64,
                 dead_bytes: doomed.values().map(|d| d.size - d.live_bytes()).sum(),
             });
-        }
-        if self.no_conditional_update.load(Ordering::Relaxed) {
-            return Ok(Repacked::default());
         }
         let id = format!("repack-{}", Run::new_id());
         // The lease goes first: until the manifests name them, the new packs are orphans that
         // another daemon's cleanup would otherwise collect.
         self.write_lease(&id).await?;
         let mut listed = HashSet::new();
-        let result = self.repack_under(&id, running, &mut listed).await;
+        let result = self.repack_under(&id, &doomed, &listing, &mut listed).await;
         // New packs no manifest came to name (every manifest changed meanwhile, or a failure).
         if let Err(e) = self.delete_upload(&id, &listed).await {
             tracing::warn!(repack = id, error = %e, "new packs of a repack left to cleanup");
@@ -259,12 +271,12 @@ impl CloudBackend {
         result
     }
 
-    /// The packs to repack, from every manifest of the remote; a manifest that cannot be read
-    /// stops it, since the frames it uses cannot be known.
+    /// The packs to repack, from every manifest of the remote, and the snapshots that list
+    /// them; a manifest that cannot be read stops it, since the frames it uses are unknown.
     async fn doomed(
         &self,
         running: &HashSet<String>,
-    ) -> Result<BTreeMap<String, Doomed>, BackendError> {
+    ) -> Result<(BTreeMap<String, Doomed>, Vec<String>), BackendError> {
         let sizes: HashMap<String, u64> = self
             .list_under(format::PACK_PREFIX, "packs")
             .await?
@@ -288,27 +300,31 @@ impl CloudBackend {
                 .and_then(|rest| rest.split('/').next())
                 .map(str::to_string)
         };
-        Ok(plan(&manifests, &sizes, |pack| {
+        let doomed = plan(&manifests, &sizes, |pack| {
             upload_of(pack).is_some_and(|u| running.contains(&u))
-        }))
+        });
+        let listing = manifests
+            .iter()
+            .filter(|m| m.packs.iter().any(|p| doomed.contains_key(p)))
+            .map(|m| m.name.clone())
+            .collect();
+        Ok((doomed, listing))
     }
 
     async fn repack_under(
         &self,
         id: &str,
-        running: &HashSet<String>,
+        doomed: &BTreeMap<String, Doomed>,
+        listing: &[String],
         listed: &mut HashSet<String>,
     ) -> Result<Repacked, BackendError> {
-        let doomed = self.doomed(running).await?;
-        if doomed.is_empty() {
-            return Ok(Repacked::default());
-        }
         let mut moves = Moves::new();
         let mut done = Repacked::default();
         let mut retired = Vec::new();
         let mut seq = 0u32;
         let mut current: Option<(Arc<str>, PackBuilder)> = None;
-        for (pack, d) in &doomed {
+        for (pack, d) in doomed {
+            let mut frames_moved = Moved::new();
             let frames = match self.live_frames(pack, d).await {
                 Ok(frames) => frames,
                 Err(e) => {
@@ -322,13 +338,14 @@ impl CloudBackend {
                     (Arc::from(format::pack_key(id, seq - 1)), PackBuilder::new())
                 });
                 let placed = builder.push_frame(0, &frame, format::ChunkId([0; 32]), 0);
-                moves.insert((pack.clone(), live.offset), (key.clone(), placed.offset));
+                frames_moved.insert(live.offset, (key.clone(), placed.offset));
                 if builder.is_full()
                     && let Some((key, builder)) = current.take()
                 {
                     self.put_pack(key, builder.finish()).await?;
                 }
             }
+            moves.insert(pack.clone(), frames_moved);
             retired.push(pack.clone());
             done.packs += 1;
             done.dead_bytes += d.size - d.live_bytes();
@@ -340,15 +357,21 @@ impl CloudBackend {
             return Ok(Repacked::default());
         }
         self.write_retired(id, retired).await?;
+        // The snapshots that listed them when planned. One made since that uses a chunk of
+        // them lists the old pack and keeps it in use.
         let mut replaced = 0usize;
-        for (name, _) in self.manifest_objects().await? {
+        for name in listing {
             if self.no_conditional_update.load(Ordering::Relaxed) {
                 return Ok(Repacked::default());
             }
-            if let Some(packs) = self.rewrite(&name, &moves).await? {
+            if let Some(packs) = self.rewrite(name, &moves).await? {
                 listed.extend(packs);
                 replaced += 1;
             }
+        }
+        if replaced == 0 {
+            // Every snapshot that listed them changed or went meanwhile: nothing moved.
+            return Ok(Repacked::default());
         }
         tracing::info!(
             target = self.path(),
@@ -433,19 +456,21 @@ impl CloudBackend {
             .await
             .map_err(|e| self.failed(store_error(&key, e)))?;
         let parsed = old.clone();
-        let Ok(manifest) = tokio::task::spawn_blocking(move || Manifest::from_bytes(&parsed))
+        let Ok(mut manifest) = tokio::task::spawn_blocking(move || Manifest::from_bytes(&parsed))
             .await
             .map_err(|e| BackendError::Other(e.to_string()))?
         else {
             return Ok(None);
         };
-        let Some(new) = rewritten(&manifest, moves) else {
+        if !repoint(&mut manifest, moves) {
             return Ok(None);
-        };
-        new.validate()
-            .map_err(|e| BackendError::Other(format!("snapshot {name} not repacked: {e}")))?;
-        let packs = new.packs.clone();
-        let bytes = new.to_bytes();
+        }
+        if let Err(e) = manifest.validate() {
+            tracing::warn!(snapshot = name, error = %e, "snapshot left on the packs it lists");
+            return Ok(None);
+        }
+        let packs = manifest.packs.clone();
+        let bytes = manifest.to_bytes();
         let replaced = match &self.local_root {
             Some(root) => {
                 let file = root.join(&key);
@@ -486,6 +511,10 @@ impl CloudBackend {
                 }
             }
         };
+        if replaced {
+            // Asked of the store when next needed, rather than the version before.
+            lock(&self.versions).remove(name);
+        }
         Ok(replaced.then_some(packs))
     }
 }
@@ -503,8 +532,10 @@ fn exchange_if_same(path: &Path, old: &[u8], new: &[u8]) -> std::io::Result<bool
         .ok_or_else(|| std::io::Error::other("no file name"))?;
     // The store's own name for a write in progress (`KEY#N`): if this process dies here,
     // cleanup collects the file as a partial write.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let mut tmp_name = name.to_os_string();
-    tmp_name.push(format!("#{}", std::process::id()));
+    tmp_name.push(format!("#{}{n:06}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(new)?;
@@ -630,11 +661,11 @@ mod tests {
             &["p/old", "p/kept"],
             vec![chunk(1, 0, 40, 10), chunk(2, 1, 0, 10), chunk(3, 0, 0, 5)],
         );
-        let mut moves = Moves::new();
         let new: Arc<str> = Arc::from("p/new");
-        moves.insert(("p/old".into(), 40), (new.clone(), 0));
-        moves.insert(("p/old".into(), 0), (new, 10));
-        let r = rewritten(&m, &moves).unwrap();
+        let frames = HashMap::from([(40, (new.clone(), 0)), (0, (new, 10))]);
+        let moves = Moves::from([("p/old".to_string(), frames)]);
+        let mut r = (*m).clone();
+        assert!(repoint(&mut r, &moves));
         assert_eq!(r.packs, ["p/new", "p/kept"]);
         assert_eq!(
             r.chunks
@@ -643,7 +674,9 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(0, 0), (1, 0), (0, 10)]
         );
-        assert!(rewritten(&m, &Moves::new()).is_none());
+        let mut untouched = (*m).clone();
+        assert!(!repoint(&mut untouched, &Moves::new()));
+        assert_eq!(untouched.packs, m.packs);
     }
 
     #[test]
