@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use tracing::Instrument;
 
 use super::error::{VfsError, VfsResult};
@@ -184,24 +185,49 @@ async fn prefetch_run(
     let Ok(stored) = backend.read_range(&first.object, start..end).await else {
         return;
     };
-    let mut last = None;
-    for b in run.iter().filter(|b| b.offset >= start && b.offset < end) {
-        // Chunks of one frame share what the cache keeps: it is decoded once.
-        if last.replace(b.offset) == Some(b.offset) {
-            continue;
-        }
-        let from = (b.offset - start) as usize;
-        let to = from + b.stored_len as usize;
-        if to > stored.len() {
-            return;
-        }
-        match decode(stored.slice(from..to), b).await {
-            Ok(data) => cache.insert(cache_key(target_path, version, b), data).await,
+    // Chunks of one frame share what the cache keeps: each frame is decoded once.
+    let mut frames: Vec<Block> = run
+        .iter()
+        .filter(|b| b.offset >= start && b.offset < end)
+        .cloned()
+        .collect();
+    frames.dedup_by_key(|b| b.offset);
+    if frames
+        .iter()
+        .any(|b| (b.offset - start) as usize + b.stored_len as usize > stored.len())
+    {
+        return;
+    }
+    // Decoded a few at a time (one per core), kept in order as each is done, so the block a
+    // reader waits for is ready before the ones after it.
+    let mut decoded = futures::stream::iter(frames)
+        .map(|b: Block| {
+            let from = (b.offset - start) as usize;
+            let bytes = stored.slice(from..from + b.stored_len as usize);
+            async move {
+                let decoded = decode(bytes, &b).await;
+                (b, decoded)
+            }
+        })
+        .buffered(decoders());
+    while let Some((b, result)) = decoded.next().await {
+        match result {
+            Ok(data) => {
+                cache
+                    .insert(cache_key(target_path, version, &b), data)
+                    .await
+            }
             Err(e) => {
                 tracing::debug!(object = %b.object, offset = b.offset, error = %e, "prefetched block failed its check")
             }
         }
     }
+}
+
+/// How many blocks of one run are decoded at once: one per core.
+fn decoders() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 async fn decode(stored: Bytes, block: &Block) -> Result<Bytes, BackendError> {
