@@ -29,7 +29,7 @@ use super::{CloudBackend, lock, store_error};
 use crate::powers::Run;
 
 /// A pack is repacked once the frames in use make up at most this share of it, in percent.
-pub const LIVE_AT_MOST_PERCENT: u64 = 50;
+const LIVE_AT_MOST_PERCENT: u64 = 50;
 
 /// What repacking did, or in a dry run would do.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
