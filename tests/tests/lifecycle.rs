@@ -490,3 +490,46 @@ fn a_mostly_unused_pack_is_repacked_and_its_snapshots_read_the_same() {
         m.target().join("snapshots/next").to_str().unwrap(),
     ]));
 }
+
+#[test]
+fn a_file_opened_before_a_repack_reads_on_from_the_old_pack() {
+    if !fuse_available() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let m = mount(store.path(), "", "orphan_grace = \"1h\"");
+    let src = store.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..20 {
+        snapfs_tests::random_file(&src.join(format!("f{i:02}")), 500_000);
+    }
+    let (target, from) = (m.target(), src.to_str().unwrap().to_owned());
+    let snapshot = |name: &str| {
+        ok(&m.snapfs(&["snapshot", target.to_str().unwrap(), &from, "-n", name]));
+    };
+    snapshot("base");
+    for i in 4..20 {
+        std::fs::remove_file(src.join(format!("f{i:02}"))).unwrap();
+    }
+    snapshot("next");
+    ok(&m.snapfs(&[
+        "rm",
+        "--yes",
+        target.join("snapshots/base").to_str().unwrap(),
+    ]));
+    // Opened, not read: none of its bytes is cached yet.
+    let mut opened = std::fs::File::open(target.join("snapshots/next/f02")).unwrap();
+    let before = Manifest::from_bytes(&std::fs::read(manifest_path(store.path(), "next")).unwrap())
+        .unwrap()
+        .packs;
+    let text = ok(&m.snapfs(&["gc", "--yes"]));
+    assert!(text.contains("repacked 1 mostly unused pack"), "{text}");
+    assert!(
+        !text.contains("orphan"),
+        "kept for the grace period: {text}"
+    );
+    assert!(store.path().join(&before[0]).exists());
+    let mut read = Vec::new();
+    std::io::Read::read_to_end(&mut opened, &mut read).unwrap();
+    assert_eq!(read, std::fs::read(src.join("f02")).unwrap());
+}
