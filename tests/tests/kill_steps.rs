@@ -20,7 +20,7 @@ use snapfs_tests::conformance::{Remote, commit, runtime};
 use snapfs_tests::dying::Dying;
 use snapfs_tests::{only_listed_packs_left, random_file, sh};
 use snapfsd::cloud::CloudBackend;
-use snapfsd::powers::{Deletes, HasLeftovers, InUse, Verifies};
+use snapfsd::powers::{Deletes, HasLeftovers, InUse, TakesLocalData, Verifies};
 
 /// A folder of two packs' worth of random bytes, small files that share frames, and text.
 fn make_tree(src: &Path) {
@@ -323,4 +323,24 @@ fn a_repack_killed_at_any_step_never_takes_what_a_snapshot_needs() {
             std::fs::remove_dir_all(&trial).unwrap();
         }
     });
+}
+
+#[test]
+fn an_abandoned_upload_leaves_neither_packs_nor_half_written_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let packs = bucket.join("snapfs/packs/dead-upload");
+    std::fs::create_dir_all(&packs).unwrap();
+    std::fs::write(packs.join("00000000.pack"), b"stored").unwrap();
+    // A write killed half-way, as the local store names it until it renames it into place.
+    std::fs::write(packs.join("00000001.pack#12"), b"half").unwrap();
+    let backend = remote_at(&bucket).backend(&dir.path().join("cache"));
+    runtime()
+        .block_on(TakesLocalData::abandon(backend.as_ref(), "dead-upload"))
+        .unwrap();
+    assert!(
+        !packs.exists(),
+        "left: {:?}",
+        std::fs::read_dir(&packs).map(|d| d.count())
+    );
 }

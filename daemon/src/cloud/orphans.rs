@@ -43,6 +43,18 @@ impl CloudBackend {
         out
     }
 
+    /// Temporary files that writes of upload `id` left in a `file://` remote, whatever their
+    /// age: for an upload whose process is gone, a write killed half-way.
+    pub fn partial_writes_of(&self, id: &str) -> Vec<(PathBuf, u64)> {
+        let Some(root) = &self.local_root else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let dir = root.join(format::PACK_PREFIX).join(id);
+        partial_writes_in(&dir, Duration::ZERO, &mut out);
+        out
+    }
+
     /// Packs no manifest lists, of uploads that wrote nothing for `grace` and are not in
     /// `running` (upload ids this daemon is writing now), and not retired by a repack less
     /// than `grace` ago; none while any upload holds a lease.

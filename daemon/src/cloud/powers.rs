@@ -119,9 +119,21 @@ impl TakesLocalData for CloudBackend {
         CloudBackend::commit(&self, name, source, run).await
     }
 
-    /// An interrupted upload's packs and lease are removed and it starts over.
+    /// An interrupted upload's packs, what its writes killed half-way left, and its lease
+    /// are removed, and it starts over.
     async fn abandon(&self, id: &str) -> Result<(), BackendError> {
         self.delete_upload(id, &HashSet::new()).await?;
+        for (file, _) in self.partial_writes_of(id) {
+            if let Err(e) = tokio::fs::remove_file(&file).await
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(BackendError::Other(format!("{}: {e}", file.display())));
+            }
+            // The upload's folder goes too once empty, as the store removes emptied folders.
+            if let Some(parent) = file.parent() {
+                let _ = tokio::fs::remove_dir(parent).await;
+            }
+        }
         self.drop_lease(id).await;
         Ok(())
     }
