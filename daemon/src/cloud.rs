@@ -11,6 +11,7 @@ mod metered;
 mod orphans;
 mod powers;
 mod repack;
+mod retired;
 mod retry;
 mod shared;
 mod store;
