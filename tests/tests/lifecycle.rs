@@ -410,17 +410,14 @@ fn pack_bytes(store: &Path) -> u64 {
         .sum()
 }
 
-#[test]
-fn a_mostly_unused_pack_is_repacked_and_its_snapshots_read_the_same() {
-    if !fuse_available() {
-        return;
-    }
-    let store = tempfile::tempdir().unwrap();
-    let m = mount(store.path(), "", "orphan_grace = \"0s\"");
-    let src = store.path().join("src");
+/// A mount of a remote at `store` (cleanup with `grace`) holding snapshot "next" of 4 files
+/// of one chunk each, made after a snapshot of `files` such files that is then deleted: the
+/// first pack is at most a quarter used. Answers the mount and the source folder.
+fn a_pack_mostly_unused(store: &Path, grace: &str, files: u32) -> (Mount, PathBuf) {
+    let m = mount(store, "", &format!("orphan_grace = \"{grace}\""));
+    let src = store.join("src");
     std::fs::create_dir_all(&src).unwrap();
-    // 24 files of one chunk each: a first pack of about 16 of them, a second of the rest.
-    for i in 0..24 {
+    for i in 0..files {
         snapfs_tests::random_file(&src.join(format!("f{i:02}")), 500_000);
     }
     let (target, from) = (m.target(), src.to_str().unwrap().to_owned());
@@ -428,9 +425,7 @@ fn a_mostly_unused_pack_is_repacked_and_its_snapshots_read_the_same() {
         ok(&m.snapfs(&["snapshot", target.to_str().unwrap(), &from, "-n", name]));
     };
     snapshot("base");
-    // The next snapshot keeps 4 files of the first pack; deleting the first leaves that pack
-    // three quarters unused.
-    for i in 4..24 {
+    for i in 4..files {
         std::fs::remove_file(src.join(format!("f{i:02}"))).unwrap();
     }
     snapshot("next");
@@ -439,6 +434,19 @@ fn a_mostly_unused_pack_is_repacked_and_its_snapshots_read_the_same() {
         "--yes",
         target.join("snapshots/base").to_str().unwrap(),
     ]));
+    (m, src)
+}
+
+#[test]
+fn a_mostly_unused_pack_is_repacked_and_its_snapshots_read_the_same() {
+    if !fuse_available() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    // 24 files of one chunk each: a first pack of about 16 of them, a second of the rest. The
+    // snapshot left keeps 4 files of the first pack.
+    let (m, src) = a_pack_mostly_unused(store.path(), "0s", 24);
+    let target = m.target();
     let listed = |s: &str| -> Vec<String> {
         let m =
             Manifest::from_bytes(&std::fs::read(manifest_path(store.path(), s)).unwrap()).unwrap();
@@ -497,26 +505,8 @@ fn a_file_opened_before_a_repack_reads_on_from_the_old_pack() {
         return;
     }
     let store = tempfile::tempdir().unwrap();
-    let m = mount(store.path(), "", "orphan_grace = \"1h\"");
-    let src = store.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    for i in 0..20 {
-        snapfs_tests::random_file(&src.join(format!("f{i:02}")), 500_000);
-    }
-    let (target, from) = (m.target(), src.to_str().unwrap().to_owned());
-    let snapshot = |name: &str| {
-        ok(&m.snapfs(&["snapshot", target.to_str().unwrap(), &from, "-n", name]));
-    };
-    snapshot("base");
-    for i in 4..20 {
-        std::fs::remove_file(src.join(format!("f{i:02}"))).unwrap();
-    }
-    snapshot("next");
-    ok(&m.snapfs(&[
-        "rm",
-        "--yes",
-        target.join("snapshots/base").to_str().unwrap(),
-    ]));
+    let (m, src) = a_pack_mostly_unused(store.path(), "1h", 20);
+    let target = m.target();
     // Opened, not read: none of its bytes is cached yet.
     let mut opened = std::fs::File::open(target.join("snapshots/next/f02")).unwrap();
     let before = Manifest::from_bytes(&std::fs::read(manifest_path(store.path(), "next")).unwrap())
