@@ -41,7 +41,7 @@ pub struct Output {
 }
 
 /// Runs `command` in a container and collects its output.
-async fn run(
+pub async fn run(
     pods: &Pods,
     pod: &str,
     container: &str,

@@ -12,13 +12,14 @@ use snapfs_fs::backend::BackendError;
 use super::manifests::{CONTAINER, DATA};
 use super::{KubeTarget, Progress};
 use crate::k8s::errors::cancelled;
-use crate::k8s::{exec, gzframes, tarball};
+use crate::k8s::frames::{self, Codec};
+use crate::k8s::{exec, tarball};
 
 /// How often progress and cancellation are looked at while the bytes flow.
 const POLL: Duration = Duration::from_millis(250);
 
 impl KubeTarget {
-    /// Streams the tar into the pod, compressed in frames (`gzframes`), and checks what
+    /// Streams the tar into the pod, compressed in frames (`frames`), and checks what
     /// arrived: every file's MD5 as the pod computes it from what it wrote.
     pub(super) async fn transfer(
         &self,
@@ -36,12 +37,18 @@ impl KubeTarget {
             "set -e\n\
              {{ {unframe}; }} | tar -x -f - -C {DATA} \"$1\"\n\
              cd {DATA} && {{ find . -type f -exec md5sum {{}} + 2>/dev/null || true; }}",
-            unframe = gzframes::UNFRAME
+            unframe = frames::UNFRAME
         );
         // As root tar keeps owners by number; as anyone else it cannot, and is told so.
         let owners = if restricted { "-o" } else { "--numeric-owner" };
         let total = plan.total;
         let command = exec::sh(&script, &[owners]);
+        let pods = exec::Pods {
+            api: self.pods(),
+            counters: self.counters.clone(),
+        };
+        let codec = Codec::from_answer(&exec::run(&pods, pod, CONTAINER, exec::sh(frames::HAS_LZOP, &[])).await?.stdout);
+        tracing::info!(pod, ?codec, "stream compression");
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
         let stop = Arc::new(AtomicBool::new(false));
         // Bytes of the stream framed and handed to the exec session; the channel holds at most
@@ -60,7 +67,7 @@ impl KubeTarget {
                 let session_ended = || {
                     std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the exec session ended")
                 };
-                let mut framer = gzframes::Framer::new(|frame| {
+                let mut framer = frames::Framer::new(codec, |frame| {
                     tx.blocking_send(frame).map_err(|_| session_ended())
                 });
                 tarball::write(&plan, |piece| {
@@ -78,10 +85,6 @@ impl KubeTarget {
                 tracing::info!(pod = pod_name, "stream sent; checking what arrived");
                 Ok(())
             })
-        };
-        let pods = exec::Pods {
-            api: self.pods(),
-            counters: self.counters.clone(),
         };
         let session = exec::run_with_input(&pods, pod, CONTAINER, command, Some(rx), limit);
         tokio::pin!(session);

@@ -1,0 +1,336 @@
+//! LZO1X compression in the lzop file format, for upload streams into pods that have `lzop`
+//! (busybox does). Busybox opens it about five times faster than gzip (measured on a source
+//! tree: 590 MB/s of output against 130 MB/s), and in a pod that unpacks on one core the
+//! decompression, not the link, was what held an upload back.
+//!
+//! The compressor is a greedy one in the manner of LZO1X-1: a hash of the next four bytes
+//! finds the last place they were seen, and a match is taken as long as it runs. It skips
+//! ahead faster the longer no match is found, so that data that does not compress costs
+//! little. Blocks of `BLOCK` bytes are compressed on their own, each with the Adler-32 of
+//! its bytes, which the pod's `lzop -d` checks; a block that would grow is stored as it is.
+
+/// The lzop file magic.
+const MAGIC: [u8; 9] = [0x89, b'L', b'Z', b'O', 0, 0x0d, 0x0a, 0x1a, 0x0a];
+/// Uncompressed bytes in one block (lzop's own block size).
+const BLOCK: usize = 256 << 10;
+/// Header flags: the Adler-32 of each block's uncompressed bytes follows its lengths; Unix.
+const FLAGS: u32 = 0x0000_0001 | 0x0300_0000;
+
+/// Shortest match looked for.
+const MIN_MATCH: usize = 4;
+const HASH_BITS: u32 = 14;
+/// Farthest back each kind of match reaches.
+const M2_MAX_OFFSET: usize = 0x0800;
+const M3_MAX_OFFSET: usize = 0x4000;
+const M4_MAX_OFFSET: usize = 0xbfff;
+/// Longest match of each kind that fits its opcode without extra length bytes.
+const M2_MAX_LEN: usize = 8;
+const M3_MAX_LEN: usize = 33;
+const M4_MAX_LEN: usize = 9;
+
+/// `data` as one lzop file.
+pub fn compress(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() / 2 + 64);
+    header(&mut out);
+    let mut table = vec![0u32; 1 << HASH_BITS];
+    let mut packed = Vec::with_capacity(BLOCK + BLOCK / 16 + 64);
+    for block in data.chunks(BLOCK) {
+        packed.clear();
+        table.fill(0);
+        lzo1x(block, &mut table, &mut packed);
+        let body = if packed.len() < block.len() {
+            &packed[..]
+        } else {
+            block
+        };
+        out.extend_from_slice(&be32(block.len()));
+        out.extend_from_slice(&be32(body.len()));
+        out.extend_from_slice(&adler32(block).to_be_bytes());
+        out.extend_from_slice(body);
+    }
+    // A block of no bytes ends the file.
+    out.extend_from_slice(&[0; 4]);
+    out
+}
+
+fn be32(n: usize) -> [u8; 4] {
+    (n as u32).to_be_bytes()
+}
+
+/// The file header: no name, no time, no mode; its Adler-32 covers all after the magic.
+fn header(out: &mut Vec<u8>) {
+    out.extend_from_slice(&MAGIC);
+    let start = out.len();
+    out.extend_from_slice(&0x1010u16.to_be_bytes()); // format version
+    out.extend_from_slice(&0x2030u16.to_be_bytes()); // LZO library version
+    out.extend_from_slice(&0x0940u16.to_be_bytes()); // version needed to extract
+    out.push(1); // method: LZO1X-1
+    out.push(3); // level
+    out.extend_from_slice(&FLAGS.to_be_bytes());
+    out.extend_from_slice(&[0; 4]); // mode
+    out.extend_from_slice(&[0; 8]); // mtime, low and high
+    out.push(0); // name length
+    let sum = adler32(&out[start..]);
+    out.extend_from_slice(&sum.to_be_bytes());
+}
+
+fn adler32(data: &[u8]) -> u32 {
+    const MOD: u32 = 65521;
+    // The most bytes summed before `b` could overflow 32 bits.
+    const RUN: usize = 5552;
+    let (mut a, mut b) = (1u32, 0u32);
+    for run in data.chunks(RUN) {
+        for &x in run {
+            a += u32::from(x);
+            b += a;
+        }
+        a %= MOD;
+        b %= MOD;
+    }
+    (b << 16) | a
+}
+
+fn read4(s: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]])
+}
+
+fn read8(s: &[u8], i: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&s[i..i + 8]);
+    u64::from_le_bytes(b)
+}
+
+fn hash(v: u32) -> usize {
+    (v.wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize
+}
+
+/// How many bytes from `back` on equal those from `at` on (`back` < `at`), up to the end.
+fn common(s: &[u8], back: usize, at: usize) -> usize {
+    let mut k = 0;
+    while at + k + 8 <= s.len() {
+        let x = read8(s, back + k) ^ read8(s, at + k);
+        if x != 0 {
+            return k + (x.trailing_zeros() / 8) as usize;
+        }
+        k += 8;
+    }
+    while at + k < s.len() && s[back + k] == s[at + k] {
+        k += 1;
+    }
+    k
+}
+
+/// One block as an LZO1X stream, ended by its end-of-stream instruction.
+fn lzo1x(src: &[u8], table: &mut [u32], out: &mut Vec<u8>) {
+    let mut pending = 0; // where the literals not yet written begin
+    let mut i = 0;
+    // Misses since the last match, scaled: every 32 of them the step grows by one.
+    let mut misses = 32;
+    while i + MIN_MATCH <= src.len() {
+        let v = read4(src, i);
+        let h = hash(v);
+        // Positions are kept plus one, so that 0 is an empty slot.
+        let seen = table[h] as usize;
+        table[h] = (i + 1) as u32;
+        if let Some(back) = seen.checked_sub(1)
+            && i - back <= M4_MAX_OFFSET
+            && read4(src, back) == v
+        {
+            let len = MIN_MATCH + common(src, back + MIN_MATCH, i + MIN_MATCH);
+            literals(out, &src[pending..i]);
+            copy(out, i - back, len);
+            i += len;
+            pending = i;
+            misses = 32;
+            continue;
+        }
+        i += misses >> 5;
+        misses += 1;
+    }
+    literals(out, &src[pending..]);
+    // End of stream: a far copy of three bytes from exactly 16 KiB back.
+    out.extend_from_slice(&[0x11, 0, 0]);
+}
+
+/// A run of literals. One to three after a copy ride in the copy's last-but-one byte; at the
+/// start of a stream the first byte says how many there are.
+fn literals(out: &mut Vec<u8>, lit: &[u8]) {
+    let t = lit.len();
+    if t == 0 {
+        return;
+    }
+    if out.is_empty() && t <= 238 {
+        out.push((t + 17) as u8);
+    } else if t <= 3 {
+        // Something came before, and it was a copy: two literal runs are never next to
+        // each other, and every copy is at least two bytes long.
+        let at = out.len() - 2;
+        out[at] |= t as u8;
+    } else if t <= 18 {
+        out.push((t - 3) as u8);
+    } else {
+        out.push(0);
+        extra_length(out, t - 18);
+    }
+    out.extend_from_slice(lit);
+}
+
+/// A length beyond what an opcode holds: a zero byte per 255, then the rest (never zero).
+fn extra_length(out: &mut Vec<u8>, mut n: usize) {
+    while n > 255 {
+        n -= 255;
+        out.push(0);
+    }
+    out.push(n as u8);
+}
+
+/// A copy of `len` (at least 4) bytes from `dist` back.
+fn copy(out: &mut Vec<u8>, dist: usize, len: usize) {
+    if len <= M2_MAX_LEN && dist <= M2_MAX_OFFSET {
+        let d = dist - 1;
+        out.push((((len - 1) << 5) | ((d & 7) << 2)) as u8);
+        out.push((d >> 3) as u8);
+        return;
+    }
+    let d = if dist <= M3_MAX_OFFSET {
+        if len <= M3_MAX_LEN {
+            out.push(32 | (len - 2) as u8);
+        } else {
+            out.push(32);
+            extra_length(out, len - M3_MAX_LEN);
+        }
+        dist - 1
+    } else {
+        let d = dist - 0x4000;
+        let high = ((d >> 11) & 8) as u8;
+        if len <= M4_MAX_LEN {
+            out.push(16 | high | (len - 2) as u8);
+        } else {
+            out.push(16 | high);
+            extra_length(out, len - M4_MAX_LEN);
+        }
+        d
+    };
+    out.push((d << 2) as u8);
+    out.push((d >> 6) as u8);
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    /// What busybox's `lzop -d` makes of `packed`.
+    pub(crate) fn busybox_unpacks(packed: &[u8]) -> Vec<u8> {
+        let mut child = Command::new("busybox")
+            .args(["lzop", "-d", "-c"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("busybox runs (the tests need busybox-static)");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let packed = packed.to_vec();
+        let writer = std::thread::spawn(move || stdin.write_all(&packed));
+        let out = child.wait_with_output().expect("busybox ends");
+        writer.join().expect("writer").expect("written");
+        assert!(
+            out.status.success(),
+            "lzop -d: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// A few MiB of every shape the compressor meets: text, runs, far and near repeats, long
+    /// matches, data that does not compress, and the short ends of each.
+    fn samples() -> Vec<Vec<u8>> {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut random = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect()
+        };
+        let text: Vec<u8> = (0..40_000)
+            .flat_map(|i| format!("line {i}: the quick brown fox {}\n", i % 97).into_bytes())
+            .collect();
+        let noise = random(700_000);
+        let mut far = random(20_000);
+        far.extend_from_slice(&random(30_000));
+        far.extend_from_slice(&far[..20_000].to_vec()); // 50 kB back: too far, literals
+        far.extend_from_slice(&far[25_000..45_000].to_vec()); // 16 to 48 kB back
+        far.extend_from_slice(&far[60_000..70_000].to_vec()); // within 16 kB
+        let mut near = Vec::new();
+        for k in 0..5_000u32 {
+            near.extend_from_slice(&random((k % 7) as usize)); // 0 to 6 literals between
+            near.extend_from_slice(b"abcdefgh"[..4 + (k % 5) as usize].as_ref());
+        }
+        let mut out = vec![
+            Vec::new(),
+            b"a".to_vec(),
+            b"abc".to_vec(),
+            b"abcd".to_vec(),
+            b"abcdabcd".to_vec(),
+            vec![0; 1],
+            vec![0; 5],
+            vec![0; 300],
+            vec![7; 3 * BLOCK + 17], // runs longer than any extra length
+            random(238),
+            random(239),
+            random(BLOCK),
+            text,
+            noise,
+            far,
+            near,
+        ];
+        for n in [1, 2, 3, 4, 5, 17, 18, 19, 20, 33, 34, 35, 288, 289, 290, 600] {
+            let mut v = random(50);
+            v.extend_from_slice(&vec![b'x'; n]);
+            v.extend_from_slice(&random(n % 5));
+            out.push(v);
+        }
+        out
+    }
+
+    #[test]
+    fn busybox_lzop_gives_back_every_sample() {
+        for (k, sample) in samples().iter().enumerate() {
+            let packed = compress(sample);
+            assert_eq!(busybox_unpacks(&packed), *sample, "sample {k}");
+        }
+    }
+
+    #[test]
+    fn text_compresses_and_noise_is_stored() {
+        let text: Vec<u8> = (0..50_000)
+            .flat_map(|i| format!("{i} and some words that repeat\n").into_bytes())
+            .collect();
+        assert!(compress(&text).len() < text.len() / 3);
+        let s = samples();
+        let noise = &s[13];
+        let packed = compress(noise);
+        // Stored blocks cost their 12 bytes of lengths and sum, and the header and end.
+        assert!(packed.len() <= noise.len() + 12 * noise.len().div_ceil(BLOCK) + 64);
+    }
+
+    #[test]
+    fn adler32_is_the_known_one() {
+        assert_eq!(adler32(b""), 1);
+        assert_eq!(adler32(b"Wikipedia"), 0x11E6_0398);
+        assert_eq!(adler32(&vec![0xff; 100_000]), {
+            // The sums by their definition, without the deferred reductions.
+            let (mut a, mut b) = (1u64, 0u64);
+            for _ in 0..100_000 {
+                a = (a + 0xff) % 65521;
+                b = (b + a) % 65521;
+            }
+            ((b << 16) | a) as u32
+        });
+    }
+}
