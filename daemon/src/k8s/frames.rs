@@ -1,16 +1,21 @@
 //! The upload stream compressed for the link to the cluster, which is what bounds an upload
 //! there: frames of up to `SEGMENT` bytes of the stream, each after a line that says what it is
-//! and how long: `l N` for an lzop file of N bytes, `z N` for a gzip member, `r N` for N bytes
-//! as they are, and `e 0` at the end. A shell loop of `read` and `dd` in the pod takes the
-//! frames apart ([`UNFRAME`]; the end of stdin never comes, since closing it would end the
-//! exec session), and `lzop -d` or `gunzip` opens each one.
+//! and how long: `l N` for an lzop file of N bytes, `z N` for a gzip member, and `e 0` at the
+//! end. A shell loop of `read` and `dd` in the pod takes the frames apart ([`UNFRAME`]; the
+//! end of stdin never comes, since closing it would end the exec session), and `lzop -d` or
+//! `gunzip` opens each one.
+//!
+//! Every byte is checked as it arrives: lzop keeps an Adler-32 of every 256 KiB block, gzip a
+//! CRC-32 of every member, both taken here from the bytes read, and the pod's decompressor
+//! fails on a mismatch before tar goes on. So segments that are not worth compressing go
+//! stored in the same format, not bare.
 //!
 //! Pods that have `lzop` (busybox does) get lzop frames ([`Codec`]): busybox takes them apart
 //! about five times faster than gzip, which on one core held the stream back below the speed
 //! of a 50 MiB/s link. Others get gzip. A segment that does not compress by a tenth makes the
-//! next ones go as they are, which costs nothing on either side, until a probe every
-//! `PROBE_EVERY` segments finds data that compresses again. Segments are compressed on as many
-//! cores as there are (up to 4), one thread each, and sent in order.
+//! next ones go stored, which costs little on either side, until a probe every `PROBE_EVERY`
+//! segments finds data that compresses again. Segments are compressed on as many cores as
+//! there are (up to 4), one thread each, and sent in order.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -30,7 +35,7 @@ pub const UNFRAME: &str = "while read -r kind n && [ \"$n\" -gt 0 ]; do \
      case \"$kind\" in \
      l) dd bs=\"$n\" count=1 iflag=fullblock 2>/dev/null | lzop -d -c;; \
      z) dd bs=\"$n\" count=1 iflag=fullblock 2>/dev/null | gunzip;; \
-     *) dd bs=\"$n\" count=1 iflag=fullblock 2>/dev/null;; esac; done";
+     *) echo \"unknown frame $kind\" >&2; exit 1;; esac; done";
 
 /// Asks the pod whether it can open lzop frames; it prints `lzop` if so.
 pub const HAS_LZOP: &str = "command -v lzop >/dev/null 2>&1 && echo lzop || true";
@@ -56,7 +61,15 @@ impl Codec {
     fn pack(self, data: &[u8]) -> io::Result<Vec<u8>> {
         match self {
             Codec::Lzop => Ok(crate::k8s::lzop::compress(data)),
-            Codec::Gzip => gzip(data),
+            Codec::Gzip => gzip(data, Compression::fast()),
+        }
+    }
+
+    /// `data` in this format, stored as it is but still checked.
+    fn store(self, data: &[u8]) -> io::Result<Vec<u8>> {
+        match self {
+            Codec::Lzop => Ok(crate::k8s::lzop::store(data)),
+            Codec::Gzip => gzip(data, Compression::none()),
         }
     }
 
@@ -80,10 +93,13 @@ pub struct Framer<F> {
     codec: Codec,
 }
 
-/// A segment, and what it was compressed to where it was.
+/// A segment made into a frame's body.
 struct Made {
-    data: Bytes,
-    packed: Option<Vec<u8>>,
+    /// The segment's length.
+    len: usize,
+    /// What it compressed to, where that was tried.
+    tried: Option<usize>,
+    body: Vec<u8>,
 }
 
 /// Whether each segment is compressed, from how the ones before it did.
@@ -157,7 +173,16 @@ impl<F: FnMut(Bytes) -> io::Result<()>> Framer<F> {
             .name("snapfs-pack".into())
             .spawn(move || {
                 let packed = compress.then(|| codec.pack(&data)).transpose()?;
-                Ok(Made { data, packed })
+                let tried = packed.as_ref().map(Vec::len);
+                let body = match packed {
+                    Some(packed) if packed.len() < data.len() => packed,
+                    _ => codec.store(&data)?,
+                };
+                Ok(Made {
+                    len: data.len(),
+                    tried,
+                    body,
+                })
             })?;
         self.making.push_back(making);
         Ok(())
@@ -170,20 +195,17 @@ impl<F: FnMut(Bytes) -> io::Result<()>> Framer<F> {
         let made = making
             .join()
             .map_err(|_| io::Error::other("compressing the stream failed"))??;
-        if let Some(packed) = &made.packed {
-            self.choice.saw(made.data.len(), packed.len());
+        if let Some(packed) = made.tried {
+            self.choice.saw(made.len, packed);
         }
-        let (kind, body) = match made.packed {
-            Some(packed) if packed.len() < made.data.len() => (self.codec.kind(), Bytes::from(packed)),
-            _ => ('r', made.data),
-        };
-        (self.send)(Bytes::from(format!("{kind} {}\n", body.len())))?;
-        (self.send)(body)
+        let kind = self.codec.kind();
+        (self.send)(Bytes::from(format!("{kind} {}\n", made.body.len())))?;
+        (self.send)(Bytes::from(made.body))
     }
 }
 
-fn gzip(data: &[u8]) -> io::Result<Vec<u8>> {
-    let mut encoder = GzEncoder::new(Vec::with_capacity(data.len() / 2 + 64), Compression::fast());
+fn gzip(data: &[u8], level: Compression) -> io::Result<Vec<u8>> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(data.len() / 2 + 64), level);
     encoder.write_all(data)?;
     encoder.finish()
 }
@@ -212,7 +234,6 @@ mod tests {
                         .read_to_end(&mut stream)
                         .unwrap();
                 }
-                "r" => stream.extend_from_slice(body),
                 other => panic!("frame kind {other}"),
             }
             kinds.extend(kind.chars());
@@ -251,7 +272,7 @@ mod tests {
     }
 
     #[test]
-    fn data_that_does_not_compress_goes_as_it_is_between_probes() {
+    fn data_that_does_not_compress_goes_stored_between_probes() {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let noise: Vec<u8> = (0..3 * SEGMENT)
             .map(|_| {
@@ -261,11 +282,18 @@ mod tests {
                 state as u8
             })
             .collect();
-        let frames = framed(Codec::Lzop, &noise, 1 << 20);
-        let (stream, kinds, ended) = unframe(&frames);
-        assert!(ended);
-        assert_eq!((stream == noise, kinds), (true, vec!['r'; 3]));
-        assert!(frames.len() < noise.len() + 64, "{} bytes", frames.len());
+        for codec in [Codec::Lzop, Codec::Gzip] {
+            let frames = framed(codec, &noise, 1 << 20);
+            let (stream, kinds, ended) = unframe(&frames);
+            assert!(ended);
+            assert_eq!((stream == noise, kinds), (true, vec![codec.kind(); 3]));
+            // Stored: a few bytes of headers and checksums per block.
+            assert!(
+                frames.len() < noise.len() + noise.len() / 1000,
+                "{} bytes",
+                frames.len()
+            );
+        }
 
         let mut choice = Choice::default();
         let mut probes = Vec::new();

@@ -30,15 +30,28 @@ const M4_MAX_LEN: usize = 9;
 
 /// `data` as one lzop file.
 pub fn compress(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() / 2 + 64);
+    file(data, true)
+}
+
+/// `data` as one lzop file of blocks stored as they are: no compression, but each block's
+/// Adler-32 still checked where it is opened.
+pub fn store(data: &[u8]) -> Vec<u8> {
+    file(data, false)
+}
+
+fn file(data: &[u8], compress: bool) -> Vec<u8> {
+    let capacity = if compress { data.len() / 2 } else { data.len() };
+    let mut out = Vec::with_capacity(capacity + 12 * data.len().div_ceil(BLOCK) + 64);
     header(&mut out);
-    let mut table = vec![0u32; 1 << HASH_BITS];
-    let mut packed = Vec::with_capacity(BLOCK + BLOCK / 16 + 64);
+    let mut table = vec![0u32; if compress { 1 << HASH_BITS } else { 0 }];
+    let mut packed = Vec::with_capacity(if compress { BLOCK + BLOCK / 16 + 64 } else { 0 });
     for block in data.chunks(BLOCK) {
         packed.clear();
-        table.fill(0);
-        lzo1x(block, &mut table, &mut packed);
-        let body = if packed.len() < block.len() {
+        if compress {
+            table.fill(0);
+            lzo1x(block, &mut table, &mut packed);
+        }
+        let body = if compress && packed.len() < block.len() {
             &packed[..]
         } else {
             block
@@ -289,7 +302,9 @@ pub(crate) mod tests {
             far,
             near,
         ];
-        for n in [1, 2, 3, 4, 5, 17, 18, 19, 20, 33, 34, 35, 288, 289, 290, 600] {
+        for n in [
+            1, 2, 3, 4, 5, 17, 18, 19, 20, 33, 34, 35, 288, 289, 290, 600,
+        ] {
             let mut v = random(50);
             v.extend_from_slice(&vec![b'x'; n]);
             v.extend_from_slice(&random(n % 5));
@@ -303,6 +318,34 @@ pub(crate) mod tests {
         for (k, sample) in samples().iter().enumerate() {
             let packed = compress(sample);
             assert_eq!(busybox_unpacks(&packed), *sample, "sample {k}");
+            let stored = store(sample);
+            assert_eq!(busybox_unpacks(&stored), *sample, "sample {k} stored");
+        }
+    }
+
+    #[test]
+    fn busybox_lzop_refuses_a_damaged_block() {
+        let text: Vec<u8> = (0..20_000)
+            .flat_map(|i| format!("{i} words\n").into_bytes())
+            .collect();
+        for mut packed in [compress(&text), store(&text)] {
+            // A byte of the first block's data, past the header and the block's 12 bytes.
+            let at = packed.len() / 2;
+            packed[at] ^= 0x20;
+            let out = Command::new("busybox")
+                .args(["sh", "-c", "lzop -d -c >/dev/null"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .and_then(|mut child| {
+                    let mut stdin = child.stdin.take().expect("stdin");
+                    stdin.write_all(&packed)?;
+                    drop(stdin);
+                    child.wait()
+                })
+                .expect("busybox runs");
+            assert!(!out.success());
         }
     }
 

@@ -3,15 +3,13 @@
 //!
 //! POSIX ustar headers, with a PAX extended header in front of an entry whose path, link
 //! target, size or owner does not fit the fixed fields. Times are whole seconds, as ustar keeps
-//! them. Every file's MD5 is taken apart from the stream (`digests`), so the two run side by
-//! side.
+//! them.
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
-use md5::{Digest, Md5};
 
 const BLOCK: u64 = 512;
 /// Size of the pieces the stream is cut into.
@@ -314,25 +312,6 @@ pub fn write(
     flush(&mut buf, true)
 }
 
-/// Every file's MD5, in the order of `plan.files`, read apart from the stream.
-pub fn digests(plan: &Plan) -> std::io::Result<Vec<[u8; 16]>> {
-    let mut out = Vec::with_capacity(plan.files.len());
-    let mut buf = vec![0u8; CHUNK];
-    for e in plan.entries.iter().filter(|e| e.kind == Kind::File) {
-        let mut f = std::fs::File::open(&e.source)?;
-        let mut md5 = Md5::new();
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            md5.update(&buf[..n]);
-        }
-        out.push(md5.finalize().into());
-    }
-    Ok(out)
-}
-
 fn changed(e: &Entry) -> std::io::Error {
     std::io::Error::other(format!("{} changed while it was being sent", e.path))
 }
@@ -434,10 +413,6 @@ mod tests {
         let plan = plan(&f, "report.csv").unwrap();
         assert_eq!(plan.files, vec![("report.csv".to_string(), 8)]);
         assert_eq!(stream(&plan).len() as u64, plan.total);
-        assert_eq!(
-            digests(&plan).unwrap(),
-            vec![<[u8; 16]>::from(Md5::digest(b"one file"))]
-        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The data of an upload (DESIGN §6 step 4): the staged tree streamed into the upload pod as
-//! a tar over exec, compressed, with exact progress, and checked on arrival file by file.
+//! a tar over exec, compressed, with exact progress, and checked as it arrives: every block
+//! of the stream against the checksum its frame carries (`frames`), then the size of every
+//! file on the volume.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +22,9 @@ const POLL: Duration = Duration::from_millis(250);
 
 impl KubeTarget {
     /// Streams the tar into the pod, compressed in frames (`frames`), and checks what
-    /// arrived: every file's MD5 as the pod computes it from what it wrote.
+    /// arrived: the pod's decompressor checks every block of the stream against the checksum
+    /// taken here, any failure in the pipe fails the whole (`pipefail`), and the size of every
+    /// file on the volume is compared with the one sent.
     pub(super) async fn transfer(
         &self,
         pod: &str,
@@ -30,13 +34,12 @@ impl KubeTarget {
         cancel: &AtomicBool,
         limit: Duration,
     ) -> Result<(), BackendError> {
-        // Every file that arrived is read back for its MD5, by `find -exec md5sum {} +`: one
-        // md5sum at a time, so their lines never cut into each other, and no list of names
-        // passed through a pipe (busybox `xargs -0 -P` was seen to split a name in two).
+        // The sizes come one `stat` at a time, so that their lines never cut into each other,
+        // and no list of names passes through a pipe.
         let script = format!(
-            "set -e\n\
+            "set -e -o pipefail\n\
              {{ {unframe}; }} | tar -x -f - -C {DATA} \"$1\"\n\
-             cd {DATA} && {{ find . -type f -exec md5sum {{}} + 2>/dev/null || true; }}",
+             cd {DATA} && {{ find . -type f -exec stat -c '%s|%n' {{}} + 2>/dev/null || true; }}",
             unframe = frames::UNFRAME
         );
         // As root tar keeps owners by number; as anyone else it cannot, and is told so.
@@ -47,7 +50,11 @@ impl KubeTarget {
             api: self.pods(),
             counters: self.counters.clone(),
         };
-        let codec = Codec::from_answer(&exec::run(&pods, pod, CONTAINER, exec::sh(frames::HAS_LZOP, &[])).await?.stdout);
+        let codec = Codec::from_answer(
+            &exec::run(&pods, pod, CONTAINER, exec::sh(frames::HAS_LZOP, &[]))
+                .await?
+                .stdout,
+        );
         tracing::info!(pod, ?codec, "stream compression");
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
         let stop = Arc::new(AtomicBool::new(false));
@@ -55,11 +62,6 @@ impl KubeTarget {
         // a few frames of them.
         let sent = Arc::new(AtomicU64::new(0));
         let plan = Arc::new(plan);
-        // The files' MD5s are taken beside the stream, on another core where there is one.
-        let hasher = {
-            let plan = plan.clone();
-            tokio::task::spawn_blocking(move || tarball::digests(&plan))
-        };
         let producer = {
             let (plan, stop, sent) = (plan.clone(), stop.clone(), sent.clone());
             let pod_name = pod.to_string();
@@ -118,16 +120,12 @@ impl KubeTarget {
             }
             Err(e) => return Err(BackendError::Other(format!("tar stream: {e}"))),
         }
-        let digests = hasher
-            .await
-            .map_err(|e| BackendError::Other(format!("checksums: {e}")))?
-            .map_err(|e| BackendError::Other(format!("reading the upload: {e}")))?;
         let out = out?;
         progress.done.store(total, Ordering::Relaxed);
         if let Some(f) = &out.failure {
             return Err(exec::failed(DATA, &out, f));
         }
-        check_arrival(&String::from_utf8_lossy(&out.stdout), &plan.files, &digests)
+        check_arrival(&String::from_utf8_lossy(&out.stdout), &plan.files)
     }
 }
 
@@ -139,25 +137,21 @@ fn check_cancel(cancel: &AtomicBool) -> Result<(), BackendError> {
     }
 }
 
-/// Compares `md5sum` lines (`HASH  ./path`) with what was sent.
-fn check_arrival(
-    md5sum: &str,
-    files: &[(String, u64)],
-    digests: &[[u8; 16]],
-) -> Result<(), BackendError> {
-    let arrived: BTreeMap<&str, &str> = md5sum
+/// Compares the pod's `SIZE|./path` lines with the files sent.
+fn check_arrival(sizes: &str, files: &[(String, u64)]) -> Result<(), BackendError> {
+    let arrived: BTreeMap<&str, &str> = sizes
         .lines()
         .filter_map(|l| {
-            let (hash, path) = l.split_once("  ")?;
-            Some((path.strip_prefix("./")?, hash))
+            let (size, path) = l.split_once('|')?;
+            Some((path.strip_prefix("./")?, size))
         })
         .collect();
-    for ((path, size), digest) in files.iter().zip(digests) {
+    for (path, size) in files {
         match arrived.get(path.as_str()) {
-            Some(h) if *h == hex(digest) => {}
-            Some(_) => {
+            Some(s) if s.parse() == Ok(*size) => {}
+            Some(s) => {
                 return Err(BackendError::Corrupt(format!(
-                    "{path} ({size} bytes) arrived with other content than was sent"
+                    "{path} arrived with {s} bytes where {size} were sent"
                 )));
             }
             None => {
@@ -172,35 +166,23 @@ fn check_arrival(
     Ok(())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn arrivals_are_checked_file_by_file() {
-        use md5::{Digest, Md5};
+    fn every_file_size_is_checked() {
         let files = vec![("a b/c.txt".to_string(), 5), ("d".to_string(), 0)];
-        let digests: Vec<[u8; 16]> = vec![Md5::digest(b"hello").into(), Md5::digest(b"").into()];
-        let good = format!(
-            "{}  ./a b/c.txt\n{}  ./d\n{}  ./lost+found/x\n",
-            hex(&digests[0]),
-            hex(&digests[1]),
-            hex(&digests[1])
-        );
-        assert!(check_arrival(&good, &files, &digests).is_ok());
-        let missing = format!("{}  ./a b/c.txt\n", hex(&digests[0]));
-        let e = check_arrival(&missing, &files, &digests).unwrap_err();
+        let good = "5|./a b/c.txt\n0|./d\n9|./lost+found/x\n";
+        assert!(check_arrival(good, &files).is_ok());
+
+        let e = check_arrival("5|./a b/c.txt\n", &files).unwrap_err();
         assert!(e.to_string().contains("d did not arrive"), "{e}");
-        let wrong = format!(
-            "{}  ./a b/c.txt\n{}  ./d\n",
-            hex(&digests[1]),
-            hex(&digests[1])
+
+        let e = check_arrival("4|./a b/c.txt\n0|./d\n", &files).unwrap_err();
+        assert!(
+            e.to_string().contains("a b/c.txt arrived with 4 bytes"),
+            "{e}"
         );
-        let e = check_arrival(&wrong, &files, &digests).unwrap_err();
-        assert!(e.to_string().contains("a b/c.txt"), "{e}");
     }
 }
