@@ -3,7 +3,10 @@
 //! and how long: `l N` for an lzop file of N bytes, `z N` for a gzip member, and `e 0` at the
 //! end. A shell loop of `read` and `dd` in the pod takes the frames apart ([`UNFRAME`]; the
 //! end of stdin never comes, since closing it would end the exec session), and `lzop -d` or
-//! `gunzip` opens each one.
+//! `gunzip` opens each one. `dd` passes a frame on 64 KiB at a time as it arrives (then the
+//! rest, never reading past the frame; busybox `head -c` reads ahead), so the pod unpacks and
+//! writes one part of a frame while the next part is on the link: one `dd` of a whole frame
+//! left the link idle while each frame was unpacked.
 //!
 //! Every byte is checked as it arrives: lzop keeps an Adler-32 of every 256 KiB block, gzip a
 //! CRC-32 of every member, both taken here from the bytes read, and the pod's decompressor
@@ -31,10 +34,13 @@ const SEGMENT: usize = 4 << 20;
 const PROBE_EVERY: u32 = 16;
 
 /// The pod's side, in busybox sh: the frames on stdin, the stream on stdout.
-pub const UNFRAME: &str = "while read -r kind n && [ \"$n\" -gt 0 ]; do \
+pub const UNFRAME: &str = "take() { \
+     dd bs=65536 count=$(($1 / 65536)) iflag=fullblock 2>/dev/null; r=$(($1 % 65536)); \
+     [ \"$r\" -eq 0 ] || dd bs=\"$r\" count=1 iflag=fullblock 2>/dev/null; }; \
+     while read -r kind n && [ \"$n\" -gt 0 ]; do \
      case \"$kind\" in \
-     l) dd bs=\"$n\" count=1 iflag=fullblock 2>/dev/null | lzop -d -c;; \
-     z) dd bs=\"$n\" count=1 iflag=fullblock 2>/dev/null | gunzip;; \
+     l) take \"$n\" | lzop -d -c;; \
+     z) take \"$n\" | gunzip;; \
      *) echo \"unknown frame $kind\" >&2; exit 1;; esac; done";
 
 /// Asks the pod whether it can open lzop frames; it prints `lzop` if so.
