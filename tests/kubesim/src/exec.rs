@@ -231,6 +231,8 @@ impl Session {
         let counters_state = self.state.clone();
         let v5 = self.v5;
         let reader = tokio::spawn(async move {
+            // Bytes of stdin so far, for the fault that damages one of them.
+            let mut stdin_at = 0u64;
             while let Some(msg) = stream.next().await {
                 let data = match msg {
                     Ok(Message::Binary(data)) => data,
@@ -246,8 +248,16 @@ impl Session {
                             tokio::time::sleep(delay).await;
                         }
                         counters_state.counters.add_exec_in(data.len() - 1);
+                        let mut input = data[1..].to_vec();
+                        if let Some(at) = counters_state.faults.exec_damage_stdin_at()
+                            && let Some(i) = at.checked_sub(stdin_at)
+                            && let Some(byte) = input.get_mut(i as usize)
+                        {
+                            *byte ^= 0x01;
+                        }
+                        stdin_at += input.len() as u64;
                         if let Some(pipe) = stdin.as_mut()
-                            && pipe.write_all(&data[1..]).await.is_err()
+                            && pipe.write_all(&input).await.is_err()
                         {
                             stdin = None;
                         }

@@ -11,6 +11,7 @@ pub struct Faults {
     snapshot_never_ready: AtomicBool,
     snapshot_error: Mutex<Option<String>>,
     exec_drop_after: Mutex<Option<u64>>,
+    exec_damage_stdin_at: Mutex<Option<u64>>,
     exec_v4_only: AtomicBool,
     latency_ms: AtomicU64,
     snapshot_api_missing: AtomicBool,
@@ -87,6 +88,16 @@ impl Faults {
 
     pub fn exec_drop_after(&self) -> Option<u64> {
         *lock(&self.exec_drop_after)
+    }
+
+    /// Exec sessions flip a bit of the byte at this offset of their stdin, as a link that
+    /// damages data would. `None` turns it off.
+    pub fn set_exec_damage_stdin_at(&self, offset: Option<u64>) {
+        *lock(&self.exec_damage_stdin_at) = offset;
+    }
+
+    pub fn exec_damage_stdin_at(&self) -> Option<u64> {
+        *lock(&self.exec_damage_stdin_at)
     }
 
     /// Exec and attach negotiate only `v4.channel.k8s.io`, like an API server older than 1.30.

@@ -198,6 +198,45 @@ fn a_snapshot_never_ready_or_in_error_fails_the_upload_and_is_removed() {
 }
 
 #[test]
+fn a_stream_damaged_on_the_way_fails_the_upload_and_a_new_write_retries_it() {
+    if !fuse_available() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let m = cluster.mount();
+    let ns = ns_dir(&m);
+    let src = tempfile::tempdir().expect("tempdir");
+    sample_tree(src.path());
+    sh(&format!(
+        "seq -f 'line %g of a log that compresses' 100000 > '{}/app.log'",
+        src.path().display()
+    ));
+
+    // One bit of the stream flips on its way into the pod, well inside the first frame: the
+    // pod's check of that block refuses it, and nothing half-made stays.
+    cluster
+        .sim()
+        .faults()
+        .set_exec_damage_stdin_at(Some(20_000));
+    let upload = ns.join("uploads/damaged");
+    cp_a(src.path(), &upload);
+    let error = assert_failed(&m, &upload);
+    assert!(error.contains("lzop: "), "{error}");
+    assert_nothing_left(&cluster, &m, "damaged");
+
+    cluster.sim().faults().set_exec_damage_stdin_at(None);
+    std::fs::write(src.path().join("retry.txt"), b"once more").expect("source");
+    std::fs::write(upload.join("retry.txt"), b"once more").expect("written into the upload");
+    assert_uploaded(&m, &upload);
+    let data = cluster
+        .sim()
+        .snapshot_dir("shop", "damaged")
+        .expect("snapshot data");
+    assert_same_tree(src.path(), &data);
+    cluster.wait_no_upload_objects("shop");
+}
+
+#[test]
 fn an_exec_cut_mid_stream_fails_the_upload_and_a_new_write_retries_it() {
     if !fuse_available() {
         return;

@@ -82,8 +82,8 @@ fn many_files_with_long_names_go_up_compressed_and_are_checked_each() {
     }
     let cluster = Cluster::start();
     let m = cluster.mount();
-    // Hundreds of files whose checksum lines run long: the pod's checks of them must not be
-    // cut into each other. Text, so the stream is compressed on its way.
+    // Hundreds of files whose size lines run long: the pod's lines of them must not be cut
+    // into each other. Text, so the stream is compressed on its way.
     let data = upload_sample(&cluster, &m, "shop", "many", |src| {
         sh(&format!(
             "cd '{}' && mkdir many && for i in $(seq 600); do \

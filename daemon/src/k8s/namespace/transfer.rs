@@ -50,11 +50,14 @@ impl KubeTarget {
             api: self.pods(),
             counters: self.counters.clone(),
         };
-        let codec = Codec::from_answer(
-            &exec::run(&pods, pod, CONTAINER, exec::sh(frames::HAS_LZOP, &[]))
-                .await?
-                .stdout,
-        );
+        // A pod that cannot be asked gets gzip, which any image with a shell opens.
+        let codec = match exec::run(&pods, pod, CONTAINER, exec::sh(frames::HAS_LZOP, &[])).await {
+            Ok(out) => Codec::from_answer(&out.stdout),
+            Err(e) => {
+                tracing::info!(pod, error = %e, "could not ask the pod for lzop; sending gzip");
+                Codec::Gzip
+            }
+        };
         tracing::info!(pod, ?codec, "stream compression");
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
         let stop = Arc::new(AtomicBool::new(false));
