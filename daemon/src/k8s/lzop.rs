@@ -276,9 +276,9 @@ pub(crate) mod tests {
         let noise = random(700_000);
         let mut far = random(20_000);
         far.extend_from_slice(&random(30_000));
-        far.extend_from_slice(&far[..20_000].to_vec()); // 50 kB back: too far, literals
-        far.extend_from_slice(&far[25_000..45_000].to_vec()); // 16 to 48 kB back
-        far.extend_from_slice(&far[60_000..70_000].to_vec()); // within 16 kB
+        far.extend_from_within(..20_000); // 50 kB back: too far, literals
+        far.extend_from_within(25_000..45_000); // 16 to 48 kB back
+        far.extend_from_within(60_000..70_000); // within 16 kB
         let mut near = Vec::new();
         for k in 0..5_000u32 {
             near.extend_from_slice(&random((k % 7) as usize)); // 0 to 6 literals between
