@@ -329,3 +329,26 @@ fn a_folder_copied_into_uploads_becomes_a_volume_snapshot() {
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(text.contains("orders-1") && text.contains("db-1"), "{text}");
 }
+
+#[test]
+fn pods_and_snapshots_read_over_the_v4_exec_protocol() {
+    if !fuse_available() {
+        return;
+    }
+    let cluster = Cluster::start();
+    // Like an API server before 1.30: a client that closes stdin closes the whole session,
+    // and the output of a command that reads no input is lost with it.
+    cluster.sim().faults().set_exec_v4_only(true);
+    let m = cluster.mount();
+    let ns = ns_dir(&m);
+    let db = ns.join("workloads/backend/app/app/data/database.db");
+    assert_eq!(std::fs::read(&db).expect("read from the pod over v4"), DB);
+    let listing = sh(&format!("ls -l {}", db.parent().expect("dir").display()));
+    assert!(listing.contains("database.db"), "{listing}");
+    let snap = ns.join("snapshots/db-1");
+    assert_eq!(names(&snap), ["database.db", "logs"]);
+    assert_eq!(
+        std::fs::read(snap.join("database.db")).expect("read through a reader pod over v4"),
+        DB
+    );
+}

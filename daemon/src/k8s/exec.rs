@@ -65,9 +65,12 @@ pub async fn run_with_input(
 ) -> Result<Output, BackendError> {
     let what = format!("exec in pod {pod} container {container}");
     // kube's own buffers are 1 KiB, which cuts a stream into as many WebSocket messages.
+    // Stdin is asked for even without input, and held open until the command ends: kube
+    // ends a session whose stdin is closed by closing the WebSocket where the server speaks
+    // only v4 (API servers before 1.30), and the server then drops the output.
     let params = AttachParams::default()
         .container(container)
-        .stdin(input.is_some())
+        .stdin(true)
         .stdout(true)
         .stderr(true)
         .max_stdin_buf_size(STREAM_BUF)
@@ -87,8 +90,12 @@ pub async fn run_with_input(
         let mut sent = 0;
         let ended = {
             let feed = async {
-                // Without input there is nothing to do here; the output decides the end.
-                let (Some(mut rx), Some(mut stdin)) = (input, stdin) else {
+                let Some(mut stdin) = stdin else {
+                    return Err(std::io::Error::other("the session has no stdin"));
+                };
+                // Without input nothing is sent, but stdin stays open (see above) while the
+                // output decides the end.
+                let Some(mut rx) = input else {
                     return std::future::pending().await;
                 };
                 loop {
