@@ -324,6 +324,41 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn busybox_lzop_gives_back_random_mixes_of_literals_and_repeats() {
+        // Data made the way the compressor sees it: runs of new bytes and repeats of earlier
+        // ones at every distance the format reaches and past it, of every length.
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for case in 0..200 {
+            let size = 1 + next(if case % 10 == 0 { 600_000 } else { 20_000 }) as usize;
+            let mut data = Vec::with_capacity(size);
+            while data.len() < size {
+                if data.is_empty() || next(3) == 0 {
+                    let alphabet = if next(2) == 0 { 4 } else { 256 };
+                    for _ in 0..1 + next(300) {
+                        data.push(next(alphabet) as u8);
+                    }
+                } else {
+                    let far = [8, 2_100, 16_500, 49_200, 70_000][next(5) as usize];
+                    let back = 1 + next(far.min(data.len() as u64)) as usize;
+                    let start = data.len() - back;
+                    // Longer than the distance is a run that repeats itself.
+                    for k in 0..1 + next(700) as usize {
+                        data.push(data[start + k]);
+                    }
+                }
+            }
+            data.truncate(size);
+            assert_eq!(busybox_unpacks(&compress(&data)), data, "case {case}");
+        }
+    }
+
+    #[test]
     fn busybox_lzop_refuses_a_damaged_block() {
         let text: Vec<u8> = (0..20_000)
             .flat_map(|i| format!("{i} words\n").into_bytes())
