@@ -236,21 +236,28 @@ pub(crate) mod tests {
 
     /// What busybox's `lzop -d` makes of `packed`.
     pub(crate) fn busybox_unpacks(packed: &[u8]) -> Vec<u8> {
-        let mut child = Command::new("busybox")
-            .args(["lzop", "-d", "-c"])
+        unpacks(&["busybox", "lzop", "-d", "-c"], packed)
+    }
+
+    /// What `command` (an lzop decompressor writing to stdout) makes of `packed`.
+    fn unpacks(command: &[&str], packed: &[u8]) -> Vec<u8> {
+        let mut child = Command::new(command[0])
+            .args(&command[1..])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("busybox runs (the tests need busybox-static)");
+            .unwrap_or_else(|e| {
+                panic!("{command:?} runs (the tests need busybox-static and lzop): {e}")
+            });
         let mut stdin = child.stdin.take().expect("stdin");
         let packed = packed.to_vec();
         let writer = std::thread::spawn(move || stdin.write_all(&packed));
-        let out = child.wait_with_output().expect("busybox ends");
+        let out = child.wait_with_output().expect("the decompressor ends");
         writer.join().expect("writer").expect("written");
         assert!(
             out.status.success(),
-            "lzop -d: {}",
+            "{command:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         out.stdout
@@ -320,6 +327,15 @@ pub(crate) mod tests {
             assert_eq!(busybox_unpacks(&packed), *sample, "sample {k}");
             let stored = store(sample);
             assert_eq!(busybox_unpacks(&stored), *sample, "sample {k} stored");
+        }
+    }
+
+    #[test]
+    fn the_real_lzop_gives_back_every_sample_too() {
+        for (k, sample) in samples().iter().enumerate() {
+            let lzop = ["lzop", "-d", "-c"];
+            assert_eq!(unpacks(&lzop, &compress(sample)), *sample, "sample {k}");
+            assert_eq!(unpacks(&lzop, &store(sample)), *sample, "sample {k} stored");
         }
     }
 
