@@ -103,6 +103,41 @@ impl Plan {
     }
 }
 
+/// Puts the host's program `name` in `root`'s /bin, with every shared library it loads (as
+/// `ldd` names them) at the same paths.
+fn add_host_program(root: &Path, name: &str) -> io::Result<()> {
+    let found = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no {name} on PATH")))?;
+    let ldd = std::process::Command::new("ldd").arg(&found).output()?;
+    let libraries: Vec<PathBuf> = String::from_utf8_lossy(&ldd.stdout)
+        .lines()
+        .filter_map(|l| {
+            // `libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x…)` or `/lib64/ld-linux… (0x…)`
+            let path = l.split("=>").last()?.split_whitespace().next()?;
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect();
+    for library in libraries {
+        let inside = root.join(library.strip_prefix("/").map_err(io::Error::other)?);
+        if let Some(dir) = inside.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        if !inside.exists() {
+            std::fs::copy(&library, &inside)?;
+        }
+    }
+    let target = root.join("bin").join(name);
+    if !target.exists() {
+        std::fs::copy(&found, &target)?;
+    }
+    Ok(())
+}
+
 impl Sandbox {
     pub fn new(busybox: PathBuf) -> Sandbox {
         Sandbox { busybox }
@@ -121,8 +156,9 @@ impl Sandbox {
             .collect())
     }
 
-    /// Lays out a container root: busybox and its applet links in /bin, /tmp, /etc, /dev.
-    pub fn prepare_root(&self, root: &Path) -> io::Result<()> {
+    /// Lays out a container root: busybox and its applet links in /bin, /tmp, /etc, /dev; for
+    /// an `image` whose name holds `zstd`, the host's `zstd` too.
+    pub fn prepare_root(&self, root: &Path, image: &str) -> io::Result<()> {
         for dir in ["bin", "etc", "dev", "tmp", "root", "proc"] {
             std::fs::create_dir_all(root.join(dir))?;
         }
@@ -137,6 +173,9 @@ impl Sandbox {
             if applet != "busybox" && link.symlink_metadata().is_err() {
                 std::os::unix::fs::symlink("busybox", link)?;
             }
+        }
+        if image.contains("zstd") {
+            add_host_program(root, "zstd")?;
         }
         std::fs::write(root.join("etc/passwd"), PASSWD)?;
         std::fs::write(root.join("etc/group"), GROUP)?;

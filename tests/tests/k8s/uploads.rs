@@ -3,6 +3,7 @@
 //! progress watched while it flows.
 
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -108,6 +109,33 @@ fn many_files_with_long_names_go_up_compressed_and_are_checked_each() {
     ));
     let tree: u64 = tree.trim().parse().expect("a size");
     assert!(sent < tree / 4, "{sent} bytes sent for a tree of {tree}");
+    cluster.wait_no_upload_objects("shop");
+}
+
+#[test]
+fn an_image_with_zstd_gets_the_stream_in_zstd_and_busybox_in_lzop() {
+    if !fuse_available() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let log = |src: &Path| {
+        sh(&format!(
+            "seq -f 'line %g of a log that compresses' 200000 > '{}/app.log'",
+            src.display()
+        ));
+    };
+    let m = cluster.mount_with("[k8s]\nimage = \"busybox-zstd\"\n");
+    let data = upload_sample(&cluster, &m, "shop", "zstd-tree", log);
+    assert!(data.join("app.log").is_file());
+    let said = m.log();
+    assert!(said.contains("codec=Zstd"), "{said}");
+    cluster.wait_no_upload_objects("shop");
+    drop(m);
+
+    let m = cluster.mount();
+    upload_sample(&cluster, &m, "shop", "lzop-tree", log);
+    let said = m.log();
+    assert!(said.contains("codec=Lzop"), "{said}");
     cluster.wait_no_upload_objects("shop");
 }
 

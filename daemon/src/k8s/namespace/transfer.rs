@@ -51,10 +51,10 @@ impl KubeTarget {
             counters: self.counters.clone(),
         };
         // A pod that cannot be asked gets gzip, which any image with a shell opens.
-        let codec = match exec::run(&pods, pod, CONTAINER, exec::sh(frames::HAS_LZOP, &[])).await {
+        let codec = match exec::run(&pods, pod, CONTAINER, exec::sh(frames::UNPACKERS, &[])).await {
             Ok(out) => Codec::from_answer(&out.stdout),
             Err(e) => {
-                tracing::info!(pod, error = %e, "could not ask the pod for lzop; sending gzip");
+                tracing::info!(pod, error = %e, "could not ask the pod for zstd or lzop; sending gzip");
                 Codec::Gzip
             }
         };

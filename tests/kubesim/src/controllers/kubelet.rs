@@ -1,7 +1,8 @@
 //! The kubelet (and scheduler): pods are scheduled once their claims are bound, become Running
 //! after a delay, fail past their active deadline, and are removed after graceful deletion.
 //! Containers run no main process: a running container is a root directory exec can enter.
-//! Every image is busybox (a guess at what tests need: the commands a minimal pod offers).
+//! Every image is busybox (a guess at what tests need: the commands a minimal pod offers); an
+//! image whose name holds `zstd` has the host's `zstd` besides.
 
 use std::collections::HashMap;
 use std::io;
@@ -290,9 +291,10 @@ impl Kubelet {
         let (ns, name) = (meta::namespace(pod), meta::name(pod));
         for c in containers(pod) {
             let cname = meta::str_at(&c, &["name"]).unwrap_or("");
+            let image = meta::str_at(&c, &["image"]).unwrap_or("");
             if let Err(e) = state
                 .sandbox
-                .prepare_root(&container_dir(state, pod, cname))
+                .prepare_root(&container_dir(state, pod, cname), image)
             {
                 tracing::warn!(error = %e, pod = name, "preparing the container root failed");
                 let message = format!("failed to create containerd task: {e}");
