@@ -12,6 +12,9 @@
 #   LINK=50Mi       limits exec streams to that many bytes a second each way (kubesim
 #                   --exec-bandwidth), as a link to a real cluster would; kubectl cp goes
 #                   through the same limit
+#   IMAGE=busybox-zstd  the image of snapfs's upload pods; kubesim gives images named with
+#                   zstd the host's zstd, so the stream goes in zstd frames (default: busybox,
+#                   lzop frames)
 set -euo pipefail
 bin="${CARGO_TARGET_DIR:-$(dirname "$0")/../target}/${PROFILE:-release}"
 size_mib="${SIZE_MIB:-1024}"
@@ -90,6 +93,7 @@ dir = "$work/cache"
 [[kubernetes]]
 context = "kubesim"
 namespaces = ["bench"]
+${IMAGE:+image = \"$IMAGE\"}
 CONF
 HOME="$work/home" XDG_RUNTIME_DIR="$work/run" XDG_STATE_HOME="$work/state" \
   "$bin/snapfsd" --mountpoint "$work/mnt" --config "$work/config.toml" >"$work/daemon.log" 2>&1 &
