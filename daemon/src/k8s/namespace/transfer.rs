@@ -35,9 +35,12 @@ impl KubeTarget {
         limit: Duration,
     ) -> Result<(), BackendError> {
         // The sizes come one `stat` at a time, so that their lines never cut into each other,
-        // and no list of names passes through a pipe.
+        // and no list of names passes through a pipe. A shell without `pipefail` (an old
+        // dash) still fails the upload on a refused frame, through the sizes: tar then sees
+        // the stream end early and stops, short of the files after it.
         let script = format!(
-            "set -e -o pipefail\n\
+            "set -e\n\
+             (set -o pipefail) 2>/dev/null && set -o pipefail\n\
              {{ {unframe}; }} | tar -x -f - -C {DATA} \"$1\"\n\
              cd {DATA} && {{ find . -type f -exec stat -c '%s|%n' {{}} + 2>/dev/null || true; }}",
             unframe = frames::UNFRAME
