@@ -90,13 +90,15 @@ impl Codec {
         }
     }
 
-    /// `data` in this format, stored as it is but still checked (zstd stores, by itself,
-    /// what does not compress).
-    fn store(self, data: &[u8]) -> io::Result<Vec<u8>> {
-        match self {
-            Codec::Zstd => self.pack(data),
-            Codec::Lzop => Ok(crate::k8s::lzop::store(data)),
-            Codec::Gzip => gzip(data, Compression::none()),
+    /// `data` in this format, stored as it is but still checked, where `tried` (what
+    /// compressing it gave, if that was tried) did not come out smaller. zstd stores by
+    /// itself, within its frame, what does not compress: what was tried is that.
+    fn store(self, data: &[u8], tried: Option<Vec<u8>>) -> io::Result<Vec<u8>> {
+        match (self, tried) {
+            (Codec::Zstd, Some(tried)) => Ok(tried),
+            (Codec::Zstd, None) => self.pack(data),
+            (Codec::Lzop, _) => Ok(crate::k8s::lzop::store(data)),
+            (Codec::Gzip, _) => gzip(data, Compression::none()),
         }
     }
 
@@ -204,7 +206,7 @@ impl<F: FnMut(Bytes) -> io::Result<()>> Framer<F> {
                 let tried = packed.as_ref().map(Vec::len);
                 let body = match packed {
                     Some(packed) if packed.len() < data.len() => packed,
-                    _ => codec.store(&data)?,
+                    tried => codec.store(&data, tried)?,
                 };
                 Ok(Made {
                     len: data.len(),

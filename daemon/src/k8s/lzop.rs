@@ -30,28 +30,33 @@ const M4_MAX_LEN: usize = 9;
 
 /// `data` as one lzop file.
 pub fn compress(data: &[u8]) -> Vec<u8> {
-    file(data, true)
+    let mut table = vec![0u32; 1 << HASH_BITS];
+    file(data, data.len() / 2, |block, packed| {
+        table.fill(0);
+        lzo1x(block, &mut table, packed);
+        packed.len() < block.len()
+    })
 }
 
 /// `data` as one lzop file of blocks stored as they are: no compression, but each block's
 /// Adler-32 still checked where it is opened.
 pub fn store(data: &[u8]) -> Vec<u8> {
-    file(data, false)
+    file(data, data.len(), |_, _| false)
 }
 
-fn file(data: &[u8], compress: bool) -> Vec<u8> {
-    let capacity = if compress { data.len() / 2 } else { data.len() };
+/// The file of `data`, about `capacity` bytes of blocks: each block as `pack` put it in the
+/// buffer it is given where it answers true, else stored.
+fn file(
+    data: &[u8],
+    capacity: usize,
+    mut pack: impl FnMut(&[u8], &mut Vec<u8>) -> bool,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(capacity + 12 * data.len().div_ceil(BLOCK) + 64);
     header(&mut out);
-    let mut table = vec![0u32; if compress { 1 << HASH_BITS } else { 0 }];
-    let mut packed = Vec::with_capacity(if compress { BLOCK + BLOCK / 16 + 64 } else { 0 });
+    let mut packed = Vec::new();
     for block in data.chunks(BLOCK) {
         packed.clear();
-        if compress {
-            table.fill(0);
-            lzo1x(block, &mut table, &mut packed);
-        }
-        let body = if compress && packed.len() < block.len() {
+        let body = if pack(block, &mut packed) {
             &packed[..]
         } else {
             block
