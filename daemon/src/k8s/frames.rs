@@ -243,6 +243,7 @@ fn gzip(data: &[u8], level: Compression) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::k8s::lzop::tests::XorShift;
     use std::io::Read;
 
     /// Takes frames apart as the pod's loop does: the stream, the kind of each frame, and
@@ -304,15 +305,7 @@ mod tests {
 
     #[test]
     fn data_that_does_not_compress_goes_stored_between_probes() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let noise: Vec<u8> = (0..3 * SEGMENT)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
+        let noise = XorShift(0x9e37_79b9_7f4a_7c15).bytes(3 * SEGMENT);
         for codec in [Codec::Zstd, Codec::Lzop, Codec::Gzip] {
             let frames = framed(codec, &noise, 1 << 20);
             let (stream, kinds, ended) = unframe(&frames);

@@ -268,20 +268,33 @@ pub(crate) mod tests {
         out.stdout
     }
 
+    /// A small deterministic generator of test data (xorshift64).
+    pub(crate) struct XorShift(pub u64);
+
+    impl XorShift {
+        fn step(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        /// A number below `n`.
+        pub(crate) fn below(&mut self, n: u64) -> u64 {
+            self.step() % n
+        }
+
+        /// `n` bytes that do not compress.
+        pub(crate) fn bytes(&mut self, n: usize) -> Vec<u8> {
+            (0..n).map(|_| self.step() as u8).collect()
+        }
+    }
+
     /// A few MiB of every shape the compressor meets: text, runs, far and near repeats, long
     /// matches, data that does not compress, and the short ends of each.
     fn samples() -> Vec<Vec<u8>> {
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut random = |n: usize| -> Vec<u8> {
-            (0..n)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed as u8
-                })
-                .collect()
-        };
+        let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+        let mut random = |n: usize| rng.bytes(n);
         let text: Vec<u8> = (0..40_000)
             .flat_map(|i| format!("line {i}: the quick brown fox {}\n", i % 97).into_bytes())
             .collect();
@@ -348,13 +361,8 @@ pub(crate) mod tests {
     fn busybox_lzop_gives_back_random_mixes_of_literals_and_repeats() {
         // Data made the way the compressor sees it: runs of new bytes and repeats of earlier
         // ones at every distance the format reaches and past it, of every length.
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        let mut next = |n: u64| rng.below(n);
         for case in 0..200 {
             let size = 1 + next(if case % 10 == 0 { 600_000 } else { 20_000 }) as usize;
             let mut data = Vec::with_capacity(size);
