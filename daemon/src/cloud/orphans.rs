@@ -21,6 +21,14 @@ pub struct OrphanPack {
     pub size: u64,
 }
 
+/// What a cleanup may delete: orphan packs, and the keys of records of retired packs older
+/// than the grace period (their packs are ordinary garbage by now).
+#[derive(Debug, Default)]
+pub struct Orphans {
+    pub packs: Vec<OrphanPack>,
+    pub expired_records: Vec<String>,
+}
+
 /// The packs of one upload id.
 #[derive(Default)]
 struct Upload {
@@ -57,7 +65,8 @@ impl CloudBackend {
 
     /// Packs no manifest lists, of uploads that wrote nothing for `grace` and are not in
     /// `running` (upload ids this daemon is writing now), and not retired by a repack less
-    /// than `grace` ago; none while any upload holds a lease.
+    /// than `grace` ago; none while any upload holds a lease. With them, the records of
+    /// retired packs older than `grace`, from the same reading of the records.
     ///
     /// Packs are listed before manifests: an upload that commits in between is then seen with
     /// its manifest, never as packs alone. An upload still writing keeps its newest pack
@@ -67,16 +76,20 @@ impl CloudBackend {
         &self,
         grace: Duration,
         running: &HashSet<String>,
-    ) -> Result<Vec<OrphanPack>, BackendError> {
+    ) -> Result<Orphans, BackendError> {
         let uploads = self.packs_by_upload().await?;
         if uploads.is_empty() {
-            return Ok(Vec::new());
+            let retired = self.retired(grace).await?;
+            return Ok(Orphans {
+                packs: Vec::new(),
+                expired_records: retired.expired().map(String::from).collect(),
+            });
         }
         let referenced = match self.kept_packs().await {
             Ok(Kept::Listed(referenced)) => referenced,
             Ok(Kept::All { lease }) => {
                 tracing::info!(lease, "orphan packs left for later: an upload is in flight");
-                return Ok(Vec::new());
+                return Ok(Orphans::default());
             }
             Err(e) => {
                 return Err(BackendError::Other(format!(
@@ -86,9 +99,14 @@ impl CloudBackend {
         };
         // Listed after the leases: a repack whose new manifests were seen above wrote its
         // record before them, and so is seen here.
-        let held = self.retired(grace).await?.held();
+        let retired = self.retired(grace).await?;
+        let expired_records = retired.expired().map(String::from).collect();
+        let held = retired.held();
         let Some(idle_since) = idle_since(Utc::now(), grace) else {
-            return Ok(Vec::new());
+            return Ok(Orphans {
+                packs: Vec::new(),
+                expired_records,
+            });
         };
         let mut out = Vec::new();
         for (id, upload) in uploads {
@@ -103,7 +121,10 @@ impl CloudBackend {
             );
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        Ok(Orphans {
+            packs: out,
+            expired_records,
+        })
     }
 
     /// Every pack some snapshot's manifest lists. A manifest that cannot be read fails the
@@ -170,6 +191,20 @@ fn is_partial_write(name: &str) -> bool {
     !n.is_empty()
         && n.bytes().all(|b| b.is_ascii_digit())
         && (key.ends_with(".pack") || key.ends_with(format::MANIFEST_SUFFIX))
+}
+
+/// Removes `file`, a write killed half-way, and its upload's folder once that is empty, as
+/// the store removes emptied folders. Answers false when it was gone already.
+pub(super) async fn remove_partial_write(file: &Path) -> Result<bool, BackendError> {
+    match tokio::fs::remove_file(file).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(BackendError::Other(format!("{}: {e}", file.display()))),
+    }
+    if let Some(parent) = file.parent() {
+        let _ = tokio::fs::remove_dir(parent).await;
+    }
+    Ok(true)
 }
 
 fn partial_writes_in(dir: &Path, grace: Duration, out: &mut Vec<(PathBuf, u64)>) {

@@ -17,6 +17,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path as StorePath;
 use snapfs_fs::format::{self, EntryKind};
 
+use super::orphans::remove_partial_write;
 use super::shared::Kept;
 use super::{CloudBackend, lock, store_error};
 use crate::config::Retention;
@@ -124,15 +125,7 @@ impl TakesLocalData for CloudBackend {
     async fn abandon(&self, id: &str) -> Result<(), BackendError> {
         self.delete_upload(id, &HashSet::new()).await?;
         for (file, _) in self.partial_writes_of(id) {
-            if let Err(e) = tokio::fs::remove_file(&file).await
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                return Err(BackendError::Other(format!("{}: {e}", file.display())));
-            }
-            // The upload's folder goes too once empty, as the store removes emptied folders.
-            if let Some(parent) = file.parent() {
-                let _ = tokio::fs::remove_dir(parent).await;
-            }
+            remove_partial_write(&file).await?;
         }
         self.drop_lease(id).await;
         Ok(())
@@ -356,7 +349,8 @@ impl HasLeftovers for CloudBackend {
                 first_error.get_or_insert(e);
             }
         }
-        for p in self.orphan_packs(grace, &running).await? {
+        let orphans = self.orphan_packs(grace, &running).await?;
+        for p in orphans.packs {
             if !dry_run && let Err(e) = self.delete_object(&p.key).await {
                 first_error.get_or_insert(e);
                 continue;
@@ -364,7 +358,7 @@ impl HasLeftovers for CloudBackend {
             done.packs += 1;
             done.bytes += p.size;
         }
-        for key in self.retired(grace).await?.expired() {
+        for key in &orphans.expired_records {
             if !dry_run && let Err(e) = self.delete_object(key).await {
                 first_error.get_or_insert(e);
             }
@@ -379,16 +373,15 @@ impl HasLeftovers for CloudBackend {
             }
         }
         for (file, size) in partial {
-            if !dry_run && let Err(e) = tokio::fs::remove_file(&file).await {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    let msg = format!("{}: {e}", file.display());
-                    first_error.get_or_insert(BackendError::Other(msg));
+            if !dry_run {
+                match remove_partial_write(&file).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                        continue;
+                    }
                 }
-                continue;
-            }
-            // Its upload's folder goes too once empty, as the store removes emptied folders.
-            if !dry_run && let Some(parent) = file.parent() {
-                let _ = tokio::fs::remove_dir(parent).await;
             }
             done.packs += 1;
             done.bytes += size;
