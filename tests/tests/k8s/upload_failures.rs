@@ -197,6 +197,21 @@ fn a_snapshot_never_ready_or_in_error_fails_the_upload_and_is_removed() {
     assert_nothing_left(&cluster, &m, "broken");
 }
 
+/// A new write into failed upload `name` of namespace shop (copied from `src`) starts it
+/// again, and now it goes through: its snapshot holds `src` with the new file.
+fn a_new_write_uploads_it(cluster: &Cluster, m: &Mount, src: &Path, name: &str) {
+    let upload = ns_dir(m).join(format!("uploads/{name}"));
+    std::fs::write(src.join("retry.txt"), b"once more").expect("source");
+    std::fs::write(upload.join("retry.txt"), b"once more").expect("written into the upload");
+    assert_uploaded(m, &upload);
+    let data = cluster
+        .sim()
+        .snapshot_dir("shop", name)
+        .expect("snapshot data");
+    assert_same_tree(src, &data);
+    cluster.wait_no_upload_objects("shop");
+}
+
 #[test]
 fn a_stream_damaged_on_the_way_fails_the_upload_and_a_new_write_retries_it() {
     if !fuse_available() {
@@ -225,15 +240,7 @@ fn a_stream_damaged_on_the_way_fails_the_upload_and_a_new_write_retries_it() {
     assert_nothing_left(&cluster, &m, "damaged");
 
     cluster.sim().faults().set_exec_damage_stdin_at(None);
-    std::fs::write(src.path().join("retry.txt"), b"once more").expect("source");
-    std::fs::write(upload.join("retry.txt"), b"once more").expect("written into the upload");
-    assert_uploaded(&m, &upload);
-    let data = cluster
-        .sim()
-        .snapshot_dir("shop", "damaged")
-        .expect("snapshot data");
-    assert_same_tree(src.path(), &data);
-    cluster.wait_no_upload_objects("shop");
+    a_new_write_uploads_it(&cluster, &m, src.path(), "damaged");
 }
 
 #[test]
@@ -259,17 +266,8 @@ fn an_exec_cut_mid_stream_fails_the_upload_and_a_new_write_retries_it() {
     );
     assert_nothing_left(&cluster, &m, "cut");
 
-    // A new write into the failed upload starts it again, and now it goes through.
     cluster.sim().faults().set_exec_drop_after(None);
-    std::fs::write(src.path().join("retry.txt"), b"once more").expect("source");
-    std::fs::write(upload.join("retry.txt"), b"once more").expect("written into the upload");
-    assert_uploaded(&m, &upload);
-    let data = cluster
-        .sim()
-        .snapshot_dir("shop", "cut")
-        .expect("snapshot data");
-    assert_same_tree(src.path(), &data);
-    cluster.wait_no_upload_objects("shop");
+    a_new_write_uploads_it(&cluster, &m, src.path(), "cut");
 
     // Every connection cut while the data flows in (the API server restarts).
     sh(&format!(
