@@ -91,8 +91,9 @@ pub const DEFAULT_IMAGE: &str = "docker.io/library/busybox:1.36.1@sha256:73aaf09
 /// How snapshots are made in a Kubernetes namespace (`[k8s]`, DESIGN §6).
 #[derive(Debug, Clone, PartialEq)]
 pub struct K8sSettings {
-    /// Image of the upload and reader pods; it needs `sh`, `dd`, `gunzip`, `tar`, `find` and
-    /// `stat`, and uploads are smaller or faster where it has `zstd` or `lzop` (snapfs.toml(5)).
+    /// Image of the upload and reader pods; it needs `sh`, `dd`, `gunzip`, `tar`, `find`,
+    /// `stat`, `readlink`, `tail` and `head`, and uploads are smaller or faster where it has
+    /// `zstd` or `lzop` (snapfs.toml(5)).
     pub image: String,
     /// StorageClass of upload claims; None: the cluster's default class.
     pub storage_class: Option<String>,
