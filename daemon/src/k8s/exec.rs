@@ -267,6 +267,15 @@ pub fn sh(script: &str, args: &[&str]) -> Vec<String> {
     v
 }
 
+/// The main command of a pod that is there only to be exec'd into: it waits `seconds`, and
+/// ends at once when the pod is deleted (SIGTERM). A container's first process is the init of
+/// its PID namespace, and the kernel gives init no signal it has no handler for: a bare `sleep`
+/// would make every deletion of the pod wait out its grace period (30 s unless set), and every
+/// upload with it.
+pub fn idle(seconds: u64) -> Vec<String> {
+    sh("trap 'exit 0' TERM; sleep \"$1\" & wait", &[&seconds.to_string()])
+}
+
 /// Lines of `stat -c FORMAT`; lines that do not parse (a name with a newline) are left out.
 pub fn parse_stat_lines(out: &[u8]) -> Vec<LiveEntry> {
     String::from_utf8_lossy(out)
@@ -311,6 +320,48 @@ pub fn parse_stat(line: &str) -> Option<LiveEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pods' main command run as it runs in a container: busybox's shell as the init of a
+    /// new PID namespace (`unshare`, as root), which gets no signal it has no handler for.
+    #[test]
+    fn the_idle_command_ends_on_sigterm_as_init_of_its_pid_namespace() {
+        let mut child = std::process::Command::new("unshare")
+            .args(["--pid", "--fork", "busybox"])
+            .args(idle(1 << 30))
+            .spawn()
+            .expect("unshare --pid --fork busybox sh (needs root and busybox)");
+        let children = |pid: u32| -> Vec<i32> {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        };
+        // The shell is the forked init; its `sleep` is there once the trap is set.
+        let init = loop {
+            if let Some(&init) = children(child.id()).first()
+                && !children(init as u32).is_empty()
+            {
+                break init;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // SAFETY: kill(2) on a process this test started; no memory is involved.
+        assert_eq!(unsafe { libc::kill(init, libc::SIGTERM) }, 0);
+        // A hang guard, not a measure: the shell ends within milliseconds, or never (until its
+        // sleep of 34 years).
+        for _ in 0..6000 {
+            if let Some(status) = child.try_wait().expect("wait for unshare") {
+                assert!(status.success(), "the idle command ended with {status}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(init, libc::SIGKILL) };
+        let _ = child.wait();
+        panic!("the idle command, as init of its PID namespace, ignored SIGTERM");
+    }
 
     #[test]
     fn listings_show_only_names_of_one_entry() {

@@ -14,6 +14,7 @@ use snapfs_fs::backend::BackendError;
 
 use super::cluster::{Snapshot, is_running};
 use super::errors::retry;
+use super::exec;
 use super::labels::{MANAGED_BY, ROLE, SNAPSHOT};
 use super::watch::Watch;
 
@@ -177,7 +178,7 @@ impl Readers {
                 "containers": [{
                     "name": CONTAINER,
                     "image": self.image,
-                    "command": ["sleep", "2147483647"],
+                    "command": exec::idle(i32::MAX as u64),
                     "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
                     "securityContext": {"allowPrivilegeEscalation": false},
                     "volumeMounts": [{"name": "snapshot", "mountPath": MOUNT, "readOnly": true}]

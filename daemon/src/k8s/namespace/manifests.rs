@@ -9,7 +9,7 @@ use super::preflight::Preflight;
 use crate::config::{K8sSettings, PodUid};
 use crate::k8s::cluster::EXPIRES_ANNOTATION;
 use crate::k8s::labels::{SNAPSHOT, labels};
-use crate::k8s::tarball;
+use crate::k8s::{exec, tarball};
 use crate::lifecycle::expiry;
 
 /// The upload pod's container, where it mounts the claim, and its scratch space.
@@ -116,7 +116,7 @@ impl KubeTarget {
                 "containers": [{
                     "name": CONTAINER,
                     "image": self.settings.image,
-                    "command": ["sleep", deadline.to_string()],
+                    "command": exec::idle(deadline),
                     "resources": {"requests": {"cpu": "100m", "memory": "64Mi"},
                                   "limits": {"cpu": "1", "memory": "256Mi"}},
                     "securityContext": container_security,
