@@ -15,11 +15,22 @@
 #   IMAGE=busybox-zstd  the image of snapfs's upload pods; kubesim gives images named with
 #                   zstd the host's zstd, so the stream goes in zstd frames (default: busybox,
 #                   lzop frames)
+#   SIM_DISK=1      keeps kubesim's volumes and snapshots on this machine's disk; by default they
+#                   are on a tmpfs, as a cluster's storage is not the disk of the machine that
+#                   uploads (this machine's disk would otherwise take the writes of both sides,
+#                   three times over for snapfs: staged tree, claim, snapshot copy)
+#   WORKDIR=/tmp    where the source folder, the daemon's staged files and cache go (see
+#                   bench/uploads.sh on an ext4 without a journal)
+#   ROUNDS=3        rounds of all three; each round gets its own folder in the pod and its own
+#                   snapshot names, and the median of the rounds' ratios is printed last
+#
+# Each timed step starts after `sync`, so that the writeback of the step before does not fall
+# on the next one. Run as root (the tmpfs).
 set -euo pipefail
 bin="${CARGO_TARGET_DIR:-$(dirname "$0")/../target}/${PROFILE:-release}"
 size_mib="${SIZE_MIB:-1024}"
 files=64
-work=$(mktemp -d /tmp/snapfs-bench-XXXXXX)
+work=$(mktemp -d "${WORKDIR:-/tmp}/snapfs-bench-XXXXXX")
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 sim="" daemon=""
 cleanup() {
@@ -29,10 +40,13 @@ cleanup() {
   [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
   umount -l "$work/mnt" 2>/dev/null || true
   [ -n "$sim" ] && kill "$sim" 2>/dev/null && wait "$sim" 2>/dev/null || true
+  umount "$work/sim" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
-mkdir -p "$work/mnt" "$work/home/.kube" "$work/src"
+mkdir -p "$work/mnt" "$work/home/.kube" "$work/src" "$work/sim"
+storage=disk
+[ -n "${SIM_DISK:-}" ] || { mount -t tmpfs -o size=16g,mode=0755 snapfs-bench "$work/sim"; storage=tmpfs; }
 "$bin/kubesim" --kubeconfig "$work/home/.kube/config" --port "$port" --data-dir "$work/sim" \
   ${LINK:+--exec-bandwidth "$LINK"} >"$work/kubesim.log" 2>&1 &
 sim=$!
@@ -54,7 +68,7 @@ case "${DATA:-random}" in
     ;;
   *) echo "DATA is random or realistic" >&2; exit 2 ;;
 esac
-echo "# $(date -u +%FT%TZ), $(nproc) cores; DATA=${DATA:-random} ($size_mib MiB, $(find "$work/src" -type f | wc -l) files; zstd -3 of its tar: $(($(tar -cf - -C "$work" src | zstd -3 -T0 -c | wc -c) >> 20)) MiB); LINK=${LINK:-none}"
+echo "# $(date -u +%FT%TZ), $(nproc) cores; DATA=${DATA:-random} ($size_mib MiB, $(find "$work/src" -type f | wc -l) files; zstd -3 of its tar: $(($(tar -cf - -C "$work" src | zstd -3 -T0 -c | wc -c) >> 20)) MiB); LINK=${LINK:-none}; IMAGE=${IMAGE:-busybox}; kubesim's storage on $storage"
 
 # Baseline: kubectl cp into a pod with a volume, as one would by hand.
 # (kubesim speaks JSON, not protobuf, which `kubectl create namespace` would send.)
@@ -78,13 +92,7 @@ spec:
   volumes: [{name: d, persistentVolumeClaim: {claimName: target}}]
 YAML
 until [ "$(kubectl get pod -n bench target -o jsonpath='{.status.phase}')" = Running ]; do sleep 0.2; done
-now() { date +%s.%N; }
-t0=$(now)
-kubectl cp "$work/src" bench/target:/data/copy >/dev/null
-t1=$(now)
-arrived=$(kubectl exec -n bench target -- du -sm /data/copy | cut -f1)
 
-# snapfs: cp into uploads/, then wait until the VolumeSnapshot is ready and cleaned up after.
 cat >"$work/config.toml" <<CONF
 [upload]
 settle = "300ms"
@@ -99,27 +107,59 @@ HOME="$work/home" XDG_RUNTIME_DIR="$work/run" XDG_STATE_HOME="$work/state" \
   "$bin/snapfsd" --mountpoint "$work/mnt" --config "$work/config.toml" >"$work/daemon.log" 2>&1 &
 daemon=$!
 until [ -d "$work/mnt/k8s/kubesim/bench/uploads" ]; do sleep 0.2; done
-t2=$(now)
-cp -r "$work/src" "$work/mnt/k8s/kubesim/bench/uploads/bench-1"
-t3=$(now)
-HOME="$work/home" XDG_RUNTIME_DIR="$work/run" "$bin/snapfs" wait "$work/mnt/k8s/kubesim/bench/uploads/bench-1" >/dev/null
-t4=$(now)
-ready=$(kubectl get volumesnapshot -n bench bench-1 -o jsonpath='{.status.readyToUse}')
-# snapfs snapshot: the folder is read in place, not staged through the mount first.
-t5=$(now)
-HOME="$work/home" XDG_RUNTIME_DIR="$work/run" "$bin/snapfs" snapshot "$work/mnt/k8s/kubesim/bench" "$work/src" --name bench-2 >/dev/null
-t6=$(now)
+snapfs() { HOME="$work/home" XDG_RUNTIME_DIR="$work/run" "$bin/snapfs" "$@"; }
+
+now() { date +%s.%N; }
+rounds="${ROUNDS:-3}"
+: >"$work/times"
+for r in $(seq 1 "$rounds"); do
+  # Baseline: kubectl cp into a pod with a volume, as one would by hand.
+  sync; t0=$(now)
+  kubectl cp "$work/src" "bench/target:/data/copy-$r" >/dev/null
+  t1=$(now)
+  arrived=$(kubectl exec -n bench target -- du -sm "/data/copy-$r" | cut -f1)
+  kubectl exec -n bench target -- rm -rf "/data/copy-$r"
+  # snapfs: cp into uploads/, then wait until the VolumeSnapshot is ready and cleaned up after.
+  sync; t2=$(now)
+  cp -r "$work/src" "$work/mnt/k8s/kubesim/bench/uploads/up-$r"
+  t3=$(now)
+  snapfs wait "$work/mnt/k8s/kubesim/bench/uploads/up-$r" >/dev/null
+  t4=$(now)
+  ready=$(kubectl get volumesnapshot -n bench "up-$r" -o jsonpath='{.status.readyToUse}')
+  # snapfs snapshot: the folder is read in place, not staged through the mount first.
+  sync; t5=$(now)
+  snapfs snapshot "$work/mnt/k8s/kubesim/bench" "$work/src" --name "snap-$r" >/dev/null
+  t6=$(now)
+  echo "$t0 $t1 $t2 $t3 $t4 $t5 $t6 $arrived $ready" >>"$work/times"
+done
 
 [ -n "${SHOW_LOG:-}" ] && cat "$work/daemon.log" "$work/kubesim.log" >&2
-python3 - "$size_mib" "$t0" "$t1" "$t2" "$t3" "$t4" "$arrived" "$ready" "$t5" "$t6" <<'PY'
-import sys
+python3 - "$size_mib" "$work/times" "$work/daemon.log" <<'PY'
+import re, statistics, sys
 mib = int(sys.argv[1])
-t0, t1, t2, t3, t4 = map(float, sys.argv[2:7])
-arrived, ready = sys.argv[7], sys.argv[8]
-direct = float(sys.argv[10]) - float(sys.argv[9])
-kc, cp, total = t1 - t0, t3 - t2, t4 - t2
-print(f"kubectl cp {mib} MiB into a pod:        {kc:7.2f} s  ({mib / kc:7.1f} MiB/s; {arrived} MiB arrived)")
-print(f"snapfs uploads/ to a ready snapshot:  {total:7.2f} s  ({mib / total:7.1f} MiB/s; cp into the mount {cp:.2f} s; ready={ready})")
-print(f"snapfs snapshot (read in place):      {direct:7.2f} s  ({mib / direct:7.1f} MiB/s)")
-print(f"ratio (kubectl cp time / snapfs time): uploads/ {kc / total:.2f}x, snapshot {kc / direct:.2f}x")
+rounds = [line.split() for line in open(sys.argv[2])]
+# The daemon's own account of each upload: how long the stream and its check took.
+log = open(sys.argv[3], errors="replace").read()
+stream = {}
+for line in log.splitlines():
+    name, secs = re.search(r"snapshot=\"?([^\s\"]+)", line), re.search(r"seconds=([0-9.]+)", line)
+    if "data arrived and checked" in line and name and secs:
+        stream[name.group(1)] = float(secs.group(1))
+up_ratios, snap_ratios = [], []
+for r, row in enumerate(rounds, 1):
+    t0, t1, t2, t3, t4, t5, t6 = map(float, row[:7])
+    arrived, ready = row[7], row[8]
+    kc, cp, total, direct = t1 - t0, t3 - t2, t4 - t2, t6 - t5
+    up_ratios.append(kc / total)
+    snap_ratios.append(kc / direct)
+    print(f"round {r}")
+    print(f"  kubectl cp {mib} MiB into a pod:        {kc:7.2f} s  ({mib / kc:7.1f} MiB/s; {arrived} MiB arrived)")
+    print(f"  snapfs uploads/ to a ready snapshot:  {total:7.2f} s  ({mib / total:7.1f} MiB/s; cp into the mount {cp:.2f} s; ready={ready})")
+    print(f"  snapfs snapshot (read in place):      {direct:7.2f} s  ({mib / direct:7.1f} MiB/s)")
+    for name in (f"up-{r}", f"snap-{r}"):
+        if name in stream:
+            print(f"    {name}: stream sent and checked in {stream[name]:.2f} s")
+    print(f"  ratio (kubectl cp time / snapfs time): uploads/ {kc / total:.2f}x, snapshot {kc / direct:.2f}x")
+print(f"median of {len(rounds)} rounds (kubectl cp time / snapfs time): "
+      f"uploads/ {statistics.median(up_ratios):.2f}x, snapshot {statistics.median(snap_ratios):.2f}x")
 PY

@@ -12,7 +12,14 @@
 # Run as root (drops the page cache): bash bench/uploads.sh
 #   BIN=dir/with/snapfs+snapfsd BASELINE_BIN=dir/of/older TREE_MB=256 RUNS=3 bash bench/uploads.sh
 # Without BIN, the current checkout is built (cargo build --release). UPLOAD_SETTLE (default
-# 2 s, snapfs's default) is the settle time of the uploads side.
+# 2 s, snapfs's default) is the settle time of the uploads side. WORKDIR (default /var/tmp)
+# is where the tree, the remotes, caches and staged files go: all of it on one file system.
+#
+# An ext4 without a journal (`/proc/fs/ext4/DEV/options` says `nojournal_checksum`, and
+# `/sys/fs/ext4/DEV/journal_task` is `<none>`) makes every new inode skip over those freed in
+# the last minutes (`recently_deleted` in a profile). Each side's copy then pays for the trees
+# the sides before it removed: measure on a file system with a journal, such as a loop-mounted
+# `mkfs.ext4` image, given as WORKDIR.
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -30,7 +37,7 @@ check_bin "$BIN"
 BASELINE_BIN=${BASELINE_BIN:+$(realpath "$BASELINE_BIN")}
 if [ -n "$BASELINE_BIN" ]; then check_bin "$BASELINE_BIN"; fi
 
-W=$(mktemp -d /var/tmp/snapfs-uploads.XXXXXX)
+W=$(mktemp -d "${WORKDIR:-/var/tmp}/snapfs-uploads.XXXXXX")
 unset XDG_CONFIG_HOME XDG_DATA_HOME XDG_CACHE_HOME XDG_STATE_HOME
 mkdir -p "$W/tree"
 
