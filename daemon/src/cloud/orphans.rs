@@ -40,27 +40,22 @@ impl CloudBackend {
     /// Temporary files of a `file://` remote that writes killed half-way left beside the pack
     /// or manifest they were writing (`KEY#N`), untouched for `grace`: no object of the store,
     /// so no listing shows them, and nothing else would remove them.
-    pub fn partial_writes(&self, grace: Duration) -> Vec<(PathBuf, u64)> {
+    pub async fn partial_writes(&self, grace: Duration) -> Vec<(PathBuf, u64)> {
         let Some(root) = &self.local_root else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        for prefix in [format::PACK_PREFIX, format::MANIFEST_PREFIX] {
-            partial_writes_in(&root.join(prefix), grace, &mut out);
-        }
-        out
+        let dirs = [format::PACK_PREFIX, format::MANIFEST_PREFIX].map(|p| root.join(p));
+        partial_writes_below(dirs.to_vec(), grace).await
     }
 
     /// Temporary files that writes of upload `id` left in a `file://` remote, whatever their
     /// age: for an upload whose process is gone, a write killed half-way.
-    pub fn partial_writes_of(&self, id: &str) -> Vec<(PathBuf, u64)> {
+    pub async fn partial_writes_of(&self, id: &str) -> Vec<(PathBuf, u64)> {
         let Some(root) = &self.local_root else {
             return Vec::new();
         };
-        let mut out = Vec::new();
         let dir = root.join(format::PACK_PREFIX).join(id);
-        partial_writes_in(&dir, Duration::ZERO, &mut out);
-        out
+        partial_writes_below(vec![dir], Duration::ZERO).await
     }
 
     /// Packs no manifest lists, of uploads that wrote nothing for `grace` and are not in
@@ -205,6 +200,21 @@ pub(super) async fn remove_partial_write(file: &Path) -> Result<bool, BackendErr
         let _ = tokio::fs::remove_dir(parent).await;
     }
     Ok(true)
+}
+
+/// `partial_writes_in` of each of `dirs`, walked on a blocking thread: a remote's folder of
+/// packs can hold many thousands.
+async fn partial_writes_below(dirs: Vec<PathBuf>, grace: Duration) -> Vec<(PathBuf, u64)> {
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for dir in &dirs {
+            partial_writes_in(dir, grace, &mut out);
+        }
+        out
+    })
+    .await
+    // A walk that could not run finds nothing to remove.
+    .unwrap_or_default()
 }
 
 fn partial_writes_in(dir: &Path, grace: Duration, out: &mut Vec<(PathBuf, u64)>) {

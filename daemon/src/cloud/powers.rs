@@ -124,7 +124,7 @@ impl TakesLocalData for CloudBackend {
     /// are removed, and it starts over.
     async fn abandon(&self, id: &str) -> Result<(), BackendError> {
         self.delete_upload(id, &HashSet::new()).await?;
-        for (file, _) in self.partial_writes_of(id) {
+        for (file, _) in self.partial_writes_of(id).await {
             remove_partial_write(&file).await?;
         }
         self.drop_lease(id).await;
@@ -338,7 +338,7 @@ impl HasLeftovers for CloudBackend {
         let mut first_error = None;
         // Listed before the leases: a write still going on belongs to an upload (or repack)
         // that wrote its lease before it, which the listing of leases below then sees.
-        let mut partial = self.partial_writes(grace);
+        let mut partial = self.partial_writes(grace).await;
         // Repacking first: with no grace, the packs it retires go in the same cleanup.
         match self.repack(&running, dry_run).await {
             Ok(r) => {
