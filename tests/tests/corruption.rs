@@ -92,7 +92,24 @@ fn objects_under(store: &Path, prefix: &str) -> Vec<Object> {
 fn flip(path: &Path, bytes: &[u8], at: usize, bit: u32) {
     let mut bad = bytes.to_vec();
     bad[at] ^= 1 << bit;
-    std::fs::write(path, bad).unwrap();
+    write_anew(path, &bad);
+}
+
+/// Writes `bytes` over the file at `path` as a new version of it. A remote gives every write a
+/// version of its own (its ETag); a `file://` one makes it of inode, mtime and size, and two
+/// writes of one size within a tick of the kernel's clock can share an mtime. So each write
+/// here gets an mtime no other write has.
+fn write_anew(path: &Path, bytes: &[u8]) {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    std::fs::write(path, bytes).unwrap();
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mtime =
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000 + n);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(mtime))
+        .unwrap();
 }
 
 /// The files of snapshot `manifest` that hold a chunk whose frame covers byte `at` of `pack`.
@@ -195,7 +212,7 @@ fn random_damage_is_never_served() {
         let bit = rng.pick(8) as u32;
         flip(&object.path, &object.bytes, at, bit);
         let failed = read_all(&m, &want);
-        std::fs::write(&object.path, &object.bytes).unwrap();
+        write_anew(&object.path, &object.bytes);
 
         let what = format!("trial {trial}: bit {bit} of byte {at} of {}", object.key);
         // Files allowed to fail, by snapshot.
