@@ -273,7 +273,10 @@ pub fn sh(script: &str, args: &[&str]) -> Vec<String> {
 /// would make every deletion of the pod wait out its grace period (30 s unless set), and every
 /// upload with it.
 pub fn idle(seconds: u64) -> Vec<String> {
-    sh("trap 'exit 0' TERM; sleep \"$1\" & wait", &[&seconds.to_string()])
+    sh(
+        "trap 'exit 0' TERM; sleep \"$1\" & wait",
+        &[&seconds.to_string()],
+    )
 }
 
 /// Lines of `stat -c FORMAT`; lines that do not parse (a name with a newline) are left out.

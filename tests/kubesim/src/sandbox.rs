@@ -1,5 +1,6 @@
 //! Container file systems: a busybox root per container, entered by exec'd commands in a private
-//! mount namespace with the pod's volumes bind-mounted at their mount paths.
+//! mount namespace with the pod's volumes bind-mounted at their mount paths. A container's own
+//! command runs there too, as the init of a PID namespace of its own, as in a real container.
 
 use std::ffi::CString;
 use std::io;
@@ -41,6 +42,8 @@ struct Plan {
     root: CString,
     workdir: CString,
     identity: Identity,
+    /// Run as the init of a new PID namespace, under a process that waits for it.
+    init: bool,
 }
 
 fn cstring(path: &Path) -> io::Result<CString> {
@@ -60,7 +63,12 @@ impl Plan {
     fn enter(&self) -> io::Result<()> {
         // SAFETY: plain system calls on pointers to NUL-terminated strings prepared before fork.
         unsafe {
-            check(libc::unshare(libc::CLONE_NEWNS))?;
+            let namespaces = if self.init {
+                libc::CLONE_NEWNS | libc::CLONE_NEWPID
+            } else {
+                libc::CLONE_NEWNS
+            };
+            check(libc::unshare(namespaces))?;
             check(libc::mount(
                 std::ptr::null(),
                 c"/".as_ptr(),
@@ -98,8 +106,44 @@ impl Plan {
             if let Some(uid) = self.identity.uid {
                 check(libc::setuid(uid))?;
             }
+            if self.init {
+                self.become_init()?;
+            }
         }
         Ok(())
+    }
+
+    /// Forks the init of the new PID namespace, which returns to exec the command; this
+    /// process stays to wait for it and ends as it ended. Each goes when its parent does (a
+    /// killed server leaves no container behind), set after the identity, which clears it.
+    ///
+    /// # Safety
+    /// Only in the forked child, before exec: it makes system calls and nothing else.
+    unsafe fn become_init(&self) -> io::Result<()> {
+        // SAFETY: system calls only, on this process.
+        unsafe {
+            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
+            match libc::fork() {
+                -1 => Err(io::Error::last_os_error()),
+                0 => check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL)),
+                init => {
+                    // The pipe on which the spawner learns that exec worked is shut here, so
+                    // that it hears of the init's exec, not of this process's end.
+                    libc::syscall(libc::SYS_close_range, 3, libc::c_uint::MAX, 0);
+                    let mut status = 0;
+                    while libc::waitpid(init, &mut status, 0) < 0 {
+                        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                            libc::_exit(127);
+                        }
+                    }
+                    libc::_exit(if libc::WIFEXITED(status) {
+                        libc::WEXITSTATUS(status)
+                    } else {
+                        128 + libc::WTERMSIG(status)
+                    })
+                }
+            }
+        }
     }
 }
 
@@ -199,6 +243,32 @@ impl Sandbox {
         env: &[(String, String)],
         identity: Identity,
     ) -> io::Result<tokio::process::Command> {
+        self.build(root, mounts, argv, env, identity, false)
+    }
+
+    /// A container's own command, `argv`: as `command`, but run as the init of a PID namespace
+    /// of its own (see `Plan::become_init`), which gets no signal it has no handler for. The
+    /// process spawned is the one that waits for the init; `init_of` finds the init.
+    pub fn init_command(
+        &self,
+        root: &Path,
+        mounts: &[Mount],
+        argv: &[String],
+        env: &[(String, String)],
+        identity: Identity,
+    ) -> io::Result<tokio::process::Command> {
+        self.build(root, mounts, argv, env, identity, true)
+    }
+
+    fn build(
+        &self,
+        root: &Path,
+        mounts: &[Mount],
+        argv: &[String],
+        env: &[(String, String)],
+        identity: Identity,
+        init: bool,
+    ) -> io::Result<tokio::process::Command> {
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
@@ -232,6 +302,7 @@ impl Sandbox {
             root: cstring(root)?,
             workdir: c"/".to_owned(),
             identity,
+            init,
         };
         let mut cmd = tokio::process::Command::new(&resolved);
         cmd.arg0(program)
@@ -252,4 +323,15 @@ impl Sandbox {
         }
         Ok(cmd)
     }
+}
+
+/// The host's id of the init that the process `waiter` (spawned from `init_command`) waits
+/// for; none once it has ended.
+pub(crate) fn init_of(waiter: u32) -> Option<i32> {
+    std::fs::read_to_string(format!("/proc/{waiter}/task/{waiter}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

@@ -3,6 +3,7 @@
 mod kubesim {
     pub mod api;
     pub mod binary;
+    pub mod commands;
     pub mod exec;
     pub mod faults;
     pub mod kubectl;

@@ -6,7 +6,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolumeClaim, Pod};
 use kube::api::{ApiResource, DynamicObject, ListParams, PostParams};
 use kube::{Api, Client};
 use kubesim::{Config, KubeSim, Timings};
@@ -246,12 +246,26 @@ impl Cluster {
     }
 
     /// Waits until no pod or claim of an upload is left in `ns` (deleted ones take a moment
-    /// to go).
+    /// to go), and checks that every pod deleted there ended on SIGTERM.
     pub fn wait_no_upload_objects(&self, ns: &str) {
         wait_for("no upload pod or claim left", || {
             let (p, c) = self.pods_and_claims(ns, UPLOAD_OBJECTS);
             (p.is_empty() && c.is_empty()).then_some(())
         });
+        let events: Api<Event> = Api::namespaced(self.client.clone(), ns);
+        let killed: Vec<String> = self
+            .rt
+            .block_on(events.list(&ListParams::default()))
+            .expect("events listed")
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("ExceededGracePeriod"))
+            .filter_map(|e| e.message)
+            .collect();
+        assert!(
+            killed.is_empty(),
+            "pods waited out their grace period when deleted: {killed:?}"
+        );
     }
 }
 

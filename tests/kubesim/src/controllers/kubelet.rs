@@ -1,27 +1,74 @@
 //! The kubelet (and scheduler): pods are scheduled once their claims are bound, become Running
 //! after a delay, fail past their active deadline, and are removed after graceful deletion.
-//! Containers run no main process: a running container is a root directory exec can enter.
+//! A running container is a root directory exec can enter. A container with a `command` runs
+//! it too, as the init of a PID namespace of its own: a deleted pod gets SIGTERM, and SIGKILL
+//! once its grace period (`terminationGracePeriodSeconds`, 30 s unless set) is out, which an
+//! init that has no handler for SIGTERM waits for, as on a real node. When every such command
+//! has ended, the pod has Succeeded (all exited 0) or Failed; restarts are not simulated. A
+//! container without a `command` runs nothing (the image's own entrypoint is not known here).
 //! Every image is busybox (a guess at what tests need: the commands a minimal pod offers); an
 //! image whose name holds `zstd` has the host's `zstd` besides.
 
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use super::recorder::{Level, record};
 use crate::meta;
 use crate::resources::{PODS, PVCS};
-use crate::sandbox::{Identity, Mount};
+use crate::sandbox::{Identity, Mount, init_of};
 use crate::server::{NODE, State};
+
+/// A grace period a pod does not set.
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 pub(crate) struct Kubelet {
     scheduled: HashMap<String, Instant>,
     stopping: HashMap<String, Instant>,
     next_ip: u32,
+    /// The running commands of containers, by pod uid.
+    commands: HashMap<String, Vec<Command>>,
+}
+
+/// A container's command, running (see `Sandbox::init_command`).
+struct Command {
+    container: String,
+    /// The process that waits for the container's init and ends as it does; killed, with
+    /// its init, when dropped.
+    waiter: tokio::process::Child,
+    /// When SIGTERM went to the init.
+    termed: Option<Instant>,
+    killed: bool,
+}
+
+impl Command {
+    /// The exit code, once the command has ended.
+    fn ended(&mut self) -> Option<i32> {
+        match self.waiter.try_wait() {
+            Ok(Some(status)) => Some(status.code().unwrap_or(137)),
+            Ok(None) => None,
+            Err(_) => Some(137),
+        }
+    }
+
+    /// Sends `signal` to the init.
+    fn signal(&self, signal: libc::c_int) {
+        if let Some(init) = self.waiter.id().and_then(init_of) {
+            // SAFETY: kill(2) on a process this kubelet started; no memory is involved.
+            unsafe { libc::kill(init, signal) };
+        }
+    }
+}
+
+/// The grace period of a pod's deletion.
+fn grace(pod: &Value) -> Duration {
+    pod.pointer("/spec/terminationGracePeriodSeconds")
+        .and_then(Value::as_u64)
+        .map_or(DEFAULT_GRACE, Duration::from_secs)
 }
 
 fn containers(pod: &Value) -> Vec<Value> {
@@ -198,6 +245,9 @@ impl Kubelet {
             let (ns, name) = (meta::namespace(pod), meta::name(pod));
             if meta::is_terminating(pod) {
                 let since = *self.stopping.entry(uid.clone()).or_insert(now);
+                if !self.stop_commands(state, pod, now) {
+                    continue;
+                }
                 if now.duration_since(since) >= state.timings.pod_stop {
                     let _ = std::fs::remove_dir_all(state.pods_dir().join(&uid));
                     state.store.remove(&PODS, ns, name);
@@ -212,13 +262,163 @@ impl Kubelet {
                         self.start(state, pod);
                     }
                 }
-                "Running" => self.check_deadline(state, pod),
+                "Running" => {
+                    self.check_commands(state, pod);
+                    self.check_deadline(state, pod);
+                }
                 _ => {}
             }
         }
         let live: std::collections::HashSet<&str> = pods.iter().map(meta::uid).collect();
         self.scheduled.retain(|uid, _| live.contains(uid.as_str()));
         self.stopping.retain(|uid, _| live.contains(uid.as_str()));
+        // The commands of pods removed at once (no grace) are killed as they are dropped.
+        self.commands.retain(|uid, _| live.contains(uid.as_str()));
+    }
+
+    /// Runs the command of each container of `pod` that has one.
+    fn run_commands(&mut self, state: &State, pod: &Value) {
+        for c in containers(pod) {
+            let cname = meta::str_at(&c, &["name"]).unwrap_or("").to_string();
+            let words = |key: &str| -> Vec<String> {
+                c.get(key)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|w| w.as_str().map(str::to_string))
+                    .collect()
+            };
+            let mut argv = words("command");
+            if argv.is_empty() {
+                continue;
+            }
+            argv.extend(words("args"));
+            let spawned = mounts(state, pod, &cname).and_then(|mounts| {
+                state
+                    .sandbox
+                    .init_command(
+                        &container_dir(state, pod, &cname),
+                        &mounts,
+                        &argv,
+                        &env(pod, &cname),
+                        identity(pod, &cname),
+                    )?
+                    .kill_on_drop(true)
+                    .spawn()
+            });
+            match spawned {
+                Ok(waiter) => self
+                    .commands
+                    .entry(meta::uid(pod).to_string())
+                    .or_default()
+                    .push(Command {
+                        container: cname,
+                        waiter,
+                        termed: None,
+                        killed: false,
+                    }),
+                Err(e) => record(
+                    state,
+                    &PODS,
+                    pod,
+                    Level::Warning,
+                    "Failed",
+                    &format!("Error: failed to start container {cname}: {e}"),
+                    "kubelet",
+                ),
+            }
+        }
+    }
+
+    /// A running pod whose commands have all ended has Succeeded or Failed.
+    fn check_commands(&mut self, state: &State, pod: &Value) {
+        let Some(commands) = self.commands.get_mut(meta::uid(pod)) else {
+            return;
+        };
+        let mut codes = Vec::new();
+        for c in commands.iter_mut() {
+            match c.ended() {
+                Some(code) => codes.push((c.container.clone(), code)),
+                None => return,
+            }
+        }
+        self.commands.remove(meta::uid(pod));
+        let now = meta::now_rfc3339();
+        let failed = codes.iter().any(|(_, code)| *code != 0);
+        let _ = state
+            .store
+            .modify(&PODS, meta::namespace(pod), meta::name(pod), |p| {
+                let status = &mut p["status"];
+                status["phase"] = json!(if failed { "Failed" } else { "Succeeded" });
+                if let Some(list) = status["containerStatuses"].as_array_mut() {
+                    for c in list {
+                        let code = codes
+                            .iter()
+                            .find(|(name, _)| c["name"].as_str() == Some(name.as_str()))
+                            .map(|(_, code)| *code);
+                        if let Some(code) = code {
+                            let reason = if code == 0 { "Completed" } else { "Error" };
+                            c["ready"] = json!(false);
+                            c["started"] = json!(false);
+                            c["state"] = json!({"terminated": {"exitCode": code,
+                                "reason": reason, "finishedAt": now}});
+                        }
+                    }
+                }
+                Ok(())
+            });
+    }
+
+    /// Stops the commands of a deleted pod: SIGTERM to each init, SIGKILL once the grace
+    /// period is out. Whether they have all ended.
+    fn stop_commands(&mut self, state: &State, pod: &Value, now: Instant) -> bool {
+        let Some(commands) = self.commands.get_mut(meta::uid(pod)) else {
+            return true;
+        };
+        let grace = grace(pod);
+        for c in commands.iter_mut() {
+            if c.ended().is_some() {
+                continue;
+            }
+            match c.termed {
+                None => {
+                    c.signal(libc::SIGTERM);
+                    c.termed = Some(now);
+                    record(
+                        state,
+                        &PODS,
+                        pod,
+                        Level::Normal,
+                        "Killing",
+                        &format!("Stopping container {}", c.container),
+                        "kubelet",
+                    );
+                }
+                Some(at) if !c.killed && now.duration_since(at) >= grace => {
+                    c.signal(libc::SIGKILL);
+                    c.killed = true;
+                    record(
+                        state,
+                        &PODS,
+                        pod,
+                        Level::Warning,
+                        "ExceededGracePeriod",
+                        &format!(
+                            "Container {} did not stop on SIGTERM within its grace period of {}s and was killed",
+                            c.container,
+                            grace.as_secs()
+                        ),
+                        "kubelet",
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+        let ended = commands.iter_mut().all(|c| c.ended().is_some());
+        if ended {
+            self.commands.remove(meta::uid(pod));
+        }
+        ended
     }
 
     fn schedule(&mut self, state: &State, pod: &Value) {
@@ -351,6 +551,7 @@ impl Kubelet {
                 "kubelet",
             );
         }
+        self.run_commands(state, pod);
     }
 
     fn check_deadline(&mut self, state: &State, pod: &Value) {
@@ -368,6 +569,8 @@ impl Kubelet {
         if (chrono::Utc::now() - started.with_timezone(&chrono::Utc)).num_seconds() < deadline {
             return;
         }
+        // Its commands are killed, as they are dropped.
+        self.commands.remove(meta::uid(pod));
         let now = meta::now_rfc3339();
         let message = "Pod was active on the node longer than the specified deadline";
         let _ = state

@@ -118,7 +118,10 @@ pub fn pvc_spec(name: &str, size: &str) -> PersistentVolumeClaim {
 pub fn pod_spec(name: &str, claim: Option<&str>) -> Pod {
     let mut pod = json!({
         "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {"containers": [{"name": "main", "image": "busybox:1.36", "command": ["sleep", "3600"]}]}
+        // A bare `sleep` ignores SIGTERM as its container's init: deleted, it is killed after
+        // the grace period, kept short here.
+        "spec": {"terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "main", "image": "busybox:1.36", "command": ["sleep", "3600"]}]}
     });
     if let Some(claim) = claim {
         pod["spec"]["containers"][0]["volumeMounts"] =
