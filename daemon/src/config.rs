@@ -105,7 +105,7 @@ pub struct K8sSettings {
     pub min_size: u64,
     /// How long a new VolumeSnapshot may take to become ready.
     pub ready_timeout: Duration,
-    /// The user upload pods run as.
+    /// The user upload and reader pods run as.
     pub pod_uid: PodUid,
     /// Without `[[kubernetes]]` tables, every context of the kubeconfig rather than the
     /// current one; with them, every other context besides.

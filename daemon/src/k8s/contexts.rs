@@ -135,7 +135,12 @@ impl Kube {
                 Scope::Only(c.namespaces.clone())
             };
             let settings = Arc::new(settings.for_context(&c.pods));
-            let readers = Readers::new(client.clone(), reader_idle, settings.image.clone());
+            let readers = Readers::new(
+                client.clone(),
+                reader_idle,
+                settings.image.clone(),
+                settings.pod_uid,
+            );
             let tree = KubeTree::new(client.clone(), namespaces, list_ttl, readers, meter.clone());
             kube.contexts.push(Context {
                 settings,

@@ -11,6 +11,9 @@ mod restore;
 mod transfer;
 mod upload;
 
+pub(super) use manifests::security;
+pub(super) use preflight::enforces_restricted;
+
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -16,7 +16,9 @@ use super::cluster::{Snapshot, is_running};
 use super::errors::retry;
 use super::exec;
 use super::labels::{MANAGED_BY, ROLE, SNAPSHOT};
+use super::namespace::{enforces_restricted, security};
 use super::watch::Watch;
+use crate::config::PodUid;
 
 /// How long a new reader may take to start (restore, schedule, run).
 const START_LIMIT: Duration = Duration::from_secs(120);
@@ -39,17 +41,20 @@ pub struct Readers {
     idle: Duration,
     /// Image of the reader pods.
     image: String,
+    /// Who reader pods run as (`k8s.pod_uid`), as upload pods do.
+    pod_uid: PodUid,
     /// By (namespace, snapshot uid): a snapshot made again under the same name is new content.
     all: Mutex<HashMap<(String, String), Arc<Reader>>>,
 }
 
 impl Readers {
     /// Starts the idle sweep, which ends with the last reference to the returned value.
-    pub fn new(client: Client, idle: Duration, image: String) -> Arc<Readers> {
+    pub fn new(client: Client, idle: Duration, image: String, pod_uid: PodUid) -> Arc<Readers> {
         let readers = Arc::new(Readers {
             client,
             idle,
             image,
+            pod_uid,
             all: Mutex::new(HashMap::new()),
         });
         tokio::spawn(sweep(Arc::downgrade(&readers)));
@@ -170,17 +175,20 @@ impl Readers {
             }
         }))
         .map_err(|e| BackendError::Other(format!("reader claim: {e}")))?;
+        // Fitted to the namespace's Pod Security level, as upload pods are.
+        let restricted = enforces_restricted(&self.client, &r.ns).await?;
+        let (pod_security, container_security) = security(self.pod_uid, restricted);
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": r.name, "labels": labels, "annotations": annotations},
             "spec": {
                 "restartPolicy": "Never",
-                "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                "securityContext": pod_security,
                 "containers": [{
                     "name": CONTAINER,
                     "image": self.image,
                     "command": exec::idle(i32::MAX as u64),
                     "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
-                    "securityContext": {"allowPrivilegeEscalation": false},
+                    "securityContext": container_security,
                     "volumeMounts": [{"name": "snapshot", "mountPath": MOUNT, "readOnly": true}]
                 }],
                 "volumes": [{"name": "snapshot",

@@ -184,6 +184,16 @@ fn a_restricted_namespace_gets_a_non_root_upload_pod() {
     let note = job.note.as_deref().unwrap_or_default();
     assert!(note.contains("owners are not kept"), "{job:?}");
     cluster.wait_no_upload_objects("locked");
+    // The snapshot reads back through a reader pod fitted to the namespace's level too.
+    let ns = m.mountpoint.join("k8s/kubesim/locked");
+    let snap = wait_for("the snapshot listed", || {
+        let dir = ns.join("snapshots/hardened");
+        dir.exists().then_some(dir)
+    });
+    assert_eq!(
+        std::fs::read(snap.join("a/hello.txt")).expect("read through a reader pod"),
+        std::fs::read(data.join("a/hello.txt")).expect("arrived")
+    );
 }
 
 /// One observation of an upload's progress.

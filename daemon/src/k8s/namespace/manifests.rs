@@ -43,8 +43,9 @@ pub fn as_root(uid: PodUid, restricted: bool) -> bool {
 /// The pod's and the container's security contexts (DESIGN §6 step 3): root with the few
 /// capabilities tar needs to keep owners, unless the namespace is `restricted` or `pod_uid`
 /// asks for a user; then non-root, with an fsGroup so the volume is writable, or with no ids
-/// at all where the namespace assigns them.
-fn security(uid: PodUid, restricted: bool) -> (Value, Value) {
+/// at all where the namespace assigns them. Reader pods run the same way, to read what
+/// uploads wrote.
+pub(in crate::k8s) fn security(uid: PodUid, restricted: bool) -> (Value, Value) {
     if as_root(uid, restricted) {
         return (
             json!({"runAsUser": 0, "runAsGroup": 0,

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
-use kube::Api;
 use kube::api::{DynamicObject, ListParams, PostParams};
+use kube::{Api, Client};
 use serde_json::Value;
 use snapfs_fs::backend::BackendError;
 
@@ -36,7 +36,7 @@ impl KubeTarget {
         {
             return Ok(p.clone());
         }
-        let restricted = self.restricted().await?;
+        let restricted = enforces_restricted(&self.client, &self.ns).await?;
         let storage_class = self.storage_class().await?;
         let snapshot_class = self.snapshot_class(storage_class.as_ref()).await?;
         let p = Preflight {
@@ -71,21 +71,6 @@ impl KubeTarget {
         retry(|| snaps.create(&dry, &snap), &what).await?;
         *lock(&self.preflight) = Some((Instant::now(), p.clone()));
         Ok(p)
-    }
-
-    /// Whether the namespace enforces Pod Security `restricted`. A namespace that cannot be
-    /// read is taken to: a restricted pod is admitted at every level.
-    async fn restricted(&self) -> Result<bool, BackendError> {
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        let what = format!("get namespace {}", self.ns);
-        match retry(|| api.get_opt(&self.ns), &what).await {
-            Ok(Some(n)) => {
-                Ok(label(&n.metadata, "pod-security.kubernetes.io/enforce") == Some("restricted"))
-            }
-            Ok(None) => Err(BackendError::NotFound(format!("namespace {}", self.ns))),
-            Err(BackendError::PermissionDenied(_)) => Ok(true),
-            Err(e) => Err(e),
-        }
     }
 
     /// The storage class of upload claims and its driver; None when storage classes cannot be
@@ -203,5 +188,23 @@ impl KubeTarget {
                 "no VolumeSnapshotClass for driver {driver} (of StorageClass {class}): create one, or name another storage class in k8s.storage_class"
             ))),
         }
+    }
+}
+
+/// Whether namespace `ns` enforces Pod Security `restricted`. A namespace that cannot be read
+/// is taken to: a restricted pod is admitted at every level.
+pub(in crate::k8s) async fn enforces_restricted(
+    client: &Client,
+    ns: &str,
+) -> Result<bool, BackendError> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let what = format!("get namespace {ns}");
+    match retry(|| api.get_opt(ns), &what).await {
+        Ok(Some(n)) => {
+            Ok(label(&n.metadata, "pod-security.kubernetes.io/enforce") == Some("restricted"))
+        }
+        Ok(None) => Err(BackendError::NotFound(format!("namespace {ns}"))),
+        Err(BackendError::PermissionDenied(_)) => Ok(true),
+        Err(e) => Err(e),
     }
 }
