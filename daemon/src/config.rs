@@ -95,7 +95,8 @@ pub struct K8sSettings {
     /// `stat`, `readlink`, `tail` and `head`, and uploads are smaller or faster where it has
     /// `zstd` or `lzop` (snapfs.toml(5)).
     pub image: String,
-    /// StorageClass of upload claims; None: the cluster's default class.
+    /// StorageClass of the claims of uploads, restores and readers; None: the cluster's
+    /// default class.
     pub storage_class: Option<String>,
     /// VolumeSnapshotClass; None: the default class for the storage class's driver.
     pub snapshot_class: Option<String>,

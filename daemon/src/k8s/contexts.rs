@@ -135,12 +135,7 @@ impl Kube {
                 Scope::Only(c.namespaces.clone())
             };
             let settings = Arc::new(settings.for_context(&c.pods));
-            let readers = Readers::new(
-                client.clone(),
-                reader_idle,
-                settings.image.clone(),
-                settings.pod_uid,
-            );
+            let readers = Readers::new(client.clone(), reader_idle, settings.clone());
             let tree = KubeTree::new(client.clone(), namespaces, list_ttl, readers, meter.clone());
             kube.contexts.push(Context {
                 settings,

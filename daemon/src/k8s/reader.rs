@@ -18,7 +18,7 @@ use super::exec;
 use super::labels::{MANAGED_BY, ROLE, SNAPSHOT};
 use super::namespace::{enforces_restricted, security};
 use super::watch::Watch;
-use crate::config::PodUid;
+use crate::config::K8sSettings;
 
 /// How long a new reader may take to start (restore, schedule, run).
 const START_LIMIT: Duration = Duration::from_secs(120);
@@ -39,22 +39,20 @@ struct Reader {
 pub struct Readers {
     client: Client,
     idle: Duration,
-    /// Image of the reader pods.
-    image: String,
-    /// Who reader pods run as (`k8s.pod_uid`), as upload pods do.
-    pod_uid: PodUid,
+    /// The context's settings: the image of reader pods, who they run as (`k8s.pod_uid`, as
+    /// upload pods) and the storage class of their claims (as uploads and restores).
+    settings: Arc<K8sSettings>,
     /// By (namespace, snapshot uid): a snapshot made again under the same name is new content.
     all: Mutex<HashMap<(String, String), Arc<Reader>>>,
 }
 
 impl Readers {
     /// Starts the idle sweep, which ends with the last reference to the returned value.
-    pub fn new(client: Client, idle: Duration, image: String, pod_uid: PodUid) -> Arc<Readers> {
+    pub fn new(client: Client, idle: Duration, settings: Arc<K8sSettings>) -> Arc<Readers> {
         let readers = Arc::new(Readers {
             client,
             idle,
-            image,
-            pod_uid,
+            settings,
             all: Mutex::new(HashMap::new()),
         });
         tokio::spawn(sweep(Arc::downgrade(&readers)));
@@ -165,19 +163,25 @@ impl Readers {
         } else {
             "1Gi".into()
         };
+        let mut spec = json!({
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": size}},
+            "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
+                           "name": snap.name}
+        });
+        // The configured class (`k8s.storage_class`), as uploads and restores use, else the
+        // cluster's default.
+        if let Some(c) = &self.settings.storage_class {
+            spec["storageClassName"] = json!(c);
+        }
         let claim: PersistentVolumeClaim = serde_json::from_value(json!({
             "metadata": {"name": r.name, "labels": labels, "annotations": annotations},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": size}},
-                "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
-                               "name": snap.name}
-            }
+            "spec": spec
         }))
         .map_err(|e| BackendError::Other(format!("reader claim: {e}")))?;
         // Fitted to the namespace's Pod Security level, as upload pods are.
         let restricted = enforces_restricted(&self.client, &r.ns).await?;
-        let (pod_security, container_security) = security(self.pod_uid, restricted);
+        let (pod_security, container_security) = security(self.settings.pod_uid, restricted);
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": r.name, "labels": labels, "annotations": annotations},
             "spec": {
@@ -185,7 +189,7 @@ impl Readers {
                 "securityContext": pod_security,
                 "containers": [{
                     "name": CONTAINER,
-                    "image": self.image,
+                    "image": self.settings.image,
                     "command": exec::idle(i32::MAX as u64),
                     "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
                     "securityContext": container_security,

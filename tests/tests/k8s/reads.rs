@@ -106,3 +106,41 @@ fn a_context_whose_token_comes_from_an_exec_plugin_works_as_that_user() {
     let log = m.log();
     assert!(log.contains("plugin-user"), "{log}");
 }
+
+/// The claim a reader pod reads a snapshot from is of the configured storage class, as the
+/// claims of uploads and restores are, not the cluster's default.
+#[test]
+fn a_reader_claim_is_of_the_configured_storage_class() {
+    if !fuse_available() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let classes: kube::Api<k8s_openapi::api::storage::v1::StorageClass> =
+        kube::Api::all(cluster.client.clone());
+    let class = serde_json::from_value(json!({
+        "metadata": {"name": "fast"},
+        "provisioner": kubesim::DRIVER, "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate"
+    }))
+    .expect("a storage class");
+    cluster
+        .rt
+        .block_on(classes.create(&kube::api::PostParams::default(), &class))
+        .expect("class created");
+    let m = cluster.mount_with("[k8s]\nstorage_class = \"fast\"\n");
+    let got = std::fs::read(ns_dir(&m).join("snapshots/db-1/database.db")).expect("read");
+    assert_eq!(got, super::cluster::DB);
+    let claims: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        kube::Api::namespaced(cluster.client.clone(), "shop");
+    let lp = kube::api::ListParams::default().labels("snapfs.io/role=reader");
+    let readers = cluster
+        .rt
+        .block_on(claims.list(&lp))
+        .expect("claims listed");
+    let classes: Vec<_> = readers
+        .items
+        .iter()
+        .map(|c| c.spec.as_ref().and_then(|s| s.storage_class_name.clone()))
+        .collect();
+    assert_eq!(classes, [Some("fast".to_string())]);
+}
