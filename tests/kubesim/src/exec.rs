@@ -21,6 +21,7 @@ use crate::error::ApiError;
 use crate::faults::Direction;
 use crate::meta;
 use crate::resources::PODS;
+use crate::sandbox::Role;
 use crate::server::State;
 
 /// The container a request names, or the pod's only one.
@@ -156,14 +157,13 @@ async fn read_some<R: AsyncRead + Unpin>(
 
 impl Session {
     fn spawn(&self) -> io::Result<Child> {
-        let root = kubelet::container_dir(&self.state, &self.pod, &self.container);
-        let mounts = kubelet::mounts(&self.state, &self.pod, &self.container)?;
-        let env = kubelet::env(&self.pod, &self.container);
-        let identity = kubelet::identity(&self.pod, &self.container);
-        let mut cmd = self
-            .state
-            .sandbox
-            .command(&root, &mounts, &self.command, &env, identity)?;
+        let mut cmd = kubelet::container_command(
+            &self.state,
+            &self.pod,
+            &self.container,
+            &self.command,
+            Role::Exec,
+        )?;
         cmd.stdin(piped(self.stdin))
             .stdout(piped(self.stdout))
             .stderr(piped(self.stderr))

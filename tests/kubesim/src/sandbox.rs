@@ -32,6 +32,17 @@ pub(crate) struct Identity {
     pub groups: Vec<u32>,
 }
 
+/// How a command runs in a container.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Role {
+    /// Exec'd into the running container.
+    Exec,
+    /// The container's own command: the init of a PID namespace of its own (see
+    /// `Plan::become_init`), which gets no signal it has no handler for. The process spawned
+    /// is the one that waits for the init; `init_of` finds the init.
+    Main,
+}
+
 pub(crate) struct Sandbox {
     busybox: PathBuf,
 }
@@ -233,8 +244,8 @@ impl Sandbox {
         Ok(())
     }
 
-    /// The command `argv` inside container root `root` with `mounts`, stdio piped. NotFound
-    /// when the program does not exist in the container.
+    /// The command `argv` inside container root `root` with `mounts`, stdio null, run as
+    /// `role` says. NotFound when the program does not exist in the container.
     pub fn command(
         &self,
         root: &Path,
@@ -242,32 +253,7 @@ impl Sandbox {
         argv: &[String],
         env: &[(String, String)],
         identity: Identity,
-    ) -> io::Result<tokio::process::Command> {
-        self.build(root, mounts, argv, env, identity, false)
-    }
-
-    /// A container's own command, `argv`: as `command`, but run as the init of a PID namespace
-    /// of its own (see `Plan::become_init`), which gets no signal it has no handler for. The
-    /// process spawned is the one that waits for the init; `init_of` finds the init.
-    pub fn init_command(
-        &self,
-        root: &Path,
-        mounts: &[Mount],
-        argv: &[String],
-        env: &[(String, String)],
-        identity: Identity,
-    ) -> io::Result<tokio::process::Command> {
-        self.build(root, mounts, argv, env, identity, true)
-    }
-
-    fn build(
-        &self,
-        root: &Path,
-        mounts: &[Mount],
-        argv: &[String],
-        env: &[(String, String)],
-        identity: Identity,
-        init: bool,
+        role: Role,
     ) -> io::Result<tokio::process::Command> {
         let (program, args) = argv
             .split_first()
@@ -302,7 +288,7 @@ impl Sandbox {
             root: cstring(root)?,
             workdir: c"/".to_owned(),
             identity,
-            init,
+            init: matches!(role, Role::Main),
         };
         let mut cmd = tokio::process::Command::new(&resolved);
         cmd.arg0(program)

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::recorder::{Level, record};
 use crate::meta;
 use crate::resources::{PODS, PVCS};
-use crate::sandbox::{Identity, Mount, init_of};
+use crate::sandbox::{Identity, Mount, Role, init_of};
 use crate::server::{NODE, State};
 
 /// A grace period a pod does not set.
@@ -34,7 +34,7 @@ pub(crate) struct Kubelet {
     commands: HashMap<String, Vec<Command>>,
 }
 
-/// A container's command, running (see `Sandbox::init_command`).
+/// A container's command, running (see `Role::Main`).
 struct Command {
     container: String,
     /// The process that waits for the container's init and ends as it does; killed, with
@@ -86,8 +86,27 @@ fn container<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
 }
 
 /// The root directory of a pod's container.
-pub(crate) fn container_dir(state: &State, pod: &Value, container: &str) -> PathBuf {
+fn container_dir(state: &State, pod: &Value, container: &str) -> PathBuf {
     state.pods_dir().join(meta::uid(pod)).join(container)
+}
+
+/// Command `argv` in container `name` of `pod`, with the pod's volumes, environment and
+/// identity, run as `role` says.
+pub(crate) fn container_command(
+    state: &State,
+    pod: &Value,
+    name: &str,
+    argv: &[String],
+    role: Role,
+) -> io::Result<tokio::process::Command> {
+    state.sandbox.command(
+        &container_dir(state, pod, name),
+        &mounts(state, pod, name)?,
+        argv,
+        &env(pod, name),
+        identity(pod, name),
+        role,
+    )
 }
 
 /// Claim names of a pod's volumes.
@@ -105,7 +124,7 @@ fn claims(pod: &Value) -> Vec<String> {
 
 /// The container's volumes as bind mounts: PVCs map to their volume directories, emptyDirs to a
 /// directory of the pod. Other volume types are not simulated and are left out.
-pub(crate) fn mounts(state: &State, pod: &Value, name: &str) -> io::Result<Vec<Mount>> {
+fn mounts(state: &State, pod: &Value, name: &str) -> io::Result<Vec<Mount>> {
     let Some(c) = container(pod, name) else {
         return Ok(Vec::new());
     };
@@ -183,7 +202,7 @@ pub(crate) fn mounts(state: &State, pod: &Value, name: &str) -> io::Result<Vec<M
 }
 
 /// The container's environment (plain `value` entries only) and its HOSTNAME.
-pub(crate) fn env(pod: &Value, name: &str) -> Vec<(String, String)> {
+fn env(pod: &Value, name: &str) -> Vec<(String, String)> {
     let mut env = vec![("HOSTNAME".to_string(), meta::name(pod).to_string())];
     if let Some(list) = container(pod, name)
         .and_then(|c| c.get("env"))
@@ -199,7 +218,7 @@ pub(crate) fn env(pod: &Value, name: &str) -> Vec<(String, String)> {
 }
 
 /// The user and groups from the pod's and container's security contexts.
-pub(crate) fn identity(pod: &Value, name: &str) -> Identity {
+fn identity(pod: &Value, name: &str) -> Identity {
     let pod_ctx = pod.pointer("/spec/securityContext");
     let c_ctx = container(pod, name).and_then(|c| c.get("securityContext"));
     let field = |key: &str| {
@@ -293,19 +312,8 @@ impl Kubelet {
                 continue;
             }
             argv.extend(words("args"));
-            let spawned = mounts(state, pod, &cname).and_then(|mounts| {
-                state
-                    .sandbox
-                    .init_command(
-                        &container_dir(state, pod, &cname),
-                        &mounts,
-                        &argv,
-                        &env(pod, &cname),
-                        identity(pod, &cname),
-                    )?
-                    .kill_on_drop(true)
-                    .spawn()
-            });
+            let spawned = container_command(state, pod, &cname, &argv, Role::Main)
+                .and_then(|mut cmd| cmd.kill_on_drop(true).spawn());
             match spawned {
                 Ok(waiter) => self
                     .commands
