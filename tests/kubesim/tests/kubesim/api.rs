@@ -2,7 +2,7 @@
 //! server-side apply, watch with bookmarks and 410.
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{
     DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
@@ -11,7 +11,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::support::{bounded, client, pod_spec, start, wait_for};
+use super::support::{bounded, client, event_reasons, pod_spec, start, wait_for};
 
 fn api_error(err: kube::Error) -> kube::core::Status {
     match err {
@@ -343,15 +343,7 @@ async fn pods_run_then_end_gracefully() {
         .await
         .unwrap()
         .unwrap();
-        let events: Api<Event> = Api::namespaced(client.clone(), "default");
-        let reasons: Vec<String> = events
-            .list(&ListParams::default().fields("involvedObject.name=life"))
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter_map(|e| e.reason)
-            .collect();
+        let reasons = event_reasons(&client, "default", "life").await;
         assert!(
             reasons.contains(&"Scheduled".to_string()) && reasons.contains(&"Started".to_string())
         );

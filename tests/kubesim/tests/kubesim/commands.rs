@@ -1,14 +1,14 @@
 //! Containers' own commands: run as the init of a PID namespace, stopped on deletion with
 //! SIGTERM and, past the grace period, SIGKILL; their end is the pod's.
 
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::runtime::conditions::{is_deleted, is_pod_running};
 use kube::runtime::wait::await_condition;
 use serde_json::json;
 
-use super::support::{bounded, client, start, wait_for};
+use super::support::{bounded, client, event_reasons, start, wait_for};
 
 fn pod(name: &str, grace: u64, command: &[&str]) -> Pod {
     serde_json::from_value(json!({
@@ -17,18 +17,6 @@ fn pod(name: &str, grace: u64, command: &[&str]) -> Pod {
                  "containers": [{"name": "main", "image": "busybox:1.36", "command": command}]}
     }))
     .expect("valid pod")
-}
-
-async fn reasons(client: &kube::Client, pod: &str) -> Vec<String> {
-    let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    events
-        .list(&ListParams::default().fields(&format!("involvedObject.name={pod}")))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect()
 }
 
 /// A bare `sleep` as init ignores SIGTERM and is killed once its grace period is out; a shell
@@ -58,12 +46,12 @@ async fn a_deleted_pod_waits_for_its_command_to_end_on_sigterm_or_its_grace_peri
                 .await
                 .unwrap();
         }
-        let bare = reasons(&client, "bare").await;
+        let bare = event_reasons(&client, "default", "bare").await;
         assert!(
             bare.contains(&"Killing".into()) && bare.contains(&"ExceededGracePeriod".into()),
             "{bare:?}"
         );
-        let trapping = reasons(&client, "trapping").await;
+        let trapping = event_reasons(&client, "default", "trapping").await;
         assert!(trapping.contains(&"Killing".into()), "{trapping:?}");
         assert!(
             !trapping.contains(&"ExceededGracePeriod".into()),

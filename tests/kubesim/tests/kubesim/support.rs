@@ -3,8 +3,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::api::{ApiResource, DynamicObject, PostParams};
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
+use kube::api::{ApiResource, DynamicObject, ListParams, PostParams};
 use kube::runtime::wait::{Condition, await_condition};
 use kube::{Api, Client};
 use kubesim::{Config, KubeSim, Timings};
@@ -152,4 +152,17 @@ pub async fn pod_with_volume(client: &Client, ns: &str, name: &str) -> Pod {
         .await
         .expect("pod created");
     wait_for(pods, name, kube::runtime::conditions::is_pod_running()).await
+}
+
+/// The reasons of the events about object `name` in namespace `ns`.
+pub async fn event_reasons(client: &Client, ns: &str, name: &str) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .expect("events listed")
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect()
 }
