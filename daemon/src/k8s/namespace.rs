@@ -11,7 +11,7 @@ mod restore;
 mod transfer;
 mod upload;
 
-pub(super) use manifests::security;
+pub(super) use manifests::{restored_claim_spec, security};
 pub(super) use preflight::enforces_restricted;
 
 use std::fmt::Debug;

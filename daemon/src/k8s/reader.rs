@@ -16,7 +16,7 @@ use super::cluster::{Snapshot, is_running};
 use super::errors::retry;
 use super::exec;
 use super::labels::{MANAGED_BY, ROLE, SNAPSHOT};
-use super::namespace::{enforces_restricted, security};
+use super::namespace::{enforces_restricted, restored_claim_spec, security};
 use super::watch::Watch;
 use crate::config::K8sSettings;
 
@@ -158,22 +158,8 @@ impl Readers {
         // A snapshot's name may be longer than a label value can be.
         let annotations = json!({SNAPSHOT: snap.name});
         // The restore must hold at least the snapshot; a claim of unknown size asks for 1Gi.
-        let size = if snap.size > 0 {
-            snap.size.to_string()
-        } else {
-            "1Gi".into()
-        };
-        let mut spec = json!({
-            "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": size}},
-            "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
-                           "name": snap.name}
-        });
-        // The configured class (`k8s.storage_class`), as uploads and restores use, else the
-        // cluster's default.
-        if let Some(c) = &self.settings.storage_class {
-            spec["storageClassName"] = json!(c);
-        }
+        let size = if snap.size > 0 { snap.size } else { 1 << 30 };
+        let spec = restored_claim_spec(&self.settings, &snap.name, size);
         let claim: PersistentVolumeClaim = serde_json::from_value(json!({
             "metadata": {"name": r.name, "labels": labels, "annotations": annotations},
             "spec": spec

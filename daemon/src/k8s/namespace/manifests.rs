@@ -73,6 +73,25 @@ pub(in crate::k8s) fn security(uid: PodUid, restricted: bool) -> (Value, Value) 
     )
 }
 
+/// The spec of a claim of `size` bytes restored from VolumeSnapshot `snapshot`, of the
+/// configured storage class, else the cluster's default: for restores and reader pods.
+pub(in crate::k8s) fn restored_claim_spec(
+    settings: &K8sSettings,
+    snapshot: &str,
+    size: u64,
+) -> Value {
+    let mut spec = json!({
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": size.to_string()}},
+        "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
+                       "name": snapshot}
+    });
+    if let Some(c) = &settings.storage_class {
+        spec["storageClassName"] = json!(c);
+    }
+    spec
+}
+
 impl KubeTarget {
     pub(super) fn claim_spec(
         &self,

@@ -5,6 +5,7 @@ use kube::api::PostParams;
 use serde_json::json;
 use snapfs_fs::backend::{BackendError, SnapshotState};
 
+use super::manifests::restored_claim_spec;
 use super::{KubeTarget, snapshot_info, to};
 use crate::config::is_dns_subdomain;
 use crate::k8s::errors::retry;
@@ -32,15 +33,7 @@ impl KubeTarget {
             .filter(|i| i.state == SnapshotState::Ready)
             .ok_or_else(|| BackendError::Other(format!("VolumeSnapshot {name} is not ready")))?;
         let size = size.unwrap_or(0).max(info.size).max(1 << 20);
-        let mut spec = json!({
-            "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": size.to_string()}},
-            "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
-                           "name": name}
-        });
-        if let Some(c) = &self.settings.storage_class {
-            spec["storageClassName"] = json!(c);
-        }
+        let spec = restored_claim_spec(&self.settings, name, size);
         let pvc: PersistentVolumeClaim = to(
             json!({"metadata": {"name": claim, "annotations": {SNAPSHOT: name}}, "spec": spec}),
             "claim",
