@@ -73,22 +73,28 @@ pub(in crate::k8s) fn security(uid: PodUid, restricted: bool) -> (Value, Value) 
     )
 }
 
+/// The spec of a claim of `size` bytes, of storage class `class`, else the cluster's default.
+fn claim(size: u64, class: Option<&String>) -> Value {
+    let mut spec = json!({
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": size.to_string()}},
+    });
+    if let Some(c) = class {
+        spec["storageClassName"] = json!(c);
+    }
+    spec
+}
+
 /// The spec of a claim of `size` bytes restored from VolumeSnapshot `snapshot`, of the
-/// configured storage class, else the cluster's default: for restores and reader pods.
+/// configured storage class: for restores and reader pods.
 pub(in crate::k8s) fn restored_claim_spec(
     settings: &K8sSettings,
     snapshot: &str,
     size: u64,
 ) -> Value {
-    let mut spec = json!({
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": size.to_string()}},
-        "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
-                       "name": snapshot}
-    });
-    if let Some(c) = &settings.storage_class {
-        spec["storageClassName"] = json!(c);
-    }
+    let mut spec = claim(size, settings.storage_class.as_ref());
+    spec["dataSource"] = json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
+                                "name": snapshot});
     spec
 }
 
@@ -101,17 +107,10 @@ impl KubeTarget {
         p: &Preflight,
         size: u64,
     ) -> Value {
-        let mut spec = json!({
-            "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": size.to_string()}},
-        });
-        if let Some(c) = &p.storage_class {
-            spec["storageClassName"] = json!(c);
-        }
         json!({
             "metadata": {"name": rname, "labels": labels("upload", name, job),
                          "annotations": {SNAPSHOT: name}},
-            "spec": spec,
+            "spec": claim(size, p.storage_class.as_ref()),
         })
     }
 
