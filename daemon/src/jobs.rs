@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use snapfs_fs::backend::{BackendError, SnapshotInfo};
@@ -25,7 +25,8 @@ use crate::powers::{InUse, Power, Progress, Run, StoresEarly};
 use crate::registry::{Entry, Registry};
 use record::{Persisted, Record, Refused, Source, Store};
 
-/// How often settled uploads are looked for.
+/// How often uploads are looked at when none is about to settle; one that is about to is
+/// looked at when it settles.
 const TICK: Duration = Duration::from_millis(200);
 
 /// How long a staged upload with every file closed must stay quiet to be marked complete
@@ -230,14 +231,36 @@ impl Jobs {
 
     /// Runs forever: starts jobs for uploads that settled, cancels jobs overtaken by writes.
     pub async fn run(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(TICK);
         loop {
-            tick.tick().await;
             for (t, name) in self.due() {
                 self.start(t, name);
             }
             self.mark_complete().await;
+            let now = Instant::now();
+            let wait = self
+                .next_settle(now)
+                .map_or(TICK, |at| at.duration_since(now).min(TICK));
+            tokio::time::sleep(wait).await;
         }
+    }
+
+    /// When the next staged upload with every handle closed settles, if one is yet to: it is
+    /// started then, not up to a tick later.
+    fn next_settle(&self, now: Instant) -> Option<Instant> {
+        lock(&self.jobs)
+            .iter()
+            .filter(|(_, job)| {
+                job.source == Source::Staged
+                    && matches!(
+                        job.status.state,
+                        UploadState::Staging | UploadState::Queued | UploadState::Failed
+                    )
+            })
+            .filter_map(|((t, name), _)| self.staging.activity(*t, name))
+            .filter(|a| a.open == 0)
+            .map(|a| a.last_change + self.settle)
+            .filter(|&at| at > now)
+            .min()
     }
 
     /// Marks on disk the staged uploads whose copy is complete, so that a daemon killed

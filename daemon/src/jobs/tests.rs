@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use snapfs_fs::vfs::{Staging, TargetId, UploadHooks, UploadState};
 use tokio::sync::mpsc;
@@ -31,7 +31,17 @@ impl Engine {
         Engine::with(dir, target, began)
     }
 
+    /// No settle time: an upload with no open handle is settled.
     fn with(dir: &Path, target: Arc<FakeTarget>, began: mpsc::UnboundedReceiver<Began>) -> Engine {
+        Engine::settling(dir, target, began, Duration::ZERO)
+    }
+
+    fn settling(
+        dir: &Path,
+        target: Arc<FakeTarget>,
+        began: mpsc::UnboundedReceiver<Began>,
+        settle: Duration,
+    ) -> Engine {
         let registry = Registry::new(Vec::new());
         let t = registry
             .add(target.into_target("box", Retention::default()))
@@ -40,12 +50,11 @@ impl Engine {
         let seen = changed.clone();
         registry.on_change(move |_, name| seen.lock().unwrap().push(name.to_string()));
         let staging = Arc::new(Staging::new(dir.join("staging")));
-        // No settle time: an upload with no open handle is settled.
         let jobs = Jobs::new(
             registry,
             staging.clone(),
             dir.join("state"),
-            Duration::ZERO,
+            settle,
             true,
             tokio::runtime::Handle::current(),
         );
@@ -128,6 +137,29 @@ async fn an_upload_starts_only_once_settled_and_becomes_a_snapshot() {
     assert!(e.staging.activity(e.t, "db-1").is_none());
     // A name that is taken now is refused before anything is staged.
     assert!(e.jobs.admit(e.t, "db-1").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_engine_looks_again_when_a_closed_upload_settles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (target, began) = FakeTarget::new();
+    let settle = Duration::from_secs(3600);
+    let e = Engine::settling(dir.path(), target, began, settle);
+    e.stage("db-1", "a.txt", b"hello").await;
+    // A handle is open: no time to settle is known.
+    assert_eq!(e.jobs.next_settle(Instant::now()), None);
+    e.close("db-1");
+    let quiet_since = e.staging.activity(e.t, "db-1").unwrap().last_change;
+    assert_eq!(
+        e.jobs.next_settle(Instant::now()),
+        Some(quiet_since + settle)
+    );
+    // Once that time has come, the upload is due, not a time to wake for.
+    assert_eq!(e.jobs.next_settle(quiet_since + settle), None);
+    assert!(
+        e.step().is_empty(),
+        "nothing settled in the real time that passed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -86,11 +86,15 @@ impl KubeTarget {
                     sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
                     Ok(())
                 })?;
-                framer.finish()?;
+                let efforts = framer.finish()?;
                 // The end of the input, for the session (see `exec::run_with_input`).
                 tx.blocking_send(Bytes::new())
                     .map_err(|_| session_ended())?;
-                tracing::info!(pod = pod_name, "stream sent; checking what arrived");
+                tracing::info!(
+                    pod = pod_name,
+                    ?efforts,
+                    "stream sent; checking what arrived"
+                );
                 Ok(())
             })
         };
