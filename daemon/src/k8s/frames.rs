@@ -23,12 +23,14 @@
 //! segments finds data that compresses again. Segments are compressed on as many cores as
 //! there are (up to 4), one thread each, and sent in order.
 //!
-//! How hard each segment is compressed follows the link ([`Pace`]): where a frame was made
-//! before the link could take it, the link is what bounds the upload and the next segment
-//! gets more effort, which makes the stream smaller; where the link had to wait for it, the
-//! next gets less. On a 50 MiB/s link, lzop frames of a source tree and a database went from
-//! 0.49 to about 0.45 of the stream's size this way, and zstd frames from 0.40 to about 0.37;
-//! on a fast link the stream goes at the fastest effort, as before.
+//! How hard each segment is compressed follows the link ([`Pace`]), as `zstd --adapt` does:
+//! where frames are made before the link can take them, the link is what bounds the upload
+//! and the next segments get more effort, which makes the stream smaller; where the link has
+//! to wait for one, the next gets less. Sending a source tree and a database through a
+//! 20 MiB/s link, lzop frames went mostly at the most effort and the stream took 8 % less
+//! time. Where the pod shares the uploading machine's cores (a cluster on the same machine),
+//! more effort takes cores from the pod's side: with no limit on the link, the stream took up
+//! to 9 % more time.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -188,23 +190,35 @@ impl Choice {
 struct Pace {
     effort: usize,
     most: usize,
+    /// Frames in a row that were ready, since the effort last changed.
+    ready: u32,
 }
+
+/// Frames in a row that must be ready before the effort is raised: a frame that is late
+/// leaves the link idle, so the effort falls at once and rises slowly.
+const RAISE_AFTER: u32 = 2;
 
 impl Pace {
     fn new(codec: Codec) -> Pace {
         Pace {
             effort: 0,
             most: codec.efforts() - 1,
+            ready: 0,
         }
     }
 
     /// A frame was (`true`) or was not yet made when the link could take it.
     fn saw(&mut self, ready: bool) {
-        self.effort = if ready {
-            (self.effort + 1).min(self.most)
+        if ready {
+            self.ready += 1;
+            if self.ready == RAISE_AFTER {
+                self.effort = (self.effort + 1).min(self.most);
+                self.ready = 0;
+            }
         } else {
-            self.effort.saturating_sub(1)
-        };
+            self.effort = self.effort.saturating_sub(1);
+            self.ready = 0;
+        }
     }
 }
 
@@ -419,14 +433,14 @@ mod tests {
     fn effort_rises_while_frames_wait_for_the_link_and_falls_while_the_link_waits() {
         let mut pace = Pace::new(Codec::Lzop);
         let mut seen = Vec::new();
-        for ready in [
-            true, true, true, true, true, false, false, true, false, false, false, false,
-        ] {
+        let (t, f) = (true, false);
+        for ready in [t, t, t, t, t, t, t, t, f, f, t, f, t, t, f, f, f, f] {
             pace.saw(ready);
             seen.push(pace.effort);
         }
-        // Up to the most, down, and never below the fastest.
-        assert_eq!(seen, [1, 2, 3, 3, 3, 2, 1, 2, 1, 0, 0, 0]);
+        // Up every second ready frame to the most, down at each late one, never below the
+        // fastest; a late frame starts the count of ready ones again.
+        assert_eq!(seen, [0, 1, 1, 2, 2, 3, 3, 3, 2, 1, 1, 0, 0, 1, 0, 0, 0, 0]);
         assert_eq!(Pace::new(Codec::Zstd).most, ZSTD_LEVELS.len() - 1);
     }
 
