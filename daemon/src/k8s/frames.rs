@@ -184,9 +184,9 @@ impl Choice {
 }
 
 /// The effort for the next segment, from whether the frames before it were ready by the time
-/// the link could take them: one more after a frame that was, one less after one that was not.
-/// Where compressing is about as fast as the link, it goes back and forth between two efforts,
-/// which keeps both busy.
+/// the link could take them: one more after `RAISE_AFTER` in a row that were, one less after
+/// each one that was not. Where compressing is about as fast as the link, it goes back and
+/// forth between two efforts, which keeps both busy.
 struct Pace {
     effort: usize,
     most: usize,

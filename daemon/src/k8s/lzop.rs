@@ -8,7 +8,7 @@
 //! Above that it keeps chains of every place with the same hash, takes the match that saves
 //! the most bytes among the last few places of the chain, and puts a match off by one byte
 //! where the next place has a better one. On a source tree and a database, efforts 0 to 3 gave
-//! 0.49, 0.45, 0.44 and 0.44 of the size, at about 310, 135, 110 and 90 MB/s on one core
+//! 0.49, 0.45, 0.44 and 0.44 of the size, at about 320, 120, 110 and 90 MB/s on one core
 //! (`lzop -7`, which searches all it can, gives 0.41 at 23 MB/s). Either way it skips ahead
 //! faster the longer no match is found, so that data that does not compress costs little.
 //! Blocks of `BLOCK` bytes are compressed on their own, each with the Adler-32 of its bytes,
