@@ -53,15 +53,24 @@ impl KubeTarget {
             api: self.pods(),
             counters: self.counters.clone(),
         };
-        // A pod that cannot be asked gets gzip, which any image with a shell opens.
-        let codec = match exec::run(&pods, pod, CONTAINER, exec::sh(frames::UNPACKERS, &[])).await {
-            Ok(out) => Codec::from_answer(&out.stdout),
-            Err(e) => {
-                tracing::info!(pod, error = %e, "could not ask the pod for zstd or lzop; sending gzip");
-                Codec::Gzip
-            }
+        // The pod is asked which decompressors it has while the stream's session starts: only
+        // the first frame waits for the answer. A pod that cannot be asked gets gzip, which any
+        // image with a shell opens.
+        let (answer, asked) = tokio::sync::oneshot::channel();
+        let probe = async {
+            let unpackers = exec::sh(frames::UNPACKERS, &[]);
+            let codec = match exec::run(&pods, pod, CONTAINER, unpackers).await {
+                Ok(out) => Codec::from_answer(&out.stdout),
+                Err(e) => {
+                    tracing::info!(pod, error = %e, "could not ask the pod for zstd or lzop; sending gzip");
+                    Codec::Gzip
+                }
+            };
+            tracing::info!(pod, ?codec, "stream compression");
+            // The stream may have ended already, and no longer wait for it.
+            let _ = answer.send(codec);
         };
-        tracing::info!(pod, ?codec, "stream compression");
+        tokio::pin!(probe);
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
         let stop = Arc::new(AtomicBool::new(false));
         // Bytes of the stream framed and handed to the exec session; the channel holds at most
@@ -75,6 +84,8 @@ impl KubeTarget {
                 let session_ended = || {
                     std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the exec session ended")
                 };
+                // No answer means the session ended before the pod was asked.
+                let codec = asked.blocking_recv().map_err(|_| session_ended())?;
                 let mut framer = frames::Framer::new(codec, |frame| {
                     tx.blocking_send(frame).map_err(|_| session_ended())
                 });
@@ -101,9 +112,11 @@ impl KubeTarget {
         let session = exec::run_with_input(&pods, pod, CONTAINER, command, Some(rx), limit);
         tokio::pin!(session);
         // Progress and cancellation are looked at while the bytes flow.
+        let mut probing = true;
         let out = loop {
             tokio::select! {
                 out = &mut session => break out,
+                () = &mut probe, if probing => probing = false,
                 () = tokio::time::sleep(POLL) => {
                     progress.done.store(sent.load(Ordering::Relaxed), Ordering::Relaxed);
                     if cancel.load(Ordering::Relaxed) {
