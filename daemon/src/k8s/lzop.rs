@@ -23,8 +23,9 @@ const FLAGS: u32 = 0x0000_0001 | 0x0300_0000;
 
 /// Shortest match looked for.
 const MIN_MATCH: usize = 4;
-/// Bits of the hash of four bytes at effort 0, and with chains.
+/// Bits of the hash of four bytes at effort 0.
 const HASH_BITS: u32 = 14;
+/// Bits of the hash of four bytes above effort 0, where chains hold every place.
 const CHAIN_HASH_BITS: u32 = 16;
 /// How many places of a chain are looked at, at each effort above 0.
 const CHAIN_DEPTHS: [usize; 3] = [2, 4, 8];
