@@ -138,13 +138,19 @@ python3 - "$size_mib" "$work/times" "$work/daemon.log" <<'PY'
 import re, statistics, sys
 mib = int(sys.argv[1])
 rounds = [line.split() for line in open(sys.argv[2])]
-# The daemon's own account of each upload: how long the stream and its check took.
+# The daemon's own account of each upload: how long the stream and its check took, and how
+# many segments of the stream were compressed at each effort (fastest first; segments that did
+# not compress went stored and are not counted).
 log = open(sys.argv[3], errors="replace").read()
-stream = {}
+stream, efforts = {}, {}
 for line in log.splitlines():
-    name, secs = re.search(r"snapshot=\"?([^\s\"]+)", line), re.search(r"seconds=([0-9.]+)", line)
+    name = re.search(r"snapshot=\"?([^\s\"]+)", line)
+    secs = re.search(r"seconds=([0-9.]+)", line)
+    segments = re.search(r"segments_by_effort=\[([0-9, ]*)\]", line)
     if "data arrived and checked" in line and name and secs:
         stream[name.group(1)] = float(secs.group(1))
+    if name and segments:
+        efforts[name.group(1)] = segments.group(1)
 up_ratios, snap_ratios = [], []
 for r, row in enumerate(rounds, 1):
     t0, t1, t2, t3, t4, t5, t6 = map(float, row[:7])
@@ -158,7 +164,8 @@ for r, row in enumerate(rounds, 1):
     print(f"  snapfs snapshot (read in place):      {direct:7.2f} s  ({mib / direct:7.1f} MiB/s)")
     for name in (f"up-{r}", f"snap-{r}"):
         if name in stream:
-            print(f"    {name}: stream sent and checked in {stream[name]:.2f} s")
+            print(f"    {name}: stream sent and checked in {stream[name]:.2f} s"
+                  f" (segments compressed at each effort, fastest first: {efforts.get(name, '?')})")
     print(f"  ratio (kubectl cp time / snapfs time): uploads/ {kc / total:.2f}x, snapshot {kc / direct:.2f}x")
 print(f"median of {len(rounds)} rounds (kubectl cp time / snapfs time): "
       f"uploads/ {statistics.median(up_ratios):.2f}x, snapshot {statistics.median(snap_ratios):.2f}x")

@@ -249,7 +249,7 @@ impl<F: FnMut(Bytes) -> io::Result<()>> Framer<F> {
     }
 
     /// Sends what is left and the end line. Answers how many segments were compressed with
-    /// each effort, from the fastest on.
+    /// each effort, from the fastest on (segments sent stored, between probes, are not counted).
     pub fn finish(mut self) -> io::Result<Vec<u32>> {
         if !self.segment.is_empty() {
             self.emit()?;

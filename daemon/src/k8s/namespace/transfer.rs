@@ -80,7 +80,10 @@ impl KubeTarget {
         let producer = {
             let (plan, stop, sent) = (plan.clone(), stop.clone(), sent.clone());
             let pod_name = pod.to_string();
+            // What the stream logs belongs to the upload's job, as the rest of its lines do.
+            let job = tracing::Span::current();
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                let _job = job.enter();
                 let session_ended = || {
                     std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the exec session ended")
                 };
@@ -97,13 +100,13 @@ impl KubeTarget {
                     sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
                     Ok(())
                 })?;
-                let efforts = framer.finish()?;
+                let segments_by_effort = framer.finish()?;
                 // The end of the input, for the session (see `exec::run_with_input`).
                 tx.blocking_send(Bytes::new())
                     .map_err(|_| session_ended())?;
                 tracing::info!(
                     pod = pod_name,
-                    ?efforts,
+                    ?segments_by_effort,
                     "stream sent; checking what arrived"
                 );
                 Ok(())
