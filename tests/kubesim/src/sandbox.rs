@@ -311,8 +311,8 @@ impl Sandbox {
     }
 }
 
-/// The host's id of the init that the process `waiter` (spawned from `init_command`) waits
-/// for; none once it has ended.
+/// The host's id of the init that the process `waiter` (spawned from `Sandbox::command` with
+/// `Role::Main`) waits for; none once it has ended.
 pub(crate) fn init_of(waiter: u32) -> Option<i32> {
     std::fs::read_to_string(format!("/proc/{waiter}/task/{waiter}/children"))
         .ok()?
