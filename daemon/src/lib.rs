@@ -5,6 +5,7 @@ pub mod check;
 pub mod cloud;
 pub mod config;
 pub mod control;
+pub mod early;
 #[cfg(test)]
 mod fake_target;
 pub mod hivemq;

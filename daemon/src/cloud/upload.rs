@@ -32,8 +32,9 @@ mod source;
 
 pub(super) use early::Early;
 
+use crate::early::Held;
 use packing::{Group, Packer, Packing, Table};
-use source::{Held, Read, entries_of, files_by_path, read_files, scan, seen_of, unchanged};
+use source::{Read, entries_of, files_by_path, read_files, scan, seen_of, unchanged};
 
 /// Compression level: fast enough to keep up with a disk, still a good ratio.
 const LEVEL: i32 = 3;

@@ -28,21 +28,14 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::super::shared::{LEASE_REFRESH, Stored};
 use super::super::{CloudBackend, lock};
 use super::packing::{Group, Packer, Packing, Table};
-use super::source::Held;
 use super::{Placed, join_error};
+use crate::early::{Files, Held};
 
 /// A file as stored early: what its manifest entry needs.
 pub(in crate::cloud) struct EarlyFile {
     pub size: u64,
     pub crc32c: u32,
     pub chunks: Vec<(ChunkId, Stored)>,
-}
-
-/// What the file system last told of one staged file.
-#[derive(Default)]
-struct FileState {
-    writers: u32,
-    epoch: u64,
 }
 
 /// Files stored in one go between two looks for a run waiting.
@@ -68,21 +61,12 @@ enum Msg {
 
 /// One staged upload's early storing.
 pub(in crate::cloud) struct Early {
-    files: Mutex<HashMap<u64, FileState>>,
+    files: Files,
     tx: mpsc::UnboundedSender<Msg>,
     stop: AtomicBool,
     worker: Mutex<Option<JoinHandle<()>>>,
     /// The file being read, which a removal makes it let go of.
     held: Arc<Held>,
-}
-
-impl Early {
-    /// Whether file `ino`, read at `epoch`, still is what was read.
-    fn current(&self, ino: u64, epoch: u64) -> bool {
-        lock(&self.files)
-            .get(&ino)
-            .is_some_and(|f| f.writers == 0 && f.epoch == epoch)
-    }
 }
 
 /// A file stored early, by its index in the chunk table of the upload's packs.
@@ -112,7 +96,7 @@ impl CloudBackend {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let early = Arc::new(Early {
-            files: Mutex::default(),
+            files: Files::default(),
             tx,
             stop: AtomicBool::new(false),
             worker: Mutex::new(None),
@@ -132,11 +116,7 @@ impl CloudBackend {
         id: &str,
         ino: u64,
     ) {
-        let early = self.early(rt, id);
-        let mut files = lock(&early.files);
-        let f = files.entry(ino).or_default();
-        f.writers += 1;
-        f.epoch += 1;
+        self.early(rt, id).files.writing(ino);
     }
 
     /// A writer of file `ino` of upload `id` closed it; the last one hands it, now at `path`
@@ -149,13 +129,7 @@ impl CloudBackend {
         path: Option<&Path>,
     ) {
         let early = self.early(rt, id);
-        let epoch = {
-            let mut files = lock(&early.files);
-            let f = files.entry(ino).or_default();
-            f.writers = f.writers.saturating_sub(1);
-            f.epoch += 1;
-            (f.writers == 0).then_some(f.epoch)
-        };
+        let epoch = early.files.written(ino);
         if let (Some(epoch), Some(path)) = (epoch, path) {
             // The worker ends only once the upload is: nothing is left to store then.
             let _ = early.tx.send(Msg::File {
@@ -172,9 +146,7 @@ impl CloudBackend {
         let Some(early) = lock(&self.early).get(id).cloned() else {
             return;
         };
-        if let Some(f) = lock(&early.files).get_mut(&ino) {
-            f.epoch += 1;
-        }
+        early.files.removed(ino);
         early.held.release(ino);
     }
 
@@ -347,7 +319,7 @@ impl CloudBackend {
         let mut files = Vec::new();
         let mut inos = Vec::new();
         for (ino, path, epoch) in batch {
-            if !early.current(ino, epoch) {
+            if !early.files.current(ino, epoch) {
                 continue;
             }
             // Another file may have taken the name since: only the inode handed on counts.
@@ -391,7 +363,7 @@ impl CloudBackend {
         .await?;
         for r in reading {
             // Written to while it was read: the next close hands it on again.
-            if r.failed || !early.current(r.ino, r.epoch) {
+            if r.failed || !early.files.current(r.ino, r.epoch) {
                 continue;
             }
             let record = Record {
@@ -416,7 +388,7 @@ fn stored_files(
     let packs: Vec<Arc<str>> = table.packs.iter().map(|p| Arc::from(p.as_str())).collect();
     let mut out = HashMap::new();
     for (&ino, r) in records {
-        if !early.current(ino, r.epoch) {
+        if !early.files.current(ino, r.epoch) {
             continue;
         }
         let chunks: Option<Vec<(ChunkId, Stored)>> = r

@@ -6,14 +6,13 @@ use std::fs::File;
 use std::io::Read as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use snapfs_fs::backend::BackendError;
 use snapfs_fs::format::{Cutting, Entry, EntryKind, MAX_CHUNK, Manifest, Seen};
 
 use super::{invalid, io_error};
+use crate::early::Held;
 
 /// One entry of the source tree.
 pub(super) struct Item {
@@ -72,44 +71,6 @@ pub(super) enum Read {
     Failed(usize, BackendError),
 }
 
-/// The file a reader has open, by a key of the caller's, and a way to make it let go: a
-/// removed file's space comes back only once no one has it open, so whoever removes a file
-/// being read waits until the reader closed it.
-#[derive(Default)]
-pub(super) struct Held {
-    key: Mutex<Option<u64>>,
-    let_go: AtomicBool,
-    closed: Condvar,
-}
-
-/// How long a removal waits for a reader to let go; a reader checks between two reads.
-const LET_GO_WAIT: Duration = Duration::from_secs(5);
-
-impl Held {
-    fn set(&self, key: Option<u64>) {
-        *self.key.lock().unwrap_or_else(PoisonError::into_inner) = key;
-        self.let_go.store(false, Ordering::Relaxed);
-        self.closed.notify_all();
-    }
-
-    /// Makes the reader let go of the file of `key` if it has it open, and waits until it did.
-    pub(super) fn release(&self, key: u64) {
-        let mut held = self.key.lock().unwrap_or_else(PoisonError::into_inner);
-        let deadline = Instant::now() + LET_GO_WAIT;
-        while *held == Some(key) {
-            self.let_go.store(true, Ordering::Relaxed);
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            held = match self.closed.wait_timeout(held, left) {
-                Ok((held, _)) => held,
-                Err(e) => e.into_inner().0,
-            };
-        }
-    }
-}
-
 /// Reads the files in order and cuts each into chunks, sending them on. A file that cannot be
 /// read is reported and ends the reading, unless `keep_going`. With `held`, each file is held
 /// under its key in the list while it is open.
@@ -166,7 +127,7 @@ fn read_file(
             let have = buf.len();
             let left = size.saturating_sub(total).saturating_add(1);
             let room = left.min((2 * MAX_CHUNK - have) as u64) as usize;
-            if held.is_some_and(|h| h.let_go.load(Ordering::Relaxed)) {
+            if held.is_some_and(|h| h.must_let_go()) {
                 return Err(invalid(format!("{}: removed while read", path.display())));
             }
             buf.resize(have + room, 0);
@@ -294,7 +255,7 @@ mod tests {
             let held = held.clone();
             std::thread::spawn(move || held.release(7))
         };
-        while !held.let_go.load(Ordering::Relaxed) {
+        while !held.must_let_go() {
             std::thread::yield_now();
         }
         let mut failed = None;
@@ -308,7 +269,7 @@ mod tests {
         let (n, why) = failed.expect("the reading gave up");
         assert_eq!(n, 0);
         assert!(why.contains("removed while read"), "{why}");
-        assert_eq!(*held.key.lock().unwrap(), None);
+        assert_eq!(held.key(), None);
         // A key no one holds is let go of at once.
         held.release(7);
     }
