@@ -646,13 +646,13 @@ impl UploadHooks for Jobs {
 
     fn writing(&self, target: TargetId, name: &str, ino: u64) {
         if let Some((stores, id)) = self.early_of(target, name) {
-            stores.writing(&self.rt, &id, ino);
+            stores.writing(&self.rt, &id, name, ino);
         }
     }
 
     fn written(&self, target: TargetId, name: &str, ino: u64, path: Option<&std::path::Path>) {
         if let Some((stores, id)) = self.early_of(target, name) {
-            stores.written(&self.rt, &id, ino, path);
+            stores.written(&self.rt, &id, name, ino, path);
         }
     }
 

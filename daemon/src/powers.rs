@@ -85,20 +85,22 @@ pub trait TakesLocalData: Send + Sync {
     }
 }
 
-/// The files of a staged upload are stored while the copy still runs (a bucket), under an id
-/// the upload keeps from its first file to its end, so that the run that follows once it
-/// settles reads only what changed since. Files are named by their inode in the staging folder.
+/// The files of a staged upload are stored while the copy still runs (a bucket, a
+/// namespace), under an id the upload keeps from its first file to its end, so that the run
+/// that follows once it settles reads only what changed since. Files are named by their inode
+/// in the staging folder; `name` is the upload's.
 #[async_trait]
 pub trait StoresEarly: Send + Sync {
     /// File `ino` of upload `id` was opened for writing, or made: what was stored of it no
     /// longer counts.
-    fn writing(self: Arc<Self>, rt: &tokio::runtime::Handle, id: &str, ino: u64);
+    fn writing(self: Arc<Self>, rt: &tokio::runtime::Handle, id: &str, name: &str, ino: u64);
     /// A handle that could write file `ino` of upload `id` was closed; the file is at `path`,
     /// unless it was removed.
     fn written(
         self: Arc<Self>,
         rt: &tokio::runtime::Handle,
         id: &str,
+        name: &str,
         ino: u64,
         path: Option<&Path>,
     );

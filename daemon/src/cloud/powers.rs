@@ -58,7 +58,7 @@ impl CloudBackend {
 
 #[async_trait]
 impl StoresEarly for CloudBackend {
-    fn writing(self: Arc<Self>, rt: &tokio::runtime::Handle, id: &str, ino: u64) {
+    fn writing(self: Arc<Self>, rt: &tokio::runtime::Handle, id: &str, _name: &str, ino: u64) {
         self.early_writing(rt, id, ino);
     }
 
@@ -66,6 +66,7 @@ impl StoresEarly for CloudBackend {
         self: Arc<Self>,
         rt: &tokio::runtime::Handle,
         id: &str,
+        _name: &str,
         ino: u64,
         path: Option<&Path>,
     ) {

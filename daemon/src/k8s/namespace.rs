@@ -3,6 +3,7 @@
 //! crashed runs leave (`leftovers`) and restoring one into a claim (`restore`) in the rooms
 //! below.
 
+mod early;
 mod leftovers;
 mod manifests;
 mod preflight;
@@ -53,6 +54,8 @@ pub struct KubeTarget {
     /// What the context's client asked in this namespace.
     counters: Arc<Counters>,
     preflight: Mutex<Option<(Instant, Preflight)>>,
+    /// Uploads started while their files were copied (`early`).
+    early: early::EarlyUploads,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -85,6 +88,7 @@ impl KubeTarget {
             readers,
             counters,
             preflight: Mutex::new(None),
+            early: early::EarlyUploads::default(),
         }
     }
 

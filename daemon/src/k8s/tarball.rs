@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 
+use crate::early::Held;
+
 const BLOCK: u64 = 512;
 /// Size of the pieces the stream is cut into.
 const CHUNK: usize = 1 << 20;
@@ -20,6 +22,32 @@ enum Kind {
     File,
     Dir,
     Symlink,
+    /// A file whose content is already on the far side, at `link` (`Plan::link_sent`).
+    HardLink,
+}
+
+/// What a file's tar entry carries besides its content, and the inode it was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub ino: u64,
+    pub size: u64,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+}
+
+impl Meta {
+    fn of(meta: &std::fs::Metadata) -> Meta {
+        Meta {
+            ino: meta.ino(),
+            size: meta.len(),
+            mode: meta.mode() & 0o7777,
+            uid: u64::from(meta.uid()),
+            gid: u64::from(meta.gid()),
+            mtime: u64::try_from(meta.mtime()).unwrap_or(0),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +62,35 @@ struct Entry {
     size: u64,
     link: Option<String>,
     source: PathBuf,
+    ino: u64,
+}
+
+impl Entry {
+    fn meta(&self) -> Meta {
+        Meta {
+            ino: self.ino,
+            size: self.size,
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            mtime: self.mtime,
+        }
+    }
+
+    fn with_meta(path: String, source: PathBuf, m: Meta) -> Entry {
+        Entry {
+            path,
+            kind: Kind::File,
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            mtime: m.mtime,
+            size: m.size,
+            link: None,
+            source,
+            ino: m.ino,
+        }
+    }
 }
 
 /// What will be sent, and how long the stream is.
@@ -52,6 +109,35 @@ impl Plan {
     /// Files, folders and links to send.
     pub fn entries(&self) -> u64 {
         self.entries.len() as u64
+    }
+
+    /// Whether the tree has an entry `name` at its top.
+    pub fn has_top(&self, name: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.path.trim_end_matches('/') == name)
+    }
+
+    /// Sends each file that `sent` finds already on the far side, as it is now, as a hard link
+    /// to where it is there; answers how many, and their bytes. `total` follows; `data` and
+    /// `files` stay what the tree holds.
+    pub fn link_sent(&mut self, mut sent: impl FnMut(&Meta) -> Option<String>) -> (u64, u64) {
+        let (mut linked, mut bytes) = (0, 0);
+        for e in &mut self.entries {
+            if e.kind != Kind::File {
+                continue;
+            }
+            if let Some(target) = sent(&e.meta()) {
+                self.total -= header_len(e) + padded(e.size);
+                bytes += e.size;
+                e.kind = Kind::HardLink;
+                e.size = 0;
+                e.link = Some(target);
+                self.total += header_len(e);
+                linked += 1;
+            }
+        }
+        (linked, bytes)
     }
 }
 
@@ -135,15 +221,10 @@ fn entry(path: &Path, rel: String, meta: &std::fs::Metadata) -> std::io::Result<
         ));
     };
     Ok(Entry {
-        path: rel,
         kind,
-        mode: meta.mode() & 0o7777,
-        uid: u64::from(meta.uid()),
-        gid: u64::from(meta.gid()),
-        mtime: u64::try_from(meta.mtime()).unwrap_or(0),
         size,
         link,
-        source: path.to_path_buf(),
+        ..Entry::with_meta(rel, path.to_path_buf(), Meta::of(meta))
     })
 }
 
@@ -249,19 +330,80 @@ fn header(path: &str, kind: u8, size: u64, e: &Entry, link: &str) -> [u8; 512] {
 /// Produces the stream in pieces of at most `CHUNK` bytes, handing each to `send`; stops at
 /// the first error `send` returns. A file that no longer has the size the plan saw fails the
 /// stream: what arrives must be what was planned.
-pub fn write(
-    plan: &Plan,
-    mut send: impl FnMut(Bytes) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let mut buf = BytesMut::with_capacity(CHUNK);
-    let mut flush = |buf: &mut BytesMut, force: bool| -> std::io::Result<()> {
-        if buf.len() >= CHUNK || (force && !buf.is_empty()) {
-            send(buf.split().freeze())?;
-            buf.reserve(CHUNK);
+pub fn write(plan: &Plan, send: impl FnMut(Bytes) -> std::io::Result<()>) -> std::io::Result<()> {
+    let mut tar = Tar::new(send);
+    tar.plan(plan)?;
+    tar.end()
+}
+
+/// A tar stream being written, cut into pieces of at most `CHUNK` bytes for `send`.
+pub struct Tar<F> {
+    buf: BytesMut,
+    send: F,
+}
+
+impl<F: FnMut(Bytes) -> std::io::Result<()>> Tar<F> {
+    pub fn new(send: F) -> Self {
+        Tar {
+            buf: BytesMut::with_capacity(CHUNK),
+            send,
+        }
+    }
+
+    fn flush(&mut self, force: bool) -> std::io::Result<()> {
+        if self.buf.len() >= CHUNK || (force && !self.buf.is_empty()) {
+            (self.send)(self.buf.split().freeze())?;
+            self.buf.reserve(CHUNK);
         }
         Ok(())
-    };
-    for e in &plan.entries {
+    }
+
+    /// The entries of `plan`, each file read as the plan saw it.
+    pub fn plan(&mut self, plan: &Plan) -> std::io::Result<()> {
+        for e in &plan.entries {
+            self.header(e)?;
+            if e.kind != Kind::File {
+                continue;
+            }
+            let mut f = std::fs::File::open(&e.source)?;
+            if !self.content(&mut f, e.size, None)? {
+                return Err(changed(e));
+            }
+            // Longer than planned is as wrong as shorter.
+            if f.read(&mut [0u8; 1])? != 0 {
+                return Err(changed(e));
+            }
+        }
+        Ok(())
+    }
+
+    /// File `source` under the name `name`, as it is when opened. Answers what was sent of it,
+    /// or None where it shrank or was removed while read (`held` asks to let go): its entry is
+    /// then filled up with zeros and what arrives is not the file.
+    pub fn file_as(
+        &mut self,
+        name: String,
+        source: &Path,
+        held: &Held,
+    ) -> std::io::Result<Option<Meta>> {
+        let mut f = std::fs::File::open(source)?;
+        let stat = f.metadata()?;
+        if !stat.is_file() {
+            return Ok(None);
+        }
+        let meta = Meta::of(&stat);
+        self.header(&Entry::with_meta(name, source.to_path_buf(), meta))?;
+        let whole = self.content(&mut f, meta.size, Some(held))?;
+        Ok(whole.then_some(meta))
+    }
+
+    /// The end-of-archive marker, and the last piece.
+    pub fn end(mut self) -> std::io::Result<()> {
+        self.buf.extend_from_slice(&[0u8; 2 * BLOCK as usize]);
+        self.flush(true)
+    }
+
+    fn header(&mut self, e: &Entry) -> std::io::Result<()> {
         let pax = pax_records(e);
         if !pax.is_empty() {
             let short: String = e
@@ -273,43 +415,47 @@ pub fn write(
                 .collect();
             let short: String = short.chars().rev().collect();
             let name = format!("PaxHeaders/{short}");
-            buf.extend_from_slice(&header(&name, b'x', pax.len() as u64, e, ""));
-            buf.extend_from_slice(&pax);
-            pad(&mut buf, pax.len() as u64);
+            self.buf
+                .extend_from_slice(&header(&name, b'x', pax.len() as u64, e, ""));
+            self.buf.extend_from_slice(&pax);
+            pad(&mut self.buf, pax.len() as u64);
         }
         let (kind, link) = match e.kind {
             Kind::File => (b'0', ""),
             Kind::Dir => (b'5', ""),
             Kind::Symlink => (b'2', e.link.as_deref().unwrap_or("")),
+            Kind::HardLink => (b'1', e.link.as_deref().unwrap_or("")),
         };
-        buf.extend_from_slice(&header(&e.path, kind, e.size, e, link));
-        flush(&mut buf, false)?;
-        if e.kind != Kind::File {
-            continue;
-        }
-        let mut f = std::fs::File::open(&e.source)?;
-        let mut left = e.size;
+        self.buf
+            .extend_from_slice(&header(&e.path, kind, e.size, e, link));
+        self.flush(false)
+    }
+
+    /// `size` bytes of `f` and the padding after them. Where `f` ends early, or `held` asks to
+    /// let go, zeros stand for the rest, and the answer is false.
+    fn content(
+        &mut self,
+        f: &mut std::fs::File,
+        size: u64,
+        held: Option<&Held>,
+    ) -> std::io::Result<bool> {
+        let (mut left, mut whole) = (size, true);
         while left > 0 {
-            let room = (CHUNK - buf.len().min(CHUNK)).max(64 << 10) as u64;
+            let room = (CHUNK - self.buf.len().min(CHUNK)).max(64 << 10) as u64;
             let want = left.min(room) as usize;
-            let at = buf.len();
-            buf.resize(at + want, 0);
-            let got = read_full(&mut f, &mut buf[at..])?;
-            if got < want {
-                return Err(changed(e));
+            let at = self.buf.len();
+            self.buf.resize(at + want, 0);
+            if whole {
+                whole = !held.is_some_and(Held::must_let_go)
+                    && read_full(f, &mut self.buf[at..])? == want;
             }
             left -= want as u64;
-            flush(&mut buf, false)?;
+            self.flush(false)?;
         }
-        // Longer than planned is as wrong as shorter.
-        if f.read(&mut [0u8; 1])? != 0 {
-            return Err(changed(e));
-        }
-        pad(&mut buf, e.size);
-        flush(&mut buf, false)?;
+        pad(&mut self.buf, size);
+        self.flush(false)?;
+        Ok(whole)
     }
-    buf.extend_from_slice(&[0u8; 2 * BLOCK as usize]);
-    flush(&mut buf, true)
 }
 
 fn changed(e: &Entry) -> std::io::Error {

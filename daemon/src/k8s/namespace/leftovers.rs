@@ -13,8 +13,13 @@ use crate::k8s::labels::{JOB, MANAGED_BY, ROLE, UPLOAD, job_label, label, made_f
 use crate::powers::InUse;
 
 impl KubeTarget {
-    /// Removes pods and claims that runs of upload `name` left (not the snapshot).
-    pub(super) async fn remove_leftovers(&self, name: &str) -> Result<(), BackendError> {
+    /// Removes pods and claims that runs of upload `name` left (not the snapshot), but for
+    /// the pod and claim named `keep`.
+    pub(super) async fn remove_leftovers(
+        &self,
+        name: &str,
+        keep: Option<&str>,
+    ) -> Result<(), BackendError> {
         let selector = format!(
             "{MANAGED_BY}=snapfs,{ROLE}=upload,{UPLOAD}={}",
             name_digest(name)
@@ -25,6 +30,7 @@ impl KubeTarget {
         for p in retry(|| pods.list(&lp), &what).await?.items {
             if made_for(&p.metadata, name)
                 && let Some(n) = p.metadata.name.as_deref()
+                && keep != Some(n)
             {
                 self.delete_pod(n).await?;
             }
@@ -34,6 +40,7 @@ impl KubeTarget {
         for c in retry(|| claims.list(&lp), &what).await?.items {
             if made_for(&c.metadata, name)
                 && let Some(n) = c.metadata.name.as_deref()
+                && keep != Some(n)
             {
                 self.remove(&claims, "persistentvolumeclaim", n).await?;
             }

@@ -17,12 +17,19 @@ pub const CONTAINER: &str = "upload";
 pub const DATA: &str = "/data";
 const SCRATCH: &str = "/snapfs";
 
+/// Bytes a file takes on a volume besides its content.
+pub const PER_FILE: u64 = 4096;
+
+/// `raw` bytes with the claim's margin (`k8s.size_margin`).
+pub fn with_margin(raw: u64, settings: &K8sSettings) -> u64 {
+    raw.saturating_mul(100 + settings.size_margin) / 100
+}
+
 /// The claim size for a plan: content plus a block per entry, plus the margin, in MiB, never
 /// below the floor.
 pub fn claim_size(plan: &tarball::Plan, settings: &K8sSettings) -> u64 {
-    let raw = plan.data + 4096 * plan.entries().max(1);
-    let with_margin = raw.saturating_mul(100 + settings.size_margin) / 100;
-    with_margin
+    let raw = plan.data + PER_FILE * plan.entries().max(1);
+    with_margin(raw, settings)
         .div_ceil(1 << 20)
         .saturating_mul(1 << 20)
         .max(settings.min_size)

@@ -2,29 +2,130 @@
 //! a tar over exec, compressed, with exact progress, and checked as it arrives: every block
 //! of the stream against the checksum its frame carries (`frames`), then the size of every
 //! file on the volume.
+//!
+//! The stream can begin before the tree is known (`early`): files go first as they are closed,
+//! each under a name of its own in a folder of the upload's own at the volume's root
+//! (`early_dir`), and the tree last, where a file already sent is a hard link to it. The pod
+//! removes that folder once tar ends.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use snapfs_fs::backend::BackendError;
+use tokio::task::JoinHandle;
 
 use super::manifests::{CONTAINER, DATA};
 use super::{KubeTarget, Progress};
+use crate::early::Held;
 use crate::k8s::errors::cancelled;
 use crate::k8s::frames::{self, Codec};
+use crate::k8s::labels::job_label;
 use crate::k8s::{exec, tarball};
 
 /// How often progress and cancellation are looked at while the bytes flow.
 const POLL: Duration = Duration::from_millis(250);
 
+/// Where the files of upload `id` sent before its tree was known arrive, relative to the
+/// volume's root.
+pub(super) fn early_dir(id: &str) -> String {
+    format!(".snapfs-early-{}", job_label(id))
+}
+
+/// What goes into the stream, in order.
+pub(super) enum Part {
+    /// A file sent before the tree is known, under `name`; `done` is told what was sent of it,
+    /// or None where what arrives is not the file (it changed or went while read).
+    File {
+        name: String,
+        path: PathBuf,
+        held: Arc<Held>,
+        key: u64,
+        done: Box<dyn FnOnce(Option<tarball::Meta>) + Send>,
+    },
+    /// The tree, the last part.
+    Plan(Arc<tarball::Plan>),
+}
+
+/// The sending end of a stream: parts to put in it, and what it sent so far.
+pub(super) struct Feed {
+    parts: std::sync::mpsc::Sender<Part>,
+    /// Bytes of the stream framed and handed to the exec session.
+    pub(super) sent: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+/// What a stream's session takes its parts from.
+pub(super) struct Parts {
+    rx: std::sync::mpsc::Receiver<Part>,
+    sent: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+/// A stream not started yet: parts put in wait for its session.
+pub(super) fn stream() -> (Feed, Parts) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (sent, stop) = (Arc::default(), Arc::default());
+    let feed = Feed {
+        parts: tx,
+        sent: Arc::clone(&sent),
+        stop: Arc::clone(&stop),
+    };
+    (feed, Parts { rx, sent, stop })
+}
+
+impl Feed {
+    /// Puts `part` in the stream; false once the stream has ended.
+    pub(super) fn put(&self, part: Part) -> bool {
+        self.parts.send(part).is_ok()
+    }
+
+    /// Ends the stream with `plan` and follows it until the pod answered what arrived:
+    /// progress counts from `base` bytes of the stream (those sent before), and `cancel`
+    /// stops it.
+    pub(super) async fn finish(
+        self,
+        session: JoinHandle<Result<(), BackendError>>,
+        plan: tarball::Plan,
+        progress: &Progress,
+        cancel: &AtomicBool,
+    ) -> Result<(), BackendError> {
+        let base = self.sent.load(Ordering::Relaxed);
+        progress.total.store(plan.total, Ordering::Relaxed);
+        // A session that ended already says why when joined.
+        let _ = self.put(Part::Plan(Arc::new(plan)));
+        tokio::pin!(session);
+        loop {
+            tokio::select! {
+                out = &mut session => {
+                    check_cancel(cancel)?;
+                    return out.map_err(|e| BackendError::Other(format!("tar stream: {e}")))?;
+                }
+                () = tokio::time::sleep(POLL) => {
+                    let done = self.sent.load(Ordering::Relaxed).saturating_sub(base);
+                    progress.done.store(done, Ordering::Relaxed);
+                    if cancel.load(Ordering::Relaxed) {
+                        self.stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Feed {
+    /// A stream no one finishes stops at once.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 impl KubeTarget {
     /// Streams the tar into the pod, compressed in frames (`frames`), and checks what
-    /// arrived: the pod's decompressor checks every block of the stream against the checksum
-    /// taken here, any failure in the pipe fails the whole (`pipefail`), and the size of every
-    /// file on the volume is compared with the one sent.
+    /// arrived.
     pub(super) async fn transfer(
         &self,
         pod: &str,
@@ -34,6 +135,31 @@ impl KubeTarget {
         cancel: &AtomicBool,
         limit: Duration,
     ) -> Result<(), BackendError> {
+        let (feed, parts) = stream();
+        let session = self.start_stream(pod, parts, restricted, limit, None);
+        let result = feed.finish(session, plan, progress, cancel).await;
+        if result.is_ok() {
+            progress
+                .done
+                .store(progress.total.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Starts the session that takes `parts` into pod `pod` and checks what arrived: the
+    /// pod's decompressor checks every block of the stream against the checksum taken here,
+    /// any failure in the pipe fails the whole (`pipefail`), and the size of every file of the
+    /// tree on the volume is compared with the one sent. Ends once the tree went and was
+    /// checked, or when the session or the parts end before it. Files sent before the tree go
+    /// into folder `early` (`early_dir`), which goes once the tree is there.
+    pub(super) fn start_stream(
+        &self,
+        pod: &str,
+        parts: Parts,
+        restricted: bool,
+        limit: Duration,
+        early: Option<&str>,
+    ) -> JoinHandle<Result<(), BackendError>> {
         // The sizes come one `stat` at a time, so that their lines never cut into each other,
         // and no list of names passes through a pipe. A shell without `pipefail` (an old
         // dash) still fails the upload on a refused frame, through the sizes: tar then sees
@@ -42,117 +168,152 @@ impl KubeTarget {
             "set -e\n\
              (set -o pipefail) 2>/dev/null && set -o pipefail\n\
              {{ {unframe}; }} | tar -x -f - -C {DATA} \"$1\"\n\
-             cd {DATA} && {{ find . -type f -exec stat -c '%s|%n' {{}} + 2>/dev/null || true; }}",
+             cd {DATA}\n\
+             [ -z \"$2\" ] || rm -rf -- \"$2\"\n\
+             {{ find . -type f -exec stat -c '%s|%n' {{}} + 2>/dev/null || true; }}",
             unframe = frames::UNFRAME
         );
         // As root tar keeps owners by number; as anyone else it cannot, and is told so.
         let owners = if restricted { "-o" } else { "--numeric-owner" };
-        let total = plan.total;
-        let command = exec::sh(&script, &[owners]);
+        let command = exec::sh(&script, &[owners, early.unwrap_or_default()]);
         let pods = exec::Pods {
             api: self.pods(),
             counters: self.counters.clone(),
         };
-        // The pod is asked which decompressors it has while the stream's session starts: only
-        // the first frame waits for the answer. A pod that cannot be asked gets gzip, which any
-        // image with a shell opens.
-        let (answer, asked) = tokio::sync::oneshot::channel();
-        let probe = async {
-            let unpackers = exec::sh(frames::UNPACKERS, &[]);
-            let codec = match exec::run(&pods, pod, CONTAINER, unpackers).await {
-                Ok(out) => Codec::from_answer(&out.stdout),
-                Err(e) => {
-                    tracing::info!(pod, error = %e, "could not ask the pod for zstd or lzop; sending gzip");
-                    Codec::Gzip
-                }
-            };
-            tracing::info!(pod, ?codec, "stream compression");
-            // The stream may have ended already, and no longer wait for it.
-            let _ = answer.send(codec);
-        };
-        tokio::pin!(probe);
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-        let stop = Arc::new(AtomicBool::new(false));
-        // Bytes of the stream framed and handed to the exec session; the channel holds at most
-        // a few frames of them.
-        let sent = Arc::new(AtomicU64::new(0));
-        let plan = Arc::new(plan);
-        let producer = {
-            let (plan, stop, sent) = (plan.clone(), stop.clone(), sent.clone());
-            let pod_name = pod.to_string();
-            // What the stream logs belongs to the upload's job, as the rest of its lines do.
-            let job = tracing::Span::current();
-            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                let _job = job.enter();
-                let session_ended = || {
-                    std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the exec session ended")
-                };
-                // No answer means the session ended before the pod was asked.
-                let codec = asked.blocking_recv().map_err(|_| session_ended())?;
-                let mut framer = frames::Framer::new(codec, |frame| {
-                    tx.blocking_send(frame).map_err(|_| session_ended())
-                });
-                tarball::write(&plan, |piece| {
-                    if stop.load(Ordering::Relaxed) {
-                        return Err(std::io::Error::other("cancelled"));
-                    }
-                    framer.push(&piece)?;
-                    sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
-                    Ok(())
-                })?;
-                let segments_by_effort = framer.finish()?;
-                // The end of the input, for the session (see `exec::run_with_input`).
-                tx.blocking_send(Bytes::new())
-                    .map_err(|_| session_ended())?;
-                tracing::info!(
-                    pod = pod_name,
-                    ?segments_by_effort,
-                    "stream sent; checking what arrived"
-                );
-                Ok(())
-            })
-        };
-        let session = exec::run_with_input(&pods, pod, CONTAINER, command, Some(rx), limit);
-        tokio::pin!(session);
-        // Progress and cancellation are looked at while the bytes flow.
-        let mut probing = true;
-        let out = loop {
-            tokio::select! {
-                out = &mut session => break out,
-                () = &mut probe, if probing => probing = false,
-                () = tokio::time::sleep(POLL) => {
-                    progress.done.store(sent.load(Ordering::Relaxed), Ordering::Relaxed);
-                    if cancel.load(Ordering::Relaxed) {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                }
-            }
-        };
-        let streamed = producer
-            .await
-            .map_err(|e| BackendError::Other(format!("tar stream: {e}")))?;
-        check_cancel(cancel)?;
-        match streamed {
-            Ok(()) => {}
-            // The session ended before it took the whole stream: it tells why.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                let out = out?;
-                return Err(match &out.failure {
-                    Some(f) => exec::failed(DATA, &out, f),
-                    None => BackendError::Other(format!(
-                        "upload pod {pod} ended before it took the whole stream"
-                    )),
-                });
-            }
-            Err(e) => return Err(BackendError::Other(format!("tar stream: {e}"))),
-        }
-        let out = out?;
-        progress.done.store(total, Ordering::Relaxed);
-        if let Some(f) = &out.failure {
-            return Err(exec::failed(DATA, &out, f));
-        }
-        check_arrival(&String::from_utf8_lossy(&out.stdout), &plan.files)
+        let pod = pod.to_string();
+        // What the stream logs belongs to the upload's job, as the rest of its lines do.
+        let job = tracing::Span::current();
+        let session = stream_session(pods, pod, command, parts, limit, job.clone());
+        tokio::spawn(tracing::Instrument::instrument(session, job))
     }
+}
+
+/// The session of `start_stream`.
+async fn stream_session(
+    pods: exec::Pods,
+    pod: String,
+    command: Vec<String>,
+    parts: Parts,
+    limit: Duration,
+    job: tracing::Span,
+) -> Result<(), BackendError> {
+    // The pod is asked which decompressors it has while the stream's session starts: only
+    // the first frame waits for the answer. A pod that cannot be asked gets gzip, which any
+    // image with a shell opens.
+    let (answer, asked) = tokio::sync::oneshot::channel();
+    let probe = async {
+        let unpackers = exec::sh(frames::UNPACKERS, &[]);
+        let codec = match exec::run(&pods, &pod, CONTAINER, unpackers).await {
+            Ok(out) => Codec::from_answer(&out.stdout),
+            Err(e) => {
+                tracing::info!(pod, error = %e, "could not ask the pod for zstd or lzop; sending gzip");
+                Codec::Gzip
+            }
+        };
+        tracing::info!(pod, ?codec, "stream compression");
+        // The stream may have ended already, and no longer wait for it.
+        let _ = answer.send(codec);
+    };
+    tokio::pin!(probe);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let producer = {
+        let pod = pod.clone();
+        tokio::task::spawn_blocking(move || {
+            let _job = job.enter();
+            produce(&pod, asked, parts, tx)
+        })
+    };
+    let session = exec::run_with_input(&pods, &pod, CONTAINER, command, Some(rx), limit);
+    tokio::pin!(session);
+    let mut probing = true;
+    let out = loop {
+        tokio::select! {
+            out = &mut session => break out,
+            () = &mut probe, if probing => probing = false,
+        }
+    };
+    let streamed = producer
+        .await
+        .map_err(|e| BackendError::Other(format!("tar stream: {e}")))?;
+    let plan = match streamed {
+        Ok(plan) => plan,
+        // The session ended before it took the whole stream: it tells why.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            let out = out?;
+            return Err(match &out.failure {
+                Some(f) => exec::failed(DATA, &out, f),
+                None => BackendError::Other(format!(
+                    "upload pod {pod} ended before it took the whole stream"
+                )),
+            });
+        }
+        Err(e) => return Err(BackendError::Other(format!("tar stream: {e}"))),
+    };
+    let out = out?;
+    if let Some(f) = &out.failure {
+        return Err(exec::failed(DATA, &out, f));
+    }
+    check_arrival(&String::from_utf8_lossy(&out.stdout), &plan.files)
+}
+
+/// Frames the parts into the session's input until the tree went; answers the tree.
+fn produce(
+    pod: &str,
+    asked: tokio::sync::oneshot::Receiver<Codec>,
+    parts: Parts,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) -> std::io::Result<Arc<tarball::Plan>> {
+    let session_ended =
+        || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the exec session ended");
+    // No answer means the session ended before the pod was asked.
+    let codec = asked.blocking_recv().map_err(|_| session_ended())?;
+    let mut framer = frames::Framer::new(codec, |frame| {
+        tx.blocking_send(frame).map_err(|_| session_ended())
+    });
+    let mut tar = tarball::Tar::new(|piece: Bytes| {
+        if parts.stop.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("cancelled"));
+        }
+        framer.push(&piece)?;
+        parts.sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
+        Ok(())
+    });
+    let plan = loop {
+        let part = parts
+            .rx
+            .recv()
+            .map_err(|_| std::io::Error::other("the stream was given up"))?;
+        match part {
+            Part::File {
+                name,
+                path,
+                held,
+                key,
+                done,
+            } => {
+                // Before the open: a removal from now on waits for the close.
+                held.set(Some(key));
+                let sent = tar.file_as(name, &path, &held);
+                held.set(None);
+                done(sent?);
+            }
+            Part::Plan(plan) => {
+                tar.plan(&plan)?;
+                break plan;
+            }
+        }
+    };
+    tar.end()?;
+    let segments_by_effort = framer.finish()?;
+    // The end of the input, for the session (see `exec::run_with_input`).
+    tx.blocking_send(Bytes::new())
+        .map_err(|_| session_ended())?;
+    tracing::info!(
+        pod,
+        ?segments_by_effort,
+        "stream sent; checking what arrived"
+    );
+    Ok(plan)
 }
 
 fn check_cancel(cancel: &AtomicBool) -> Result<(), BackendError> {

@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, DynamicObject, PostParams};
 use snapfs_fs::backend::{BackendError, SnapshotInfo};
 
+use super::early::Early;
 use super::manifests::{self, claim_size};
 use super::preflight::Preflight;
 use super::{KubeTarget, Progress, lock, to};
@@ -29,13 +30,52 @@ const POD_LIMIT: Duration = Duration::from_secs(300);
 
 impl KubeTarget {
     /// Makes VolumeSnapshot `name` from `source` (DESIGN §6 steps 1–8), or finishes the one an
-    /// earlier run made. `size` overrides the claim size.
+    /// earlier run made. `size` overrides the claim size. `early` is the id under which the
+    /// upload started while its files were copied (`early`), if it did: the run takes that
+    /// over, and what it does not use goes.
+    #[allow(clippy::too_many_arguments)]
     pub async fn commit(
         &self,
         name: &str,
         source: &Path,
         job: &str,
         size: Option<u64>,
+        early: Option<&str>,
+        progress: &Progress,
+        cancel: &AtomicBool,
+    ) -> Result<SnapshotInfo, BackendError> {
+        let started = early.and_then(|id| self.take_early(id));
+        let made = self
+            .commit_with(
+                name,
+                source,
+                job,
+                size,
+                started.as_deref(),
+                progress,
+                cancel,
+            )
+            .await;
+        if let Some(e) = &started {
+            // Already gone where the run used it.
+            self.give_up(e).await;
+        }
+        if made.is_ok()
+            && let Some(id) = early
+        {
+            self.forget_early(id);
+        }
+        made
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_with(
+        &self,
+        name: &str,
+        source: &Path,
+        job: &str,
+        size: Option<u64>,
+        early: Option<&Early>,
         progress: &Progress,
         cancel: &AtomicBool,
     ) -> Result<SnapshotInfo, BackendError> {
@@ -53,11 +93,11 @@ impl KubeTarget {
                 "an earlier run made the snapshot; waiting for it"
             );
             let info = self.wait_ready(name, progress, cancel).await;
-            self.remove_leftovers(name).await?;
+            self.remove_leftovers(name, None).await?;
             return info;
         }
-        self.remove_leftovers(name).await?;
-        let plan = {
+        self.remove_leftovers(name, early.map(Early::rname)).await?;
+        let mut plan = {
             let (source, name) = (source.to_path_buf(), name.to_string());
             tokio::task::spawn_blocking(move || tarball::plan(&source, &name))
                 .await
@@ -65,11 +105,37 @@ impl KubeTarget {
                 .map_err(|e| BackendError::Other(format!("reading the upload: {e}")))?
         };
         progress.total.store(plan.total, Ordering::Relaxed);
-        let size = size.unwrap_or_else(|| claim_size(&plan, &self.settings));
-        let rname = resource_name(name, job);
-        let made = self
-            .make(name, job, &rname, &p, plan, size, progress, cancel)
-            .await;
+        let started = match early {
+            Some(e) => match self.early_for(e, &mut plan, size).await {
+                Ok(stream) => Some((e.rname(), stream)),
+                Err(why) => {
+                    tracing::info!(
+                        target = self.path,
+                        snapshot = name,
+                        "the upload started during the copy is started again: {why}"
+                    );
+                    self.give_up(e).await;
+                    None
+                }
+            },
+            None => None,
+        };
+        let made = match started {
+            Some((rname, (feed, session))) => {
+                self.note_owners(name, &p, progress);
+                let start = Instant::now();
+                feed.finish(session, plan, progress, cancel).await?;
+                self.arrived(name, start);
+                self.snapshot_from(name, job, rname, &p, progress, cancel)
+                    .await
+            }
+            None => {
+                let size = size.unwrap_or_else(|| claim_size(&plan, &self.settings));
+                let rname = resource_name(name, job);
+                self.make(name, job, &rname, &p, plan, size, progress, cancel)
+                    .await
+            }
+        };
         if made.is_err() {
             // Nothing half-made stays: the pod, the claim, and a snapshot that never got ready.
             if let Ok(Some(s)) = self.get_snapshot(name).await
@@ -81,7 +147,7 @@ impl KubeTarget {
                 }
             }
         }
-        if let Err(e) = self.remove_leftovers(name).await {
+        if let Err(e) = self.remove_leftovers(name, None).await {
             tracing::warn!(snapshot = name, error = %e, "leftovers of the upload not removed");
         }
         made
@@ -120,7 +186,25 @@ impl KubeTarget {
             "upload pod running"
         );
         // 4. the data
-        let (bytes, start) = (plan.total, Instant::now());
+        let start = Instant::now();
+        let as_root = self.note_owners(name, p, progress);
+        self.transfer(
+            rname,
+            plan,
+            !as_root,
+            progress,
+            cancel,
+            Duration::from_secs(deadline),
+        )
+        .await?;
+        self.arrived(name, start);
+        self.snapshot_from(name, job, rname, p, progress, cancel)
+            .await
+    }
+
+    /// Whether the upload pod runs as root; where it does not, the user is told that file
+    /// owners are not kept.
+    fn note_owners(&self, name: &str, p: &Preflight, progress: &Progress) -> bool {
         let as_root = manifests::as_root(self.settings.pod_uid, p.restricted);
         if !as_root {
             let note = if p.restricted {
@@ -131,26 +215,33 @@ impl KubeTarget {
             tracing::info!(target = self.path, snapshot = name, "{note}");
             *lock(&progress.note) = Some(note.to_string());
         }
-        self.transfer(
-            rname,
-            plan,
-            !as_root,
-            progress,
-            cancel,
-            Duration::from_secs(deadline),
-        )
-        .await?;
+        as_root
+    }
+
+    fn arrived(&self, name: &str, start: Instant) {
         let seconds = start.elapsed().as_secs_f64();
         tracing::info!(
             target = self.path,
             snapshot = name,
-            bytes,
             seconds,
             "data arrived and checked"
         );
+    }
+
+    /// Steps 5–7: the pod goes, the snapshot of claim `rname` is asked for and waited for.
+    async fn snapshot_from(
+        &self,
+        name: &str,
+        job: &str,
+        rname: &str,
+        p: &Preflight,
+        progress: &Progress,
+        cancel: &AtomicBool,
+    ) -> Result<SnapshotInfo, BackendError> {
         // 5. the pod goes, so the volume is unmounted whole before it is snapshotted
         self.delete_pod(rname).await?;
         // 6. the snapshot
+        let pp = PostParams::default();
         let snap: DynamicObject = to(self.snapshot_spec(name, job, rname, p), "snapshot")?;
         let snaps = self.snapshots_api();
         let what = self.what("create", "volumesnapshot", name);
@@ -164,7 +255,11 @@ impl KubeTarget {
         self.wait_ready(name, progress, cancel).await
     }
 
-    async fn wait_running(&self, rname: &str, cancel: &AtomicBool) -> Result<(), BackendError> {
+    pub(super) async fn wait_running(
+        &self,
+        rname: &str,
+        cancel: &AtomicBool,
+    ) -> Result<(), BackendError> {
         let what = self.what("watch", "pod", rname);
         let mut watch = Watch::new(self.pods(), rname, POD_LIMIT, what).cancelled_by(cancel);
         loop {

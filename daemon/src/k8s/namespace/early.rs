@@ -1,0 +1,360 @@
+//! Uploads that start while `cp` into `uploads/NAME` still runs (`StoresEarly`, DESIGN §6):
+//! the first file made starts the upload's claim and pod, and each file goes into the stream
+//! once its last writer closed it, as `<inode>-<epoch>` in a folder of the upload's own at the
+//! volume's root (`early_dir`). When the upload
+//! settles, its run sends the tree into the same stream, each file that arrived early and is
+//! unchanged since (same epoch, size, mode, owner and time) as a hard link to what arrived.
+//!
+//! The claim has the namespace's minimum size (`k8s.min_size`): files stop going early once
+//! what the claim would hold, with its margin, passes it, and a run whose tree needs more
+//! gives the early claim and pod up and makes its own. So does a run that finds the stream
+//! ended (the pod went), or a run after a restart, which knows nothing sent before it. What
+//! an early upload made carries the upload's labels and its early id as the job, so that the
+//! upload's next run and cleanup find it.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::PostParams;
+use snapfs_fs::backend::BackendError;
+use tokio::task::JoinHandle;
+
+use super::manifests::{self, PER_FILE, with_margin};
+use super::transfer::{Feed, Part, Parts, early_dir, stream};
+use super::{KubeTarget, lock, to};
+use crate::early::{Files, Held};
+use crate::k8s::errors::retry;
+use crate::k8s::labels::resource_name;
+use crate::k8s::tarball::{Meta, Plan};
+
+/// How long an early upload's pod and stream may wait for the copy to end and settle.
+const EARLY_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
+/// The stream's session, once the pod runs.
+type Session = JoinHandle<Result<(), BackendError>>;
+
+/// The early upload of one staged upload id.
+enum Slot {
+    Open(Arc<Early>),
+    /// A run took it: files of the id go no more early.
+    Taken,
+}
+
+/// The uploads started early, by upload id.
+#[derive(Default)]
+pub(super) struct EarlyUploads(Mutex<HashMap<String, Slot>>);
+
+/// A file that arrived early.
+struct Sent {
+    epoch: u64,
+    meta: Meta,
+    link: String,
+}
+
+pub(super) struct Early {
+    /// The upload's name, and the name of its claim and pod.
+    name: String,
+    rname: String,
+    /// Where the files arrive (`early_dir`).
+    dir: String,
+    /// The claim's size.
+    size: u64,
+    files: Files,
+    held: Arc<Held>,
+    feed: Mutex<Option<Feed>>,
+    sent: Arc<Mutex<HashMap<u64, Sent>>>,
+    /// What the files sent so far take on the claim (`PER_FILE` each beside their size),
+    /// rewritten ones included: the pod removes them only at the end.
+    used: AtomicU64,
+    /// Whether a file no longer fitted on the claim, which was said once.
+    full: AtomicBool,
+    /// Stops the start.
+    cancel: Arc<AtomicBool>,
+    start: Mutex<Option<JoinHandle<Result<Session, BackendError>>>>,
+}
+
+impl KubeTarget {
+    /// The early upload of `id`, started on `rt` if it has not begun; none once a run took it.
+    fn early(
+        self: &Arc<Self>,
+        rt: &tokio::runtime::Handle,
+        id: &str,
+        name: &str,
+    ) -> Option<Arc<Early>> {
+        let mut all = lock(&self.early.0);
+        match all.get(id) {
+            Some(Slot::Open(e)) => return Some(e.clone()),
+            Some(Slot::Taken) => return None,
+            None => {}
+        }
+        let (feed, parts) = stream();
+        let early = Arc::new(Early {
+            name: name.to_string(),
+            rname: resource_name(name, id),
+            dir: early_dir(id),
+            size: self.settings.min_size,
+            files: Files::default(),
+            held: Arc::default(),
+            feed: Mutex::new(Some(feed)),
+            sent: Arc::default(),
+            used: AtomicU64::new(0),
+            full: AtomicBool::new(false),
+            cancel: Arc::default(),
+            start: Mutex::new(None),
+        });
+        let start = {
+            let (this, e, id) = (self.clone(), early.clone(), id.to_string());
+            rt.spawn(async move {
+                let started = this.start_early(&e, &id, parts).await;
+                if let Err(err) = &started {
+                    tracing::info!(target = this.path, snapshot = e.name, error = %err, "the upload could not start during the copy; it starts once the copy settles");
+                }
+                started
+            })
+        };
+        *lock(&early.start) = Some(start);
+        all.insert(id.to_string(), Slot::Open(early.clone()));
+        Some(early)
+    }
+
+    /// Makes the early upload's claim and pod and starts its stream.
+    async fn start_early(
+        &self,
+        e: &Early,
+        id: &str,
+        parts: Parts,
+    ) -> Result<Session, BackendError> {
+        let p = self.preflight(true).await?;
+        let pp = PostParams::default();
+        let claim: PersistentVolumeClaim =
+            to(self.claim_spec(&e.rname, &e.name, id, &p, e.size), "claim")?;
+        let claims = self.claims();
+        let what = self.what("create", "persistentvolumeclaim", &e.rname);
+        retry(|| claims.create(&pp, &claim), &what).await?;
+        let pod: Pod = to(
+            self.pod_spec(&e.rname, &e.name, id, &p, EARLY_LIMIT.as_secs()),
+            "pod",
+        )?;
+        let pods = self.pods();
+        let what = self.what("create", "pod", &e.rname);
+        retry(|| pods.create(&pp, &pod), &what).await?;
+        self.wait_running(&e.rname, &e.cancel).await?;
+        tracing::info!(
+            target = self.path,
+            snapshot = e.name,
+            pod = e.rname,
+            size = e.size,
+            "upload pod running while the copy runs"
+        );
+        let as_root = manifests::as_root(self.settings.pod_uid, p.restricted);
+        Ok(self.start_stream(&e.rname, parts, !as_root, EARLY_LIMIT, Some(&e.dir)))
+    }
+
+    pub fn early_writing(
+        self: &Arc<Self>,
+        rt: &tokio::runtime::Handle,
+        id: &str,
+        name: &str,
+        ino: u64,
+    ) {
+        if let Some(e) = self.early(rt, id, name) {
+            e.files.writing(ino);
+        }
+    }
+
+    /// The last writer of file `ino` closed it: it goes into the stream if it still fits on
+    /// the claim.
+    pub fn early_written(
+        self: &Arc<Self>,
+        rt: &tokio::runtime::Handle,
+        id: &str,
+        name: &str,
+        ino: u64,
+        path: Option<&Path>,
+    ) {
+        let Some(e) = self.early(rt, id, name) else {
+            return;
+        };
+        let (Some(epoch), Some(path)) = (e.files.written(ino), path) else {
+            return;
+        };
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        if !meta.is_file() {
+            return;
+        }
+        let take = meta.len().saturating_add(PER_FILE);
+        let used = e.used.load(Ordering::Relaxed).saturating_add(take);
+        if with_margin(used, &self.settings) > e.size {
+            if !e.full.swap(true, Ordering::Relaxed) {
+                tracing::info!(
+                    target = self.path,
+                    snapshot = e.name,
+                    claim = e.size,
+                    "the files copied so far fill the early claim; the rest go once the copy settles"
+                );
+            }
+            return;
+        }
+        e.used.fetch_add(take, Ordering::Relaxed);
+        let link = format!("{}/{ino}-{epoch}", e.dir);
+        let sent = e.sent.clone();
+        let done = {
+            let link = link.clone();
+            Box::new(move |m: Option<Meta>| {
+                let mut sent = lock(&sent);
+                match m {
+                    Some(meta) => {
+                        sent.insert(ino, Sent { epoch, meta, link });
+                    }
+                    None => {
+                        sent.remove(&ino);
+                    }
+                }
+            })
+        };
+        if let Some(feed) = lock(&e.feed).as_ref() {
+            feed.put(Part::File {
+                name: link,
+                path: path.to_path_buf(),
+                held: e.held.clone(),
+                key: ino,
+                done,
+            });
+        }
+    }
+
+    /// File `ino` was removed: if it is being read, the reading lets go of it first.
+    pub fn early_removed(&self, id: &str, ino: u64) {
+        let e = match lock(&self.early.0).get(id) {
+            Some(Slot::Open(e)) => e.clone(),
+            _ => return,
+        };
+        e.files.removed(ino);
+        e.held.release(ino);
+    }
+
+    /// Upload `id` ended without a snapshot: its early claim and pod go.
+    pub async fn early_discard(&self, id: &str) {
+        let slot = lock(&self.early.0).remove(id);
+        if let Some(Slot::Open(e)) = slot {
+            self.give_up(&e).await;
+        }
+    }
+
+    /// The early upload of `id` for its run, which from now on owns it.
+    pub(super) fn take_early(&self, id: &str) -> Option<Arc<Early>> {
+        match lock(&self.early.0).insert(id.to_string(), Slot::Taken) {
+            Some(Slot::Open(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The run of an upload is over: its id will not be used again.
+    pub(super) fn forget_early(&self, id: &str) {
+        lock(&self.early.0).remove(id);
+    }
+
+    /// Stops early upload `e` and removes its pod and claim.
+    pub(super) async fn give_up(&self, e: &Early) {
+        e.cancel.store(true, Ordering::Relaxed);
+        drop(lock(&e.feed).take());
+        let start = lock(&e.start).take();
+        if let Some(start) = start
+            && let Ok(Ok(session)) = start.await
+        {
+            // Its input stopped: it ends now.
+            let _ = session.await;
+        }
+        let removed = async {
+            self.delete_pod(&e.rname).await?;
+            self.remove(&self.claims(), "persistentvolumeclaim", &e.rname)
+                .await
+        };
+        if let Err(err) = removed.await {
+            tracing::warn!(target = self.path, snapshot = e.name, pod = e.rname, error = %err, "pod or claim of an upload started during the copy not removed; cleanup removes it");
+        }
+    }
+
+    /// The early upload `e` as the run of `plan` can use it: its stream, running, with
+    /// `plan` changed to link the files that arrived early; or why it cannot, with `plan` as
+    /// it was. `size` is the claim size the run asks for, if it asks for one.
+    pub(super) async fn early_for(
+        &self,
+        e: &Early,
+        plan: &mut Plan,
+        size: Option<u64>,
+    ) -> Result<(Feed, Session), String> {
+        let start = lock(&e.start).take();
+        let session = match start {
+            Some(start) => match start.await {
+                Ok(Ok(session)) => session,
+                Ok(Err(err)) => return Err(format!("it did not start: {err}")),
+                Err(err) => return Err(format!("it did not start: {err}")),
+            },
+            None => return Err("it did not start".to_string()),
+        };
+        if session.is_finished() {
+            let why = match session.await {
+                Ok(Err(err)) => err.to_string(),
+                _ => "the stream ended".to_string(),
+            };
+            return Err(format!("its stream ended: {why}"));
+        }
+        if plan.has_top(&e.dir) {
+            return Err(format!("the tree has a {} of its own", e.dir));
+        }
+        if size.is_some_and(|s| s != e.size) {
+            return Err(format!(
+                "a claim of {} bytes was asked for",
+                size.unwrap_or_default()
+            ));
+        }
+        let mut linked = plan.clone();
+        let (files, bytes) = {
+            let sent = lock(&e.sent);
+            linked.link_sent(|m| {
+                sent.get(&m.ino)
+                    .filter(|s| s.meta == *m && e.files.current(m.ino, s.epoch))
+                    .map(|s| s.link.clone())
+            })
+        };
+        // The claim holds the tree and, until the pod removes them at the end, the files sent
+        // early that the tree does not use.
+        let raw = plan.data + PER_FILE * plan.entries().max(1);
+        let dead = e
+            .used
+            .load(Ordering::Relaxed)
+            .saturating_sub(bytes + PER_FILE * files);
+        let need = with_margin(raw.saturating_add(dead), &self.settings);
+        if need > e.size {
+            return Err(format!(
+                "the tree needs a claim of {need} bytes, more than its {}",
+                e.size
+            ));
+        }
+        let Some(feed) = lock(&e.feed).take() else {
+            return Err("its stream was given up".to_string());
+        };
+        tracing::info!(
+            target = self.path,
+            snapshot = e.name,
+            files,
+            bytes,
+            "files sent during the copy are used"
+        );
+        *plan = linked;
+        Ok((feed, session))
+    }
+}
+
+impl Early {
+    pub(super) fn rname(&self) -> &str {
+        &self.rname
+    }
+}
