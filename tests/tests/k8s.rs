@@ -7,6 +7,7 @@ mod k8s {
     pub mod access;
     pub mod cluster;
     pub mod crash;
+    pub mod early;
     pub mod lifecycle;
     pub mod reads;
     pub mod upload_failures;

@@ -248,15 +248,21 @@ impl<F: FnMut(Bytes) -> io::Result<()>> Framer<F> {
         Ok(())
     }
 
-    /// Sends what is left and the end line. Answers how many segments were compressed with
-    /// each effort, from the fastest on (segments sent stored, between probes, are not counted).
-    pub fn finish(mut self) -> io::Result<Vec<u32>> {
+    /// Sends what was pushed so far, in a frame shorter than a segment where it must.
+    pub fn flush(&mut self) -> io::Result<()> {
         if !self.segment.is_empty() {
             self.emit()?;
         }
         while !self.making.is_empty() {
             self.send_oldest()?;
         }
+        Ok(())
+    }
+
+    /// Sends what is left and the end line. Answers how many segments were compressed with
+    /// each effort, from the fastest on (segments sent stored, between probes, are not counted).
+    pub fn finish(mut self) -> io::Result<Vec<u32>> {
+        self.flush()?;
         (self.send)(Bytes::from_static(b"e 0\n"))?;
         Ok(self.efforts)
     }

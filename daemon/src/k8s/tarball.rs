@@ -397,6 +397,12 @@ impl<F: FnMut(Bytes) -> std::io::Result<()>> Tar<F> {
         Ok(whole.then_some(meta))
     }
 
+    /// Sends what is held, then an empty piece: the receiver is to pass on what it holds too.
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        self.flush(true)?;
+        (self.send)(Bytes::new())
+    }
+
     /// The end-of-archive marker, and the last piece.
     pub fn end(mut self) -> std::io::Result<()> {
         self.buf.extend_from_slice(&[0u8; 2 * BLOCK as usize]);

@@ -86,7 +86,9 @@ fn a_daemon_killed_at_any_step_of_an_upload_finishes_it_and_leaves_nothing() {
         snapshot_ready: Duration::from_millis(700),
         bookmark_interval: Duration::from_millis(200),
     });
-    let mut m = cluster.mount();
+    // The steps are those of a run that starts once the copy settled; one that starts during
+    // the copy, and a kill then, are in tests/tests/k8s/early.rs.
+    let mut m = cluster.mount_with("early = false\n");
     let ns = ns_dir(&m);
     let src = tempfile::tempdir().expect("tempdir");
     sample_tree(src.path());

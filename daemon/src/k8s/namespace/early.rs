@@ -283,12 +283,14 @@ impl KubeTarget {
 
     /// The early upload `e` as the run of `plan` can use it: its stream, running, with
     /// `plan` changed to link the files that arrived early; or why it cannot, with `plan` as
-    /// it was. `size` is the claim size the run asks for, if it asks for one.
+    /// it was. `size` is the claim size the run asks for, if it asks for one. The files
+    /// handed to the stream before go first, so that none goes twice.
     pub(super) async fn early_for(
         &self,
         e: &Early,
         plan: &mut Plan,
         size: Option<u64>,
+        cancel: &AtomicBool,
     ) -> Result<(Feed, Session), String> {
         let start = lock(&e.start).take();
         let session = match start {
@@ -315,6 +317,12 @@ impl KubeTarget {
                 size.unwrap_or_default()
             ));
         }
+        let Some(feed) = lock(&e.feed).take() else {
+            return Err("its stream was given up".to_string());
+        };
+        if !feed.drain(cancel).await {
+            return Err("its stream ended before the files copied went".to_string());
+        }
         let mut linked = plan.clone();
         let (files, bytes) = {
             let sent = lock(&e.sent);
@@ -338,9 +346,6 @@ impl KubeTarget {
                 e.size
             ));
         }
-        let Some(feed) = lock(&e.feed).take() else {
-            return Err("its stream was given up".to_string());
-        };
         tracing::info!(
             target = self.path,
             snapshot = e.name,

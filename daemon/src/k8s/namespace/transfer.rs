@@ -29,6 +29,9 @@ use crate::k8s::{exec, tarball};
 /// How often progress and cancellation are looked at while the bytes flow.
 const POLL: Duration = Duration::from_millis(250);
 
+/// How long files sent early wait in a frame that is not full for the next file.
+const IDLE: Duration = Duration::from_millis(100);
+
 /// Where the files of upload `id` sent before its tree was known arrive, relative to the
 /// volume's root.
 pub(super) fn early_dir(id: &str) -> String {
@@ -46,6 +49,8 @@ pub(super) enum Part {
         key: u64,
         done: Box<dyn FnOnce(Option<tarball::Meta>) + Send>,
     },
+    /// Answered once every part before it went.
+    Mark(tokio::sync::oneshot::Sender<()>),
     /// The tree, the last part.
     Plan(Arc<tarball::Plan>),
 }
@@ -81,6 +86,24 @@ impl Feed {
     /// Puts `part` in the stream; false once the stream has ended.
     pub(super) fn put(&self, part: Part) -> bool {
         self.parts.send(part).is_ok()
+    }
+
+    /// Waits until every part put in so far went, or `cancel` is set; false where the stream
+    /// ended first.
+    pub(super) async fn drain(&self, cancel: &AtomicBool) -> bool {
+        let (answer, went) = tokio::sync::oneshot::channel();
+        if !self.put(Part::Mark(answer)) {
+            return false;
+        }
+        tokio::pin!(went);
+        loop {
+            tokio::select! {
+                went = &mut went => return went.is_ok(),
+                () = tokio::time::sleep(POLL) => if cancel.load(Ordering::Relaxed) {
+                    return false;
+                },
+            }
+        }
     }
 
     /// Ends the stream with `plan` and follows it until the pod answered what arrived:
@@ -274,15 +297,26 @@ fn produce(
         if parts.stop.load(Ordering::Relaxed) {
             return Err(std::io::Error::other("cancelled"));
         }
+        if piece.is_empty() {
+            // `Tar::sync`: what waits goes now.
+            return framer.flush();
+        }
         framer.push(&piece)?;
         parts.sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
         Ok(())
     });
+    let given_up = || std::io::Error::other("the stream was given up");
     let plan = loop {
-        let part = parts
-            .rx
-            .recv()
-            .map_err(|_| std::io::Error::other("the stream was given up"))?;
+        // Files that come while the copy runs wait for more to fill frames, but not long once
+        // none come: what is in the pod when the copy ends need not go again.
+        let part = match parts.rx.recv_timeout(IDLE) {
+            Ok(part) => part,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                tar.sync()?;
+                parts.rx.recv().map_err(|_| given_up())?
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Err(given_up()),
+        };
         match part {
             Part::File {
                 name,
@@ -296,6 +330,9 @@ fn produce(
                 let sent = tar.file_as(name, &path, &held);
                 held.set(None);
                 done(sent?);
+            }
+            Part::Mark(answer) => {
+                let _ = answer.send(());
             }
             Part::Plan(plan) => {
                 tar.plan(&plan)?;

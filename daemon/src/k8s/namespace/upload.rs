@@ -106,7 +106,7 @@ impl KubeTarget {
         };
         progress.total.store(plan.total, Ordering::Relaxed);
         let started = match early {
-            Some(e) => match self.early_for(e, &mut plan, size).await {
+            Some(e) => match self.early_for(e, &mut plan, size, cancel).await {
                 Ok(stream) => Some((e.rname(), stream)),
                 Err(why) => {
                     tracing::info!(
