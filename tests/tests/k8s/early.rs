@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use snapfs_tests::{Mount, fuse_available, sh};
 
@@ -183,5 +184,32 @@ fn a_daemon_killed_during_the_copy_makes_the_snapshot_from_the_staged_files_and_
         .snapshot_dir("shop", "killed")
         .expect("snapshot data");
     assert_same_tree(src.path(), &data);
+    cluster.wait_no_upload_objects("shop");
+}
+
+#[test]
+fn a_stream_cut_during_the_copy_is_started_again_by_the_run() {
+    if !fuse_available() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let m = cluster.mount();
+    let (src, upload, holder) = copy_holding(&cluster, &m, "cut");
+    // Every connection cut, the early stream's with them (the API server restarts).
+    cluster
+        .rt
+        .block_on(cluster.sim().restart_api(Duration::from_millis(200)))
+        .expect("restarted");
+    drop(holder);
+    std::fs::write(src.path().join("holder"), "").expect("holder in the source");
+    assert_uploaded(&m, &upload);
+
+    let data = cluster
+        .sim()
+        .snapshot_dir("shop", "cut")
+        .expect("snapshot data");
+    assert_same_tree(src.path(), &data);
+    let log = m.log();
+    assert!(log.contains("is started again"), "{log}");
     cluster.wait_no_upload_objects("shop");
 }

@@ -281,17 +281,16 @@ impl KubeTarget {
         }
     }
 
-    /// The early upload `e` as the run of `plan` can use it: its stream, running, with
-    /// `plan` changed to link the files that arrived early; or why it cannot, with `plan` as
-    /// it was. `size` is the claim size the run asks for, if it asks for one. The files
+    /// The early upload `e` as the run of `plan` can use it: its stream, running, and the
+    /// plan that links the files that arrived early; or why it cannot. `size` is the claim size the run asks for, if it asks for one. The files
     /// handed to the stream before go first, so that none goes twice.
     pub(super) async fn early_for(
         &self,
         e: &Early,
-        plan: &mut Plan,
+        plan: &Plan,
         size: Option<u64>,
         cancel: &AtomicBool,
-    ) -> Result<(Feed, Session), String> {
+    ) -> Result<(Feed, Session, Plan), String> {
         let start = lock(&e.start).take();
         let session = match start {
             Some(start) => match start.await {
@@ -353,8 +352,7 @@ impl KubeTarget {
             bytes,
             "files sent during the copy are used"
         );
-        *plan = linked;
-        Ok((feed, session))
+        Ok((feed, session, linked))
     }
 }
 

@@ -97,7 +97,7 @@ impl KubeTarget {
             return info;
         }
         self.remove_leftovers(name, early.map(Early::rname)).await?;
-        let mut plan = {
+        let plan = {
             let (source, name) = (source.to_path_buf(), name.to_string());
             tokio::task::spawn_blocking(move || tarball::plan(&source, &name))
                 .await
@@ -106,33 +106,37 @@ impl KubeTarget {
         };
         progress.total.store(plan.total, Ordering::Relaxed);
         let started = match early {
-            Some(e) => match self.early_for(e, &mut plan, size, cancel).await {
-                Ok(stream) => Some((e.rname(), stream)),
+            Some(e) => match self.early_for(e, &plan, size, cancel).await {
+                Ok(stream) => Some((e, stream)),
                 Err(why) => {
-                    tracing::info!(
-                        target = self.path,
-                        snapshot = name,
-                        "the upload started during the copy is started again: {why}"
-                    );
-                    self.give_up(e).await;
+                    self.start_again(name, e, &why).await;
                     None
                 }
             },
             None => None,
         };
         let made = match started {
-            Some((rname, (feed, session))) => {
+            Some((e, (feed, session, linked))) => {
                 self.note_owners(name, &p, progress);
                 let start = Instant::now();
-                feed.finish(session, plan, progress, cancel).await?;
-                self.arrived(name, start);
-                self.snapshot_from(name, job, rname, &p, progress, cancel)
-                    .await
+                match feed.finish(session, linked, progress, cancel).await {
+                    Ok(()) => {
+                        self.arrived(name, start);
+                        self.snapshot_from(name, job, e.rname(), &p, progress, cancel)
+                            .await
+                    }
+                    // A connection that went while the stream waited for the copy to end is
+                    // found only now, when the tree goes.
+                    Err(BackendError::Unavailable(why)) if !cancel.load(Ordering::Relaxed) => {
+                        self.start_again(name, e, &why).await;
+                        self.make_new(name, job, &p, plan, size, progress, cancel)
+                            .await
+                    }
+                    Err(err) => Err(err),
+                }
             }
             None => {
-                let size = size.unwrap_or_else(|| claim_size(&plan, &self.settings));
-                let rname = resource_name(name, job);
-                self.make(name, job, &rname, &p, plan, size, progress, cancel)
+                self.make_new(name, job, &p, plan, size, progress, cancel)
                     .await
             }
         };
@@ -151,6 +155,34 @@ impl KubeTarget {
             tracing::warn!(snapshot = name, error = %e, "leftovers of the upload not removed");
         }
         made
+    }
+
+    /// Gives the upload started during the copy up, for `why`.
+    async fn start_again(&self, name: &str, e: &Early, why: &str) {
+        tracing::info!(
+            target = self.path,
+            snapshot = name,
+            "the upload started during the copy is started again: {why}"
+        );
+        self.give_up(e).await;
+    }
+
+    /// Steps 2–7 on a claim of the plan's size, or of `size`.
+    #[allow(clippy::too_many_arguments)]
+    async fn make_new(
+        &self,
+        name: &str,
+        job: &str,
+        p: &Preflight,
+        plan: tarball::Plan,
+        size: Option<u64>,
+        progress: &Progress,
+        cancel: &AtomicBool,
+    ) -> Result<SnapshotInfo, BackendError> {
+        let size = size.unwrap_or_else(|| claim_size(&plan, &self.settings));
+        let rname = resource_name(name, job);
+        self.make(name, job, &rname, p, plan, size, progress, cancel)
+            .await
     }
 
     #[allow(clippy::too_many_arguments)]
