@@ -21,6 +21,8 @@
 #                   three times over for snapfs: staged tree, claim, snapshot copy)
 #   WORKDIR=/tmp    where the source folder, the daemon's staged files and cache go (see
 #                   bench/uploads.sh on an ext4 without a journal)
+#   EARLY=0         uploads/ starts only once the copy settled (upload.early = false), as
+#                   before uploads began while the copy ran
 #   ROUNDS=3        rounds of all three; each round gets its own folder in the pod and its own
 #                   snapshot names, and the median of the rounds' ratios is printed last
 #
@@ -96,6 +98,7 @@ until [ "$(kubectl get pod -n bench target -o jsonpath='{.status.phase}')" = Run
 cat >"$work/config.toml" <<CONF
 [upload]
 settle = "300ms"
+${EARLY:+early = $([ "$EARLY" = 0 ] && echo false || echo true)}
 [cache]
 dir = "$work/cache"
 [[kubernetes]]

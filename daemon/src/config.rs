@@ -213,7 +213,8 @@ pub struct Config {
     pub cache_min_free: u64,
     pub cache_memory: u64,
     pub settle: Duration,
-    /// Whether a bucket stores the files of an upload while they are copied (`upload.early`).
+    /// Whether a bucket or a namespace stores the files of an upload while they are copied
+    /// (`upload.early`).
     pub early: bool,
     pub list_ttl: Duration,
     /// How often expired and retired snapshots and orphan packs are cleaned up; None = never.

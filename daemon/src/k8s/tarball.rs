@@ -378,16 +378,21 @@ impl<F: FnMut(Bytes) -> std::io::Result<()>> Tar<F> {
     }
 
     /// File `source` under the name `name`, as it is when opened. Answers what was sent of it,
-    /// or None where it shrank or was removed while read (`held` asks to let go): its entry is
-    /// then filled up with zeros and what arrives is not the file.
+    /// or None where nothing was (it is gone, moved, or not a file), or where it shrank or was
+    /// removed while read (`held` asks to let go): its entry is then filled up with zeros and
+    /// what arrives is not the file. Only a failure to send is an error.
     pub fn file_as(
         &mut self,
         name: String,
         source: &Path,
         held: &Held,
     ) -> std::io::Result<Option<Meta>> {
-        let mut f = std::fs::File::open(source)?;
-        let stat = f.metadata()?;
+        let Ok(mut f) = std::fs::File::open(source) else {
+            return Ok(None);
+        };
+        let Ok(stat) = f.metadata() else {
+            return Ok(None);
+        };
         if !stat.is_file() {
             return Ok(None);
         }
@@ -452,8 +457,15 @@ impl<F: FnMut(Bytes) -> std::io::Result<()>> Tar<F> {
             let at = self.buf.len();
             self.buf.resize(at + want, 0);
             if whole {
-                whole = !held.is_some_and(Held::must_let_go)
-                    && read_full(f, &mut self.buf[at..])? == want;
+                whole = match held {
+                    // A file sent early that cannot be read is not sent, but its entry is
+                    // already in the stream.
+                    Some(h) => {
+                        !h.must_let_go()
+                            && read_full(f, &mut self.buf[at..]).is_ok_and(|n| n == want)
+                    }
+                    None => read_full(f, &mut self.buf[at..])? == want,
+                };
             }
             left -= want as u64;
             self.flush(false)?;
@@ -575,6 +587,66 @@ mod tests {
         std::fs::write(dir.path().join("f"), b"123456").unwrap();
         let err = write(&plan, |_| Ok(())).unwrap_err();
         assert!(err.to_string().contains("changed"), "{err}");
+    }
+
+    #[test]
+    fn files_sent_before_the_tree_become_hard_links_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        std::fs::write(src.join("d/kept"), b"sent early").unwrap();
+        std::fs::write(src.join("changed"), b"first").unwrap();
+        let held = Held::default();
+        let mut bytes = Vec::new();
+        let mut tar = Tar::new(|b: Bytes| {
+            bytes.extend_from_slice(&b);
+            Ok(())
+        });
+        let kept = tar
+            .file_as("early/1".into(), &src.join("d/kept"), &held)
+            .unwrap()
+            .unwrap();
+        let first = tar
+            .file_as("early/2".into(), &src.join("changed"), &held)
+            .unwrap()
+            .unwrap();
+        // Gone before it was read: nothing goes.
+        assert_eq!(
+            tar.file_as("early/3".into(), &src.join("gone"), &held)
+                .unwrap(),
+            None
+        );
+        std::fs::write(src.join("changed"), b"second!").unwrap();
+        let mut plan = plan(&src, "x").unwrap();
+        let whole = plan.total;
+        let (linked, linked_bytes) = plan.link_sent(|m| {
+            [(kept, "early/1"), (first, "early/2")]
+                .iter()
+                .find(|(sent, _)| sent == m)
+                .map(|(_, link)| link.to_string())
+        });
+        assert_eq!((linked, linked_bytes), (1, 10));
+        assert!(plan.total < whole);
+        assert_eq!(plan.data, 10 + 7, "the tree's data stays what it holds");
+        tar.plan(&plan).unwrap();
+        tar.end().unwrap();
+        assert_eq!(bytes.len() as u64 % BLOCK, 0);
+
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let mut untar = Command::new("tar")
+            .arg("-xf")
+            .arg("-")
+            .arg("-C")
+            .arg(&out)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(untar.stdin.as_mut().unwrap(), &bytes).unwrap();
+        assert!(untar.wait().unwrap().success());
+        std::fs::remove_dir_all(out.join("early")).unwrap();
+        let diff = Command::new("diff").arg("-r").arg(&src).arg(&out).status();
+        assert!(diff.unwrap().success());
     }
 
     #[test]

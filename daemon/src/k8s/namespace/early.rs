@@ -69,11 +69,13 @@ pub(super) struct Early {
     sent: Arc<Mutex<HashMap<u64, Sent>>>,
     /// What the files sent so far take on the claim (`PER_FILE` each beside their size),
     /// rewritten ones included: the pod removes them only at the end.
-    used: AtomicU64,
+    taken: AtomicU64,
     /// Whether a file no longer fitted on the claim, which was said once.
     full: AtomicBool,
     /// Stops the start.
     cancel: Arc<AtomicBool>,
+    /// A run sends its tree into the stream: the claim and pod are the run's now.
+    used: AtomicBool,
     start: Mutex<Option<JoinHandle<Result<Session, BackendError>>>>,
 }
 
@@ -101,20 +103,26 @@ impl KubeTarget {
             held: Arc::default(),
             feed: Mutex::new(Some(feed)),
             sent: Arc::default(),
-            used: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
             full: AtomicBool::new(false),
             cancel: Arc::default(),
+            used: AtomicBool::new(false),
             start: Mutex::new(None),
         });
         let start = {
             let (this, e, id) = (self.clone(), early.clone(), id.to_string());
-            rt.spawn(async move {
-                let started = this.start_early(&e, &id, parts).await;
-                if let Err(err) = &started {
-                    tracing::info!(target = this.path, snapshot = e.name, error = %err, "the upload could not start during the copy; it starts once the copy settles");
-                }
-                started
-            })
+            // The stream's own lines name the upload, as a run's do.
+            let span = tracing::info_span!("early", target = this.path, snapshot = e.name);
+            rt.spawn(tracing::Instrument::instrument(
+                async move {
+                    let started = this.start_early(&e, &id, parts).await;
+                    if let Err(err) = &started {
+                        tracing::info!(error = %err, "the upload could not start during the copy; it starts once the copy settles");
+                    }
+                    started
+                },
+                span,
+            ))
         };
         *lock(&early.start) = Some(start);
         all.insert(id.to_string(), Slot::Open(early.clone()));
@@ -189,8 +197,8 @@ impl KubeTarget {
             return;
         }
         let take = meta.len().saturating_add(PER_FILE);
-        let used = e.used.load(Ordering::Relaxed).saturating_add(take);
-        if with_margin(used, &self.settings) > e.size {
+        let taken = e.taken.load(Ordering::Relaxed).saturating_add(take);
+        if with_margin(taken, &self.settings) > e.size {
             if !e.full.swap(true, Ordering::Relaxed) {
                 tracing::info!(
                     target = self.path,
@@ -201,7 +209,7 @@ impl KubeTarget {
             }
             return;
         }
-        e.used.fetch_add(take, Ordering::Relaxed);
+        e.taken.fetch_add(take, Ordering::Relaxed);
         let link = format!("{}/{ino}-{epoch}", e.dir);
         let sent = e.sent.clone();
         let done = {
@@ -335,7 +343,7 @@ impl KubeTarget {
         // early that the tree does not use.
         let raw = plan.data + PER_FILE * plan.entries().max(1);
         let dead = e
-            .used
+            .taken
             .load(Ordering::Relaxed)
             .saturating_sub(bytes + PER_FILE * files);
         let need = with_margin(raw.saturating_add(dead), &self.settings);
@@ -352,6 +360,7 @@ impl KubeTarget {
             bytes,
             "files sent during the copy are used"
         );
+        e.used.store(true, Ordering::Relaxed);
         Ok((feed, session, linked))
     }
 }
@@ -359,5 +368,10 @@ impl KubeTarget {
 impl Early {
     pub(super) fn rname(&self) -> &str {
         &self.rname
+    }
+
+    /// Whether a run sent its tree into the stream, and so removes the claim and pod itself.
+    pub(super) fn used(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
     }
 }

@@ -56,8 +56,7 @@ impl KubeTarget {
                 cancel,
             )
             .await;
-        if let Some(e) = &started {
-            // Already gone where the run used it.
+        if let Some(e) = started.as_deref().filter(|e| !e.used()) {
             self.give_up(e).await;
         }
         if made.is_ok()
@@ -105,6 +104,8 @@ impl KubeTarget {
                 .map_err(|e| BackendError::Other(format!("reading the upload: {e}")))?
         };
         progress.total.store(plan.total, Ordering::Relaxed);
+        // What went while the copy ran and was still on its way is waited for, and counted.
+        let start = Instant::now();
         let started = match early {
             Some(e) => match self.early_for(e, &plan, size, cancel).await {
                 Ok(stream) => Some((e, stream)),
@@ -118,7 +119,6 @@ impl KubeTarget {
         let made = match started {
             Some((e, (feed, session, linked))) => {
                 self.note_owners(name, &p, progress);
-                let start = Instant::now();
                 match feed.finish(session, linked, progress, cancel).await {
                     Ok(()) => {
                         self.arrived(name, start);
