@@ -248,6 +248,14 @@ impl<F: FnMut(Bytes) -> io::Result<()>> Framer<F> {
         Ok(())
     }
 
+    /// Keeps the effort at or below `most` from the next segment on; None lifts it.
+    pub fn cap_effort(&mut self, most: Option<usize>) {
+        self.pace.most = most
+            .unwrap_or(self.codec.efforts() - 1)
+            .min(self.codec.efforts() - 1);
+        self.pace.effort = self.pace.effort.min(self.pace.most);
+    }
+
     /// Sends what was pushed so far, in a frame shorter than a segment where it must.
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.segment.is_empty() {

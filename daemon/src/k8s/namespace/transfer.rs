@@ -58,6 +58,8 @@ pub(super) enum Part {
 /// The sending end of a stream: parts to put in it, and what it sent so far.
 pub(super) struct Feed {
     parts: std::sync::mpsc::Sender<Part>,
+    /// Parts put in and not taken yet.
+    waiting: Arc<AtomicU64>,
     /// Bytes of the stream framed and handed to the exec session.
     pub(super) sent: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -66,6 +68,7 @@ pub(super) struct Feed {
 /// What a stream's session takes its parts from.
 pub(super) struct Parts {
     rx: std::sync::mpsc::Receiver<Part>,
+    waiting: Arc<AtomicU64>,
     sent: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
@@ -73,18 +76,28 @@ pub(super) struct Parts {
 /// A stream not started yet: parts put in wait for its session.
 pub(super) fn stream() -> (Feed, Parts) {
     let (tx, rx) = std::sync::mpsc::channel();
-    let (sent, stop) = (Arc::default(), Arc::default());
+    let (sent, stop, waiting) = (Arc::default(), Arc::default(), Arc::<AtomicU64>::default());
     let feed = Feed {
         parts: tx,
+        waiting: Arc::clone(&waiting),
         sent: Arc::clone(&sent),
         stop: Arc::clone(&stop),
     };
-    (feed, Parts { rx, sent, stop })
+    (
+        feed,
+        Parts {
+            rx,
+            waiting,
+            sent,
+            stop,
+        },
+    )
 }
 
 impl Feed {
     /// Puts `part` in the stream; false once the stream has ended.
     pub(super) fn put(&self, part: Part) -> bool {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
         self.parts.send(part).is_ok()
     }
 
@@ -293,10 +306,16 @@ fn produce(
     let mut framer = frames::Framer::new(codec, |frame| {
         tx.blocking_send(frame).map_err(|_| session_ended())
     });
+    // Whether the stream had sent every file handed to it before the one it sends now: the
+    // copy, not the link, is what it waits on then, and compressing harder would save no time
+    // but take it from the copy (and, on a cluster on this machine, from the pod). One that
+    // falls behind the copy compresses as hard as the link makes worth it (`frames::Pace`).
+    let caught_up = std::cell::Cell::new(false);
     let mut tar = tarball::Tar::new(|piece: Bytes| {
         if parts.stop.load(Ordering::Relaxed) {
             return Err(std::io::Error::other("cancelled"));
         }
+        framer.cap_effort(caught_up.get().then_some(0));
         if piece.is_empty() {
             // `Tar::sync`: what waits goes now.
             return framer.flush();
@@ -317,6 +336,9 @@ fn produce(
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Err(given_up()),
         };
+        let behind = parts.waiting.fetch_sub(1, Ordering::Relaxed) > 1;
+        // The tree is the last part: nothing comes after it to wait on.
+        caught_up.set(matches!(part, Part::File { .. }) && !behind);
         match part {
             Part::File {
                 name,
