@@ -162,6 +162,7 @@ impl KubeTarget {
         Ok(self.start_stream(&e.rname, parts, !as_root, EARLY_LIMIT, Some(&e.dir)))
     }
 
+    /// File `ino` was opened for writing or made; the first file of an upload starts it.
     pub fn early_writing(
         self: &Arc<Self>,
         rt: &tokio::runtime::Handle,
@@ -276,8 +277,8 @@ impl KubeTarget {
         if let Some(start) = start
             && let Ok(Ok(session)) = start.await
         {
-            // Its input stopped: it ends now.
-            let _ = session.await;
+            // Ended here, not waited for: a connection that hangs would hold the removal.
+            session.abort();
         }
         let removed = async {
             self.delete_pod(&e.rname).await?;
@@ -290,8 +291,9 @@ impl KubeTarget {
     }
 
     /// The early upload `e` as the run of `plan` can use it: its stream, running, and the
-    /// plan that links the files that arrived early; or why it cannot. `size` is the claim size the run asks for, if it asks for one. The files
-    /// handed to the stream before go first, so that none goes twice.
+    /// plan that links the files that arrived early; or why it cannot. `size` is the claim
+    /// size the run asks for, if it asks for one. The files handed to the stream before go
+    /// first, so that none goes twice.
     pub(super) async fn early_for(
         &self,
         e: &Early,
@@ -299,14 +301,11 @@ impl KubeTarget {
         size: Option<u64>,
         cancel: &AtomicBool,
     ) -> Result<(Feed, Session, Plan), String> {
-        let start = lock(&e.start).take();
-        let session = match start {
-            Some(start) => match start.await {
-                Ok(Ok(session)) => session,
-                Ok(Err(err)) => return Err(format!("it did not start: {err}")),
-                Err(err) => return Err(format!("it did not start: {err}")),
-            },
-            None => return Err("it did not start".to_string()),
+        let start = lock(&e.start).take().ok_or("it did not start")?;
+        let session = match start.await {
+            Ok(Ok(session)) => session,
+            Ok(Err(err)) => return Err(format!("it did not start: {err}")),
+            Err(err) => return Err(format!("it did not start: {err}")),
         };
         if session.is_finished() {
             let why = match session.await {
@@ -315,6 +314,24 @@ impl KubeTarget {
             };
             return Err(format!("its stream ended: {why}"));
         }
+        match self.link_early(e, plan, size, cancel).await {
+            Ok((feed, linked)) => Ok((feed, session, linked)),
+            Err(why) => {
+                session.abort();
+                Err(why)
+            }
+        }
+    }
+
+    /// The stream of `e` once the files handed to it went, and `plan` with the files that
+    /// arrived unchanged as links; or why they cannot be used.
+    async fn link_early(
+        &self,
+        e: &Early,
+        plan: &Plan,
+        size: Option<u64>,
+        cancel: &AtomicBool,
+    ) -> Result<(Feed, Plan), String> {
         if plan.has_top(&e.dir) {
             return Err(format!("the tree has a {} of its own", e.dir));
         }
@@ -361,7 +378,7 @@ impl KubeTarget {
             "files sent during the copy are used"
         );
         e.used.store(true, Ordering::Relaxed);
-        Ok((feed, session, linked))
+        Ok((feed, linked))
     }
 }
 
