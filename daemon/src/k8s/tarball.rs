@@ -141,6 +141,11 @@ impl Plan {
     }
 }
 
+/// Bytes of the entry of a file of `size` bytes whose name and owner fit the ustar header.
+pub fn short_entry_len(size: u64) -> u64 {
+    BLOCK + padded(size)
+}
+
 /// Walks `root`: a folder's content, or a single file, which is sent under `name`.
 pub fn plan(root: &Path, name: &str) -> std::io::Result<Plan> {
     let mut entries = Vec::new();

@@ -13,6 +13,7 @@ use snapfs_tests::{Mount, fuse_available, sh};
 use super::cluster::{
     Cluster, assert_same_tree, assert_uploaded, ns_dir, sample_tree, upload_leftovers, wait_for,
 };
+use super::uploads::cli_progress;
 
 /// The files that arrived early in the claim of the upload running in `shop`.
 fn arrived_early(cluster: &Cluster) -> Vec<PathBuf> {
@@ -112,6 +113,9 @@ fn files_go_up_as_they_close_and_the_run_sends_only_what_changed_after() {
         .unwrap_or_else(|| panic!("no early upload in the log:\n{log}"));
     let linked = files_in(src.path()) - 1;
     assert!(used.contains(&format!("files={linked} ")), "{used}");
+    // Its progress ended whole: what was still on its way from the copy, then the tree.
+    let end = cli_progress(&m, "early").expect("the finished job in snapfs status");
+    assert!(end.total > 0 && end.done == end.total, "{end:?}");
     cluster.wait_no_upload_objects("shop");
 }
 
@@ -139,7 +143,7 @@ fn a_tree_larger_than_the_early_claim_goes_up_whole_on_a_claim_of_its_size() {
         .expect("snapshot data");
     assert_same_tree(src.path(), &data);
     let log = m.log();
-    assert!(log.contains("fill the early claim"), "{log}");
+    assert!(log.contains("outgrow the early claim"), "{log}");
     assert!(log.contains("is started again"), "{log}");
     cluster.wait_no_upload_objects("shop");
 }

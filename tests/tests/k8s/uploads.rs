@@ -198,9 +198,9 @@ fn a_restricted_namespace_gets_a_non_root_upload_pod() {
 
 /// One observation of an upload's progress.
 #[derive(Debug, Clone, Copy)]
-struct Seen {
-    done: u64,
-    total: u64,
+pub struct Seen {
+    pub done: u64,
+    pub total: u64,
 }
 
 #[test]
@@ -284,7 +284,7 @@ fn a_gigabyte_upload_shows_exact_progress_while_it_flows() {
 }
 
 /// The progress of job `name` as `snapfs status --json` shows it.
-fn cli_progress(m: &snapfs_tests::Mount, name: &str) -> Option<Seen> {
+pub fn cli_progress(m: &snapfs_tests::Mount, name: &str) -> Option<Seen> {
     let out = m.snapfs(&["status", "--json"]);
     assert!(
         out.status.success(),

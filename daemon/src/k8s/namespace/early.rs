@@ -1,16 +1,16 @@
 //! Uploads that start while `cp` into `uploads/NAME` still runs (`StoresEarly`, DESIGN §6):
 //! the first file made starts the upload's claim and pod, and each file goes into the stream
 //! once its last writer closed it, as `<inode>-<epoch>` in a folder of the upload's own at the
-//! volume's root (`early_dir`). When the upload
-//! settles, its run sends the tree into the same stream, each file that arrived early and is
-//! unchanged since (same epoch, size, mode, owner and time) as a hard link to what arrived.
+//! volume's root (`early_dir`). When the upload settles, its run sends the tree into the same
+//! stream, each file that arrived early and is unchanged since (same epoch, size, mode, owner
+//! and time) as a hard link to what arrived.
 //!
-//! The claim has the namespace's minimum size (`k8s.min_size`): files stop going early once
-//! what the claim would hold, with its margin, passes it, and a run whose tree needs more
-//! gives the early claim and pod up and makes its own. So does a run that finds the stream
-//! ended (the pod went), or a run after a restart, which knows nothing sent before it. What
-//! an early upload made carries the upload's labels and its early id as the job, so that the
-//! upload's next run and cleanup find it.
+//! The claim has the namespace's minimum size (`k8s.min_size`). Once what the files copied
+//! take, with the claim's margin, passes it, the stream stops; the run then gives the early
+//! claim and pod up and makes its own, as does a run whose tree needs more, one that finds the
+//! stream ended (the pod went), and one after a restart, which knows nothing sent before it.
+//! What an early upload made carries the upload's labels and its early id as the job, so that
+//! the upload's next run and cleanup find it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,11 +25,11 @@ use tokio::task::JoinHandle;
 
 use super::manifests::{self, PER_FILE, with_margin};
 use super::transfer::{Feed, Part, Parts, early_dir, stream};
-use super::{KubeTarget, lock, to};
+use super::{KubeTarget, Progress, lock, to};
 use crate::early::{Files, Held};
 use crate::k8s::errors::retry;
 use crate::k8s::labels::resource_name;
-use crate::k8s::tarball::{Meta, Plan};
+use crate::k8s::tarball::{self, Meta, Plan};
 
 /// How long an early upload's pod and stream may wait for the copy to end and settle.
 const EARLY_LIMIT: Duration = Duration::from_secs(24 * 3600);
@@ -70,7 +70,7 @@ pub(super) struct Early {
     /// What the files sent so far take on the claim (`PER_FILE` each beside their size),
     /// rewritten ones included: the pod removes them only at the end.
     taken: AtomicU64,
-    /// Whether a file no longer fitted on the claim, which was said once.
+    /// Whether the files copied outgrew the claim: the stream stopped then.
     full: AtomicBool,
     /// Stops the start.
     cancel: Arc<AtomicBool>,
@@ -205,8 +205,10 @@ impl KubeTarget {
                     target = self.path,
                     snapshot = e.name,
                     claim = e.size,
-                    "the files copied so far fill the early claim; the rest go once the copy settles"
+                    "the files copied so far outgrow the early claim; the upload goes whole once the copy settles"
                 );
+                // Nothing more goes early: what went cannot be used.
+                drop(lock(&e.feed).take());
             }
             return;
         }
@@ -228,13 +230,14 @@ impl KubeTarget {
             })
         };
         if let Some(feed) = lock(&e.feed).as_ref() {
-            feed.put(Part::File {
+            let part = Part::File {
                 name: link,
                 path: path.to_path_buf(),
                 held: e.held.clone(),
                 key: ino,
                 done,
-            });
+            };
+            feed.put_file(part, tarball::short_entry_len(meta.len()));
         }
     }
 
@@ -299,8 +302,12 @@ impl KubeTarget {
         e: &Early,
         plan: &Plan,
         size: Option<u64>,
+        progress: &Progress,
         cancel: &AtomicBool,
     ) -> Result<(Feed, Session, Plan), String> {
+        if e.full.load(Ordering::Relaxed) {
+            return Err("the copy outgrew its claim".to_string());
+        }
         let start = lock(&e.start).take().ok_or("it did not start")?;
         let session = match start.await {
             Ok(Ok(session)) => session,
@@ -314,7 +321,7 @@ impl KubeTarget {
             };
             return Err(format!("its stream ended: {why}"));
         }
-        match self.link_early(e, plan, size, cancel).await {
+        match self.link_early(e, plan, size, progress, cancel).await {
             Ok((feed, linked)) => Ok((feed, session, linked)),
             Err(why) => {
                 session.abort();
@@ -330,6 +337,7 @@ impl KubeTarget {
         e: &Early,
         plan: &Plan,
         size: Option<u64>,
+        progress: &Progress,
         cancel: &AtomicBool,
     ) -> Result<(Feed, Plan), String> {
         if plan.has_top(&e.dir) {
@@ -341,10 +349,17 @@ impl KubeTarget {
                 size.unwrap_or_default()
             ));
         }
-        let Some(feed) = lock(&e.feed).take() else {
+        // The tree alone may be too much for the claim: known before anything is waited for.
+        let raw = plan.data + PER_FILE * plan.entries().max(1);
+        let tree = with_margin(raw, &self.settings);
+        if tree > e.size {
+            return Err(too_big(tree, e.size));
+        }
+        let Some(mut feed) = lock(&e.feed).take() else {
             return Err("its stream was given up".to_string());
         };
-        if !feed.drain(cancel).await {
+        feed.count_from_here();
+        if !feed.drain(plan.total, progress, cancel).await {
             return Err("its stream ended before the files copied went".to_string());
         }
         let mut linked = plan.clone();
@@ -358,17 +373,13 @@ impl KubeTarget {
         };
         // The claim holds the tree and, until the pod removes them at the end, the files sent
         // early that the tree does not use.
-        let raw = plan.data + PER_FILE * plan.entries().max(1);
         let dead = e
             .taken
             .load(Ordering::Relaxed)
             .saturating_sub(bytes + PER_FILE * files);
         let need = with_margin(raw.saturating_add(dead), &self.settings);
         if need > e.size {
-            return Err(format!(
-                "the tree needs a claim of {need} bytes, more than its {}",
-                e.size
-            ));
+            return Err(too_big(need, e.size));
         }
         tracing::info!(
             target = self.path,
@@ -391,4 +402,8 @@ impl Early {
     pub(super) fn used(&self) -> bool {
         self.used.load(Ordering::Relaxed)
     }
+}
+
+fn too_big(need: u64, size: u64) -> String {
+    format!("the tree needs a claim of {need} bytes, more than its {size}")
 }

@@ -61,7 +61,13 @@ pub(super) struct Feed {
     /// Parts put in and not taken yet.
     waiting: Arc<AtomicU64>,
     /// Bytes of the stream framed and handed to the exec session.
-    pub(super) sent: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
+    /// Bytes of the entries of the files put in (`Feed::put_file`).
+    queued: AtomicU64,
+    /// Where a run's progress counts from: the bytes sent before it began, and those it waits
+    /// for before its tree (`Feed::count_from_here`).
+    base: u64,
+    ahead: u64,
     stop: Arc<AtomicBool>,
 }
 
@@ -81,6 +87,9 @@ pub(super) fn stream() -> (Feed, Parts) {
         parts: tx,
         waiting: Arc::clone(&waiting),
         sent: Arc::clone(&sent),
+        queued: AtomicU64::new(0),
+        base: 0,
+        ahead: 0,
         stop: Arc::clone(&stop),
     };
     (
@@ -101,27 +110,58 @@ impl Feed {
         self.parts.send(part).is_ok()
     }
 
+    /// Puts file `part`, whose entry takes `len` bytes of the stream, in the stream.
+    pub(super) fn put_file(&self, part: Part, len: u64) -> bool {
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        self.put(part)
+    }
+
+    /// A run's progress counts from here: what was sent so far is not its work, what was put in
+    /// and not sent yet is.
+    pub(super) fn count_from_here(&mut self) {
+        self.base = self.sent.load(Ordering::Relaxed);
+        self.ahead = self
+            .queued
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.base);
+    }
+
+    fn show(&self, progress: &Progress) {
+        let done = self.sent.load(Ordering::Relaxed).saturating_sub(self.base);
+        progress.done.store(done, Ordering::Relaxed);
+    }
+
     /// Waits until every part put in so far went, or `cancel` is set; false where the stream
-    /// ended first.
-    pub(super) async fn drain(&self, cancel: &AtomicBool) -> bool {
+    /// ended first. Progress counts what goes meanwhile, out of `plan_total` more to come.
+    pub(super) async fn drain(
+        &self,
+        plan_total: u64,
+        progress: &Progress,
+        cancel: &AtomicBool,
+    ) -> bool {
         let (answer, went) = tokio::sync::oneshot::channel();
         if !self.put(Part::Mark(answer)) {
             return false;
         }
+        progress
+            .total
+            .store(self.ahead + plan_total, Ordering::Relaxed);
         tokio::pin!(went);
         loop {
             tokio::select! {
                 went = &mut went => return went.is_ok(),
-                () = tokio::time::sleep(POLL) => if cancel.load(Ordering::Relaxed) {
-                    return false;
-                },
+                () = tokio::time::sleep(POLL) => {
+                    self.show(progress);
+                    if cancel.load(Ordering::Relaxed) {
+                        return false;
+                    }
+                }
             }
         }
     }
 
-    /// Ends the stream with `plan` and follows it until the pod answered what arrived:
-    /// progress counts from `base` bytes of the stream (those sent before), and `cancel`
-    /// stops it.
+    /// Ends the stream with `plan` and follows it until the pod answered what arrived, with
+    /// progress (`count_from_here`); `cancel` stops it.
     pub(super) async fn finish(
         self,
         session: JoinHandle<Result<(), BackendError>>,
@@ -129,8 +169,9 @@ impl Feed {
         progress: &Progress,
         cancel: &AtomicBool,
     ) -> Result<(), BackendError> {
-        let base = self.sent.load(Ordering::Relaxed);
-        progress.total.store(plan.total, Ordering::Relaxed);
+        progress
+            .total
+            .store(self.ahead + plan.total, Ordering::Relaxed);
         // A session that ended already says why when joined.
         let _ = self.put(Part::Plan(Arc::new(plan)));
         tokio::pin!(session);
@@ -138,11 +179,12 @@ impl Feed {
             tokio::select! {
                 out = &mut session => {
                     check_cancel(cancel)?;
-                    return out.map_err(|e| BackendError::Other(format!("tar stream: {e}")))?;
+                    out.map_err(|e| BackendError::Other(format!("tar stream: {e}")))??;
+                    progress.done.store(progress.total.load(Ordering::Relaxed), Ordering::Relaxed);
+                    return Ok(());
                 }
                 () = tokio::time::sleep(POLL) => {
-                    let done = self.sent.load(Ordering::Relaxed).saturating_sub(base);
-                    progress.done.store(done, Ordering::Relaxed);
+                    self.show(progress);
                     if cancel.load(Ordering::Relaxed) {
                         self.stop.store(true, Ordering::Relaxed);
                     }
@@ -173,13 +215,7 @@ impl KubeTarget {
     ) -> Result<(), BackendError> {
         let (feed, parts) = stream();
         let session = self.start_stream(pod, parts, restricted, limit, None);
-        let result = feed.finish(session, plan, progress, cancel).await;
-        if result.is_ok() {
-            progress
-                .done
-                .store(progress.total.load(Ordering::Relaxed), Ordering::Relaxed);
-        }
-        result
+        feed.finish(session, plan, progress, cancel).await
     }
 
     /// Starts the session that takes `parts` into pod `pod` and checks what arrived: the

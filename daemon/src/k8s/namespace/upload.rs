@@ -107,7 +107,7 @@ impl KubeTarget {
         // What went while the copy ran and was still on its way is waited for, and counted.
         let start = Instant::now();
         let started = match early {
-            Some(e) => match self.early_for(e, &plan, size, cancel).await {
+            Some(e) => match self.early_for(e, &plan, size, progress, cancel).await {
                 Ok(stream) => Some((e, stream)),
                 Err(why) => {
                     self.start_again(name, e, &why).await;
