@@ -370,12 +370,14 @@ impl<F: FnMut(Bytes) -> std::io::Result<()>> Tar<F> {
             if e.kind != Kind::File {
                 continue;
             }
-            let mut f = std::fs::File::open(&e.source)?;
+            let mut f = Some(std::fs::File::open(&e.source)?);
             if !self.content(&mut f, e.size, None)? {
                 return Err(changed(e));
             }
             // Longer than planned is as wrong as shorter.
-            if f.read(&mut [0u8; 1])? != 0 {
+            if let Some(f) = f.as_mut()
+                && f.read(&mut [0u8; 1])? != 0
+            {
                 return Err(changed(e));
             }
         }
@@ -392,7 +394,7 @@ impl<F: FnMut(Bytes) -> std::io::Result<()>> Tar<F> {
         source: &Path,
         held: &Held,
     ) -> std::io::Result<Option<Meta>> {
-        let Ok(mut f) = std::fs::File::open(source) else {
+        let Ok(f) = std::fs::File::open(source) else {
             return Ok(None);
         };
         let Ok(stat) = f.metadata() else {
@@ -403,7 +405,7 @@ impl<F: FnMut(Bytes) -> std::io::Result<()>> Tar<F> {
         }
         let meta = Meta::of(&stat);
         self.header(&Entry::with_meta(name, source.to_path_buf(), meta))?;
-        let whole = self.content(&mut f, meta.size, Some(held))?;
+        let whole = self.content(&mut Some(f), meta.size, Some(held))?;
         Ok(whole.then_some(meta))
     }
 
@@ -448,10 +450,11 @@ impl<F: FnMut(Bytes) -> std::io::Result<()>> Tar<F> {
     }
 
     /// `size` bytes of `f` and the padding after them. Where `f` ends early, or `held` asks to
-    /// let go, zeros stand for the rest, and the answer is false.
+    /// let go, zeros stand for the rest, and the answer is false; a file let go of is closed at
+    /// once (`f` is None then), and `held` told so.
     fn content(
         &mut self,
-        f: &mut std::fs::File,
+        f: &mut Option<std::fs::File>,
         size: u64,
         held: Option<&Held>,
     ) -> std::io::Result<bool> {
@@ -461,16 +464,20 @@ impl<F: FnMut(Bytes) -> std::io::Result<()>> Tar<F> {
             let want = left.min(room) as usize;
             let at = self.buf.len();
             self.buf.resize(at + want, 0);
-            if whole {
+            if whole && let Some(file) = f.as_mut() {
                 whole = match held {
                     // A file sent early that cannot be read is not sent, but its entry is
                     // already in the stream.
                     Some(h) => {
                         !h.must_let_go()
-                            && read_full(f, &mut self.buf[at..]).is_ok_and(|n| n == want)
+                            && read_full(file, &mut self.buf[at..]).is_ok_and(|n| n == want)
                     }
-                    None => read_full(f, &mut self.buf[at..])? == want,
+                    None => read_full(file, &mut self.buf[at..])? == want,
                 };
+                if !whole && let Some(h) = held {
+                    *f = None;
+                    h.set(None);
+                }
             }
             left -= want as u64;
             self.flush(false)?;
@@ -507,159 +514,4 @@ fn read_full(f: &mut std::fs::File, mut buf: &mut [u8]) -> std::io::Result<usize
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-    use std::process::Command;
-
-    fn stream(plan: &Plan) -> Vec<u8> {
-        let mut out = Vec::new();
-        write(plan, |b| {
-            out.extend_from_slice(&b);
-            Ok(())
-        })
-        .unwrap();
-        out
-    }
-
-    #[test]
-    fn the_planned_length_is_the_streamed_length_and_tar_reads_it_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        let deep = format!("{}/{}/{}", "d".repeat(70), "e".repeat(90), "f".repeat(120));
-        std::fs::create_dir_all(src.join(&deep)).unwrap();
-        std::fs::write(src.join(&deep).join("leaf.txt"), b"deep").unwrap();
-        std::fs::write(src.join("big.bin"), vec![7u8; 3 * CHUNK + 5]).unwrap();
-        std::fs::write(src.join("empty"), b"").unwrap();
-        std::fs::write(src.join("mode"), b"x").unwrap();
-        std::fs::set_permissions(src.join("mode"), std::fs::Permissions::from_mode(0o640)).unwrap();
-        std::os::unix::fs::symlink("l".repeat(150), src.join("long-link")).unwrap();
-        std::os::unix::fs::symlink("big.bin", src.join("link")).unwrap();
-        std::fs::create_dir(src.join("a dir with spaces ü")).unwrap();
-
-        let plan = plan(&src, "ignored").unwrap();
-        let bytes = stream(&plan);
-        assert_eq!(bytes.len() as u64, plan.total);
-        assert_eq!(plan.data, 3 * CHUNK as u64 + 5 + 5);
-        assert_eq!(plan.files.len(), 4);
-
-        let tar = dir.path().join("s.tar");
-        std::fs::write(&tar, &bytes).unwrap();
-        let out = dir.path().join("out");
-        std::fs::create_dir(&out).unwrap();
-        let st = Command::new("tar")
-            .arg("-xf")
-            .arg(&tar)
-            .arg("-C")
-            .arg(&out)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let diff = Command::new("diff")
-            .arg("-r")
-            .arg("--no-dereference")
-            .arg(&src)
-            .arg(&out)
-            .status()
-            .unwrap();
-        assert!(diff.success());
-        let mode = std::fs::metadata(out.join("mode"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o640);
-        assert_eq!(
-            std::fs::read_link(out.join("long-link")).unwrap(),
-            Path::new(&"l".repeat(150))
-        );
-    }
-
-    #[test]
-    fn a_single_file_is_sent_under_the_upload_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("staged");
-        std::fs::write(&f, b"one file").unwrap();
-        let plan = plan(&f, "report.csv").unwrap();
-        assert_eq!(plan.files, vec![("report.csv".to_string(), 8)]);
-        assert_eq!(stream(&plan).len() as u64, plan.total);
-    }
-
-    #[test]
-    fn a_file_that_changed_after_planning_fails_the_stream() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("f"), b"12345").unwrap();
-        let plan = plan(dir.path(), "x").unwrap();
-        std::fs::write(dir.path().join("f"), b"123456").unwrap();
-        let err = write(&plan, |_| Ok(())).unwrap_err();
-        assert!(err.to_string().contains("changed"), "{err}");
-    }
-
-    #[test]
-    fn files_sent_before_the_tree_become_hard_links_in_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        std::fs::create_dir_all(src.join("d")).unwrap();
-        std::fs::write(src.join("d/kept"), b"sent early").unwrap();
-        std::fs::write(src.join("changed"), b"first").unwrap();
-        let held = Held::default();
-        let mut bytes = Vec::new();
-        let mut tar = Tar::new(|b: Bytes| {
-            bytes.extend_from_slice(&b);
-            Ok(())
-        });
-        let kept = tar
-            .file_as("early/1".into(), &src.join("d/kept"), &held)
-            .unwrap()
-            .unwrap();
-        let first = tar
-            .file_as("early/2".into(), &src.join("changed"), &held)
-            .unwrap()
-            .unwrap();
-        // Gone before it was read: nothing goes.
-        assert_eq!(
-            tar.file_as("early/3".into(), &src.join("gone"), &held)
-                .unwrap(),
-            None
-        );
-        std::fs::write(src.join("changed"), b"second!").unwrap();
-        let mut plan = plan(&src, "x").unwrap();
-        let whole = plan.total;
-        let (linked, linked_bytes) = plan.link_sent(|m| {
-            [(kept, "early/1"), (first, "early/2")]
-                .iter()
-                .find(|(sent, _)| sent == m)
-                .map(|(_, link)| link.to_string())
-        });
-        assert_eq!((linked, linked_bytes), (1, 10));
-        assert!(plan.total < whole);
-        assert_eq!(plan.data, 10 + 7, "the tree's data stays what it holds");
-        tar.plan(&plan).unwrap();
-        tar.end().unwrap();
-        assert_eq!(bytes.len() as u64 % BLOCK, 0);
-
-        let out = dir.path().join("out");
-        std::fs::create_dir(&out).unwrap();
-        let mut untar = Command::new("tar")
-            .arg("-xf")
-            .arg("-")
-            .arg("-C")
-            .arg(&out)
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(untar.stdin.as_mut().unwrap(), &bytes).unwrap();
-        assert!(untar.wait().unwrap().success());
-        std::fs::remove_dir_all(out.join("early")).unwrap();
-        let diff = Command::new("diff").arg("-r").arg(&src).arg(&out).status();
-        assert!(diff.unwrap().success());
-    }
-
-    #[test]
-    fn pax_record_lengths_count_themselves() {
-        let mut out = Vec::new();
-        record(&mut out, "path", &"p".repeat(93));
-        let s = String::from_utf8(out).unwrap();
-        let (len, _) = s.split_once(' ').unwrap();
-        assert_eq!(len.parse::<usize>().unwrap(), s.len());
-    }
-}
+mod tests;
