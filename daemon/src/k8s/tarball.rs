@@ -55,40 +55,20 @@ struct Entry {
     /// Relative to the upload's root, '/'-separated; directories end in '/'.
     path: String,
     kind: Kind,
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    mtime: u64,
-    size: u64,
+    /// Its size is that of the entry's content: none for folders and links.
+    meta: Meta,
     link: Option<String>,
     source: PathBuf,
-    ino: u64,
 }
 
 impl Entry {
-    fn meta(&self) -> Meta {
-        Meta {
-            ino: self.ino,
-            size: self.size,
-            mode: self.mode,
-            uid: self.uid,
-            gid: self.gid,
-            mtime: self.mtime,
-        }
-    }
-
-    fn with_meta(path: String, source: PathBuf, m: Meta) -> Entry {
+    fn file(path: String, source: PathBuf, meta: Meta) -> Entry {
         Entry {
             path,
             kind: Kind::File,
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-            mtime: m.mtime,
-            size: m.size,
+            meta,
             link: None,
             source,
-            ino: m.ino,
         }
     }
 }
@@ -127,11 +107,11 @@ impl Plan {
             if e.kind != Kind::File {
                 continue;
             }
-            if let Some(target) = sent(&e.meta()) {
-                self.total -= header_len(e) + padded(e.size);
-                bytes += e.size;
+            if let Some(target) = sent(&e.meta) {
+                self.total -= header_len(e) + padded(e.meta.size);
+                bytes += e.meta.size;
                 e.kind = Kind::HardLink;
-                e.size = 0;
+                e.meta.size = 0;
                 e.link = Some(target);
                 self.total += header_len(e);
                 linked += 1;
@@ -141,9 +121,10 @@ impl Plan {
     }
 }
 
-/// Bytes of the entry of a file of `size` bytes whose name and owner fit the ustar header.
-pub fn short_entry_len(size: u64) -> u64 {
-    BLOCK + padded(size)
+/// Bytes of the entry `Tar::file_as` makes of a file with `meta` under `name`.
+pub fn file_entry_len(name: &str, meta: &std::fs::Metadata) -> u64 {
+    let e = Entry::file(name.to_string(), PathBuf::new(), Meta::of(meta));
+    header_len(&e) + padded(e.meta.size)
 }
 
 /// Walks `root`: a folder's content, or a single file, which is sent under `name`.
@@ -158,10 +139,10 @@ pub fn plan(root: &Path, name: &str) -> std::io::Result<Plan> {
     let mut total = 2 * BLOCK;
     let (mut data, mut files) = (0, Vec::new());
     for e in &entries {
-        total += header_len(e) + padded(e.size);
+        total += header_len(e) + padded(e.meta.size);
         if e.kind == Kind::File {
-            data += e.size;
-            files.push((e.path.clone(), e.size));
+            data += e.meta.size;
+            files.push((e.path.clone(), e.meta.size));
         }
     }
     Ok(Plan {
@@ -225,11 +206,14 @@ fn entry(path: &Path, rel: String, meta: &std::fs::Metadata) -> std::io::Result<
             format!("{rel}: only files, folders and symlinks can be sent"),
         ));
     };
+    let meta = Meta {
+        size,
+        ..Meta::of(meta)
+    };
     Ok(Entry {
         kind,
-        size,
         link,
-        ..Entry::with_meta(rel, path.to_path_buf(), Meta::of(meta))
+        ..Entry::file(rel, path.to_path_buf(), meta)
     })
 }
 
@@ -252,14 +236,15 @@ fn pax_records(e: &Entry) -> Vec<u8> {
     {
         record(&mut out, "linkpath", l);
     }
-    if e.size > MAX_SIZE {
-        record(&mut out, "size", &e.size.to_string());
+    let m = &e.meta;
+    if m.size > MAX_SIZE {
+        record(&mut out, "size", &m.size.to_string());
     }
-    if e.uid > MAX_ID {
-        record(&mut out, "uid", &e.uid.to_string());
+    if m.uid > MAX_ID {
+        record(&mut out, "uid", &m.uid.to_string());
     }
-    if e.gid > MAX_ID {
-        record(&mut out, "gid", &e.gid.to_string());
+    if m.gid > MAX_ID {
+        record(&mut out, "gid", &m.gid.to_string());
     }
     out
 }
@@ -315,11 +300,11 @@ fn header(path: &str, kind: u8, size: u64, e: &Entry, link: &str) -> [u8; 512] {
     let mut h = [0u8; 512];
     let (prefix, name) = split_path(path).unwrap_or(("", path));
     put(&mut h[0..100], name);
-    octal(&mut h[100..108], u64::from(e.mode));
-    octal(&mut h[108..116], e.uid.min(MAX_ID));
-    octal(&mut h[116..124], e.gid.min(MAX_ID));
+    octal(&mut h[100..108], u64::from(e.meta.mode));
+    octal(&mut h[108..116], e.meta.uid.min(MAX_ID));
+    octal(&mut h[116..124], e.meta.gid.min(MAX_ID));
     octal(&mut h[124..136], size.min(MAX_SIZE));
-    octal(&mut h[136..148], e.mtime.min(0o77777777777));
+    octal(&mut h[136..148], e.meta.mtime.min(0o77777777777));
     h[156] = kind;
     put(&mut h[157..257], link);
     h[257..263].copy_from_slice(b"ustar\0");
@@ -371,7 +356,7 @@ impl<F: FnMut(Bytes) -> std::io::Result<()>> Tar<F> {
                 continue;
             }
             let mut f = Some(std::fs::File::open(&e.source)?);
-            if !self.content(&mut f, e.size, None)? {
+            if !self.content(&mut f, e.meta.size, None)? {
                 return Err(changed(e));
             }
             // Longer than planned is as wrong as shorter.
@@ -404,7 +389,7 @@ impl<F: FnMut(Bytes) -> std::io::Result<()>> Tar<F> {
             return Ok(None);
         }
         let meta = Meta::of(&stat);
-        self.header(&Entry::with_meta(name, source.to_path_buf(), meta))?;
+        self.header(&Entry::file(name, source.to_path_buf(), meta))?;
         let whole = self.content(&mut Some(f), meta.size, Some(held))?;
         Ok(whole.then_some(meta))
     }
@@ -445,7 +430,7 @@ impl<F: FnMut(Bytes) -> std::io::Result<()>> Tar<F> {
             Kind::HardLink => (b'1', e.link.as_deref().unwrap_or("")),
         };
         self.buf
-            .extend_from_slice(&header(&e.path, kind, e.size, e, link));
+            .extend_from_slice(&header(&e.path, kind, e.meta.size, e, link));
         self.flush(false)
     }
 

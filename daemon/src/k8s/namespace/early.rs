@@ -229,6 +229,7 @@ impl KubeTarget {
                 }
             })
         };
+        let len = tarball::file_entry_len(&link, &meta);
         if let Some(feed) = lock(&e.feed).as_ref() {
             let part = Part::File {
                 name: link,
@@ -237,7 +238,7 @@ impl KubeTarget {
                 key: ino,
                 done,
             };
-            feed.put_file(part, tarball::short_entry_len(meta.len()));
+            feed.put_file(part, len);
         }
     }
 
