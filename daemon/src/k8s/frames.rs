@@ -248,11 +248,10 @@ impl<F: FnMut(Bytes) -> io::Result<()>> Framer<F> {
         Ok(())
     }
 
-    /// Keeps the effort at or below `most` from the next segment on; None lifts it.
-    pub fn cap_effort(&mut self, most: Option<usize>) {
-        self.pace.most = most
-            .unwrap_or(self.codec.efforts() - 1)
-            .min(self.codec.efforts() - 1);
+    /// Keeps the next segments at the fastest effort while `on`; the pace takes over again
+    /// from there once it is off.
+    pub fn fastest_only(&mut self, on: bool) {
+        self.pace.most = if on { 0 } else { self.codec.efforts() - 1 };
         self.pace.effort = self.pace.effort.min(self.pace.most);
     }
 

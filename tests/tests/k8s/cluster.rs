@@ -345,9 +345,27 @@ pub fn upload_sample(
         .mountpoint
         .join(format!("k8s/kubesim/{ns}/uploads/{name}"));
     cp_a(src.path(), &upload);
-    assert_uploaded(m, &upload);
-    let data = cluster.sim().snapshot_dir(ns, name).expect("snapshot data");
-    assert_same_tree(src.path(), &data);
+    assert_snapshot_of(cluster, m, &upload, src.path())
+}
+
+/// Asserts the upload at `k8s/kubesim/NS/uploads/NAME` ends as VolumeSnapshot NAME of NS
+/// holding the same tree as `src`; answers where its data is.
+pub fn assert_snapshot_of(cluster: &Cluster, m: &Mount, upload: &Path, src: &Path) -> PathBuf {
+    assert_uploaded(m, upload);
+    let part = |p: Option<&Path>| {
+        p.and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .expect("an upload path")
+    };
+    let (name, ns) = (
+        part(Some(upload)),
+        part(upload.parent().and_then(Path::parent)),
+    );
+    let data = cluster
+        .sim()
+        .snapshot_dir(&ns, &name)
+        .expect("snapshot data");
+    assert_same_tree(src, &data);
     data
 }
 

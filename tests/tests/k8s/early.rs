@@ -11,7 +11,7 @@ use std::time::Duration;
 use snapfs_tests::{Mount, fuse_available, sh};
 
 use super::cluster::{
-    Cluster, assert_same_tree, assert_uploaded, ns_dir, sample_tree, upload_leftovers, wait_for,
+    Cluster, assert_snapshot_of, ns_dir, sample_tree, upload_leftovers, wait_for,
 };
 use super::uploads::cli_progress;
 
@@ -92,13 +92,7 @@ fn files_go_up_as_they_close_and_the_run_sends_only_what_changed_after() {
     std::fs::write(src.path().join("holder"), "held").expect("holder in the source");
     std::io::Write::write_all(&mut &holder, b"held").expect("holder written");
     drop(holder);
-    assert_uploaded(&m, &upload);
-
-    let data = cluster
-        .sim()
-        .snapshot_dir("shop", "early")
-        .expect("snapshot data");
-    assert_same_tree(src.path(), &data);
+    let data = assert_snapshot_of(&cluster, &m, &upload, src.path());
     let mode = std::fs::metadata(data.join("a/chmodded"))
         .expect("chmodded")
         .permissions()
@@ -135,13 +129,7 @@ fn a_tree_larger_than_the_early_claim_goes_up_whole_on_a_claim_of_its_size() {
     }
     drop(holder);
     std::fs::write(src.path().join("holder"), "").expect("holder in the source");
-    assert_uploaded(&m, &upload);
-
-    let data = cluster
-        .sim()
-        .snapshot_dir("shop", "grown")
-        .expect("snapshot data");
-    assert_same_tree(src.path(), &data);
+    assert_snapshot_of(&cluster, &m, &upload, src.path());
     let log = m.log();
     assert!(log.contains("outgrow the early claim"), "{log}");
     assert!(log.contains("is started again"), "{log}");
@@ -181,13 +169,7 @@ fn a_daemon_killed_during_the_copy_makes_the_snapshot_from_the_staged_files_and_
     // A file was open when the daemon went, so the upload waits for it to be written again.
     std::fs::write(upload.join("holder"), "again").expect("holder written again");
     std::fs::write(src.path().join("holder"), "again").expect("holder in the source");
-    assert_uploaded(&m, &upload);
-
-    let data = cluster
-        .sim()
-        .snapshot_dir("shop", "killed")
-        .expect("snapshot data");
-    assert_same_tree(src.path(), &data);
+    assert_snapshot_of(&cluster, &m, &upload, src.path());
     cluster.wait_no_upload_objects("shop");
 }
 
@@ -206,13 +188,7 @@ fn a_stream_cut_during_the_copy_is_started_again_by_the_run() {
         .expect("restarted");
     drop(holder);
     std::fs::write(src.path().join("holder"), "").expect("holder in the source");
-    assert_uploaded(&m, &upload);
-
-    let data = cluster
-        .sim()
-        .snapshot_dir("shop", "cut")
-        .expect("snapshot data");
-    assert_same_tree(src.path(), &data);
+    assert_snapshot_of(&cluster, &m, &upload, src.path());
     let log = m.log();
     assert!(log.contains("is started again"), "{log}");
     cluster.wait_no_upload_objects("shop");

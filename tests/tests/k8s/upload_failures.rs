@@ -11,8 +11,8 @@ use kube::api::{ApiResource, DeleteParams, DynamicObject};
 use snapfs_tests::{Mount, fuse_available, sh};
 
 use super::cluster::{
-    Cluster, assert_same_tree, assert_uploaded, cp_a, errno, names, ns_dir, sample_tree,
-    snapfs_wait, upload_status, wait_for,
+    Cluster, assert_snapshot_of, cp_a, errno, names, ns_dir, sample_tree, snapfs_wait,
+    upload_status, wait_for,
 };
 
 /// What the cluster holds that an upload could have made: claims, pods, VolumeSnapshots.
@@ -203,12 +203,7 @@ fn a_new_write_uploads_it(cluster: &Cluster, m: &Mount, src: &Path, name: &str) 
     let upload = ns_dir(m).join(format!("uploads/{name}"));
     std::fs::write(src.join("retry.txt"), b"once more").expect("source");
     std::fs::write(upload.join("retry.txt"), b"once more").expect("written into the upload");
-    assert_uploaded(m, &upload);
-    let data = cluster
-        .sim()
-        .snapshot_dir("shop", name)
-        .expect("snapshot data");
-    assert_same_tree(src, &data);
+    assert_snapshot_of(cluster, m, &upload, src);
     cluster.wait_no_upload_objects("shop");
 }
 

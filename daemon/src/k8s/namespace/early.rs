@@ -18,16 +18,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::api::PostParams;
 use snapfs_fs::backend::BackendError;
 use tokio::task::JoinHandle;
 
 use super::manifests::{self, PER_FILE, with_margin};
 use super::transfer::{Feed, Part, Parts, early_dir, stream};
-use super::{KubeTarget, Progress, lock, to};
+use super::{KubeTarget, Progress, lock};
 use crate::early::{Files, Held};
-use crate::k8s::errors::retry;
 use crate::k8s::labels::resource_name;
 use crate::k8s::tarball::{self, Meta, Plan};
 
@@ -137,27 +134,8 @@ impl KubeTarget {
         parts: Parts,
     ) -> Result<Session, BackendError> {
         let p = self.preflight(true).await?;
-        let pp = PostParams::default();
-        let claim: PersistentVolumeClaim =
-            to(self.claim_spec(&e.rname, &e.name, id, &p, e.size), "claim")?;
-        let claims = self.claims();
-        let what = self.what("create", "persistentvolumeclaim", &e.rname);
-        retry(|| claims.create(&pp, &claim), &what).await?;
-        let pod: Pod = to(
-            self.pod_spec(&e.rname, &e.name, id, &p, EARLY_LIMIT.as_secs()),
-            "pod",
-        )?;
-        let pods = self.pods();
-        let what = self.what("create", "pod", &e.rname);
-        retry(|| pods.create(&pp, &pod), &what).await?;
-        self.wait_running(&e.rname, &e.cancel).await?;
-        tracing::info!(
-            target = self.path,
-            snapshot = e.name,
-            pod = e.rname,
-            size = e.size,
-            "upload pod running while the copy runs"
-        );
+        self.claim_and_pod(&e.rname, &e.name, id, &p, e.size, EARLY_LIMIT, &e.cancel)
+            .await?;
         let as_root = manifests::as_root(self.settings.pod_uid, p.restricted);
         Ok(self.start_stream(&e.rname, parts, !as_root, EARLY_LIMIT, Some(&e.dir)))
     }
@@ -344,11 +322,8 @@ impl KubeTarget {
         if plan.has_top(&e.dir) {
             return Err(format!("the tree has a {} of its own", e.dir));
         }
-        if size.is_some_and(|s| s != e.size) {
-            return Err(format!(
-                "a claim of {} bytes was asked for",
-                size.unwrap_or_default()
-            ));
+        if let Some(asked) = size.filter(|&s| s != e.size) {
+            return Err(format!("a claim of {asked} bytes was asked for"));
         }
         // The tree alone may be too much for the claim: known before anything is waited for.
         let raw = plan.data + PER_FILE * plan.entries().max(1);

@@ -351,7 +351,7 @@ fn produce(
         if parts.stop.load(Ordering::Relaxed) {
             return Err(std::io::Error::other("cancelled"));
         }
-        framer.cap_effort(caught_up.get().then_some(0));
+        framer.fastest_only(caught_up.get());
         if piece.is_empty() {
             // `Tar::sync`: what waits goes now.
             return framer.flush();

@@ -129,16 +129,12 @@ impl KubeTarget {
                     // found only now, when the tree goes.
                     Err(BackendError::Unavailable(why)) if !cancel.load(Ordering::Relaxed) => {
                         self.start_again(name, e, &why).await;
-                        self.make_new(name, job, &p, plan, size, progress, cancel)
-                            .await
+                        self.make(name, job, &p, plan, size, progress, cancel).await
                     }
                     Err(err) => Err(err),
                 }
             }
-            None => {
-                self.make_new(name, job, &p, plan, size, progress, cancel)
-                    .await
-            }
+            None => self.make(name, job, &p, plan, size, progress, cancel).await,
         };
         if made.is_err() {
             // Nothing half-made stays: the pod, the claim, and a snapshot that never got ready.
@@ -169,7 +165,7 @@ impl KubeTarget {
 
     /// Steps 2–7 on a claim of the plan's size, or of `size`.
     #[allow(clippy::too_many_arguments)]
-    async fn make_new(
+    async fn make(
         &self,
         name: &str,
         job: &str,
@@ -181,31 +177,42 @@ impl KubeTarget {
     ) -> Result<SnapshotInfo, BackendError> {
         let size = size.unwrap_or_else(|| claim_size(&plan, &self.settings));
         let rname = resource_name(name, job);
-        self.make(name, job, &rname, p, plan, size, progress, cancel)
+        // 2, 3; the pod's deadline allows 5 MiB/s after ten minutes to start
+        let deadline = Duration::from_secs(600 + plan.total / (5 << 20));
+        self.claim_and_pod(&rname, name, job, p, size, deadline, cancel)
+            .await?;
+        // 4. the data
+        let start = Instant::now();
+        let as_root = self.note_owners(name, p, progress);
+        self.transfer(&rname, plan, !as_root, progress, cancel, deadline)
+            .await?;
+        self.arrived(name, start);
+        self.snapshot_from(name, job, &rname, p, progress, cancel)
             .await
     }
 
+    /// Steps 2 and 3: claim `rname` of `size` bytes, and the pod that mounts it, running, for
+    /// at most `deadline`.
     #[allow(clippy::too_many_arguments)]
-    async fn make(
+    pub(super) async fn claim_and_pod(
         &self,
+        rname: &str,
         name: &str,
         job: &str,
-        rname: &str,
         p: &Preflight,
-        plan: tarball::Plan,
         size: u64,
-        progress: &Progress,
+        deadline: Duration,
         cancel: &AtomicBool,
-    ) -> Result<SnapshotInfo, BackendError> {
+    ) -> Result<(), BackendError> {
         let pp = PostParams::default();
-        // 2. the claim
         let claim: PersistentVolumeClaim = to(self.claim_spec(rname, name, job, p, size), "claim")?;
         let claims = self.claims();
         let what = self.what("create", "persistentvolumeclaim", rname);
         retry(|| claims.create(&pp, &claim), &what).await?;
-        // 3. the pod; its deadline allows 5 MiB/s after ten minutes to start
-        let deadline = 600 + plan.total / (5 << 20);
-        let pod: Pod = to(self.pod_spec(rname, name, job, p, deadline), "pod")?;
+        let pod: Pod = to(
+            self.pod_spec(rname, name, job, p, deadline.as_secs()),
+            "pod",
+        )?;
         let pods = self.pods();
         let what = self.what("create", "pod", rname);
         retry(|| pods.create(&pp, &pod), &what).await?;
@@ -217,21 +224,7 @@ impl KubeTarget {
             size,
             "upload pod running"
         );
-        // 4. the data
-        let start = Instant::now();
-        let as_root = self.note_owners(name, p, progress);
-        self.transfer(
-            rname,
-            plan,
-            !as_root,
-            progress,
-            cancel,
-            Duration::from_secs(deadline),
-        )
-        .await?;
-        self.arrived(name, start);
-        self.snapshot_from(name, job, rname, p, progress, cancel)
-            .await
+        Ok(())
     }
 
     /// Whether the upload pod runs as root; where it does not, the user is told that file
@@ -287,11 +280,7 @@ impl KubeTarget {
         self.wait_ready(name, progress, cancel).await
     }
 
-    pub(super) async fn wait_running(
-        &self,
-        rname: &str,
-        cancel: &AtomicBool,
-    ) -> Result<(), BackendError> {
+    async fn wait_running(&self, rname: &str, cancel: &AtomicBool) -> Result<(), BackendError> {
         let what = self.what("watch", "pod", rname);
         let mut watch = Watch::new(self.pods(), rname, POD_LIMIT, what).cancelled_by(cancel);
         loop {
