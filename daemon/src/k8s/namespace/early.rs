@@ -21,7 +21,7 @@ use std::time::Duration;
 use snapfs_fs::backend::BackendError;
 use tokio::task::JoinHandle;
 
-use super::manifests::{self, PER_FILE, with_margin};
+use super::manifests::{self, PER_FILE, on_volume, with_margin};
 use super::transfer::{Feed, Part, Parts, early_dir, stream};
 use super::{KubeTarget, Progress, lock};
 use crate::early::{Files, Held};
@@ -326,7 +326,7 @@ impl KubeTarget {
             return Err(format!("a claim of {asked} bytes was asked for"));
         }
         // The tree alone may be too much for the claim: known before anything is waited for.
-        let raw = plan.data + PER_FILE * plan.entries().max(1);
+        let raw = on_volume(plan);
         let tree = with_margin(raw, &self.settings);
         if tree > e.size {
             return Err(too_big(tree, e.size));

@@ -20,6 +20,11 @@ const SCRATCH: &str = "/snapfs";
 /// Bytes a file takes on a volume besides its content.
 pub const PER_FILE: u64 = 4096;
 
+/// Bytes a plan's tree takes on a volume: its content and a block per entry.
+pub fn on_volume(plan: &tarball::Plan) -> u64 {
+    plan.data + PER_FILE * plan.entries().max(1)
+}
+
 /// `raw` bytes with the claim's margin (`k8s.size_margin`).
 pub fn with_margin(raw: u64, settings: &K8sSettings) -> u64 {
     raw.saturating_mul(100 + settings.size_margin) / 100
@@ -28,8 +33,7 @@ pub fn with_margin(raw: u64, settings: &K8sSettings) -> u64 {
 /// The claim size for a plan: content plus a block per entry, plus the margin, in MiB, never
 /// below the floor.
 pub fn claim_size(plan: &tarball::Plan, settings: &K8sSettings) -> u64 {
-    let raw = plan.data + PER_FILE * plan.entries().max(1);
-    with_margin(raw, settings)
+    with_margin(on_volume(plan), settings)
         .div_ceil(1 << 20)
         .saturating_mul(1 << 20)
         .max(settings.min_size)
