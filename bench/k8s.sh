@@ -21,8 +21,8 @@
 #                   three times over for snapfs: staged tree, claim, snapshot copy)
 #   WORKDIR=/tmp    where the source folder, the daemon's staged files and cache go (see
 #                   bench/uploads.sh on an ext4 without a journal)
-#   EARLY=0         uploads/ starts only once the copy settled (upload.early = false), as
-#                   before uploads began while the copy ran
+#   EARLY=0         uploads/ starts only once the copy settled (upload.early = false), to
+#                   compare with uploads that begin while the copy runs (the default)
 #   ROUNDS=3        rounds of all three; each round gets its own folder in the pod and its own
 #                   snapshot names, and the median of the rounds' ratios is printed last
 #
