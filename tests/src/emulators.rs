@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The bucket (or container) every emulator starts with.
@@ -62,10 +63,26 @@ fn fake_gcs_binary() -> PathBuf {
     })
 }
 
-/// A port nothing listens on right now.
+/// The ports `free_port` hands out: below Linux's default ephemeral range (32768–60999), so
+/// that no listener another test binds to port 0, and no outgoing connection, is given the
+/// same port between the moment it is picked and the moment the emulator binds it.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port nothing listens on right now, never the same one twice in this process.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local address").port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(PORTS.end - PORTS.start);
+    // Test binaries run one after another; starting each at its own place keeps them apart
+    // even when a server of an earlier one is still going away.
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let n = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = PORTS.start + n as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORTS:?}");
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +170,10 @@ impl Emulator {
             std::thread::sleep(Duration::from_millis(100));
         }
         self.make_bucket();
+        // Something else on the port would have answered the probe and the request above.
+        if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+            panic!("{:?} exited with {status}:\n{}", self.kind, self.log());
+        }
     }
 
     pub fn log(&self) -> String {
@@ -176,8 +197,9 @@ impl Emulator {
         let (status, text) = http(self.port, method, &path, &headers, &body);
         assert!(
             (200..300).contains(&status),
-            "making the bucket on {:?}: {status} {text}",
-            self.kind
+            "making the bucket on {:?}: {status} {text}\n{}",
+            self.kind,
+            self.log()
         );
     }
 
