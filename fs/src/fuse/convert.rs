@@ -28,7 +28,10 @@ pub(super) fn file_attr(a: &Attr) -> FileAttr {
         uid: a.uid,
         gid: a.gid,
         rdev: 0,
-        blksize: 128 * 1024,
+        // What a reader or writer takes as its buffer (cp, stdio): the largest request the
+        // kernel sends, so that each read or write is one request, and one check of a staged
+        // file's privileges before a write.
+        blksize: super::MAX_IO,
         flags: 0,
     }
 }
