@@ -438,9 +438,8 @@ fn failures_say_what_to_do() {
 
     // A pod that refuses connections on the port: the REST API listener is off.
     s.statefulset("quiet", 1);
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let nobody = closed.local_addr().expect("addr");
-    drop(closed);
+    // Not from the ephemeral range, so no listener another test binds to port 0 can take it.
+    let nobody = SocketAddr::from(([127, 0, 0, 1], snapfs_tests::emulators::free_port()));
     s.route("quiet-0", nobody);
     let m = s.mount_as("namespace = \"mq\", statefulset = \"quiet\"", "", None);
     assert_eq!(
