@@ -1,9 +1,10 @@
 //! FUSE passthrough: an open of a file whose bytes sit whole in the disk cache is handed to the
 //! kernel with that file as its backing file, and the kernel reads it by itself from then on,
 //! at the speed of the disk the cache is on, without asking the daemon. Files under `uploads/`
-//! are handed over the same way with their staged file, which the kernel reads and writes: a
-//! copy into `uploads/` costs what a copy on that disk does. The daemon still sees every open
-//! and close, which is all an upload's settling and its early storing go by.
+//! are handed over the same way with their staged file, which the kernel reads and writes: the
+//! bytes of a copy into `uploads/` cost what they cost on that disk, and what is left per file
+//! are its requests (docs/ARCHITECTURE.md, "Writing into uploads/"). The daemon still sees every
+//! open and close, which is all an upload's settling and its early storing go by.
 //!
 //! The kernel holds one backing file per inode while passthrough handles of it are open, and
 //! fails (EIO to the caller) an open of an inode in the other mode than its open handles. So,
