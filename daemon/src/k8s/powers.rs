@@ -18,7 +18,7 @@ use super::namespace::snapshot_info;
 use super::{Kube, KubeTarget};
 use crate::powers::{
     CountsRequests, Deletes, HasLeftovers, InUse, Leftovers, Power, Powers, RestoresToClaim, Run,
-    StoresEarly, TakesLocalData,
+    TakesLocalData,
 };
 use crate::registry::{FindsTargets, NewTarget};
 use snapfs_control::wire::TargetMetrics;
@@ -87,32 +87,6 @@ impl TakesLocalData for KubeTarget {
             run.cancel,
         )
         .await
-    }
-}
-
-#[async_trait]
-impl StoresEarly for KubeTarget {
-    fn writing(self: Arc<Self>, rt: &tokio::runtime::Handle, id: &str, name: &str, ino: u64) {
-        self.early_writing(rt, id, name, ino);
-    }
-
-    fn written(
-        self: Arc<Self>,
-        rt: &tokio::runtime::Handle,
-        id: &str,
-        name: &str,
-        ino: u64,
-        path: Option<&Path>,
-    ) {
-        self.early_written(rt, id, name, ino, path);
-    }
-
-    fn removed(&self, id: &str, ino: u64) {
-        self.early_removed(id, ino);
-    }
-
-    async fn discard(&self, id: &str) {
-        self.early_discard(id).await;
     }
 }
 

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use snapfs_fs::backend::BackendError;
 use tokio::task::JoinHandle;
 
@@ -27,6 +28,7 @@ use super::{KubeTarget, Progress, lock};
 use crate::early::{Files, Held};
 use crate::k8s::labels::resource_name;
 use crate::k8s::tarball::{self, Meta, Plan};
+use crate::powers::StoresEarly;
 
 /// How long an early upload's pod and stream may wait for the copy to end and settle.
 const EARLY_LIMIT: Duration = Duration::from_secs(24 * 3600);
@@ -69,7 +71,7 @@ pub(super) struct Early {
     taken: AtomicU64,
     /// Whether the files copied outgrew the claim: the stream stopped then.
     full: AtomicBool,
-    /// Stops the start.
+    /// Set once the early upload is given up; stops its start.
     cancel: Arc<AtomicBool>,
     /// A run sends its tree into the stream: the claim and pod are the run's now.
     used: AtomicBool,
@@ -140,104 +142,6 @@ impl KubeTarget {
         Ok(self.start_stream(&e.rname, parts, !as_root, EARLY_LIMIT, Some(&e.dir)))
     }
 
-    /// File `ino` was opened for writing or made; the first file of an upload starts it.
-    pub fn early_writing(
-        self: &Arc<Self>,
-        rt: &tokio::runtime::Handle,
-        id: &str,
-        name: &str,
-        ino: u64,
-    ) {
-        if let Some(e) = self.early(rt, id, name) {
-            e.files.writing(ino);
-        }
-    }
-
-    /// The last writer of file `ino` closed it: it goes into the stream if it still fits on
-    /// the claim.
-    pub fn early_written(
-        self: &Arc<Self>,
-        rt: &tokio::runtime::Handle,
-        id: &str,
-        name: &str,
-        ino: u64,
-        path: Option<&Path>,
-    ) {
-        let Some(e) = self.early(rt, id, name) else {
-            return;
-        };
-        let (Some(epoch), Some(path)) = (e.files.written(ino), path) else {
-            return;
-        };
-        let Ok(meta) = std::fs::symlink_metadata(path) else {
-            return;
-        };
-        if !meta.is_file() {
-            return;
-        }
-        let take = meta.len().saturating_add(PER_FILE);
-        let taken = e.taken.load(Ordering::Relaxed).saturating_add(take);
-        if with_margin(taken, &self.settings) > e.size {
-            if !e.full.swap(true, Ordering::Relaxed) {
-                tracing::info!(
-                    target = self.path,
-                    snapshot = e.name,
-                    claim = e.size,
-                    "the files copied so far outgrow the early claim; the upload goes whole once the copy settles"
-                );
-                // Nothing more goes early: what went cannot be used.
-                drop(lock(&e.feed).take());
-            }
-            return;
-        }
-        e.taken.fetch_add(take, Ordering::Relaxed);
-        let link = format!("{}/{ino}-{epoch}", e.dir);
-        let sent = e.sent.clone();
-        let done = {
-            let link = link.clone();
-            Box::new(move |m: Option<Meta>| {
-                let mut sent = lock(&sent);
-                match m {
-                    Some(meta) => {
-                        sent.insert(ino, Sent { epoch, meta, link });
-                    }
-                    None => {
-                        sent.remove(&ino);
-                    }
-                }
-            })
-        };
-        let len = tarball::file_entry_len(&link, &meta);
-        if let Some(feed) = lock(&e.feed).as_ref() {
-            let part = Part::File {
-                name: link,
-                path: path.to_path_buf(),
-                held: e.held.clone(),
-                key: ino,
-                done,
-            };
-            feed.put_file(part, len);
-        }
-    }
-
-    /// File `ino` was removed: if it is being read, the reading lets go of it first.
-    pub fn early_removed(&self, id: &str, ino: u64) {
-        let e = match lock(&self.early.0).get(id) {
-            Some(Slot::Open(e)) => e.clone(),
-            _ => return,
-        };
-        e.files.removed(ino);
-        e.held.release(ino);
-    }
-
-    /// Upload `id` ended without a snapshot: its early claim and pod go.
-    pub async fn early_discard(&self, id: &str) {
-        let slot = lock(&self.early.0).remove(id);
-        if let Some(Slot::Open(e)) = slot {
-            self.give_up(&e).await;
-        }
-    }
-
     /// The early upload of `id` for its run, which from now on owns it.
     pub(super) fn take_early(&self, id: &str) -> Option<Arc<Early>> {
         match lock(&self.early.0).insert(id.to_string(), Slot::Taken) {
@@ -251,9 +155,11 @@ impl KubeTarget {
         lock(&self.early.0).remove(id);
     }
 
-    /// Stops early upload `e` and removes its pod and claim.
+    /// Stops early upload `e` and removes its pod and claim; once only, however often asked.
     pub(super) async fn give_up(&self, e: &Early) {
-        e.cancel.store(true, Ordering::Relaxed);
+        if e.cancel.swap(true, Ordering::Relaxed) {
+            return;
+        }
         drop(lock(&e.feed).take());
         let start = lock(&e.start).take();
         if let Some(start) = start
@@ -366,6 +272,101 @@ impl KubeTarget {
         );
         e.used.store(true, Ordering::Relaxed);
         Ok((feed, linked))
+    }
+}
+
+#[async_trait]
+impl StoresEarly for KubeTarget {
+    /// File `ino` was opened for writing or made; the first file of an upload starts it.
+    fn writing(self: Arc<Self>, rt: &tokio::runtime::Handle, id: &str, name: &str, ino: u64) {
+        if let Some(e) = self.early(rt, id, name) {
+            e.files.writing(ino);
+        }
+    }
+
+    /// The last writer of file `ino` closed it: it goes into the stream if it still fits on
+    /// the claim.
+    fn written(
+        self: Arc<Self>,
+        rt: &tokio::runtime::Handle,
+        id: &str,
+        name: &str,
+        ino: u64,
+        path: Option<&Path>,
+    ) {
+        let Some(e) = self.early(rt, id, name) else {
+            return;
+        };
+        let (Some(epoch), Some(path)) = (e.files.written(ino), path) else {
+            return;
+        };
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        if !meta.is_file() {
+            return;
+        }
+        let take = meta.len().saturating_add(PER_FILE);
+        let taken = e.taken.load(Ordering::Relaxed).saturating_add(take);
+        if with_margin(taken, &self.settings) > e.size {
+            if !e.full.swap(true, Ordering::Relaxed) {
+                tracing::info!(
+                    target = self.path,
+                    snapshot = e.name,
+                    claim = e.size,
+                    "the files copied so far outgrow the early claim; the upload goes whole once the copy settles"
+                );
+                // Nothing more goes early: what went cannot be used.
+                drop(lock(&e.feed).take());
+            }
+            return;
+        }
+        e.taken.fetch_add(take, Ordering::Relaxed);
+        let link = format!("{}/{ino}-{epoch}", e.dir);
+        let sent = e.sent.clone();
+        let done = {
+            let link = link.clone();
+            Box::new(move |m: Option<Meta>| {
+                let mut sent = lock(&sent);
+                match m {
+                    Some(meta) => {
+                        sent.insert(ino, Sent { epoch, meta, link });
+                    }
+                    None => {
+                        sent.remove(&ino);
+                    }
+                }
+            })
+        };
+        let len = tarball::file_entry_len(&link, &meta);
+        if let Some(feed) = lock(&e.feed).as_ref() {
+            let part = Part::File {
+                name: link,
+                path: path.to_path_buf(),
+                held: e.held.clone(),
+                key: ino,
+                done,
+            };
+            feed.put_file(part, len);
+        }
+    }
+
+    /// File `ino` was removed: if it is being read, the reading lets go of it first.
+    fn removed(&self, id: &str, ino: u64) {
+        let e = match lock(&self.early.0).get(id) {
+            Some(Slot::Open(e)) => e.clone(),
+            _ => return,
+        };
+        e.files.removed(ino);
+        e.held.release(ino);
+    }
+
+    /// Upload `id` ended without a snapshot: its early claim and pod go.
+    async fn discard(&self, id: &str) {
+        let slot = lock(&self.early.0).remove(id);
+        if let Some(Slot::Open(e)) = slot {
+            self.give_up(&e).await;
+        }
     }
 }
 
