@@ -47,8 +47,9 @@ fn files_in(root: &Path) -> usize {
         .expect("a count")
 }
 
-/// Copies a sample tree into `uploads/NAME` with `holder` held open in it, and waits until
-/// every file copied arrived in the pod. Answers the source and the upload's path.
+/// Copies a sample tree into `uploads/NAME` with a file `holder` held open in it, and waits
+/// until every file copied arrived in the pod. Answers the source, the upload's path and the
+/// open holder.
 fn copy_holding(cluster: &Cluster, m: &Mount, name: &str) -> (tempfile::TempDir, PathBuf, File) {
     let src = tempfile::tempdir().expect("tempdir");
     sample_tree(src.path());

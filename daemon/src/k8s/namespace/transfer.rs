@@ -110,10 +110,11 @@ impl Feed {
         self.parts.send(part).is_ok()
     }
 
-    /// Puts file `part`, whose entry takes `len` bytes of the stream, in the stream.
-    pub(super) fn put_file(&self, part: Part, len: u64) -> bool {
+    /// Puts file `part`, whose entry takes `len` bytes of the stream, in the stream; a stream
+    /// that ended takes nothing, which the run finds when it drains it.
+    pub(super) fn put_file(&self, part: Part, len: u64) {
         self.queued.fetch_add(len, Ordering::Relaxed);
-        self.put(part)
+        self.put(part);
     }
 
     /// A run's progress counts from here: what was sent so far is not its work, what was put in

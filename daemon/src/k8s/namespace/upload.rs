@@ -121,7 +121,7 @@ impl KubeTarget {
                 self.note_owners(name, &p, progress);
                 match feed.finish(session, linked, progress, cancel).await {
                     Ok(()) => {
-                        self.arrived(name, start);
+                        self.arrived(name, start, progress);
                         self.snapshot_from(name, job, e.rname(), &p, progress, cancel)
                             .await
                     }
@@ -186,7 +186,7 @@ impl KubeTarget {
         let as_root = self.note_owners(name, p, progress);
         self.transfer(&rname, plan, !as_root, progress, cancel, deadline)
             .await?;
-        self.arrived(name, start);
+        self.arrived(name, start, progress);
         self.snapshot_from(name, job, &rname, p, progress, cancel)
             .await
     }
@@ -243,11 +243,13 @@ impl KubeTarget {
         as_root
     }
 
-    fn arrived(&self, name: &str, start: Instant) {
+    /// Logs that the stream, of `progress`'s total, arrived and was checked.
+    fn arrived(&self, name: &str, start: Instant, progress: &Progress) {
         let seconds = start.elapsed().as_secs_f64();
         tracing::info!(
             target = self.path,
             snapshot = name,
+            bytes = progress.total.load(Ordering::Relaxed),
             seconds,
             "data arrived and checked"
         );
