@@ -49,9 +49,13 @@ pub fn open_store(
             let dir =
                 local_dir(url).ok_or_else(|| anyhow::anyhow!("{url:?} is not a local path"))?;
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            // Every object is on the disk, and named in its folder, before its write returns,
+            // as a cloud store's is: a snapshot's manifest goes last, so after a power cut a
+            // snapshot is there whole or not at all, never as a manifest naming lost packs.
             let store = LocalFileSystem::new_with_prefix(&dir)
                 .with_context(|| format!("opening {}", dir.display()))?
-                .with_automatic_cleanup(true);
+                .with_automatic_cleanup(true)
+                .with_fsync(true);
             return Ok(Arc::new(store));
         }
         "memory" => {
