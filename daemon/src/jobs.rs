@@ -111,10 +111,19 @@ pub struct Jobs {
     jobs: Mutex<HashMap<Key, Job>>,
     runs: AtomicU64,
     changed: tokio::sync::watch::Sender<u64>,
+    /// Whether uploads are being marked complete (`mark_complete`) on a thread now.
+    marking: Arc<AtomicBool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Marks a staged upload complete if it is (`Staging::mark_complete`); says where it cannot.
+fn mark_one(staging: &Staging, t: TargetId, path: &str, name: &str, quiet: Duration) {
+    if let Err(e) = staging.mark_complete(t, path, name, quiet) {
+        tracing::warn!(target = path, snapshot = name, error = %e, "could not mark an upload complete");
+    }
 }
 
 fn key(target: TargetId, name: &str) -> Key {
@@ -140,6 +149,7 @@ impl Jobs {
             jobs: Mutex::new(HashMap::new()),
             runs: AtomicU64::new(1),
             changed: tokio::sync::watch::Sender::new(0),
+            marking: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -218,13 +228,15 @@ impl Jobs {
     }
 
     /// Marks staged uploads as complete before a clean stop: every handle is closed by then.
+    /// The marks, made once the files are on the disk, also hold if the machine stops next.
     pub fn shutdown(&self) {
-        let records: Vec<_> = lock(&self.jobs)
+        let staged: Vec<_> = lock(&self.jobs)
             .iter()
             .filter(|(_, job)| job.status.state == UploadState::Staging)
-            .map(|((t, name), job)| self.record(*t, name, job, true))
+            .map(|((t, name), job)| (*t, name.clone(), self.record(*t, name, job, true)))
             .collect();
-        for r in records {
+        for (t, name, r) in staged {
+            mark_one(&self.staging, t, &self.path_of(t), &name, Duration::ZERO);
             self.write(r);
         }
     }
@@ -235,7 +247,7 @@ impl Jobs {
             for (t, name) in self.due() {
                 self.start(t, name);
             }
-            self.mark_complete().await;
+            self.mark_complete();
             let now = Instant::now();
             let wait = self
                 .next_settle(now)
@@ -264,8 +276,9 @@ impl Jobs {
     }
 
     /// Marks on disk the staged uploads whose copy is complete, so that a daemon killed
-    /// before they settle resumes them (`recover`). Off the runtime's threads.
-    async fn mark_complete(&self) {
+    /// before they settle resumes them (`recover`). On a thread of its own, as the staged
+    /// files go to the disk first: uploads settle and start meanwhile. One marking at a time.
+    fn mark_complete(&self) {
         let waiting: Vec<(TargetId, String, String)> = lock(&self.jobs)
             .iter()
             .filter(|(_, job)| {
@@ -274,21 +287,16 @@ impl Jobs {
             })
             .map(|((t, name), _)| (*t, self.path_of(*t), name.clone()))
             .collect();
-        if waiting.is_empty() {
+        if waiting.is_empty() || self.marking.swap(true, Ordering::AcqRel) {
             return;
         }
-        let staging = self.staging.clone();
-        let marked = tokio::task::spawn_blocking(move || {
+        let (staging, marking) = (self.staging.clone(), self.marking.clone());
+        self.rt.spawn_blocking(move || {
             for (t, path, name) in waiting {
-                if let Err(e) = staging.mark_complete(t, &path, &name, COMPLETE_QUIET) {
-                    tracing::warn!(target = path, snapshot = name, error = %e, "could not mark an upload complete");
-                }
+                mark_one(&staging, t, &path, &name, COMPLETE_QUIET);
             }
-        })
-        .await;
-        if let Err(e) = marked {
-            tracing::warn!(error = %e, "marking uploads complete did not finish");
-        }
+            marking.store(false, Ordering::Release);
+        });
     }
 
     /// Jobs to start now; running jobs overtaken by new writes are told to stop.

@@ -17,6 +17,7 @@ impl Jobs {
     /// Picks up what a previous run left: staged uploads and unfinished jobs. Targets found
     /// while that run went on (a Kubernetes namespace) are found again by what they left.
     pub fn recover(self: &Arc<Self>) {
+        let rebooted = machine_restarted(self.store.dir());
         let staging = self.staging.clone();
         tokio::task::spawn_blocking(move || staging.sweep());
         for root in [self.staging.root(), self.store.dir()] {
@@ -48,8 +49,11 @@ impl Jobs {
                 let mut job = Job::new(entry.path(), &name, source.clone(), UploadState::Queued);
                 job.run = self.runs.fetch_add(1, Ordering::Relaxed);
                 // A staged upload with no record is resumed, as one whose copy was complete:
-                // every file closed and quiet for a while when the daemon went away.
-                let mut complete = p.is_none_or(|p| p.settled)
+                // every file closed and quiet for a while when the daemon went away. Once the
+                // machine itself went down, only the mark says so: it is made once the staged
+                // files are on the disk, where a file written just before may come back short.
+                let in_page_cache = source == Source::Staged && rebooted;
+                let mut complete = (!in_page_cache && p.is_none_or(|p| p.settled))
                     || self.staging.marked_complete(entry.path(), &name);
                 if let Some(p) = p {
                     job.size = p.size;
@@ -76,7 +80,7 @@ impl Jobs {
                             job.failed_gen = Some(0);
                             complete = false;
                         }
-                        UploadState::Staging if !complete => {
+                        UploadState::Staging if !complete && !p.settled => {
                             job.status.state = UploadState::Failed;
                             job.status.error = Some(
                                 "snapfsd stopped while files were still being written; check the copy and write again, or remove it"
@@ -86,6 +90,14 @@ impl Jobs {
                         }
                         _ => {}
                     }
+                }
+                if !complete && job.status.state != UploadState::Failed {
+                    job.status.state = UploadState::Failed;
+                    job.status.error = Some(
+                        "the machine restarted before this copy was known to be on the disk; check the copy and write again, or remove it"
+                            .into(),
+                    );
+                    job.failed_gen = Some(0);
                 }
                 if source == Source::Staged {
                     self.staging.adopt(t, entry.path(), &name, complete);
@@ -124,5 +136,26 @@ impl Jobs {
             };
             self.find_targets_below(&child.path(), &rel, depth + 1);
         }
+    }
+}
+
+/// The file in the jobs folder that names the boot of the machine the daemon last started in.
+const BOOT_FILE: &str = ".boot_id";
+
+/// Whether the machine started again since the daemon's previous run (also when that is not
+/// known); this run's boot is written down for the next.
+fn machine_restarted(dir: &Path) -> bool {
+    let path = dir.join(BOOT_FILE);
+    let before = std::fs::read_to_string(&path).ok();
+    let now = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok();
+    if let Some(now) = &now {
+        let written = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, now));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "could not write down this boot of the machine");
+        }
+    }
+    match (before, now) {
+        (Some(before), Some(now)) => before != now,
+        _ => true,
     }
 }

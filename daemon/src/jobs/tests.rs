@@ -265,6 +265,8 @@ async fn a_restart_resumes_staged_uploads_and_abandons_interrupted_runs() {
     let (target, began) = FakeTarget::new();
     let run_id = {
         let mut e = Engine::with(dir.path(), target.clone(), began);
+        // As the daemon does at start: this boot of the machine is written down.
+        e.jobs.recover();
         e.target.hold();
         // One upload running when the daemon stops, one still being written.
         e.stage("db-1", "a.txt", b"one").await;
@@ -307,6 +309,7 @@ async fn a_restart_resumes_a_copy_marked_complete_but_not_one_written_since() {
     let dir = tempfile::tempdir().unwrap();
     {
         let e = Engine::new(dir.path());
+        e.jobs.recover();
         for name in ["copied", "rewritten"] {
             e.stage(name, "a.txt", b"one").await;
             e.close(name);
@@ -326,6 +329,55 @@ async fn a_restart_resumes_a_copy_marked_complete_but_not_one_written_since() {
     assert!(rewritten.error.unwrap().contains("still being written"));
     assert_eq!(e.step(), ["copied"]);
     assert_eq!(e.ended("copied").await.state, UploadState::Done);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_the_machine_restarted_only_copies_marked_on_disk_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (target, began) = FakeTarget::new();
+    {
+        let mut e = Engine::with(dir.path(), target.clone(), began);
+        e.jobs.recover();
+        e.target.hold();
+        // Settled and running, but never marked: its files may not have reached the disk.
+        e.stage("running", "a.txt", b"one").await;
+        e.close("running");
+        assert_eq!(e.step(), ["running"]);
+        e.began.recv().await.unwrap();
+        // Marked: its files were flushed first.
+        e.stage("marked", "b.txt", b"two").await;
+        e.close("marked");
+        e.staging
+            .mark_complete(e.t, "test/box", "marked", Duration::ZERO)
+            .unwrap();
+        // A clean stop marks what was complete: the machine may go down next.
+        e.stage("stopped", "d.txt", b"four").await;
+        e.close("stopped");
+        e.jobs.shutdown();
+    }
+    // The machine starts again: another boot than the one the daemon wrote down.
+    std::fs::write(dir.path().join("state/jobs/.boot_id"), "another boot\n").unwrap();
+    let (target, began) = FakeTarget::new();
+    let e = Engine::with(dir.path(), target, began);
+    e.jobs.recover();
+    assert_eq!(e.state("marked"), Some(UploadState::Queued));
+    assert_eq!(e.state("stopped"), Some(UploadState::Queued));
+    let all = e.jobs.all();
+    let error = |name: &str| {
+        let s = all.iter().find(|s| s.snapshot == name).unwrap();
+        assert_eq!(s.state, UploadState::Failed, "{name}");
+        s.error.clone().unwrap()
+    };
+    assert!(
+        error("running").contains("machine restarted"),
+        "{}",
+        error("running")
+    );
+    let mut started = e.step();
+    started.sort();
+    assert_eq!(started, ["marked", "stopped"]);
+    assert_eq!(e.ended("marked").await.state, UploadState::Done);
+    assert_eq!(e.ended("stopped").await.state, UploadState::Done);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -61,6 +61,17 @@ fn make_mark(mark: &Path) -> std::io::Result<()> {
     std::fs::File::create(mark).map(drop)
 }
 
+/// Writes to the disk what the file system holding `path` has not written yet.
+fn sync_file_system(path: &Path) -> std::io::Result<()> {
+    let f = std::fs::File::open(path)?;
+    // SAFETY: `syncfs` takes an open descriptor and reads no memory of ours.
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Deletes a file or folder; one already gone is no error.
 fn remove_all(path: &Path) -> std::io::Result<()> {
     let removed = match std::fs::symlink_metadata(path) {
@@ -162,6 +173,11 @@ impl Staging {
     /// than a copy pauses between two files, far shorter than the settle time): its copy is
     /// complete, so a daemon killed before it settles resumes it rather than failing it. The
     /// next change to the upload removes the mark.
+    ///
+    /// The staged files are flushed to the disk first (`syncfs`), so that a mark found after
+    /// the machine itself went down also says the copy is all there: one written but not yet
+    /// on the disk would come back short or empty. The flush takes as long as the disk needs
+    /// and is made outside the lock; a change meanwhile leaves the upload unmarked.
     pub fn mark_complete(
         &self,
         target: TargetId,
@@ -169,13 +185,22 @@ impl Staging {
         name: &str,
         quiet: Duration,
     ) -> std::io::Result<()> {
+        let key = (target, name.to_string());
+        let unmarked_quiet = |u: &Upload| {
+            let a = u.activity;
+            (u.complete_mark.is_none() && a.open == 0 && a.last_change.elapsed() >= quiet)
+                .then_some(a.generation)
+        };
+        let Some(generation) = self.with(|map| map.get(&key).and_then(unmarked_quiet)) else {
+            return Ok(());
+        };
+        sync_file_system(&self.target_dir(target_path))?;
         let mark = self.mark_path(target_path, name);
         self.with(|map| {
-            let Some(u) = map.get_mut(&(target, name.to_string())) else {
+            let Some(u) = map.get_mut(&key) else {
                 return Ok(());
             };
-            let a = u.activity;
-            if u.complete_mark.is_some() || a.open > 0 || a.last_change.elapsed() < quiet {
+            if unmarked_quiet(u) != Some(generation) {
                 return Ok(());
             }
             // Made under the lock, so that no change slips in between the look and the mark.
