@@ -23,6 +23,8 @@
 #                   bench/uploads.sh on an ext4 without a journal)
 #   EARLY=0         uploads/ starts only once the copy settled (upload.early = false), to
 #                   compare with uploads that begin while the copy runs (the default)
+#   SETTLE=2s       upload.settle of the daemon: how long uploads/ waits after the copy's last
+#                   write before it finishes the upload (default: snapfs's own default, 2 s)
 #   ROUNDS=3        rounds of all three; each round gets its own folder in the pod and its own
 #                   snapshot names, and the median of the rounds' ratios is printed last
 #
@@ -70,7 +72,7 @@ case "${DATA:-random}" in
     ;;
   *) echo "DATA is random or realistic" >&2; exit 2 ;;
 esac
-echo "# $(date -u +%FT%TZ), $(nproc) cores; DATA=${DATA:-random} ($size_mib MiB, $(find "$work/src" -type f | wc -l) files; zstd -3 of its tar: $(($(tar -cf - -C "$work" src | zstd -3 -T0 -c | wc -c) >> 20)) MiB); LINK=${LINK:-none}; IMAGE=${IMAGE:-busybox}; kubesim's storage on $storage"
+echo "# $(date -u +%FT%TZ), $(nproc) cores; DATA=${DATA:-random} ($size_mib MiB, $(find "$work/src" -type f | wc -l) files; zstd -3 of its tar: $(($(tar -cf - -C "$work" src | zstd -3 -T0 -c | wc -c) >> 20)) MiB); LINK=${LINK:-none}; IMAGE=${IMAGE:-busybox}; upload.settle ${SETTLE:-2s}; kubesim's storage on $storage"
 
 # Baseline: kubectl cp into a pod with a volume, as one would by hand.
 # (kubesim speaks JSON, not protobuf, which `kubectl create namespace` would send.)
@@ -97,7 +99,7 @@ until [ "$(kubectl get pod -n bench target -o jsonpath='{.status.phase}')" = Run
 
 cat >"$work/config.toml" <<CONF
 [upload]
-settle = "300ms"
+settle = "${SETTLE:-2s}"
 ${EARLY:+early = $([ "$EARLY" = 0 ] && echo false || echo true)}
 [cache]
 dir = "$work/cache"
