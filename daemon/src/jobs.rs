@@ -290,12 +290,19 @@ impl Jobs {
         if waiting.is_empty() || self.marking.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (staging, marking) = (self.staging.clone(), self.marking.clone());
+        /// Lets the next marking start, however this one ends.
+        struct Done(Arc<AtomicBool>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let (staging, done) = (self.staging.clone(), Done(self.marking.clone()));
         self.rt.spawn_blocking(move || {
+            let _done = done;
             for (t, path, name) in waiting {
                 mark_one(&staging, t, &path, &name, COMPLETE_QUIET);
             }
-            marking.store(false, Ordering::Release);
         });
     }
 
