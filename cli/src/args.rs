@@ -37,7 +37,7 @@ retention.max_days, and which packs no snapshot lists (left by interrupted uploa
 deletions), and why each would go; and which packs are mostly unused (at most half of their
 bytes used by snapshots), whose used chunks would be moved into new packs so that the rest can
 be deleted by a later cleanup, after lifecycle.orphan_grace. Nothing is changed unless --yes is
-given. The newest
+given; moving those chunks shows its progress on a terminal. The newest
 retention.min_count snapshots and those younger than retention.min_days are always kept, even
 when expired. snapfsd also does this on its own every lifecycle.interval (see snapfs.toml(5)).";
 

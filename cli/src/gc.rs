@@ -10,6 +10,7 @@ use snapfs_control::units::format_size_rounded;
 use snapfs_control::wire::{GcReason, GcReport, MountRecord, Request, Response};
 
 use crate::exit::{Exit, usage};
+use crate::progress::Progress;
 use crate::{daemon, target};
 
 pub struct Config {
@@ -29,11 +30,21 @@ pub fn run(paths: &Paths, cfg: &Config, out: &mut dyn Write) -> anyhow::Result<E
         }
         None => (only_mount(paths)?, None),
     };
+    // Repacking is what can take long: it moves what snapshots still use out of mostly unused
+    // packs. Nothing is drawn while there is none.
+    let mut progress = Progress::on_terminal();
     let req = Request::Gc {
         target,
         dry_run: cfg.dry_run,
+        progress: progress.is_shown(),
     };
-    let report = match daemon::call(&mount.socket, &req)? {
+    let answer = daemon::call_watching(&mount.socket, &req, |done, total| {
+        if total > 0 {
+            progress.show(done, total, "repacking");
+        }
+    });
+    progress.clear();
+    let report = match answer? {
         Response::Gc(report) => report,
         other => return Err(daemon::unexpected(&other)),
     };

@@ -63,10 +63,14 @@ pub enum Request {
         progress: bool,
     },
     /// Delete expired and retired snapshots and orphan packs of one target (`cloud/local`) or
-    /// of every target, or with `dry_run` only say what would go.
+    /// of every target, or with `dry_run` only say what would go. With `progress`, `Checking`
+    /// lines come while it runs: the bytes still in use that repacking moves out of mostly
+    /// unused packs (0 of 0 while there are none).
     Gc {
         target: Option<String>,
         dry_run: bool,
+        #[serde(default)]
+        progress: bool,
     },
     /// Unmount and stop the daemon.
     Unmount,

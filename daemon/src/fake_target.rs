@@ -18,7 +18,9 @@ use snapfs_fs::tree::SnapshotTree;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::config::Retention;
-use crate::powers::{Deletes, HasLeftovers, InUse, Leftovers, Powers, Run, TakesLocalData};
+use crate::powers::{
+    Deletes, HasLeftovers, InUse, Leftovers, Powers, Progress, Run, TakesLocalData,
+};
 use crate::registry::NewTarget;
 
 /// A run the target has begun: its snapshot name, its id, and the files it was given.
@@ -249,6 +251,7 @@ impl HasLeftovers for FakeTarget {
         in_use: &(dyn Fn() -> InUse + Send + Sync),
         _grace: Duration,
         _dry_run: bool,
+        _progress: &Progress,
     ) -> Result<Leftovers, BackendError> {
         lock(&self.in_use_seen).push(in_use().running);
         Ok(Leftovers {

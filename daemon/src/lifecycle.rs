@@ -15,6 +15,7 @@ use snapfs_control::wire::{GcDeletion, GcError, GcReason, GcReport};
 use snapfs_fs::backend::BackendError;
 
 use crate::jobs::Jobs;
+use crate::powers::Progress;
 use crate::registry::{Entry, Registry};
 use plan::plan;
 
@@ -40,8 +41,13 @@ impl Lifecycle {
     }
 
     /// Cleans up target `only`, or every target. A target that fails does not stop the others;
-    /// its error is in the report.
-    pub async fn collect(&self, only: Option<&Entry>, dry_run: bool) -> GcReport {
+    /// its error is in the report. `progress` counts the bytes repacking moves.
+    pub async fn collect(
+        &self,
+        only: Option<&Entry>,
+        dry_run: bool,
+        progress: &Progress,
+    ) -> GcReport {
         let _turn = self.one_at_a_time.lock().await;
         let mut report = GcReport {
             dry_run,
@@ -60,7 +66,8 @@ impl Lifecycle {
             if only.is_some_and(|o| o.id() != entry.id()) {
                 continue;
             }
-            if let Err(e) = self.collect_target(&entry, dry_run, &mut report).await {
+            let collected = self.collect_target(&entry, dry_run, progress, &mut report);
+            if let Err(e) = collected.await {
                 tracing::warn!(target = entry.path(), error = %e, "cleanup incomplete");
                 report.errors.push(GcError {
                     target: entry.path().to_string(),
@@ -77,6 +84,7 @@ impl Lifecycle {
         &self,
         entry: &Entry,
         dry_run: bool,
+        progress: &Progress,
         report: &mut GcReport,
     ) -> Result<(), BackendError> {
         let mut first_error = None;
@@ -87,7 +95,7 @@ impl Lifecycle {
             let t = entry.id();
             let in_use = || self.jobs.in_use(t);
             match leftovers
-                .collect_leftovers(&in_use, self.orphan_grace, dry_run)
+                .collect_leftovers(&in_use, self.orphan_grace, dry_run, progress)
                 .await
             {
                 Ok(l) => {
@@ -148,7 +156,7 @@ impl Lifecycle {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let report = self.collect(None, false).await;
+            let report = self.collect(None, false, &Progress::default()).await;
             tracing::debug!(
                 deleted = report.deleted.len(),
                 orphan_packs = report.orphan_packs,

@@ -184,12 +184,15 @@ pub struct Leftovers {
 pub trait HasLeftovers: Send + Sync {
     /// Removes what nothing uses any more and has been idle for `grace`. `in_use` is asked
     /// after the target listed what it has, so that work starting in between is either in the
-    /// answer or made nothing that was listed.
+    /// answer or made nothing that was listed. Where it moves data that is still in use out
+    /// of mostly unused packs, `progress` counts those bytes: their sum once planned, into
+    /// `total`, then each as it is moved (or given up), into `done`.
     async fn collect_leftovers(
         &self,
         in_use: &(dyn Fn() -> InUse + Send + Sync),
         grace: Duration,
         dry_run: bool,
+        progress: &Progress,
     ) -> Result<Leftovers, BackendError>;
 }
 

@@ -224,7 +224,7 @@ pub fn run(remote: &Remote, powers: Powers) {
             let before = packs().await;
             let hour = std::time::Duration::from_secs(3600);
             let cleanup = backend
-                .collect_leftovers(&idle, hour, false)
+                .collect_leftovers(&idle, hour, false, &Progress::default())
                 .await
                 .expect("cleanup");
             let want = u64::from(powers.conditional_update);
@@ -241,7 +241,12 @@ pub fn run(remote: &Remote, powers: Powers) {
             // before; a cleanup after it takes the pack and the record of it.
             assert_eq!(packs().await, before + want as usize);
             backend
-                .collect_leftovers(&idle, std::time::Duration::ZERO, false)
+                .collect_leftovers(
+                    &idle,
+                    std::time::Duration::ZERO,
+                    false,
+                    &Progress::default(),
+                )
                 .await
                 .expect("cleanup");
             assert_eq!(packs().await, before);

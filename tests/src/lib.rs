@@ -393,8 +393,14 @@ impl Mount {
     }
 
     pub fn call(&self, req: &Request) -> Response {
+        self.call_watching(req, |_, _| {})
+    }
+
+    /// Like [`Mount::call`], for a request that asked for progress: each (done, total) line
+    /// goes to `progress`.
+    pub fn call_watching(&self, req: &Request, progress: impl FnMut(u64, u64)) -> Response {
         let mut client = Client::connect(&self.socket()).expect("connect to snapfsd");
-        client.call(req).expect("control call")
+        client.call_watching(req, progress).expect("control call")
     }
 
     pub fn status(&self) -> StatusReport {

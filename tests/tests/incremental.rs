@@ -276,7 +276,7 @@ fn uploads_and_gc_racing_on_one_bucket_never_lose_a_chunk() {
     use std::time::Duration;
 
     use snapfs_tests::conformance::{Remote, commit, runtime};
-    use snapfsd::powers::{Deletes, HasLeftovers, InUse, Verifies};
+    use snapfsd::powers::{Deletes, HasLeftovers, InUse, Progress, Verifies};
 
     const ROUNDS: u32 = 1000;
     // Files of one chunk each (under 512 KiB), each in a frame of its own (over 64 KiB).
@@ -316,10 +316,15 @@ fn uploads_and_gc_racing_on_one_bucket_never_lose_a_chunk() {
                         .await
                         .unwrap();
                 }
+                let progress = Progress::default();
                 let done = sweeper
-                    .collect_leftovers(&idle, Duration::ZERO, false)
+                    .collect_leftovers(&idle, Duration::ZERO, false, &progress)
                     .await
                     .unwrap();
+                // Every byte in use planned to move was counted as moved, and a repack has some.
+                let planned = progress.total.into_inner();
+                assert_eq!(progress.done.into_inner(), planned, "round {round}");
+                assert!(done.repacked == 0 || planned > 0, "round {round}");
                 repacked.fetch_add(done.repacked, std::sync::atomic::Ordering::Relaxed);
             };
             let (made, ()) = tokio::join!(make, sweep);
@@ -336,7 +341,7 @@ fn uploads_and_gc_racing_on_one_bucket_never_lose_a_chunk() {
             assert_eq!(report.bytes, (1 << 20) + 6 * FRESH as u64, "round {round}");
         }
         sweeper
-            .collect_leftovers(&idle, Duration::ZERO, false)
+            .collect_leftovers(&idle, Duration::ZERO, false, &Progress::default())
             .await
             .unwrap();
     });

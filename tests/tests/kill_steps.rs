@@ -20,7 +20,7 @@ use snapfs_tests::conformance::{Remote, commit, runtime};
 use snapfs_tests::dying::Dying;
 use snapfs_tests::{only_listed_packs_left, random_file, sh};
 use snapfsd::cloud::CloudBackend;
-use snapfsd::powers::{Deletes, HasLeftovers, InUse, TakesLocalData, Verifies};
+use snapfsd::powers::{Deletes, HasLeftovers, InUse, Progress, TakesLocalData, Verifies};
 
 /// A folder of two packs' worth of random bytes, small files that share frames, and text.
 fn make_tree(src: &Path) {
@@ -97,7 +97,7 @@ async fn another_process_repairs(bucket: &Path, cache: &Path, sizes: &[(&str, u6
     every_snapshot_reads(&backend, sizes, what).await;
     // Cleanup at once, with no grace: the dead process's lease still protects its packs.
     backend
-        .collect_leftovers(&idle, Duration::ZERO, false)
+        .collect_leftovers(&idle, Duration::ZERO, false, &Progress::default())
         .await
         .unwrap_or_else(|e| panic!("{what}: cleanup: {e}"));
     let names = every_snapshot_reads(&backend, sizes, &format!("{what}, after cleanup")).await;
@@ -107,7 +107,7 @@ async fn another_process_repairs(bucket: &Path, cache: &Path, sizes: &[(&str, u6
         bucket.join(LEASE_PREFIX).display()
     ));
     backend
-        .collect_leftovers(&idle, Duration::ZERO, false)
+        .collect_leftovers(&idle, Duration::ZERO, false, &Progress::default())
         .await
         .unwrap_or_else(|e| panic!("{what}: cleanup after the lease ran out: {e}"));
     assert_eq!(
@@ -240,7 +240,7 @@ fn a_delete_and_cleanup_killed_at_any_step_never_take_what_a_snapshot_needs() {
     let delete_then_clean = |backend: Arc<CloudBackend>| async move {
         let _ = Deletes::delete(backend.as_ref(), "next").await;
         let _ = backend
-            .collect_leftovers(&idle, Duration::ZERO, false)
+            .collect_leftovers(&idle, Duration::ZERO, false, &Progress::default())
             .await;
     };
     rt.block_on(async {
@@ -291,7 +291,7 @@ fn a_repack_killed_at_any_step_never_takes_what_a_snapshot_needs() {
     let sizes = [("next", tree_bytes(&src))];
     let repack = |backend: Arc<CloudBackend>| async move {
         let _ = backend
-            .collect_leftovers(&idle, Duration::ZERO, false)
+            .collect_leftovers(&idle, Duration::ZERO, false, &Progress::default())
             .await;
     };
     rt.block_on(async {
@@ -299,7 +299,7 @@ fn a_repack_killed_at_any_step_never_takes_what_a_snapshot_needs() {
         copy_bucket(&pristine, &copy);
         let done = remote_at(&copy)
             .backend(&dir.path().join("healthy-cache"))
-            .collect_leftovers(&idle, Duration::ZERO, false)
+            .collect_leftovers(&idle, Duration::ZERO, false, &Progress::default())
             .await
             .unwrap();
         assert_eq!(done.repacked, 1, "a repack is due: {done:?}");

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use snapfs_control::wire::{Request, Response};
 use snapfs_fs::format::Manifest;
 use snapfs_tests::{Mount, TEST_SETTLE, fuse_available, ok, sh};
 
@@ -277,6 +278,55 @@ fn orphan_packs_are_collected_and_referenced_ones_never() {
     assert_eq!(
         std::fs::read(m.target().join("snapshots/kept")).unwrap(),
         "kept".repeat(100).as_bytes()
+    );
+}
+
+#[test]
+fn gc_repacks_a_mostly_unused_pack_and_says_how_far_it_came() {
+    if !fuse_available() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let m = mount(store.path(), "", "");
+    // One pack with a large file only `both` holds and a small one `small` holds too: once
+    // `both` goes, most of the pack is unused, and the small file's bytes move out of it.
+    let src = tempfile::tempdir().unwrap();
+    sh(&format!(
+        "set -e; cd '{}'; head -c 3000000 /dev/urandom > large; head -c 100000 /dev/urandom > small",
+        src.path().display()
+    ));
+    for (name, files) in [("both", "large small"), ("small", "small")] {
+        sh(&format!(
+            "set -e; mkdir '{up}'; cd '{src}'; cp {files} '{up}/'",
+            up = m.target().join("uploads").join(name).display(),
+            src = src.path().display()
+        ));
+        m.wait(name);
+    }
+    let remove = Request::Remove {
+        target: "cloud/local".into(),
+        name: "both".into(),
+    };
+    assert_eq!(m.call(&remove), Response::Done);
+    let mut seen = Vec::new();
+    let gc = Request::Gc {
+        target: Some("cloud/local".into()),
+        dry_run: false,
+        progress: true,
+    };
+    let report = match m.call_watching(&gc, |done, total| seen.push((done, total))) {
+        Response::Gc(report) => report,
+        other => panic!("unexpected answer {other:?}"),
+    };
+    assert_eq!(report.repacked_packs, 1, "{report:?}");
+    assert!(report.errors.is_empty(), "{report:?}");
+    // The last line, sent once it was done: the small file's bytes, all moved.
+    let (done, total) = *seen.last().expect("progress lines");
+    assert_eq!(done, total);
+    assert!((90_000..=110_000).contains(&total), "{seen:?}");
+    assert_eq!(
+        std::fs::read(m.target().join("snapshots/small/small")).unwrap(),
+        std::fs::read(src.path().join("small")).unwrap()
     );
 }
 

@@ -333,6 +333,7 @@ impl HasLeftovers for CloudBackend {
         in_use: &(dyn Fn() -> InUse + Send + Sync),
         grace: Duration,
         dry_run: bool,
+        progress: &Progress,
     ) -> Result<Leftovers, BackendError> {
         let running = in_use().running;
         let mut done = Leftovers::default();
@@ -341,7 +342,7 @@ impl HasLeftovers for CloudBackend {
         // that wrote its lease before it, which the listing of leases below then sees.
         let mut partial = self.partial_writes(grace).await;
         // Repacking first: with no grace, the packs it retires go in the same cleanup.
-        match self.repack(&running, dry_run).await {
+        match self.repack(&running, dry_run, progress).await {
             Ok(r) => {
                 done.repacked = r.packs;
                 done.repacked_bytes = r.dead_bytes;

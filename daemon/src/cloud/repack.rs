@@ -24,7 +24,7 @@ use snapfs_fs::backend::{Backend, BackendError};
 use snapfs_fs::format::{self, ChunkRef, Manifest, PackBuilder};
 
 use super::{CloudBackend, lock, store_error};
-use crate::powers::Run;
+use crate::powers::{Progress, Run};
 
 /// A pack is repacked once the frames in use make up at most this share of it, in percent.
 const LIVE_AT_MOST_PERCENT: u64 = 50;
@@ -173,11 +173,13 @@ fn repoint(m: &mut Manifest, moves: &Moves) -> bool {
 impl CloudBackend {
     /// Repacks every pack of the remote whose frames in use make up at most
     /// [`LIVE_AT_MOST_PERCENT`] of it, but for packs of the uploads in `running`. In a dry run
-    /// nothing is written and the answer says what would be done.
+    /// nothing is written and the answer says what would be done. `progress` counts the bytes
+    /// in use to move (see `HasLeftovers::collect_leftovers`).
     pub(super) async fn repack(
         &self,
         running: &HashSet<String>,
         dry_run: bool,
+        progress: &Progress,
     ) -> Result<Repacked, BackendError> {
         if self.no_conditional_update.load(Ordering::Relaxed) {
             return Ok(Repacked::default());
@@ -191,12 +193,16 @@ impl CloudBackend {
                 dead_bytes: doomed.values().map(|d| d.size - d.live_bytes()).sum(),
             });
         }
+        let to_move: u64 = doomed.values().map(Doomed::live_bytes).sum();
+        progress.total.fetch_add(to_move, Ordering::Relaxed);
         let id = format!("repack-{}", Run::new_id());
         // The lease goes first: until the manifests name them, the new packs are orphans that
         // another daemon's cleanup would otherwise collect.
         self.write_lease(&id).await?;
         let mut listed = HashSet::new();
-        let result = self.repack_under(&id, &doomed, &listing, &mut listed).await;
+        let result = self
+            .repack_under(&id, &doomed, &listing, &mut listed, progress)
+            .await;
         // New packs no manifest came to name (every manifest changed meanwhile, or a failure).
         if let Err(e) = self.delete_upload(&id, &listed).await {
             tracing::warn!(repack = id, error = %e, "new packs of a repack left to cleanup");
@@ -251,6 +257,7 @@ impl CloudBackend {
         doomed: &BTreeMap<String, Doomed>,
         listing: &[String],
         listed: &mut HashSet<String>,
+        progress: &Progress,
     ) -> Result<Repacked, BackendError> {
         let mut moves = Moves::new();
         let mut done = Repacked::default();
@@ -263,6 +270,7 @@ impl CloudBackend {
                 Ok(frames) => frames,
                 Err(e) => {
                     tracing::warn!(pack, error = %e, "pack not repacked; `snapfs verify` names the files a damaged chunk belongs to");
+                    progress.done.fetch_add(d.live_bytes(), Ordering::Relaxed);
                     continue;
                 }
             };
@@ -273,6 +281,9 @@ impl CloudBackend {
                 });
                 let placed = builder.push_frame(0, &frame, format::ChunkId([0; 32]), 0);
                 frames_moved.insert(live.offset, (key.clone(), placed.offset));
+                progress
+                    .done
+                    .fetch_add(u64::from(live.clen), Ordering::Relaxed);
                 if builder.is_full()
                     && let Some((key, builder)) = current.take()
                 {

@@ -167,7 +167,10 @@ impl Server {
     /// Carries out a request; one that asked for progress has `Checking` lines sent meanwhile,
     /// and a last one once it is done. A client that hangs up cancels the request.
     async fn answer(&self, req: Request, write: &mut OwnedWriteHalf) -> std::io::Result<Response> {
-        let watched = matches!(req, Request::Verify { progress: true, .. });
+        let watched = matches!(
+            req,
+            Request::Verify { progress: true, .. } | Request::Gc { progress: true, .. }
+        );
         let progress = Progress::default();
         let work = self.handle(req, &progress);
         if !watched {
@@ -361,9 +364,15 @@ impl Server {
                     .map_err(backend_error)?;
                 Response::Verified(report)
             }
-            Request::Gc { target, dry_run } => {
+            Request::Gc {
+                target, dry_run, ..
+            } => {
                 let only = target.as_deref().map(|t| self.target(t)).transpose()?;
-                Response::Gc(self.lifecycle.collect(only.as_deref(), dry_run).await)
+                Response::Gc(
+                    self.lifecycle
+                        .collect(only.as_deref(), dry_run, progress)
+                        .await,
+                )
             }
             Request::Unmount => {
                 self.stop.notify_one();

@@ -17,8 +17,8 @@ use super::labels::MANAGED_BY;
 use super::namespace::snapshot_info;
 use super::{Kube, KubeTarget};
 use crate::powers::{
-    CountsRequests, Deletes, HasLeftovers, InUse, Leftovers, Power, Powers, RestoresToClaim, Run,
-    TakesLocalData,
+    CountsRequests, Deletes, HasLeftovers, InUse, Leftovers, Power, Powers, Progress,
+    RestoresToClaim, Run, TakesLocalData,
 };
 use crate::registry::{FindsTargets, NewTarget};
 use snapfs_control::wire::TargetMetrics;
@@ -132,6 +132,7 @@ impl HasLeftovers for KubeTarget {
         in_use: &(dyn Fn() -> InUse + Send + Sync),
         _grace: Duration,
         dry_run: bool,
+        _progress: &Progress,
     ) -> Result<Leftovers, BackendError> {
         let other = KubeTarget::collect_leftovers(self, in_use, dry_run).await?;
         Ok(Leftovers {

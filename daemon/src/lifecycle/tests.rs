@@ -13,7 +13,7 @@ use super::Lifecycle;
 use crate::config::Retention;
 use crate::fake_target::FakeTarget;
 use crate::jobs::Jobs;
-use crate::powers::Powers;
+use crate::powers::{Powers, Progress};
 use crate::registry::{Entry, NewTarget, Registry};
 
 fn days(n: i64) -> chrono::Duration {
@@ -83,7 +83,7 @@ async fn a_target_written_in_a_test_takes_uploads_and_is_collected_by_gc() {
     target.put("kept", Utc::now() - days(2), None);
 
     let gc = Lifecycle::new(jobs.clone(), registry.clone(), Duration::ZERO);
-    let dry = gc.collect(None, true).await;
+    let dry = gc.collect(None, true, &Progress::default()).await;
     let mut doomed: Vec<&str> = dry.deleted.iter().map(|d| d.name.as_str()).collect();
     doomed.sort();
     assert_eq!(doomed, ["ancient", "expired"]);
@@ -92,7 +92,7 @@ async fn a_target_written_in_a_test_takes_uploads_and_is_collected_by_gc() {
     assert_eq!(dry.leftovers, 1);
     assert!(dry.errors.is_empty(), "{:?}", dry.errors);
 
-    let report = gc.collect(Some(&entry), false).await;
+    let report = gc.collect(Some(&entry), false, &Progress::default()).await;
     assert_eq!(report.deleted.len(), 2);
     assert_eq!(target.names(), ["fresh", "kept"]);
     let mut told = deleted.lock().unwrap().clone();
@@ -114,7 +114,7 @@ async fn leftovers_of_a_running_upload_are_left_alone() {
     let run = began.recv().await.unwrap().id;
 
     let gc = Lifecycle::new(jobs.clone(), registry, Duration::ZERO);
-    gc.collect(None, false).await;
+    gc.collect(None, false, &Progress::default()).await;
     assert_eq!(target.in_use_seen(), [[run].into_iter().collect()]);
     target.release();
     assert!(jobs.wait(t, "busy").await.is_some());
