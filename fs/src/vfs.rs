@@ -24,7 +24,7 @@ pub use attr::{Attr, DirEntry, Entry, FsStats, Opened};
 pub use error::{VfsError, VfsResult};
 pub use inodes::ROOT_INO;
 pub use live::LiveMount;
-pub use staging::{Activity, JobKind, Staging, UploadHooks, UploadState, UploadStatus};
+pub use staging::{Activity, JobKind, Mark, Staging, UploadHooks, UploadState, UploadStatus};
 pub use targets::{Target, TargetId, TargetSet};
 pub use whole::OPENS_FOR_WHOLE;
 pub use write::{SetAttr, TimeSet};

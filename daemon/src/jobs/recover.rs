@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use snapfs_fs::vfs::UploadState;
+use snapfs_fs::vfs::{Mark, UploadState};
 
 use super::record::Source;
 use super::{Job, Jobs, key, lock};
@@ -50,11 +50,12 @@ impl Jobs {
                 job.run = self.runs.fetch_add(1, Ordering::Relaxed);
                 // A staged upload with no record is resumed, as one whose copy was complete:
                 // every file closed and quiet for a while when the daemon went away. Once the
-                // machine itself went down, only the mark says so: it is made once the staged
-                // files are on the disk, where a file written just before may come back short.
+                // machine itself went down, only a mark that says the staged files were on the
+                // disk does: a file written just before may have come back short.
+                let mark = self.staging.mark(entry.path(), &name);
                 let in_page_cache = source == Source::Staged && rebooted;
-                let mut complete = (!in_page_cache && p.is_none_or(|p| p.settled))
-                    || self.staging.marked_complete(entry.path(), &name);
+                let mut complete = mark == Mark::OnDisk
+                    || (!in_page_cache && (mark == Mark::Seen || p.is_none_or(|p| p.settled)));
                 if let Some(p) = p {
                     job.size = p.size;
                     job.refused = p.refused.clone();

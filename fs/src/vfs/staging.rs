@@ -31,7 +31,23 @@ struct Upload {
     activity: Activity,
     /// The mark saying the upload was seen complete, while it lies on disk.
     complete_mark: Option<PathBuf>,
+    /// Whether the mark also says the staged files are on the disk.
+    on_disk: bool,
 }
+
+/// What the mark of an upload (`Staging::mark_complete`) a previous run left says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// No mark: the copy was not seen complete.
+    None,
+    /// The copy was seen complete; its files may still have been in the page cache only.
+    Seen,
+    /// The copy was seen complete, and its files were on the disk.
+    OnDisk,
+}
+
+/// What a mark holds once the files of its upload were flushed to the disk.
+const ON_DISK: &[u8] = b"on disk\n";
 
 impl Upload {
     fn new() -> Upload {
@@ -42,6 +58,7 @@ impl Upload {
                 generation: 0,
             },
             complete_mark: None,
+            on_disk: false,
         }
     }
 
@@ -51,6 +68,7 @@ impl Upload {
         if let Some(mark) = self.complete_mark.take() {
             remove_mark(&mark);
         }
+        self.on_disk = false;
     }
 }
 
@@ -174,10 +192,11 @@ impl Staging {
     /// complete, so a daemon killed before it settles resumes it rather than failing it. The
     /// next change to the upload removes the mark.
     ///
-    /// The staged files are flushed to the disk first (`syncfs`), so that a mark found after
-    /// the machine itself went down also says the copy is all there: one written but not yet
-    /// on the disk would come back short or empty. The flush takes as long as the disk needs
-    /// and is made outside the lock; a change meanwhile leaves the upload unmarked.
+    /// Then the staged files are flushed to the disk (`syncfs`), and the mark says so
+    /// ([`Mark::OnDisk`]): after the machine itself went down, only such a mark says the copy
+    /// is all there, since a file written but not yet on the disk comes back short or empty.
+    /// The flush takes as long as the disk needs and is made outside the lock; a change
+    /// meanwhile takes the mark away and leaves the upload for the next call.
     pub fn mark_complete(
         &self,
         target: TargetId,
@@ -186,33 +205,46 @@ impl Staging {
         quiet: Duration,
     ) -> std::io::Result<()> {
         let key = (target, name.to_string());
-        let unmarked_quiet = |u: &Upload| {
+        let mark = self.mark_path(target_path, name);
+        let seen = self.with(|map| -> std::io::Result<Option<u64>> {
+            let Some(u) = map.get_mut(&key) else {
+                return Ok(None);
+            };
             let a = u.activity;
-            (u.complete_mark.is_none() && a.open == 0 && a.last_change.elapsed() >= quiet)
-                .then_some(a.generation)
-        };
-        let Some(generation) = self.with(|map| map.get(&key).and_then(unmarked_quiet)) else {
+            if u.on_disk || a.open > 0 || a.last_change.elapsed() < quiet {
+                return Ok(None);
+            }
+            if u.complete_mark.is_none() {
+                // Made under the lock, so that no change slips in between the look and the mark.
+                make_mark(&mark)?;
+                u.complete_mark = Some(mark.clone());
+            }
+            Ok(Some(a.generation))
+        })?;
+        let Some(generation) = seen else {
             return Ok(());
         };
         sync_file_system(&self.target_dir(target_path))?;
-        let mark = self.mark_path(target_path, name);
         self.with(|map| {
             let Some(u) = map.get_mut(&key) else {
                 return Ok(());
             };
-            if unmarked_quiet(u) != Some(generation) {
+            if u.complete_mark.is_none() || u.activity.generation != generation {
                 return Ok(());
             }
-            // Made under the lock, so that no change slips in between the look and the mark.
-            make_mark(&mark)?;
-            u.complete_mark = Some(mark);
+            std::fs::write(&mark, ON_DISK)?;
+            u.on_disk = true;
             Ok(())
         })
     }
 
-    /// Whether a previous run of the daemon saw the upload complete.
-    pub fn marked_complete(&self, target_path: &str, name: &str) -> bool {
-        self.mark_path(target_path, name).exists()
+    /// What the mark a previous run of the daemon left for the upload says.
+    pub fn mark(&self, target_path: &str, name: &str) -> Mark {
+        match std::fs::read(self.mark_path(target_path, name)) {
+            Ok(held) if held == ON_DISK => Mark::OnDisk,
+            Ok(_) => Mark::Seen,
+            Err(_) => Mark::None,
+        }
     }
 
     /// A new upload of this name starts: a mark left by an earlier one of the same name (the
@@ -222,10 +254,14 @@ impl Staging {
     }
 
     /// Registers an upload found on disk at start-up as quiet since now, marked complete or
-    /// not as a previous run of the daemon found it.
+    /// not as a previous run of the daemon found it; a mark that says the files are on the
+    /// disk is kept as it is.
     pub fn adopt(&self, target: TargetId, target_path: &str, name: &str, complete: bool) {
         let mark = self.mark_path(target_path, name);
-        let marked = if complete {
+        let on_disk = complete && self.mark(target_path, name) == Mark::OnDisk;
+        let marked = if on_disk {
+            true
+        } else if complete {
             make_mark(&mark)
                 .inspect_err(|e| tracing::warn!(path = %mark.display(), error = %e, "could not mark an upload complete"))
                 .is_ok()
@@ -239,6 +275,7 @@ impl Staging {
                 .or_insert_with(Upload::new);
             if marked {
                 u.complete_mark = Some(mark);
+                u.on_disk = on_disk;
             }
         });
     }
