@@ -22,8 +22,8 @@ use super::shared::Kept;
 use super::{CloudBackend, lock, store_error};
 use crate::config::Retention;
 use crate::powers::{
-    CountsRequests, Deletes, HasLeftovers, InUse, Leftovers, Powers, Progress, Run, StoresEarly,
-    TakesLocalData, Verifies,
+    CountsRequests, Deletes, HasLeftovers, InUse, Leftovers, Powers, Progress, Run, TakesLocalData,
+    Verifies,
 };
 use crate::registry::NewTarget;
 use snapfs_control::wire::{TargetMetrics, VerifyReport};
@@ -53,36 +53,6 @@ impl CloudBackend {
             },
             retention,
         }
-    }
-}
-
-#[async_trait]
-impl StoresEarly for CloudBackend {
-    fn writing(self: Arc<Self>, rt: &tokio::runtime::Handle, id: &str, _name: &str, ino: u64) {
-        self.early_writing(rt, id, ino);
-    }
-
-    fn written(
-        self: Arc<Self>,
-        rt: &tokio::runtime::Handle,
-        id: &str,
-        _name: &str,
-        ino: u64,
-        path: Option<&Path>,
-    ) {
-        self.early_written(rt, id, ino, path);
-    }
-
-    fn removed(&self, id: &str, ino: u64) {
-        self.early_removed(id, ino);
-    }
-
-    async fn discard(&self, id: &str) {
-        self.end_early(id, &HashSet::new()).await;
-        tracing::info!(
-            upload_id = id,
-            "what an upload stored while it was copied is removed"
-        );
     }
 }
 

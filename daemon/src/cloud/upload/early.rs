@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use async_trait::async_trait;
 use snapfs_fs::backend::BackendError;
 use snapfs_fs::format::ChunkId;
 use tokio::sync::{mpsc, oneshot};
@@ -30,6 +31,7 @@ use super::super::{CloudBackend, lock};
 use super::packing::{Group, Packer, Packing, Table};
 use super::{Placed, join_error};
 use crate::early::{Files, Held};
+use crate::powers::StoresEarly;
 
 /// A file as stored early: what its manifest entry needs.
 pub(in crate::cloud) struct EarlyFile {
@@ -77,6 +79,53 @@ struct Record {
     chunks: Vec<u32>,
 }
 
+#[async_trait]
+impl StoresEarly for CloudBackend {
+    /// What was stored of file `ino` no longer counts.
+    fn writing(self: Arc<Self>, rt: &tokio::runtime::Handle, id: &str, _name: &str, ino: u64) {
+        self.early(rt, id).files.writing(ino);
+    }
+
+    /// The last writer hands the file, now at `path` (when it still has one), to be stored.
+    fn written(
+        self: Arc<Self>,
+        rt: &tokio::runtime::Handle,
+        id: &str,
+        _name: &str,
+        ino: u64,
+        path: Option<&Path>,
+    ) {
+        let early = self.early(rt, id);
+        let epoch = early.files.written(ino);
+        if let (Some(epoch), Some(path)) = (epoch, path) {
+            // The worker ends only once the upload is: nothing is left to store then.
+            let _ = early.tx.send(Msg::File {
+                ino,
+                path: path.to_path_buf(),
+                epoch,
+            });
+        }
+    }
+
+    /// What was stored of the file no longer counts, and if it is being read, the reading lets
+    /// go of it before this returns, so its space comes back.
+    fn removed(&self, id: &str, ino: u64) {
+        let Some(early) = lock(&self.early).get(id).cloned() else {
+            return;
+        };
+        early.files.removed(ino);
+        early.held.release(ino);
+    }
+
+    async fn discard(&self, id: &str) {
+        self.end_early(id, &HashSet::new()).await;
+        tracing::info!(
+            upload_id = id,
+            "what an upload stored while it was copied is removed"
+        );
+    }
+}
+
 /// One file of a batch being stored.
 struct Reading {
     ino: u64,
@@ -106,48 +155,6 @@ impl CloudBackend {
         *lock(&early.worker) = Some(worker);
         all.insert(id.to_string(), early.clone());
         early
-    }
-
-    /// File `ino` of upload `id` was opened for writing or made: what was stored of it no
-    /// longer counts.
-    pub(in crate::cloud) fn early_writing(
-        self: &Arc<Self>,
-        rt: &tokio::runtime::Handle,
-        id: &str,
-        ino: u64,
-    ) {
-        self.early(rt, id).files.writing(ino);
-    }
-
-    /// A writer of file `ino` of upload `id` closed it; the last one hands it, now at `path`
-    /// (when it still has one), to be stored.
-    pub(in crate::cloud) fn early_written(
-        self: &Arc<Self>,
-        rt: &tokio::runtime::Handle,
-        id: &str,
-        ino: u64,
-        path: Option<&Path>,
-    ) {
-        let early = self.early(rt, id);
-        let epoch = early.files.written(ino);
-        if let (Some(epoch), Some(path)) = (epoch, path) {
-            // The worker ends only once the upload is: nothing is left to store then.
-            let _ = early.tx.send(Msg::File {
-                ino,
-                path: path.to_path_buf(),
-                epoch,
-            });
-        }
-    }
-
-    /// File `ino` of upload `id` was removed: what was stored of it no longer counts, and if it
-    /// is being read, the reading lets go of it before this returns, so its space comes back.
-    pub(in crate::cloud) fn early_removed(&self, id: &str, ino: u64) {
-        let Some(early) = lock(&self.early).get(id).cloned() else {
-            return;
-        };
-        early.files.removed(ino);
-        early.held.release(ino);
     }
 
     /// The files of upload `id` stored early and unchanged since, by inode, once durable.
