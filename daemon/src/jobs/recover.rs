@@ -75,29 +75,24 @@ impl Jobs {
                             }
                         });
                     }
-                    match p.status.state {
-                        UploadState::Failed => {
-                            job.status = p.status.clone();
-                            job.failed_gen = Some(0);
-                            complete = false;
-                        }
-                        UploadState::Staging if !complete && !p.settled => {
-                            job.status.state = UploadState::Failed;
-                            job.status.error = Some(
-                                "snapfsd stopped while files were still being written; check the copy and write again, or remove it"
-                                    .into(),
-                            );
-                            job.failed_gen = Some(0);
-                        }
-                        _ => {}
+                    if p.status.state == UploadState::Failed {
+                        job.status = p.status.clone();
+                        job.failed_gen = Some(0);
+                        complete = false;
                     }
                 }
                 if !complete && job.status.state != UploadState::Failed {
+                    let writing =
+                        p.is_some_and(|p| p.status.state == UploadState::Staging && !p.settled);
+                    let why = if writing {
+                        "snapfsd stopped while files were still being written"
+                    } else {
+                        "the machine restarted before the files copied here were known to be on the disk, so some may have come back short"
+                    };
                     job.status.state = UploadState::Failed;
-                    job.status.error = Some(
-                        "the machine restarted before this copy was known to be on the disk; check the copy and write again, or remove it"
-                            .into(),
-                    );
+                    job.status.error = Some(format!(
+                        "{why}; copy them again (any write starts the upload anew), or remove it with rm -r"
+                    ));
                     job.failed_gen = Some(0);
                 }
                 if source == Source::Staged {
