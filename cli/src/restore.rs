@@ -14,7 +14,6 @@ mod dest;
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -452,12 +451,7 @@ fn backup_name(dest: &Path, now: DateTime<Utc>) -> PathBuf {
 /// Flushes the copy to disk before it replaces anything: a rename that outlives a crash must
 /// not point at files whose data did not.
 fn sync(dir: &Path) -> anyhow::Result<()> {
-    let f = fs::File::open(dir)?;
-    // SAFETY: syncfs on a descriptor we own.
-    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-        return Err(io::Error::last_os_error()).context("flushing the copy to disk");
-    }
-    Ok(())
+    snapfs_control::disk::sync_file_system(dir).context("flushing the copy to disk")
 }
 
 /// Removes a file, link or tree, including read-only directories inside it (a restored

@@ -79,17 +79,6 @@ fn make_mark(mark: &Path) -> std::io::Result<()> {
     std::fs::File::create(mark).map(drop)
 }
 
-/// Writes to the disk what the file system holding `path` has not written yet.
-fn sync_file_system(path: &Path) -> std::io::Result<()> {
-    let f = std::fs::File::open(path)?;
-    // SAFETY: `syncfs` takes an open descriptor and reads no memory of ours.
-    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 /// Deletes a file or folder; one already gone is no error.
 fn remove_all(path: &Path) -> std::io::Result<()> {
     let removed = match std::fs::symlink_metadata(path) {
@@ -224,7 +213,7 @@ impl Staging {
         let Some(generation) = seen else {
             return Ok(());
         };
-        sync_file_system(&self.target_dir(target_path))?;
+        snapfs_control::disk::sync_file_system(&self.target_dir(target_path))?;
         self.with(|map| {
             let Some(u) = map.get_mut(&key) else {
                 return Ok(());
